@@ -1,0 +1,1 @@
+"""The harness: registries, records, probes, the lifelong runner, timing, the results store, CLI."""

@@ -1,0 +1,111 @@
+"""The ``editbench`` command line. Console output happens here and nowhere else."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .configs import parse_overrides
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.version_option(package_name="editbench")
+def main(verbose: bool) -> None:
+    """editbench: benchmark lifelong knowledge editing of language models."""
+    _setup_logging(verbose)
+
+
+def _split_list(text: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip()) if text else ()
+
+
+@main.command()
+@click.option("--methods", default=None, metavar="A,B",
+              help="Comma-separated methods (see `editbench list`); default: every method that needs no download.")
+@click.option("--task", default="pocket", show_default=True,
+              help="A registered task, or a path to a JSONL file of your own edits.")
+@click.option("--data", default=None, help="The task's data: a local file, an http(s) URL or a Hugging Face datasets id.")
+@click.option("--split", default="eval", show_default=True, help="Which split of the task to edit with.")
+@click.option("--limit", type=int, default=None, help="Use only the first N records of the split.")
+@click.option("--edits", type=int, default=None, help="Number of edits; default: the task's default (200 for pocket).")
+@click.option("--batch-size", type=int, default=10, show_default=True, help="Edits applied per batch.")
+@click.option("--checkpoints", default=None, metavar="N,N,...",
+              help="Edit counts at which to evaluate; default: a 1-2-5 ladder up to --edits.")
+@click.option("--eval-sample", type=int, default=None,
+              help="Evaluate a seeded sample of N edits (stratified by position) instead of all edits so far.")
+@click.option("--model", default=None, help="Hugging Face hub name or local path; default: the task's own model.")
+@click.option("--dtype", default="auto", show_default=True,
+              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="Weights dtype; auto = float32 on CPU, bfloat16 on GPU.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the edit order and every method.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-results"), show_default=True,
+              help="Results folder (SQLite store and snapshots); rerun the same command to resume.")
+@click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
+              help="Set a method's or task's setting, e.g. --param ft-m.lr=1e-3 (repeatable).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code from the hub to run.")
+def run(**options) -> None:
+    """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
+    from ..reports.summary import format_table, summary_frame
+    from .runner import Runner, RunSpec
+    from .store import ResultsStore
+
+    try:
+        spec = RunSpec(
+            methods=_split_list(options.pop("methods")),
+            params=parse_overrides(options.pop("params")),
+            **options,
+        )
+        runner = Runner(spec)
+        outcome = runner.run()
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    with ResultsStore(spec.out) as store:
+        runs = store.runs().set_index("run_id")
+        baseline = runs.loc[outcome.run_id, "baseline"] or {}
+        click.echo("")
+        click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  "
+                   f"edits={runner.edits}  device={runs.loc[outcome.run_id, 'device']}")
+        if "pre_edit_accuracy" in baseline:
+            click.echo(f"unedited model accuracy on the edited facts: {baseline['pre_edit_accuracy']:.3f}")
+        click.echo(format_table(summary_frame(store, outcome.run_id)))
+    for label, status in outcome.statuses.items():
+        if status != "done":
+            click.echo(f"{label}: {status}", err=True)
+    click.echo(f"results: {outcome.store_path}")
+    sys.exit(0 if outcome.ok else 1)
+
+
+@main.command("list")
+@click.option("--methods", "only_methods", is_flag=True, help="Only methods.")
+@click.option("--tasks", "only_tasks", is_flag=True, help="Only tasks.")
+def list_(only_methods: bool, only_tasks: bool) -> None:
+    """Show the registered methods and tasks, one line each."""
+    from ..methods import METHODS
+    from ..tasks import TASKS
+
+    both = not (only_methods or only_tasks)
+    if only_methods or both:
+        click.echo("methods:")
+        for name, cls in METHODS.items():
+            click.echo(f"  {name:<12} {cls.description}")
+    if only_tasks or both:
+        click.echo("tasks:")
+        for name, cls in TASKS.items():
+            metrics = ", ".join(getattr(cls, "metrics", {}) or ["core"])
+            click.echo(f"  {name:<12} {cls.description} [metrics: {metrics}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Loading causal LMs and locating their MLP layers.
+
+Methods edit MLP weights; which module holds them depends on the architecture, so it is resolved
+here from the model's config (``model_type``), never from a checkpoint name.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Family:
+    """Module paths of one architecture family, with ``{}`` for the layer index."""
+
+    layers: str  # the ModuleList of blocks
+    mlp_in: tuple[str, ...]  # projections into the MLP's hidden space
+    mlp_out: str  # projection back to the residual stream (MEMIT's "down"/"c_proj")
+    conv1d: bool = False  # GPT-2 stores Conv1D weights as (in, out)
+
+
+_LLAMA_LIKE = Family("model.layers", ("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj")
+FAMILIES: dict[str, Family] = {
+    "gpt2": Family("transformer.h", ("mlp.c_fc",), "mlp.c_proj", conv1d=True),
+    "gptj": Family("transformer.h", ("mlp.fc_in",), "mlp.fc_out"),
+    "gpt_neox": Family("gpt_neox.layers", ("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "gemma": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,
+    "gemma3_text": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+}
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Where a loaded model keeps its MLPs, resolved from ``config.model_type``."""
+
+    model_type: str
+    family: Family
+    n_layers: int
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelLayout:
+        config = model.config
+        model_type = getattr(config, "model_type", "")
+        family = FAMILIES.get(model_type)
+        if family is None:
+            raise ValueError(
+                f"editbench cannot locate MLP layers for model_type {model_type!r}; "
+                f"supported: {', '.join(sorted(FAMILIES))}"
+            )
+        n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
+        return cls(model_type, family, int(n_layers))
+
+    def _name(self, layer: int, suffix: str) -> str:
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer {layer} is out of range for a {self.n_layers}-layer model")
+        return f"{self.family.layers}.{layer}.{suffix}"
+
+    def mlp_out_name(self, layer: int) -> str:
+        return self._name(layer, self.family.mlp_out)
+
+    def mlp_in_names(self, layer: int) -> list[str]:
+        return [self._name(layer, suffix) for suffix in self.family.mlp_in]
+
+    def block_name(self, layer: int) -> str:
+        return f"{self.family.layers}.{layer}"
+
+    def resolve_layer(self, layer: int) -> int:
+        """Python-style negative indices count from the top of the stack."""
+        return layer + self.n_layers if layer < 0 else layer
+
+
+def weight_as_out_in(module: nn.Module, conv1d: bool) -> torch.Tensor:
+    """The module's weight viewed as (out_features, in_features), whatever its storage."""
+    return module.weight.T if conv1d else module.weight
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {device!r} is not a torch device: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: no CUDA device is available; use --device cpu")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` edits in float32 on CPU (bf16 matmuls are slow there) and bfloat16 on GPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r} is not one of: auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_model(
+    name_or_path: str | Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+) -> tuple[nn.Module, object]:
+    """Load a Hugging Face causal LM and its tokenizer by hub name or local path.
+
+    Weights load through safetensors where the checkpoint has them; remote code runs only when
+    the user asked for it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    source = str(name_or_path)
+    if Path(source).exists() is False and source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"--model {source!r}: no such local path")
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
+    )
+    model.to(device)
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model, tokenizer

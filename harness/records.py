@@ -1,0 +1,78 @@
+"""Typed records that flow between tasks, methods, probes and the store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """An unrelated prompt that an edit must leave alone, with the dataset's answer to it."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """One requested edit: make ``prompt`` (which mentions ``subject``) continue with ``target_new``.
+
+    ``paraphrases`` measure generalization, ``neighbours`` specificity. ``extra`` holds
+    task-specific fields (CounterFact's generation prompts, say) that only that task's metrics read.
+    """
+
+    uid: str
+    prompt: str
+    subject: str
+    target_new: str
+    target_true: str | None = None
+    paraphrases: tuple[str, ...] = ()
+    neighbours: tuple[Neighbour, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["extra"] = dict(self.extra)
+        return data
+
+
+def dataset_hash(records: Iterable[EditRecord]) -> str:
+    """A stable digest of the records a run edits with, so results can name their data."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record.to_json(), sort_keys=True, ensure_ascii=True).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ScoringPair:
+    """A (prompt, target) pair for teacher-forced scoring; the target follows after one space."""
+
+    prompt: str
+    target: str
+
+
+@dataclass(frozen=True)
+class PairScore:
+    """What a probe returns for one pair.
+
+    ``predictions`` are the model's argmax token ids at each target position (teacher-forced), so
+    that specificity can compare an edited model with the unedited one token by token.
+    """
+
+    token_accuracy: float
+    logprob: float
+    n_tokens: int
+    predictions: tuple[int, ...]
+
+    def agreement(self, other: PairScore) -> float:
+        """Share of target positions where two models predict the same token."""
+        if not self.predictions:
+            return 1.0
+        same = sum(a == b for a, b in zip(self.predictions, other.predictions, strict=True))
+        return same / len(self.predictions)

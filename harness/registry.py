@@ -1,0 +1,71 @@
+"""Name -> class registries for editing methods and tasks.
+
+Modelled on lm-evaluation-harness's registry: a decorator registers built-ins, third-party
+packages plug in through an entry-point group that is read lazily (only when a name is missing or
+the full list is asked for), and an unknown name raises a KeyError that lists what *is* known.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named collection of classes, filled by ``@registry.register("name")`` and entry points."""
+
+    def __init__(self, kind: str, entry_point_group: str) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._items: dict[str, T] = {}
+        self._plugins_loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            existing = self._items.get(name)
+            if existing is not None and existing is not obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered by {existing!r}")
+            self._items[name] = obj
+            return obj
+
+        return decorator
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self.entry_point_group):
+            if ep.name in self._items:
+                continue
+            try:
+                self._items[ep.name] = ep.load()
+            except Exception as exc:  # a broken plugin must not take the built-ins down with it
+                log.warning("could not load %s plugin %r from %s: %s", self.kind, ep.name, ep.value, exc)
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            self._load_plugins()
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "(none)"
+            raise KeyError(f"unknown {self.kind} {name!r}; registered {self.kind}s: {known}") from None
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._items)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        for name in self.names():
+            yield name, self._items[name]
+
+    def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            self._load_plugins()
+        return name in self._items

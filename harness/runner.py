@@ -1,0 +1,285 @@
+"""The lifelong runner: every method edits a fresh copy of the same model, batch after batch.
+
+For each method: load the base model, ``prepare``, then apply the run's batches in their fixed,
+seeded order; at every checkpoint of the ladder, score every edit made so far (or a stratified
+sample), snapshot the edited weights and commit the checkpoint to the store in one transaction.
+Rerunning the same command resumes each method from its last stored checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..methods import METHODS, EditContext, EditMethod
+from ..tasks import TASKS, Task, TaskOptions
+from .cache import cache_root
+from .configs import build_config, config_dict, config_hash
+from .evaluate import Baseline, neighbour_pairs, pre_edit_summary, score_edits
+from .models import ModelLayout, load_model, resolve_device, resolve_dtype
+from .plan import eval_positions, parse_checkpoints, plan_batches
+from .probe import HFProbe
+from .progress import progress
+from .records import EditRecord, PairScore, dataset_hash
+from .snapshot import load_snapshot, prune_snapshots, save_snapshot
+from .store import ResultsStore
+from .timing import MemoryMonitor, PhaseTimer, device_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What the user asked for; every field has the CLI's default."""
+
+    methods: tuple[str, ...] = ()  # empty: every registered method that needs no download
+    task: str = "pocket"
+    data: str | None = None
+    split: str = "eval"
+    limit: int | None = None
+    edits: int | None = None  # None: the task's default
+    batch_size: int = 10
+    checkpoints: str | None = None  # comma-separated; None: a geometric ladder
+    eval_sample: int | None = None
+    model: str | None = None  # None: the task's own model (the pocket world trains one)
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    out: Path = Path("editbench-results")
+    params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    trust_remote_code: bool = False
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    label: str  # as stored and reported, e.g. "ft-m" or "rledit@paper"
+    cls: type[EditMethod]
+    config: object
+    config_hash: str
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    store_path: Path
+    statuses: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return all(s in ("done", "diverged") for s in self.statuses.values())
+
+
+def resolve_task(spec: RunSpec) -> Task:
+    name, data = spec.task, spec.data
+    if name.endswith(".jsonl") or (Path(name).suffix and Path(name).exists()):
+        name, data = "jsonl", spec.task
+    cls = TASKS.get(name)
+    options = TaskOptions(data=data, split=spec.split, limit=spec.limit, cache_dir=spec.cache_dir)
+    config = build_config(cls.Config, spec.params.get(name, {}), owner=f"task {name}")
+    return cls(options, config)
+
+
+def resolve_methods(spec: RunSpec) -> list[MethodPlan]:
+    labels = spec.methods or tuple(n for n, cls in METHODS.items() if not cls.needs_download)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--methods lists a method twice: {','.join(labels)}")
+    plans = []
+    for label in labels:
+        name, _, preset = label.partition("@")
+        cls = METHODS.get(name)
+        presets = getattr(cls, "presets", {})
+        if preset and preset not in presets:
+            known = ", ".join(sorted(presets)) or "none"
+            raise ValueError(f"--methods {label!r}: {name} has no preset {preset!r} (presets: {known})")
+        overrides = {k: str(v) for k, v in presets.get(preset, {}).items()}
+        overrides.update(spec.params.get(name, {}))
+        if label != name:
+            overrides.update(spec.params.get(label, {}))
+        config = build_config(cls.Config, overrides, owner=f"method {label}")
+        plans.append(MethodPlan(label, cls, config, config_hash(name, config_dict(config))))
+    return plans
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions(device: torch.device) -> dict[str, str]:
+    import platform
+
+    import transformers
+
+    versions = {"editbench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                "python": platform.python_version()}
+    if device.type == "cuda":
+        versions["cuda"] = str(torch.version.cuda)
+    return versions
+
+
+def _finite(model: torch.nn.Module, names: list[str]) -> bool:
+    return all(bool(torch.isfinite(model.get_parameter(n)).all()) for n in names)
+
+
+class Runner:
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.cache_dir = spec.cache_dir or cache_root()
+        self.device = resolve_device(spec.device)
+        self.dtype = resolve_dtype(spec.dtype, self.device)
+        self.task = resolve_task(spec)
+        self.methods = resolve_methods(spec)
+        records = self.task.records()
+        edits = spec.edits if spec.edits is not None else min(self.task.default_edits(), len(records))
+        if edits < 1:
+            raise ValueError(f"--edits must be at least 1, got {edits}")
+        if edits > len(records):
+            raise ValueError(f"--edits {edits}: the {self.task.name} task's {spec.split} split has only "
+                             f"{len(records)} records")
+        order = list(range(len(records)))
+        random.Random(spec.seed).shuffle(order)  # one seeded order, shared by every method
+        self.records: list[EditRecord] = [records[i] for i in order[:edits]]
+        self.edits = edits
+        self.checkpoints = parse_checkpoints(spec.checkpoints, edits, spec.batch_size)
+        self.batches = plan_batches(edits, spec.batch_size, self.checkpoints)
+        self.positions = {n: eval_positions(n, spec.eval_sample, spec.seed) for n in self.checkpoints}
+        self.model_source = spec.model or self.task.default_model()
+        if self.model_source is None:
+            raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
+        self.dataset_hash = dataset_hash(self.records)
+        self.run_config = {
+            "task": self.task.name, "task_config": config_dict(self.task.config), "data": self.task.options.data,
+            "split": spec.split, "limit": spec.limit, "edits": edits, "batch_size": spec.batch_size,
+            "checkpoints": list(self.checkpoints), "eval_sample": spec.eval_sample, "model": str(self.model_source),
+            "dtype": str(self.dtype).removeprefix("torch."), "seed": spec.seed, "dataset_hash": self.dataset_hash,
+        }
+        self.run_id = config_hash(self.run_config)
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> RunOutcome:
+        spec = self.spec
+        store = ResultsStore(spec.out)
+        try:
+            fresh = store.ensure_run(
+                self.run_id, task=self.task.name, model=str(self.model_source),
+                config={**self.run_config, "methods": [m.label for m in self.methods]},
+                versions=_versions(self.device), device=device_name(self.device), seed=spec.seed,
+                git_sha=_git_sha(), dataset_hash=self.dataset_hash, n_edits=self.edits,
+            )
+            log.info("%s run %s in %s", "starting" if fresh else "resuming", self.run_id, store.path)
+            for plan in self.methods:
+                state = store.cell(self.run_id, plan.label)
+                if state is not None and state.config_hash != plan.config_hash:
+                    raise ValueError(f"{store.path} already holds {plan.label} results made with other settings; "
+                                     "use another --out or the settings it was run with")
+            baseline = self._baseline(store)
+            statuses = {plan.label: self._run_method(store, plan, baseline) for plan in self.methods}
+        finally:
+            store.close()
+        return RunOutcome(self.run_id, store.path, statuses)
+
+    def _load(self):
+        return load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code)
+
+    def _baseline(self, store: ResultsStore) -> Baseline:
+        """Unedited predictions on neighbourhood prompts, computed once and kept in the store."""
+        needed = sorted({p for positions in self.positions.values() for p in positions})
+        records = [self.records[p] for p in needed]
+        stored = store.load_base_predictions(self.run_id)
+        wanted = {(p.prompt, p.target) for p in neighbour_pairs(records)}
+        if wanted <= stored.keys() and store.runs().set_index("run_id").loc[self.run_id, "baseline"]:
+            return Baseline({k: PairScore(v[1], 0.0, len(v[0]), v[0]) for k, v in stored.items()})
+        timer = PhaseTimer(self.device)
+        with timer.phase("baseline"):
+            model, tokenizer = self._load()
+            probe = HFProbe(model, tokenizer, self.device)
+            baseline = Baseline.compute(probe, records)
+            summary = pre_edit_summary(probe, self.records)
+        del model
+        store.save_base_predictions(self.run_id, [(p, t, s.predictions, s.token_accuracy)
+                                                  for (p, t), s in baseline.predictions.items()])
+        store.set_baseline(self.run_id, summary)
+        store.record_timings(self.run_id, "", timer.drain())
+        log.info("unedited model: %s", ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
+        return baseline
+
+    def _run_method(self, store: ResultsStore, plan: MethodPlan, baseline: Baseline) -> str:
+        state = store.cell(self.run_id, plan.label)
+        if state is not None and state.status in ("done", "diverged"):
+            log.info("%s: already %s in the store, skipped", plan.label, state.status)
+            return state.status
+        done = state.last_checkpoint if state is not None else 0
+        store.start_cell(self.run_id, plan.label, config_dict(plan.config), plan.config_hash)
+        snapshots = self.spec.out / "snapshots" / self.run_id / plan.label.replace("/", "_")
+        timer = PhaseTimer(self.device)
+        try:
+            with MemoryMonitor(self.device) as memory:
+                memory.reset()
+                status = self._edit_stream(store, plan, baseline, done, snapshots, timer, memory)
+        except Exception as exc:  # one broken method must not stop the comparison
+            log.exception("%s failed", plan.label)
+            store.finish_cell(self.run_id, plan.label, "failed", error=f"{type(exc).__name__}: {exc}")
+            return "failed"
+        return status
+
+    def _edit_stream(self, store, plan, baseline, done, snapshots, timer, memory) -> str:
+        torch.manual_seed(self.spec.seed)
+        generator = torch.Generator().manual_seed(self.spec.seed)
+        with timer.phase("load"):
+            model, tokenizer = self._load()
+        ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=self.device,
+                          cache_dir=self.cache_dir, task=self.task, seed=self.spec.seed, generator=generator)
+        method = plan.cls(plan.config, ctx)
+        with timer.phase("prepare"):
+            method.prepare()
+        edited = method.edited_parameters()
+        if done:
+            method.load_state_dict(load_snapshot(snapshots, done, model, generator))
+            log.info("%s: resuming after %d stored edits", plan.label, done)
+        store.record_timings(self.run_id, plan.label, timer.drain())
+        probe = HFProbe(model, tokenizer, self.device)
+        bar = progress(total=self.edits, initial=done, desc=f"{plan.label} edits", unit="edit")
+        try:
+            for index, (start, end) in enumerate(self.batches):
+                if end <= done:
+                    continue
+                with timer.phase("edit", index):
+                    method.apply(self.records[start:end])
+                bar.update(end - start)
+                if not _finite(model, edited):
+                    log.warning("%s diverged: non-finite weights after %d edits", plan.label, end)
+                    store.record_timings(self.run_id, plan.label, timer.drain())
+                    store.finish_cell(self.run_id, plan.label, "diverged", diverged_at=end)
+                    return "diverged"
+                if end in self.positions:
+                    self._checkpoint(store, plan, baseline, probe, method, end, snapshots, timer, memory)
+        finally:
+            bar.close()
+        store.finish_cell(self.run_id, plan.label, "done")
+        prune_snapshots(snapshots, keep=self.edits)
+        return "done"
+
+    def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer, memory) -> None:
+        with timer.phase("eval", n_edits):
+            rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
+            rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
+        bad = [r for r in rows if not math.isfinite(r.value)]
+        if bad:
+            raise FloatingPointError(f"metric {bad[0].metric} of edit {bad[0].uid} is not finite")
+        save_snapshot(snapshots, n_edits, method.ctx.model, method.edited_parameters(), method.state_dict(),
+                      method.ctx.generator)
+        store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(), memory.peak_bytes())
+        prune_snapshots(snapshots, keep=n_edits)

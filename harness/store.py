@@ -1,0 +1,249 @@
+"""The results store: one SQLite database per output folder.
+
+The runner is its only writer; ``report`` and ``publish`` only read it (HELM's split between
+computing and presenting). WAL journaling plus one transaction per checkpoint means a process
+killed at any moment leaves every finished checkpoint intact and no half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .timing import PhaseTime
+
+SCHEMA_VERSION = 1
+DB_NAME = "results.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, created TEXT NOT NULL, task TEXT NOT NULL, model TEXT NOT NULL,
+    config TEXT NOT NULL, versions TEXT NOT NULL, device TEXT NOT NULL, seed INTEGER NOT NULL,
+    git_sha TEXT, dataset_hash TEXT NOT NULL, n_edits INTEGER NOT NULL, baseline TEXT
+);
+CREATE TABLE IF NOT EXISTS cells (
+    run_id TEXT NOT NULL, method TEXT NOT NULL, method_config TEXT NOT NULL,
+    config_hash TEXT NOT NULL, status TEXT NOT NULL, diverged_at INTEGER, error TEXT,
+    updated TEXT NOT NULL, PRIMARY KEY (run_id, method)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL,
+    edit_seconds REAL NOT NULL, eval_seconds REAL NOT NULL, seconds_per_edit REAL NOT NULL,
+    peak_memory_bytes INTEGER NOT NULL, created TEXT NOT NULL,
+    PRIMARY KEY (run_id, method, n_edits)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL,
+    position INTEGER NOT NULL, uid TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (run_id, method, n_edits, position, metric)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timings (
+    run_id TEXT NOT NULL, method TEXT NOT NULL, phase TEXT NOT NULL, step INTEGER NOT NULL,
+    seconds REAL NOT NULL, PRIMARY KEY (run_id, method, phase, step)
+);
+CREATE TABLE IF NOT EXISTS base_predictions (
+    run_id TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, predictions TEXT NOT NULL,
+    token_accuracy REAL NOT NULL, PRIMARY KEY (run_id, prompt, target)
+) WITHOUT ROWID;
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class CellState:
+    status: str  # running | done | diverged | failed
+    config_hash: str
+    last_checkpoint: int  # 0 when none is stored
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    position: int
+    uid: str
+    metric: str
+    value: float
+
+
+class ResultsStore:
+    """Read/write access to ``DIR/results.sqlite``."""
+
+    def __init__(self, folder: Path | str, create: bool = True) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / DB_NAME
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"{self.folder} holds no editbench results ({DB_NAME} is missing)")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(SCHEMA)
+        found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if found is None:
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(found[0]) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema version {found[0]}; this editbench reads {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- writing ------------------------------------------------------------------------------
+    def ensure_run(self, run_id: str, **fields: Any) -> bool:
+        """Record a run once; returns False when it was already stored (a resume)."""
+        if self.conn.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
+            return False
+        columns = ["run_id", "created", *fields]
+        values = [run_id, _now(), *(json.dumps(v) if isinstance(v, dict) else v for v in fields.values())]
+        with self.transaction() as conn:
+            conn.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
+        return True
+
+    def cell(self, run_id: str, method: str) -> CellState | None:
+        row = self.conn.execute("SELECT status, config_hash FROM cells WHERE run_id=? AND method=?",
+                                (run_id, method)).fetchone()
+        if row is None:
+            return None
+        last = self.conn.execute("SELECT MAX(n_edits) FROM checkpoints WHERE run_id=? AND method=?",
+                                 (run_id, method)).fetchone()[0]
+        return CellState(row[0], row[1], last or 0)
+
+    def start_cell(self, run_id: str, method: str, method_config: dict, config_hash: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO cells VALUES (?, ?, ?, ?, 'running', NULL, NULL, ?) "
+                "ON CONFLICT(run_id, method) DO UPDATE SET status='running', error=NULL, updated=excluded.updated",
+                (run_id, method, json.dumps(method_config), config_hash, _now()),
+            )
+
+    def finish_cell(self, run_id: str, method: str, status: str, *, diverged_at: int | None = None,
+                    error: str | None = None) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE cells SET status=?, diverged_at=?, error=?, updated=? WHERE run_id=? AND method=?",
+                         (status, diverged_at, error, _now(), run_id, method))
+
+    def record_timings(self, run_id: str, method: str, timings: Iterable[PhaseTime]) -> None:
+        with self.transaction() as conn:
+            self._insert_timings(conn, run_id, method, timings)
+
+    @staticmethod
+    def _insert_timings(conn, run_id: str, method: str, timings: Iterable[PhaseTime]) -> None:
+        conn.executemany("INSERT OR REPLACE INTO timings VALUES (?, ?, ?, ?, ?)",
+                         [(run_id, method, t.phase, t.step, t.seconds) for t in timings])
+
+    def commit_checkpoint(self, run_id: str, method: str, n_edits: int, scores: Iterable[ScoreRow],
+                          timings: Iterable[PhaseTime], peak_memory_bytes: int) -> None:
+        """Write one checkpoint's scores and timings, all or nothing."""
+        timings = list(timings)
+        with self.transaction() as conn:
+            self._insert_timings(conn, run_id, method, timings)
+            edit_seconds = conn.execute(
+                "SELECT COALESCE(SUM(seconds), 0) FROM timings WHERE run_id=? AND method=? AND phase='edit'",
+                (run_id, method)).fetchone()[0]
+            eval_seconds = sum(t.seconds for t in timings if t.phase == "eval")
+            previous_peak = conn.execute(
+                "SELECT COALESCE(MAX(peak_memory_bytes), 0) FROM checkpoints WHERE run_id=? AND method=?",
+                (run_id, method)).fetchone()[0]
+            conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (run_id, method, n_edits, edit_seconds, eval_seconds, edit_seconds / n_edits,
+                          max(previous_peak, peak_memory_bytes), _now()))
+            conn.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(run_id, method, n_edits, s.position, s.uid, s.metric, s.value) for s in scores])
+
+    def save_base_predictions(self, run_id: str, rows: Iterable[tuple[str, str, tuple[int, ...], float]]) -> None:
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO base_predictions VALUES (?, ?, ?, ?, ?)",
+                             [(run_id, p, t, json.dumps(list(ids)), acc) for p, t, ids, acc in rows])
+
+    def load_base_predictions(self, run_id: str) -> dict[tuple[str, str], tuple[tuple[int, ...], float]]:
+        rows = self.conn.execute("SELECT prompt, target, predictions, token_accuracy FROM base_predictions "
+                                 "WHERE run_id=?", (run_id,))
+        return {(p, t): (tuple(json.loads(ids)), acc) for p, t, ids, acc in rows}
+
+    def set_baseline(self, run_id: str, baseline: dict[str, float]) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET baseline=? WHERE run_id=?", (json.dumps(baseline), run_id))
+
+    # -- reading ------------------------------------------------------------------------------
+    def _frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+        return pd.read_sql_query(sql, self.conn, params=params)
+
+    def runs(self) -> pd.DataFrame:
+        frame = self._frame("SELECT * FROM runs ORDER BY created")
+        for column in ("config", "versions", "baseline"):
+            frame[column] = frame[column].map(lambda v: json.loads(v) if v else {})
+        return frame
+
+    def cells(self) -> pd.DataFrame:
+        return self._frame("SELECT * FROM cells")
+
+    def checkpoints(self) -> pd.DataFrame:
+        return self._frame("SELECT * FROM checkpoints ORDER BY run_id, method, n_edits")
+
+    def timings(self) -> pd.DataFrame:
+        return self._frame("SELECT * FROM timings ORDER BY run_id, method, phase, step")
+
+    def scores(self) -> pd.DataFrame:
+        """Per-edit scores in long form: run_id, method, n_edits, position, uid, metric, value."""
+        return self._frame("SELECT * FROM scores ORDER BY run_id, method, n_edits, position, metric")
+
+    def per_edit(self) -> pd.DataFrame:
+        """Per-edit scores, one column per metric."""
+        long = self.scores()
+        if long.empty:
+            return long
+        wide = long.pivot_table(index=["run_id", "method", "n_edits", "position", "uid"],
+                                columns="metric", values="value").reset_index()
+        wide.columns.name = None
+        return wide
+
+    def summary(self) -> pd.DataFrame:
+        """Mean of every metric per (run, method, checkpoint), joined with time and memory."""
+        wide = self.per_edit()
+        if wide.empty:
+            return wide
+        metrics = [c for c in wide.columns if c not in ("run_id", "method", "n_edits", "position", "uid")]
+        means = wide.groupby(["run_id", "method", "n_edits"])[metrics].mean().reset_index()
+        return means.merge(self.checkpoints(), on=["run_id", "method", "n_edits"])
+
+    def retention(self, bins: int = 10) -> pd.DataFrame:
+        """Score by the position at which an edit was made, in ``bins`` equal slices (deciles) of
+        the edits made so far, per checkpoint: a falling curve means early edits are forgotten."""
+        wide = self.per_edit()
+        if wide.empty:
+            return wide
+        wide = wide.copy()
+        wide["bin"] = (wide["position"] * bins // wide["n_edits"]).astype(int)
+        metrics = [c for c in wide.columns if c not in ("run_id", "method", "n_edits", "position", "uid", "bin")]
+        return wide.groupby(["run_id", "method", "n_edits", "bin"])[metrics].mean().reset_index()
+
+
+def load_results(folder: Path | str) -> ResultsStore:
+    """Open a results folder for reading (the pandas API)."""
+    return ResultsStore(folder, create=False)

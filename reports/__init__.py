@@ -1,0 +1,1 @@
+"""Reports: everything that reads a results store and presents it (tables now; site, plots later)."""

@@ -1,0 +1,70 @@
+"""The task protocol and registry.
+
+A task is data plus a few declared choices (inspect_ai's ``Task``, lm-eval's YAML tasks): it yields
+typed :class:`EditRecord` s for a split, names the metric variants it reports, and may name a
+model that suits it (the pocket world builds its own). The runner never names a task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..harness.records import EditRecord
+from ..harness.registry import Registry
+
+TASKS: Registry[type[Task]] = Registry("task", "editbench.tasks")
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What the command line says about the data, whatever the task."""
+
+    data: str | None = None  # local path, URL or hub id, where the task reads a file
+    split: str = "eval"
+    limit: int | None = None
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Task-specific settings; subclasses add fields (``--param TASK.FIELD=VALUE``)."""
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+    #: metric variant -> what it measures; the runner computes the core ones for every task.
+    metrics: ClassVar[dict[str, str]] = {}
+    needs_download: ClassVar[bool] = False
+
+    def __init__(self, options: TaskOptions, config: TaskConfig | None = None) -> None:
+        self.options = options
+        self.config = config if config is not None else self.Config()
+
+    @abstractmethod
+    def load(self, split: str) -> list[EditRecord]:
+        """All records of ``split`` in the source's order (``limit`` is applied by :meth:`records`)."""
+
+    def records(self, split: str | None = None) -> list[EditRecord]:
+        chosen = self.load(split or self.options.split)
+        return chosen[: self.options.limit] if self.options.limit is not None else chosen
+
+    def default_model(self) -> str | None:
+        """A model that suits this task when the user names none (None: ``--model`` is required)."""
+        return None
+
+    def default_edits(self) -> int:
+        return 100
+
+    def extra_metrics(self, probe: Any, records: list[EditRecord], positions: list[int]) -> list:
+        """Task-specific metrics (ScoreRows) for the edits at ``positions``; the core ones are the
+        runner's. The default adds none."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "options": {k: str(v) for k, v in vars(self.options).items()},
+                "config": vars(self.config)}

@@ -1,0 +1,120 @@
+"""Teach a small causal LM the pocket world, offline, and cache it with ``save_pretrained``.
+
+A byte-level BPE tokenizer is trained on the world's sentences and a Llama-architecture model
+built from a config learns them with AdamW and a one-cycle schedule. Nothing is downloaded. The
+result is cached by a hash of the world and training settings, so later runs load it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..harness.cache import cache_root, publish_dir, staging_dir
+from ..harness.configs import config_hash
+from ..harness.progress import progress
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PocketModelConfig:
+    vocab_size: int = 600
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    n_layers: int = 4
+    n_heads: int = 4
+    steps: int = 1400
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+
+
+def train_tokenizer(sentences: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(sentences, trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def build_model(config: PocketModelConfig, vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(config.seed)
+    model_config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
+        num_key_value_heads=config.n_heads, max_position_embeddings=64, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+    return LlamaForCausalLM(model_config)
+
+
+def train_pocket_model(sentences: list[str], config: PocketModelConfig, out_dir: Path) -> None:
+    """Train tokenizer and model on ``sentences`` and ``save_pretrained`` both into ``out_dir``."""
+    tokenizer = train_tokenizer(sentences, config.vocab_size)
+    model = build_model(config, len(tokenizer))
+    encoded = [tokenizer(s + "</s>")["input_ids"] for s in sentences]
+    rng = random.Random(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
+                                                   pct_start=0.1)
+    model.train()
+    order: list[int] = []
+    bar = progress(range(config.steps), desc="training pocket model", unit="step")
+    for _ in bar:
+        if len(order) < config.batch_size:
+            fresh = list(range(len(encoded)))
+            rng.shuffle(fresh)
+            order.extend(fresh)
+        batch = [encoded[i] for i in order[: config.batch_size]]
+        del order[: config.batch_size]
+        width = max(map(len, batch))
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if not math.isfinite(loss.item()):
+            raise RuntimeError("pocket model training diverged (non-finite loss)")
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def ensure_pocket_model(world, cache_dir: Path | None = None, config: PocketModelConfig | None = None) -> Path:
+    """Return the cached model folder for ``world``, training it first if it is not there yet."""
+    config = config or PocketModelConfig()
+    digest = config_hash(FORMAT_VERSION, asdict(world.config), asdict(config))
+    final = (cache_dir or cache_root()) / "models" / f"pocket-{digest}"
+    if (final / "config.json").exists():
+        log.info("loaded the cached pocket model from %s", final)
+        return final
+    log.info("training the pocket model (once; cached in %s)", final)
+    tmp = staging_dir(final)
+    train_pocket_model(world.training_sentences(), config, tmp)
+    return publish_dir(tmp, final)
