@@ -61,7 +61,7 @@ class ModelLayout:
                 f"editbench cannot locate MLP layers for model_type {model_type!r}; "
                 f"supported: {', '.join(sorted(FAMILIES))}"
             )
-        n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer")
+        n_layers = getattr(config, "num_hidden_layers", None) or config.n_layer
         return cls(model_type, family, int(n_layers))
 
     def _name(self, layer: int, suffix: str) -> str:

@@ -1,0 +1,81 @@
+"""Shared fixtures: micro models built from a config, a tiny pocket world, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("EDITBENCH_NO_PROGRESS", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY_WORLD = {"n_entities": 20}
+
+
+def tiny_world():
+    from editbench.tasks.pocket import PocketConfig, PocketWorld
+
+    return PocketWorld(PocketConfig(**TINY_WORLD))
+
+
+def micro_config(family: str, vocab_size: int):
+    """A few-layer model of the given family, small enough to run in milliseconds."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    if family == "gpt2":
+        return tf.GPT2Config(n_layer=3, n_embd=32, n_head=2, n_positions=64, **common)
+    if family == "gptj":
+        return tf.GPTJConfig(n_layer=3, n_embd=32, n_head=2, rotary_dim=8, n_positions=64, **common)
+    llama_like = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                      num_key_value_heads=2, max_position_embeddings=64, **common)
+    if family == "llama":
+        return tf.LlamaConfig(**llama_like)
+    if family == "mistral":
+        return tf.MistralConfig(**llama_like)
+    if family == "qwen2":
+        return tf.Qwen2Config(**llama_like)
+    if family == "gemma":
+        return tf.GemmaConfig(head_dim=16, **llama_like)
+    raise ValueError(family)
+
+
+@pytest.fixture(scope="session")
+def world_tokenizer():
+    from editbench.tasks.pocket_model import train_tokenizer
+
+    return train_tokenizer(tiny_world().training_sentences(), vocab_size=300)
+
+
+def save_micro_model(family: str, tokenizer, folder: Path, seed: int = 0) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(micro_config(family, len(tokenizer)))
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def micro_llama(tmp_path_factory, world_tokenizer) -> Path:
+    return save_micro_model("llama", world_tokenizer, tmp_path_factory.mktemp("micro-llama"))
+
+
+@pytest.fixture(scope="session")
+def micro_gpt2(tmp_path_factory, world_tokenizer) -> Path:
+    return save_micro_model("gpt2", world_tokenizer, tmp_path_factory.mktemp("micro-gpt2"))
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def micro_model_path(request, micro_llama, micro_gpt2) -> Path:
+    return {"llama": micro_llama, "gpt2": micro_gpt2}[request.param]
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared data folder {SHARED_DATA} is absent (it lies beside the checkout in CI)")
+    return SHARED_DATA

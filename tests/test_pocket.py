@@ -1,0 +1,57 @@
+import torch
+
+from editbench.harness.models import load_model
+from editbench.harness.probe import HFProbe
+from editbench.harness.records import ScoringPair
+from editbench.tasks.pocket import PocketConfig, PocketWorld
+from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
+
+
+def test_world_is_seeded_and_splits_are_disjoint():
+    a, b = PocketWorld(PocketConfig(n_entities=30)), PocketWorld(PocketConfig(n_entities=30))
+    assert a.records == b.records
+    assert a.records != PocketWorld(PocketConfig(n_entities=30, world_seed=1)).records
+    eval_subjects = {r.subject for r in a.records["eval"]}
+    train_subjects = {r.subject for r in a.records["train"]}
+    assert eval_subjects and train_subjects and not eval_subjects & train_subjects
+
+
+def test_edits_are_counterfactual_and_neighbours_are_never_edited():
+    world = PocketWorld(PocketConfig(n_entities=30))
+    records = world.records["eval"] + world.records["train"]
+    edited_prompts = {r.prompt for r in records}
+    objects = {rel: set(objs) for rel, objs in world.objects.items()}
+    for record in records:
+        relation = record.extra["relation"]
+        assert record.target_new != record.target_true
+        assert record.target_new in objects[relation]
+        assert len(record.paraphrases) == 3 and record.neighbours
+        assert not {n.prompt for n in record.neighbours} & edited_prompts
+        assert any(len(word) > 0 for word in record.target_new.split())
+
+
+def test_paraphrases_are_held_out_of_training_text():
+    world = PocketWorld(PocketConfig(n_entities=20))
+    training = "\n".join(world.training_sentences())
+    record = world.records["eval"][0]
+    assert f"{record.prompt} {record.target_true}." in training
+    for paraphrase in record.paraphrases:
+        assert f"{paraphrase} {record.target_true}." not in training
+
+
+def test_pocket_model_learns_the_world_and_is_cached(tmp_path, caplog):
+    world = PocketWorld(PocketConfig(n_entities=10))
+    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=250,
+                               batch_size=32, lr=1e-2)
+    path = ensure_pocket_model(world, tmp_path, config)
+    model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
+    records = world.records["eval"]
+    scores = HFProbe(model, tokenizer, torch.device("cpu")).score(
+        [ScoringPair(r.prompt, r.target_true) for r in records])
+    accuracy = sum(s.token_accuracy for s in scores) / len(scores)
+    assert accuracy > 0.8  # chance is well below a third for these object sets
+    mtime = (path / "model.safetensors").stat().st_mtime
+    with caplog.at_level("INFO"):
+        assert ensure_pocket_model(world, tmp_path, config) == path
+    assert "loaded the cached pocket model" in caplog.text
+    assert (path / "model.safetensors").stat().st_mtime == mtime

@@ -1,0 +1,64 @@
+import torch
+
+from editbench.harness.models import load_model
+from editbench.harness.probe import HFProbe
+from editbench.harness.records import PairScore, ScoringPair
+from editbench.harness.tokenize import PairEncoder
+
+
+def test_target_positions_follow_the_prompt(world_tokenizer):
+    encoder = PairEncoder(world_tokenizer)
+    pair = encoder.encode("Fact: somebody lives in", "Ostwen Ford")
+    prompt_ids = encoder.encode_prompt("Fact: somebody lives in")
+    assert list(pair.ids[: pair.n_prompt]) == prompt_ids
+    assert world_tokenizer.decode(pair.ids[pair.n_prompt:]) == " Ostwen Ford"
+    batch = encoder.collate([pair, encoder.encode("x", "y")])
+    row = batch.target_mask[0].nonzero().squeeze(1)
+    assert row.tolist() == list(range(pair.n_prompt - 1, len(pair.ids) - 1))
+    assert batch.labels[0, row].tolist() == list(pair.ids[pair.n_prompt:])
+    assert batch.prompt_last[0] == pair.n_prompt - 1
+
+
+def test_scores_match_a_direct_unpadded_computation(micro_model_path):
+    model, tokenizer = load_model(micro_model_path, torch.device("cpu"), torch.float32)
+    probe = HFProbe(model, tokenizer, torch.device("cpu"), max_tokens=64)  # forces several padded batches
+    pairs = [ScoringPair("A b c", "d e f g"), ScoringPair("Hello", "world"), ScoringPair("q", "r s")] * 3
+    scores = probe.score(pairs)
+    encoder = PairEncoder(tokenizer)
+    for pair, score in zip(pairs, scores):
+        enc = encoder.encode(pair.prompt, pair.target)
+        ids = torch.tensor([enc.ids])
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0], -1)
+        positions = range(enc.n_prompt - 1, len(enc.ids) - 1)
+        labels = [enc.ids[i + 1] for i in positions]
+        argmax = [int(logprobs[i].argmax()) for i in positions]
+        assert score.predictions == tuple(argmax)
+        assert score.n_tokens == len(labels)
+        assert abs(score.logprob - sum(float(logprobs[i, lab]) for i, lab in zip(positions, labels))) < 1e-4
+        assert score.token_accuracy == sum(a == lab for a, lab in zip(argmax, labels)) / len(labels)
+
+
+def test_token_accuracy_right_wrong_and_half_right():
+    """Hand-built case: a model that always predicts token 5."""
+
+    class Always5(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.zeros(*input_ids.shape, 10)
+            logits[..., 5] = 1.0
+            return type("Out", (), {"logits": logits})()
+
+    class Tok:
+        pad_token_id = 0
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [ord(t) % 10 if not t.isdigit() else int(t) for t in text.split()]}
+
+    probe = HFProbe(Always5(), Tok(), torch.device("cpu"))
+    right, wrong, half = probe.score([ScoringPair("1 2", "5 5"), ScoringPair("1 2", "3 4"), ScoringPair("1", "5 7")])
+    assert (right.token_accuracy, wrong.token_accuracy, half.token_accuracy) == (1.0, 0.0, 0.5)
+    assert right.predictions == (5, 5)
+
+
+def test_agreement_counts_matching_tokens():
+    a = PairScore(1.0, 0.0, 4, (1, 2, 3, 4))
+    assert a.agreement(PairScore(0.0, 0.0, 4, (1, 2, 0, 0))) == 0.5

@@ -1,0 +1,152 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+import pytest
+import torch
+
+from editbench.harness.runner import Runner, RunSpec
+from editbench.harness.store import load_results
+from editbench.methods import METHODS, EditMethod, MethodConfig
+
+POCKET = {"pocket": {"n_entities": "20"}}
+SEEN: dict[str, list[list[str]]] = {}
+
+
+@dataclass(frozen=True)
+class RecorderConfig(MethodConfig):
+    nan_after: int = 0  # poison the weights once this many edits were applied (0: never)
+
+
+class Recorder(EditMethod):
+    """Edits nothing; remembers the batches it was given."""
+
+    description = "test double"
+    Config = RecorderConfig
+
+    def apply(self, batch):
+        seen = SEEN.setdefault(self.name, [])
+        seen.append([r.uid for r in batch])
+        if self.config.nan_after and sum(map(len, seen)) >= self.config.nan_after:
+            with torch.no_grad():
+                self.ctx.parameter(self.edited_parameters()[0]).fill_(float("nan"))
+
+    def edited_parameters(self):
+        return [f"{self.ctx.layout.mlp_out_name(0)}.weight"]
+
+
+@pytest.fixture
+def recorders():
+    SEEN.clear()
+    added = []
+    for name in ("rec-a", "rec-b"):
+        cls = type(name, (Recorder,), {"name": name})
+        METHODS.register(name)(cls)
+        added.append(name)
+    yield
+    for name in added:
+        METHODS._items.pop(name)
+
+
+def _spec(tmp_path, model, **kw):
+    base = dict(task="pocket", model=str(model), edits=20, batch_size=4, out=tmp_path / "out", params=POCKET,
+                device="cpu", cache_dir=tmp_path / "cache")
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def test_every_method_sees_the_same_edits_in_the_same_batches(tmp_path, micro_llama, recorders):
+    outcome = Runner(_spec(tmp_path, micro_llama, methods=("rec-a", "rec-b"), checkpoints="6,20")).run()
+    assert outcome.ok
+    assert SEEN["rec-a"] == SEEN["rec-b"]
+    assert [len(b) for b in SEEN["rec-a"]] == [4, 2, 4, 4, 4, 2]  # cut at the checkpoint 6
+    assert len({u for b in SEEN["rec-a"] for u in b}) == 20
+    SEEN.clear()
+    Runner(_spec(tmp_path, micro_llama, methods=("rec-a",), seed=1, out=tmp_path / "other")).run()
+    assert SEEN["rec-a"] != SEEN.get("rec-b", [])  # another seed, another order
+
+
+def test_a_diverging_method_is_recorded_and_the_others_go_on(tmp_path, micro_llama, recorders):
+    spec = _spec(tmp_path, micro_llama, methods=("rec-a", "ft-m"), checkpoints="4,10,20",
+                 params={**POCKET, "rec-a": {"nan_after": "8"}})
+    outcome = Runner(spec).run()
+    assert outcome.statuses == {"rec-a": "diverged", "ft-m": "done"}
+    assert outcome.ok  # divergence is a result, stored like any other
+    store = load_results(spec.out)
+    cells = store.cells().set_index("method")
+    assert cells.loc["rec-a", "diverged_at"] == 8
+    assert set(store.checkpoints().query("method == 'ft-m'")["n_edits"]) == {4, 10, 20}
+
+
+def test_results_carry_metadata_and_eval_sample(tmp_path, micro_gpt2):
+    spec = _spec(tmp_path, micro_gpt2, methods=("ft-l",), eval_sample=6, checkpoints="20")
+    Runner(spec).run()
+    store = load_results(spec.out)
+    run = store.runs().iloc[0]
+    assert run["versions"]["torch"] == torch.__version__
+    assert run["dataset_hash"] and run["device"].startswith("cpu")
+    assert "pre_edit_accuracy" in run["baseline"]
+    positions = sorted(store.per_edit()["position"])
+    assert len(positions) == 6 and positions[0] == 0 and positions[-1] == 19
+    phases = set(store.timings()["phase"])
+    assert {"baseline", "load", "prepare", "edit", "eval"} <= phases
+
+
+def test_bad_input_names_the_option(tmp_path, micro_llama):
+    with pytest.raises(ValueError, match="--edits 999"):
+        Runner(_spec(tmp_path, micro_llama, edits=999))
+    with pytest.raises(KeyError, match="registered methods: .*ft-m"):
+        Runner(_spec(tmp_path, micro_llama, methods=("nope",)))
+    with pytest.raises(ValueError, match="method ft-m has no setting 'lrr'"):
+        Runner(_spec(tmp_path, micro_llama, methods=("ft-m",), params={**POCKET, "ft-m": {"lrr": "1"}}))
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "editbench.harness.cli", "run", *args]
+
+
+def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, micro_llama):
+    args = ["--task", "pocket", "--param", "pocket.n_entities=20", "--model", str(micro_llama),
+            "--methods", "ft-m,ft-l", "--edits", "40", "--batch-size", "2",
+            "--checkpoints", ",".join(str(n) for n in range(4, 41, 4)), "--device", "cpu",
+            "--param", "ft-m.stop_loss=0", "--param", "ft-l.stop_loss=0"]
+    env = {**os.environ, "EDITBENCH_NO_PROGRESS": "1", "EDITBENCH_CACHE": str(tmp_path / "cache")}
+    killed_out, clean_out = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen(_cli(*args, "--out", str(killed_out)), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = killed_out / "results.sqlite"
+    deadline = time.time() + 120
+    stored = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    stored = conn.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0]
+            except sqlite3.OperationalError:
+                stored = 0
+            if stored >= 3:
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= stored < 20
+    resumed = subprocess.run(_cli(*args, "--out", str(killed_out)), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    clean = subprocess.run(_cli(*args, "--out", str(clean_out)), env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+
+    def scores(folder):
+        return load_results(folder).scores().drop(columns="run_id").sort_values(
+            ["method", "n_edits", "position", "metric"]).reset_index(drop=True)
+
+    a, b = scores(killed_out), scores(clean_out)
+    assert len(a) == len(b) == 2 * sum(range(4, 41, 4)) * 4  # no duplicates, nothing lost
+    pd.testing.assert_frame_equal(a, b)
+    assert len(load_results(killed_out).checkpoints()) == 20
