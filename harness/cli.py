@@ -30,6 +30,16 @@ def _split_list(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip()) if text else ()
 
 
+def _parse_checkpoints(items: tuple[str, ...]) -> dict[str, Path]:
+    parsed = {}
+    for item in items:
+        method, sep, folder = item.partition("=")
+        if not sep or not method or not folder:
+            raise click.BadParameter(f"{item!r}: expected METHOD=DIR", param_hint="--method-checkpoint")
+        parsed[method] = Path(folder)
+    return parsed
+
+
 @main.command()
 @click.option("--methods", default=None, metavar="A,B",
               help="Comma-separated methods (see `editbench list`); default: every method that needs no download.")
@@ -54,6 +64,8 @@ def _split_list(text: str | None) -> tuple[str, ...]:
               help="Results folder (SQLite store and snapshots); rerun the same command to resume.")
 @click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
               help="Set a method's or task's setting, e.g. --param ft-m.lr=1e-3 (repeatable).")
+@click.option("--method-checkpoint", "method_checkpoints", multiple=True, metavar="METHOD=DIR",
+              help="Use a trained artefact for a method (e.g. rledit=DIR from `editbench train`); repeatable.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code from the hub to run.")
 def run(**options) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
@@ -65,6 +77,7 @@ def run(**options) -> None:
         spec = RunSpec(
             methods=_split_list(options.pop("methods")),
             params=parse_overrides(options.pop("params")),
+            method_checkpoints=_parse_checkpoints(options.pop("method_checkpoints")),
             **options,
         )
         runner = Runner(spec)
@@ -106,6 +119,17 @@ def list_(only_methods: bool, only_tasks: bool) -> None:
             metrics = ", ".join(getattr(cls, "metrics", {}) or ["core"])
             click.echo(f"  {name:<12} {cls.description} [metrics: {metrics}]")
 
+
+def _add_subcommands() -> None:
+    """Commands that live beside the code they drive."""
+    from ..reports.cli import publish, report
+    from .train import train
+
+    for command in (train, report, publish):
+        main.add_command(command)
+
+
+_add_subcommands()
 
 if __name__ == "__main__":
     main()

@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from .progress import progress
 from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder
 
@@ -65,7 +66,8 @@ class HFProbe:
         results: list[PairScore | None] = [None] * len(pairs)
         was_training = self.model.training
         self.model.eval()
-        for indices in self._batches(encoded):
+        batches = list(self._batches(encoded))
+        for indices in progress(batches, desc="scoring", unit="batch", disable=len(batches) < 4):
             batch = self.encoder.collate([encoded[i] for i in indices]).to(self.device)
             label_lp, argmax, rows = target_logprobs(self.model, batch)
             correct = argmax == batch.labels[batch.target_mask]

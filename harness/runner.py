@@ -57,6 +57,8 @@ class RunSpec:
     params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     trust_remote_code: bool = False
     cache_dir: Path | None = None
+    #: method label or name -> folder of a trained artefact (``--method-checkpoint``)
+    method_checkpoints: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class MethodPlan:
     cls: type[EditMethod]
     config: object
     config_hash: str
+    checkpoint: Path | None = None
 
 
 @dataclass
@@ -105,7 +108,15 @@ def resolve_methods(spec: RunSpec) -> list[MethodPlan]:
         if label != name:
             overrides.update(spec.params.get(label, {}))
         config = build_config(cls.Config, overrides, owner=f"method {label}")
-        plans.append(MethodPlan(label, cls, config, config_hash(name, config_dict(config))))
+        checkpoint = spec.method_checkpoints.get(label) or spec.method_checkpoints.get(name)
+        if checkpoint is not None and not Path(checkpoint).exists():
+            raise FileNotFoundError(f"--method-checkpoint {label}={checkpoint}: no such folder")
+        plans.append(MethodPlan(label, cls, config,
+                                config_hash(name, config_dict(config), str(checkpoint) if checkpoint else None),
+                                Path(checkpoint) if checkpoint else None))
+    unknown = set(spec.method_checkpoints) - {p.label for p in plans} - {p.label.partition("@")[0] for p in plans}
+    if unknown:
+        raise ValueError(f"--method-checkpoint names {sorted(unknown)[0]!r}, which is not among --methods")
     return plans
 
 
@@ -191,6 +202,17 @@ class Runner:
             store.close()
         return RunOutcome(self.run_id, store.path, statuses)
 
+    def train_records(self) -> list[EditRecord]:
+        """The task's train split, refused if it shares any record with the edits of this run."""
+        train = self.task.load("train")
+        edited_uids = {r.uid for r in self.records}
+        edited_prompts = {r.prompt for r in self.records}
+        clash = next((r for r in train if r.uid in edited_uids or r.prompt in edited_prompts), None)
+        if clash is not None:
+            raise ValueError(f"the {self.task.name} train split overlaps the evaluated edits (record {clash.uid!r}, "
+                             f"prompt {clash.prompt!r}); a method must never train on what it is scored on")
+        return train
+
     def _load(self):
         return load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code)
 
@@ -241,7 +263,8 @@ class Runner:
         with timer.phase("load"):
             model, tokenizer = self._load()
         ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=self.device,
-                          cache_dir=self.cache_dir, task=self.task, seed=self.spec.seed, generator=generator)
+                          cache_dir=self.cache_dir, task=self.task, seed=self.spec.seed, generator=generator,
+                          train_records=self.train_records, method_checkpoint=plan.checkpoint)
         method = plan.cls(plan.config, ctx)
         with timer.phase("prepare"):
             method.prepare()

@@ -1,6 +1,17 @@
-"""Editing methods. Importing this package registers the built-in methods."""
+"""Editing methods. Importing this package registers every built-in method.
 
-from . import ft  # noqa: F401  (registration side effects)
+Each top-level module of this package that defines a method registers it with ``@METHODS.register``;
+the modules are imported here by discovery, so adding a method is adding one file. Shared cores live
+in subpackages (``hypernet/``, ``locate/``) and are imported by the methods that use them.
+"""
+
+import importlib
+import pkgutil
+
 from .base import METHODS, EditContext, EditMethod, MethodConfig
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.ispkg and not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "EditContext", "EditMethod", "MethodConfig"]

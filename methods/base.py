@@ -9,8 +9,8 @@ calls only this protocol; it never names a method.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,9 +39,13 @@ class EditContext:
     layout: ModelLayout
     device: torch.device
     cache_dir: Path
-    task: Any  # the Task, for methods that train on its train split
+    task: Any  # the Task (its ``corpus()`` serves key statistics)
     seed: int
     generator: torch.Generator
+    #: The task's train split, checked by the runner to share no record with the edits evaluated.
+    train_records: Callable[[], list[EditRecord]] = field(default=lambda: [])
+    #: A trained artefact the user supplied (``--method-checkpoint METHOD=DIR``), else None.
+    method_checkpoint: Path | None = None
 
     def __post_init__(self) -> None:
         self.encoder = PairEncoder(self.tokenizer)
@@ -56,6 +60,9 @@ class EditMethod(ABC):
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: True when ``prepare`` needs the network (a published checkpoint, a hub corpus).
     needs_download: ClassVar[bool] = False
+    #: Named settings bundles, selected as ``METHOD@PRESET`` (e.g. ``rledit@release``); each maps
+    #: config fields to values and is stored with the results under that label.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: MethodConfig, context: EditContext) -> None:
         self.config = config

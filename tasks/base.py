@@ -60,6 +60,11 @@ class Task(ABC):
     def default_edits(self) -> int:
         return 100
 
+    def corpus(self) -> list[str] | None:
+        """Plain text that resembles what the model was trained on, for key statistics
+        (MEMIT's second moments). None: methods fall back to their published corpus (wikitext)."""
+        return None
+
     def extra_metrics(self, probe: Any, records: list[EditRecord], positions: list[int]) -> list:
         """Task-specific metrics (ScoreRows) for the edits at ``positions``; the core ones are the
         runner's. The default adds none."""

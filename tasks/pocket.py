@@ -180,3 +180,6 @@ class PocketTask(Task):
 
     def default_edits(self) -> int:
         return 200
+
+    def corpus(self) -> list[str]:
+        return self.world.training_sentences()

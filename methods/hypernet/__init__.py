@@ -1,0 +1,1 @@
+"""The shared core of the hypernetwork editors (MEND, MALMEN, RLEdit)."""

@@ -1,0 +1,1 @@
+"""The shared core of locate-then-edit methods (MEMIT, AlphaEdit)."""
