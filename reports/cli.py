@@ -1,24 +1,71 @@
 """``editbench report`` and ``editbench publish``: read result stores, write tables, plots and a site.
 
-Being built under the reports issue; until then the commands say so and exit non-zero.
+Both only read the stores (HELM's split between computing and presenting): point them at a
+folder that a run is still writing and they show the checkpoints committed so far.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from .collect import collect
+from .leaderboard import build_boards
+from .site import write_pages
+from .tables import latex, markdown, write_csv
+
+_RESULTS = click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+_SEED = click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seeds the bootstrap resampling of the confidence intervals.")
+
+
+def _collect(results: tuple[Path, ...]):
+    try:
+        return collect(results)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+
 
 @click.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path())
-@click.option("--html", type=click.Path(), default=None, help="Write an HTML report into this folder.")
-def report(results: tuple[str, ...], html: str | None) -> None:
-    """Render one or more result stores as tables and plots."""
-    raise click.ClickException("editbench report is not available yet")
+@_RESULTS
+@click.option("--html", type=click.Path(path_type=Path), default=None,
+              help="Write the HTML report (index.html, a page per run, plots, leaderboard.json) into this folder.")
+@click.option("--md", type=click.Path(path_type=Path), default=None, help="Write the leaderboard as Markdown.")
+@click.option("--latex", "tex", type=click.Path(path_type=Path), default=None,
+              help="Write the leaderboard as LaTeX tables (booktabs).")
+@click.option("--csv", type=click.Path(path_type=Path), default=None,
+              help="Write every leaderboard cell (mean, interval, mark) as CSV.")
+@_SEED
+def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: Path | None, csv: Path | None,
+           seed: int) -> None:
+    """Render one or more result stores (RESULTS folders) as a leaderboard with plots.
+
+    With no output option, prints the Markdown leaderboard."""
+    found = _collect(results)
+    boards = build_boards(found, seed=seed)
+    if html is not None:
+        write_pages(found, html, site=False, seed=seed)
+        click.echo(f"report: {html / 'index.html'}")
+    for path, text in ((md, markdown), (tex, latex)):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text(boards), encoding="utf-8")
+            click.echo(f"wrote {path}")
+    if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(boards, csv)
+        click.echo(f"wrote {csv}")
+    if html is None and md is None and tex is None and csv is None:
+        click.echo(markdown(boards), nl=False)
 
 
 @click.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path())
-@click.option("--site", type=click.Path(), required=True, help="Folder for the static site.")
-def publish(results: tuple[str, ...], site: str) -> None:
-    """Build the static leaderboard site from result stores."""
-    raise click.ClickException("editbench publish is not available yet")
+@_RESULTS
+@click.option("--site", type=click.Path(path_type=Path), required=True, help="Folder for the static site.")
+@_SEED
+def publish(results: tuple[Path, ...], site: Path, seed: int) -> None:
+    """Build the static leaderboard site from result stores: index = leaderboard, a page per task
+    and per run, plots, and leaderboard.json; ready for GitHub Pages."""
+    pages = write_pages(_collect(results), site, site=True, seed=seed)
+    click.echo(f"site: {site / 'index.html'} ({len(pages)} pages)")

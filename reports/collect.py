@@ -1,0 +1,63 @@
+"""Many result stores read as one: the frames of every store, concatenated.
+
+Reports only read stores (through ``load_results``); nothing here writes. A run found in two
+folders (a copied store) is kept once, from the first folder named, so its edits are not counted
+twice in an interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..harness.store import load_results
+
+log = logging.getLogger(__name__)
+
+FRAMES = ("runs", "cells", "checkpoints", "scores", "timings")
+
+
+@dataclass(frozen=True)
+class Results:
+    """The union of several stores; ``runs`` carries the ``source`` folder of each run."""
+
+    runs: pd.DataFrame
+    cells: pd.DataFrame
+    checkpoints: pd.DataFrame
+    scores: pd.DataFrame
+    timings: pd.DataFrame
+    sources: tuple[Path, ...]
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(self.runs["task"].unique()) if not self.runs.empty else []
+
+    def run(self, run_id: str) -> pd.Series:
+        return self.runs.set_index("run_id").loc[run_id]
+
+
+def collect(folders: Sequence[Path | str]) -> Results:
+    """Read every folder's store; raise FileNotFoundError naming a folder that holds none."""
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FRAMES}
+    seen: dict[str, Path] = {}
+    for folder in map(Path, folders):
+        store = load_results(folder)
+        try:
+            frames = {name: getattr(store, name)() for name in FRAMES}
+        finally:
+            store.close()
+        dupes = set(frames["runs"]["run_id"]) & set(seen)
+        for run_id in sorted(dupes):
+            log.warning("run %s is in both %s and %s; reading it from %s only", run_id, seen[run_id], folder,
+                        seen[run_id])
+        frames["runs"] = frames["runs"].assign(source=str(folder))
+        for name, frame in frames.items():
+            parts[name].append(frame[~frame["run_id"].isin(dupes)] if dupes else frame)
+        seen.update({r: folder for r in frames["runs"]["run_id"] if r not in seen})
+    combined = {name: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+                for name, frames in parts.items()}
+    return Results(**combined, sources=tuple(map(Path, folders)))

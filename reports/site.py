@@ -1,0 +1,202 @@
+"""Writing the pages: the report folder (``report --html``) and the static site (``publish``).
+
+Both are the same pieces put together differently. The report is one page a researcher reads
+top to bottom (every task's table and plots) plus a page per run; the site puts one table per
+task on its index, gives each task its own page of plots, and adds ``leaderboard.json`` for other
+tools and ``.nojekyll`` for GitHub Pages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .collect import Results
+from .leaderboard import Board, board_to_dict, build_boards
+from .metrics import Column, metric_columns
+from .plots import Plot, board_plots, slug
+from .render import render
+from .stats import N_BOOT
+
+log = logging.getLogger(__name__)
+
+JSON_NAME = "leaderboard.json"
+JSON_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class MethodView:
+    method: str
+    status: str
+    diverged_at: int | None
+    error: str | None
+    config: str
+    config_hash: str
+    last_checkpoint: int
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a page shows of a run: its stored row, made plain for the templates."""
+
+    run_id: str
+    page: str
+    task: str
+    model: str
+    model_short: str
+    created: str
+    device: str
+    seed: int
+    git_sha: str | None
+    dataset_hash: str
+    n_edits: int
+    batch_size: int | None
+    checkpoints: list[int]
+    config: dict[str, Any]
+    versions: dict[str, Any]
+    baseline: dict[str, Any]
+    pre_edit_accuracy: float | None
+    source: str
+    methods: list[MethodView] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    checkpoints_table: list[dict[str, Any]] = field(default_factory=list)
+    phase_names: list[str] = field(default_factory=list)
+    phases: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Section:
+    board: Board
+    slug: str
+    runs: list[RunView]
+    plots: list[Plot]
+    page: str | None  # the task's own page, on a site
+
+
+PHASE_ORDER = ["load", "baseline", "prepare", "edit", "eval"]
+
+
+def _none(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) else value
+
+
+def _short_model(model: str) -> str:
+    """A hub name stays whole; a local path is shown by its last folder."""
+    parts = Path(model).parts
+    return model if len(parts) <= 2 and not model.startswith(("/", ".", "~")) else (parts[-1] if parts else model)
+
+
+def run_views(results: Results) -> dict[str, RunView]:
+    views = {}
+    per_edit_means = (results.scores.groupby(["run_id", "method", "n_edits", "metric"])["value"].mean()
+                      if not results.scores.empty else pd.Series(dtype=float))
+    for run in results.runs.itertuples(index=False):
+        config = run.config or {}
+        cells = results.cells[results.cells["run_id"] == run.run_id]
+        checkpoints = results.checkpoints[results.checkpoints["run_id"] == run.run_id]
+        timings = results.timings[results.timings["run_id"] == run.run_id]
+        last = checkpoints.groupby("method")["n_edits"].max().to_dict()
+        methods = [MethodView(c.method, c.status, None if pd.isna(c.diverged_at) else int(c.diverged_at),
+                              _none(c.error), c.method_config, c.config_hash, int(last.get(c.method, 0)))
+                   for c in cells.itertuples(index=False)]
+        metrics = [c.key for c in metric_columns(
+            results.scores.loc[results.scores["run_id"] == run.run_id, "metric"].unique(), run.task)]
+        table = []
+        for cp in checkpoints.itertuples(index=False):
+            means = {m: float(per_edit_means[(run.run_id, cp.method, cp.n_edits, m)]) for m in metrics
+                     if (run.run_id, cp.method, cp.n_edits, m) in per_edit_means.index}
+            table.append({"method": cp.method, "n_edits": int(cp.n_edits), "edit_seconds": cp.edit_seconds,
+                          "eval_seconds": cp.eval_seconds, "seconds_per_edit": cp.seconds_per_edit,
+                          "peak_memory_bytes": float(cp.peak_memory_bytes), "means": means})
+        phase_names = sorted(timings["phase"].unique(), key=lambda p: (PHASE_ORDER + [p]).index(p))
+        phases = []
+        for method, group in timings.groupby("method", sort=True):
+            sums = group.groupby("phase")["seconds"].agg(["sum", "count"])
+            phases.append({"method": method, "total": float(sums["sum"].sum()),
+                           "cells": {p: (float(r["sum"]), int(r["count"])) for p, r in sums.iterrows()}})
+        baseline = run.baseline or {}
+        views[run.run_id] = RunView(
+            run_id=run.run_id, page=f"{slug(run.run_id)}.html", task=run.task, model=run.model,
+            model_short=_short_model(run.model), created=run.created, device=run.device, seed=int(run.seed),
+            git_sha=_none(run.git_sha), dataset_hash=run.dataset_hash, n_edits=int(run.n_edits),
+            batch_size=config.get("batch_size"), checkpoints=list(config.get("checkpoints") or []),
+            config=config, versions=run.versions or {}, baseline=baseline,
+            pre_edit_accuracy=baseline.get("pre_edit_accuracy"), source=run.source, methods=methods,
+            metrics=metrics, checkpoints_table=table, phase_names=phase_names, phases=phases)
+    return views
+
+
+def _columns(boards: list[Board]) -> list[Column]:
+    seen: dict[str, Column] = {}
+    for board in boards:
+        for column in board.columns:
+            seen.setdefault(column.key, column)
+    return list(seen.values())
+
+
+def _site_info(results: Results, seed: int, json_name: str | None) -> dict[str, Any]:
+    try:
+        own = version("editbench")
+    except PackageNotFoundError:
+        own = "(not installed)"
+    latest = max(results.runs["created"]) if not results.runs.empty else None
+    return {"version": own, "sources": [str(s) for s in results.sources], "latest": latest,
+            "seed": seed, "n_boot": N_BOOT, "json": json_name}
+
+
+def leaderboard_json(results: Results, boards: list[Board], runs: dict[str, RunView]) -> dict[str, Any]:
+    return {
+        "schema": JSON_SCHEMA,
+        "boards": [board_to_dict(b) for b in boards],
+        "runs": [{"run_id": r.run_id, "task": r.task, "model": r.model, "created": r.created, "device": r.device,
+                  "seed": r.seed, "git_sha": r.git_sha, "dataset_hash": r.dataset_hash, "n_edits": r.n_edits,
+                  "versions": r.versions, "baseline": r.baseline,
+                  "methods": {m.method: m.status for m in r.methods}} for r in runs.values()],
+    }
+
+
+def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0) -> list[Path]:
+    """Write every page, plot and the JSON table into ``out``; return the pages written.
+
+    ``site=False`` is the report (plots on the index); ``site=True`` the published site (a page per
+    task for the plots, ``.nojekyll``)."""
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    boards = build_boards(results, seed=seed)
+    runs = run_views(results)
+    run_pages = {run_id: view.page for run_id, view in runs.items()}
+    sections = []
+    for board in boards:
+        plots = board_plots(results, board, out / "plots", seed=seed)
+        task_slug = slug(board.task)
+        sections.append(Section(board, task_slug, [runs[r] for r in board.run_ids], plots,
+                                f"tasks/{task_slug}.html" if site else None))
+    info = _site_info(results, seed, JSON_NAME)
+    nav = [{"href": "index.html#runs", "text": "runs"}]
+    if site:
+        nav = [{"href": s.page, "text": s.board.task} for s in sections] + nav
+    common = {"site": info, "nav": nav, "run_pages": run_pages}
+    written = [out / "index.html"]
+    (out / "index.html").write_text(render("index.html", root="", sections=sections, runs=list(runs.values()),
+                                           columns=_columns(boards), with_plots=not site, **common), "utf-8")
+    if site:
+        (out / "tasks").mkdir(exist_ok=True)
+        for section in sections:
+            page = out / section.page
+            page.write_text(render("task.html", root="../", section=section, with_plots=True, **common), "utf-8")
+            written.append(page)
+        (out / ".nojekyll").write_text("", "utf-8")
+    for view in runs.values():
+        page = out / "runs" / view.page
+        page.write_text(render("run.html", root="../", run=view, **common), "utf-8")
+        written.append(page)
+    (out / JSON_NAME).write_text(json.dumps(leaderboard_json(results, boards, runs), indent=1, allow_nan=False)
+                                 + "\n", "utf-8")
+    log.info("wrote %d pages into %s", len(written), out)
+    return written

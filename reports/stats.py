@@ -1,0 +1,104 @@
+"""Confidence intervals and winners, the statistics behind every leaderboard cell.
+
+A mean over a few hundred edits is a sample, not a fact: two methods whose 95% intervals overlap
+are not told apart by this run, so the leaderboard shows them as tied rather than crowning the one
+whose mean happens to be higher. Intervals are percentile bootstraps (Efron & Tibshirani 1993,
+ch. 13) over the unit that was actually sampled: edits for scores, edit batches for time.
+
+Every resample is seeded from the cell's own key, so a cell's interval does not change when other
+stores are loaded beside it, and the same store always renders the same page.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+N_BOOT = 2000
+#: Single measurements (peak memory, one batch's time) have no interval; values this close
+#: (relative) count as tied, since allocator and RSS noise is about this large.
+POINT_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean and its bootstrap interval; ``low``/``high`` are None where there is nothing to
+    resample (a single measurement such as peak memory, or a single edit)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+    def bounds(self) -> tuple[float, float]:
+        """The interval, or for a single measurement the band of ``POINT_TOLERANCE`` around it."""
+        if self.low is None or self.high is None:
+            slack = POINT_TOLERANCE * abs(self.mean)
+            return self.mean - slack, self.mean + slack
+        return self.low, self.high
+
+    def overlaps(self, other: Interval) -> bool:
+        (low, high), (other_low, other_high) = self.bounds(), other.bounds()
+        return low <= other_high and other_low <= high
+
+
+def cell_rng(seed: int, *key: object) -> np.random.Generator:
+    """A generator seeded by the global seed and the cell's identity (not by its place in a loop)."""
+    return np.random.default_rng([seed, zlib.crc32("\x1f".join(map(str, key)).encode())])
+
+
+def bootstrap_mean(values: Sequence[float], rng: np.random.Generator, n_boot: int = N_BOOT,
+                   level: float = LEVEL) -> Interval:
+    """Mean of ``values`` with a percentile bootstrap interval over them."""
+    data = np.asarray(values, dtype=float)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        raise ValueError("bootstrap_mean needs at least one finite value")
+    if data.size == 1:
+        return Interval(float(data[0]), None, None, 1)
+    means = data[rng.integers(0, data.size, size=(n_boot, data.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Interval(float(data.mean()), float(low), float(high), int(data.size))
+
+
+def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], rng: np.random.Generator,
+                    n_boot: int = N_BOOT, level: float = LEVEL) -> Interval:
+    """sum(num)/sum(den) with an interval from resampling (num, den) pairs together: seconds per
+    edit from per-batch seconds and batch sizes, where batches may differ in size."""
+    num = np.asarray(numerators, dtype=float)
+    den = np.asarray(denominators, dtype=float)
+    if num.size == 0 or num.size != den.size or den.sum() <= 0:
+        raise ValueError("bootstrap_ratio needs matching, non-empty numerators and positive denominators")
+    ratio = float(num.sum() / den.sum())
+    if num.size == 1:
+        return Interval(ratio, None, None, 1)
+    idx = rng.integers(0, num.size, size=(n_boot, num.size))
+    ratios = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return Interval(ratio, float(low), float(high), int(num.size))
+
+
+def rank_marks(intervals: Sequence[Interval | None], higher_is_better: bool) -> list[str]:
+    """``"best"`` for a clear winner, ``"tie"`` for every entry whose interval overlaps the
+    leader's (the leader included, since it did not win), ``""`` otherwise. Nothing is marked when
+    fewer than two entries have a value: a one-horse race has no winner."""
+    present = [i for i, iv in enumerate(intervals) if iv is not None and math.isfinite(iv.mean)]
+    marks = [""] * len(intervals)
+    if len(present) < 2:
+        return marks
+    sign = 1 if higher_is_better else -1
+    leader = max(present, key=lambda i: sign * intervals[i].mean)
+    tied = [i for i in present if i != leader and intervals[i].overlaps(intervals[leader])]
+    if not tied:
+        marks[leader] = "best"
+    else:
+        for i in (leader, *tied):
+            marks[i] = "tie"
+    return marks

@@ -1,0 +1,75 @@
+"""The leaderboard as Markdown, LaTeX and CSV, for papers, READMEs and spreadsheets.
+
+Markdown and LaTeX come from Jinja2 templates (``templates/leaderboard.md``, ``.tex``) with
+autoescaping off, since neither is HTML: every string from the data passes through the
+format's own escape filter instead (``md``, ``tex``), so a label cannot break a table or inject
+a LaTeX command.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from .leaderboard import Board, Cell, boards_frame
+from .render import TEMPLATES, format_value
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|<>~])")
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def md_escape(text: object) -> str:
+    """Backslash-escape Markdown punctuation; newlines would end the table row, so they become spaces."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def tex_escape(text: object) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in " ".join(str(text).split()))
+
+
+def md_cell(cell: Cell, key: str) -> str:
+    iv = cell.interval
+    if iv is None:
+        return "–"
+    value = format_value(iv.mean, key)
+    text = f"**{value}** ★" if cell.mark == "best" else f"{value} ≈" if cell.mark == "tie" else value
+    if iv.low is not None and iv.high is not None:
+        text += f" ({format_value(iv.low, key)}–{format_value(iv.high, key)})"
+    return text
+
+
+def tex_cell(cell: Cell, key: str) -> str:
+    iv = cell.interval
+    if iv is None:
+        return "--"
+    value = format_value(iv.mean, key).replace(",", "{,}")
+    text = rf"\textbf{{{value}}}" if cell.mark == "best" else rf"{value}$^{{\approx}}$" if cell.mark == "tie" else value
+    if iv.low is not None and iv.high is not None:
+        low, high = (format_value(v, key).replace(",", "{,}") for v in (iv.low, iv.high))
+        text += rf" {{\scriptsize[{low}, {high}]}}"
+    return text
+
+
+@cache
+def text_environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(md=md_escape, tex=tex_escape, md_cell=md_cell, tex_cell=tex_cell)
+    return env
+
+
+def markdown(boards: list[Board]) -> str:
+    return text_environment().get_template("leaderboard.md").render(boards=boards)
+
+
+def latex(boards: list[Board]) -> str:
+    return text_environment().get_template("leaderboard.tex").render(boards=boards)
+
+
+def write_csv(boards: list[Board], path: Path | str) -> None:
+    boards_frame(boards).to_csv(path, index=False)
