@@ -1,0 +1,214 @@
+"""``editbench report`` / ``publish`` on stores built through the store's write API.
+
+The stores hold a clear winner, a tie, a diverged and a failed method, and strings that try to
+inject markup, so each test checks one promise of the reports against known answers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from editbench.harness.cli import main
+from editbench.harness.store import ResultsStore, ScoreRow
+from editbench.harness.timing import PhaseTime
+from editbench.reports.collect import collect
+from editbench.reports.leaderboard import build_boards
+from editbench.reports.tables import latex, markdown, md_escape, tex_escape
+
+EVIL = '<script>window.__pwned = 1</script>'
+EVIL_UID = '<img src=x onerror="window.__pwned = 2">'
+EVIL_ERROR = 'boom </pre><script>window.__pwned = 3</script>'
+CHECKPOINTS = (10, 40)
+BATCH = 10
+
+
+def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed: int = 0,
+                methods: dict[str, dict[str, float]] | None = None) -> Path:
+    """A run of 40 edits in batches of 10 with checkpoints at 10 and 40. ``methods`` maps a label
+    to the success rate of each metric; per-edit scores are seeded Bernoulli draws."""
+    methods = methods or {"strong": {"efficacy_acc": 0.95, "generalization_acc": 0.5, "specificity_agree": 0.9},
+                          "weak": {"efficacy_acc": 0.3, "generalization_acc": 0.5, "specificity_agree": 0.9},
+                          EVIL: {"efficacy_acc": 0.6, "generalization_acc": 0.5, "specificity_agree": 0.9}}
+    config = {"edits": 40, "batch_size": BATCH, "checkpoints": list(CHECKPOINTS), "seed": seed,
+              "note": "</script><script>window.__pwned = 4</script>"}
+    rng = np.random.default_rng(seed)
+    with ResultsStore(folder) as store:
+        store.ensure_run(run_id, task=task, model="org/<b>model</b>", config=config, versions={"torch": "2.x"},
+                         device="cpu (test)", seed=seed, git_sha="abc123", dataset_hash="d5", n_edits=40)
+        store.set_baseline(run_id, {"pre_edit_accuracy": 0.97})
+        for index, (label, rates) in enumerate(methods.items()):
+            store.start_cell(run_id, label, {"lr": 0.1, "label": label}, f"h{index}")
+            done = 0
+            for n_edits in CHECKPOINTS:
+                times = [PhaseTime("edit", step, 0.2 + 0.01 * (index + step)) for step in range(done // BATCH, n_edits // BATCH)]
+                rows = [ScoreRow(p, EVIL_UID if p == 0 else f"u{p}", metric, float(rng.random() < rate))
+                        for p in range(n_edits) for metric, rate in rates.items()]
+                store.commit_checkpoint(run_id, label, n_edits, rows, [*times, PhaseTime("eval", n_edits, 0.1)],
+                                        (100 + 10 * index) * 2**20)
+                done = n_edits
+            store.finish_cell(run_id, label, "done")
+        store.start_cell(run_id, "boom", {}, "hb")
+        store.commit_checkpoint(run_id, "boom", 10, [ScoreRow(p, f"u{p}", "efficacy_acc", 1.0) for p in range(10)],
+                                [PhaseTime("edit", 0, 0.5)], 2**20)
+        store.finish_cell(run_id, "boom", "diverged", diverged_at=20)
+        store.start_cell(run_id, "crash", {}, "hc")
+        store.finish_cell(run_id, "crash", "failed", error=EVIL_ERROR)
+        store.record_timings(run_id, "", [PhaseTime("baseline", 0, 1.5)])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory) -> Path:
+    return build_store(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def site(store_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    result = CliRunner().invoke(main, ["publish", str(store_dir), "--site", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _row(board, label, n_edits):
+    return next(r for r in board.rows if r.label == label and r.n_edits == n_edits)
+
+
+def test_the_winner_is_marked_within_each_edit_count_and_overlaps_are_ties(store_dir):
+    (board,) = build_boards(collect([store_dir]))
+    assert board.task == "pocket" and board.edit_counts == [10, 40]
+    assert [c.key for c in board.columns][:3] == ["efficacy_acc", "generalization_acc", "specificity_agree"]
+    assert _row(board, "strong", 40).cells["efficacy_acc"].mark == "best"
+    assert _row(board, "weak", 40).cells["efficacy_acc"].mark == ""
+    # all three have the same generalization rate: whoever leads is only tied
+    assert {_row(board, m, 40).cells["generalization_acc"].mark for m in ("strong", "weak", EVIL)} <= {"tie", ""}
+    assert _row(board, "strong", 40).cells["generalization_acc"].mark or _row(board, "weak", 40).cells[
+        "generalization_acc"].mark
+    # at 10 edits the diverged method (all 1.0) competes only with rows of 10 edits
+    assert _row(board, "boom", 10).cells["efficacy_acc"].interval.mean == 1.0
+    assert _row(board, "boom", 10).status == "diverged"
+    winners = board.winners(40)
+    assert winners["efficacy_acc"] == ("best", ["strong"])
+
+
+def test_time_has_an_interval_over_batches_and_memory_is_one_measurement(store_dir):
+    (board,) = build_boards(collect([store_dir]))
+    strong = _row(board, "strong", 40)
+    time = strong.cells["seconds_per_edit"].interval
+    assert time.mean == pytest.approx(sum(0.2 + 0.01 * s for s in range(4)) / 40)
+    assert time.n == 4 and time.low < time.mean < time.high
+    assert _row(board, "strong", 10).cells["seconds_per_edit"].interval.low is None  # one batch: no interval
+    memory = _row(board, "weak", 40).cells["peak_memory_bytes"]
+    assert memory.interval.mean == 110 * 2**20 and memory.interval.low is None
+    assert _row(board, "strong", 40).cells["peak_memory_bytes"].mark == "best"
+
+
+def test_intervals_do_not_depend_on_other_stores_loaded_beside(store_dir, tmp_path):
+    other = build_store(tmp_path / "other", run_id="run-b", task="zsre", seed=3)
+    alone = build_boards(collect([store_dir]))[0]
+    together = {b.task: b for b in build_boards(collect([store_dir, other, store_dir]))}
+    assert set(together) == {"pocket", "zsre"}
+    assert _row(together["pocket"], "strong", 40) == _row(alone, "strong", 40)
+    assert len(together["pocket"].rows) == len(alone.rows)  # the store named twice is read once
+
+
+def test_a_method_in_two_runs_of_a_task_is_told_apart_by_seed(tmp_path):
+    first = build_store(tmp_path / "a", run_id="run-1", seed=0, methods={"ft": {"efficacy_acc": 0.5}})
+    second = build_store(tmp_path / "b", run_id="run-2", seed=1, methods={"ft": {"efficacy_acc": 0.5}})
+    (board,) = build_boards(collect([first, second]))
+    assert {"ft (seed 0)", "ft (seed 1)"} <= set(board.labels())
+
+
+def test_notes_say_which_method_diverged_or_failed(store_dir):
+    (board,) = build_boards(collect([store_dir]))
+    notes = {n.label: n for n in board.notes}
+    assert "diverged at 20 edits" in notes["boom"].text
+    assert notes["crash"].status == "failed" and EVIL_ERROR in notes["crash"].text
+
+
+def _scripts(html: str) -> list[str]:
+    return re.findall(r"<script\b[^>]*>(.*?)</script>", html, flags=re.S | re.I)
+
+
+def test_every_page_escapes_strings_from_the_data(site):
+    pages = [site / "index.html", site / "tasks" / "pocket.html", *sorted((site / "runs").glob("*.html"))]
+    assert len(pages) == 3
+    for page in pages:
+        html = page.read_text()
+        scripts = _scripts(html)
+        assert len(scripts) == 1 and "__pwned" not in scripts[0], page  # only our own script
+        assert "<img src=x" not in html and "<b>model</b>" not in html
+        assert "onerror=" not in html.replace("onerror=&#34;", "")  # only as escaped text
+    index = (site / "index.html").read_text()
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in index  # shown, as text
+    run_page = next((site / "runs").glob("*.html")).read_text()
+    assert "boom &lt;/pre&gt;&lt;script&gt;" in run_page
+    assert "&lt;/script&gt;&lt;script&gt;window.__pwned = 4" in run_page
+
+
+def test_the_page_allows_only_its_own_script(site):
+    from editbench.reports.render import script_hash
+
+    html = (site / "index.html").read_text()
+    (script,) = _scripts(html)
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert f"script-src '{script_hash(script)}'" in policy and "default-src 'none'" in policy
+    assert "http://" not in html.replace("http-equiv", "") and "https://" not in html  # nothing from a CDN
+
+
+def test_the_site_has_index_task_and_run_pages_plots_and_json(site):
+    assert (site / ".nojekyll").exists()
+    for kind in ("metrics", "cost", "retention", "pareto"):
+        svg, png = site / "plots" / f"pocket-{kind}.svg", site / "plots" / f"pocket-{kind}.png"
+        assert svg.read_text().lstrip().startswith("<?xml") and png.read_bytes()[:4] == b"\x89PNG"
+        assert f"plots/pocket-{kind}.svg" in (site / "tasks" / "pocket.html").read_text()
+    index = (site / "index.html").read_text()
+    assert 'href="tasks/pocket.html"' in index and 'href="runs/run-a.html"' in index
+    data = json.loads((site / "leaderboard.json").read_text())
+    (board,) = data["boards"]
+    cell = next(r for r in board["rows"] if r["label"] == "strong" and r["n_edits"] == 40)["cells"]["efficacy_acc"]
+    assert cell["mark"] == "best" and cell["low"] <= cell["mean"] <= cell["high"]
+    assert {r["run_id"] for r in data["runs"]} == {"run-a"}
+    run_page = (site / "runs" / "run-a.html").read_text()
+    for shown in ("abc123", "d5", "cpu (test)", "diverged", "at 20 edits", "baseline", "Phase timings"):
+        assert shown in run_page, shown
+
+
+def test_report_writes_html_markdown_latex_and_csv(store_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ["report", str(store_dir), "--html", str(out / "html"), "--md", str(out / "board.md"),
+            "--latex", str(out / "board.tex"), "--csv", str(out / "board.csv")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    index = (out / "html" / "index.html").read_text()
+    assert "plots/pocket-metrics.svg" in index and 'class="board sortable"' in index  # plots on the one page
+    md = (out / "board.md").read_text()
+    assert "| strong | 40 | **" in md and "\\<script\\>" in md and "<script>" not in md
+    tex = (out / "board.tex").read_text()
+    assert r"\textbf{" in tex and r"\textless{}script\textgreater{}" in tex and "<script>" not in tex
+    csv = (out / "board.csv").read_text().splitlines()
+    assert csv[0] == "task,run_id,method,n_edits,status,column,mean,low,high,n,mark"
+    assert any(line.startswith("pocket,run-a,strong,40,done,efficacy_acc,") and line.endswith(",best")
+               for line in csv)
+
+
+def test_report_prints_markdown_and_names_a_missing_store(store_dir, tmp_path):
+    result = CliRunner().invoke(main, ["report", str(store_dir)])
+    assert result.exit_code == 0 and "## pocket" in result.output
+    missing = CliRunner().invoke(main, ["report", str(tmp_path / "nowhere"), "--html", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "nowhere holds no editbench results" in missing.output
+
+
+def test_markdown_and_latex_escapes_keep_tables_intact(store_dir):
+    assert md_escape("a|b *c* <x>\nd") == r"a\|b \*c\* \<x\> d"
+    assert tex_escape("50% of a_b & {c}") == r"50\% of a\_b \& \{c\}"
+    (board,) = build_boards(collect([store_dir]))
+    md_rows = [line for line in markdown([board]).splitlines() if line.startswith("| ")]
+    assert len({line.count(" | ") for line in md_rows}) == 1  # every row has the header's cells
+    assert latex([board]).count(r"\begin{tabular}") == 1

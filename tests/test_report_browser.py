@@ -1,0 +1,118 @@
+"""The HTML report in a real browser: headless Chromium driven by Playwright.
+
+Skips, saying why, where Playwright or a Chromium executable is absent (``.ci/run`` installs
+Debian's ``chromium``; Playwright drives it instead of downloading its own browser).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_report import build_store
+
+from editbench.reports.collect import collect
+from editbench.reports.site import write_pages
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def _chromium() -> str | None:
+    wanted = os.environ.get("EDITBENCH_CHROMIUM")
+    if wanted:
+        return wanted
+    return next((found for name in CANDIDATES if (found := shutil.which(name))), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e '.[test]' brings it)")
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("no Chromium executable on PATH (Debian: apt-get install chromium; .ci/run installs it), "
+                    "or set EDITBENCH_CHROMIUM to one")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    store = build_store(tmp_path_factory.mktemp("results"))
+    out = tmp_path_factory.mktemp("report")
+    write_pages(collect([store]), out, site=False)
+    return out
+
+
+class Visit:
+    """A page opened with every console message, error, request and dialog recorded."""
+
+    def __init__(self, browser, url: str) -> None:
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.page = browser.new_page(viewport={"width": 1300, "height": 900})
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type in ("error", "warning") else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.goto(url, wait_until="load")
+
+    def check_clean(self) -> None:
+        assert self.errors == [], self.errors
+        outside = [u for u in self.requests if not u.startswith(("file:", "data:"))]
+        assert outside == [], f"network requests: {outside}"
+        assert self.dialogs == []
+        assert self.page.evaluate("typeof window.__pwned") == "undefined"  # injected markup did not run
+
+
+def _column(page, table: str, index: int) -> list[str]:
+    return page.eval_on_selector_all(
+        f"#{table} tbody tr:not([hidden])",
+        f"rows => rows.map(r => r.cells[{index}].getAttribute('data-sort'))")
+
+
+def test_the_report_loads_clean_sorts_filters_and_shows_its_plots(browser, report):
+    visit = Visit(browser, (report / "index.html").as_uri())
+    page = visit.page
+    visit.check_clean()
+
+    table = "board-pocket"
+    headers = page.eval_on_selector_all(f"#{table} thead th", "hs => hs.map(h => h.textContent.trim())")
+    efficacy = next(i for i, h in enumerate(headers) if h.startswith("efficacy"))
+    before = _column(page, table, efficacy)
+    page.click(f"#{table} thead th:nth-child({efficacy + 1}) button")
+    after = [float(v) for v in _column(page, table, efficacy) if v]
+    assert after == sorted(after, reverse=True) and after != [float(v) for v in before if v]
+    assert page.get_attribute(f"#{table} thead th:nth-child({efficacy + 1})", "aria-sort") == "descending"
+    page.click(f"#{table} thead th:nth-child({efficacy + 1}) button")
+    assert [float(v) for v in _column(page, table, efficacy) if v] == sorted(after)
+
+    page.click(f".filter[data-table={table}] button[data-edits='40']")
+    assert set(_column(page, table, 1)) == {"40"}
+
+    plots = page.locator("figure.plot img")
+    assert plots.count() == 4
+    for i in range(plots.count()):
+        image = plots.nth(i)
+        image.scroll_into_view_if_needed()
+        assert image.is_visible()
+        assert image.evaluate("img => img.complete && img.naturalWidth > 0"), image.get_attribute("src")
+        assert image.bounding_box()["width"] > 300
+    visit.check_clean()
+    page.close()
+
+
+def test_the_run_page_loads_clean_with_its_notes(browser, report):
+    (run_page,) = (report / "runs").glob("*.html")
+    visit = Visit(browser, run_page.as_uri())
+    visit.check_clean()
+    text = visit.page.inner_text("main")
+    assert "diverged at 20 edits" in text and "failed with an error" in text
+    assert "<script>window.__pwned = 3</script>" in text  # the error is shown as text
+    visit.page.close()
