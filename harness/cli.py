@@ -66,16 +66,26 @@ def _parse_checkpoints(items: tuple[str, ...]) -> dict[str, Path]:
               help="Set a method's or task's setting, e.g. --param ft-m.lr=1e-3 (repeatable).")
 @click.option("--method-checkpoint", "method_checkpoints", multiple=True, metavar="METHOD=DIR",
               help="Use a trained artefact for a method (e.g. rledit=DIR from `editbench train`); repeatable.")
+@click.option("--lenient", is_flag=True,
+              help="Skip malformed data records (counted, with reasons, in the log) instead of stopping.")
+@click.option("--probes", default=None, metavar="NAME,NAME",
+              help="General-capability probes after editing: sst2, mrpc, cola, rte, nli, mmlu.")
+@click.option("--probe-data", default=None, metavar="DIR",
+              help="Folder with NAME.json(l) probe files; default: the Hugging Face datasets.")
+@click.option("--probe-limit", type=int, default=100, show_default=True, help="Questions per probe set.")
+@click.option("--probe-at", default=None, metavar="N,N",
+              help="Checkpoints at which to run the probes; default: the last one (and always the unedited model).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code from the hub to run.")
 def run(**options) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
-    from ..reports.summary import format_table, summary_frame
+    from ..reports.summary import capability_frame, format_table, summary_frame, task_metrics_frame
     from .runner import Runner, RunSpec
     from .store import ResultsStore
 
     try:
         spec = RunSpec(
             methods=_split_list(options.pop("methods")),
+            probes=_split_list(options.pop("probes")),
             params=parse_overrides(options.pop("params")),
             method_checkpoints=_parse_checkpoints(options.pop("method_checkpoints")),
             **options,
@@ -93,6 +103,14 @@ def run(**options) -> None:
         if "pre_edit_accuracy" in baseline:
             click.echo(f"unedited model accuracy on the edited facts: {baseline['pre_edit_accuracy']:.3f}")
         click.echo(format_table(summary_frame(store, outcome.run_id)))
+        extra = task_metrics_frame(store, outcome.run_id)
+        if not extra.empty:
+            click.echo(f"\n{runner.task.name} metrics:")
+            click.echo(format_table(extra))
+        capability = capability_frame(store, outcome.run_id)
+        if not capability.empty:
+            click.echo("\ngeneral capability (accuracy; '(unedited)' is the model before any edit):")
+            click.echo(format_table(capability))
     for label, status in outcome.statuses.items():
         if status != "done":
             click.echo(f"{label}: {status}", err=True)
@@ -115,9 +133,11 @@ def list_(only_methods: bool, only_tasks: bool) -> None:
             click.echo(f"  {name:<12} {cls.description}")
     if only_tasks or both:
         click.echo("tasks:")
+        from .evaluate import CORE_METRICS
+
         for name, cls in TASKS.items():
-            metrics = ", ".join(getattr(cls, "metrics", {}) or ["core"])
-            click.echo(f"  {name:<12} {cls.description} [metrics: {metrics}]")
+            click.echo(f"  {name:<12} {cls.description}")
+            click.echo(f"  {'':<12} metrics: {', '.join([*CORE_METRICS, *cls.metrics])}")
 
 
 def _add_subcommands() -> None:

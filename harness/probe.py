@@ -9,6 +9,7 @@ summed log-probability and the argmax tokens. The Hugging Face backend lives her
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -19,8 +20,21 @@ from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder
 
 
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Recorded with every generated metric, so a fluency number says how its text was made."""
+
+    max_new_tokens: int = 50
+    top_k: int = 5  # ROME samples from the top 5 tokens; 1 means greedy
+    seed: int = 0
+
+
 class ProbeBackend(Protocol):
     def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]: ...
+
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+        """Prompt plus continuation, for each prompt."""
+        ...
 
 
 def target_logprobs(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -36,6 +50,10 @@ def target_logprobs(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor
     label_logprobs = logprobs.gather(1, labels.unsqueeze(1)).squeeze(1)
     rows = batch.target_mask.nonzero()[:, 0]
     return label_logprobs, picked.argmax(dim=-1), rows
+
+
+#: Architectures whose learned position embeddings cannot go past the configured length.
+ABSOLUTE_POSITIONS = {"gpt2", "opt", "bloom"}
 
 
 class HFProbe:
@@ -63,6 +81,12 @@ class HFProbe:
     @torch.inference_mode()
     def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]:
         encoded = [self.encoder.encode(p.prompt, p.target) for p in pairs]
+        config = getattr(self.model, "config", None)
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        too_long = next((i for i, e in enumerate(encoded) if limit and len(e.ids) > limit), None)
+        if too_long is not None and getattr(config, "model_type", "") in ABSOLUTE_POSITIONS:
+            raise ValueError(f"prompt {pairs[too_long].prompt!r} with its target is {len(encoded[too_long].ids)} tokens, "
+                             f"longer than the model's {limit} positions")
         results: list[PairScore | None] = [None] * len(pairs)
         was_training = self.model.training
         self.model.eval()
@@ -83,3 +107,33 @@ class HFProbe:
                 )
         self.model.train(was_training)
         return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings, batch_size: int = 32) -> list[str]:
+        """Left-padded batched generation, seeded without disturbing the global RNG that methods use."""
+        tokenizer = self.encoder.tokenizer
+        rng_state = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+        torch.manual_seed(settings.seed)
+        texts: list[str] = []
+        try:
+            for start in range(0, len(prompts), batch_size):
+                chunk = [self.encoder.encode_prompt(p) for p in prompts[start : start + batch_size]]
+                width = max(map(len, chunk))
+                ids = torch.full((len(chunk), width), self.encoder.pad_id, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for row, seq in enumerate(chunk):
+                    ids[row, width - len(seq):] = torch.tensor(seq)
+                    mask[row, width - len(seq):] = 1
+                out = self.model.generate(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                    max_new_tokens=settings.max_new_tokens, do_sample=settings.top_k > 1,
+                    top_k=settings.top_k if settings.top_k > 1 else None, pad_token_id=self.encoder.pad_id,
+                )
+                texts.extend(tokenizer.decode(row[width - len(seq):], skip_special_tokens=True)
+                             for row, seq in zip(out.cpu(), chunk))
+        finally:
+            torch.set_rng_state(rng_state)
+            if cuda_state is not None:
+                torch.cuda.set_rng_state_all(cuda_state)
+        return texts

@@ -22,6 +22,7 @@ from .. import __version__
 from ..methods import METHODS, EditContext, EditMethod
 from ..tasks import TASKS, Task, TaskOptions
 from .cache import cache_root
+from .capability import CapabilitySettings, capability_accuracy, load_probe_sets
 from .configs import build_config, config_dict, config_hash
 from .evaluate import Baseline, neighbour_pairs, pre_edit_summary, score_edits
 from .models import ModelLayout, load_model, resolve_device, resolve_dtype
@@ -59,6 +60,11 @@ class RunSpec:
     cache_dir: Path | None = None
     #: method label or name -> folder of a trained artefact (``--method-checkpoint``)
     method_checkpoints: Mapping[str, Path] = field(default_factory=dict)
+    lenient: bool = False
+    probes: tuple[str, ...] = ()  # general-capability probe sets, e.g. ("sst2", "mmlu")
+    probe_data: str | None = None
+    probe_limit: int = 100
+    probe_at: str | None = None  # comma-separated edit counts; None: the last checkpoint
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ def resolve_task(spec: RunSpec) -> Task:
     if name.endswith(".jsonl") or (Path(name).suffix and Path(name).exists()):
         name, data = "jsonl", spec.task
     cls = TASKS.get(name)
-    options = TaskOptions(data=data, split=spec.split, limit=spec.limit, cache_dir=spec.cache_dir)
+    options = TaskOptions(data=data, split=spec.split, limit=spec.limit, cache_dir=spec.cache_dir,
+                          lenient=spec.lenient)
     config = build_config(cls.Config, spec.params.get(name, {}), owner=f"task {name}")
     return cls(options, config)
 
@@ -170,13 +177,19 @@ class Runner:
         self.model_source = spec.model or self.task.default_model()
         if self.model_source is None:
             raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
+        self.capability = self._capability_plan(spec)
+        self.probe_sets = load_probe_sets(self.capability[0]) if self.capability else []
         self.dataset_hash = dataset_hash(self.records)
         self.run_config = {
             "task": self.task.name, "task_config": config_dict(self.task.config), "data": self.task.options.data,
             "split": spec.split, "limit": spec.limit, "edits": edits, "batch_size": spec.batch_size,
             "checkpoints": list(self.checkpoints), "eval_sample": spec.eval_sample, "model": str(self.model_source),
             "dtype": str(self.dtype).removeprefix("torch."), "seed": spec.seed, "dataset_hash": self.dataset_hash,
+            "skipped_records": getattr(self.task, "skipped_records", lambda: 0)(),
         }
+        if self.capability is not None:
+            settings, at = self.capability
+            self.run_config["capability"] = {**config_dict(settings), "at": sorted(at)}
         self.run_id = config_hash(self.run_config)
 
     # -- the run ---------------------------------------------------------------------------------
@@ -201,6 +214,16 @@ class Runner:
         finally:
             store.close()
         return RunOutcome(self.run_id, store.path, statuses)
+
+    def _capability_plan(self, spec: RunSpec):
+        if not spec.probes:
+            return None
+        settings = CapabilitySettings(tuple(spec.probes), spec.probe_data, spec.probe_limit, seed=spec.seed)
+        at = set(parse_checkpoints(spec.probe_at, self.edits, 1)) if spec.probe_at else {self.edits}
+        if not at <= set(self.checkpoints):
+            raise ValueError(f"--probe-at {spec.probe_at}: probes run at checkpoints; "
+                             f"choose among {','.join(map(str, self.checkpoints))}")
+        return settings, at
 
     def train_records(self) -> list[EditRecord]:
         """The task's train split, refused if it shares any record with the edits of this run."""
@@ -230,12 +253,18 @@ class Runner:
             probe = HFProbe(model, tokenizer, self.device)
             baseline = Baseline.compute(probe, records)
             summary = pre_edit_summary(probe, self.records)
+            unedited = capability_accuracy(probe, self.probe_sets) if self.probe_sets else None
         del model
+        if unedited is not None:
+            store.save_unedited_capability(self.run_id, unedited)
         store.save_base_predictions(self.run_id, [(p, t, s.predictions, s.token_accuracy)
                                                   for (p, t), s in baseline.predictions.items()])
         store.set_baseline(self.run_id, summary)
         store.record_timings(self.run_id, "", timer.drain())
         log.info("unedited model: %s", ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
+        if summary.get("pre_edit_accuracy", 1.0) < 0.5:
+            log.warning("the unedited model gets only %.0f%% of the true answers right; specificity against "
+                        "dataset answers will be low whatever the method", 100 * summary["pre_edit_accuracy"])
         return baseline
 
     def _run_method(self, store: ResultsStore, plan: MethodPlan, baseline: Baseline) -> str:
@@ -296,13 +325,17 @@ class Runner:
         return "done"
 
     def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer, memory) -> None:
+        capability = None
         with timer.phase("eval", n_edits):
             rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
             rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
+            if self.probe_sets and n_edits in self.capability[1]:
+                capability = capability_accuracy(probe, self.probe_sets)
         bad = [r for r in rows if not math.isfinite(r.value)]
         if bad:
             raise FloatingPointError(f"metric {bad[0].metric} of edit {bad[0].uid} is not finite")
         save_snapshot(snapshots, n_edits, method.ctx.model, method.edited_parameters(), method.state_dict(),
                       method.ctx.generator)
-        store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(), memory.peak_bytes())
+        store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(), memory.peak_bytes(),
+                                capability=capability)
         prune_snapshots(snapshots, keep=n_edits)

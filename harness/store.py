@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS timings (
     run_id TEXT NOT NULL, method TEXT NOT NULL, phase TEXT NOT NULL, step INTEGER NOT NULL,
     seconds REAL NOT NULL, PRIMARY KEY (run_id, method, phase, step)
 );
+CREATE TABLE IF NOT EXISTS capability (
+    run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL, probe TEXT NOT NULL,
+    n INTEGER NOT NULL, accuracy REAL NOT NULL, PRIMARY KEY (run_id, method, n_edits, probe)
+);
 CREATE TABLE IF NOT EXISTS base_predictions (
     run_id TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, predictions TEXT NOT NULL,
     token_accuracy REAL NOT NULL, PRIMARY KEY (run_id, prompt, target)
@@ -158,10 +162,12 @@ class ResultsStore:
                          [(run_id, method, t.phase, t.step, t.seconds) for t in timings])
 
     def commit_checkpoint(self, run_id: str, method: str, n_edits: int, scores: Iterable[ScoreRow],
-                          timings: Iterable[PhaseTime], peak_memory_bytes: int) -> None:
-        """Write one checkpoint's scores and timings, all or nothing."""
+                          timings: Iterable[PhaseTime], peak_memory_bytes: int,
+                          capability: dict[str, tuple[int, float]] | None = None) -> None:
+        """Write one checkpoint's scores, timings and capability probes, all or nothing."""
         timings = list(timings)
         with self.transaction() as conn:
+            self._insert_capability(conn, run_id, method, n_edits, capability or {})
             self._insert_timings(conn, run_id, method, timings)
             edit_seconds = conn.execute(
                 "SELECT COALESCE(SUM(seconds), 0) FROM timings WHERE run_id=? AND method=? AND phase='edit'",
@@ -175,6 +181,18 @@ class ResultsStore:
                           max(previous_peak, peak_memory_bytes), _now()))
             conn.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
                              [(run_id, method, n_edits, s.position, s.uid, s.metric, s.value) for s in scores])
+
+    @staticmethod
+    def _insert_capability(conn, run_id: str, method: str, n_edits: int,
+                           capability: dict[str, tuple[int, float]]) -> None:
+        conn.executemany("INSERT INTO capability VALUES (?, ?, ?, ?, ?, ?)",
+                         [(run_id, method, n_edits, probe, n, acc) for probe, (n, acc) in capability.items()])
+
+    def save_unedited_capability(self, run_id: str, capability: dict[str, tuple[int, float]]) -> None:
+        """The unedited model's probe accuracy, stored as method '' at 0 edits."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM capability WHERE run_id=? AND method='' AND n_edits=0", (run_id,))
+            self._insert_capability(conn, run_id, "", 0, capability)
 
     def save_base_predictions(self, run_id: str, rows: Iterable[tuple[str, str, tuple[int, ...], float]]) -> None:
         with self.transaction() as conn:
@@ -205,6 +223,10 @@ class ResultsStore:
 
     def checkpoints(self) -> pd.DataFrame:
         return self._frame("SELECT * FROM checkpoints ORDER BY run_id, method, n_edits")
+
+    def capability(self) -> pd.DataFrame:
+        """General-capability accuracy: run_id, method ('' = unedited, at n_edits 0), n_edits, probe, n, accuracy."""
+        return self._frame("SELECT * FROM capability ORDER BY run_id, method, n_edits, probe")
 
     def timings(self) -> pd.DataFrame:
         return self._frame("SELECT * FROM timings ORDER BY run_id, method, phase, step")

@@ -17,6 +17,7 @@ COLUMNS = {
 
 
 def summary_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
+    """Core metrics with time and memory, method x checkpoint."""
     frame = store.summary()
     if frame.empty:
         return frame
@@ -25,6 +26,31 @@ def summary_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
     frame = frame[keep].copy()
     frame["peak_memory_bytes"] = frame["peak_memory_bytes"] / 2**20
     return frame.rename(columns={"n_edits": "edits", **COLUMNS})
+
+
+def task_metrics_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
+    """The task's own metric variants (CounterFact success/magnitude, fluency...), if it has any."""
+    frame = store.summary()
+    if frame.empty:
+        return frame
+    frame = frame[frame["run_id"] == run_id]
+    extra = [c for c in store.per_edit().columns
+             if c not in COLUMNS and c not in ("run_id", "method", "n_edits", "position", "uid")]
+    if not extra:
+        return frame.iloc[0:0]
+    return frame[["method", "n_edits", *extra]].rename(columns={"n_edits": "edits"})
+
+
+def capability_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
+    """Probe accuracy per method and checkpoint, the unedited model first."""
+    frame = store.capability()
+    frame = frame[frame["run_id"] == run_id]
+    if frame.empty:
+        return frame
+    frame = frame.assign(method=frame["method"].replace("", "(unedited)"))
+    wide = frame.pivot_table(index=["method", "n_edits"], columns="probe", values="accuracy").reset_index()
+    wide.columns.name = None
+    return wide.rename(columns={"n_edits": "edits"})
 
 
 def format_table(frame: pd.DataFrame) -> str:

@@ -26,6 +26,7 @@ class TaskOptions:
     split: str = "eval"
     limit: int | None = None
     cache_dir: Path | None = None
+    lenient: bool = False  # skip (and count) malformed records instead of stopping
 
 
 @dataclass(frozen=True)

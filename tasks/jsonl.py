@@ -15,75 +15,45 @@ the rest is optional. Unknown keys are an error, so a typo never silently drops 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..harness.records import EditRecord, Neighbour
 from .base import TASKS, Task, TaskOptions
+from .sources import Fields, RecordError, Where
 
 FIELDS = {"prompt", "subject", "target_new", "target_true", "paraphrases", "neighbours", "uid", "extra"}
 
-
-class RecordError(ValueError):
-    """A record that does not fit its schema; the message names file, record and field."""
-
-
-@dataclass(frozen=True)
-class Where:
-    path: Path
-    line: int
-
-    def error(self, field: str, problem: str) -> RecordError:
-        return RecordError(f"{self.path}:{self.line}: field {field!r}: {problem}")
-
-
-def _string(obj: dict[str, Any], field: str, where: Where, required: bool) -> str | None:
-    if field not in obj or obj[field] is None:
-        if required:
-            raise where.error(field, "is required")
-        return None
-    value = obj[field]
-    if not isinstance(value, str) or not value.strip():
-        raise where.error(field, f"must be a non-empty string, got {value!r}")
-    return value
-
-
-def _strings(obj: dict[str, Any], field: str, where: Where) -> tuple[str, ...]:
-    value = obj.get(field, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise where.error(field, "must be a list of non-empty strings")
-    return tuple(value)
+__all__ = ["JsonlTask", "RecordError", "parse_record", "read_jsonl"]
 
 
 def parse_record(obj: Any, where: Where) -> EditRecord:
-    if not isinstance(obj, dict):
-        raise RecordError(f"{where.path}:{where.line}: expected a JSON object, got {type(obj).__name__}")
+    fields = Fields(obj, where)
     unknown = set(obj) - FIELDS
     if unknown:
         raise where.error(sorted(unknown)[0], f"is not part of the schema (allowed: {', '.join(sorted(FIELDS))})")
-    prompt = _string(obj, "prompt", where, True)
-    subject = _string(obj, "subject", where, True)
+    prompt, subject = fields.str("prompt"), fields.str("subject")
     if subject not in prompt:
         raise where.error("subject", f"{subject!r} does not occur in the prompt {prompt!r}")
-    neighbours = []
     raw_neighbours = obj.get("neighbours", [])
     if not isinstance(raw_neighbours, list):
         raise where.error("neighbours", "must be a list of {\"prompt\", \"answer\"} objects")
+    neighbours = []
     for i, item in enumerate(raw_neighbours):
         if not isinstance(item, dict) or set(item) != {"prompt", "answer"}:
             raise where.error(f"neighbours[{i}]", "must be an object with exactly 'prompt' and 'answer'")
-        neighbours.append(Neighbour(_string(item, "prompt", where, True), _string(item, "answer", where, True)))
+        item_fields = Fields(item, where, prefix=f"neighbours[{i}].")
+        neighbours.append(Neighbour(item_fields.str("prompt"), item_fields.str("answer")))
     extra = obj.get("extra", {})
     if not isinstance(extra, dict):
         raise where.error("extra", "must be an object")
     return EditRecord(
-        uid=str(obj.get("uid", f"{where.path.name}:{where.line}")),
+        uid=str(obj.get("uid", f"{Path(where.source).name}:{where.index}")),
         prompt=prompt,
         subject=subject,
-        target_new=_string(obj, "target_new", where, True),
-        target_true=_string(obj, "target_true", where, False),
-        paraphrases=_strings(obj, "paraphrases", where),
+        target_new=fields.str("target_new"),
+        target_true=fields.optional_str("target_true"),
+        paraphrases=tuple(fields.str_list("paraphrases")) if fields.has("paraphrases") else (),
         neighbours=tuple(neighbours),
         extra=extra,
     )
@@ -101,7 +71,7 @@ def read_jsonl(path: Path) -> list[EditRecord]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise RecordError(f"{path}:{line_no}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-            records.append(parse_record(obj, Where(path, line_no)))
+            records.append(parse_record(obj, Where(str(path), line_no, by_line=True)))
     if not records:
         raise RecordError(f"{path}: the file holds no records")
     uids = [r.uid for r in records]

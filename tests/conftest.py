@@ -26,11 +26,11 @@ def micro_config(family: str, vocab_size: int):
 
     common = dict(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if family == "gpt2":
-        return tf.GPT2Config(n_layer=3, n_embd=32, n_head=2, n_positions=64, **common)
+        return tf.GPT2Config(n_layer=3, n_embd=32, n_head=2, n_positions=512, **common)
     if family == "gptj":
-        return tf.GPTJConfig(n_layer=3, n_embd=32, n_head=2, rotary_dim=8, n_positions=64, **common)
+        return tf.GPTJConfig(n_layer=3, n_embd=32, n_head=2, rotary_dim=8, n_positions=512, **common)
     llama_like = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=64, **common)
+                      num_key_value_heads=2, max_position_embeddings=512, **common)
     if family == "llama":
         return tf.LlamaConfig(**llama_like)
     if family == "mistral":

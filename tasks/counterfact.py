@@ -1,0 +1,163 @@
+"""CounterFact (Meng et al. 2022, ROME) and its scoring as in ROME/MEMIT.
+
+Two file layouts, recognised from each record's keys:
+
+- ROME/MEMIT: ``case_id``, ``requested_rewrite`` {``prompt`` with ``{}``, ``subject``,
+  ``target_new.str``, ``target_true.str``}, ``paraphrase_prompts``, ``neighborhood_prompts``,
+  ``attribute_prompts``, ``generation_prompts``.
+- EasyEdit/KnowEdit flat: ``case_id``, ``prompt`` (subject filled in), ``subject``, ``target_new``,
+  ``ground_truth``, ``rephrase_prompt``, ``locality_prompt``, ``locality_ground_truth``.
+
+Beyond the core token-accuracy metrics, each edit is scored as ROME does: *success* (the new
+object is more probable than the true one at the edit prompt and paraphrases; the reverse at
+neighbourhood prompts) and *magnitude* (the probability difference), with probabilities from the
+mean token log-probability. Records in the ROME layout also get fluency (weighted bi/tri-gram
+entropy of text generated from ``generation_prompts``) and consistency (TF-IDF cosine between that
+text and reference text: the ``attribute_prompts``, about subjects that truly have the new object,
+completed with it). ROME fits its TF-IDF on Wikipedia and compares with Wikipedia snippets; offline
+we fit it on the evaluated records' own texts, so compare consistency across methods of one run,
+not with the paper's absolute numbers. Generation settings are part of the task config and stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..harness.metrics import TfIdf, ngram_entropy, prefers
+from ..harness.probe import GenerationSettings
+from ..harness.records import EditRecord, Neighbour, ScoringPair
+from ..harness.store import ScoreRow
+from .base import TASKS
+from .filetask import FileTask, FileTaskConfig
+from .sources import Fields, Where
+
+METRICS = {
+    "efficacy_success": "P(new) > P(true) at the edit prompt (ROME ES)",
+    "efficacy_magnitude": "P(new) - P(true) at the edit prompt (ROME EM)",
+    "generalization_success": "mean over paraphrases of P(new) > P(true) (ROME PS)",
+    "generalization_magnitude": "mean over paraphrases of P(new) - P(true) (ROME PM)",
+    "specificity_success": "mean over neighbourhood prompts of P(true) > P(new) (ROME NS)",
+    "specificity_magnitude": "mean over neighbourhood prompts of P(true) - P(new) (ROME NM)",
+    "fluency_ngram_entropy": "weighted bi/tri-gram entropy of generated text (ROME fluency; ROME layout only)",
+    "consistency_tfidf": "TF-IDF cosine of generated text with reference text on the new object (ROME layout only)",
+}
+
+
+@dataclass(frozen=True)
+class CounterFactConfig(FileTaskConfig):
+    generation: bool = True  # fluency and consistency need generated text; off saves time
+    gen_max_new_tokens: int = 50  # ROME generates up to 100 tokens in all
+    gen_top_k: int = 5
+    gen_prompts: int = 10  # at most this many generation prompts per edit
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+@TASKS.register("counterfact")
+class CounterFactTask(FileTask):
+    name = "counterfact"
+    description = "CounterFact, ROME/MEMIT format or EasyEdit/KnowEdit flat format (recognised by keys)"
+    Config = CounterFactConfig
+    metrics = METRICS
+    default_data = "https://rome.baulab.info/data/dsets/counterfact.json"
+
+    def parse(self, obj, where: Where) -> EditRecord:
+        fields = Fields(obj, where)
+        if fields.has("requested_rewrite"):
+            return self._parse_rome(fields, obj, where)
+        return self._parse_flat(fields, obj, where)
+
+    @staticmethod
+    def _uid(obj, where: Where) -> str:
+        return f"cf-{obj['case_id']}" if isinstance(obj.get("case_id"), int) else f"cf-{where.source}#{where.index}"
+
+    def _parse_rome(self, fields: Fields, obj, where: Where) -> EditRecord:
+        rewrite = fields.nested("requested_rewrite")
+        template, subject = rewrite.str("prompt"), rewrite.str("subject")
+        if "{}" not in template:
+            raise where.error("requested_rewrite.prompt", f"has no '{{}}' for the subject: {template!r}")
+        target_true = rewrite.nested("target_true").str("str")
+        return EditRecord(
+            uid=self._uid(obj, where),
+            prompt=template.format(subject),
+            subject=subject,
+            target_new=rewrite.nested("target_new").str("str"),
+            target_true=target_true,
+            paraphrases=tuple(fields.str_list("paraphrase_prompts")),
+            neighbours=tuple(Neighbour(p, target_true) for p in fields.str_list("neighborhood_prompts")),
+            extra={
+                "relation_id": obj["requested_rewrite"].get("relation_id"),
+                "attribute_prompts": fields.str_list("attribute_prompts") if fields.has("attribute_prompts") else [],
+                "generation_prompts": fields.str_list("generation_prompts") if fields.has("generation_prompts") else [],
+            },
+        )
+
+    def _parse_flat(self, fields: Fields, obj, where: Where) -> EditRecord:
+        prompt, subject = fields.str("prompt"), fields.str("subject")
+        neighbours = ()
+        if fields.has("locality_prompt"):
+            neighbours = (Neighbour(fields.str("locality_prompt"), fields.str("locality_ground_truth")),)
+        return EditRecord(
+            uid=self._uid(obj, where),
+            prompt=prompt,
+            subject=subject,
+            target_new=fields.str("target_new"),
+            target_true=fields.str("ground_truth"),
+            paraphrases=tuple(fields.str_list("rephrase_prompt", allow_str=True)) if fields.has("rephrase_prompt") else (),
+            neighbours=neighbours,
+        )
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def extra_metrics(self, probe, records: list[EditRecord], positions: list[int]) -> list[ScoreRow]:
+        chosen = [(p, records[p]) for p in positions if records[p].target_true]
+        rows = self._probability_metrics(probe, chosen)
+        config: CounterFactConfig = self.config  # type: ignore[assignment]
+        with_generation = [(p, r) for p, r in chosen if r.extra.get("generation_prompts")]
+        if config.generation and with_generation:
+            rows += self._generation_metrics(probe, with_generation, config)
+        return rows
+
+    @staticmethod
+    def _probability_metrics(probe, chosen: list[tuple[int, EditRecord]]) -> list[ScoreRow]:
+        pairs: list[ScoringPair] = []
+        for _, record in chosen:
+            for prompt in (record.prompt, *record.paraphrases, *(n.prompt for n in record.neighbours)):
+                pairs += [ScoringPair(prompt, record.target_new), ScoringPair(prompt, record.target_true)]
+        scores = iter(probe.score(pairs))
+        rows = []
+        for position, record in chosen:
+            def take(n: int, swap: bool = False) -> list[tuple[float, float]]:
+                out = []
+                for _ in range(n):
+                    new, true = next(scores), next(scores)
+                    out.append(prefers(true, new) if swap else prefers(new, true))
+                return out
+
+            groups = {"efficacy": take(1), "generalization": take(len(record.paraphrases)),
+                      "specificity": take(len(record.neighbours), swap=True)}
+            for name, results in groups.items():
+                if results:
+                    rows.append(ScoreRow(position, record.uid, f"{name}_success", _mean([s for s, _ in results])))
+                    rows.append(ScoreRow(position, record.uid, f"{name}_magnitude", _mean([m for _, m in results])))
+        return rows
+
+    @staticmethod
+    def _generation_metrics(probe, chosen, config: CounterFactConfig) -> list[ScoreRow]:
+        settings = GenerationSettings(config.gen_max_new_tokens, config.gen_top_k)
+        prompts = [r.extra["generation_prompts"][: config.gen_prompts] for _, r in chosen]
+        texts = probe.generate([p for group in prompts for p in group], settings)
+        generated, start = [], 0
+        for group in prompts:
+            generated.append(texts[start : start + len(group)])
+            start += len(group)
+        references = [[f"{p} {r.target_new}." for p in r.extra.get("attribute_prompts", [])] for _, r in chosen]
+        space = TfIdf([t for group in generated + references for t in group])
+        rows = []
+        for (position, record), gen, ref in zip(chosen, generated, references, strict=True):
+            rows.append(ScoreRow(position, record.uid, "fluency_ngram_entropy", _mean([ngram_entropy(t) for t in gen])))
+            if ref:
+                rows.append(ScoreRow(position, record.uid, "consistency_tfidf",
+                                     TfIdf.cosine(space.vector(gen), space.vector(ref))))
+        return rows

@@ -1,0 +1,195 @@
+"""Reading published edit datasets: where the file comes from, and checking every record.
+
+A task's ``--data`` may be a local file (JSON list or JSONL), an http(s) URL (downloaded once into
+the cache) or a Hugging Face datasets id (``owner/name``, optionally ``owner/name:split``).
+Records are validated field by field; an error names the source, the record index and the field.
+Nothing is dropped silently: with ``--lenient`` a bad record is skipped, counted and its reason
+logged; without it the first bad record stops the load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..harness.cache import atomic_write_bytes, cache_root
+
+log = logging.getLogger(__name__)
+
+
+class RecordError(ValueError):
+    """A record that does not fit its schema; the message names source, record and field."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a record came from, for error messages."""
+
+    source: str
+    index: int  # 0-based record index, or the 1-based line number when ``by_line``
+    by_line: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.index}" if self.by_line else f"{self.source}: record {self.index}"
+
+    def error(self, field_name: str, problem: str) -> RecordError:
+        return RecordError(f"{self}: field {field_name!r}: {problem}")
+
+
+class Fields:
+    """Typed access to one raw record, raising errors that name the field."""
+
+    def __init__(self, obj: Any, where: Where, prefix: str = "") -> None:
+        if not isinstance(obj, dict):
+            raise RecordError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        self.obj, self.where, self.prefix = obj, where, prefix
+
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def has(self, key: str) -> bool:
+        return self.obj.get(key) is not None
+
+    def first_present(self, *keys: str) -> str:
+        """The first of several accepted spellings of a field that the record has."""
+        for key in keys:
+            if self.has(key):
+                return key
+        raise self.where.error(self._name(keys[0]), f"is required (accepted names: {', '.join(keys)})")
+
+    def str(self, *keys: str) -> str:
+        key = self.first_present(*keys)
+        value = self.obj[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.where.error(self._name(key), f"must be a non-empty string, got {value!r}")
+        return value
+
+    def optional_str(self, *keys: str) -> str | None:
+        return self.str(*keys) if any(self.has(k) for k in keys) else None
+
+    def str_list(self, *keys: str, allow_str: bool = False) -> list[str]:
+        key = self.first_present(*keys)
+        value = self.obj[key]
+        if allow_str and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise self.where.error(self._name(key), "must be a list of non-empty strings")
+        return value
+
+    def nested(self, key: str) -> Fields:
+        if not isinstance(self.obj.get(key), dict):
+            raise self.where.error(self._name(key), "must be an object")
+        return Fields(self.obj[key], self.where, prefix=f"{self._name(key)}.")
+
+
+@dataclass
+class LoadReport:
+    """What a lenient load skipped, and why."""
+
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, error: RecordError) -> None:
+        reason = str(error).split(": field ", 1)[-1]
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, str(error))
+
+    @property
+    def total(self) -> int:
+        return sum(self.skipped.values())
+
+
+def is_url(data: str) -> bool:
+    return data.startswith(("http://", "https://"))
+
+
+def download(url: str, cache_dir: Path | None = None, timeout: float = 60.0) -> Path:
+    """Fetch ``url`` once into ``CACHE/downloads``; later calls reuse the file without the network."""
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "data"
+    target = (cache_dir or cache_root()) / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12] / name
+    if target.is_file():
+        log.info("using the cached download of %s (%s)", url, target)
+        return target
+    log.info("downloading %s", url)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only, checked)
+            atomic_write_bytes(target, response.read())
+    except OSError as exc:
+        raise FileNotFoundError(f"--data {url}: download failed ({exc}); pass a local file instead") from None
+    return target
+
+
+def read_json_records(path: Path) -> list[Any]:
+    """A JSON list, or JSON Lines (one object per line), by content rather than extension."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    text = path.read_text(encoding="utf-8-sig")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        return data
+    records = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise RecordError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from None
+    return records
+
+
+def load_hub_dataset(dataset_id: str) -> list[dict]:
+    """Records of a Hugging Face datasets id, ``owner/name`` or ``owner/name:split`` (default split: train)."""
+    try:
+        import datasets
+    except ImportError:
+        raise FileNotFoundError(f"--data {dataset_id}: not a local file or URL, and reading a Hugging Face "
+                                "dataset needs `pip install datasets`") from None
+    name, _, split = dataset_id.partition(":")
+    try:
+        return [dict(row) for row in datasets.load_dataset(name, split=split or "train")]
+    except Exception as exc:  # the hub raises many types; the user needs the reason, not the type
+        raise FileNotFoundError(f"--data {dataset_id}: could not load it as a Hugging Face dataset ({exc})") from None
+
+
+def read_source(data: str, cache_dir: Path | None = None) -> tuple[str, list[Any]]:
+    """Return (a name for messages, the raw records) for a path, URL or datasets id."""
+    path = Path(data).expanduser()
+    if path.exists():
+        return str(path), read_json_records(path)
+    if is_url(data):
+        local = download(data, cache_dir)
+        return data, read_json_records(local)
+    if "/" in data and not data.startswith((".", "/", "~")):
+        return data, load_hub_dataset(data)
+    raise FileNotFoundError(f"--data {data}: no such file, and it is neither an http(s) URL nor a datasets id")
+
+
+def parse_all(source: str, raw: Iterable[Any], parse: Callable[[Any, Where], Any],
+              lenient: bool) -> tuple[list[Any], LoadReport]:
+    """Parse every raw record; strict mode raises on the first bad one, lenient mode counts it."""
+    report = LoadReport()
+    parsed = []
+    for index, obj in enumerate(raw):
+        try:
+            parsed.append(parse(obj, Where(source, index)))
+        except RecordError as error:
+            if not lenient:
+                raise
+            report.add(error)
+    if report.total:
+        log.warning("%s: skipped %d malformed records (lenient loading): %s", source, report.total,
+                    "; ".join(f"{n} x {reason}" for reason, n in report.skipped.most_common()))
+    if not parsed:
+        raise RecordError(f"{source}: no usable records")
+    return parsed, report
