@@ -59,7 +59,8 @@ def _parse_checkpoints(items: tuple[str, ...]) -> dict[str, Path]:
               type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="Weights dtype; auto = float32 on CPU, bfloat16 on GPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the edit order and every method.")
+@click.option("--seed", default="0", show_default=True, metavar="N[,N...]",
+              help="Seeds the edit order and every method; several seeds make a sweep (one run per seed).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-results"), show_default=True,
               help="Results folder (SQLite store and snapshots); rerun the same command to resume.")
 @click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
@@ -75,47 +76,69 @@ def _parse_checkpoints(items: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--probe-limit", type=int, default=100, show_default=True, help="Questions per probe set.")
 @click.option("--probe-at", default=None, metavar="N,N",
               help="Checkpoints at which to run the probes; default: the last one (and always the unedited model).")
+@click.option("--probe-backend", default="auto", show_default=True, type=click.Choice(["auto", "hf", "vllm"]),
+              help="Who scores prompts: Hugging Face transformers, or vLLM (auto: vLLM when installed and on a GPU).")
+@click.option("--vllm-memory", type=float, default=0.4, show_default=True,
+              help="Share of GPU memory the vLLM engine takes (gpu_memory_utilization); the edited model keeps the rest.")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="Run the (method, seed) cells here one by one, or as Ray tasks (pip install 'editbench[ray]').")
+@click.option("--ray-address", default=None, help="Ray cluster to join (default: start a local one).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code from the hub to run.")
 def run(**options) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
-    from ..reports.summary import capability_frame, format_table, summary_frame, task_metrics_frame
-    from .runner import Runner, RunSpec
+    from .executors import run_local, run_ray
+    from .runner import RunSpec
     from .store import ResultsStore
 
+    executor, address = options.pop("executor"), options.pop("ray_address")
+    try:
+        seeds = tuple(int(s) for s in _split_list(options.pop("seed")))
+    except ValueError:
+        raise click.BadParameter("expected integers, e.g. 0 or 0,1,2", param_hint="--seed") from None
     try:
         spec = RunSpec(
             methods=_split_list(options.pop("methods")),
             probes=_split_list(options.pop("probes")),
             params=parse_overrides(options.pop("params")),
             method_checkpoints=_parse_checkpoints(options.pop("method_checkpoints")),
+            seed=seeds[0],
             **options,
         )
-        runner = Runner(spec)
-        outcome = runner.run()
+        if executor == "ray":
+            results = run_ray(spec, seeds, address)
+        else:
+            results = run_local(spec, seeds)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     with ResultsStore(spec.out) as store:
-        runs = store.runs().set_index("run_id")
-        baseline = runs.loc[outcome.run_id, "baseline"] or {}
-        click.echo("")
-        click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  "
-                   f"edits={runner.edits}  device={runs.loc[outcome.run_id, 'device']}")
-        if "pre_edit_accuracy" in baseline:
-            click.echo(f"unedited model accuracy on the edited facts: {baseline['pre_edit_accuracy']:.3f}")
-        click.echo(format_table(summary_frame(store, outcome.run_id)))
-        extra = task_metrics_frame(store, outcome.run_id)
-        if not extra.empty:
-            click.echo(f"\n{runner.task.name} metrics:")
-            click.echo(format_table(extra))
-        capability = capability_frame(store, outcome.run_id)
-        if not capability.empty:
-            click.echo("\ngeneral capability (accuracy; '(unedited)' is the model before any edit):")
-            click.echo(format_table(capability))
-    for label, status in outcome.statuses.items():
-        if status != "done":
-            click.echo(f"{label}: {status}", err=True)
-    click.echo(f"results: {outcome.store_path}")
-    sys.exit(0 if outcome.ok else 1)
+        for runner, outcome in results:
+            _print_run(store, runner, outcome)
+    failed = [(label, status) for _, o in results for label, status in o.statuses.items() if status != "done"]
+    for label, status in failed:
+        click.echo(f"{label}: {status}", err=True)
+    click.echo(f"results: {results[0][1].store_path}")
+    sys.exit(0 if all(o.ok for _, o in results) else 1)
+
+
+def _print_run(store, runner, outcome) -> None:
+    from ..reports.summary import capability_frame, format_table, summary_frame, task_metrics_frame
+
+    runs = store.runs().set_index("run_id")
+    baseline = runs.loc[outcome.run_id, "baseline"] or {}
+    click.echo("")
+    click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  edits={runner.edits}  "
+               f"seed={runner.spec.seed}  device={runs.loc[outcome.run_id, 'device']}")
+    if "pre_edit_accuracy" in baseline:
+        click.echo(f"unedited model accuracy on the edited facts: {baseline['pre_edit_accuracy']:.3f}")
+    click.echo(format_table(summary_frame(store, outcome.run_id)))
+    extra = task_metrics_frame(store, outcome.run_id)
+    if not extra.empty:
+        click.echo(f"\n{runner.task.name} metrics:")
+        click.echo(format_table(extra))
+    capability = capability_frame(store, outcome.run_id)
+    if not capability.empty:
+        click.echo("\ngeneral capability (accuracy; '(unedited)' is the model before any edit):")
+        click.echo(format_table(capability))
 
 
 @main.command("list")

@@ -120,17 +120,13 @@ def load_model(
     Weights load through safetensors where the checkpoint has them; remote code runs only when
     the user asked for it.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
 
     source = str(name_or_path)
-    if Path(source).exists() is False and source.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--model {source!r}: no such local path")
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(source, trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
     )
@@ -139,3 +135,15 @@ def load_model(
     for param in model.parameters():
         param.requires_grad_(False)
     return model, tokenizer
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
+    """The model's tokenizer, with a pad token (the EOS token where the model defines none)."""
+    from transformers import AutoTokenizer
+
+    if not Path(source).exists() and source.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"--model {source!r}: no such local path")
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

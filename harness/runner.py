@@ -28,6 +28,7 @@ from .evaluate import Baseline, neighbour_pairs, pre_edit_summary, score_edits
 from .models import ModelLayout, load_model, resolve_device, resolve_dtype
 from .plan import eval_positions, parse_checkpoints, plan_batches
 from .probe import HFProbe
+from .probe_vllm import vllm_available
 from .progress import progress
 from .records import EditRecord, PairScore, dataset_hash
 from .snapshot import load_snapshot, prune_snapshots, save_snapshot
@@ -65,6 +66,8 @@ class RunSpec:
     probe_data: str | None = None
     probe_limit: int = 100
     probe_at: str | None = None  # comma-separated edit counts; None: the last checkpoint
+    probe_backend: str = "auto"  # auto | hf | vllm
+    vllm_memory: float = 0.4  # share of GPU memory the vLLM engine takes
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,8 @@ class Runner:
         self.model_source = spec.model or self.task.default_model()
         if self.model_source is None:
             raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
+        self.backend = self._resolve_backend(spec.probe_backend)
+        self._engine = None
         self.capability = self._capability_plan(spec)
         self.probe_sets = load_probe_sets(self.capability[0]) if self.capability else []
         self.dataset_hash = dataset_hash(self.records)
@@ -215,6 +220,28 @@ class Runner:
             store.close()
         return RunOutcome(self.run_id, store.path, statuses)
 
+    def _resolve_backend(self, backend: str) -> str:
+        if backend not in ("auto", "hf", "vllm"):
+            raise ValueError(f"--probe-backend {backend!r}: choose auto, hf or vllm")
+        if backend == "hf" or (backend == "auto" and (self.device.type != "cuda" or not vllm_available())):
+            return "hf"
+        if not vllm_available():
+            raise ValueError("--probe-backend vllm needs `pip install \"editbench[vllm]\"` and a CUDA GPU")
+        return "vllm"
+
+    def _probe(self, model, tokenizer, edited: list[str]):
+        """The run's probe backend looking at ``model``: HF scores the live model; the vLLM engine is
+        built once per run and receives the edited tensors (see ``harness/probe_vllm.py``)."""
+        if self.backend == "hf":
+            return HFProbe(model, tokenizer, self.device)
+        if self._engine is None:
+            from .probe_vllm import VLLMProbe
+
+            self._engine = VLLMProbe(str(self.model_source), tokenizer, self.dtype, self.spec.vllm_memory,
+                                     self.spec.trust_remote_code)
+        self._engine.sync(model, edited)
+        return self._engine
+
     def _capability_plan(self, spec: RunSpec):
         if not spec.probes:
             return None
@@ -250,7 +277,7 @@ class Runner:
         timer = PhaseTimer(self.device)
         with timer.phase("baseline"):
             model, tokenizer = self._load()
-            probe = HFProbe(model, tokenizer, self.device)
+            probe = self._probe(model, tokenizer, [])
             baseline = Baseline.compute(probe, records)
             summary = pre_edit_summary(probe, self.records)
             unedited = capability_accuracy(probe, self.probe_sets) if self.probe_sets else None
@@ -302,7 +329,7 @@ class Runner:
             method.load_state_dict(load_snapshot(snapshots, done, model, generator))
             log.info("%s: resuming after %d stored edits", plan.label, done)
         store.record_timings(self.run_id, plan.label, timer.drain())
-        probe = HFProbe(model, tokenizer, self.device)
+        probe = self._probe(model, tokenizer, edited)
         bar = progress(total=self.edits, initial=done, desc=f"{plan.label} edits", unit="edit")
         try:
             for index, (start, end) in enumerate(self.batches):
@@ -327,6 +354,8 @@ class Runner:
     def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer, memory) -> None:
         capability = None
         with timer.phase("eval", n_edits):
+            if hasattr(probe, "sync"):  # the vLLM engine receives the edited tensors
+                probe.sync(method.ctx.model, method.edited_parameters())
             rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
             rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
             if self.probe_sets and n_edits in self.capability[1]:

@@ -208,6 +208,21 @@ class ResultsStore:
         with self.transaction() as conn:
             conn.execute("UPDATE runs SET baseline=? WHERE run_id=?", (json.dumps(baseline), run_id))
 
+    def merge_from(self, other: Path) -> None:
+        """Fold another store (a sweep worker's) into this one, in one transaction.
+
+        Rows already here are kept (the same run and cell computed again is the same result);
+        a cell's status comes from the worker, which ran it last.
+        """
+        self.conn.execute("ATTACH DATABASE ? AS worker", (str(other),))  # not allowed inside a transaction
+        try:
+            with self.transaction() as conn:
+                for table in ("runs", "checkpoints", "scores", "timings", "capability", "base_predictions"):
+                    conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM worker.{table}")
+                conn.execute("INSERT OR REPLACE INTO cells SELECT * FROM worker.cells")
+        finally:
+            self.conn.execute("DETACH DATABASE worker")
+
     # -- reading ------------------------------------------------------------------------------
     def _frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         return pd.read_sql_query(sql, self.conn, params=params)

@@ -1,0 +1,87 @@
+"""Where the cells of a sweep run: here, one after another, or as Ray tasks on a cluster.
+
+A sweep is every (method, seed) cell of one task; each cell is a run of one method under one seed.
+The local executor runs the cells in this process. The Ray executor makes each cell one Ray task
+with its own GPU request; a worker writes its own store (``OUT/workers/<run>-<method>/``) and
+records its process id there, the driver merges the worker stores into ``OUT/results.sqlite``.
+Ray retries a task whose worker dies, and the retried task resumes from its own store, so a
+killed worker costs only the work since its last checkpoint. A cell already complete in the main
+store is not submitted again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from .runner import Runner, RunOutcome, RunSpec
+from .store import ResultsStore
+
+log = logging.getLogger(__name__)
+
+FINISHED = ("done", "diverged")
+
+
+def run_local(spec: RunSpec, seeds: tuple[int, ...]) -> list[tuple[Runner, RunOutcome]]:
+    results = []
+    for seed in seeds:
+        runner = Runner(replace(spec, seed=seed))
+        results.append((runner, runner.run()))
+    return results
+
+
+def _worker_dir(out: Path, run_id: str, label: str) -> Path:
+    return out / "workers" / f"{run_id}-{label.replace('/', '_')}"
+
+
+def run_cell(spec: RunSpec) -> dict[str, str]:
+    """One sweep cell, in whatever process runs it (a Ray worker)."""
+    spec.out.mkdir(parents=True, exist_ok=True)
+    (spec.out / "worker.pid").write_text(str(os.getpid()))
+    outcome = Runner(spec).run()
+    return outcome.statuses
+
+
+def run_ray(spec: RunSpec, seeds: tuple[int, ...], address: str | None = None,
+            gpus_per_cell: float | None = None, max_retries: int = 3) -> list[tuple[Runner, RunOutcome]]:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError('--executor ray needs `pip install "editbench[ray]"`') from None
+    runners = [Runner(replace(spec, seed=seed)) for seed in seeds]  # builds models and data once, here
+    if gpus_per_cell is None:
+        gpus_per_cell = 1.0 if runners[0].device.type == "cuda" else 0.0
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"EDITBENCH_NO_PROGRESS": "1"}})
+    remote_cell = ray.remote(run_cell).options(num_cpus=1, num_gpus=gpus_per_cell, max_retries=max_retries)
+    pending = {}
+    with ResultsStore(spec.out) as main:
+        for runner in runners:
+            for plan in runner.methods:
+                state = main.cell(runner.run_id, plan.label)
+                if state is not None and state.status in FINISHED:
+                    log.info("%s seed %d: already %s, not submitted", plan.label, runner.spec.seed, state.status)
+                    continue
+                cell = replace(runner.spec, methods=(plan.label,),
+                               out=_worker_dir(spec.out, runner.run_id, plan.label))
+                pending[remote_cell.remote(cell)] = cell
+        for ref in pending:  # wait for all, then merge: a failed cell must not hide the others
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                log.error("cell %s seed %d failed after retries: %s", pending[ref].methods[0], pending[ref].seed, exc)
+        for cell in pending.values():
+            worker_db = cell.out / "results.sqlite"
+            if worker_db.exists():
+                main.merge_from(worker_db)
+        outcomes = []
+        for runner in runners:
+            statuses = {}
+            for plan in runner.methods:
+                state = main.cell(runner.run_id, plan.label)
+                statuses[plan.label] = state.status if state is not None else "failed"
+            outcomes.append((runner, RunOutcome(runner.run_id, main.path, statuses)))
+    return outcomes
