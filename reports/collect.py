@@ -14,40 +14,49 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..harness.store import load_results
+from ..harness.store import ResultsStore, load_results
 
 log = logging.getLogger(__name__)
 
-FRAMES = ("runs", "cells", "checkpoints", "scores", "timings")
+FRAMES = ("runs", "cells", "checkpoints", "scores", "timings", "capability")
+#: Stores written before the capability probes existed have no such table: read as empty.
+CAPABILITY_COLUMNS = ["run_id", "method", "n_edits", "probe", "n", "accuracy"]
 
 
 @dataclass(frozen=True)
 class Results:
-    """The union of several stores; ``runs`` carries the ``source`` folder of each run."""
+    """The union of several stores; ``runs`` carries the ``source`` folder of each run.
+    ``capability`` holds general-capability probe accuracy (method '' at 0 edits: unedited)."""
 
     runs: pd.DataFrame
     cells: pd.DataFrame
     checkpoints: pd.DataFrame
     scores: pd.DataFrame
     timings: pd.DataFrame
+    capability: pd.DataFrame
     sources: tuple[Path, ...]
 
     @property
     def tasks(self) -> list[str]:
         return sorted(self.runs["task"].unique()) if not self.runs.empty else []
 
-    def run(self, run_id: str) -> pd.Series:
-        return self.runs.set_index("run_id").loc[run_id]
+
+def _read(store: ResultsStore, name: str) -> pd.DataFrame:
+    if name == "capability" and not hasattr(store, "capability"):
+        return pd.DataFrame(columns=CAPABILITY_COLUMNS)
+    return getattr(store, name)()
 
 
 def collect(folders: Sequence[Path | str]) -> Results:
     """Read every folder's store; raise FileNotFoundError naming a folder that holds none."""
+    if not folders:
+        raise ValueError("name at least one results folder")
     parts: dict[str, list[pd.DataFrame]] = {name: [] for name in FRAMES}
     seen: dict[str, Path] = {}
     for folder in map(Path, folders):
         store = load_results(folder)
         try:
-            frames = {name: getattr(store, name)() for name in FRAMES}
+            frames = {name: _read(store, name) for name in FRAMES}
         finally:
             store.close()
         dupes = set(frames["runs"]["run_id"]) & set(seen)
@@ -58,6 +67,5 @@ def collect(folders: Sequence[Path | str]) -> Results:
         for name, frame in frames.items():
             parts[name].append(frame[~frame["run_id"].isin(dupes)] if dupes else frame)
         seen.update({r: folder for r in frames["runs"]["run_id"] if r not in seen})
-    combined = {name: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-                for name, frames in parts.items()}
+    combined = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
     return Results(**combined, sources=tuple(map(Path, folders)))

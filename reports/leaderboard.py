@@ -17,8 +17,8 @@ import pandas as pd
 
 from ..harness.plan import plan_batches
 from .collect import Results
-from .metrics import Column, cost_columns, metric_columns
-from .stats import Interval, bootstrap_mean, bootstrap_ratio, cell_rng, rank_marks
+from .metrics import CAPABILITY_PREFIX, Column, capability_columns, cost_columns, metric_columns
+from .stats import Interval, bootstrap_mean, bootstrap_ratio, cell_rng, rank_marks, wilson
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,14 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
     scores = results.scores[results.scores["run_id"].isin(run_ids)]
     cells = results.cells[results.cells["run_id"].isin(run_ids)]
     timings = results.timings[results.timings["run_id"].isin(run_ids)]
-    columns = metric_columns(scores["metric"].unique(), task) + cost_columns()
+    capability = results.capability[results.capability["run_id"].isin(run_ids)]
+    edited = capability[capability["method"] != ""]
+    unedited = capability[capability["method"] == ""]
+    reference = dict(zip(unedited["probe"], unedited["accuracy"])) if len(run_ids) == 1 else {}
+    columns = (metric_columns(scores["metric"].unique(), task) + capability_columns(edited["probe"].unique(), reference)
+               + cost_columns())
+    probes = {(r, m, int(n), p): (int(k), float(a)) for r, m, n, p, k, a in
+              zip(edited["run_id"], edited["method"], edited["n_edits"], edited["probe"], edited["n"], edited["accuracy"])}
 
     pairs = list(dict.fromkeys(zip(cells["run_id"], cells["method"])))
     pairs += [p for p in dict.fromkeys(zip(checkpoints["run_id"], checkpoints["method"])) if p not in pairs]
@@ -149,6 +156,9 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
                                                    _batch_sizes(configs.get(cp.run_id) or {}), rng)
             elif column.key == "peak_memory_bytes":
                 found[column.key] = Interval(float(cp.peak_memory_bytes), None, None, 1)
+            elif column.key.startswith(CAPABILITY_PREFIX):
+                probe = probes.get((cp.run_id, cp.method, int(cp.n_edits), column.key[len(CAPABILITY_PREFIX):]))
+                found[column.key] = wilson(probe[1], probe[0]) if probe and probe[0] > 0 else None
             else:
                 data = values.get((cp.run_id, cp.method, cp.n_edits, column.key))
                 ok = data is not None and np.isfinite(data).any()

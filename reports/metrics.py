@@ -65,6 +65,21 @@ def metric_columns(names: Iterable[str], task: str = "") -> list[Column]:
             for m in ordered]
 
 
+CAPABILITY_PREFIX = "capability:"
+
+
+def capability_columns(probes: Iterable[str], unedited: dict[str, float]) -> list[Column]:
+    """One column per general-capability probe set (SST-2, MMLU...), with the unedited model's
+    accuracy in the description for reference."""
+    columns = []
+    for probe in sorted(probes):
+        text = f"few-shot accuracy on {probe} questions: does the model keep what it could already do"
+        if probe in unedited:
+            text += f" (unedited model: {unedited[probe]:.3f})"
+        columns.append(Column(CAPABILITY_PREFIX + probe, f"capability ({probe})", text, higher_is_better=True))
+    return columns
+
+
 def cost_columns() -> list[Column]:
     return [Column(key, label, text, higher_is_better=False, is_cost=True)
             for key, (label, text) in COST_COLUMNS.items()]

@@ -211,8 +211,9 @@ def _save(fig: Figure, folder: Path, name: str) -> tuple[Path, Path]:
     return svg, png
 
 
-def board_plots(results: Results, board: Board, folder: Path, seed: int = 0) -> list[Plot]:
-    """Draw and write every figure of ``board`` into ``folder``; the captions say how to read them."""
+def board_plots(results: Results, board: Board, folder: Path, seed: int = 0, name: str | None = None) -> list[Plot]:
+    """Draw and write every figure of ``board`` into ``folder`` as ``NAME-KIND.svg/.png`` (NAME:
+    the task's slug by default); the captions say how to read them."""
     colors = palette(board.labels())
     final = board.final_edits
     specs: list[tuple[str, str, str, Callable[[], Figure | None]]] = [
@@ -237,7 +238,7 @@ def board_plots(results: Results, board: Board, folder: Path, seed: int = 0) -> 
             fig = draw()
             if fig is None:
                 continue
-            name = f"{slug(board.task)}-{kind}"
-            svg, png = _save(fig, folder, name)
-            plots.append(Plot(name, title, caption, svg, png))
+            stem = f"{name or slug(board.task)}-{kind}"
+            svg, png = _save(fig, folder, stem)
+            plots.append(Plot(stem, title, caption, svg, png))
     return plots

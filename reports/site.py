@@ -68,6 +68,8 @@ class RunView:
     checkpoints_table: list[dict[str, Any]] = field(default_factory=list)
     phase_names: list[str] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[str] = field(default_factory=list)
+    capability: list[dict[str, Any]] = field(default_factory=list)  # method, n_edits, {probe: (acc, n)}
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,10 @@ def _none(value: Any) -> Any:
 
 
 def _short_model(model: str) -> str:
-    """A hub name stays whole; a local path is shown by its last folder."""
-    parts = Path(model).parts
-    return model if len(parts) <= 2 and not model.startswith(("/", ".", "~")) else (parts[-1] if parts else model)
+    """A local path is shown by its last folder; a hub name (org/name) stays whole."""
+    if model.startswith(("/", ".", "~")) or "\\" in model:
+        return Path(model).name or model
+    return model
 
 
 def run_views(results: Results) -> dict[str, RunView]:
@@ -120,6 +123,10 @@ def run_views(results: Results) -> dict[str, RunView]:
             sums = group.groupby("phase")["seconds"].agg(["sum", "count"])
             phases.append({"method": method, "total": float(sums["sum"].sum()),
                            "cells": {p: (float(r["sum"]), int(r["count"])) for p, r in sums.iterrows()}})
+        probes_frame = results.capability[results.capability["run_id"] == run.run_id]
+        capability = [{"method": method or "(unedited)", "n_edits": int(n_edits),
+                       "cells": {p: (float(a), int(k)) for p, a, k in zip(g["probe"], g["accuracy"], g["n"])}}
+                      for (method, n_edits), g in probes_frame.groupby(["method", "n_edits"], sort=True)]
         baseline = run.baseline or {}
         views[run.run_id] = RunView(
             run_id=run.run_id, page=f"{slug(run.run_id)}.html", task=run.task, model=run.model,
@@ -128,7 +135,8 @@ def run_views(results: Results) -> dict[str, RunView]:
             batch_size=config.get("batch_size"), checkpoints=list(config.get("checkpoints") or []),
             config=config, versions=run.versions or {}, baseline=baseline,
             pre_edit_accuracy=baseline.get("pre_edit_accuracy"), source=run.source, methods=methods,
-            metrics=metrics, checkpoints_table=table, phase_names=phase_names, phases=phases)
+            metrics=metrics, checkpoints_table=table, phase_names=phase_names, phases=phases,
+            probes=sorted(probes_frame["probe"].unique()), capability=capability)
     return views
 
 
@@ -172,13 +180,17 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
     runs = run_views(results)
     run_pages = {run_id: view.page for run_id, view in runs.items()}
     sections = []
+    taken: set[str] = set()
     for board in boards:
-        plots = board_plots(results, board, out / "plots", seed=seed)
         task_slug = slug(board.task)
+        while task_slug in taken:  # two task names that differ only in characters a file name drops
+            task_slug += "-"
+        taken.add(task_slug)
+        plots = board_plots(results, board, out / "plots", seed=seed, name=task_slug)
         sections.append(Section(board, task_slug, [runs[r] for r in board.run_ids], plots,
                                 f"tasks/{task_slug}.html" if site else None))
     info = _site_info(results, seed, JSON_NAME)
-    nav = [{"href": "index.html#runs", "text": "runs"}]
+    nav = [{"href": "index.html#metrics", "text": "metrics"}, {"href": "index.html#runs", "text": "runs"}]
     if site:
         nav = [{"href": s.page, "text": s.board.task} for s in sections] + nav
     common = {"site": info, "nav": nav, "run_pages": run_pages}

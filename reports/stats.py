@@ -15,6 +15,7 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -83,6 +84,19 @@ def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], 
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return Interval(ratio, float(low), float(high), int(num.size))
+
+
+def wilson(rate: float, n: int, level: float = LEVEL) -> Interval:
+    """A proportion's Wilson score interval (Wilson 1927). Capability probes are stored as an
+    accuracy over ``n`` questions, not per question, so there is nothing to bootstrap; for a
+    proportion the two intervals agree closely, and Wilson's stays inside [0, 1]."""
+    if n < 1:
+        raise ValueError("wilson needs at least one question")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    denominator = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denominator
+    return Interval(float(rate), max(0.0, centre - half), min(1.0, centre + half), int(n))
 
 
 def rank_marks(intervals: Sequence[Interval | None], higher_is_better: bool) -> list[str]:

@@ -212,3 +212,22 @@ def test_markdown_and_latex_escapes_keep_tables_intact(store_dir):
     md_rows = [line for line in markdown([board]).splitlines() if line.startswith("| ")]
     assert len({line.count(" | ") for line in md_rows}) == 1  # every row has the header's cells
     assert latex([board]).count(r"\begin{tabular}") == 1
+
+
+@pytest.mark.skipif(not hasattr(ResultsStore, "capability"), reason="this store has no capability probes yet")
+def test_capability_probes_get_a_column_with_a_wilson_interval(tmp_path):
+    folder = build_store(tmp_path / "r", methods={"a": {"efficacy_acc": 0.5}, "b": {"efficacy_acc": 0.5}})
+    with ResultsStore(folder) as store:
+        store.save_unedited_capability("run-a", {"sst2": (200, 0.8)})
+        for method, accuracy in (("a", 0.78), ("b", 0.4)):
+            store.commit_checkpoint("run-a", method, 80, [], [], 1, capability={"sst2": (200, accuracy)})
+    (board,) = build_boards(collect([folder]))
+    column = next(c for c in board.columns if c.key == "capability:sst2")
+    assert column.higher_is_better and "unedited model: 0.800" in column.description
+    a, b = _row(board, "a", 80).cells["capability:sst2"], _row(board, "b", 80).cells["capability:sst2"]
+    assert a.mark == "best" and b.mark == "" and a.interval.low < 0.78 < a.interval.high
+    assert _row(board, "a", 40).cells["capability:sst2"].interval is None  # not probed at 40
+    from editbench.reports.site import run_views
+
+    view = run_views(collect([folder]))["run-a"]
+    assert view.probes == ["sst2"] and view.capability[0]["method"] == "(unedited)"
