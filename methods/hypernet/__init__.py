@@ -1,1 +1,12 @@
-"""The shared core of the hypernetwork editors (MEND, MALMEN, RLEdit)."""
+"""The shared core of the hypernetwork editors (MEND, MALMEN, RLEdit).
+
+``modules``: which weights are edited and the hooks that read keys and output gradients there;
+``net``: the normaliser and the residual low-rank editor network; ``core``: the method base class
+(cache, map, update, apply); ``training``: the one trainer for all three (sequences of edit
+batches, back-tracking, validation, resumable checkpoints); ``checkpoint``: saving and loading.
+"""
+
+from .config import HypernetConfig
+from .core import HypernetMethod
+
+__all__ = ["HypernetConfig", "HypernetMethod"]

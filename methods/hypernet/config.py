@@ -1,0 +1,83 @@
+"""The settings every hypernetwork editor shares; each method's module only changes defaults.
+
+One dataclass serves MEND, MALMEN and RLEdit because they differ in two places only: the update
+rule (a method's own module) and the training schedule, which is data here: MEND and MALMEN train
+on sequences of one batch applied to the unedited model (``sequence_length=1, depth=1``), RLEdit
+on long sequences applied to a live model with back-tracking (``sequence_length=0, depth=10``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ..base import MethodConfig
+from .modules import MODULE_CHOICES
+
+
+@dataclass(frozen=True)
+class HypernetConfig(MethodConfig):
+    # -- what is edited ---------------------------------------------------------------------------
+    layers: tuple[int, ...] = ()  # empty: a band of upper layers (modules.default_layers)
+    modules: str = "auto"  # auto | mlp_in (gate/up) | mlp_out (down/c_proj/fc_out)
+    # -- the network -------------------------------------------------------------------------------
+    rank: int = 1920  # of each residual block, capped at (key_size + value_size) // 4 (net.effective_rank)
+    n_blocks: int = 2
+    block_bias: float = 1.0  # initial ReLU bias of each block; 0 is the releases' (dead) init (net.py)
+    #: initial learned edit lr; None: ``edit_scale`` times the module's output RMS over the mean
+    #: key-pseudo-key product at answer tokens, measured on the train split (docs/hypernetworks.md)
+    edit_lr: float | None = None
+    edit_scale: float = 0.3
+    # -- training ----------------------------------------------------------------------------------
+    meta_lr: float = 1e-4  # Adam, for the network's weights and the ridge strength
+    lr_meta_lr: float | None = None  # Adam, for the learned edit lr; None: 5% of its initial value
+    max_grad_norm: float = 1.0
+    train_batch: int = 10  # edits per batch during training
+    sequence_length: int = 1  # edit batches per optimiser step; 0: every train batch (one pass)
+    depth: int = 1  # back-tracking: step t is scored on the paraphrases of its last `depth` batches
+    decay: float = 0.95  # weight of the batch k steps back: decay ** k
+    loc_coef: float = 1.0  # KL to the model before the step, on unrelated prompts
+    reg_coef: float = 0.0  # L2 penalty on each step's update, sum of squares over modules
+    reg_grad: bool = True  # False: compute the L2 term without gradient (as the released RLEdit)
+    max_steps: int = 600  # optimiser steps at most; 0: keep the network at its initialisation
+    val_every: int = 26  # optimiser steps between validations (each also writes a checkpoint)
+    patience: int = 3  # stop after this many validations without improvement (the plateau)
+    val_fraction: float = 0.2  # share of the train split held out for the validation loss
+    paraphrases_per_edit: int = 1  # sampled per edit and step for the generalisation loss
+    neighbours_per_edit: int = 1  # sampled per edit and step for the locality loss
+    # -- editing -----------------------------------------------------------------------------------
+    update_normaliser_at_edit: bool = False  # True: test-time statistics shape the edits (release)
+
+    #: fields that change how edits are applied, not what is trained (left out of the cache key)
+    EDIT_TIME_FIELDS = frozenset({"update_normaliser_at_edit"})
+    #: fields that fix the network's shape; a checkpoint must agree with the run on them
+    ARCHITECTURE_FIELDS = frozenset({"layers", "modules", "rank", "n_blocks"})  # block_bias is an init
+
+    def __post_init__(self) -> None:
+        if self.modules not in MODULE_CHOICES:
+            raise ValueError(f"modules must be one of {', '.join(MODULE_CHOICES)}, got {self.modules!r}")
+        positive = ("rank", "n_blocks", "train_batch", "depth", "val_every", "patience",
+                    "paraphrases_per_edit", "neighbours_per_edit")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("sequence_length", "max_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.block_bias < 0:
+            raise ValueError(f"block_bias must be 0 or more, got {self.block_bias}")
+        for name in ("meta_lr", "max_grad_norm", "edit_scale"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("loc_coef", "reg_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.lr_meta_lr is not None and self.lr_meta_lr < 0:
+            raise ValueError(f"lr_meta_lr must be 0 or more, got {self.lr_meta_lr}")
+        if not 0 < self.decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def training_fields(self) -> dict[str, object]:
+        """Every field that shapes the trained network (the cache key of ``editbench run``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EDIT_TIME_FIELDS}

@@ -1,0 +1,158 @@
+"""The hypernetwork editor: cache keys and gradients, map them through the net, apply an update.
+
+A method of this family subclasses :class:`HypernetMethod` and supplies ``update``, the rule that
+turns one module's keys, pseudo-keys and pseudo-gradients into a (key_size, value_size) weight
+update: MEND's sum of rank-1 products, MALMEN's least squares. Everything else - which modules,
+the hooks, the network, training, checkpoints - is shared and lives in this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ...harness.records import EditRecord, dataset_hash
+from ...harness.tokenize import PairBatch
+from ..base import EditContext, EditMethod
+from ..objectives import masked_target_nll
+from .config import HypernetConfig
+from .modules import KeysAndGrads, add_shift, keys_and_grads, select_modules
+from .net import EditorNet
+
+log = logging.getLogger(__name__)
+
+
+def _shape_key(shape: tuple[int, int]) -> str:
+    return f"{shape[0]}x{shape[1]}"
+
+
+class HypernetMethod(EditMethod):
+    Config = HypernetConfig
+
+    def __init__(self, config: HypernetConfig, context: EditContext) -> None:
+        super().__init__(config, context)
+        self.modules = select_modules(context.model, context.layout, config.layers, config.modules)
+        # one network per weight shape; a module is (its shape's network, its index there)
+        self.slots: dict[str, tuple[str, int]] = {}
+        counts: dict[str, int] = {}
+        for module in self.modules:
+            key = _shape_key(module.shape)
+            self.slots[module.name] = (key, counts.get(key, 0))
+            counts[key] = counts.get(key, 0) + 1
+        generator = torch.Generator().manual_seed(context.seed)  # the blocks' A is drawn at random
+        shapes = {_shape_key(m.shape): m.shape for m in self.modules}
+        self.nets = nn.ModuleDict({
+            key: EditorNet(*shapes[key], config.rank, config.n_blocks, counts[key],
+                           config.edit_lr if config.edit_lr is not None else 0.0, generator, config.block_bias)
+            for key in shapes
+        }).to(context.device)
+
+    # -- the update rule, which is what tells the methods apart ------------------------------------
+    @staticmethod
+    @abstractmethod
+    def update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: torch.Tensor,
+               lr: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
+        """The (key_size, value_size) update of one module from its rows (one per answer token)."""
+
+    # -- shared machinery ---------------------------------------------------------------------------
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> PairBatch:
+        encoder = self.ctx.encoder
+        return encoder.collate([encoder.encode(p, t) for p, t in pairs]).to(self.ctx.device)
+
+    def cache(self, records: Sequence[EditRecord]) -> KeysAndGrads:
+        """Keys and output gradients of the edit prompts' answer tokens on the live model."""
+        batch = self.encode([(r.prompt, r.target_new) for r in records])
+        return keys_and_grads(self.ctx.model, self.modules, batch, masked_target_nll)
+
+    def update_normalisers(self, cached: KeysAndGrads) -> None:
+        for key, net in self.nets.items():
+            rows = [torch.cat((cached.keys[m.name], cached.grads[m.name]), -1)
+                    for m in self.modules if self.slots[m.name][0] == key]
+            net.normaliser.update(torch.cat(rows).to(self.ctx.device))
+
+    def shifts(self, cached: KeysAndGrads) -> dict[str, torch.Tensor]:
+        """Each module's update; differentiable in the networks' parameters when grad is enabled."""
+        out = {}
+        for module in self.modules:
+            key, index = self.slots[module.name]
+            net = self.nets[key]
+            keys = cached.keys[module.name].to(self.ctx.device)
+            pseudo_keys, pseudo_grads = net(keys, cached.grads[module.name].to(self.ctx.device), index)
+            out[module.name] = self.update(keys, pseudo_keys, pseudo_grads, net.lr[index], net.log_ridge[index])
+        return out
+
+    def apply_shifts(self, shifts: dict[str, torch.Tensor]) -> None:
+        for module in self.modules:
+            add_shift(self.ctx.model, module, shifts[module.name].detach())
+
+    # -- the EditMethod protocol ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        from .checkpoint import is_complete, load_editor
+
+        if self.ctx.method_checkpoint is not None:
+            load_editor(self, Path(self.ctx.method_checkpoint))
+            return
+        folder = self.cache_folder()
+        if not is_complete(folder):
+            log.info("%s: no trained network in the cache; training one in %s", self.name, folder)
+            self.fit(folder, self.ctx.train_records())
+        load_editor(self, folder)
+
+    def fit(self, folder: Path, records: Sequence[EditRecord]) -> None:
+        """Train the networks on ``records`` into ``folder`` (resumable), leaving the model as it was."""
+        from .training import Trainer
+
+        Trainer(self, list(records), folder).run()
+
+    def apply(self, batch: Sequence[EditRecord]) -> None:
+        cached = self.cache(batch)
+        if self.config.update_normaliser_at_edit:
+            self.update_normalisers(cached)
+        with torch.no_grad():
+            self.apply_shifts(self.shifts(cached))
+
+    def edited_parameters(self) -> list[str]:
+        return [m.parameter for m in self.modules]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The normalisers' statistics: lifelong state when ``update_normaliser_at_edit`` is on."""
+        return {f"{key}.{name}": buf.detach().clone() for key, net in self.nets.items()
+                for name, buf in net.normaliser.named_buffers()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise ValueError(f"{self.name}: snapshot state has {sorted(state)}, expected {sorted(expected)}")
+        for key, net in self.nets.items():
+            for name, buf in net.normaliser.named_buffers():
+                buf.copy_(state[f"{key}.{name}"])
+
+    # -- identity of a trained network ----------------------------------------------------------------
+    def model_fingerprint(self) -> str:
+        """The model's config and the edited weights' bytes: a trained editor fits only that model."""
+        settings = self.ctx.model.config.to_dict()
+        for volatile in ("_name_or_path", "transformers_version"):
+            settings.pop(volatile, None)
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+        for module in self.modules:
+            weight = self.ctx.model.get_parameter(module.parameter).detach().float().cpu().contiguous()
+            digest.update(module.name.encode())
+            digest.update(weight.numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def training_identity(self, records: Sequence[EditRecord]) -> dict[str, object]:
+        config: HypernetConfig = self.config  # type: ignore[assignment]
+        return {"method": self.name, "config": config.training_fields(), "model": self.model_fingerprint(),
+                "train_data": dataset_hash(records), "seed": self.ctx.seed}
+
+    def cache_folder(self) -> Path:
+        identity = self.training_identity(self.ctx.train_records())
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return Path(self.ctx.cache_dir) / "hypernets" / f"{self.name}-{digest}"

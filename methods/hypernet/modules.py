@@ -1,0 +1,148 @@
+"""Which modules the hypernetworks edit, and the hooks that read keys and output gradients there.
+
+A linear layer's gradient for one token is the outer product of its input (the *key*) and the
+gradient of the loss with respect to its output (MEND, Mitchell et al. 2022, §3.1). Every editor
+of this family therefore needs, for each edited module, the keys and output gradients at the
+tokens that carry the edit: the answer tokens (the released MALMEN and RLEdit code's
+``token: ans``), i.e. the positions whose logits predict a target token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ...harness.models import ModelLayout, weight_as_out_in
+from ...harness.tokenize import PairBatch
+
+MODULE_CHOICES = ("auto", "mlp_in", "mlp_out")
+
+
+@dataclass(frozen=True)
+class EditedModule:
+    """One edited linear map, with its weight seen as keys (in) -> values (out)."""
+
+    name: str  # module path, e.g. model.layers.2.mlp.gate_proj
+    key_size: int
+    value_size: int
+    conv1d: bool
+
+    @property
+    def parameter(self) -> str:
+        return f"{self.name}.weight"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.key_size, self.value_size)
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """A band of upper layers that stops below the top one.
+
+    The RLEdit authors edit layers 22-30 of the 32 in Llama-3-8B, Gemma-2-9B and Mistral-7B (gate
+    and up projections); MALMEN edits the top six of GPT-J's 28. We take the band that starts at
+    70% of the depth and ends one below the top, widened downwards to at least two layers:
+    22-30 of 32, 1-2 of 4, 0-1 of 3.
+    """
+    if n_layers < 2:
+        return [0]
+    last = n_layers - 2
+    first = max(0, min(round(0.7 * n_layers), last - 1))
+    return list(range(first, last + 1))
+
+
+def select_modules(model: nn.Module, layout: ModelLayout, layers: Sequence[int],
+                   which: str = "auto") -> list[EditedModule]:
+    """The edited modules, chosen from the model's config (never from its name).
+
+    ``auto``: the MLP input projections (gate and up) of gated MLPs (Llama-style models, as the
+    RLEdit authors choose), else the MLP output projection (GPT-2's ``c_proj``, GPT-J's ``fc_out``,
+    as MEND and MALMEN choose).
+    """
+    if which not in MODULE_CHOICES:
+        raise ValueError(f"modules must be one of {', '.join(MODULE_CHOICES)}, got {which!r}")
+    if which == "auto":
+        which = "mlp_in" if len(layout.family.mlp_in) > 1 else "mlp_out"
+    chosen = layers if layers else default_layers(layout.n_layers)
+    out = []
+    for layer in chosen:
+        layer = layout.resolve_layer(layer)
+        names = layout.mlp_in_names(layer) if which == "mlp_in" else [layout.mlp_out_name(layer)]
+        for name in names:
+            weight = weight_as_out_in(model.get_submodule(name), layout.family.conv1d)
+            out.append(EditedModule(name, int(weight.shape[1]), int(weight.shape[0]), layout.family.conv1d))
+    return out
+
+
+@torch.no_grad()
+def add_shift(model: nn.Module, module: EditedModule, shift: torch.Tensor) -> None:
+    """Add a (key_size, value_size) update to the module's weight in place, whatever its storage."""
+    weight = weight_as_out_in(model.get_submodule(module.name), module.conv1d)
+    weight.add_(shift.T.to(weight.dtype))
+
+
+def effective_weight(model: nn.Module, module: EditedModule, shifts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The live weight, in its storage layout, plus ``shifts`` in a form that carries their gradient.
+
+    The value equals the live weight (the shifts are already in it); ``s - s.detach()`` is zero
+    but routes the loss's gradient into every shift in ``shifts``. RLEdit's back-tracking uses this
+    to let the loss at step t reach the updates of the steps before it.
+    """
+    live = model.get_parameter(module.parameter).detach()
+    if not shifts:
+        return live
+    extra = sum(s - s.detach() for s in shifts)
+    return live + (extra if module.conv1d else extra.T).to(live.dtype)
+
+
+@dataclass
+class KeysAndGrads:
+    """Per edited module: keys (rows, key_size) and output gradients (rows, value_size), float32;
+    one row per answer token of the batch."""
+
+    keys: dict[str, torch.Tensor]
+    grads: dict[str, torch.Tensor]
+
+
+def keys_and_grads(model: nn.Module, modules: Sequence[EditedModule], batch: PairBatch,
+                   loss_fn: Callable[[torch.Tensor, PairBatch], torch.Tensor]) -> KeysAndGrads:
+    """Run the batch once forward and backward and read each module's keys and output gradients
+    at the answer tokens (``batch.target_mask``).
+
+    The edited weights are made to require grad for this pass only, so the graph runs through
+    every edited module and a lower module's output gradient includes the paths through the
+    modules above it. The weights' own gradients are not kept.
+    """
+    mask = batch.target_mask
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def capture(_module, args, output):
+            inputs[name] = args[0].detach()
+            outputs[name] = output
+        return capture
+
+    handles = [model.get_submodule(m.name).register_forward_hook(hook(m.name)) for m in modules]
+    weights = [model.get_parameter(m.parameter) for m in modules]
+    flags = [w.requires_grad for w in weights]
+    try:
+        for w in weights:
+            w.requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            loss = loss_fn(logits, batch)
+            names = [m.name for m in modules]
+            grads = torch.autograd.grad(loss, [outputs[n] for n in names])
+    finally:
+        for handle in handles:
+            handle.remove()
+        for w, flag in zip(weights, flags):
+            w.requires_grad_(flag)
+    return KeysAndGrads(
+        keys={n: inputs[n][mask].float() for n in names},
+        grads={n: g[mask].float() for n, g in zip(names, grads)},
+    )

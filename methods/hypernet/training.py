@@ -1,0 +1,323 @@
+"""One trainer for MEND, MALMEN and RLEdit: sequences of edit batches applied to a live model.
+
+Each optimiser step walks one *sequence* of ``sequence_length`` edit batches (0: a whole pass over
+the train split). At step t of a sequence the trainer caches the batch's keys and gradients on
+the live model, updates the normalisers (as the releases do), asks the networks for the update,
+applies it, and scores the step (``step_loss``). Meta-gradients accumulate over the sequence and
+the optimiser steps once at its end; the model is then reset to its unedited weights.
+MEND and MALMEN are the case ``sequence_length=1, depth=1``: one batch on the unedited model per
+step, the schedule of their releases. Validation walks the held-out share of the train split the
+same way without gradients; training stops at ``max_steps`` or when ``patience`` validations in a
+row bring no improvement, and the best network by validation loss is kept.
+
+Everything random is drawn from seeds named by (seed, phase, step), so a run resumed from a
+checkpoint takes the same steps as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.func import functional_call
+
+from ...harness.progress import progress
+from ...harness.records import EditRecord
+from ...harness.tokenize import PairBatch
+from ..objectives import masked_target_nll
+from . import checkpoint as ckpt
+from .modules import effective_weight
+
+log = logging.getLogger(__name__)
+
+IMPROVEMENT = 1e-3  # a validation loss must fall by this share of the best to count as better
+
+
+@dataclass
+class Step:
+    """One edit batch as it sits in the back-tracking window."""
+
+    gen_pairs: list[tuple[str, str]]  # (paraphrase, new target)
+    loc_pairs: list[tuple[str, str]]  # (unrelated prompt, its answer)
+    shifts: dict[str, torch.Tensor]
+
+
+def _rows(batch: PairBatch, start: int, stop: int) -> PairBatch:
+    return PairBatch(*(t[start:stop] for t in (batch.input_ids, batch.attention_mask, batch.labels,
+                                                batch.target_mask, batch.prompt_last)))
+
+
+def _segments(sizes: list[int]) -> list[tuple[int, int]]:
+    bounds, start = [], 0
+    for size in sizes:
+        bounds.append((start, start + size))
+        start += size
+    return bounds
+
+
+def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+    """KL(p_reference || p) at the answer positions, averaged over positions (the releases' locality
+    loss: KL divergence with ``batchmean`` over answer tokens)."""
+    mask = batch.target_mask
+    ref = torch.log_softmax(reference_logits[mask].float(), -1)
+    new = torch.log_softmax(logits[mask].float(), -1)
+    return (ref.exp() * (ref - new)).sum(-1).mean()
+
+
+class Trainer:
+    def __init__(self, method, records: list[EditRecord], folder: Path) -> None:
+        config = method.config
+        if len(records) < 2:
+            raise ValueError(f"{method.name} needs at least 2 train records to train (a train and a "
+                             f"validation share), got {len(records)}; does the task have a train split?")
+        self.method, self.config, self.folder, self.records = method, config, Path(folder), records
+        self.model = method.ctx.model
+        self.seed = method.ctx.seed
+        order = list(range(len(records)))
+        random.Random(f"{self.seed}-split").shuffle(order)
+        n_val = min(len(records) - 1, max(1, round(config.val_fraction * len(records))))
+        if n_val >= config.train_batch:  # whole batches only, so no odd small batch skews the loss
+            n_val = round(n_val / config.train_batch) * config.train_batch
+        self.val = [records[i] for i in sorted(order[:n_val])]
+        self.train = [records[i] for i in sorted(order[n_val:])]
+        self.pristine = {m.parameter: self.model.get_parameter(m.parameter).detach().clone()
+                         for m in method.modules}
+
+    # -- data ----------------------------------------------------------------------------------------
+    def _batches(self, records: list[EditRecord], shuffle_key: str | None) -> list[list[EditRecord]]:
+        """Batches of ``train_batch`` edits; a smaller remainder is left out (a shuffled epoch leaves out
+        different records each time) unless there would be no batch at all."""
+        order = list(range(len(records)))
+        if shuffle_key is not None:
+            random.Random(shuffle_key).shuffle(order)
+        size = self.config.train_batch
+        stop = len(order) - len(order) % size if len(order) >= size else len(order)
+        return [[records[i] for i in order[s:s + size]] for s in range(0, stop, size)]
+
+    def _sequence(self, step: int) -> list[list[EditRecord]]:
+        """The batches of optimiser step ``step``: a stream of epochs, each a seeded shuffle."""
+        per_epoch = len(self._batches(self.train, None))
+        length = self.config.sequence_length or per_epoch
+        out = []
+        for index in range(step * length, (step + 1) * length):
+            epoch, position = divmod(index, per_epoch)
+            out.append(self._batches(self.train, f"{self.seed}-epoch-{epoch}")[position])
+        return out
+
+    def _step_data(self, records: list[EditRecord], rng: random.Random | None) -> Step:
+        """The pairs that score a batch: sampled paraphrases and neighbours in training, every one of
+        them (``rng=None``) in validation, whose loss must not depend on the draw."""
+        config = self.config
+
+        def pick(items: list, k: int) -> list:
+            return items if rng is None else rng.sample(items, min(k, len(items)))
+
+        gen, loc = [], []
+        for r in records:
+            gen += [(p, r.target_new) for p in pick(list(r.paraphrases) or [r.prompt], config.paraphrases_per_edit)]
+            loc += [(n.prompt, n.answer) for n in pick(list(r.neighbours), config.neighbours_per_edit)]
+        return Step(gen, loc, {})
+
+    # -- the loss of one step ----------------------------------------------------------------------
+    def _logits(self, pairs: list[tuple[str, str]], shifts_per_module: dict[str, list[torch.Tensor]]):
+        batch = self.method.encode(pairs)
+        weights = {m.parameter: effective_weight(self.model, m, shifts_per_module[m.name])
+                   for m in self.method.modules}
+        out = functional_call(self.model, weights, args=(),
+                              kwargs={"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        return out.logits, batch
+
+    def step_loss(self, window: Sequence[Step], reference: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        """RLEdit's step loss (methods/rledit.py); with ``depth=1`` MEND's and MALMEN's.
+
+        ``window[-1]`` is this step (its update already in the live weights), ``window[-1-k]`` the
+        batch k steps back. The paraphrase losses see every update in the window with gradient;
+        the locality KL, against ``reference`` (the logits before this step), only this step's.
+        """
+        config = self.config
+        recent = list(reversed(window))
+        decay = [config.decay ** k for k in range(len(recent))]
+        gen_pairs = [p for s in recent for p in s.gen_pairs]
+        every = {m.name: [s.shifts[m.name] for s in recent] for m in self.method.modules}
+        logits, batch = self._logits(gen_pairs, every)
+        gen = sum(d * masked_target_nll(logits[a:b], _rows(batch, a, b))
+                  for d, (a, b) in zip(decay, _segments([len(s.gen_pairs) for s in recent])))
+        loc = torch.zeros((), device=logits.device)
+        if reference is not None:
+            current = {m.name: [recent[0].shifts[m.name]] for m in self.method.modules}
+            logits, batch = self._logits([p for s in recent for p in s.loc_pairs], current)
+            for d, (a, b) in zip(decay, _segments([len(s.loc_pairs) for s in recent])):
+                if b > a:
+                    loc = loc + d * masked_kl(reference[a:b], logits[a:b], _rows(batch, a, b))
+        l2 = sum((s.float() ** 2).sum() for s in recent[0].shifts.values())
+        if not config.reg_grad:
+            l2 = l2.detach()
+        loss = gen + config.loc_coef * loc + config.reg_coef * l2
+        return loss, {"gen": float(gen.detach()), "loc": float(loc.detach()), "l2": float(l2.detach())}
+
+    # -- walking a sequence --------------------------------------------------------------------------
+    def walk(self, sequence: list[list[EditRecord]], train: bool, key: str = "") -> dict[str, float]:
+        """Apply the sequence's batches one after another; return mean step losses. With ``train``,
+        back-propagate every step's loss into the networks (gradients accumulate)."""
+        method, config = self.method, self.config
+        window: deque[Step] = deque(maxlen=config.depth)
+        totals: dict[str, float] = {}
+        try:
+            for t, records in enumerate(sequence):
+                cached = method.cache(records)
+                if train:
+                    method.update_normalisers(cached)
+                step = self._step_data(records, random.Random(f"{key}-{t}") if train else None)
+                window.append(step)
+                loc_pairs = [p for s in reversed(window) for p in s.loc_pairs]
+                reference = None
+                if loc_pairs:
+                    with torch.no_grad():
+                        reference, _ = self._logits(loc_pairs, {m.name: [] for m in method.modules})
+                with torch.set_grad_enabled(train):
+                    step.shifts = method.shifts(cached)
+                    method.apply_shifts(step.shifts)
+                    loss, parts = self.step_loss(window, reference)
+                if train:
+                    loss.backward(retain_graph=config.depth > 1)
+                for name, value in {"loss": float(loss.detach()), **parts}.items():
+                    totals[name] = totals.get(name, 0.0) + value / len(sequence)
+        finally:
+            self._reset()
+        return totals
+
+    def _reset(self) -> None:
+        with torch.no_grad():
+            for name, weight in self.pristine.items():
+                self.model.get_parameter(name).copy_(weight)
+
+    def validate(self) -> dict[str, float]:
+        batches = self._batches(self.val, None)
+        length = self.config.sequence_length or len(batches)
+        sums: dict[str, float] = {}
+        sequences = [batches[s:s + length] for s in range(0, len(batches), length)]
+        for sequence in sequences:
+            for name, value in self.walk(sequence, train=False).items():
+                sums[name] = sums.get(name, 0.0) + value * len(sequence) / len(batches)
+        return sums
+
+    # -- starting: normaliser statistics and the edit lr ------------------------------------------
+    def _warm_up(self) -> dict[str, float]:
+        """Fill the normalisers from the unedited model on the train split, then set each module's
+        initial edit lr: ``edit_scale * rms(module output) / mean(<k, pseudo_k>)`` at answer tokens,
+        so that an untrained editor moves each edited output by about ``edit_scale`` times its
+        typical size (docs/hypernetworks.md, "Scaling the edit lr")."""
+        method, config = self.method, self.config
+        cached = [method.cache(records) for records in self._batches(self.train, None)]
+        for c in cached:
+            method.update_normalisers(c)
+        chosen = {}
+        for m in method.modules:
+            key, index = method.slots[m.name]
+            net = method.nets[key]
+            if config.edit_lr is not None:
+                chosen[m.name] = config.edit_lr
+                continue
+            keys = torch.cat([c.keys[m.name] for c in cached]).to(method.ctx.device)
+            grads = torch.cat([c.grads[m.name] for c in cached]).to(method.ctx.device)
+            with torch.no_grad():
+                pseudo_keys, _ = net(keys, grads, index)
+                weight = self.pristine[m.parameter].float()
+                outputs = keys @ (weight if m.conv1d else weight.T)
+                alignment = (keys * pseudo_keys).sum(-1).mean().clamp_min(1e-12)
+                chosen[m.name] = float(config.edit_scale * outputs.pow(2).mean().sqrt() / alignment)
+                net.lr[index] = chosen[m.name]
+        return chosen
+
+    def _optimizer(self, lr_meta_lr: float) -> torch.optim.Optimizer:
+        nets = self.method.nets
+        rest = [p for net in nets.values() for n, p in net.named_parameters() if n != "lr"]
+        return torch.optim.Adam([{"params": rest, "lr": self.config.meta_lr},
+                                 {"params": [net.lr for net in nets.values()], "lr": lr_meta_lr}])
+
+    # -- the run ---------------------------------------------------------------------------------------
+    def run(self) -> None:
+        method, config, folder = self.method, self.config, self.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".checkpoint-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        identity = method.training_identity(self.records)
+        saved = ckpt.read_json(folder / ckpt.CONFIG_FILE) if (folder / ckpt.CONFIG_FILE).is_file() else None
+        if saved is not None and saved.get("identity") != identity:
+            raise ValueError(f"{folder} holds training of {saved.get('method')} with other settings, model or "
+                             "data; use another --out or the settings it was started with")
+        latest = ckpt.latest_checkpoint(folder) if saved is not None else None
+        if latest is not None:
+            net, optimizer_state, best, state = ckpt.load_checkpoint(latest)
+            ckpt.load_net_tensors(method, {k: v.to(method.ctx.device) for k, v in net.items()})
+            optimizer = self._optimizer(saved["lr_meta_lr"])
+            ckpt.load_optimizer(optimizer, optimizer_state)
+            log.info("%s: resuming training in %s at step %d", method.name, folder, state["step"])
+        else:
+            edit_lrs = self._warm_up()
+            lr_meta_lr = config.lr_meta_lr if config.lr_meta_lr is not None else 0.05 * min(edit_lrs.values())
+            optimizer = self._optimizer(lr_meta_lr)
+            ckpt.write_json(folder / ckpt.CONFIG_FILE, {
+                "format": ckpt.FORMAT_VERSION, "method": method.name, "identity": identity,
+                "modules": ckpt.describe_modules(method), "edit_lr": edit_lrs, "lr_meta_lr": lr_meta_lr,
+                "model": getattr(method.ctx.model.config, "_name_or_path", None),
+                "n_train": len(self.train), "n_val": len(self.val),
+            })
+            log.info("%s: initial edit lr %s (%s)", method.name,
+                     ", ".join(f"{v:.3g}" for v in edit_lrs.values()),
+                     "set" if config.edit_lr is not None else f"edit_scale={config.edit_scale}")
+            best, state = {}, {"step": 0, "best": None, "best_step": 0, "bad": 0, "history": [], "stopped": False}
+        self._loop(optimizer, best, state)
+
+    def _loop(self, optimizer: torch.optim.Optimizer, best: dict, state: dict) -> None:
+        method, config = self.method, self.config
+        parameters = [p for net in method.nets.values() for p in net.parameters()]
+        bar = progress(total=config.max_steps, initial=state["step"], desc=f"training {method.name}", unit="step")
+        train_sums: dict[str, float] = {}
+        try:
+            while not state["stopped"]:
+                if state["history"] and state["step"] < config.max_steps:  # the first validation is at step 0
+                    parts = self.walk(self._sequence(state["step"]), train=True, key=f"{self.seed}-train-{state['step']}")
+                    torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state["step"] += 1
+                    bar.update(1)
+                    for name, value in parts.items():
+                        train_sums[name] = train_sums.get(name, 0.0) + value
+                    if state["step"] % config.val_every and state["step"] < config.max_steps:
+                        continue
+                best = self._validate(state, best, train_sums)
+                train_sums = {}
+                bar.set_postfix(val=f"{state['history'][-1]['val_loss']:.4f}")
+                ckpt.save_checkpoint(self.folder, state["step"], ckpt.net_tensors(method),
+                                     ckpt.optimizer_tensors(optimizer), best, state)
+        finally:
+            bar.close()
+        ckpt.finish(self.folder, best, state["history"])
+        log.info("%s: trained %d steps; best validation loss %.4f at step %d", method.name, state["step"],
+                 state["best"], state["best_step"])
+
+    def _validate(self, state: dict, best: dict, train_sums: dict[str, float]) -> dict:
+        val = self.validate()
+        steps = state["step"] - (state["history"][-1]["step"] if state["history"] else 0)
+        record = {"step": state["step"], "val_loss": val["loss"],
+                  **{f"val_{k}": v for k, v in val.items() if k != "loss"},
+                  **{f"train_{k}": v / max(steps, 1) for k, v in train_sums.items()}}
+        state["history"].append(record)
+        log.info("%s step %d: %s", self.method.name, state["step"],
+                 ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "step"))
+        if state["best"] is None or val["loss"] < state["best"] - IMPROVEMENT * abs(state["best"]):
+            state.update(best=val["loss"], best_step=state["step"], bad=0)
+            best = ckpt.net_tensors(self.method)
+        else:
+            state["bad"] += 1
+        if state["bad"] >= self.config.patience or state["step"] >= self.config.max_steps:
+            state["stopped"] = True
+        return best

@@ -1,0 +1,55 @@
+"""MALMEN: Massive Editing for LLMs via Meta Learning (Tan et al., ICLR 2024).
+
+Summing MEND's per-token updates makes many simultaneous edits cancel one another. MALMEN
+instead asks the network for a *value change* per answer token and finds the one weight update
+that realises all of them at once, in the least-squares sense with a ridge term (MALMEN §4.1):
+
+    v_i     = -lr * <k_i, pseudo_key_i> * pseudo_grad_i
+    delta W = argmin_D ||K D - V||^2 + e^lambda ||D||^2 = (K^T K + e^lambda I)^-1 K^T V
+
+with K the keys (one row per answer token) and lambda a learned per-module log ridge strength.
+The gradient of the training loss reaches V and lambda through the solve (MALMEN §4.2 derives it
+by hand to save memory; autograd computes the same quantity here). Trained as MEND is: one batch
+per optimiser step on the unedited model, then frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import METHODS
+from .hypernet import HypernetConfig, HypernetMethod
+
+
+@dataclass(frozen=True)
+class MALMENConfig(HypernetConfig):
+    """The MALMEN release's settings (rank 1920, 2 blocks, loc coefficient 1)."""
+
+
+def ridge_solve(keys: torch.Tensor, values: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
+    """(K^T K + e^lambda I)^-1 K^T V, through the smaller of the two equivalent systems: with n rows
+    and d key dimensions, K^T (K K^T + e^lambda I)^-1 V when n < d (push-through identity)."""
+    n, d = keys.shape
+    ridge = log_ridge.exp()
+    if n < d:
+        gram = keys @ keys.T + ridge * torch.eye(n, dtype=keys.dtype, device=keys.device)
+        return keys.T @ torch.linalg.solve(gram, values)
+    gram = keys.T @ keys + ridge * torch.eye(d, dtype=keys.dtype, device=keys.device)
+    return torch.linalg.solve(gram, keys.T @ values)
+
+
+def malmen_update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: torch.Tensor,
+                  lr: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
+    """MALMEN's update for one module: pseudo value changes, then the ridge least-squares solve."""
+    values = -lr * (keys * pseudo_keys).sum(-1, keepdim=True) * pseudo_grads
+    return ridge_solve(keys, values, log_ridge)
+
+
+@METHODS.register("malmen")
+class MALMEN(HypernetMethod):
+    name = "malmen"
+    description = "hypernetwork editor, least-squares aggregation of many edits (Tan et al. 2024)"
+    Config = MALMENConfig
+    update = staticmethod(malmen_update)
