@@ -1,15 +1,19 @@
 """The leaderboard: for each task, methods x edit counts, every cell a mean with its 95% interval.
 
 Winners are picked within an edit count (efficacy after 10 edits is not comparable to efficacy
-after 1000), per column, and a winner whose interval overlaps a rival's is shown as a tie. This
-module computes; the HTML, Markdown, LaTeX, CSV and JSON writers only present what it returns.
+after 1000), per column, and a winner whose interval overlaps a rival's is shown as a tie. Runs
+that differ only by seed (a sweep) are pooled: one row per method, its interval resampling edits
+within each seed. This module computes; the HTML, Markdown, LaTeX, CSV and JSON writers only present what it returns.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +22,7 @@ import pandas as pd
 from ..harness.plan import plan_batches
 from .collect import Results
 from .metrics import CAPABILITY_PREFIX, Column, capability_columns, cost_columns, metric_columns
-from .stats import Interval, bootstrap_mean, bootstrap_ratio, cell_rng, rank_marks, wilson
+from .stats import Interval, bootstrap_pooled, bootstrap_ratio, cell_rng, rank_marks, wilson
 
 
 @dataclass(frozen=True)
@@ -29,12 +33,14 @@ class Cell:
 
 @dataclass(frozen=True)
 class Row:
-    run_id: str
+    run_id: str  # the first of ``run_ids``, for a link
     method: str
-    label: str  # the method, with the run added where one board holds the method twice
+    label: str  # the method, with what tells it apart where one board holds it under two setups
     n_edits: int
-    status: str  # the cell's final status: done | diverged | failed | running
+    status: str  # the worst final status over its runs: failed > diverged > running > done
     cells: dict[str, Cell]
+    run_ids: tuple[str, ...] = ()  # the runs (one per seed) pooled into this row
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,14 @@ class Board:
     def labels(self) -> list[str]:
         return list(dict.fromkeys(r.label for r in self.rows))
 
+    def final_rows(self) -> list[Row]:
+        """Each label's row at its last checkpoint (a diverged method stops early)."""
+        last: dict[str, Row] = {}
+        for row in self.rows:
+            if row.label not in last or row.n_edits > last[row.label].n_edits:
+                last[row.label] = row
+        return list(last.values())
+
     def winners(self, n_edits: int) -> dict[str, tuple[str, list[str]]]:
         """Per column at ``n_edits``: ("best", [label]) or ("tie", [labels]); absent if unranked."""
         found: dict[str, tuple[str, list[str]]] = {}
@@ -75,22 +89,67 @@ class Board:
         return found
 
 
-def _labels(runs: pd.DataFrame, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """The method name, plus the seed (or run id) only where a method appears in several runs."""
-    seeds = runs.set_index("run_id")["seed"].to_dict()
-    by_method: dict[str, list[str]] = defaultdict(list)
-    for run_id, method in pairs:
-        by_method[method].append(run_id)
+def short_model(model: str) -> str:
+    """A local path is shown by its last folder; a hub name (org/name) stays whole."""
+    if model.startswith(("/", ".", "~")) or "\\" in model:
+        return Path(model).name or model
+    return model
+
+
+def setup_key(model: str, config: dict[str, Any]) -> str:
+    """What a run measured, apart from its seed: runs that share it are one experiment repeated
+    (a seed sweep) and are pooled into one row per method."""
+    kept = {k: v for k, v in (config or {}).items() if k not in ("seed", "methods")}
+    text = json.dumps({"model": model, **kept}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    method: str
+    setup: str
+    config_hash: str
+    model: str
+    run_ids: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+def _entries(runs: pd.DataFrame, cells: pd.DataFrame, checkpoints: pd.DataFrame) -> dict[tuple[str, str], _Entry]:
+    """(run_id, method) -> the entry (row identity) it is pooled into."""
+    info = {r.run_id: r for r in runs.itertuples(index=False)}
+    hashes = dict(zip(zip(cells["run_id"], cells["method"]), cells["config_hash"]))
+    pairs = list(dict.fromkeys([*zip(cells["run_id"], cells["method"]), *zip(checkpoints["run_id"], checkpoints["method"])]))
+    by_key: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
+    for run_id, method in sorted(pairs, key=lambda p: info[p[0]].created):
+        run = info[run_id]
+        key = (setup_key(run.model, run.config), method, hashes.get((run_id, method), ""))
+        by_key[key][int(run.seed)] = run_id  # one run per seed: the latest
+    found = {}
+    for (setup, method, config_hash), per_seed in by_key.items():
+        seeds = tuple(sorted(per_seed))
+        entry = _Entry(method, setup, config_hash, info[per_seed[seeds[0]]].model,
+                       tuple(per_seed[s] for s in seeds), seeds)
+        for run_id in entry.run_ids:
+            found[(run_id, method)] = entry
+    return found
+
+
+def _labels(entries: list[_Entry]) -> dict[_Entry, str]:
+    """The method name, plus what tells two entries of one method apart: model, settings or setup."""
+    by_method: dict[str, list[_Entry]] = defaultdict(list)
+    for entry in dict.fromkeys(entries):
+        by_method[entry.method].append(entry)
     labels = {}
-    for method, run_ids in by_method.items():
-        distinct_seeds = len({seeds.get(r) for r in run_ids}) == len(run_ids)
-        for run_id in run_ids:
-            if len(run_ids) == 1:
-                labels[(run_id, method)] = method
-            elif distinct_seeds:
-                labels[(run_id, method)] = f"{method} (seed {seeds.get(run_id)})"
-            else:
-                labels[(run_id, method)] = f"{method} ({run_id[:8]})"
+    for method, group in by_method.items():
+        if len(group) == 1:
+            labels[group[0]] = method
+            continue
+        for describe in (lambda e: short_model(e.model), lambda e: f"settings {e.config_hash[:6]}",
+                         lambda e: f"setup {e.setup[:6]}", lambda e: f"run {e.run_ids[0][:8]}"):
+            names = [describe(e) for e in group]
+            if len(set(names)) == len(names):
+                break
+        labels.update({e: f"{method} ({name})" for e, name in zip(group, names)})
     return labels
 
 
@@ -103,19 +162,33 @@ def _batch_sizes(config: dict[str, Any]) -> list[int] | None:
     return [end - start for start, end in batches]
 
 
-def _time_interval(seconds_per_edit: float, n_edits: int, batch_seconds: np.ndarray,
-                   sizes: list[int] | None, rng: np.random.Generator) -> Interval:
-    point = Interval(float(seconds_per_edit), None, None, 1)
-    if sizes is None:
-        return point
-    ends = np.cumsum(sizes)
-    k = int(np.searchsorted(ends, n_edits, side="right"))
-    if k == 0 or ends[k - 1] != n_edits or len(batch_seconds) < k:
-        return point
-    found = bootstrap_ratio(batch_seconds[:k], sizes[:k], rng)
-    if not math.isclose(found.mean, seconds_per_edit, rel_tol=1e-6, abs_tol=1e-9):
-        return point  # timings that do not add up to the stored total: show the total, no interval
-    return Interval(float(seconds_per_edit), found.low, found.high, found.n)
+def _time_interval(parts: list[tuple[float, int, np.ndarray, list[int] | None]],
+                   rng: np.random.Generator) -> Interval:
+    """Seconds per edit pooled over runs, each part being (stored edit seconds, edits, per-batch
+    seconds, batch sizes); the interval resamples batches, where every run's batches add up."""
+    total_seconds, total_edits = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    point = Interval(total_seconds / total_edits, None, None, 1)
+    seconds, sizes = [], []
+    for edit_seconds, n_edits, batch_seconds, planned in parts:
+        if planned is None:
+            return point
+        ends = np.cumsum(planned)
+        k = int(np.searchsorted(ends, n_edits, side="right"))
+        if k == 0 or ends[k - 1] != n_edits or len(batch_seconds) < k:
+            return point
+        if not math.isclose(float(batch_seconds[:k].sum()), edit_seconds, rel_tol=1e-6, abs_tol=1e-9):
+            return point  # timings that do not add up to the stored total: show the total, no interval
+        seconds.extend(batch_seconds[:k])
+        sizes.extend(planned[:k])
+    found = bootstrap_ratio(seconds, sizes, rng)
+    return Interval(point.mean, found.low, found.high, found.n)
+
+
+_STATUS_ORDER = ("done", "running", "diverged", "failed")
+
+
+def _worst(statuses: list[str]) -> str:
+    return max(statuses, key=lambda s: _STATUS_ORDER.index(s) if s in _STATUS_ORDER else 0, default="done")
 
 
 def build_board(results: Results, task: str, seed: int = 0) -> Board:
@@ -134,37 +207,45 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
     probes = {(r, m, int(n), p): (int(k), float(a)) for r, m, n, p, k, a in
               zip(edited["run_id"], edited["method"], edited["n_edits"], edited["probe"], edited["n"], edited["accuracy"])}
 
-    pairs = list(dict.fromkeys(zip(cells["run_id"], cells["method"])))
-    pairs += [p for p in dict.fromkeys(zip(checkpoints["run_id"], checkpoints["method"])) if p not in pairs]
-    labels = _labels(runs, pairs)
+    entries = _entries(runs, cells, checkpoints)
+    labels = _labels(list(entries.values()))
     status = {(r, m): s for r, m, s in zip(cells["run_id"], cells["method"], cells["status"])}
     configs = dict(zip(runs["run_id"], runs["config"]))
+    stored = {(cp.run_id, cp.method, int(cp.n_edits)): cp for cp in checkpoints.itertuples(index=False)}
     values = {key: group.to_numpy() for key, group in
               scores.groupby(["run_id", "method", "n_edits", "metric"])["value"]}
     edit_times = {key: group.sort_values("step")["seconds"].to_numpy() for key, group in
                   timings[timings["phase"] == "edit"].groupby(["run_id", "method"])}
 
+    points = sorted({(entry, n) for (r, m, n) in stored for entry in [entries[(r, m)]]},
+                    key=lambda p: (p[1], labels[p[0]]))
     rows: list[Row] = []
     intervals: list[dict[str, Interval | None]] = []
-    for cp in checkpoints.sort_values(["n_edits", "method", "run_id"]).itertuples(index=False):
-        key = (cp.run_id, cp.method)
+    for entry, n_edits in points:
+        present = [r for r in entry.run_ids if (r, entry.method, n_edits) in stored]
+        cps = [stored[(r, entry.method, n_edits)] for r in present]
         found: dict[str, Interval | None] = {}
         for column in columns:
-            rng = cell_rng(seed, cp.run_id, cp.method, cp.n_edits, column.key)
+            rng = cell_rng(seed, ",".join(present), entry.method, n_edits, column.key)
             if column.key == "seconds_per_edit":
-                found[column.key] = _time_interval(cp.seconds_per_edit, cp.n_edits, edit_times.get(key, np.array([])),
-                                                   _batch_sizes(configs.get(cp.run_id) or {}), rng)
+                found[column.key] = _time_interval(
+                    [(cp.edit_seconds, n_edits, edit_times.get((cp.run_id, entry.method), np.array([])),
+                      _batch_sizes(configs.get(cp.run_id) or {})) for cp in cps], rng)
             elif column.key == "peak_memory_bytes":
-                found[column.key] = Interval(float(cp.peak_memory_bytes), None, None, 1)
+                found[column.key] = Interval(float(max(cp.peak_memory_bytes for cp in cps)), None, None, 1)
             elif column.key.startswith(CAPABILITY_PREFIX):
-                probe = probes.get((cp.run_id, cp.method, int(cp.n_edits), column.key[len(CAPABILITY_PREFIX):]))
-                found[column.key] = wilson(probe[1], probe[0]) if probe and probe[0] > 0 else None
+                name = column.key[len(CAPABILITY_PREFIX):]
+                asked = [probes[k] for r in present if (k := (r, entry.method, n_edits, name)) in probes]
+                n = sum(k for k, _ in asked)
+                found[column.key] = wilson(sum(k * a for k, a in asked) / n, n) if n else None
             else:
-                data = values.get((cp.run_id, cp.method, cp.n_edits, column.key))
-                ok = data is not None and np.isfinite(data).any()
-                found[column.key] = bootstrap_mean(data, rng) if ok else None
+                groups = [values[k] for r in present if (k := (r, entry.method, n_edits, column.key)) in values]
+                ok = any(np.isfinite(g).any() for g in groups)
+                found[column.key] = bootstrap_pooled(groups, rng) if ok else None
         intervals.append(found)
-        rows.append(Row(cp.run_id, cp.method, labels[key], int(cp.n_edits), status.get(key, "done"), {}))
+        rows.append(Row(present[0], entry.method, labels[entry], n_edits,
+                        _worst([status.get((r, entry.method), "done") for r in entry.run_ids]), {},
+                        tuple(present), tuple(s for s, r in zip(entry.seeds, entry.run_ids) if r in present)))
 
     marks: dict[tuple[int, str], str] = {}
     for n_edits in sorted({r.n_edits for r in rows}):
@@ -173,13 +254,14 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
             for i, mark in zip(members, rank_marks([intervals[i][column.key] for i in members],
                                                    column.higher_is_better)):
                 marks[(i, column.key)] = mark
-    rows = [Row(r.run_id, r.method, r.label, r.n_edits, r.status,
-                {c.key: Cell(intervals[i][c.key], marks[(i, c.key)]) for c in columns})
+    rows = [replace(r, cells={c.key: Cell(intervals[i][c.key], marks[(i, c.key)]) for c in columns})
             for i, r in enumerate(rows)]
 
     notes = []
+    seeds = dict(zip(runs["run_id"], runs["seed"]))
     for c in cells.itertuples(index=False):
-        label = labels[(c.run_id, c.method)]
+        entry = entries[(c.run_id, c.method)]
+        label = labels[entry] + (f" (seed {seeds[c.run_id]})" if len(entry.run_ids) > 1 else "")
         if c.status == "diverged":
             at = "" if pd.isna(c.diverged_at) else f" at {int(c.diverged_at)} edits"
             notes.append(Note(c.run_id, label, c.status, f"diverged{at}: its weights became NaN or inf, "
@@ -212,8 +294,8 @@ def board_to_dict(board: Board) -> dict[str, Any]:
         "runs": board.run_ids,
         "columns": [{"key": c.key, "label": c.label, "description": c.description,
                      "higher_is_better": c.higher_is_better} for c in board.columns],
-        "rows": [{"run_id": r.run_id, "method": r.method, "label": r.label, "n_edits": r.n_edits,
-                  "status": r.status, "cells": {k: _interval_dict(c) for k, c in r.cells.items()}}
+        "rows": [{"run_ids": list(r.run_ids), "seeds": list(r.seeds), "method": r.method, "label": r.label,
+                  "n_edits": r.n_edits, "status": r.status, "cells": {k: _interval_dict(c) for k, c in r.cells.items()}}
                  for r in board.rows],
         "notes": [{"run_id": n.run_id, "label": n.label, "status": n.status, "text": n.text} for n in board.notes],
     }
@@ -227,7 +309,7 @@ def boards_frame(boards: list[Board]) -> pd.DataFrame:
             for column in board.columns:
                 cell = row.cells[column.key]
                 iv = cell.interval
-                records.append({"task": board.task, "run_id": row.run_id, "method": row.label,
+                records.append({"task": board.task, "run_id": ";".join(row.run_ids), "method": row.label,
                                 "n_edits": row.n_edits, "status": row.status, "column": column.key,
                                 "mean": iv.mean if iv else None, "low": iv.low if iv else None,
                                 "high": iv.high if iv else None, "n": iv.n if iv else 0, "mark": cell.mark})

@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .collect import Results
-from .leaderboard import Board, Row
+from .leaderboard import Board
 from .metrics import Column
 from .retention import retention_frame
 
@@ -139,14 +139,6 @@ def retention_figure(results: Results, board: Board, colors: dict[str, tuple], s
     return fig
 
 
-def _final_rows(board: Board) -> list[Row]:
-    last: dict[str, Row] = {}
-    for row in board.rows:
-        if row.label not in last or row.n_edits > last[row.label].n_edits:
-            last[row.label] = row
-    return list(last.values())
-
-
 def pareto_columns(board: Board) -> list[Column]:
     chosen = []
     for family in PARETO_PREFERENCE:
@@ -168,7 +160,7 @@ def pareto_front(points: Sequence[tuple[float, float]], higher_is_better: bool =
 
 
 def pareto_figure(board: Board, colors: dict[str, tuple]) -> Figure | None:
-    rows = _final_rows(board)
+    rows = board.final_rows()
     columns = [c for c in pareto_columns(board) if any(r.cells[c.key].interval for r in rows)]
     if not columns or not rows:
         return None

@@ -11,27 +11,25 @@ import pandas as pd
 
 from .collect import Results
 from .leaderboard import Board
-from .stats import bootstrap_mean, cell_rng
+from .stats import bootstrap_pooled, cell_rng
 
 COLUMNS = ["label", "metric", "n_edits", "bin", "position", "mean", "low", "high", "n"]
 
 
 def retention_frame(results: Results, board: Board, bins: int = 10, seed: int = 0) -> pd.DataFrame:
     """One row per (method, metric, slice) at each method's last checkpoint; ``position`` is the
-    slice's middle edit (0 = the first edit made)."""
-    final: dict[tuple[str, str], tuple[int, str]] = {}
-    for row in board.rows:
-        key = (row.run_id, row.method)
-        if row.n_edits >= final.get(key, (0, ""))[0]:
-            final[key] = (row.n_edits, row.label)
+    slice's middle edit (0 = the first edit made). Seeds of a sweep are pooled slice by slice."""
     scores = results.scores
     records = []
-    for (run_id, method), (n_edits, label) in final.items():
-        chosen = scores[(scores["run_id"] == run_id) & (scores["method"] == method) & (scores["n_edits"] == n_edits)]
-        slices = min(bins, n_edits)
+    for row in board.final_rows():
+        label = row.label
+        n_edits, slices = row.n_edits, min(bins, row.n_edits)
+        chosen = scores[scores["run_id"].isin(row.run_ids) & (scores["method"] == row.method)
+                        & (scores["n_edits"] == n_edits)]
         chosen = chosen.assign(bin=(chosen["position"] * slices // n_edits).astype(int))
         for (metric, slice_), group in chosen.groupby(["metric", "bin"]):
-            iv = bootstrap_mean(group["value"].to_numpy(), cell_rng(seed, run_id, method, n_edits, metric, slice_))
+            per_run = [g["value"].to_numpy() for _, g in group.groupby("run_id")]
+            iv = bootstrap_pooled(per_run, cell_rng(seed, ",".join(row.run_ids), row.method, n_edits, metric, slice_))
             records.append({"label": label, "metric": metric, "n_edits": n_edits, "bin": int(slice_),
                             "position": (slice_ + 0.5) * n_edits / slices, "mean": iv.mean, "low": iv.low,
                             "high": iv.high, "n": iv.n})

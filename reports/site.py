@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from .collect import Results
-from .leaderboard import Board, board_to_dict, build_boards
+from .leaderboard import Board, board_to_dict, build_boards, setup_key, short_model
 from .metrics import Column, metric_columns
 from .plots import Plot, board_plots, slug
 from .render import render
@@ -73,10 +73,24 @@ class RunView:
 
 
 @dataclass(frozen=True)
+class SetupView:
+    """Runs of one task that differ only by seed, shown as one line above the table."""
+
+    model: str
+    model_short: str
+    n_edits: int
+    batch_size: int | None
+    seeds: list[int]
+    devices: list[str]
+    pre_edit_accuracy: float | None
+    runs: list[RunView]
+
+
+@dataclass(frozen=True)
 class Section:
     board: Board
     slug: str
-    runs: list[RunView]
+    setups: list[SetupView]
     plots: list[Plot]
     page: str | None  # the task's own page, on a site
 
@@ -86,13 +100,6 @@ PHASE_ORDER = ["load", "baseline", "prepare", "edit", "eval"]
 
 def _none(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and pd.isna(value)) else value
-
-
-def _short_model(model: str) -> str:
-    """A local path is shown by its last folder; a hub name (org/name) stays whole."""
-    if model.startswith(("/", ".", "~")) or "\\" in model:
-        return Path(model).name or model
-    return model
 
 
 def run_views(results: Results) -> dict[str, RunView]:
@@ -130,13 +137,28 @@ def run_views(results: Results) -> dict[str, RunView]:
         baseline = run.baseline or {}
         views[run.run_id] = RunView(
             run_id=run.run_id, page=f"{slug(run.run_id)}.html", task=run.task, model=run.model,
-            model_short=_short_model(run.model), created=run.created, device=run.device, seed=int(run.seed),
+            model_short=short_model(run.model), created=run.created, device=run.device, seed=int(run.seed),
             git_sha=_none(run.git_sha), dataset_hash=run.dataset_hash, n_edits=int(run.n_edits),
             batch_size=config.get("batch_size"), checkpoints=list(config.get("checkpoints") or []),
             config=config, versions=run.versions or {}, baseline=baseline,
             pre_edit_accuracy=baseline.get("pre_edit_accuracy"), source=run.source, methods=methods,
             metrics=metrics, checkpoints_table=table, phase_names=phase_names, phases=phases,
             probes=sorted(probes_frame["probe"].unique()), capability=capability)
+    return views
+
+
+def setup_views(runs: list[RunView]) -> list[SetupView]:
+    groups: dict[str, list[RunView]] = {}
+    for run in runs:
+        groups.setdefault(setup_key(run.model, run.config), []).append(run)
+    views = []
+    for members in groups.values():
+        members = sorted(members, key=lambda r: r.seed)
+        known = [r.pre_edit_accuracy for r in members if r.pre_edit_accuracy is not None]
+        first = members[0]
+        views.append(SetupView(first.model, first.model_short, first.n_edits, first.batch_size,
+                               [r.seed for r in members], list(dict.fromkeys(r.device for r in members)),
+                               sum(known) / len(known) if known else None, members))
     return views
 
 
@@ -187,7 +209,7 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
             task_slug += "-"
         taken.add(task_slug)
         plots = board_plots(results, board, out / "plots", seed=seed, name=task_slug)
-        sections.append(Section(board, task_slug, [runs[r] for r in board.run_ids], plots,
+        sections.append(Section(board, task_slug, setup_views([runs[r] for r in board.run_ids]), plots,
                                 f"tasks/{task_slug}.html" if site else None))
     info = _site_info(results, seed, JSON_NAME)
     nav = [{"href": "index.html#metrics", "text": "metrics"}, {"href": "index.html#runs", "text": "runs"}]

@@ -56,16 +56,28 @@ def cell_rng(seed: int, *key: object) -> np.random.Generator:
 def bootstrap_mean(values: Sequence[float], rng: np.random.Generator, n_boot: int = N_BOOT,
                    level: float = LEVEL) -> Interval:
     """Mean of ``values`` with a percentile bootstrap interval over them."""
-    data = np.asarray(values, dtype=float)
-    data = data[np.isfinite(data)]
-    if data.size == 0:
-        raise ValueError("bootstrap_mean needs at least one finite value")
-    if data.size == 1:
-        return Interval(float(data[0]), None, None, 1)
-    means = data[rng.integers(0, data.size, size=(n_boot, data.size))].mean(axis=1)
+    return bootstrap_pooled([values], rng, n_boot, level)
+
+
+def bootstrap_pooled(groups: Sequence[Sequence[float]], rng: np.random.Generator, n_boot: int = N_BOOT,
+                     level: float = LEVEL) -> Interval:
+    """Mean over the edits of several runs (seeds) with a stratified bootstrap: edits are resampled
+    within their own run, so every resample keeps each seed's share of the pool."""
+    arrays = [np.asarray(g, dtype=float) for g in groups]
+    arrays = [a[np.isfinite(a)] for a in arrays]
+    arrays = [a for a in arrays if a.size]
+    total = sum(a.size for a in arrays)
+    if total == 0:
+        raise ValueError("bootstrap needs at least one finite value")
+    mean = float(sum(a.sum() for a in arrays) / total)
+    if total == 1:
+        return Interval(mean, None, None, 1)
+    sums = np.zeros(n_boot)
+    for a in arrays:
+        sums += a[rng.integers(0, a.size, size=(n_boot, a.size))].sum(axis=1)
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Interval(float(data.mean()), float(low), float(high), int(data.size))
+    low, high = np.percentile(sums / total, [tail, 100 - tail])
+    return Interval(mean, float(low), float(high), int(total))
 
 
 def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], rng: np.random.Generator,

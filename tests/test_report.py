@@ -29,7 +29,7 @@ BATCH = 10
 
 
 def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed: int = 0,
-                methods: dict[str, dict[str, float]] | None = None) -> Path:
+                methods: dict[str, dict[str, float]] | None = None, model: str = "org/<b>model</b>") -> Path:
     """A run of 40 edits in batches of 10 with checkpoints at 10 and 40. ``methods`` maps a label
     to the success rate of each metric; per-edit scores are seeded Bernoulli draws."""
     methods = methods or {"strong": {"efficacy_acc": 0.95, "generalization_acc": 0.5, "specificity_agree": 0.9},
@@ -39,7 +39,7 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
               "note": "</script><script>window.__pwned = 4</script>"}
     rng = np.random.default_rng(seed)
     with ResultsStore(folder) as store:
-        store.ensure_run(run_id, task=task, model="org/<b>model</b>", config=config, versions={"torch": "2.x"},
+        store.ensure_run(run_id, task=task, model=model, config=config, versions={"torch": "2.x"},
                          device="cpu (test)", seed=seed, git_sha="abc123", dataset_hash="d5", n_edits=40)
         store.set_baseline(run_id, {"pre_edit_accuracy": 0.97})
         for index, (label, rates) in enumerate(methods.items()):
@@ -118,11 +118,24 @@ def test_intervals_do_not_depend_on_other_stores_loaded_beside(store_dir, tmp_pa
     assert len(together["pocket"].rows) == len(alone.rows)  # the store named twice is read once
 
 
-def test_a_method_in_two_runs_of_a_task_is_told_apart_by_seed(tmp_path):
-    first = build_store(tmp_path / "a", run_id="run-1", seed=0, methods={"ft": {"efficacy_acc": 0.5}})
-    second = build_store(tmp_path / "b", run_id="run-2", seed=1, methods={"ft": {"efficacy_acc": 0.5}})
+def test_seeds_of_a_sweep_are_pooled_and_other_setups_kept_apart(tmp_path):
+    one = {"ft": {"efficacy_acc": 0.5}}
+    first = build_store(tmp_path / "a", run_id="run-1", seed=0, methods=one)
+    second = build_store(tmp_path / "b", run_id="run-2", seed=1, methods=one)
     (board,) = build_boards(collect([first, second]))
-    assert {"ft (seed 0)", "ft (seed 1)"} <= set(board.labels())
+    row = _row(board, "ft", 40)
+    assert row.seeds == (0, 1) and set(row.run_ids) == {"run-1", "run-2"}
+    pooled = collect([first, second]).scores.query("method == 'ft' and n_edits == 40 and metric == 'efficacy_acc'")
+    assert row.cells["efficacy_acc"].interval.n == 80
+    assert row.cells["efficacy_acc"].interval.mean == pytest.approx(pooled["value"].mean())
+    time = row.cells["seconds_per_edit"].interval
+    assert time.n == 8 and time.mean == pytest.approx(2 * sum(0.2 + 0.01 * s for s in range(4)) / 80)
+    assert {n.label for n in board.notes} == {"boom (seed 0)", "boom (seed 1)", "crash (seed 0)", "crash (seed 1)"}
+
+    other = build_store(tmp_path / "c", run_id="run-3", seed=0, methods=one, model="org/other")
+    (board,) = build_boards(collect([first, other]))
+    assert {"ft (org/<b>model</b>)", "ft (org/other)"} <= set(board.labels())
+    assert all(len(r.run_ids) == 1 for r in board.rows)
 
 
 def test_notes_say_which_method_diverged_or_failed(store_dir):
