@@ -1,18 +1,103 @@
-"""``editbench train``: train a learned editor (hypernetworks) on a task's train split.
+"""``editbench train``: train a learned editor (the hypernetworks) on a task's train split.
 
-Being built under the hypernetwork issue; until then the command says so and exits non-zero.
+The trained editor goes to ``--out`` as safetensors plus its config as JSON; rerunning the same
+command after a kill resumes from the last checkpoint. ``editbench run --method-checkpoint
+METHOD=DIR`` then edits with it. Without a checkpoint, ``editbench run`` trains the same way into
+its cache. A method is trainable when its class has ``fit(folder, records)``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
 import click
+import torch
+
+from .cache import cache_root
+from .configs import parse_overrides
+from .records import EditRecord
+
+log = logging.getLogger(__name__)
+
+
+def check_disjoint(train: list[EditRecord], evaluated: list[EditRecord], task: str, split: str) -> None:
+    """Refuse a train split that shares a record (id or prompt) with the split that will be scored."""
+    uids = {r.uid for r in evaluated}
+    prompts = {r.prompt for r in evaluated}
+    clash = next((r for r in train if r.uid in uids or r.prompt in prompts), None)
+    if clash is not None:
+        raise ValueError(f"the {task} train split overlaps its {split!r} split (record {clash.uid!r}, prompt "
+                         f"{clash.prompt!r}); an editor must never train on what it will be scored on")
+
+
+def train_editor(method: str, out: Path, task: str = "pocket", data: str | None = None, split: str = "eval",
+                 model: str | None = None, params: Mapping[str, Mapping[str, str]] | None = None, seed: int = 0,
+                 device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
+                 cache_dir: Path | None = None) -> Path:
+    """Train ``method`` (``NAME`` or ``NAME@PRESET``) on the task's train split into ``out``."""
+    from ..methods import EditContext
+    from .models import ModelLayout, load_model, resolve_device, resolve_dtype
+    from .runner import RunSpec, resolve_methods, resolve_task
+
+    spec = RunSpec(methods=(method,), task=task, data=data, split=split, model=model, params=params or {},
+                   seed=seed, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                   cache_dir=cache_dir, out=Path(out))
+    task_obj = resolve_task(spec)
+    (plan,) = resolve_methods(spec)
+    if not callable(getattr(plan.cls, "fit", None)):
+        from ..methods import METHODS
+
+        trainable = sorted(n for n, c in METHODS.items() if callable(getattr(c, "fit", None)))
+        raise ValueError(f"--method {method}: {plan.cls.name} learns nothing to train; "
+                         f"trainable methods: {', '.join(trainable)}")
+    source = model or task_obj.default_model()
+    if source is None:
+        raise ValueError(f"the {task_obj.name} task has no built-in model: pass --model NAME_OR_PATH")
+    train_records = task_obj.load("train")
+    check_disjoint(train_records, task_obj.load(split), task_obj.name, split)
+    torch_device = resolve_device(device)
+    lm, tokenizer = load_model(source, torch_device, resolve_dtype(dtype, torch_device), trust_remote_code)
+    ctx = EditContext(model=lm, tokenizer=tokenizer, layout=ModelLayout.of(lm), device=torch_device,
+                      cache_dir=cache_dir or cache_root(), task=task_obj, seed=seed,
+                      generator=torch.Generator().manual_seed(seed), train_records=lambda: train_records)
+    editor = plan.cls(plan.config, ctx)
+    log.info("training %s on %d %s train records with %s", plan.label, len(train_records), task_obj.name, source)
+    editor.fit(Path(out), train_records)
+    return Path(out)
 
 
 @click.command()
-@click.option("--method", required=True, help="The method to train (e.g. rledit).")
+@click.option("--method", required=True, help="The method to train, or METHOD@PRESET (e.g. rledit, rledit@release).")
 @click.option("--task", default="pocket", show_default=True, help="Task whose train split to train on.")
+@click.option("--data", default=None, help="The task's data: a local file, an http(s) URL or a Hugging Face datasets id.")
+@click.option("--split", default="eval", show_default=True,
+              help="The split the editor will be scored on; the train split must share no record with it.")
 @click.option("--model", default=None, help="Hugging Face hub name or local path; default: the task's own model.")
-@click.option("--out", type=click.Path(), required=True, help="Folder for checkpoints; rerun to resume.")
-def train(method: str, task: str, model: str | None, out: str) -> None:
-    """Train a learned editor on a task's train split (resumable)."""
-    raise click.ClickException("editbench train is not available yet")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for checkpoints and the trained editor; rerun the same command to resume.")
+@click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
+              help="Set a method's or task's setting, e.g. --param rledit.depth=5 (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the network's initialisation and data order.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", default="auto", show_default=True,
+              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="Model weights dtype; auto = float32 on CPU, bfloat16 on GPU.")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code from the hub to run.")
+def train(method: str, task: str, data: str | None, split: str, model: str | None, out: Path,
+          params: tuple[str, ...], seed: int, device: str, dtype: str, trust_remote_code: bool) -> None:
+    """Train a learned editor on a task's train split (resumable), for `run --method-checkpoint`."""
+    try:
+        folder = train_editor(method, out, task=task, data=data, split=split, model=model,
+                              params=parse_overrides(params), seed=seed, device=device, dtype=dtype,
+                              trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    history = json.loads((folder / "history.json").read_text())
+    best = min(history, key=lambda h: h["val_loss"])
+    click.echo(f"trained {method}: best validation loss {best['val_loss']:.4f} at step {best['step']} "
+               f"of {history[-1]['step']}")
+    click.echo(f"editor: {folder}  (use: editbench run --methods {method} "
+               f"--method-checkpoint {method.partition('@')[0]}={folder})")

@@ -16,6 +16,7 @@ checkpoint takes the same steps as one never interrupted.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
@@ -247,7 +248,7 @@ class Trainer:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".checkpoint-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        identity = method.training_identity(self.records)
+        identity = json.loads(json.dumps(method.training_identity(self.records), default=str))  # as stored
         saved = ckpt.read_json(folder / ckpt.CONFIG_FILE) if (folder / ckpt.CONFIG_FILE).is_file() else None
         if saved is not None and saved.get("identity") != identity:
             raise ValueError(f"{folder} holds training of {saved.get('method')} with other settings, model or "
