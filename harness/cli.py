@@ -166,9 +166,10 @@ def list_(only_methods: bool, only_tasks: bool) -> None:
 def _add_subcommands() -> None:
     """Commands that live beside the code they drive."""
     from ..reports.cli import publish, report
+    from .bench import bench
     from .train import train
 
-    for command in (train, report, publish):
+    for command in (train, report, publish, bench):
         main.add_command(command)
 
 

@@ -8,6 +8,7 @@ summed log-probability and the argmax tokens. The Hugging Face backend lives her
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -64,6 +65,8 @@ class HFProbe:
         self.encoder = PairEncoder(tokenizer)
         self.device = device
         self.max_tokens = max_tokens
+        #: time spent in the model's forward passes (and reading their results back), for overhead accounting
+        self.forward_seconds = 0.0
 
     def _batches(self, encoded):
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
@@ -93,17 +96,21 @@ class HFProbe:
         batches = list(self._batches(encoded))
         for indices in progress(batches, desc="scoring", unit="batch", disable=len(batches) < 4):
             batch = self.encoder.collate([encoded[i] for i in indices]).to(self.device)
-            label_lp, argmax, rows = target_logprobs(self.model, batch)
+            started = time.perf_counter()
+            label_lp, argmax, _ = target_logprobs(self.model, batch)
             correct = argmax == batch.labels[batch.target_mask]
-            label_lp, argmax, rows, correct = (t.cpu() for t in (label_lp, argmax, rows, correct))
-            for row, index in enumerate(indices):
-                sel = rows == row
-                n = int(sel.sum())
+            counts = batch.target_mask.sum(1).tolist()
+            label_lp, argmax, correct = label_lp.tolist(), argmax.tolist(), correct.tolist()  # syncs the device
+            self.forward_seconds += time.perf_counter() - started
+            offset = 0
+            for index, n in zip(indices, counts):
+                span = slice(offset, offset + n)
+                offset += n
                 results[index] = PairScore(
-                    token_accuracy=float(correct[sel].float().mean()) if n else 0.0,
-                    logprob=float(label_lp[sel].sum()),
+                    token_accuracy=sum(correct[span]) / n if n else 0.0,
+                    logprob=sum(label_lp[span]),
                     n_tokens=n,
-                    predictions=tuple(int(t) for t in argmax[sel]),
+                    predictions=tuple(argmax[span]),
                 )
         self.model.train(was_training)
         return results  # type: ignore[return-value]

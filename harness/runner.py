@@ -353,6 +353,7 @@ class Runner:
 
     def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer, memory) -> None:
         capability = None
+        forward_before = getattr(probe, "forward_seconds", 0.0)
         with timer.phase("eval", n_edits):
             if hasattr(probe, "sync"):  # the vLLM engine receives the edited tensors
                 probe.sync(method.ctx.model, method.edited_parameters())
@@ -360,6 +361,8 @@ class Runner:
             rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
             if self.probe_sets and n_edits in self.capability[1]:
                 capability = capability_accuracy(probe, self.probe_sets)
+        if hasattr(probe, "forward_seconds"):  # the model's share of the evaluation, for overhead accounting
+            timer.record("eval_forward", n_edits, probe.forward_seconds - forward_before)
         bad = [r for r in rows if not math.isfinite(r.value)]
         if bad:
             raise FloatingPointError(f"metric {bad[0].metric} of edit {bad[0].uid} is not finite")

@@ -19,7 +19,7 @@ import torch
 
 @dataclass(frozen=True)
 class PhaseTime:
-    phase: str  # load | prepare | edit | eval | baseline
+    phase: str  # load | prepare | edit | eval | eval_forward | baseline
     step: int  # batch index for edits, edit count for evaluations
     seconds: float
 
@@ -81,6 +81,10 @@ class PhaseTimer:
         yield
         self._sync()
         self._pending.append(PhaseTime(name, step, time.perf_counter() - start))
+
+    def record(self, name: str, step: int, seconds: float) -> None:
+        """A duration measured elsewhere (a probe's forward passes, say)."""
+        self._pending.append(PhaseTime(name, step, seconds))
 
     def drain(self) -> list[PhaseTime]:
         pending, self._pending = self._pending, []

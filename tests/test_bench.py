@@ -1,0 +1,20 @@
+import json
+
+from click.testing import CliRunner
+
+from editbench.harness.cli import main
+
+
+def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "--methods", "ft-m", "--sizes", "10,20", "--batch-size", "10",
+                                       "--pairs", "20", "--eval-sample", "5", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert {"device", "torch", "scoring", "edit_throughput", "micro_model"} <= set(data)
+    assert {"pairs", "batched_s", "one_at_a_time_s", "speedup", "prediction_mismatches"} <= set(data["scoring"])
+    rows = data["edit_throughput"]
+    assert [(r["method"], r["edits"]) for r in rows] == [("ft-m", 10), ("ft-m", 20)]
+    for row in rows:
+        assert {"edits_per_second", "seconds_per_edit", "peak_memory_mib", "overhead_share", "apply_s"} <= set(row)
+        assert 0.0 <= row["overhead_share"] <= 1.0
+    assert "edit throughput" in result.output and "harness overhead" in result.output
