@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -180,6 +181,17 @@ def _site_info(results: Results, seed: int, json_name: str | None) -> dict[str, 
             "seed": seed, "n_boot": N_BOOT, "json": json_name}
 
 
+def _plain(value: Any) -> Any:
+    """JSON has no NaN or infinity: a stored NaN (a baseline that could not be computed) becomes null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def leaderboard_json(results: Results, boards: list[Board], runs: dict[str, RunView]) -> dict[str, Any]:
     return {
         "schema": JSON_SCHEMA,
@@ -230,7 +242,8 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
         page = out / "runs" / view.page
         page.write_text(render("run.html", root="../", run=view, **common), "utf-8")
         written.append(page)
-    (out / JSON_NAME).write_text(json.dumps(leaderboard_json(results, boards, runs), indent=1, allow_nan=False)
+    (out / JSON_NAME).write_text(json.dumps(_plain(leaderboard_json(results, boards, runs)), indent=1, allow_nan=False,
+                                            default=str)
                                  + "\n", "utf-8")
     log.info("wrote %d pages into %s", len(written), out)
     return written

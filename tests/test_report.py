@@ -41,7 +41,7 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
     with ResultsStore(folder) as store:
         store.ensure_run(run_id, task=task, model=model, config=config, versions={"torch": "2.x"},
                          device="cpu (test)", seed=seed, git_sha="abc123", dataset_hash="d5", n_edits=40)
-        store.set_baseline(run_id, {"pre_edit_accuracy": 0.97})
+        store.set_baseline(run_id, {"pre_edit_accuracy": 0.97, "pre_edit_paraphrase_accuracy": float("nan")})
         for index, (label, rates) in enumerate(methods.items()):
             store.start_cell(run_id, label, {"lr": 0.1, "label": label}, f"h{index}")
             done = 0
@@ -188,6 +188,7 @@ def test_the_site_has_index_task_and_run_pages_plots_and_json(site):
     cell = next(r for r in board["rows"] if r["label"] == "strong" and r["n_edits"] == 40)["cells"]["efficacy_acc"]
     assert cell["mark"] == "best" and cell["low"] <= cell["mean"] <= cell["high"]
     assert {r["run_id"] for r in data["runs"]} == {"run-a"}
+    assert data["runs"][0]["baseline"]["pre_edit_paraphrase_accuracy"] is None  # NaN is not JSON
     run_page = (site / "runs" / "run-a.html").read_text()
     for shown in ("abc123", "d5", "cpu (test)", "diverged", "at 20 edits", "baseline", "Phase timings"):
         assert shown in run_page, shown
