@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from ..base import MethodConfig
-from .modules import MODULE_CHOICES
+from .modules import MODULE_CHOICES, TOKEN_CHOICES
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class HypernetConfig(MethodConfig):
     # -- what is edited ---------------------------------------------------------------------------
     layers: tuple[int, ...] = ()  # empty: a band of upper layers (modules.default_layers)
     modules: str = "auto"  # auto | mlp_in (gate/up) | mlp_out (down/c_proj/fc_out)
+    tokens: str = "answer"  # where keys and gradients are read: answer tokens, or all tokens
     # -- the network -------------------------------------------------------------------------------
     rank: int = 1920  # of each residual block, capped at (key_size + value_size) // 4 (net.effective_rank)
     n_blocks: int = 2
@@ -55,6 +56,8 @@ class HypernetConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.modules not in MODULE_CHOICES:
             raise ValueError(f"modules must be one of {', '.join(MODULE_CHOICES)}, got {self.modules!r}")
+        if self.tokens not in TOKEN_CHOICES:
+            raise ValueError(f"tokens must be one of {', '.join(TOKEN_CHOICES)}, got {self.tokens!r}")
         positive = ("rank", "n_blocks", "train_batch", "depth", "val_every", "patience",
                     "paraphrases_per_edit", "neighbours_per_edit")
         for name in positive:

@@ -67,9 +67,11 @@ class HypernetMethod(EditMethod):
         return encoder.collate([encoder.encode(p, t) for p, t in pairs]).to(self.ctx.device)
 
     def cache(self, records: Sequence[EditRecord]) -> KeysAndGrads:
-        """Keys and output gradients of the edit prompts' answer tokens on the live model."""
+        """Keys and output gradients of the edit prompts on the live model, at the answer tokens or,
+        with ``tokens="all"``, at every token (the loss is the answer tokens' either way)."""
         batch = self.encode([(r.prompt, r.target_new) for r in records])
-        return keys_and_grads(self.ctx.model, self.modules, batch, masked_target_nll)
+        mask = batch.attention_mask.bool() if self.config.tokens == "all" else None
+        return keys_and_grads(self.ctx.model, self.modules, batch, masked_target_nll, mask)
 
     def update_normalisers(self, cached: KeysAndGrads) -> None:
         for key, net in self.nets.items():

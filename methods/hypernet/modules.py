@@ -19,6 +19,7 @@ from ...harness.models import ModelLayout, weight_as_out_in
 from ...harness.tokenize import PairBatch
 
 MODULE_CHOICES = ("auto", "mlp_in", "mlp_out")
+TOKEN_CHOICES = ("answer", "all")
 
 
 @dataclass(frozen=True)
@@ -108,15 +109,16 @@ class KeysAndGrads:
 
 
 def keys_and_grads(model: nn.Module, modules: Sequence[EditedModule], batch: PairBatch,
-                   loss_fn: Callable[[torch.Tensor, PairBatch], torch.Tensor]) -> KeysAndGrads:
+                   loss_fn: Callable[[torch.Tensor, PairBatch], torch.Tensor],
+                   mask: torch.Tensor | None = None) -> KeysAndGrads:
     """Run the batch once forward and backward and read each module's keys and output gradients
-    at the answer tokens (``batch.target_mask``).
+    at the answer tokens (``batch.target_mask``), or wherever ``mask`` says.
 
     The edited weights are made to require grad for this pass only, so the graph runs through
     every edited module and a lower module's output gradient includes the paths through the
     modules above it. The weights' own gradients are not kept.
     """
-    mask = batch.target_mask
+    mask = batch.target_mask if mask is None else mask
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
 
