@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import METHODS
-from .hypernet import HypernetConfig, HypernetMethod
+from .hypernet import RELEASE_PRESET, HypernetConfig, HypernetMethod
 
 
 @dataclass(frozen=True)
@@ -52,4 +52,7 @@ class MALMEN(HypernetMethod):
     name = "malmen"
     description = "hypernetwork editor, least-squares aggregation of many edits (Tan et al. 2024)"
     Config = MALMENConfig
+    #: ``release``: one epoch, one optimiser step per batch, on the unedited model, then frozen
+    #: (the MALMEN release's ``train``); ``paper``: the defaults.
+    presets = {"paper": {}, "release": {**RELEASE_PRESET, "max_epochs": 1}}
     update = staticmethod(malmen_update)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import METHODS
-from .hypernet import HypernetConfig, HypernetMethod
+from .hypernet import RELEASE_PRESET, HypernetConfig, HypernetMethod
 
 
 @dataclass(frozen=True)
@@ -40,4 +40,7 @@ class MEND(HypernetMethod):
     name = "mend"
     description = "hypernetwork editor, sum of rank-1 pseudo-gradient updates (Mitchell et al. 2022)"
     Config = MENDConfig
+    #: ``release``: one epoch, one optimiser step per batch, on the unedited model, then frozen
+    #: (the MALMEN release's ``train``, which reads MEND's keys at every token); ``paper``: the defaults.
+    presets = {"paper": {}, "release": {**RELEASE_PRESET, "max_epochs": 1, "tokens": "all"}}
     update = staticmethod(mend_update)

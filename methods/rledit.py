@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import METHODS
-from .hypernet import HypernetConfig
+from .hypernet import RELEASE_PRESET, HypernetConfig
 from .malmen import MALMEN
 
 
@@ -53,3 +53,14 @@ class RLEdit(MALMEN):
     name = "rledit"
     description = "MALMEN's network trained over edit sequences on a live model, RL-style (Li et al. 2025)"
     Config = RLEditConfig
+    #: ``paper``: the defaults (trained over many sequences to a validation plateau, L2 and
+    #: back-tracking effective). ``release``: the released ``train``/``run`` - one sequence (here one
+    #: pass over the train split), meta-gradients into each step's own update only, the L2 term
+    #: without gradient, a single Adam step, the last network kept. ``untrained``: the network at
+    #: initialisation (normaliser filled, edit lr by the rule); ``lr-only``: only the edit lrs learn.
+    presets = {
+        "paper": {},
+        "release": {**RELEASE_PRESET, "max_steps": 1, "reg_grad": False, "backtrack_grad": False},
+        "untrained": {"max_steps": 0},
+        "lr-only": {"trainable": "lr"},
+    }

@@ -6,7 +6,7 @@
 batches, back-tracking, validation, resumable checkpoints); ``checkpoint``: saving and loading.
 """
 
-from .config import HypernetConfig
+from .config import RELEASE_PRESET, HypernetConfig
 from .core import HypernetMethod
 
-__all__ = ["HypernetConfig", "HypernetMethod"]
+__all__ = ["RELEASE_PRESET", "HypernetConfig", "HypernetMethod"]

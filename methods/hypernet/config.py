@@ -43,6 +43,11 @@ class HypernetConfig(MethodConfig):
     val_every: int = 26  # optimiser steps between validations (each also writes a checkpoint)
     patience: int = 3  # stop after this many validations without improvement (the plateau)
     val_fraction: float = 0.2  # share of the train split held out for the validation loss
+    max_epochs: int = 0  # passes over the train split at most; 0: no limit (MEND/MALMEN releases: 1)
+    warm_up: bool = True  # fill the normalisers from the train split before training (releases: no)
+    backtrack_grad: bool = True  # step t's paraphrase losses reach the window's updates (releases: only t's)
+    select_best: bool = True  # keep the best network by validation loss; False: the last (releases)
+    trainable: str = "all"  # all | lr: train only the learned edit lrs (an ablation)
     paraphrases_per_edit: int = 1  # sampled per edit and step for the generalisation loss
     neighbours_per_edit: int = 1  # sampled per edit and step for the locality loss
     # -- editing -----------------------------------------------------------------------------------
@@ -58,12 +63,17 @@ class HypernetConfig(MethodConfig):
             raise ValueError(f"modules must be one of {', '.join(MODULE_CHOICES)}, got {self.modules!r}")
         if self.tokens not in TOKEN_CHOICES:
             raise ValueError(f"tokens must be one of {', '.join(TOKEN_CHOICES)}, got {self.tokens!r}")
+        if self.trainable not in ("all", "lr"):
+            raise ValueError(f"trainable must be 'all' or 'lr', got {self.trainable!r}")
+        if not self.warm_up and (self.edit_lr is None or self.max_steps == 0):
+            raise ValueError("warm_up=false needs edit_lr set and max_steps >= 1: the edit lr rule and an "
+                             "untrained network both need the normaliser's statistics")
         positive = ("rank", "n_blocks", "train_batch", "depth", "val_every", "patience",
                     "paraphrases_per_edit", "neighbours_per_edit")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("sequence_length", "max_steps"):
+        for name in ("sequence_length", "max_steps", "max_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.block_bias < 0:
@@ -84,3 +94,13 @@ class HypernetConfig(MethodConfig):
     def training_fields(self) -> dict[str, object]:
         """Every field that shapes the trained network (the cache key of ``editbench run``)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EDIT_TIME_FIELDS}
+
+
+#: The released code's schedule, shared by the three ``release`` presets (docs/hypernetworks.md,
+#: "Presets"): the published initial edit lr and meta lr for everything, the released (dead)
+#: block initialisation, no warm-up of the normaliser, no selection by validation, normaliser
+#: updates during editing. Each method adds its own schedule.
+RELEASE_PRESET: dict[str, object] = {
+    "edit_lr": 1e-6, "meta_lr": 1e-5, "lr_meta_lr": 1e-5, "block_bias": 0.0, "warm_up": False,
+    "select_best": False, "patience": 1000, "update_normaliser_at_edit": True,
+}

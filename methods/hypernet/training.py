@@ -145,7 +145,8 @@ class Trainer:
         recent = list(reversed(window))
         decay = [config.decay ** k for k in range(len(recent))]
         gen_pairs = [p for s in recent for p in s.gen_pairs]
-        every = {m.name: [s.shifts[m.name] for s in recent] for m in self.method.modules}
+        reach = recent if config.backtrack_grad else recent[:1]
+        every = {m.name: [s.shifts[m.name] for s in reach] for m in self.method.modules}
         logits, batch = self._logits(gen_pairs, every)
         gen = sum(d * masked_target_nll(logits[a:b], _rows(batch, a, b))
                   for d, (a, b) in zip(decay, _segments([len(s.gen_pairs) for s in recent])))
@@ -215,6 +216,10 @@ class Trainer:
         so that an untrained editor moves each edited output by about ``edit_scale`` times its
         typical size (docs/hypernetworks.md, "Scaling the edit lr")."""
         method, config = self.method, self.config
+        if not config.warm_up:  # the releases: statistics come from the training steps alone
+            for net in method.nets.values():
+                net.lr.data.fill_(config.edit_lr)
+            return {m.name: config.edit_lr for m in method.modules}
         cached = [method.cache(records) for records in self._batches(self.train, None)]
         for c in cached:
             method.update_normalisers(c)
@@ -236,11 +241,29 @@ class Trainer:
                 net.lr[index] = chosen[m.name]
         return chosen
 
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        nets = self.method.nets.values()
+        if self.config.trainable == "lr":
+            return [net.lr for net in nets]
+        return [p for net in nets for p in net.parameters()]
+
     def _optimizer(self, lr_meta_lr: float) -> torch.optim.Optimizer:
         nets = self.method.nets
-        rest = [p for net in nets.values() for n, p in net.named_parameters() if n != "lr"]
-        return torch.optim.Adam([{"params": rest, "lr": self.config.meta_lr},
-                                 {"params": [net.lr for net in nets.values()], "lr": lr_meta_lr}])
+        groups = [{"params": [net.lr for net in nets.values()], "lr": lr_meta_lr}]
+        if self.config.trainable == "all":
+            rest = [p for net in nets.values() for n, p in net.named_parameters() if n != "lr"]
+            groups.insert(0, {"params": rest, "lr": self.config.meta_lr})
+        return torch.optim.Adam(groups)
+
+    @property
+    def max_steps(self) -> int:
+        """``max_steps``, or fewer when ``max_epochs`` caps the passes over the train split."""
+        config = self.config
+        if not config.max_epochs:
+            return config.max_steps
+        per_epoch = len(self._batches(self.train, None))
+        per_step = config.sequence_length or per_epoch
+        return min(config.max_steps, -(-config.max_epochs * per_epoch // per_step))
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -277,13 +300,14 @@ class Trainer:
         self._loop(optimizer, best, state)
 
     def _loop(self, optimizer: torch.optim.Optimizer, best: dict, state: dict) -> None:
-        method, config = self.method, self.config
-        parameters = [p for net in method.nets.values() for p in net.parameters()]
-        bar = progress(total=config.max_steps, initial=state["step"], desc=f"training {method.name}", unit="step")
+        method, config, max_steps = self.method, self.config, self.max_steps
+        parameters = self._trainable()
+        bar = progress(total=max_steps, initial=state["step"], desc=f"training {method.name}", unit="step")
         train_sums: dict[str, float] = {}
         try:
             while not state["stopped"]:
-                if state["history"] and state["step"] < config.max_steps:  # the first validation is at step 0
+                # the first validation is at step 0, unless the normalisers have no statistics yet
+                if (state["history"] or not config.warm_up) and state["step"] < max_steps:
                     parts = self.walk(self._sequence(state["step"]), train=True, key=f"{self.seed}-train-{state['step']}")
                     torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                     optimizer.step()
@@ -292,7 +316,7 @@ class Trainer:
                     bar.update(1)
                     for name, value in parts.items():
                         train_sums[name] = train_sums.get(name, 0.0) + value
-                    if state["step"] % config.val_every and state["step"] < config.max_steps:
+                    if state["step"] % config.val_every and state["step"] < max_steps:
                         continue
                 best = self._validate(state, best, train_sums)
                 train_sums = {}
@@ -302,8 +326,9 @@ class Trainer:
         finally:
             bar.close()
         ckpt.finish(self.folder, best, state["history"])
-        log.info("%s: trained %d steps; best validation loss %.4f at step %d", method.name, state["step"],
-                 state["best"], state["best_step"])
+        kept = state["best_step"] if config.select_best else state["step"]
+        log.info("%s: trained %d steps; best validation loss %.4f at step %d; kept the network of step %d",
+                 method.name, state["step"], state["best"], state["best_step"], kept)
 
     def _validate(self, state: dict, best: dict, train_sums: dict[str, float]) -> dict:
         val = self.validate()
@@ -319,6 +344,8 @@ class Trainer:
             best = ckpt.net_tensors(self.method)
         else:
             state["bad"] += 1
-        if state["bad"] >= self.config.patience or state["step"] >= self.config.max_steps:
+        if not self.config.select_best:  # the releases evaluate the last network
+            best = ckpt.net_tensors(self.method)
+        if state["bad"] >= self.config.patience or state["step"] >= self.max_steps:
             state["stopped"] = True
         return best
