@@ -1,0 +1,142 @@
+"""The locate-then-edit loop that MEMIT and AlphaEdit share; they differ only in the layer update.
+
+One batch of edits (MEMIT, Meng et al., ICLR 2023, Alg. 1):
+
+1. optimise a target value ``z_i`` for every edit at the output of the last edited layer
+   (:mod:`.values`);
+2. for each edited layer ``l`` in ascending order: read the keys ``K`` (inputs of the MLP output
+   projection at the subject's last token, averaged over context prefixes) and what the last edited
+   layer now outputs, ``h_i``; the residual ``R = (z - h) / (number of edited layers left)`` spreads
+   the change over the remaining layers; the method turns ``(K, R)`` into a weight change
+   ``Delta`` (:meth:`LocateThenEdit.layer_delta`) and adds it to that projection.
+
+All linear algebra is float32 whatever the model's dtype; the weight change is cast on addition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+
+from ...harness.models import weight_as_out_in
+from ...harness.records import EditRecord
+from ..base import EditContext, EditMethod
+from .config import LocateConfig
+from .hooks import mean_keys, read_at
+from .prompts import LocatedBatch, generate_prefixes, locate
+from .stats import KeyStats, key_second_moments, resolve_corpus
+from .values import optimise_values
+
+log = logging.getLogger(__name__)
+
+
+def _text_tensor(text: str) -> torch.Tensor:
+    return torch.tensor(list(text.encode()), dtype=torch.uint8)
+
+
+def _tensor_text(tensor: torch.Tensor) -> str:
+    return bytes(tensor.tolist()).decode()
+
+
+class LocateThenEdit(EditMethod):
+    """Base of MEMIT-family methods. Subclasses implement :meth:`layer_delta` and may keep lifelong
+    state in :meth:`after_batch` / :meth:`state_dict`."""
+
+    Config: ClassVar[type[LocateConfig]] = LocateConfig
+    config: LocateConfig
+
+    def __init__(self, config: LocateConfig, context: EditContext) -> None:
+        super().__init__(config, context)
+        layout = context.layout
+        self.layers = tuple(layout.resolve_layer(layer) for layer in config.layers)
+        if list(self.layers) != sorted(self.layers):
+            raise ValueError(f"{self.name}: layers must ascend (the last one holds the target values), "
+                             f"got {config.layers}")
+        self.modules = [layout.mlp_out_name(layer) for layer in self.layers]  # range-checks too
+        self.prefixes: tuple[str, ...] = ()
+        self.stats: dict[int, KeyStats] = {}
+
+    # -- the protocol ------------------------------------------------------------------------------
+    def edited_parameters(self) -> list[str]:
+        return [f"{module}.weight" for module in self.modules]
+
+    def prepare(self) -> None:
+        ctx, config = self.ctx, self.config
+        corpus = resolve_corpus(config.stats_corpus, config.stats_hub, ctx.task)
+        stats = key_second_moments(ctx.model, ctx.encoder, self.modules, corpus, config.mom2_n_samples,
+                                   ctx.cache_dir, ctx.device, config.stats_batch_tokens)
+        self.stats = {layer: stats[module] for layer, module in zip(self.layers, self.modules)}
+        first = stats[self.modules[0]]
+        log.info("%s: key statistics of layers %s over %d samples (%d tokens) of %s", self.name,
+                 ",".join(map(str, self.layers)), first.n_samples, first.n_tokens, first.corpus)
+        self.prefixes = generate_prefixes(ctx.model, ctx.encoder, config.context_prefixes,
+                                          config.context_prefix_tokens, ctx.seed, ctx.device)
+        if self.prefixes:
+            log.info("%s: context prefixes %s", self.name, list(self.prefixes))
+        self.prepare_layers()
+
+    def apply(self, batch: Sequence[EditRecord]) -> None:
+        if not self.stats:
+            raise RuntimeError(f"{self.name}: prepare() must run before apply()")
+        ctx, n = self.ctx, len(batch)
+        z_block = ctx.layout.block_name(self.layers[-1])
+        targets = optimise_values(ctx.model, ctx.encoder, z_block, batch, self.prefixes, self.config, ctx.device)
+        located = locate(ctx.encoder, batch, self.prefixes, with_target=False).to(ctx.device)
+        for i, module in enumerate(self.modules):
+            (keys,), now = read_at(ctx.model, located, [module], block=z_block)
+            assert now is not None
+            residual = (targets - now[located.group == 0]).T / (len(self.layers) - i)
+            delta = self.layer_delta(i, mean_keys(keys, located, n), residual)
+            weight = weight_as_out_in(ctx.model.get_submodule(module), ctx.layout.family.conv1d)
+            with torch.no_grad():
+                weight.add_(delta.to(weight.dtype))
+        self.after_batch(located, n)
+
+    # -- what a method adds --------------------------------------------------------------------------
+    def prepare_layers(self) -> None:
+        """Per-layer precomputation from ``self.stats`` (AlphaEdit's projections); none by default."""
+
+    def layer_delta(self, index: int, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """The change ``(d_out, d_in)`` of edited layer ``self.layers[index]`` that maps the batch's
+        keys ``(d_in, n)`` to the residual ``(d_out, n)`` while protecting what the layer stores."""
+        raise NotImplementedError
+
+    def after_batch(self, located: LocatedBatch, n: int) -> None:
+        """Called once the batch is written; lifelong methods update their state here."""
+
+    def batch_keys(self, located: LocatedBatch, n: int) -> list[torch.Tensor]:
+        """The batch's keys ``(d_in, n)`` at every edited layer, read from the model as it is now."""
+        keys, _ = read_at(self.ctx.model, located, self.modules)
+        return [mean_keys(k, located, n) for k in keys]
+
+    # -- lifelong state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Which statistics and prefixes the edits so far were made with: a resume must use the same."""
+        first = self.stats[self.layers[0]]
+        return {
+            "key_stats.corpus": _text_tensor(first.corpus),
+            "key_stats.samples": torch.tensor([self.stats[layer].n_samples for layer in self.layers]),
+            "key_stats.tokens": torch.tensor([self.stats[layer].n_tokens for layer in self.layers]),
+            "context_prefixes": _text_tensor("\0".join(self.prefixes)),
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        corpus = _tensor_text(state.pop("key_stats.corpus"))
+        samples, tokens = state.pop("key_stats.samples").tolist(), state.pop("key_stats.tokens").tolist()
+        mine = self.state_dict()
+        if (corpus, samples, tokens) != (_tensor_text(mine["key_stats.corpus"]), mine["key_stats.samples"].tolist(),
+                                         mine["key_stats.tokens"].tolist()):
+            raise ValueError(f"{self.name}: the snapshot's edits used key statistics over {samples} samples "
+                             f"({tokens} tokens) of {corpus}, but this run loaded {mine['key_stats.samples'].tolist()} "
+                             f"of {_tensor_text(mine['key_stats.corpus'])}; resume with the same corpus")
+        prefixes = _tensor_text(state.pop("context_prefixes"))
+        self.prefixes = tuple(prefixes.split("\0")) if prefixes else ()
+        self.load_extra_state(state)
+
+    def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"{self.name}: the snapshot holds state it does not keep: {sorted(state)}")

@@ -1,0 +1,226 @@
+"""Second moments of MLP keys over a corpus, computed once and cached on disk.
+
+MEMIT protects what a layer already stores through ``C0 = lambda * E[k k^T]`` over keys of generic
+text; AlphaEdit projects updates onto the null space of the same matrix. Both need it per edited
+layer, and it is costly on a real model (the published runs read 100,000 Wikipedia samples), so it
+is computed once per (model, layer, corpus, sample count) and kept under the editbench cache as
+safetensors, with the corpus, the sample count and the token count in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+from torch import nn
+
+from ...harness.cache import atomic_write_bytes
+from ...harness.progress import progress
+from ...harness.tokenize import PairEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Text for key statistics. ``name`` identifies it in cache paths, logs and snapshots."""
+
+    name: str
+    texts: Sequence[str] | None  # None: streamed from the hub on first use
+    hub: tuple[str, str | None] | None = None
+
+    def take(self, n: int) -> list[str]:
+        if self.texts is not None:
+            return list(self.texts[:n])
+        assert self.hub is not None
+        return _stream_hub(*self.hub, n)
+
+    def count(self, n: int) -> int:
+        """How many samples ``take(n)`` yields (for a hub corpus, taken on trust as ``n``)."""
+        return min(n, len(self.texts)) if self.texts is not None else n
+
+
+def _digest(texts: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
+def _read_file(path: Path) -> list[str]:
+    if path.suffix == ".jsonl":
+        texts = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    raise ValueError(f"{path}:{number}: a key-statistics corpus line needs a string field 'text'")
+                texts.append(record["text"])
+        return texts
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def _stream_hub(dataset: str, config: str | None, n: int) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise RuntimeError(
+            f"key statistics need the {dataset!r} corpus from the Hugging Face hub, which needs the `datasets` "
+            "package (pip install datasets) and network access; offline, pass a local text file with "
+            "--param METHOD.stats_corpus=PATH (one sample per line) or use a task that supplies its own corpus"
+        ) from None
+    try:
+        stream = datasets.load_dataset(dataset, config, split="train", streaming=True)
+    except Exception as exc:
+        raise RuntimeError(f"could not open the key-statistics corpus {dataset!r} ({config}) from the hub: "
+                           f"{exc}; offline, pass --param METHOD.stats_corpus=PATH to a local text file") from exc
+    texts = []
+    for item in stream:
+        text = str(item.get("text", "")).strip()
+        if text:
+            texts.append(text)
+            if len(texts) == n:
+                break
+    return texts
+
+
+def resolve_corpus(spec: str, hub: str, task) -> Corpus:
+    """The corpus named by ``stats_corpus`` (see :class:`LocateConfig`)."""
+    task_texts = task.corpus() if task is not None else None
+    if spec == "auto":
+        spec = "task" if task_texts is not None else "hub"
+    if spec == "task":
+        if task_texts is None:
+            raise ValueError(f"stats_corpus=task: the {getattr(task, 'name', 'given')} task supplies no text; "
+                             "use stats_corpus=hub or a path to a local text file")
+        return Corpus(f"task-{task.name}-{_digest(task_texts)}", list(task_texts))
+    if spec == "hub":
+        dataset, _, config = hub.partition(":")
+        return Corpus(f"hub-{dataset.replace('/', '_')}-{config or 'default'}", None, (dataset, config or None))
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ValueError(f"stats_corpus={spec!r} is neither auto, task, hub nor an existing text file")
+    texts = _read_file(path)
+    return Corpus(f"file-{path.stem}-{_digest(texts)}", texts)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A digest of the architecture, the dtype and a strided sample of every weight: stable across
+    paths and machines, different for a different or fine-tuned checkpoint."""
+    config = {k: v for k, v in model.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, param in sorted(model.named_parameters()):
+        flat = param.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu()
+        digest.update(name.encode() + str(param.dtype).encode() + sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class KeyStats:
+    """``mom2 = E[k k^T]`` (float32) of the inputs of one module over ``n_tokens`` tokens of
+    ``n_samples`` samples of ``corpus``."""
+
+    mom2: torch.Tensor
+    corpus: str
+    n_samples: int
+    n_tokens: int
+
+
+def _stats_path(root: Path, model_id: str, corpus: str, n: int, module: str) -> Path:
+    return root / "key-stats" / model_id / f"{corpus}-n{n}" / f"{module}.safetensors"
+
+
+def _load(path: Path) -> KeyStats:
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+        return KeyStats(handle.get_tensor("mom2"), meta["corpus"], int(meta["n_samples"]), int(meta["n_tokens"]))
+
+
+def key_second_moments(model: nn.Module, encoder: PairEncoder, modules: Sequence[str], corpus: Corpus,
+                       n_samples: int, cache_dir: Path, device: torch.device,
+                       batch_tokens: int = 8192) -> dict[str, KeyStats]:
+    """``E[k k^T]`` of the inputs of each of ``modules``, loaded from the cache where present and
+    otherwise computed in one pass over the corpus for all missing modules together."""
+    n = corpus.count(n_samples)
+    model_id = model_fingerprint(model)
+    paths = {m: _stats_path(cache_dir, model_id, corpus.name, n, m) for m in modules}
+    found = {m: _load(p) for m, p in paths.items() if p.is_file()}
+    for module, stats in found.items():
+        log.info("loaded cached key statistics from %s (%s, %d samples, %d tokens)", paths[module],
+                 stats.corpus, stats.n_samples, stats.n_tokens)
+    missing = [m for m in modules if m not in found]
+    if missing:
+        texts = corpus.take(n)
+        computed = _accumulate(model, encoder, missing, texts, device, batch_tokens)
+        for module, (mom2, tokens) in computed.items():
+            stats = KeyStats(mom2, corpus.name, len(texts), tokens)
+            meta = {"corpus": corpus.name, "n_samples": str(len(texts)), "n_tokens": str(tokens),
+                    "module": module, "model": model_id}
+            atomic_write_bytes(paths[module], save({"mom2": mom2.contiguous()}, metadata=meta))
+            log.info("computed key statistics of %s over %d samples (%d tokens) of %s; cached at %s",
+                     module, len(texts), tokens, corpus.name, paths[module])
+            found[module] = stats
+    return {m: found[m] for m in modules}
+
+
+def _batches(ids: list[list[int]], batch_tokens: int) -> Iterable[list[list[int]]]:
+    """Consecutive samples grouped so that each padded batch holds at most ``batch_tokens``."""
+    batch: list[list[int]] = []
+    width = 0
+    for seq in ids:
+        if batch and max(width, len(seq)) * (len(batch) + 1) > batch_tokens:
+            yield batch
+            batch, width = [], 0
+        batch.append(seq)
+        width = max(width, len(seq))
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def _accumulate(model: nn.Module, encoder: PairEncoder, modules: Sequence[str], texts: Sequence[str],
+                device: torch.device, batch_tokens: int) -> dict[str, tuple[torch.Tensor, int]]:
+    max_len = int(getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024))
+    max_len = min(max_len, batch_tokens)
+    ids = [encoder.encode_prompt(t)[:max_len] for t in texts]
+    sums: dict[str, torch.Tensor] = {}
+    tokens = 0
+    mask_now: list[torch.Tensor] = []
+
+    def collect(name: str):
+        def hook(_module, args, _output):
+            keys = args[0][mask_now[0]].float()
+            sums[name] = sums[name] + keys.T @ keys if name in sums else keys.T @ keys
+        return hook
+
+    handles = [model.get_submodule(m).register_forward_hook(collect(m)) for m in modules]
+    bar = progress(total=len(ids), desc="key statistics", unit="sample")
+    try:
+        for batch in _batches(ids, batch_tokens):
+            width = max(len(s) for s in batch)
+            input_ids = torch.full((len(batch), width), encoder.pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, seq in enumerate(batch):
+                input_ids[row, : len(seq)] = torch.tensor(seq)
+                attention[row, : len(seq)] = 1
+            mask_now[:] = [attention.bool().to(device)]
+            model(input_ids=input_ids.to(device), attention_mask=attention.to(device))
+            tokens += int(attention.sum())
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        for handle in handles:
+            handle.remove()
+    if tokens == 0:
+        raise ValueError("the key-statistics corpus is empty")
+    return {m: ((sums[m] / tokens).cpu(), tokens) for m in modules}
