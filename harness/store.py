@@ -90,14 +90,17 @@ class ResultsStore:
             raise FileNotFoundError(f"{self.folder} holds no editbench results ({DB_NAME} is missing)")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.executescript(SCHEMA)
-        found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if found is None:
+        if create:  # the writer sets the store up; a reader (report, publish) changes nothing
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript(SCHEMA)
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(found[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {found[0]}; this editbench reads {SCHEMA_VERSION}")
+        else:
+            self.conn.execute("PRAGMA query_only=ON")
+        found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if found is None or int(found[0]) != SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema version {found and found[0]}; "
+                               f"this editbench reads {SCHEMA_VERSION}")
 
     def close(self) -> None:
         self.conn.close()
@@ -241,6 +244,8 @@ class ResultsStore:
 
     def capability(self) -> pd.DataFrame:
         """General-capability accuracy: run_id, method ('' = unedited, at n_edits 0), n_edits, probe, n, accuracy."""
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='capability'").fetchone():
+            return pd.DataFrame(columns=["run_id", "method", "n_edits", "probe", "n", "accuracy"])
         return self._frame("SELECT * FROM capability ORDER BY run_id, method, n_edits, probe")
 
     def timings(self) -> pd.DataFrame:

@@ -64,3 +64,16 @@ def test_the_store_survives_a_crash_mid_transaction(tmp_path):
 def test_missing_store_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no editbench results"):
         load_results(tmp_path / "nowhere")
+
+
+def test_reading_a_store_never_writes_to_it(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _fill(store)
+        store.conn.execute("DROP TABLE capability")  # a store written before the capability table existed
+    before = (tmp_path / "results.sqlite").stat().st_mtime_ns
+    store = load_results(tmp_path)
+    assert store.capability().empty and len(store.scores()) == 12
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        store.conn.execute("DELETE FROM scores")
+    store.close()
+    assert (tmp_path / "results.sqlite").stat().st_mtime_ns == before
