@@ -95,9 +95,8 @@ def train(method: str, task: str, data: str | None, split: str, model: str | Non
                               trust_remote_code=trust_remote_code)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
-    history = json.loads((folder / "history.json").read_text())
-    best = min(history, key=lambda h: h["val_loss"])
-    click.echo(f"trained {method}: best validation loss {best['val_loss']:.4f} at step {best['step']} "
-               f"of {history[-1]['step']}")
+    summary = json.loads((folder / "history.json").read_text())
+    click.echo(f"trained {method}: kept the network of step {summary['kept_step']} of {summary['steps']} "
+               f"(validation loss {summary['kept_val_loss']:.4f})")
     click.echo(f"editor: {folder}  (use: editbench run --methods {method} "
                f"--method-checkpoint {method.partition('@')[0]}={folder})")

@@ -65,9 +65,11 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_result(name, micro
     straight = load_file(tmp_path / "straight" / "ed" / "editor.safetensors")
     resumed = load_file(broken / "editor.safetensors")
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
-    history = json.loads((broken / "history.json").read_text())
-    assert history == json.loads((tmp_path / "straight" / "ed" / "history.json").read_text())
-    assert [h["step"] for h in history] == [0, 2, 4, 6]
+    summary = json.loads((broken / "history.json").read_text())
+    assert summary == json.loads((tmp_path / "straight" / "ed" / "history.json").read_text())
+    assert [h["step"] for h in summary["history"]] == [0, 2, 4, 6] and summary["steps"] == 6
+    best = min(h["val_loss"] for h in summary["history"])
+    assert best <= summary["kept_val_loss"] <= best * (1 + 1e-3)  # the best network is the one kept
     assert not list(broken.glob("checkpoint-*"))
 
 
@@ -112,7 +114,7 @@ def test_train_command_then_run_with_the_checkpoint(micro_llama, tmp_path):
     result = CliRunner().invoke(main, ["train", "--method", "mend", "--model", str(micro_llama), *POCKET, *settings,
                                        "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "best validation loss" in result.output and (out / "editor.safetensors").is_file()
+    assert "kept the network of step" in result.output and (out / "editor.safetensors").is_file()
     saved = json.loads((out / "config.json").read_text())
     assert saved["method"] == "mend" and saved["identity"]["config"]["rank"] == 8
     assert set(saved["edit_lr"]) == {name for name, *_ in saved["modules"]}

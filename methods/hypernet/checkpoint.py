@@ -8,7 +8,8 @@ A training folder (``editbench train --out DIR`` or the run cache) holds
   folder and renamed into place, so a kill leaves either the previous or the new checkpoint:
   ``net.safetensors`` (networks and normaliser statistics), ``optimizer.safetensors`` (Adam),
   ``best.safetensors`` (the best network by validation loss so far) and ``trainer.json``;
-- ``editor.safetensors`` and ``history.json`` once training is finished (the best network).
+- ``editor.safetensors`` and ``history.json`` once training is finished: the kept network (the
+  best by validation loss, or the last) and the validation curve.
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ def load_checkpoint(path: Path) -> tuple[dict, dict, dict, dict]:
             load_file(path / "best.safetensors"), json.loads((path / "trainer.json").read_text()))
 
 
-def finish(folder: Path, best: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> None:
-    write_json(folder / "history.json", history)
+def finish(folder: Path, best: dict[str, torch.Tensor], summary: dict[str, Any]) -> None:
+    """``summary``: the kept network's step and validation loss, the steps taken, the validations."""
+    write_json(folder / "history.json", summary)
     save_tensors(folder / EDITOR_FILE, best)
     for old in _checkpoints(folder):
         shutil.rmtree(old, ignore_errors=True)
@@ -144,6 +146,11 @@ def load_editor(method, folder: Path) -> None:
     if saved["modules"] != describe_modules(method):
         raise ValueError(f"{folder} was trained for modules {saved['modules']}, but this model has "
                          f"{describe_modules(method)}: it belongs to another model")
+    ours = json.loads(json.dumps(method.config.training_fields(), default=str))
+    differing = sorted(k for k in ours if trained.get(k) != ours[k])
+    if differing:
+        log.warning("%s: %s was trained with other settings (%s) than this run's; using it as trained",
+                    method.name, folder, ", ".join(f"{k}={trained.get(k)!r}" for k in differing))
     if saved["identity"]["model"] != method.model_fingerprint():
         log.warning("%s: %s was trained on other weights of this architecture; using it anyway",
                     method.name, folder)

@@ -325,8 +325,10 @@ class Trainer:
                                      ckpt.optimizer_tensors(optimizer), best, state)
         finally:
             bar.close()
-        ckpt.finish(self.folder, best, state["history"])
         kept = state["best_step"] if config.select_best else state["step"]
+        kept_loss = next(h["val_loss"] for h in state["history"] if h["step"] == kept)
+        ckpt.finish(self.folder, best, {"kept_step": kept, "kept_val_loss": kept_loss, "steps": state["step"],
+                                        "history": state["history"]})
         log.info("%s: trained %d steps; best validation loss %.4f at step %d; kept the network of step %d",
                  method.name, state["step"], state["best"], state["best_step"], kept)
 
