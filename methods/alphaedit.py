@@ -2,21 +2,23 @@
 
 MEMIT trades the new edits off against preserved knowledge ``K0`` through ``lambda * E[k k^T]``;
 AlphaEdit removes that trade-off. It projects every weight change onto the null space of the
-preserved keys, ``Delta P`` with ``P K0 = 0``, so the edited layer's output on those keys cannot
-change at all, and solves for the edit with the projection inside the least-squares problem:
+preserved keys, ``Delta P`` with ``P K0 ~ 0``, so the edited layer's output on those keys does not
+change, and solves for the edit with the projection inside the least-squares problem
+(``||Delta P K - R||^2 + ||Delta P K_p||^2 + l2 ||Delta P||^2``, the paper's sequential form):
 
-    Delta P = R K^T P (P (K K^T + K_p K_p^T) + l2 * I)^(-1)     (transposed, as the release solves it)
+    Delta P = R K^T P ((K K^T + K_p K_p^T) P + l2 * I)^(-1)      (the release solves its transpose)
 
 ``P = U_0 U_0^T`` where ``U_0`` are the eigenvectors of ``E[k k^T]`` (its SVD, as the matrix is
 symmetric) whose eigenvalues fall below ``nullspace_threshold``. ``K_p K_p^T`` accumulates the keys
-of every earlier batch, so later edits keep the outputs of earlier ones (the sequential form of the
-paper); it is lifelong state and part of :meth:`state_dict`. ``l2`` keeps the solve well posed.
+of every earlier batch, so later edits keep the outputs of earlier ones; it is lifelong state and
+part of :meth:`state_dict`. ``l2`` keeps the solve well posed and the update small.
 
 The target values, keys and residual spread are MEMIT's, shared in :mod:`.locate`. The published
-settings are presets (``alphaedit@gpt2-xl``, ``@gpt-j``, ``@llama3-8b``); the release's hparams
-files also list MEMIT's ``mom2_update_weight``, which its update never reads, so it is not a setting
-here. The threshold is absolute, so it depends on the scale of a model's keys; the pocket-world
-default was chosen from that model's key spectrum (docs/locate-then-edit.md).
+settings are presets (``alphaedit@gpt2-xl``, ``@gpt-j``, ``@llama3-8b``: threshold 2e-2, l2 10); the
+release's hparams files also list MEMIT's ``mom2_update_weight``, which its update never reads, so
+it is not a setting here. The threshold is absolute, so it depends on the scale of a model's keys;
+the pocket defaults (0.5, 3) were chosen on that model, whose keys at 2e-2 / 10 leave every edit
+unwritten (docs/locate-then-edit.md).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def null_space_projection(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class AlphaEditConfig(LocateConfig):
-    nullspace_threshold: float = 2e-2
-    l2: float = 10.0  # the release's "L2"
+    nullspace_threshold: float = 0.5  # published 2e-2; see the module docstring
+    l2: float = 3.0  # the release's "L2" (published 10)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -29,7 +29,7 @@ from .locate.editor import LocateThenEdit
 
 @dataclass(frozen=True)
 class MEMITConfig(LocateConfig):
-    mom2_update_weight: float = 1000.0
+    mom2_update_weight: float = 100.0
 
     def __post_init__(self) -> None:
         super().__post_init__()

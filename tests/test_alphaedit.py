@@ -109,7 +109,48 @@ def test_published_presets():
                          owner="alphaedit@llama3-8b")
     assert llama.layers == (4, 5, 6, 7, 8) and llama.v_steps == 25 and llama.v_lr == 0.1
     assert llama.nullspace_threshold == 2e-2 and llama.l2 == 10 and llama.mom2_n_samples == 100_000
+    assert llama.context_prefixes == 5 and llama.stats_corpus == "hub"
     gpt2 = build_config(AlphaEditConfig, {k: str(v) for k, v in AlphaEdit.presets["gpt2-xl"].items()}, owner="x")
     assert gpt2.layers == (13, 14, 15, 16, 17) and gpt2.v_steps == 20 and gpt2.v_lr == 0.5
     with pytest.raises(ValueError, match="nullspace_threshold"):
         AlphaEditConfig(nullspace_threshold=0)
+
+
+def test_a_failed_run_resumes_to_the_uninterrupted_result(tmp_path, micro_llama, monkeypatch):
+    """Lifelong state goes through the runner's snapshots: a run that stops after two checkpoints and
+    is rerun scores every checkpoint as a run that never stopped."""
+    import pandas as pd
+
+    from editbench.harness.runner import Runner, RunSpec
+    from editbench.harness.store import load_results
+
+    params = {"pocket": {"n_entities": "20"},
+              "alphaedit": {"layers": "0,1", "v_steps": "5", "context_prefixes": "1", "mom2_n_samples": "300",
+                            "l2": "1e-5", "clamp_norm_factor": "20"}}
+
+    def spec(out):
+        return RunSpec(methods=("alphaedit",), task="pocket", model=str(micro_llama), edits=8, batch_size=2,
+                       checkpoints="2,4,6,8", device="cpu", params=params, out=out, cache_dir=tmp_path / "cache")
+
+    assert Runner(spec(tmp_path / "clean")).run().ok
+    calls = {"n": 0}
+    apply = AlphaEdit.apply
+
+    def fail_third(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("interrupted")
+        apply(self, batch)
+
+    monkeypatch.setattr(AlphaEdit, "apply", fail_third)
+    assert not Runner(spec(tmp_path / "stopped")).run().ok
+    monkeypatch.setattr(AlphaEdit, "apply", apply)
+    assert Runner(spec(tmp_path / "stopped")).run().ok
+
+    def scores(folder):
+        return load_results(folder).scores().drop(columns="run_id").sort_values(
+            ["n_edits", "position", "metric"]).reset_index(drop=True)
+
+    stopped, clean = scores(tmp_path / "stopped"), scores(tmp_path / "clean")
+    assert sorted(stopped["n_edits"].unique()) == [2, 4, 6, 8]
+    pd.testing.assert_frame_equal(stopped, clean)

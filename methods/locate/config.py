@@ -16,7 +16,8 @@ from ..base import MethodConfig
 class LocateConfig(MethodConfig):
     #: MLP layers whose output projection is edited; the last one is where the target value
     #: vector is optimised (MEMIT's "critical path" ends there). Negative indices count from the top.
-    layers: tuple[int, ...] = (1, 2)
+    #: The pocket model recalls facts through its subject's last token only at layer 0's output.
+    layers: tuple[int, ...] = (0,)
     # Target value optimisation (MEMIT Alg. 1, the z_i step): Adam on a delta added to the last
     # edited layer's output at the subject's last token.
     v_steps: int = 25
@@ -27,8 +28,9 @@ class LocateConfig(MethodConfig):
     v_stop_loss: float = 5e-2  # a record's optimisation stops once its loss is this small
     v_chunk: int = 16  # records optimised together (memory bound only; results do not depend on it)
     #: Generated prefixes ("The ...", "Because ...") under which the edit must also hold, as the
-    #: published code does with 5 prefixes of 10 tokens; 0 edits the bare prompt only.
-    context_prefixes: int = 5
+    #: published code does with 5 prefixes of 10 tokens (the presets); 0 edits the bare prompt only,
+    #: the pocket default: its model makes no sense of multi-sentence text, and they cost 4x the time.
+    context_prefixes: int = 0
     context_prefix_tokens: int = 10
     # Key second moments E[k k^T] at each edited layer, over a corpus (MEMIT's C0, up to its weight).
     #: "auto": the task's own text when it has one, else ``stats_hub``; "task"; "hub"; or a path
