@@ -76,3 +76,13 @@ class PairScore:
             return 1.0
         same = sum(a == b for a, b in zip(self.predictions, other.predictions, strict=True))
         return same / len(self.predictions)
+
+
+def check_disjoint(train: Iterable[EditRecord], scored: Iterable[EditRecord], task: str, what: str) -> None:
+    """Refuse a train split that shares a record (id or prompt) with records that will be scored."""
+    scored = list(scored)
+    uids, prompts = {r.uid for r in scored}, {r.prompt for r in scored}
+    clash = next((r for r in train if r.uid in uids or r.prompt in prompts), None)
+    if clash is not None:
+        raise ValueError(f"the {task} train split overlaps {what} (record {clash.uid!r}, prompt {clash.prompt!r}); "
+                         "a method must never train on what it is scored on")

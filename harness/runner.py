@@ -30,7 +30,7 @@ from .plan import eval_positions, parse_checkpoints, plan_batches
 from .probe import HFProbe
 from .probe_vllm import vllm_available
 from .progress import progress
-from .records import EditRecord, PairScore, dataset_hash
+from .records import EditRecord, PairScore, check_disjoint, dataset_hash
 from .snapshot import load_snapshot, prune_snapshots, save_snapshot
 from .store import ResultsStore
 from .timing import MemoryMonitor, PhaseTimer, device_name
@@ -255,12 +255,7 @@ class Runner:
     def train_records(self) -> list[EditRecord]:
         """The task's train split, refused if it shares any record with the edits of this run."""
         train = self.task.load("train")
-        edited_uids = {r.uid for r in self.records}
-        edited_prompts = {r.prompt for r in self.records}
-        clash = next((r for r in train if r.uid in edited_uids or r.prompt in edited_prompts), None)
-        if clash is not None:
-            raise ValueError(f"the {self.task.name} train split overlaps the evaluated edits (record {clash.uid!r}, "
-                             f"prompt {clash.prompt!r}); a method must never train on what it is scored on")
+        check_disjoint(train, self.records, self.task.name, "the evaluated edits")
         return train
 
     def _load(self):

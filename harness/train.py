@@ -18,19 +18,9 @@ import torch
 
 from .cache import cache_root
 from .configs import parse_overrides
-from .records import EditRecord
+from .records import check_disjoint
 
 log = logging.getLogger(__name__)
-
-
-def check_disjoint(train: list[EditRecord], evaluated: list[EditRecord], task: str, split: str) -> None:
-    """Refuse a train split that shares a record (id or prompt) with the split that will be scored."""
-    uids = {r.uid for r in evaluated}
-    prompts = {r.prompt for r in evaluated}
-    clash = next((r for r in train if r.uid in uids or r.prompt in prompts), None)
-    if clash is not None:
-        raise ValueError(f"the {task} train split overlaps its {split!r} split (record {clash.uid!r}, prompt "
-                         f"{clash.prompt!r}); an editor must never train on what it will be scored on")
 
 
 def train_editor(method: str, out: Path, task: str = "pocket", data: str | None = None, split: str = "eval",
@@ -57,7 +47,7 @@ def train_editor(method: str, out: Path, task: str = "pocket", data: str | None 
     if source is None:
         raise ValueError(f"the {task_obj.name} task has no built-in model: pass --model NAME_OR_PATH")
     train_records = task_obj.load("train")
-    check_disjoint(train_records, task_obj.load(split), task_obj.name, split)
+    check_disjoint(train_records, task_obj.load(split), task_obj.name, f"its {split!r} split")
     torch_device = resolve_device(device)
     lm, tokenizer = load_model(source, torch_device, resolve_dtype(dtype, torch_device), trust_remote_code)
     ctx = EditContext(model=lm, tokenizer=tokenizer, layout=ModelLayout.of(lm), device=torch_device,

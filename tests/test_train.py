@@ -9,9 +9,8 @@ from safetensors.torch import load_file
 from test_hypernet import make_context
 
 from editbench.harness.cli import main
-from editbench.harness.records import EditRecord
+from editbench.harness.records import EditRecord, check_disjoint
 from editbench.harness.runner import Runner, RunSpec
-from editbench.harness.train import check_disjoint
 from editbench.methods.hypernet import HypernetMethod
 from editbench.methods.hypernet.checkpoint import load_editor
 from editbench.methods.hypernet.training import Trainer
@@ -100,7 +99,7 @@ def test_train_refuses_a_train_split_that_overlaps_the_scored_one():
     b = EditRecord(uid="2", prompt="q is", subject="q", target_new="y")
     check_disjoint([a], [b], "t", "eval")
     with pytest.raises(ValueError, match="overlaps its 'eval' split.*'1'"):
-        check_disjoint([a], [b, EditRecord(uid="1", prompt="other", subject="o", target_new="z")], "t", "eval")
+        check_disjoint([a], [b, EditRecord(uid="1", prompt="other", subject="o", target_new="z")], "t", "its 'eval' split")
     with pytest.raises(ValueError, match="prompt 'q is'"):
         check_disjoint([EditRecord(uid="9", prompt="q is", subject="q", target_new="w")], [b], "t", "eval")
 
