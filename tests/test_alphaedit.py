@@ -30,7 +30,7 @@ def test_projection_is_symmetric_idempotent_and_kills_preserved_directions():
 
 def _config(threshold: float, **extra) -> AlphaEditConfig:
     settings = dict(layers=(0, 1), v_steps=30, clamp_norm_factor=20.0, v_weight_decay=0.0, context_prefixes=0,
-                    nullspace_threshold=threshold, l2=1e-3)
+                    nullspace_threshold=threshold, l2=1e-3, mom2_n_samples=200)
     return AlphaEditConfig(**{**settings, **extra})
 
 
