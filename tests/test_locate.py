@@ -155,3 +155,12 @@ def test_config_errors_name_the_field():
         LocateConfig(v_lr=0)
     with pytest.raises(ValueError, match="mom2_n_samples"):
         LocateConfig(mom2_n_samples=0)
+
+
+def test_hub_corpus_without_datasets_says_what_to_do(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    corpus = resolve_corpus("hub", "Salesforce/wikitext:wikitext-103-raw-v1", None)
+    with pytest.raises(RuntimeError, match="stats_corpus=PATH"):
+        corpus.take(10)

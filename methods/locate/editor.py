@@ -65,6 +65,10 @@ class LocateThenEdit(EditMethod):
 
     def prepare(self) -> None:
         ctx, config = self.ctx, self.config
+        dtype = ctx.parameter(self.edited_parameters()[0]).dtype
+        if dtype != torch.float32:
+            log.warning("%s edits %s weights: changes below that dtype's resolution are lost; the published "
+                        "runs edit float32 weights (--dtype float32)", self.name, str(dtype).removeprefix("torch."))
         corpus = resolve_corpus(config.stats_corpus, config.stats_hub, ctx.task)
         stats = key_second_moments(ctx.model, ctx.encoder, self.modules, corpus, config.mom2_n_samples,
                                    ctx.cache_dir, ctx.device, config.stats_batch_tokens)
