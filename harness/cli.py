@@ -121,7 +121,13 @@ def run(**options) -> None:
 
 
 def _print_run(store, runner, outcome) -> None:
-    from ..reports.summary import capability_frame, format_table, summary_frame, task_metrics_frame
+    from ..reports.summary import (
+        capability_frame,
+        format_table,
+        run_summary,
+        summary_frame,
+        task_metrics_frame,
+    )
 
     runs = store.runs().set_index("run_id")
     baseline = runs.loc[outcome.run_id, "baseline"] or {}
@@ -130,8 +136,9 @@ def _print_run(store, runner, outcome) -> None:
                f"seed={runner.spec.seed}  device={runs.loc[outcome.run_id, 'device']}")
     if "pre_edit_accuracy" in baseline:
         click.echo(f"unedited model accuracy on the edited facts: {baseline['pre_edit_accuracy']:.3f}")
-    click.echo(format_table(summary_frame(store, outcome.run_id)))
-    extra = task_metrics_frame(store, outcome.run_id)
+    summary = run_summary(store, outcome.run_id)
+    click.echo(format_table(summary_frame(summary)))
+    extra = task_metrics_frame(summary)
     if not extra.empty:
         click.echo(f"\n{runner.task.name} metrics:")
         click.echo(format_table(extra))

@@ -16,29 +16,36 @@ COLUMNS = {
 }
 
 
-def summary_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
-    """Core metrics with time and memory, method x checkpoint."""
+#: Columns that the store's checkpoints table adds to every summary row (not metrics).
+CHECKPOINT_FIELDS = {"run_id", "method", "n_edits", "edit_seconds", "eval_seconds", "seconds_per_edit",
+                     "peak_memory_bytes", "created"}
+
+
+def run_summary(store: ResultsStore, run_id: str) -> pd.DataFrame:
+    """One run's per-checkpoint means, read once and shared by the tables below; metric columns that
+    only other runs in the store have are dropped."""
     frame = store.summary()
     if frame.empty:
         return frame
-    frame = frame[frame["run_id"] == run_id]
-    keep = ["method", "n_edits"] + [c for c in COLUMNS if c in frame.columns]
-    frame = frame[keep].copy()
+    return frame[frame["run_id"] == run_id].dropna(axis=1, how="all")
+
+
+def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """Core metrics with time and memory, method x checkpoint."""
+    if summary.empty:
+        return summary
+    keep = ["method", "n_edits"] + [c for c in COLUMNS if c in summary.columns]
+    frame = summary[keep].copy()
     frame["peak_memory_bytes"] = frame["peak_memory_bytes"] / 2**20
     return frame.rename(columns={"n_edits": "edits", **COLUMNS})
 
 
-def task_metrics_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
+def task_metrics_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """The task's own metric variants (CounterFact success/magnitude, fluency...), if it has any."""
-    frame = store.summary()
-    if frame.empty:
-        return frame
-    frame = frame[frame["run_id"] == run_id]
-    extra = [c for c in store.per_edit().columns
-             if c not in COLUMNS and c not in ("run_id", "method", "n_edits", "position", "uid")]
+    extra = [c for c in summary.columns if c not in COLUMNS and c not in CHECKPOINT_FIELDS]
     if not extra:
-        return frame.iloc[0:0]
-    return frame[["method", "n_edits", *extra]].rename(columns={"n_edits": "edits"})
+        return summary.iloc[0:0]
+    return summary[["method", "n_edits", *extra]].rename(columns={"n_edits": "edits"})
 
 
 def capability_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:

@@ -71,6 +71,3 @@ class Task(ABC):
         runner's. The default adds none."""
         return []
 
-    def describe(self) -> dict[str, Any]:
-        return {"task": self.name, "options": {k: str(v) for k, v in vars(self.options).items()},
-                "config": vars(self.config)}
