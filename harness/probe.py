@@ -8,6 +8,7 @@ summed log-probability and the argmax tokens. The Hugging Face backend lives her
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from torch import nn
 from .progress import progress
 from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,20 +41,35 @@ class ProbeBackend(Protocol):
         ...
 
 
-def target_logprobs(model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward a PairBatch; return (label log-probs, argmax ids, row index) at target positions.
+def head_only_logits(model: nn.Module, batch) -> torch.Tensor | None:
+    """Logits at the target positions alone: the base model's hidden states, with the output head
+    applied only where a target token is predicted. On a 50k-256k vocabulary the head is a large
+    share of the forward pass, and full logits are batch x length x vocab (gigabytes at 8k tokens).
+    ``None`` when the model has no separate base and head."""
+    base = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if base is None or base is model or head is None:
+        return None
+    hidden = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask)[0]
+    logits = head(hidden[batch.target_mask])
+    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    if softcap:  # Gemma 2 and 3 squash their logits after the head
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
 
-    Only target positions are put through log-softmax, which keeps memory at N x vocab rather
-    than batch x length x vocab for large vocabularies.
-    """
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    picked = logits[batch.target_mask].float()
-    logprobs = torch.log_softmax(picked, dim=-1)
-    labels = batch.labels[batch.target_mask]
-    label_logprobs = logprobs.gather(1, labels.unsqueeze(1)).squeeze(1)
-    rows = batch.target_mask.nonzero()[:, 0]
-    return label_logprobs, picked.argmax(dim=-1), rows
 
+def full_logits(model: nn.Module, batch) -> torch.Tensor:
+    """Logits at the target positions, cut from the model's own full forward pass."""
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[batch.target_mask]
+
+
+def agree(fast: torch.Tensor, full: torch.Tensor) -> bool:
+    tolerance = 1e-4 if full.dtype == torch.float32 else 3e-2
+    return fast.shape == full.shape and torch.allclose(fast.float(), full.float(), rtol=tolerance, atol=tolerance)
+
+
+#: Rows of the first batch on which the head-only path is checked against the full logits.
+CHECK_ROWS = 8
 
 #: Architectures whose learned position embeddings cannot go past the configured length.
 ABSOLUTE_POSITIONS = {"gpt2", "opt", "bloom"}
@@ -67,6 +85,21 @@ class HFProbe:
         self.max_tokens = max_tokens
         #: time spent in the model's forward passes (and reading their results back), for overhead accounting
         self.forward_seconds = 0.0
+        #: whether ``head_only_logits`` reproduces the model's own logits; checked on the first batch,
+        #: so a model that changes its logits after the head in a way we do not know falls back
+        self.head_only: bool | None = None
+
+    def target_logits(self, batch) -> torch.Tensor:
+        if self.head_only is False:
+            return full_logits(self.model, batch)
+        if self.head_only is None:
+            sample = batch.first(CHECK_ROWS)
+            fast = head_only_logits(self.model, sample)
+            self.head_only = fast is not None and agree(fast, full_logits(self.model, sample))
+            if not self.head_only:
+                log.info("scoring with full logits: the output head alone does not reproduce this model's logits")
+                return full_logits(self.model, batch)
+        return head_only_logits(self.model, batch)
 
     def _batches(self, encoded):
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
@@ -83,7 +116,7 @@ class HFProbe:
 
     @torch.inference_mode()
     def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]:
-        encoded = [self.encoder.encode(p.prompt, p.target) for p in pairs]
+        encoded = self.encoder.encode_many([(p.prompt, p.target) for p in pairs])
         config = getattr(self.model, "config", None)
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         too_long = next((i for i, e in enumerate(encoded) if limit and len(e.ids) > limit), None)
@@ -97,8 +130,11 @@ class HFProbe:
         for indices in progress(batches, desc="scoring", unit="batch", disable=len(batches) < 4):
             batch = self.encoder.collate([encoded[i] for i in indices]).to(self.device)
             started = time.perf_counter()
-            label_lp, argmax, _ = target_logprobs(self.model, batch)
-            correct = argmax == batch.labels[batch.target_mask]
+            picked = self.target_logits(batch).float()
+            labels = batch.labels[batch.target_mask]
+            label_lp = torch.log_softmax(picked, dim=-1).gather(1, labels.unsqueeze(1)).squeeze(1)
+            argmax = picked.argmax(dim=-1)
+            correct = argmax == labels
             counts = batch.target_mask.sum(1).tolist()
             label_lp, argmax, correct = label_lp.tolist(), argmax.tolist(), correct.tolist()  # syncs the device
             self.forward_seconds += time.perf_counter() - started

@@ -71,7 +71,7 @@ class VLLMProbe:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        encoded = [self.encoder.encode(p.prompt, p.target) for p in pairs]
+        encoded = self.encoder.encode_many([(p.prompt, p.target) for p in pairs])
         params = SamplingParams(max_tokens=1, prompt_logprobs=1, temperature=0.0)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(e.ids)) for e in encoded], params,
                                     use_tqdm=False)

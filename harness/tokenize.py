@@ -35,13 +35,21 @@ class PairBatch:
     target_mask: torch.Tensor
     prompt_last: torch.Tensor
 
+    def _fields(self) -> tuple[torch.Tensor, ...]:
+        return self.input_ids, self.attention_mask, self.labels, self.target_mask, self.prompt_last
+
     def to(self, device: torch.device) -> PairBatch:
-        return PairBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels,
-                                                   self.target_mask, self.prompt_last)))
+        return PairBatch(*(t.to(device) for t in self._fields()))
+
+    def first(self, n: int) -> PairBatch:
+        """The batch's first ``n`` rows."""
+        return PairBatch(*(t[:n] for t in self._fields()))
 
 
 class PairEncoder:
     """Encodes pairs for one tokenizer, keeping its leading special tokens (BOS) once."""
+
+    CACHE_LIMIT = 1_000_000  # pairs; a lifelong run re-scores the same pairs at every checkpoint
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
@@ -52,42 +60,58 @@ class PairEncoder:
         self._cache: dict[tuple[str, str], EncodedPair] = {}
 
     def _ids(self, text: str) -> list[int]:
-        return self.prefix + list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._ids_many([text])[0]
+
+    def _ids_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """One tokenizer call for many texts: fast tokenizers encode a list in one Rust call, which is
+        most of what batched scoring saves over a call per record."""
+        if not texts:
+            return []
+        backend = getattr(self.tokenizer, "backend_tokenizer", None) if getattr(self.tokenizer, "is_fast", False) else None
+        if backend is not None and backend.truncation is None and backend.padding is None:
+            # what the wrapper's call does for a fast tokenizer, without its per-text Python conversion
+            encoded = [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=False)]
+        else:
+            encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [self.prefix + list(ids) for ids in encoded]
 
     def encode_prompt(self, prompt: str) -> list[int]:
         return self._ids(prompt)
 
     def encode(self, prompt: str, target: str) -> EncodedPair:
-        key = (prompt, target)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        prompt_ids = self._ids(prompt)
-        full = self._ids(f"{prompt} {target}")
+        return self.encode_many([(prompt, target)])[0]
+
+    def encode_many(self, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
+        """Encode (prompt, target) pairs, tokenizing the ones not cached yet in one batch."""
+        missing = list(dict.fromkeys(key for key in pairs if key not in self._cache))
+        prompt_ids = self._ids_many([prompt for prompt, _ in missing])
+        full_ids = self._ids_many([f"{prompt} {target}" for prompt, target in missing])
+        fresh = {key: self._join(key, p, f) for key, p, f in zip(missing, prompt_ids, full_ids, strict=True)}
+        if len(self._cache) + len(fresh) <= self.CACHE_LIMIT:
+            self._cache.update(fresh)
+        return [fresh[key] if key in fresh else self._cache[key] for key in pairs]
+
+    def _join(self, key: tuple[str, str], prompt_ids: list[int], full: list[int]) -> EncodedPair:
         if full[: len(prompt_ids)] == prompt_ids and len(full) > len(prompt_ids):
-            encoded = EncodedPair(tuple(full), len(prompt_ids))
-        else:  # the tokenizer merged across the boundary: fall back to separate pieces
-            target_ids = self.tokenizer(" " + target, add_special_tokens=False)["input_ids"]
-            if not target_ids:
-                raise ValueError(f"target {target!r} of prompt {prompt!r} tokenizes to nothing")
-            encoded = EncodedPair(tuple(prompt_ids + list(target_ids)), len(prompt_ids))
-        if len(self._cache) < 1_000_000:
-            self._cache[key] = encoded
-        return encoded
+            return EncodedPair(tuple(full), len(prompt_ids))
+        # the tokenizer merged across the boundary: fall back to separate pieces
+        prompt, target = key
+        target_ids = self.tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+        if not target_ids:
+            raise ValueError(f"target {target!r} of prompt {prompt!r} tokenizes to nothing")
+        return EncodedPair(tuple(prompt_ids + list(target_ids)), len(prompt_ids))
 
     def collate(self, pairs: Sequence[EncodedPair]) -> PairBatch:
+        """Pad on the right and derive every mask from lengths in whole-tensor operations."""
         width = max(len(p.ids) for p in pairs)
-        n = len(pairs)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)
-        labels = torch.zeros((n, width), dtype=torch.long)
-        target_mask = torch.zeros((n, width), dtype=torch.bool)
-        prompt_last = torch.zeros(n, dtype=torch.long)
-        for row, pair in enumerate(pairs):
-            ids = torch.tensor(pair.ids, dtype=torch.long)
-            input_ids[row, : len(ids)] = ids
-            attention_mask[row, : len(ids)] = 1
-            labels[row, : len(ids) - 1] = ids[1:]
-            target_mask[row, pair.n_prompt - 1 : len(ids) - 1] = True
-            prompt_last[row] = pair.n_prompt - 1
+        input_ids = torch.tensor([p.ids + (self.pad_id,) * (width - len(p.ids)) for p in pairs], dtype=torch.long)
+        lengths = torch.tensor([len(p.ids) for p in pairs], dtype=torch.long).unsqueeze(1)
+        prompt_last = torch.tensor([p.n_prompt - 1 for p in pairs], dtype=torch.long)
+        positions = torch.arange(width).unsqueeze(0)
+        attention_mask = (positions < lengths).long()
+        predicts = positions < lengths - 1  # positions whose next token is a real one
+        labels = torch.zeros_like(input_ids)
+        labels[:, :-1] = input_ids[:, 1:]
+        labels[~predicts] = 0
+        target_mask = predicts & (positions >= prompt_last.unsqueeze(1))
         return PairBatch(input_ids, attention_mask, labels, target_mask, prompt_last)

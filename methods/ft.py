@@ -58,9 +58,8 @@ class FineTune(EditMethod):
         (name,) = self.edited_parameters()
         weight = self.ctx.parameter(name)
         original = weight.detach().clone()
-        encoded = self.ctx.encoder.collate(
-            [self.ctx.encoder.encode(r.prompt, r.target_new) for r in batch]
-        ).to(self.ctx.device)
+        encoder = self.ctx.encoder
+        encoded = encoder.collate(encoder.encode_many([(r.prompt, r.target_new) for r in batch])).to(self.ctx.device)
         weight.requires_grad_(True)
         optimizer = torch.optim.Adam([weight], lr=config.lr)
         try:

@@ -36,6 +36,17 @@ def test_scores_match_a_direct_unpadded_computation(micro_model_path):
         assert score.n_tokens == len(labels)
         assert abs(score.logprob - sum(float(logprobs[i, lab]) for i, lab in zip(positions, labels))) < 1e-4
         assert score.token_accuracy == sum(a == lab for a, lab in zip(argmax, labels)) / len(labels)
+    assert probe.head_only  # the batches after the first took the head-only path and still agree
+
+
+def test_a_model_whose_logits_the_head_alone_does_not_give_is_scored_from_full_logits(micro_llama):
+    model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
+    pairs = [ScoringPair("A b c", "d e f g"), ScoringPair("Hello", "world")] * 4
+    expected = HFProbe(model, tokenizer, torch.device("cpu")).score(pairs)
+    model.config.final_logit_softcapping = 0.5  # Llama's forward ignores it; the head-only path would not
+    probe = HFProbe(model, tokenizer, torch.device("cpu"), max_tokens=16)
+    assert probe.score(pairs) == expected
+    assert probe.head_only is False
 
 
 def test_token_accuracy_right_wrong_and_half_right():
@@ -50,8 +61,11 @@ def test_token_accuracy_right_wrong_and_half_right():
     class Tok:
         pad_token_id = 0
 
-        def __call__(self, text, add_special_tokens=True):
-            return {"input_ids": [ord(t) % 10 if not t.isdigit() else int(t) for t in text.split()]}
+        def __call__(self, text, add_special_tokens=True):  # one text or a list, as Hugging Face's
+            def ids(one):
+                return [ord(t) % 10 if not t.isdigit() else int(t) for t in one.split()]
+
+            return {"input_ids": [ids(t) for t in text] if isinstance(text, list) else ids(text)}
 
     probe = HFProbe(Always5(), Tok(), torch.device("cpu"))
     right, wrong, half = probe.score([ScoringPair("1 2", "5 5"), ScoringPair("1 2", "3 4"), ScoringPair("1", "5 7")])
@@ -62,3 +76,35 @@ def test_token_accuracy_right_wrong_and_half_right():
 def test_agreement_counts_matching_tokens():
     a = PairScore(1.0, 0.0, 4, (1, 2, 3, 4))
     assert a.agreement(PairScore(0.0, 0.0, 4, (1, 2, 0, 0))) == 0.5
+
+
+def test_the_fast_path_of_the_encoder_gives_the_tokenizers_own_ids(world_tokenizer):
+    texts = ["Fact: somebody lives in", "Fact: somebody lives in Ostwen Ford", "x y", "héllo  wörld"]
+    assert world_tokenizer.is_fast
+    expected = [world_tokenizer.encode(t) for t in texts]  # with its special tokens, as the encoder keeps them
+    assert PairEncoder(world_tokenizer)._ids_many(texts) == expected
+
+
+def test_pair_encoder_batches_match_single_encodings_and_masks_mark_target_predictions():
+    class Tok:  # whitespace words to ids; "=" merges with the word after it, across the boundary
+        pad_token_id = 0
+
+        def __call__(self, text, add_special_tokens=True):
+            def ids(one):
+                words = one.replace("= ", "=").split()
+                return ([1] if add_special_tokens else []) + [10 + sum(map(ord, w)) % 50 for w in words]
+
+            return {"input_ids": [ids(t) for t in text] if isinstance(text, list) else ids(text)}
+
+    pairs = [("a b c", "d"), ("a", "e f"), ("x =", "y"), ("a", "e f")]
+    batched = PairEncoder(Tok()).encode_many(pairs)
+    assert batched == [PairEncoder(Tok()).encode(p, t) for p, t in pairs]
+    assert [(len(e.ids), e.n_prompt) for e in batched] == [(5, 4), (4, 2), (4, 3), (4, 2)]
+    assert batched[2].ids[-1] == Tok()(" y", add_special_tokens=False)["input_ids"][0]  # merged: pieces
+    batch = PairEncoder(Tok()).collate(batched[:2])
+    ids = batched[1].ids
+    assert batch.input_ids[1].tolist() == [*ids, 0]
+    assert batch.attention_mask.tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
+    assert batch.target_mask.tolist() == [[False, False, False, True, False], [False, True, True, False, False]]
+    assert batch.labels[1, :3].tolist() == list(ids[1:]) and batch.labels[1, 3:].tolist() == [0, 0]
+    assert batch.prompt_last.tolist() == [3, 1]

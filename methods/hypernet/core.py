@@ -64,7 +64,7 @@ class HypernetMethod(EditMethod):
     # -- shared machinery ---------------------------------------------------------------------------
     def encode(self, pairs: Sequence[tuple[str, str]]) -> PairBatch:
         encoder = self.ctx.encoder
-        return encoder.collate([encoder.encode(p, t) for p, t in pairs]).to(self.ctx.device)
+        return encoder.collate(encoder.encode_many(pairs)).to(self.ctx.device)
 
     def cache(self, records: Sequence[EditRecord]) -> KeysAndGrads:
         """Keys and output gradients of the edit prompts on the live model, at the answer tokens or,
