@@ -74,3 +74,16 @@ def test_the_l2_penalty_on_updates_takes_effect(micro_llama, tmp_path):
     assert parts["l2"] > 0
     assert not torch.allclose(plain, penalised)
     assert torch.allclose(plain, as_released)  # the released code's L2 changes nothing
+
+
+def test_caps_on_train_and_validation_records_sample_a_seeded_subset(micro_llama, tmp_path):
+    ctx = make_context(micro_llama, tmp_path)
+    given = ctx.train_records()
+    config = dataclasses.replace(CONFIG, max_train_records=12, max_val_records=4, val_fraction=0.5)
+    first, second = (Trainer(RLEdit(config, ctx), given, tmp_path / "run") for _ in range(2))
+    assert len(first.val) == 4 and len(first.train) == 8  # the share would be 6; the cap holds it to 4
+    assert {r.uid for r in first.train + first.val} <= {r.uid for r in given}
+    assert [r.uid for r in first.train] == [r.uid for r in second.train]  # seeded
+    assert first.records == given  # the training is identified by the records it was given
+    uncapped = Trainer(RLEdit(dataclasses.replace(config, max_train_records=0), ctx), given, tmp_path / "run")
+    assert len(uncapped.train) + len(uncapped.val) == len(given) > 12

@@ -43,7 +43,13 @@ class HypernetConfig(MethodConfig):
     val_every: int = 26  # optimiser steps between validations (each also writes a checkpoint)
     patience: int = 3  # stop after this many validations without improvement (the plateau)
     val_fraction: float = 0.2  # share of the train split held out for the validation loss
+    #: validation records at most: every validation walks all of them, so on a large train split
+    #: (ZsRE's 160k) an uncapped share would cost more than the training steps (MEND caps it too)
+    max_val_records: int = 1000
     max_epochs: int = 0  # passes over the train split at most; 0: no limit (MEND/MALMEN releases: 1)
+    #: train on a seeded sample of this many records of the train split; 0: all of them. RLEdit's
+    #: steps each walk the whole split, so its training time grows with the split's size
+    max_train_records: int = 0
     warm_up: bool = True  # fill the normalisers from the train split before training (releases: no)
     backtrack_grad: bool = True  # step t's paraphrase losses reach the window's updates (releases: only t's)
     select_best: bool = True  # keep the best network by validation loss; False: the last (releases)
@@ -69,13 +75,15 @@ class HypernetConfig(MethodConfig):
             raise ValueError("warm_up=false needs edit_lr set and max_steps >= 1: the edit lr rule and an "
                              "untrained network both need the normaliser's statistics")
         positive = ("rank", "n_blocks", "train_batch", "depth", "val_every", "patience",
-                    "paraphrases_per_edit", "neighbours_per_edit")
+                    "paraphrases_per_edit", "neighbours_per_edit", "max_val_records")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("sequence_length", "max_steps", "max_epochs"):
+        for name in ("sequence_length", "max_steps", "max_epochs", "max_train_records"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.max_train_records == 1:
+            raise ValueError("max_train_records must be 0 (all) or at least 2 (a train and a validation share)")
         if self.block_bias < 0:
             raise ValueError(f"block_bias must be 0 or more, got {self.block_bias}")
         for name in ("meta_lr", "max_grad_norm", "edit_scale"):

@@ -77,12 +77,18 @@ class Trainer:
         if len(records) < 2:
             raise ValueError(f"{method.name} needs at least 2 train records to train (a train and a "
                              f"validation share), got {len(records)}; does the task have a train split?")
+        # the records as given identify the training; the cap picks from them
         self.method, self.config, self.folder, self.records = method, config, Path(folder), records
         self.model = method.ctx.model
         self.seed = method.ctx.seed
+        if config.max_train_records and len(records) > config.max_train_records:
+            keep = random.Random(f"{self.seed}-sample").sample(range(len(records)), config.max_train_records)
+            log.info("%s: training on %d of the %d train records (max_train_records)", method.name,
+                     config.max_train_records, len(records))
+            records = [records[i] for i in sorted(keep)]
         order = list(range(len(records)))
         random.Random(f"{self.seed}-split").shuffle(order)
-        n_val = min(len(records) - 1, max(1, round(config.val_fraction * len(records))))
+        n_val = min(len(records) - 1, config.max_val_records, max(1, round(config.val_fraction * len(records))))
         if n_val >= config.train_batch:  # whole batches only, so no odd small batch skews the loss
             n_val = round(n_val / config.train_batch) * config.train_batch
         self.val = [records[i] for i in sorted(order[:n_val])]
