@@ -25,11 +25,13 @@ from pathlib import Path
 import click
 import torch
 
+from .cache import atomic_write_bytes
 from .configs import parse_overrides
 from .models import load_model, resolve_device
 from .probe import HFProbe
 from .records import ScoringPair
 from .timing import device_name
+from .tokenize import PairEncoder
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +62,85 @@ def build_micro_model(folder: Path, spec: MicroModel, seed: int = 0) -> Path:
     return folder
 
 
-def scoring_throughput(model_path: Path, device: torch.device, n_pairs: int) -> dict[str, float]:
-    """Batched scoring against one pair per forward pass, on the same pairs."""
+def score_one_at_a_time(model, encoder: PairEncoder, pairs: list[ScoringPair],
+                        device: torch.device) -> list[tuple[float, tuple[int, ...]]]:
+    """The reference: one forward pass per pair, the way most editing repositories score (EasyEdit
+    tokenizes and forwards each rewrite, paraphrase and locality prompt by itself). Written lean on
+    purpose, so the comparison does not charge our probe's bookkeeping to the baseline."""
+    scores = []
+    with torch.inference_mode():
+        for pair in pairs:
+            encoded = encoder.encode(pair.prompt, pair.target)
+            ids = torch.tensor([encoded.ids], device=device)
+            logits = model(input_ids=ids).logits[0, encoded.n_prompt - 1 : len(encoded.ids) - 1]
+            labels = ids[0, encoded.n_prompt :]
+            logprob = torch.log_softmax(logits.float(), -1).gather(1, labels.unsqueeze(1)).sum().item()
+            scores.append((logprob, tuple(logits.argmax(-1).tolist())))
+    return scores
+
+
+def _best_of(repeats: int, work):
+    """The fastest of ``repeats`` timed calls of ``work()`` and the last result: on a shared machine
+    noise only ever adds time, so the minimum is the figure that repeats."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = work()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def scoring_throughput(model_path: Path, device: torch.device, n_pairs: int, repeats: int = 3) -> dict[str, float]:
+    """Batched scoring against one pair per forward pass, on the same pairs and model.
+
+    The batched probe is timed on its first pass with a fresh probe, which tokenizes every pair
+    (as at a run's first checkpoint), and again on a repeat that finds them encoded (as at later
+    ones). Every timing is the best of ``repeats``. The headline speedup is the first pass's."""
     from ..tasks.pocket import PocketConfig, PocketWorld
 
     world = PocketWorld(PocketConfig(n_entities=max(60, n_pairs // 9)))
     records = world.records["eval"]
     pairs = [ScoringPair(p, r.target_new) for r in records for p in (r.prompt, *r.paraphrases)][:n_pairs]
     model, tokenizer = load_model(model_path, device, torch.float32)
-    probe = HFProbe(model, tokenizer, device)
-    probe.score(pairs[:64])  # warm up kernels and the encoding cache alike for both
-    started = time.perf_counter()
-    batched = probe.score(pairs)
-    batched_s = time.perf_counter() - started
-    single = HFProbe(model, tokenizer, device, max_tokens=1)  # every batch holds one pair
-    started = time.perf_counter()
-    one_by_one = [single.score([pair])[0] for pair in pairs]
-    single_s = time.perf_counter() - started
-    mismatches = sum(a.predictions != b.predictions for a, b in zip(batched, one_by_one, strict=True))
-    return {"pairs": len(pairs), "batched_s": batched_s, "one_at_a_time_s": single_s,
+    # warm kernels and the allocator for both sides; every timed side starts with a fresh encoder,
+    # so both pay for tokenizing every pair once
+    HFProbe(model, tokenizer, device).score(pairs)
+    score_one_at_a_time(model, PairEncoder(tokenizer), pairs[:32], device)
+    probes: list[HFProbe] = []
+
+    def first_pass():
+        probes.append(HFProbe(model, tokenizer, device))
+        return probes[-1].score(pairs)
+
+    batched_s, batched = _best_of(repeats, first_pass)
+    forward_share = min(p.forward_seconds for p in probes) / batched_s
+    repeat_s, _ = _best_of(repeats, lambda: probes[-1].score(pairs))
+    single_s, one_by_one = _best_of(max(1, repeats - 1),
+                                    lambda: score_one_at_a_time(model, PairEncoder(tokenizer), pairs, device))
+    mismatches = sum(a.predictions != b[1] for a, b in zip(batched, one_by_one, strict=True))
+    logprob_gap = max(abs(a.logprob - b[0]) for a, b in zip(batched, one_by_one, strict=True))
+    return {"pairs": len(pairs), "target_tokens": sum(score.n_tokens for score in batched),
+            "repeats": repeats, "batched_s": batched_s, "batched_forward_share": min(forward_share, 1.0),
+            "batched_repeat_s": repeat_s, "one_at_a_time_s": single_s,
             "batched_pairs_per_s": len(pairs) / batched_s, "one_at_a_time_pairs_per_s": len(pairs) / single_s,
-            "speedup": single_s / batched_s, "prediction_mismatches": mismatches}
+            "speedup": single_s / batched_s, "speedup_repeat": single_s / repeat_s,
+            "prediction_mismatches": mismatches, "max_logprob_difference": logprob_gap}
+
+
+#: Training records for a method that trains before it edits. The pocket world grows with the
+#: largest size so that there are enough edits, and its train split grows with it; a fixed sample
+#: keeps training time (``prepare``, reported apart) from growing with the edit count measured.
+BENCH_TRAIN_RECORDS = 1000
+
+
+def bench_defaults(method: str) -> dict[str, str]:
+    from dataclasses import fields
+
+    from ..methods import METHODS
+
+    cls = METHODS.get(method.partition("@")[0])  # an unknown name is the runner's to report
+    names = {f.name for f in fields(cls.Config)} if cls is not None else set()
+    return {"max_train_records": str(BENCH_TRAIN_RECORDS)} if "max_train_records" in names else {}
 
 
 def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes: tuple[int, ...],
@@ -93,10 +153,11 @@ def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes
     n_entities = int(edits / (0.6 * 4)) + 20  # the pocket eval split holds 60% of entities x 4 relations
     rows = []
     for method in methods:
+        settings = {"pocket": {"n_entities": str(n_entities)}, **params}
+        settings[method] = {**bench_defaults(method), **params.get(method, {})}
         spec = RunSpec(methods=(method,), task="pocket", model=str(model_path), edits=edits, batch_size=batch_size,
                        checkpoints=",".join(map(str, sizes)), eval_sample=eval_sample, device=device,
-                       out=out / "runs" / method,
-                       params={"pocket": {"n_entities": str(n_entities)}, **params})
+                       out=out / "runs" / method, params=settings)
         runner = Runner(spec)
         started = time.perf_counter()
         outcome = runner.run()
@@ -113,6 +174,7 @@ def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes
             rows.append({
                 "method": method, "edits": int(row["n_edits"]), "status": outcome.statuses[method],
                 "edit_seconds": row["edit_seconds"], "seconds_per_edit": row["seconds_per_edit"],
+                "ms_per_edit": 1000 * row["seconds_per_edit"],
                 "edits_per_second": row["n_edits"] / row["edit_seconds"] if row["edit_seconds"] else float("inf"),
                 "peak_memory_mib": row["peak_memory_bytes"] / 2**20,
                 "run_wall_s": wall, "apply_s": phase.get("edit", 0.0), "forward_s": phase.get("eval_forward", 0.0),
@@ -143,6 +205,7 @@ def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pa
           params: tuple[str, ...], out: Path) -> None:
     """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json)."""
     from ..methods import METHODS
+    from ..reports.plots import bench_plots
 
     try:
         size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
@@ -159,15 +222,19 @@ def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pa
     result = {"device": device_name(resolved), "torch": torch.__version__, "python": platform.python_version(),
               "micro_model": vars(MicroModel()), "batch_size": batch_size, "eval_sample": eval_sample,
               "scoring": scoring, "edit_throughput": throughput}
-    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    atomic_write_bytes(out / "bench.json", (json.dumps(result, indent=2) + "\n").encode())
+    plots = bench_plots(result, out)
     click.echo(f"device: {result['device']}")
-    click.echo(f"\nscoring {scoring['pairs']} pairs: batched {scoring['batched_s']:.2f} s, one at a time "
-               f"{scoring['one_at_a_time_s']:.2f} s -> {scoring['speedup']:.1f}x "
-               f"({scoring['prediction_mismatches']} prediction mismatches)")
+    click.echo(f"\nscoring {scoring['pairs']} pairs: one at a time {scoring['one_at_a_time_s']:.2f} s; batched "
+               f"{scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x, "
+               f"{scoring['batched_forward_share']:.0%} of it in forward passes), repeated with the pairs "
+               f"encoded {scoring['batched_repeat_s']:.2f} s ({scoring['speedup_repeat']:.1f}x); "
+               f"{scoring['prediction_mismatches']} prediction mismatches, log-probs within "
+               f"{scoring['max_logprob_difference']:.1e}")
     click.echo("\nedit throughput and peak memory:")
-    click.echo(_table(throughput, ["method", "edits", "status", "edits_per_second", "seconds_per_edit", "peak_memory_mib"]))
+    click.echo(_table(throughput, ["method", "edits", "status", "edits_per_second", "ms_per_edit", "peak_memory_mib"]))
     per_method = {r["method"]: r for r in throughput}
     click.echo("\nharness overhead (whole run, share of wall time outside apply, prepare and forward passes):")
     click.echo(_table(list(per_method.values()),
                       ["method", "run_wall_s", "apply_s", "prepare_s", "forward_s", "eval_s", "load_s", "overhead_share"]))
-    click.echo(f"\nwritten: {out / 'bench.json'}")
+    click.echo(f"\nwritten: {out / 'bench.json'}" + "".join(f", {plot.png}, {plot.svg}" for plot in plots))

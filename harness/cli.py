@@ -20,10 +20,17 @@ def _setup_logging(verbose: bool) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's own choice). Set it when runs share a machine: "
+                   "oversubscribed threads make each run many times slower.")
 @click.version_option(package_name="editbench")
-def main(verbose: bool) -> None:
+def main(verbose: bool, threads: int | None) -> None:
     """editbench: benchmark lifelong knowledge editing of language models."""
     _setup_logging(verbose)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _split_list(text: str | None) -> tuple[str, ...]:

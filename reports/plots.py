@@ -234,3 +234,38 @@ def board_plots(results: Results, board: Board, folder: Path, seed: int = 0, nam
             svg, png = _save(fig, folder, stem)
             plots.append(Plot(stem, title, caption, svg, png))
     return plots
+
+
+def bench_plots(bench: dict, folder: Path) -> list[Plot]:
+    """The figure of an ``editbench bench`` result (its ``bench.json``): edits per second and peak
+    memory against edits made, per method. A flat memory line is the design goal of every method
+    whose state does not grow with the edit count."""
+    throughput = pd.DataFrame(bench["edit_throughput"])
+    if throughput.empty:
+        return []
+    frame = pd.concat([
+        throughput.assign(column=column, mean=throughput[field], low=float("nan"), high=float("nan"))
+        for column, field in (("rate", "edits_per_second"), ("memory", "peak_memory_mib"))
+    ]).rename(columns={"method": "label", "edits": "n_edits"})
+    colors = palette(list(dict.fromkeys(frame["label"])))
+    edit_counts = sorted(set(frame["n_edits"]))
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
+        fig, (rate_ax, memory_ax) = _panels(2)
+        _lines(rate_ax, frame[frame["column"] == "rate"], "n_edits", colors)
+        rate_ax.set(title="edit throughput", ylabel="edits per second")
+        rates = throughput["edits_per_second"]
+        if rates.max() > 10 * rates.min() > 0:  # methods differ by orders of magnitude
+            rate_ax.set_yscale("log")
+            rate_ax.yaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        else:
+            rate_ax.set_ylim(bottom=0)
+        _lines(memory_ax, frame[frame["column"] == "memory"], "n_edits", colors)
+        memory_ax.set(title="memory", ylabel="peak MiB")
+        memory_ax.set_ylim(bottom=0)  # from zero, so that growth looks as large as it is
+        for ax in (rate_ax, memory_ax):
+            _log_edits(ax, edit_counts)
+        _legend(fig, colors)
+        svg, png = _save(fig, folder, "bench")
+    caption = (f"Edits per second (cumulative) and peak memory up to each edit count, one lifelong run per "
+               f"method on {bench['device']}.")
+    return [Plot("bench", "editbench's own speed and memory", caption, svg, png)]

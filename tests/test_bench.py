@@ -11,10 +11,15 @@ def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
     assert {"device", "torch", "scoring", "edit_throughput", "micro_model"} <= set(data)
-    assert {"pairs", "batched_s", "one_at_a_time_s", "speedup", "prediction_mismatches"} <= set(data["scoring"])
+    scoring = data["scoring"]
+    assert {"pairs", "batched_s", "batched_repeat_s", "one_at_a_time_s", "speedup"} <= set(scoring)
+    # the batched probe and the one-pair-per-forward reference score the same pairs alike
+    assert scoring["pairs"] == 20 and scoring["prediction_mismatches"] == 0
+    assert scoring["max_logprob_difference"] < 1e-3
     rows = data["edit_throughput"]
     assert [(r["method"], r["edits"]) for r in rows] == [("ft-m", 10), ("ft-m", 20)]
     for row in rows:
         assert {"edits_per_second", "seconds_per_edit", "peak_memory_mib", "overhead_share", "apply_s"} <= set(row)
         assert 0.0 <= row["overhead_share"] <= 1.0
     assert "edit throughput" in result.output and "harness overhead" in result.output
+    assert (tmp_path / "bench.png").stat().st_size > 0 and "<svg" in (tmp_path / "bench.svg").read_text()

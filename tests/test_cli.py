@@ -40,3 +40,14 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, micro_gpt2):
     assert "--edits 5000" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(main, ["run", "--task", str(tmp_path / "missing.jsonl"), "--model", str(micro_gpt2)])
     assert result.exit_code != 0 and "missing.jsonl" in result.output
+
+
+def test_threads_sets_torch_threads_and_refuses_zero(monkeypatch):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    assert CliRunner().invoke(main, ["--threads", "1", "list"]).exit_code == 0
+    assert calls == [1]
+    refused = CliRunner().invoke(main, ["--threads", "0", "list"])
+    assert refused.exit_code == 2 and "--threads" in refused.output
