@@ -167,9 +167,7 @@ def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes
         timings = timings[timings["run_id"] == outcome.run_id]
         phase = timings.groupby("phase")["seconds"].sum()
         checkpoints = store.checkpoints().query("method == @method and run_id == @outcome.run_id")
-        model_work = sum(phase.get(p, 0.0) for p in ("edit", "eval_forward", "prepare"))
-        # the baseline's own forward passes are not split out; count the whole baseline as model work
-        model_work += phase.get("baseline", 0.0)
+        model_work = sum(phase.get(p, 0.0) for p in ("edit", "prepare", "eval_forward", "baseline_forward"))
         for _, row in checkpoints.iterrows():
             rows.append({
                 "method": method, "edits": int(row["n_edits"]), "status": outcome.statuses[method],
@@ -177,7 +175,7 @@ def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes
                 "ms_per_edit": 1000 * row["seconds_per_edit"],
                 "edits_per_second": row["n_edits"] / row["edit_seconds"] if row["edit_seconds"] else float("inf"),
                 "peak_memory_mib": row["peak_memory_bytes"] / 2**20,
-                "run_wall_s": wall, "apply_s": phase.get("edit", 0.0), "forward_s": phase.get("eval_forward", 0.0),
+                "run_wall_s": wall, "apply_s": phase.get("edit", 0.0), "forward_s": phase.get("eval_forward", 0.0) + phase.get("baseline_forward", 0.0),
                 "prepare_s": phase.get("prepare", 0.0), "load_s": phase.get("load", 0.0),
                 "eval_s": phase.get("eval", 0.0), "overhead_share": max(0.0, wall - model_work) / wall,
             })

@@ -274,8 +274,10 @@ class Runner:
             model, tokenizer = self._load()
             probe = self._probe(model, tokenizer, [])
             baseline = Baseline.compute(probe, records)
-            summary = pre_edit_summary(probe, self.records)
+            summary = pre_edit_summary(probe, records)  # over the edits that are scored, as the metrics are
             unedited = capability_accuracy(probe, self.probe_sets) if self.probe_sets else None
+        if hasattr(probe, "forward_seconds"):
+            timer.record("baseline_forward", 0, probe.forward_seconds)
         del model
         if unedited is not None:
             store.save_unedited_capability(self.run_id, unedited)

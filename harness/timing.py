@@ -19,7 +19,7 @@ import torch
 
 @dataclass(frozen=True)
 class PhaseTime:
-    phase: str  # load | prepare | edit | eval | eval_forward | baseline
+    phase: str  # load | prepare | edit | eval | eval_forward | baseline | baseline_forward
     step: int  # batch index for edits, edit count for evaluations
     seconds: float
 

@@ -96,7 +96,9 @@ class Section:
     page: str | None  # the task's own page, on a site
 
 
-PHASE_ORDER = ["load", "baseline", "prepare", "edit", "eval"]
+PHASE_ORDER = ["load", "baseline", "baseline_forward", "prepare", "edit", "eval", "eval_forward"]
+#: Phases measured inside another (the probe's forward passes): shown, but not added to the total.
+SUB_PHASES = {"baseline_forward", "eval_forward"}
 
 
 def _none(value: Any) -> Any:
@@ -129,7 +131,8 @@ def run_views(results: Results) -> dict[str, RunView]:
         phases = []
         for method, group in timings.groupby("method", sort=True):
             sums = group.groupby("phase")["seconds"].agg(["sum", "count"])
-            phases.append({"method": method, "total": float(sums["sum"].sum()),
+            total = float(sums.loc[~sums.index.isin(SUB_PHASES), "sum"].sum())
+            phases.append({"method": method, "total": total,
                            "cells": {p: (float(r["sum"]), int(r["count"])) for p, r in sums.iterrows()}})
         probes_frame = results.capability[results.capability["run_id"] == run.run_id]
         capability = [{"method": method or "(unedited)", "n_edits": int(n_edits),

@@ -49,7 +49,8 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
                 times = [PhaseTime("edit", step, 0.2 + 0.01 * (index + step)) for step in range(done // BATCH, n_edits // BATCH)]
                 rows = [ScoreRow(p, EVIL_UID if p == 0 else f"u{p}", metric, float(rng.random() < rate))
                         for p in range(n_edits) for metric, rate in rates.items()]
-                store.commit_checkpoint(run_id, label, n_edits, rows, [*times, PhaseTime("eval", n_edits, 0.1)],
+                evaluation = [PhaseTime("eval", n_edits, 0.1), PhaseTime("eval_forward", n_edits, 0.06)]
+                store.commit_checkpoint(run_id, label, n_edits, rows, [*times, *evaluation],
                                         (100 + 10 * index) * 2**20)
                 done = n_edits
             store.finish_cell(run_id, label, "done")
@@ -245,3 +246,13 @@ def test_capability_probes_get_a_column_with_a_wilson_interval(tmp_path):
 
     view = run_views(collect([folder]))["run-a"]
     assert view.probes == ["sst2"] and view.capability[0]["method"] == "(unedited)"
+
+
+def test_run_page_totals_do_not_count_forward_passes_twice(store_dir):
+    from editbench.reports.site import run_views
+
+    view = run_views(collect([store_dir]))["run-a"]
+    assert view.phase_names.index("eval") < view.phase_names.index("eval_forward")
+    strong = next(p for p in view.phases if p["method"] == "strong")
+    edit_seconds = sum(0.2 + 0.01 * step for step in range(4))
+    assert strong["total"] == pytest.approx(edit_seconds + 2 * 0.1)  # eval_forward lies inside eval
