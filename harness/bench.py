@@ -193,15 +193,17 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 @click.command()
 @click.option("--methods", default=None, metavar="A,B", help="Methods to measure; default: every method that needs no download.")
 @click.option("--sizes", default="100,1000,5000,20000", show_default=True, help="Edit counts to report.")
-@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=100, show_default=True, help="Edits applied per batch.")
 @click.option("--eval-sample", type=int, default=50, show_default=True, help="Edits scored at each size.")
 @click.option("--pairs", type=int, default=2000, show_default=True, help="Pairs for the scoring-throughput test.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Scoring timings are the best of this many.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE", help="Method settings, as for run.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-bench"), show_default=True)
-def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int, device: str,
+def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int, repeats: int, device: str,
           params: tuple[str, ...], out: Path) -> None:
-    """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json)."""
+    """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json and OUT/bench.png)."""
     from ..methods import METHODS
     from ..reports.plots import bench_plots
 
@@ -215,7 +217,7 @@ def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pa
     out.mkdir(parents=True, exist_ok=True)
     resolved = resolve_device(device)
     model_path = build_micro_model(out / "micro-model", MicroModel())
-    scoring = scoring_throughput(model_path, resolved, pairs)
+    scoring = scoring_throughput(model_path, resolved, pairs, repeats)
     throughput = edit_throughput(model_path, out, method_list, size_list, batch_size, eval_sample, device, overrides)
     result = {"device": device_name(resolved), "torch": torch.__version__, "python": platform.python_version(),
               "micro_model": vars(MicroModel()), "batch_size": batch_size, "eval_sample": eval_sample,

@@ -7,14 +7,14 @@ from editbench.harness.cli import main
 
 def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):
     result = CliRunner().invoke(main, ["bench", "--methods", "ft-m", "--sizes", "10,20", "--batch-size", "10",
-                                       "--pairs", "20", "--eval-sample", "5", "--out", str(tmp_path)])
+                                       "--pairs", "20", "--repeats", "1", "--eval-sample", "5", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
     assert {"device", "torch", "scoring", "edit_throughput", "micro_model"} <= set(data)
     scoring = data["scoring"]
     assert {"pairs", "batched_s", "batched_repeat_s", "one_at_a_time_s", "speedup"} <= set(scoring)
     # the batched probe and the one-pair-per-forward reference score the same pairs alike
-    assert scoring["pairs"] == 20 and scoring["prediction_mismatches"] == 0
+    assert scoring["pairs"] == 20 and scoring["repeats"] == 1 and scoring["prediction_mismatches"] == 0
     assert scoring["max_logprob_difference"] < 1e-3
     rows = data["edit_throughput"]
     assert [(r["method"], r["edits"]) for r in rows] == [("ft-m", 10), ("ft-m", 20)]
