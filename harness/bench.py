@@ -19,47 +19,34 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
-from .cache import atomic_write_bytes
-from .configs import parse_overrides
-from .models import load_model, resolve_device
-from .probe import HFProbe
-from .records import ScoringPair
-from .timing import device_name
-from .tokenize import PairEncoder
+from ..core.cache import atomic_write_bytes
+from ..core.configs import parse_overrides
+from ..core.micro import MicroModel, build_micro_model
+from ..core.records import ScoringPair
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..core.tokenize import PairEncoder
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class MicroModel:
-    hidden: int = 64
-    layers: int = 4
-    vocab: int = 400
+def default_task(edits: int, params: dict | None = None):
+    """The registered default task, sized to hold ``edits`` records (the bench names no task)."""
+    from ..core.configs import build_config
+    from ..core.task import TaskOptions
+    from ..tasks import TASKS
 
-
-def build_micro_model(folder: Path, spec: MicroModel, seed: int = 0) -> Path:
-    """A random-weight Llama-architecture model with a tokenizer trained on a small pocket world."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from ..tasks.pocket import PocketConfig, PocketWorld
-    from ..tasks.pocket_model import train_tokenizer
-
-    if (folder / "config.json").exists():
-        return folder
-    tokenizer = train_tokenizer(PocketWorld(PocketConfig(n_entities=60)).training_sentences(), spec.vocab)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=4 * spec.hidden,
-                         num_hidden_layers=spec.layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
+    name = TASKS.default()
+    cls = TASKS[name]
+    settings = {**cls.sized_for(edits), **(params or {}).get(name, {})}
+    return cls(TaskOptions(), build_config(cls.Config, settings, owner=f"task {name}"))
 
 
 def score_one_at_a_time(model, encoder: PairEncoder, pairs: list[ScoringPair],
@@ -67,6 +54,8 @@ def score_one_at_a_time(model, encoder: PairEncoder, pairs: list[ScoringPair],
     """The reference: one forward pass per pair, the way most editing repositories score (EasyEdit
     tokenizes and forwards each rewrite, paraphrase and locality prompt by itself). Written lean on
     purpose, so the comparison does not charge our probe's bookkeeping to the baseline."""
+    import torch
+
     scores = []
     with torch.inference_mode():
         for pair in pairs:
@@ -96,10 +85,13 @@ def scoring_throughput(model_path: Path, device: torch.device, n_pairs: int, rep
     The batched probe is timed on its first pass with a fresh probe, which tokenizes every pair
     (as at a run's first checkpoint), and again on a repeat that finds them encoded (as at later
     ones). Every timing is the best of ``repeats``. The headline speedup is the first pass's."""
-    from ..tasks.pocket import PocketConfig, PocketWorld
+    import torch
 
-    world = PocketWorld(PocketConfig(n_entities=max(60, n_pairs // 9)))
-    records = world.records["eval"]
+    from ..core.models import load_model
+    from ..core.probe import HFProbe
+    from ..core.tokenize import PairEncoder
+
+    records = default_task(n_pairs).records()
     pairs = [ScoringPair(p, r.target_new) for r in records for p in (r.prompt, *r.paraphrases)][:n_pairs]
     model, tokenizer = load_model(model_path, device, torch.float32)
     # warm kernels and the allocator for both sides; every timed side starts with a fresh encoder,
@@ -134,28 +126,30 @@ BENCH_TRAIN_RECORDS = 1000
 
 
 def bench_defaults(method: str) -> dict[str, str]:
-    from dataclasses import fields
-
+    """A trainable method trains on ``BENCH_TRAIN_RECORDS`` records (its config's ``max_train_records``)."""
+    from ..core.method import MethodRef, is_trainable
     from ..methods import METHODS
 
-    cls = METHODS.get(method.partition("@")[0])  # an unknown name is the runner's to report
-    names = {f.name for f in fields(cls.Config)} if cls is not None else set()
-    return {"max_train_records": str(BENCH_TRAIN_RECORDS)} if "max_train_records" in names else {}
+    ref = MethodRef.parse(method)
+    if ref.name not in METHODS:  # an unknown name is the runner's to report
+        return {}
+    return {"max_train_records": str(BENCH_TRAIN_RECORDS)} if is_trainable(ref.cls) else {}
 
 
 def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes: tuple[int, ...],
                     batch_size: int, eval_sample: int, device: str, params: dict) -> list[dict]:
     """One lifelong run per method with checkpoints at ``sizes``; figures read back from its store."""
+    from ..core.store import load_results
     from .runner import Runner, RunSpec
-    from .store import load_results
 
     edits = max(sizes)
-    n_entities = int(edits / (0.6 * 4)) + 20  # the pocket eval split holds 60% of entities x 4 relations
+    task = default_task(edits)
     rows = []
     for method in methods:
-        settings = {"pocket": {"n_entities": str(n_entities)}, **params}
+        settings = dict(params)
+        settings[task.name] = {**task.sized_for(edits), **params.get(task.name, {})}
         settings[method] = {**bench_defaults(method), **params.get(method, {})}
-        spec = RunSpec(methods=(method,), task="pocket", model=str(model_path), edits=edits, batch_size=batch_size,
+        spec = RunSpec(methods=(method,), task=task.name, model=str(model_path), edits=edits, batch_size=batch_size,
                        checkpoints=",".join(map(str, sizes)), eval_sample=eval_sample, device=device,
                        out=out / "runs" / method, params=settings)
         runner = Runner(spec)
@@ -204,19 +198,22 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int, repeats: int, device: str,
           params: tuple[str, ...], out: Path) -> None:
     """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json and OUT/bench.png)."""
-    from ..methods import METHODS
+    import torch
+
+    from ..core.models import resolve_device
+    from ..core.timing import device_name
     from ..reports.plots import bench_plots
+    from .runner import default_methods
 
     try:
         size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
-        method_list = tuple(m for m in (methods or "").split(",") if m) or tuple(
-            n for n, cls in METHODS.items() if not cls.needs_download)
+        method_list = tuple(m for m in (methods or "").split(",") if m) or default_methods()
         overrides = parse_overrides(params)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     resolved = resolve_device(device)
-    model_path = build_micro_model(out / "micro-model", MicroModel())
+    model_path = build_micro_model(out / "micro-model", default_task(0).corpus() or [], MicroModel())
     scoring = scoring_throughput(model_path, resolved, pairs, repeats)
     throughput = edit_throughput(model_path, out, method_list, size_list, batch_size, eval_sample, device, overrides)
     result = {"device": device_name(resolved), "torch": torch.__version__, "python": platform.python_version(),

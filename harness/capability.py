@@ -1,11 +1,11 @@
-"""General capability after editing: few-shot GLUE-style and MMLU probes.
+"""General capability after editing: few-shot GLUE-style and MMLU question sets.
 
 Editing thousands of facts can damage what a model could already do. Following Gu et al. (2024)
 and the RLEdit authors, editbench asks the model SST-2, MRPC, CoLA, RTE, NLI and MMLU questions
 with a few solved examples in front, compares the log-probability of each answer's tokens, and
 reports accuracy at chosen checkpoints next to the unedited model's.
 
-Data: ``--probe-data DIR`` holding ``NAME.json`` or ``NAME.jsonl`` in the field layout of the RLEdit
+Data: ``--capability-data DIR`` holding ``NAME.json`` or ``NAME.jsonl`` in the field layout of the RLEdit
 authors' subsets (sst2/cola: sentence, label; mrpc/rte: sentence1, sentence2, label; nli: sentence1,
 sentence2, label "entailment"/"not_entailment"; mmlu: question, choices, answer), or, without it,
 the Hugging Face datasets named in ``HUB_SOURCES``.
@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .probe import ProbeBackend
-from .records import ScoringPair
+from ..core.probe import ProbeBackend
+from ..core.records import ScoringPair
 
 Example = tuple[str, list[str], int]  # (query, answer choices, index of the right one)
 
@@ -50,7 +50,7 @@ def _mmlu(r: dict) -> Example:
     return f"{r['question'].strip()}\n{options}\nAnswer:", list(letters[: len(r["choices"])]), int(r["answer"])
 
 
-PROBE_SETS: dict[str, Callable[[dict], Example]] = {
+CAPABILITY_SETS: dict[str, Callable[[dict], Example]] = {
     "sst2": _sst2, "mrpc": _mrpc, "cola": _cola, "rte": _entailment, "nli": _entailment, "mmlu": _mmlu,
 }
 HUB_SOURCES: dict[str, str] = {
@@ -61,22 +61,22 @@ HUB_SOURCES: dict[str, str] = {
 
 @dataclass(frozen=True)
 class CapabilitySettings:
-    probes: tuple[str, ...]
+    sets: tuple[str, ...]
     data: str | None = None  # folder of NAME.json(l) files; None: the hub
-    limit: int = 100  # questions per probe set
+    limit: int = 100  # questions per set
     shots: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
-        unknown = [p for p in self.probes if p not in PROBE_SETS]
+        unknown = [name for name in self.sets if name not in CAPABILITY_SETS]
         if unknown:
-            raise ValueError(f"--probes: unknown probe set {unknown[0]!r}; known: {', '.join(PROBE_SETS)}")
+            raise ValueError(f"--capability: unknown set {unknown[0]!r}; known: {', '.join(CAPABILITY_SETS)}")
         if self.limit < 1 or self.shots < 0:
-            raise ValueError("--probe-limit must be at least 1")
+            raise ValueError("--capability-limit must be at least 1")
 
 
 def _load_raw(name: str, settings: CapabilitySettings) -> tuple[str, list[dict]]:
-    from ..tasks.sources import read_json_records
+    from ..core.sources import read_json_records
 
     if settings.data is not None:
         folder = Path(settings.data)
@@ -84,9 +84,9 @@ def _load_raw(name: str, settings: CapabilitySettings) -> tuple[str, list[dict]]
             if (folder / f"{name}{suffix}").is_file():
                 path = folder / f"{name}{suffix}"
                 return str(path), read_json_records(path)
-        raise FileNotFoundError(f"--probe-data {folder}: no {name}.json or {name}.jsonl there")
+        raise FileNotFoundError(f"--capability-data {folder}: no {name}.json or {name}.jsonl there")
     if name not in HUB_SOURCES:
-        raise FileNotFoundError(f"--probes {name}: no hub source is known; pass --probe-data DIR with {name}.json")
+        raise FileNotFoundError(f"--capability {name}: no hub source is known; pass --capability-data DIR with {name}.json")
     ident, _, split = HUB_SOURCES[name].partition(":")
     owner, dataset, config = ident.split("/")
     import datasets  # only reached without local data
@@ -95,19 +95,19 @@ def _load_raw(name: str, settings: CapabilitySettings) -> tuple[str, list[dict]]
 
 
 @dataclass(frozen=True)
-class ProbeSet:
+class CapabilitySet:
     name: str
     shots_text: str
     questions: list[Example]
 
 
-def load_probe_sets(settings: CapabilitySettings) -> list[ProbeSet]:
+def load_capability_sets(settings: CapabilitySettings) -> list[CapabilitySet]:
     """Seeded choice of few-shot examples and questions; the shots are never asked."""
     sets = []
-    for name in settings.probes:
+    for name in settings.sets:
         source, raw = _load_raw(name, settings)
         try:
-            examples = [PROBE_SETS[name](r) for r in raw]
+            examples = [CAPABILITY_SETS[name](r) for r in raw]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{source}: records do not have the {name} field layout ({exc!r})") from None
         order = list(range(len(examples)))
@@ -115,17 +115,17 @@ def load_probe_sets(settings: CapabilitySettings) -> list[ProbeSet]:
         shots = [examples[i] for i in order[: settings.shots]]
         questions = [examples[i] for i in order[settings.shots : settings.shots + settings.limit]]
         shots_text = "".join(f"{q} {choices[gold]}\n\n" for q, choices, gold in shots)
-        sets.append(ProbeSet(name, shots_text, questions))
+        sets.append(CapabilitySet(name, shots_text, questions))
     return sets
 
 
-def capability_accuracy(probe: ProbeBackend, sets: Sequence[ProbeSet]) -> dict[str, tuple[int, float]]:
-    """probe set -> (questions asked, accuracy), answer picked by the highest answer log-probability."""
+def capability_accuracy(probe: ProbeBackend, sets: Sequence[CapabilitySet]) -> dict[str, tuple[int, float]]:
+    """set name -> (questions asked, accuracy), answer picked by the highest answer log-probability."""
     pairs, spans = [], []
-    for probe_set in sets:
-        for query, choices, gold in probe_set.questions:
-            spans.append((probe_set.name, len(pairs), len(choices), gold))
-            pairs.extend(ScoringPair(probe_set.shots_text + query, choice) for choice in choices)
+    for question_set in sets:
+        for query, choices, gold in question_set.questions:
+            spans.append((question_set.name, len(pairs), len(choices), gold))
+            pairs.extend(ScoringPair(question_set.shots_text + query, choice) for choice in choices)
     scores = probe.score(pairs)
     correct: dict[str, list[bool]] = {s.name: [] for s in sets}
     for name, start, n, gold in spans:

@@ -1,4 +1,9 @@
-"""The ``editbench`` command line. Console output happens here and nowhere else."""
+"""The ``editbench`` command line. Console output happens here and in the commands it adds.
+
+Importing this module must stay cheap: ``editbench --help`` loads click and the command modules,
+and those import torch, pandas and seaborn only inside the functions that need them
+(``tests/test_layers.py`` checks that ``--help`` loads no torch).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .configs import parse_overrides
+from ..core.configs import DTYPE_CHOICES, PROBE_BACKENDS, parse_overrides
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -33,25 +38,52 @@ def main(verbose: bool, threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _split_list(text: str | None) -> tuple[str, ...]:
+class SeedList(click.ParamType):
+    """``0`` or ``0,1,2``: one run per seed."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            seeds = tuple(int(part) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            self.fail(f"{value!r}: expected integers, e.g. 0 or 0,1,2", param, ctx)
+        if not seeds:
+            self.fail("name at least one seed", param, ctx)
+        return seeds
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip()) if text else ()
 
 
-def _parse_checkpoints(items: tuple[str, ...]) -> dict[str, Path]:
+def _parse_editors(items: tuple[str, ...]) -> dict[str, Path]:
     parsed = {}
     for item in items:
         method, sep, folder = item.partition("=")
         if not sep or not method or not folder:
-            raise click.BadParameter(f"{item!r}: expected METHOD=DIR", param_hint="--method-checkpoint")
+            raise click.BadParameter(f"{item!r}: expected METHOD=DIR", param_hint="--editor")
         parsed[method] = Path(folder)
     return parsed
 
 
+def task_and_data(task: str | None, data: str | None) -> tuple[str | None, str | None]:
+    """``--task my_edits.jsonl`` is short for ``--task jsonl --data my_edits.jsonl``."""
+    if task is not None and (task.endswith(".jsonl") or (Path(task).suffix and Path(task).exists())):
+        if data is not None:
+            raise click.BadParameter(f"{task!r} is a file; pass either it or --data, not both", param_hint="--task")
+        return "jsonl", task
+    return task, data
+
+
 @main.command()
 @click.option("--methods", default=None, metavar="A,B",
-              help="Comma-separated methods (see `editbench list`); default: every method that needs no download.")
-@click.option("--task", default="pocket", show_default=True,
-              help="A registered task, or a path to a JSONL file of your own edits.")
+              help="Comma-separated methods, NAME or NAME@PRESET (see `editbench list`); default: every method "
+                   "that needs no download.")
+@click.option("--task", default=None,
+              help="A registered task (default: the built-in pocket world), or a path to a JSONL file of your own edits.")
 @click.option("--data", default=None, help="The task's data: a local file, an http(s) URL or a Hugging Face datasets id.")
 @click.option("--split", default="eval", show_default=True, help="Which split of the task to edit with.")
 @click.option("--limit", type=int, default=None, help="Use only the first N records of the split.")
@@ -62,28 +94,28 @@ def _parse_checkpoints(items: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--eval-sample", type=int, default=None,
               help="Evaluate a seeded sample of N edits (stratified by position) instead of all edits so far.")
 @click.option("--model", default=None, help="Hugging Face hub name or local path; default: the task's own model.")
-@click.option("--dtype", default="auto", show_default=True,
-              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPE_CHOICES),
               help="Weights dtype; auto = float32 on CPU, bfloat16 on GPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", default="0", show_default=True, metavar="N[,N...]",
+@click.option("--seed", "seeds", type=SeedList(), default="0", show_default=True,
               help="Seeds the edit order and every method; several seeds make a sweep (one run per seed).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-results"), show_default=True,
               help="Results folder (SQLite store and snapshots); rerun the same command to resume.")
 @click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
               help="Set a method's or task's setting, e.g. --param ft-m.lr=1e-3 (repeatable).")
-@click.option("--method-checkpoint", "method_checkpoints", multiple=True, metavar="METHOD=DIR",
-              help="Use a trained artefact for a method (e.g. rledit=DIR from `editbench train`); repeatable.")
+@click.option("--editor", "editors", multiple=True, metavar="METHOD=DIR",
+              help="Edit with a trained editor (e.g. rledit=DIR from `editbench train`) instead of training one; "
+                   "repeatable.")
 @click.option("--lenient", is_flag=True,
               help="Skip malformed data records (counted, with reasons, in the log) instead of stopping.")
-@click.option("--probes", default=None, metavar="NAME,NAME",
-              help="General-capability probes after editing: sst2, mrpc, cola, rte, nli, mmlu.")
-@click.option("--probe-data", default=None, metavar="DIR",
-              help="Folder with NAME.json(l) probe files; default: the Hugging Face datasets.")
-@click.option("--probe-limit", type=int, default=100, show_default=True, help="Questions per probe set.")
-@click.option("--probe-at", default=None, metavar="N,N",
-              help="Checkpoints at which to run the probes; default: the last one (and always the unedited model).")
-@click.option("--probe-backend", default="auto", show_default=True, type=click.Choice(["auto", "hf", "vllm"]),
+@click.option("--capability", default=None, metavar="NAME,NAME",
+              help="General-capability question sets asked after editing: sst2, mrpc, cola, rte, nli, mmlu.")
+@click.option("--capability-data", default=None, metavar="DIR",
+              help="Folder with NAME.json(l) files of those sets; default: the Hugging Face datasets.")
+@click.option("--capability-limit", type=int, default=100, show_default=True, help="Questions per set.")
+@click.option("--capability-at", default=None, metavar="N,N",
+              help="Checkpoints at which to ask them; default: the last one (and always the unedited model).")
+@click.option("--probe-backend", default="auto", show_default=True, type=click.Choice(PROBE_BACKENDS),
               help="Who scores prompts: Hugging Face transformers, or vLLM (auto: vLLM when installed and on a GPU).")
 @click.option("--vllm-memory", type=float, default=0.4, show_default=True,
               help="Share of GPU memory the vLLM engine takes (gpu_memory_utilization); the edited model keeps the rest.")
@@ -93,28 +125,22 @@ def _parse_checkpoints(items: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code from the hub to run.")
 def run(**options) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
+    from ..core.store import ResultsStore
     from .executors import run_local, run_ray
     from .runner import RunSpec
-    from .store import ResultsStore
 
-    executor, address = options.pop("executor"), options.pop("ray_address")
-    try:
-        seeds = tuple(int(s) for s in _split_list(options.pop("seed")))
-    except ValueError:
-        raise click.BadParameter("expected integers, e.g. 0 or 0,1,2", param_hint="--seed") from None
+    executor, address, seeds = options.pop("executor"), options.pop("ray_address"), options.pop("seeds")
+    task, data = task_and_data(options.pop("task"), options.pop("data"))
     try:
         spec = RunSpec(
-            methods=_split_list(options.pop("methods")),
-            probes=_split_list(options.pop("probes")),
+            methods=split_list(options.pop("methods")),
+            capability=split_list(options.pop("capability")),
             params=parse_overrides(options.pop("params")),
-            method_checkpoints=_parse_checkpoints(options.pop("method_checkpoints")),
-            seed=seeds[0],
+            editors=_parse_editors(options.pop("editors")),
+            task=task, data=data, seed=seeds[0],
             **options,
         )
-        if executor == "ray":
-            results = run_ray(spec, seeds, address)
-        else:
-            results = run_local(spec, seeds)
+        results = run_ray(spec, seeds, address) if executor == "ray" else run_local(spec, seeds)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
     with ResultsStore(spec.out) as store:
@@ -162,6 +188,7 @@ def list_(only_methods: bool, only_tasks: bool) -> None:
     """Show the registered methods and tasks, one line each."""
     from ..methods import METHODS
     from ..tasks import TASKS
+    from .evaluate import CORE_METRICS
 
     both = not (only_methods or only_tasks)
     if only_methods or both:
@@ -170,15 +197,14 @@ def list_(only_methods: bool, only_tasks: bool) -> None:
             click.echo(f"  {name:<12} {cls.description}")
     if only_tasks or both:
         click.echo("tasks:")
-        from .evaluate import CORE_METRICS
-
+        default = TASKS.default()
         for name, cls in TASKS.items():
-            click.echo(f"  {name:<12} {cls.description}")
-            click.echo(f"  {'':<12} metrics: {', '.join([*CORE_METRICS, *cls.metrics])}")
+            click.echo(f"  {name:<12} {cls.description}{' (default)' if name == default else ''}")
+            click.echo(f"  {'':<12} metrics: {', '.join(m.name for m in (*CORE_METRICS, *cls.metrics))}")
 
 
 def _add_subcommands() -> None:
-    """Commands that live beside the code they drive."""
+    """Commands that live beside the code they drive (each module imports its heavy parts lazily)."""
     from ..reports.cli import publish, report
     from .bench import bench
     from .train import train

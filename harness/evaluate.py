@@ -10,16 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .probe import ProbeBackend
-from .records import EditRecord, PairScore, ScoringPair
-from .store import ScoreRow
+from ..core.probe import ProbeBackend
+from ..core.records import EditRecord, Metric, PairScore, ScoreRow, ScoringPair
 
-CORE_METRICS: dict[str, str] = {
-    "efficacy_acc": "teacher-forced top-1 token accuracy of target_new at the edit prompt",
-    "generalization_acc": "teacher-forced top-1 token accuracy of target_new, mean over paraphrases",
-    "specificity_agree": "share of neighbourhood answer tokens where the edited model's top-1 equals the unedited model's",
-    "specificity_acc": "teacher-forced top-1 token accuracy of the dataset answer at neighbourhood prompts",
-}
+CORE_METRICS: tuple[Metric, ...] = (
+    Metric("efficacy_acc", "teacher-forced top-1 token accuracy of target_new at the edit prompt"),
+    Metric("generalization_acc", "teacher-forced top-1 token accuracy of target_new, mean over paraphrases"),
+    Metric("specificity_agree",
+           "share of neighbourhood answer tokens where the edited model's top-1 equals the unedited model's"),
+    Metric("specificity_acc", "teacher-forced top-1 token accuracy of the dataset answer at neighbourhood prompts"),
+)
 
 
 def neighbour_pairs(records: Sequence[EditRecord]) -> list[ScoringPair]:

@@ -16,8 +16,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from ..core.store import ResultsStore
 from .runner import Runner, RunOutcome, RunSpec
-from .store import ResultsStore
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def run_ray(spec: RunSpec, seeds: tuple[int, ...], address: str | None = None,
                 if state is not None and state.status in FINISHED:
                     log.info("%s seed %d: already %s, not submitted", plan.label, runner.spec.seed, state.status)
                     continue
-                cell = replace(runner.spec, methods=(plan.label,),
-                               out=_worker_dir(spec.out, runner.run_id, plan.label))
+                owners = (runner.task.name, plan.label, plan.ref.name)  # the other methods' --params are not its
+                cell = replace(runner.spec, methods=(plan.label,), out=_worker_dir(spec.out, runner.run_id, plan.label),
+                               params={k: v for k, v in runner.spec.params.items() if k in owners})
                 pending[remote_cell.remote(cell)] = cell
         for ref in pending:  # wait for all, then merge: a failed cell must not hide the others
             try:

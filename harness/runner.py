@@ -19,37 +19,45 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..methods import METHODS, EditContext, EditMethod
-from ..tasks import TASKS, Task, TaskOptions
-from .cache import cache_root
-from .capability import CapabilitySettings, capability_accuracy, load_probe_sets
-from .configs import build_config, config_dict, config_hash
-from .evaluate import Baseline, neighbour_pairs, pre_edit_summary, score_edits
-from .models import ModelLayout, load_model, resolve_device, resolve_dtype
-from .plan import eval_positions, parse_checkpoints, plan_batches
-from .probe import HFProbe
-from .probe_vllm import vllm_available
-from .progress import progress
-from .records import EditRecord, PairScore, check_disjoint, dataset_hash
-from .snapshot import load_snapshot, prune_snapshots, save_snapshot
-from .store import ResultsStore
-from .timing import MemoryMonitor, PhaseTimer, device_name
+from ..core.cache import cache_root
+from ..core.configs import DTYPE_CHOICES, PROBE_BACKENDS, build_config, config_dict, config_hash
+from ..core.method import EditContext, EditMethod, MethodConfig, MethodRef
+from ..core.models import ModelLayout, load_model, resolve_device, resolve_dtype
+from ..core.plan import eval_positions, parse_checkpoints, plan_batches
+from ..core.probe import HFProbe, ProbeBackend
+from ..core.probe_vllm import vllm_available
+from ..core.progress import progress
+from ..core.records import EditRecord, PairScore, check_disjoint, dataset_hash
+from ..core.snapshot import load_snapshot, prune_snapshots, save_snapshot
+from ..core.store import ResultsStore
+from ..core.task import Task, TaskOptions
+from ..core.timing import MemoryMonitor, PhaseTimer, device_name
+from ..methods import METHODS
+from ..tasks import TASKS
+from .capability import (
+    CAPABILITY_SETS,
+    CapabilitySettings,
+    capability_accuracy,
+    load_capability_sets,
+)
+from .evaluate import CORE_METRICS, Baseline, neighbour_pairs, pre_edit_summary, score_edits
 
 log = logging.getLogger(__name__)
 
-
 @dataclass(frozen=True)
 class RunSpec:
-    """What the user asked for; every field has the CLI's default."""
+    """What the user asked for; every field has the CLI's default. It checks itself when made, so
+    every entry point (the CLI, a sweep, ``editbench train``, the Python API) refuses the same bad
+    options with the same message, before anything is loaded."""
 
-    methods: tuple[str, ...] = ()  # empty: every registered method that needs no download
-    task: str = "pocket"
+    methods: tuple[str, ...] = ()  # NAME or NAME@PRESET; empty: every registered method that needs no download
+    task: str | None = None  # None: the registered default task (the pocket world)
     data: str | None = None
     split: str = "eval"
     limit: int | None = None
     edits: int | None = None  # None: the task's default
     batch_size: int = 10
-    checkpoints: str | None = None  # comma-separated; None: a geometric ladder
+    checkpoints: str | None = None  # comma-separated edit counts; None: a geometric ladder
     eval_sample: int | None = None
     model: str | None = None  # None: the task's own model (the pocket world trains one)
     dtype: str = "auto"
@@ -59,24 +67,61 @@ class RunSpec:
     params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     trust_remote_code: bool = False
     cache_dir: Path | None = None
-    #: method label or name -> folder of a trained artefact (``--method-checkpoint``)
-    method_checkpoints: Mapping[str, Path] = field(default_factory=dict)
+    #: method label or name -> folder of a trained editor (``--editor METHOD=DIR``)
+    editors: Mapping[str, Path] = field(default_factory=dict)
     lenient: bool = False
-    probes: tuple[str, ...] = ()  # general-capability probe sets, e.g. ("sst2", "mmlu")
-    probe_data: str | None = None
-    probe_limit: int = 100
-    probe_at: str | None = None  # comma-separated edit counts; None: the last checkpoint
-    probe_backend: str = "auto"  # auto | hf | vllm
+    capability: tuple[str, ...] = ()  # general-capability sets asked after editing, e.g. ("sst2", "mmlu")
+    capability_data: str | None = None
+    capability_limit: int = 100
+    capability_at: str | None = None  # comma-separated edit counts; None: the last checkpoint
+    probe_backend: str = "auto"  # who scores prompts: auto | hf | vllm
     vllm_memory: float = 0.4  # share of GPU memory the vLLM engine takes
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: normalise the types a Python caller may pass loosely
+        set_(self, "methods", tuple(self.methods))
+        set_(self, "capability", tuple(self.capability))
+        set_(self, "out", Path(self.out))
+        set_(self, "editors", {k: Path(v) for k, v in self.editors.items()})
+        if self.cache_dir is not None:
+            set_(self, "cache_dir", Path(self.cache_dir))
+        refs = [MethodRef.parse(label) for label in self.methods]
+        labels = [r.label for r in refs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"--methods lists a method twice: {','.join(labels)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"--seed must be an integer, got {self.seed!r}")
+        for option, value, least in (("--limit", self.limit, 1), ("--edits", self.edits, 1),
+                                     ("--batch-size", self.batch_size, 1), ("--eval-sample", self.eval_sample, 2),
+                                     ("--capability-limit", self.capability_limit, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise ValueError(f"{option} must be an integer of at least {least}, got {value!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"--dtype {self.dtype!r} is not one of: {', '.join(DTYPE_CHOICES)}")
+        if self.probe_backend not in PROBE_BACKENDS:
+            raise ValueError(f"--probe-backend {self.probe_backend!r}: choose {', '.join(PROBE_BACKENDS)}")
+        if not 0 < self.vllm_memory < 1:
+            raise ValueError(f"--vllm-memory must be a share between 0 and 1, got {self.vllm_memory}")
+        unknown = [name for name in self.capability if name not in CAPABILITY_SETS]
+        if unknown:
+            raise ValueError(f"--capability: unknown set {unknown[0]!r}; known: {', '.join(CAPABILITY_SETS)}")
+        if self.capability_at and not self.capability:
+            raise ValueError("--capability-at needs --capability (which sets to ask)")
+        if self.split not in ("eval", "train"):
+            raise ValueError(f"--split {self.split!r}: choose eval or train")
 
 
 @dataclass(frozen=True)
 class MethodPlan:
-    label: str  # as stored and reported, e.g. "ft-m" or "rledit@paper"
+    ref: MethodRef  # ref.label is what the store and the reports call it, e.g. "ft-m" or "rledit@paper"
     cls: type[EditMethod]
-    config: object
+    config: MethodConfig
     config_hash: str
-    checkpoint: Path | None = None
+    editor: Path | None = None  # a trained editor given with --editor
+
+    @property
+    def label(self) -> str:
+        return self.ref.label
 
 
 @dataclass
@@ -91,43 +136,43 @@ class RunOutcome:
 
 
 def resolve_task(spec: RunSpec) -> Task:
-    name, data = spec.task, spec.data
-    if name.endswith(".jsonl") or (Path(name).suffix and Path(name).exists()):
-        name, data = "jsonl", spec.task
-    cls = TASKS.get(name)
-    options = TaskOptions(data=data, split=spec.split, limit=spec.limit, cache_dir=spec.cache_dir,
+    name = spec.task or TASKS.default()
+    cls = TASKS[name]
+    options = TaskOptions(data=spec.data, split=spec.split, limit=spec.limit, cache_dir=spec.cache_dir,
                           lenient=spec.lenient)
     config = build_config(cls.Config, spec.params.get(name, {}), owner=f"task {name}")
     return cls(options, config)
 
 
+def default_methods() -> tuple[str, ...]:
+    """Every registered method that needs no download."""
+    return tuple(name for name, cls in METHODS.items() if not cls.needs_download)
+
+
 def resolve_methods(spec: RunSpec) -> list[MethodPlan]:
-    labels = spec.methods or tuple(n for n, cls in METHODS.items() if not cls.needs_download)
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"--methods lists a method twice: {','.join(labels)}")
     plans = []
-    for label in labels:
-        name, _, preset = label.partition("@")
-        cls = METHODS.get(name)
-        presets = getattr(cls, "presets", {})
-        if preset and preset not in presets:
-            known = ", ".join(sorted(presets)) or "none"
-            raise ValueError(f"--methods {label!r}: {name} has no preset {preset!r} (presets: {known})")
-        overrides = {k: str(v) for k, v in presets.get(preset, {}).items()}
-        overrides.update(spec.params.get(name, {}))
-        if label != name:
-            overrides.update(spec.params.get(label, {}))
-        config = build_config(cls.Config, overrides, owner=f"method {label}")
-        checkpoint = spec.method_checkpoints.get(label) or spec.method_checkpoints.get(name)
-        if checkpoint is not None and not Path(checkpoint).exists():
-            raise FileNotFoundError(f"--method-checkpoint {label}={checkpoint}: no such folder")
-        plans.append(MethodPlan(label, cls, config,
-                                config_hash(name, config_dict(config), str(checkpoint) if checkpoint else None),
-                                Path(checkpoint) if checkpoint else None))
-    unknown = set(spec.method_checkpoints) - {p.label for p in plans} - {p.label.partition("@")[0] for p in plans}
+    for label in spec.methods or default_methods():
+        ref = MethodRef.parse(label)
+        config = ref.config(spec.params)
+        editor = spec.editors.get(ref.label) or spec.editors.get(ref.name)
+        if editor is not None and not editor.exists():
+            raise FileNotFoundError(f"--editor {ref.label}={editor}: no such folder")
+        plans.append(MethodPlan(ref, ref.cls, config,
+                                config_hash(ref.name, config_dict(config), str(editor) if editor else None), editor))
+    named = {p.label for p in plans} | {p.ref.name for p in plans}
+    unknown = sorted(set(spec.editors) - named)
     if unknown:
-        raise ValueError(f"--method-checkpoint names {sorted(unknown)[0]!r}, which is not among --methods")
+        raise ValueError(f"--editor names {unknown[0]!r}, which is not among --methods")
     return plans
+
+
+def check_param_owners(spec: RunSpec, task: Task, plans: list[MethodPlan]) -> None:
+    """A ``--param`` for a method or task that is not in the run would be silently ignored: refuse it."""
+    owners = {task.name} | {p.label for p in plans} | {p.ref.name for p in plans}
+    stray = sorted(set(spec.params) - owners)
+    if stray:
+        raise ValueError(f"--param {stray[0]}.…: {stray[0]!r} is neither the task nor a method of this run "
+                         f"(selected: {', '.join(sorted(owners))})")
 
 
 def _git_sha() -> str | None:
@@ -163,10 +208,9 @@ class Runner:
         self.dtype = resolve_dtype(spec.dtype, self.device)
         self.task = resolve_task(spec)
         self.methods = resolve_methods(spec)
+        check_param_owners(spec, self.task, self.methods)
         records = self.task.records()
         edits = spec.edits if spec.edits is not None else min(self.task.default_edits(), len(records))
-        if edits < 1:
-            raise ValueError(f"--edits must be at least 1, got {edits}")
         if edits > len(records):
             raise ValueError(f"--edits {edits}: the {self.task.name} task's {spec.split} split has only "
                              f"{len(records)} records")
@@ -181,16 +225,16 @@ class Runner:
         if self.model_source is None:
             raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
         self.backend = self._resolve_backend(spec.probe_backend)
-        self._engine = None
+        self._engine: ProbeBackend | None = None
         self.capability = self._capability_plan(spec)
-        self.probe_sets = load_probe_sets(self.capability[0]) if self.capability else []
+        self.capability_sets = load_capability_sets(self.capability[0]) if self.capability else []
         self.dataset_hash = dataset_hash(self.records)
         self.run_config = {
             "task": self.task.name, "task_config": config_dict(self.task.config), "data": self.task.options.data,
             "split": spec.split, "limit": spec.limit, "edits": edits, "batch_size": spec.batch_size,
             "checkpoints": list(self.checkpoints), "eval_sample": spec.eval_sample, "model": str(self.model_source),
             "dtype": str(self.dtype).removeprefix("torch."), "seed": spec.seed, "dataset_hash": self.dataset_hash,
-            "skipped_records": getattr(self.task, "skipped_records", lambda: 0)(),
+            "skipped_records": self.task.skipped_records(),
         }
         if self.capability is not None:
             settings, at = self.capability
@@ -208,6 +252,7 @@ class Runner:
                 versions=_versions(self.device), device=device_name(self.device), seed=spec.seed,
                 git_sha=_git_sha(), dataset_hash=self.dataset_hash, n_edits=self.edits,
             )
+            store.save_run_plan(self.run_id, (*CORE_METRICS, *self.task.metrics), self.batches)
             log.info("%s run %s in %s", "starting" if fresh else "resuming", self.run_id, store.path)
             for plan in self.methods:
                 state = store.cell(self.run_id, plan.label)
@@ -221,21 +266,19 @@ class Runner:
         return RunOutcome(self.run_id, store.path, statuses)
 
     def _resolve_backend(self, backend: str) -> str:
-        if backend not in ("auto", "hf", "vllm"):
-            raise ValueError(f"--probe-backend {backend!r}: choose auto, hf or vllm")
         if backend == "hf" or (backend == "auto" and (self.device.type != "cuda" or not vllm_available())):
             return "hf"
         if not vllm_available():
             raise ValueError("--probe-backend vllm needs `pip install \"editbench[vllm]\"` and a CUDA GPU")
         return "vllm"
 
-    def _probe(self, model, tokenizer, edited: list[str]):
+    def _probe(self, model, tokenizer, edited: list[str]) -> ProbeBackend:
         """The run's probe backend looking at ``model``: HF scores the live model; the vLLM engine is
-        built once per run and receives the edited tensors (see ``harness/probe_vllm.py``)."""
+        built once per run and receives the edited tensors (see ``core/probe_vllm.py``)."""
         if self.backend == "hf":
             return HFProbe(model, tokenizer, self.device)
         if self._engine is None:
-            from .probe_vllm import VLLMProbe
+            from ..core.probe_vllm import VLLMProbe
 
             self._engine = VLLMProbe(str(self.model_source), tokenizer, self.dtype, self.spec.vllm_memory,
                                      self.spec.trust_remote_code)
@@ -243,12 +286,12 @@ class Runner:
         return self._engine
 
     def _capability_plan(self, spec: RunSpec):
-        if not spec.probes:
+        if not spec.capability:
             return None
-        settings = CapabilitySettings(tuple(spec.probes), spec.probe_data, spec.probe_limit, seed=spec.seed)
-        at = set(parse_checkpoints(spec.probe_at, self.edits, 1)) if spec.probe_at else {self.edits}
+        settings = CapabilitySettings(spec.capability, spec.capability_data, spec.capability_limit, seed=spec.seed)
+        at = set(parse_checkpoints(spec.capability_at, self.edits, 1)) if spec.capability_at else {self.edits}
         if not at <= set(self.checkpoints):
-            raise ValueError(f"--probe-at {spec.probe_at}: probes run at checkpoints; "
+            raise ValueError(f"--capability-at {spec.capability_at}: the sets are asked at checkpoints; "
                              f"choose among {','.join(map(str, self.checkpoints))}")
         return settings, at
 
@@ -273,11 +316,11 @@ class Runner:
         with timer.phase("baseline"):
             model, tokenizer = self._load()
             probe = self._probe(model, tokenizer, [])
+            forward_before = probe.forward_seconds
             baseline = Baseline.compute(probe, records)
             summary = pre_edit_summary(probe, records)  # over the edits that are scored, as the metrics are
-            unedited = capability_accuracy(probe, self.probe_sets) if self.probe_sets else None
-        if hasattr(probe, "forward_seconds"):
-            timer.record("baseline_forward", 0, probe.forward_seconds)
+            unedited = capability_accuracy(probe, self.capability_sets) if self.capability_sets else None
+        timer.record("baseline_forward", 0, probe.forward_seconds - forward_before)
         del model
         if unedited is not None:
             store.save_unedited_capability(self.run_id, unedited)
@@ -317,7 +360,7 @@ class Runner:
             model, tokenizer = self._load()
         ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=self.device,
                           cache_dir=self.cache_dir, task=self.task, seed=self.spec.seed, generator=generator,
-                          train_records=self.train_records, method_checkpoint=plan.checkpoint)
+                          train_records=self.train_records, trained_editor=plan.editor)
         method = plan.cls(plan.config, ctx)
         with timer.phase("prepare"):
             method.prepare()
@@ -350,16 +393,15 @@ class Runner:
 
     def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer, memory) -> None:
         capability = None
-        forward_before = getattr(probe, "forward_seconds", 0.0)
+        forward_before = probe.forward_seconds
         with timer.phase("eval", n_edits):
-            if hasattr(probe, "sync"):  # the vLLM engine receives the edited tensors
-                probe.sync(method.ctx.model, method.edited_parameters())
+            probe.sync(method.ctx.model, method.edited_parameters())  # a vLLM engine receives the edited tensors
             rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
             rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
-            if self.probe_sets and n_edits in self.capability[1]:
-                capability = capability_accuracy(probe, self.probe_sets)
-        if hasattr(probe, "forward_seconds"):  # the model's share of the evaluation, for overhead accounting
-            timer.record("eval_forward", n_edits, probe.forward_seconds - forward_before)
+            if self.capability_sets and n_edits in self.capability[1]:
+                capability = capability_accuracy(probe, self.capability_sets)
+        # the model's share of the evaluation, for overhead accounting
+        timer.record("eval_forward", n_edits, probe.forward_seconds - forward_before)
         bad = [r for r in rows if not math.isfinite(r.value)]
         if bad:
             raise FloatingPointError(f"metric {bad[0].metric} of edit {bad[0].uid} is not finite")

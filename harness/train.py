@@ -1,9 +1,9 @@
 """``editbench train``: train a learned editor (the hypernetworks) on a task's train split.
 
 The trained editor goes to ``--out`` as safetensors plus its config as JSON; rerunning the same
-command after a kill resumes from the last checkpoint. ``editbench run --method-checkpoint
-METHOD=DIR`` then edits with it. Without a checkpoint, ``editbench run`` trains the same way into
-its cache. A method is trainable when its class has ``fit(folder, records)``.
+command after a kill resumes from the last saved training state. ``editbench run --editor
+METHOD=DIR`` then edits with it. Without one, ``editbench run`` trains the same way into its cache.
+A method is trainable when it implements :class:`editbench.core.method.Trainable`.
 """
 
 from __future__ import annotations
@@ -14,34 +14,35 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import click
-import torch
 
-from .cache import cache_root
-from .configs import parse_overrides
-from .records import check_disjoint
+from ..core.configs import DTYPE_CHOICES, parse_overrides
 
 log = logging.getLogger(__name__)
 
 
-def train_editor(method: str, out: Path, task: str = "pocket", data: str | None = None, split: str = "eval",
+def train_editor(method: str, out: Path, task: str | None = None, data: str | None = None, split: str = "eval",
                  model: str | None = None, params: Mapping[str, Mapping[str, str]] | None = None, seed: int = 0,
                  device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
                  cache_dir: Path | None = None) -> Path:
     """Train ``method`` (``NAME`` or ``NAME@PRESET``) on the task's train split into ``out``."""
-    from ..methods import EditContext
-    from .models import ModelLayout, load_model, resolve_device, resolve_dtype
-    from .runner import RunSpec, resolve_methods, resolve_task
+    import torch
+
+    from ..core.cache import cache_root
+    from ..core.method import EditContext, is_trainable
+    from ..core.models import ModelLayout, load_model, resolve_device, resolve_dtype
+    from ..core.records import check_disjoint
+    from ..methods import METHODS
+    from .runner import RunSpec, check_param_owners, resolve_methods, resolve_task
 
     spec = RunSpec(methods=(method,), task=task, data=data, split=split, model=model, params=params or {},
                    seed=seed, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                    cache_dir=cache_dir, out=Path(out))
     task_obj = resolve_task(spec)
     (plan,) = resolve_methods(spec)
-    if not callable(getattr(plan.cls, "fit", None)):
-        from ..methods import METHODS
-
-        trainable = sorted(n for n, c in METHODS.items() if callable(getattr(c, "fit", None)))
-        raise ValueError(f"--method {method}: {plan.cls.name} learns nothing to train; "
+    check_param_owners(spec, task_obj, [plan])
+    if not is_trainable(plan.cls):
+        trainable = sorted(n for n, c in METHODS.items() if is_trainable(c))
+        raise ValueError(f"--method {method}: {plan.ref.name} learns nothing to train; "
                          f"trainable methods: {', '.join(trainable)}")
     source = model or task_obj.default_model()
     if source is None:
@@ -61,24 +62,26 @@ def train_editor(method: str, out: Path, task: str = "pocket", data: str | None 
 
 @click.command()
 @click.option("--method", required=True, help="The method to train, or METHOD@PRESET (e.g. rledit, rledit@release).")
-@click.option("--task", default="pocket", show_default=True, help="Task whose train split to train on.")
+@click.option("--task", default=None, help="Task whose train split to train on (default: the pocket world).")
 @click.option("--data", default=None, help="The task's data: a local file, an http(s) URL or a Hugging Face datasets id.")
 @click.option("--split", default="eval", show_default=True,
               help="The split the editor will be scored on; the train split must share no record with it.")
 @click.option("--model", default=None, help="Hugging Face hub name or local path; default: the task's own model.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Folder for checkpoints and the trained editor; rerun the same command to resume.")
+              help="Folder for the training state and the trained editor; rerun the same command to resume.")
 @click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
               help="Set a method's or task's setting, e.g. --param rledit.depth=5 (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the network's initialisation and data order.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--dtype", default="auto", show_default=True,
-              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPE_CHOICES),
               help="Model weights dtype; auto = float32 on CPU, bfloat16 on GPU.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code from the hub to run.")
-def train(method: str, task: str, data: str | None, split: str, model: str | None, out: Path,
+def train(method: str, task: str | None, data: str | None, split: str, model: str | None, out: Path,
           params: tuple[str, ...], seed: int, device: str, dtype: str, trust_remote_code: bool) -> None:
-    """Train a learned editor on a task's train split (resumable), for `run --method-checkpoint`."""
+    """Train a learned editor on a task's train split (resumable), for `run --editor`."""
+    from .cli import task_and_data
+
+    task, data = task_and_data(task, data)
     try:
         folder = train_editor(method, out, task=task, data=data, split=split, model=model,
                               params=parse_overrides(params), seed=seed, device=device, dtype=dtype,
@@ -88,5 +91,4 @@ def train(method: str, task: str, data: str | None, split: str, model: str | Non
     summary = json.loads((folder / "history.json").read_text())
     click.echo(f"trained {method}: kept the network of step {summary['kept_step']} of {summary['steps']} "
                f"(validation loss {summary['kept_val_loss']:.4f})")
-    click.echo(f"editor: {folder}  (use: editbench run --methods {method} "
-               f"--method-checkpoint {method.partition('@')[0]}={folder})")
+    click.echo(f"editor: {folder}  (use: editbench run --methods {method} --editor {method}={folder})")

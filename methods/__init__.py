@@ -8,10 +8,10 @@ in subpackages (``hypernet/``, ``locate/``) and are imported by the methods that
 import importlib
 import pkgutil
 
-from .base import METHODS, EditContext, EditMethod, MethodConfig
+from ..core.method import METHODS, EditContext, EditMethod, MethodConfig, MethodRef, Trainable
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.ispkg and not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["METHODS", "EditContext", "EditMethod", "MethodConfig"]
+__all__ = ["METHODS", "EditContext", "EditMethod", "MethodConfig", "MethodRef", "Trainable"]

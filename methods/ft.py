@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..harness.records import EditRecord
-from .base import METHODS, EditMethod, MethodConfig
+from ..core.method import METHODS, EditMethod, MethodConfig
+from ..core.records import EditRecord
 from .objectives import last_prompt_position_nll, masked_target_nll
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import METHODS
+from ..core.method import METHODS
 from .locate.config import LocateConfig, published_presets
 from .locate.editor import LocateThenEdit
 

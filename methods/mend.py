@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import METHODS
+from ..core.method import METHODS
 from .hypernet import RELEASE_PRESET, HypernetConfig, HypernetMethod
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..harness.tokenize import PairBatch
+from ..core.tokenize import PairBatch
 
 
 def masked_target_nll(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:

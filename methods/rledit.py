@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import METHODS
+from ..core.method import METHODS
 from .hypernet import RELEASE_PRESET, HypernetConfig
 from .malmen import MALMEN
 

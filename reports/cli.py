@@ -1,7 +1,8 @@
 """``editbench report`` and ``editbench publish``: read result stores, write tables, plots and a site.
 
 Both only read the stores (HELM's split between computing and presenting): point them at a
-folder that a run is still writing and they show the checkpoints committed so far.
+folder that a run is still writing and they show the checkpoints committed so far. pandas, seaborn
+and the templates are imported inside the commands, so ``editbench --help`` does not pay for them.
 """
 
 from __future__ import annotations
@@ -10,17 +11,14 @@ from pathlib import Path
 
 import click
 
-from .collect import collect
-from .leaderboard import build_boards
-from .site import write_pages
-from .tables import latex, markdown, write_csv
-
 _RESULTS = click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 _SEED = click.option("--seed", type=int, default=0, show_default=True,
                      help="Seeds the bootstrap resampling of the confidence intervals.")
 
 
 def _collect(results: tuple[Path, ...]):
+    from .collect import collect
+
     try:
         return collect(results)
     except (FileNotFoundError, RuntimeError) as exc:
@@ -42,6 +40,10 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
     """Render one or more result stores (RESULTS folders) as a leaderboard with plots.
 
     With no output option, prints the Markdown leaderboard."""
+    from .leaderboard import build_boards
+    from .site import write_pages
+    from .tables import latex, markdown, write_csv
+
     found = _collect(results)
     boards = build_boards(found, seed=seed)
     if html is not None:
@@ -67,5 +69,7 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
 def publish(results: tuple[Path, ...], site: Path, seed: int) -> None:
     """Build the static leaderboard site from result stores: index = leaderboard, a page per task
     and per run, plots, and leaderboard.json; ready for GitHub Pages."""
+    from .site import write_pages
+
     pages = write_pages(_collect(results), site, site=True, seed=seed)
     click.echo(f"site: {site / 'index.html'} ({len(pages)} pages)")

@@ -14,19 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..harness.store import ResultsStore, load_results
+from ..core.store import load_results
 
 log = logging.getLogger(__name__)
 
-FRAMES = ("runs", "cells", "checkpoints", "scores", "timings", "capability")
-#: Stores written before the capability probes existed have no such table: read as empty.
-CAPABILITY_COLUMNS = ["run_id", "method", "n_edits", "probe", "n", "accuracy"]
+FRAMES = ("runs", "cells", "checkpoints", "scores", "timings", "capability", "metrics", "edit_batches")
 
 
 @dataclass(frozen=True)
 class Results:
     """The union of several stores; ``runs`` carries the ``source`` folder of each run.
-    ``capability`` holds general-capability probe accuracy (method '' at 0 edits: unedited)."""
+    ``capability`` holds general-capability accuracy (method '' at 0 edits: unedited), ``metrics``
+    each run's metric catalogue and ``edit_batches`` its batches as run."""
 
     runs: pd.DataFrame
     cells: pd.DataFrame
@@ -34,17 +33,13 @@ class Results:
     scores: pd.DataFrame
     timings: pd.DataFrame
     capability: pd.DataFrame
+    metrics: pd.DataFrame
+    edit_batches: pd.DataFrame
     sources: tuple[Path, ...]
 
     @property
     def tasks(self) -> list[str]:
         return sorted(self.runs["task"].unique()) if not self.runs.empty else []
-
-
-def _read(store: ResultsStore, name: str) -> pd.DataFrame:
-    if name == "capability" and not hasattr(store, "capability"):
-        return pd.DataFrame(columns=CAPABILITY_COLUMNS)
-    return getattr(store, name)()
 
 
 def collect(folders: Sequence[Path | str]) -> Results:
@@ -56,7 +51,7 @@ def collect(folders: Sequence[Path | str]) -> Results:
     for folder in map(Path, folders):
         store = load_results(folder)
         try:
-            frames = {name: _read(store, name) for name in FRAMES}
+            frames = {name: getattr(store, name)() for name in FRAMES}
         finally:
             store.close()
         dupes = set(frames["runs"]["run_id"]) & set(seen)

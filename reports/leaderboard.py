@@ -19,9 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..harness.plan import plan_batches
 from .collect import Results
-from .metrics import CAPABILITY_PREFIX, Column, capability_columns, cost_columns, metric_columns
+from .metrics import (
+    CAPABILITY_PREFIX,
+    Column,
+    capability_columns,
+    cost_columns,
+    metric_catalogue,
+    metric_columns,
+)
 from .stats import Interval, bootstrap_pooled, bootstrap_ratio, cell_rng, rank_marks, wilson
 
 
@@ -153,13 +159,11 @@ def _labels(entries: list[_Entry]) -> dict[_Entry, str]:
     return labels
 
 
-def _batch_sizes(config: dict[str, Any]) -> list[int] | None:
-    """The run's edit batches, re-planned from its stored config by the runner's own planner."""
-    try:
-        batches = plan_batches(int(config["edits"]), int(config["batch_size"]), list(config["checkpoints"]))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return [end - start for start, end in batches]
+def _batch_sizes(edit_batches: pd.DataFrame) -> dict[str, list[int]]:
+    """Each run's edit batch sizes as the runner stored them (a store made before they were stored
+    has none; its time intervals are then left out)."""
+    return {run_id: (group.sort_values("step")["stop"] - group.sort_values("step")["start"]).astype(int).tolist()
+            for run_id, group in edit_batches.groupby("run_id")}
 
 
 def _time_interval(parts: list[tuple[float, int, np.ndarray, list[int] | None]],
@@ -201,16 +205,17 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
     capability = results.capability[results.capability["run_id"].isin(run_ids)]
     edited = capability[capability["method"] != ""]
     unedited = capability[capability["method"] == ""]
-    reference = dict(zip(unedited["probe"], unedited["accuracy"])) if len(run_ids) == 1 else {}
-    columns = (metric_columns(scores["metric"].unique(), task) + capability_columns(edited["probe"].unique(), reference)
-               + cost_columns())
-    probes = {(r, m, int(n), p): (int(k), float(a)) for r, m, n, p, k, a in
-              zip(edited["run_id"], edited["method"], edited["n_edits"], edited["probe"], edited["n"], edited["accuracy"])}
+    reference = dict(zip(unedited["name"], unedited["accuracy"])) if len(run_ids) == 1 else {}
+    catalogue = metric_catalogue(results.metrics, run_ids)
+    columns = (metric_columns(scores["metric"].unique(), catalogue)
+               + capability_columns(edited["name"].unique(), reference) + cost_columns())
+    asked = {(r, m, int(n), name): (int(k), float(a)) for r, m, n, name, k, a in
+             zip(edited["run_id"], edited["method"], edited["n_edits"], edited["name"], edited["n"], edited["accuracy"])}
+    batch_sizes = _batch_sizes(results.edit_batches[results.edit_batches["run_id"].isin(run_ids)])
 
     entries = _entries(runs, cells, checkpoints)
     labels = _labels(list(entries.values()))
     status = {(r, m): s for r, m, s in zip(cells["run_id"], cells["method"], cells["status"])}
-    configs = dict(zip(runs["run_id"], runs["config"]))
     stored = {(cp.run_id, cp.method, int(cp.n_edits)): cp for cp in checkpoints.itertuples(index=False)}
     values = {key: group.to_numpy() for key, group in
               scores.groupby(["run_id", "method", "n_edits", "metric"])["value"]}
@@ -230,14 +235,14 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
             if column.key == "seconds_per_edit":
                 found[column.key] = _time_interval(
                     [(cp.edit_seconds, n_edits, edit_times.get((cp.run_id, entry.method), np.array([])),
-                      _batch_sizes(configs.get(cp.run_id) or {})) for cp in cps], rng)
+                      batch_sizes.get(cp.run_id)) for cp in cps], rng)
             elif column.key == "peak_memory_bytes":
                 found[column.key] = Interval(float(max(cp.peak_memory_bytes for cp in cps)), None, None, 1)
             elif column.key.startswith(CAPABILITY_PREFIX):
                 name = column.key[len(CAPABILITY_PREFIX):]
-                asked = [probes[k] for r in present if (k := (r, entry.method, n_edits, name)) in probes]
-                n = sum(k for k, _ in asked)
-                found[column.key] = wilson(sum(k * a for k, a in asked) / n, n) if n else None
+                answered = [asked[k] for r in present if (k := (r, entry.method, n_edits, name)) in asked]
+                n = sum(k for k, _ in answered)
+                found[column.key] = wilson(sum(k * a for k, a in answered) / n, n) if n else None
             else:
                 groups = [values[k] for r in present if (k := (r, entry.method, n_edits, column.key)) in values]
                 ok = any(np.isfinite(g).any() for g in groups)

@@ -1,15 +1,17 @@
 """What a column means: label, description and direction for every metric a store may hold.
 
-Reports render whatever metrics exist; a metric they have never heard of still gets a column, a
-readable label and the direction "higher is better" unless its name says it is a cost.
+The runner writes each metric's description and direction into the store with the run (its
+metric catalogue), so reports present a task's metrics without importing the task. A metric that
+a store has no entry for (one written by an older editbench) still gets a column, a readable label
+and the direction "higher is better" unless its name says it is a cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..harness.evaluate import CORE_METRICS
+import pandas as pd
 
 #: Name fragments of metrics where less is better (perplexities, losses, costs).
 _LOWER_IS_BETTER = ("perplexity", "ppl", "loss", "seconds", "memory", "kl")
@@ -45,38 +47,46 @@ def _lower_is_better(name: str) -> bool:
     return any(frag in parts or (len(frag) > 3 and frag in name.lower()) for frag in _LOWER_IS_BETTER)
 
 
-def task_metric_descriptions(task: str) -> dict[str, str]:
-    """The registered task's own metric descriptions; empty when the task is not installed here
-    (a store made elsewhere is still readable, with plainer headers)."""
-    try:
-        from ..tasks import TASKS
+@dataclass(frozen=True)
+class MetricInfo:
+    """A catalogue entry: what the runner stored about a metric."""
 
-        return dict(getattr(TASKS[task], "metrics", {}) or {})
-    except Exception:  # an uninstalled plugin, or a registry that fails to import: plainer headers
-        return {}
+    description: str
+    higher_is_better: bool
+    order: int
 
 
-def metric_columns(names: Iterable[str], task: str = "") -> list[Column]:
-    """Columns for the metrics present, core metrics first in their canonical order."""
+def metric_catalogue(metrics: pd.DataFrame, run_ids: Iterable[str]) -> dict[str, MetricInfo]:
+    """The catalogue of ``run_ids`` from the store's ``metrics`` frame, in the runner's order (the
+    core metrics first); where runs disagree the first run's entry stands."""
+    chosen = metrics[metrics["run_id"].isin(list(run_ids))].sort_values(["ord"], kind="stable")
+    catalogue: dict[str, MetricInfo] = {}
+    for row in chosen.itertuples(index=False):
+        catalogue.setdefault(row.name, MetricInfo(row.description, bool(row.higher_is_better), int(row.ord)))
+    return catalogue
+
+
+def metric_columns(names: Iterable[str], catalogue: Mapping[str, MetricInfo]) -> list[Column]:
+    """Columns for the metrics present: catalogued ones in the runner's order, then the rest by name."""
     present = set(names)
-    extra = task_metric_descriptions(task) if task else {}
-    ordered = [m for m in CORE_METRICS if m in present] + sorted(present - set(CORE_METRICS))
-    return [Column(m, _label(m), CORE_METRICS.get(m) or extra.get(m, ""), not _lower_is_better(m))
-            for m in ordered]
+    known = sorted((m for m in present if m in catalogue), key=lambda m: catalogue[m].order)
+    ordered = known + sorted(present - set(known))
+    return [Column(m, _label(m), catalogue[m].description, catalogue[m].higher_is_better) if m in catalogue
+            else Column(m, _label(m), "", not _lower_is_better(m)) for m in ordered]
 
 
 CAPABILITY_PREFIX = "capability:"
 
 
-def capability_columns(probes: Iterable[str], unedited: dict[str, float]) -> list[Column]:
-    """One column per general-capability probe set (SST-2, MMLU...), with the unedited model's
+def capability_columns(sets: Iterable[str], unedited: dict[str, float]) -> list[Column]:
+    """One column per general-capability question set (SST-2, MMLU...), with the unedited model's
     accuracy in the description for reference."""
     columns = []
-    for probe in sorted(probes):
-        text = f"few-shot accuracy on {probe} questions: does the model keep what it could already do"
-        if probe in unedited:
-            text += f" (unedited model: {unedited[probe]:.3f})"
-        columns.append(Column(CAPABILITY_PREFIX + probe, f"capability ({probe})", text, higher_is_better=True))
+    for name in sorted(sets):
+        text = f"few-shot accuracy on {name} questions: does the model keep what it could already do"
+        if name in unedited:
+            text += f" (unedited model: {unedited[name]:.3f})"
+        columns.append(Column(CAPABILITY_PREFIX + name, f"capability ({name})", text, higher_is_better=True))
     return columns
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .collect import Results
 from .leaderboard import Board, board_to_dict, build_boards, setup_key, short_model
-from .metrics import Column, metric_columns
+from .metrics import Column, metric_catalogue, metric_columns
 from .plots import Plot, board_plots, slug
 from .render import render
 from .stats import N_BOOT
@@ -69,8 +69,8 @@ class RunView:
     checkpoints_table: list[dict[str, Any]] = field(default_factory=list)
     phase_names: list[str] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
-    probes: list[str] = field(default_factory=list)
-    capability: list[dict[str, Any]] = field(default_factory=list)  # method, n_edits, {probe: (acc, n)}
+    capability_sets: list[str] = field(default_factory=list)
+    capability: list[dict[str, Any]] = field(default_factory=list)  # method, n_edits, {set: (acc, n)}
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Section:
 
 
 PHASE_ORDER = ["load", "baseline", "baseline_forward", "prepare", "edit", "eval", "eval_forward"]
-#: Phases measured inside another (the probe's forward passes): shown, but not added to the total.
+#: Phases measured inside another (the scoring backend's forward passes): shown, but not added to the total.
 SUB_PHASES = {"baseline_forward", "eval_forward"}
 
 
@@ -119,7 +119,8 @@ def run_views(results: Results) -> dict[str, RunView]:
                               _none(c.error), c.method_config, c.config_hash, int(last.get(c.method, 0)))
                    for c in cells.itertuples(index=False)]
         metrics = [c.key for c in metric_columns(
-            results.scores.loc[results.scores["run_id"] == run.run_id, "metric"].unique(), run.task)]
+            results.scores.loc[results.scores["run_id"] == run.run_id, "metric"].unique(),
+            metric_catalogue(results.metrics, [run.run_id]))]
         table = []
         for cp in checkpoints.itertuples(index=False):
             means = {m: float(per_edit_means[(run.run_id, cp.method, cp.n_edits, m)]) for m in metrics
@@ -134,10 +135,10 @@ def run_views(results: Results) -> dict[str, RunView]:
             total = float(sums.loc[~sums.index.isin(SUB_PHASES), "sum"].sum())
             phases.append({"method": method, "total": total,
                            "cells": {p: (float(r["sum"]), int(r["count"])) for p, r in sums.iterrows()}})
-        probes_frame = results.capability[results.capability["run_id"] == run.run_id]
+        asked = results.capability[results.capability["run_id"] == run.run_id]
         capability = [{"method": method or "(unedited)", "n_edits": int(n_edits),
-                       "cells": {p: (float(a), int(k)) for p, a, k in zip(g["probe"], g["accuracy"], g["n"])}}
-                      for (method, n_edits), g in probes_frame.groupby(["method", "n_edits"], sort=True)]
+                       "cells": {n: (float(a), int(k)) for n, a, k in zip(g["name"], g["accuracy"], g["n"])}}
+                      for (method, n_edits), g in asked.groupby(["method", "n_edits"], sort=True)]
         baseline = run.baseline or {}
         views[run.run_id] = RunView(
             run_id=run.run_id, page=f"{slug(run.run_id)}.html", task=run.task, model=run.model,
@@ -147,7 +148,7 @@ def run_views(results: Results) -> dict[str, RunView]:
             config=config, versions=run.versions or {}, baseline=baseline,
             pre_edit_accuracy=baseline.get("pre_edit_accuracy"), source=run.source, methods=methods,
             metrics=metrics, checkpoints_table=table, phase_names=phase_names, phases=phases,
-            probes=sorted(probes_frame["probe"].unique()), capability=capability)
+            capability_sets=sorted(asked["name"].unique()), capability=capability)
     return views
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..harness.store import ResultsStore
+from ..core.store import ResultsStore
 
 COLUMNS = {
     "efficacy_acc": "efficacy",
@@ -49,13 +49,13 @@ def task_metrics_frame(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def capability_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
-    """Probe accuracy per method and checkpoint, the unedited model first."""
+    """General-capability accuracy per method and checkpoint, the unedited model first."""
     frame = store.capability()
     frame = frame[frame["run_id"] == run_id]
     if frame.empty:
         return frame
     frame = frame.assign(method=frame["method"].replace("", "(unedited)"))
-    wide = frame.pivot_table(index=["method", "n_edits"], columns="probe", values="accuracy").reset_index()
+    wide = frame.pivot_table(index=["method", "n_edits"], columns="name", values="accuracy").reset_index()
     wide.columns.name = None
     return wide.rename(columns={"n_edits": "edits"})
 

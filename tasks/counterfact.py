@@ -23,24 +23,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..harness.metrics import TfIdf, ngram_entropy, prefers
-from ..harness.probe import GenerationSettings
-from ..harness.records import EditRecord, Neighbour, ScoringPair
-from ..harness.store import ScoreRow
-from .base import TASKS
+from ..core.metrics import TfIdf, ngram_entropy, prefers
+from ..core.probe import GenerationSettings
+from ..core.records import EditRecord, Metric, Neighbour, ScoreRow, ScoringPair
+from ..core.sources import Fields, Where
+from ..core.task import TASKS
 from .filetask import FileTask, FileTaskConfig
-from .sources import Fields, Where
 
-METRICS = {
-    "efficacy_success": "P(new) > P(true) at the edit prompt (ROME ES)",
-    "efficacy_magnitude": "P(new) - P(true) at the edit prompt (ROME EM)",
-    "generalization_success": "mean over paraphrases of P(new) > P(true) (ROME PS)",
-    "generalization_magnitude": "mean over paraphrases of P(new) - P(true) (ROME PM)",
-    "specificity_success": "mean over neighbourhood prompts of P(true) > P(new) (ROME NS)",
-    "specificity_magnitude": "mean over neighbourhood prompts of P(true) - P(new) (ROME NM)",
-    "fluency_ngram_entropy": "weighted bi/tri-gram entropy of generated text (ROME fluency; ROME layout only)",
-    "consistency_tfidf": "TF-IDF cosine of generated text with reference text on the new object (ROME layout only)",
-}
+METRICS = (
+    Metric("efficacy_success", "P(new) > P(true) at the edit prompt (ROME ES)"),
+    Metric("efficacy_magnitude", "P(new) - P(true) at the edit prompt (ROME EM)"),
+    Metric("generalization_success", "mean over paraphrases of P(new) > P(true) (ROME PS)"),
+    Metric("generalization_magnitude", "mean over paraphrases of P(new) - P(true) (ROME PM)"),
+    Metric("specificity_success", "mean over neighbourhood prompts of P(true) > P(new) (ROME NS)"),
+    Metric("specificity_magnitude", "mean over neighbourhood prompts of P(true) - P(new) (ROME NM)"),
+    Metric("fluency_ngram_entropy", "weighted bi/tri-gram entropy of generated text (ROME fluency; ROME layout only)"),
+    Metric("consistency_tfidf",
+           "TF-IDF cosine of generated text with reference text on the new object (ROME layout only)"),
+)
 
 
 @dataclass(frozen=True)

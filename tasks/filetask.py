@@ -1,4 +1,4 @@
-"""The shared shape of tasks read from published files (ZsRE, CounterFact, FEVER).
+"""The shared shape of tasks read from files (ZsRE, CounterFact, FEVER, your own JSONL).
 
 Each such task only says how one raw record becomes an :class:`EditRecord`; reading the source
 (path, URL, datasets id), validating, lenient skipping and the train/eval split live here once.
@@ -17,9 +17,9 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..harness.records import EditRecord
-from .base import Task, TaskConfig
-from .sources import LoadReport, Where, parse_all, read_source
+from ..core.records import EditRecord
+from ..core.sources import LoadReport, RecordError, Where, parse_all, read_source
+from ..core.task import Task, TaskConfig
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,13 @@ class FileTask(Task):
 
     def read(self, data: str) -> list[EditRecord]:
         if data not in self._cache:
-            source, raw = read_source(data, self.options.cache_dir)
-            if not isinstance(raw, list):
-                raise ValueError(f"{source}: expected a JSON list of records")
-            records, report = parse_all(source, raw, self.parse, self.options.lenient)
+            raw = read_source(data, self.options.cache_dir)
+            records, report = parse_all(raw, self.parse, self.options.lenient)
+            seen: dict[str, int] = {}
+            for index, record in enumerate(records):
+                if seen.setdefault(record.uid, index) != index:
+                    raise RecordError(f"{raw.source}: uid {record.uid!r} appears more than once; "
+                                      "every record needs its own")
             self._cache[data] = records
             self.load_reports[data] = report
         return self._cache[data]
@@ -64,7 +67,7 @@ class FileTask(Task):
     def _eval_source(self) -> str:
         data = self.options.data or self.default_data
         if data is None:
-            raise ValueError(f"the {self.name} task needs --data (a local file, URL or datasets id)")
+            raise ValueError(f"the {self.name} task needs --data PATH (a local file, URL or datasets id)")
         return data
 
     def load(self, split: str) -> list[EditRecord]:

@@ -9,22 +9,22 @@ One JSON object per line::
      "uid": "cf-0", "extra": {}}
 
 ``prompt``, ``subject`` and ``target_new`` are required and ``subject`` must occur in ``prompt``;
-the rest is optional. Unknown keys are an error, so a typo never silently drops data.
+the rest is optional. Unknown keys are an error, so a typo never silently drops data. It is a
+file task like the published ones: ``--lenient``, ``--limit`` and a train split
+(``--param jsonl.train_data=FILE`` or ``--param jsonl.train_fraction=0.5``) work the same way.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..harness.records import EditRecord, Neighbour
-from .base import TASKS, Task, TaskOptions
-from .sources import Fields, RecordError, Where
+from ..core.records import EditRecord, Neighbour
+from ..core.sources import Fields, Where
+from ..core.task import TASKS
+from .filetask import FileTask
 
 FIELDS = {"prompt", "subject", "target_new", "target_true", "paraphrases", "neighbours", "uid", "extra"}
-
-__all__ = ["JsonlTask", "RecordError", "parse_record", "read_jsonl"]
 
 
 def parse_record(obj: Any, where: Where) -> EditRecord:
@@ -47,8 +47,11 @@ def parse_record(obj: Any, where: Where) -> EditRecord:
     extra = obj.get("extra", {})
     if not isinstance(extra, dict):
         raise where.error("extra", "must be an object")
+    uid = obj.get("uid", f"{Path(where.source).name}:{where.index}")
+    if not isinstance(uid, (str, int)) or isinstance(uid, bool):
+        raise where.error("uid", f"must be a string or an integer, got {uid!r}")
     return EditRecord(
-        uid=str(obj.get("uid", f"{Path(where.source).name}:{where.index}")),
+        uid=str(uid),
         prompt=prompt,
         subject=subject,
         target_new=fields.str("target_new"),
@@ -59,42 +62,10 @@ def parse_record(obj: Any, where: Where) -> EditRecord:
     )
 
 
-def read_jsonl(path: Path) -> list[EditRecord]:
-    if not path.is_file():
-        raise FileNotFoundError(f"task file {path} does not exist")
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"{path}:{line_no}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-            records.append(parse_record(obj, Where(str(path), line_no, by_line=True)))
-    if not records:
-        raise RecordError(f"{path}: the file holds no records")
-    uids = [r.uid for r in records]
-    if len(set(uids)) != len(uids):
-        dup = next(u for u in uids if uids.count(u) > 1)
-        raise RecordError(f"{path}: uid {dup!r} appears more than once")
-    return records
-
-
 @TASKS.register("jsonl")
-class JsonlTask(Task):
+class JsonlTask(FileTask):
     name = "jsonl"
     description = "your own edits: a JSONL file in editbench's schema (--data FILE, or --task FILE.jsonl)"
 
-    def __init__(self, options: TaskOptions, config=None) -> None:
-        super().__init__(options, config)
-        if not options.data:
-            raise ValueError("the jsonl task needs --data PATH (or pass the file as --task PATH.jsonl)")
-
-    def load(self, split: str) -> list[EditRecord]:
-        records = read_jsonl(Path(self.options.data))
-        if split == "eval":
-            return records
-        if split == "train":
-            raise ValueError("a JSONL task has one split ('eval'); give a separate file to train on")
-        raise ValueError(f"--split {split!r}: a JSONL task has only the 'eval' split")
+    def parse(self, obj: Any, where: Where) -> EditRecord:
+        return parse_record(obj, where)

@@ -17,8 +17,8 @@ import random
 from dataclasses import dataclass
 from functools import cached_property
 
-from ..harness.records import EditRecord, Neighbour
-from .base import TASKS, Task, TaskConfig
+from ..core.records import EditRecord, Neighbour
+from ..core.task import TASKS, Task, TaskConfig
 
 PREFIXES = ("", "Fact:", "As everyone knows,", "In short,")
 
@@ -158,7 +158,7 @@ class PocketWorld:
         return out
 
 
-@TASKS.register("pocket")
+@TASKS.register("pocket", default=True)
 class PocketTask(Task):
     name = "pocket"
     description = "built-in fictional world (4 relations, held-out phrasings); trains its own model offline"
@@ -180,6 +180,11 @@ class PocketTask(Task):
 
     def default_edits(self) -> int:
         return 200
+
+    @classmethod
+    def sized_for(cls, edits: int) -> dict[str, str]:
+        """The eval split holds 60% of the entities, four facts each."""
+        return {"n_entities": str(max(cls.Config().n_entities, -(-edits * 5 // 12) + 20))}
 
     def corpus(self) -> list[str]:
         return self.world.training_sentences()

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..harness.cache import cache_root, publish_dir, staging_dir
-from ..harness.configs import config_hash
-from ..harness.progress import progress
+from ..core.cache import cache_root, publish_dir, staging_dir
+from ..core.configs import config_hash
+from ..core.micro import train_tokenizer
+from ..core.progress import progress
+from ..core.tokenize import pad
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +37,6 @@ class PocketModelConfig:
     batch_size: int = 64
     lr: float = 3e-3
     seed: int = 0
-
-
-def train_tokenizer(sentences: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator(sentences, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
 def build_model(config: PocketModelConfig, vocab_size: int):
@@ -85,12 +71,7 @@ def train_pocket_model(sentences: list[str], config: PocketModelConfig, out_dir:
             order.extend(fresh)
         batch = [encoded[i] for i in order[: config.batch_size]]
         del order[: config.batch_size]
-        width = max(map(len, batch))
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(batch):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
+        ids, mask = pad(batch, 0)
         labels = ids.masked_fill(mask == 0, -100)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..harness.records import EditRecord, Neighbour
-from .base import TASKS
+from ..core.records import EditRecord, Neighbour
+from ..core.sources import Fields, Where
+from ..core.task import TASKS
 from .filetask import FileTask
-from .sources import Fields, Where
 
 
 @TASKS.register("zsre")

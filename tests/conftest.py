@@ -44,7 +44,7 @@ def micro_config(family: str, vocab_size: int):
 
 @pytest.fixture(scope="session")
 def world_tokenizer():
-    from editbench.tasks.pocket_model import train_tokenizer
+    from editbench.core.micro import train_tokenizer
 
     return train_tokenizer(tiny_world().training_sentences(), vocab_size=300)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from test_locate import RECORDS, context, token_keys
 
-from editbench.harness.configs import build_config
+from editbench.core.configs import build_config
 from editbench.methods.alphaedit import AlphaEdit, AlphaEditConfig, null_space_projection
 from editbench.methods.locate.hooks import read_at
 from editbench.methods.locate.prompts import locate
@@ -121,8 +121,8 @@ def test_a_failed_run_resumes_to_the_uninterrupted_result(tmp_path, micro_llama,
     is rerun scores every checkpoint as a run that never stopped."""
     import pandas as pd
 
+    from editbench.core.store import load_results
     from editbench.harness.runner import Runner, RunSpec
-    from editbench.harness.store import load_results
 
     params = {"pocket": {"n_entities": "20"},
               "alphaedit": {"layers": "0,1", "v_steps": "5", "context_prefixes": "1", "mom2_n_samples": "300",

@@ -2,15 +2,15 @@ import json
 
 import pytest
 
+from editbench.core.records import PairScore
+from editbench.core.store import load_results
 from editbench.harness.capability import (
-    PROBE_SETS,
+    CAPABILITY_SETS,
     CapabilitySettings,
     capability_accuracy,
-    load_probe_sets,
+    load_capability_sets,
 )
-from editbench.harness.records import PairScore
 from editbench.harness.runner import Runner, RunSpec
-from editbench.harness.store import load_results
 
 
 class PrefersSecondChoice:
@@ -22,9 +22,9 @@ class PrefersSecondChoice:
 
 
 def test_every_shared_probe_file_has_the_expected_layout(shared_data):
-    settings = CapabilitySettings(tuple(PROBE_SETS), data=str(shared_data / "glue"), limit=20, shots=2)
-    sets = load_probe_sets(settings)
-    assert [s.name for s in sets] == list(PROBE_SETS)
+    settings = CapabilitySettings(tuple(CAPABILITY_SETS), data=str(shared_data / "glue"), limit=20, shots=2)
+    sets = load_capability_sets(settings)
+    assert [s.name for s in sets] == list(CAPABILITY_SETS)
     for probe_set in sets:
         assert len(probe_set.questions) == 20
         assert probe_set.shots_text.count("\n\n") == 2
@@ -36,24 +36,24 @@ def test_accuracy_is_the_share_of_right_answers(tmp_path):
     rows = [{"sentence": f"s{i}", "label": i % 4 == 0} for i in range(13)]  # labels 1 at i = 0, 4, 8, 12
     (tmp_path / "sst2.jsonl").write_text("\n".join(json.dumps({**r, "label": int(r["label"])}) for r in rows))
     settings = CapabilitySettings(("sst2",), data=str(tmp_path), limit=100, shots=1)
-    (probe_set,) = load_probe_sets(settings)
+    (probe_set,) = load_capability_sets(settings)
     expected = sum(gold == 1 for _, _, gold in probe_set.questions) / len(probe_set.questions)
     assert capability_accuracy(PrefersSecondChoice(), [probe_set]) == {"sst2": (12, pytest.approx(expected))}
 
 
-def test_unknown_probe_and_missing_file_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown probe set 'glue'"):
+def test_unknown_set_and_missing_file_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown set 'glue'"):
         CapabilitySettings(("glue",))
     with pytest.raises(FileNotFoundError, match="no mmlu.json"):
-        load_probe_sets(CapabilitySettings(("mmlu",), data=str(tmp_path)))
+        load_capability_sets(CapabilitySettings(("mmlu",), data=str(tmp_path)))
 
 
-def test_runs_store_probes_for_the_unedited_model_and_the_chosen_checkpoints(shared_data, tmp_path, micro_llama):
+def test_runs_store_capability_for_the_unedited_model_and_the_chosen_checkpoints(shared_data, tmp_path, micro_llama):
     spec = RunSpec(methods=("ft-m",), model=str(micro_llama), edits=8, batch_size=4, out=tmp_path / "o",
                    device="cpu", cache_dir=tmp_path, params={"pocket": {"n_entities": "20"}},
-                   probes=("sst2", "mmlu"), probe_data=str(shared_data / "glue"), probe_limit=5, probe_at="4,8",
+                   capability=("sst2", "mmlu"), capability_data=str(shared_data / "glue"), capability_limit=5, capability_at="4,8",
                    checkpoints="4,8")
     Runner(spec).run()
     frame = load_results(spec.out).capability()
     assert set(zip(frame["method"], frame["n_edits"])) == {("", 0), ("ft-m", 4), ("ft-m", 8)}
-    assert set(frame["probe"]) == {"sst2", "mmlu"} and set(frame["n"]) == {5}
+    assert set(frame["name"]) == {"sst2", "mmlu"} and set(frame["n"]) == {5}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from editbench.core.store import ResultsStore, load_results
 from editbench.harness.executors import run_local
 from editbench.harness.runner import RunSpec
-from editbench.harness.store import ResultsStore, load_results
 
 POCKET = {"pocket": {"n_entities": "20"}}
 

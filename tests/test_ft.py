@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from editbench.harness.models import ModelLayout, load_model
-from editbench.harness.probe import HFProbe
-from editbench.harness.records import EditRecord, ScoringPair
-from editbench.harness.tokenize import PairEncoder
+from editbench.core.models import ModelLayout, load_model
+from editbench.core.probe import HFProbe
+from editbench.core.records import EditRecord, ScoringPair
+from editbench.core.tokenize import PairEncoder
 from editbench.methods import EditContext
 from editbench.methods.ft import FTL, FTM, FTConfig
 from editbench.methods.objectives import last_prompt_position_nll, masked_target_nll

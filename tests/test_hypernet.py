@@ -5,14 +5,14 @@ import dataclasses
 import pytest
 import torch
 
-from editbench.harness.models import ModelLayout, load_model
+from editbench.core.models import ModelLayout, load_model
+from editbench.core.task import TaskOptions
 from editbench.methods import EditContext
 from editbench.methods.hypernet.modules import default_layers, keys_and_grads, select_modules
 from editbench.methods.hypernet.net import EditorNet, RunningNormaliser, effective_rank
 from editbench.methods.malmen import MALMEN, MALMENConfig, malmen_update, ridge_solve
 from editbench.methods.mend import MEND, MENDConfig, mend_update
 from editbench.methods.objectives import masked_target_nll
-from editbench.tasks.base import TaskOptions
 from editbench.tasks.pocket import PocketConfig, PocketTask
 
 TINY = PocketConfig(n_entities=20)
@@ -72,7 +72,7 @@ def test_answer_token_rows_are_the_target_positions(micro_llama):
     ctx = make_context(micro_llama)
     method = MEND(MENDConfig(), ctx)
     records = ctx.train_records()[:4]
-    cached = method.cache(records)
+    cached = method.read_keys_and_grads(records)
     n_answer_tokens = sum(ctx.encoder.encode(r.prompt, r.target_new).n_target for r in records)
     for module in method.modules:
         assert cached.keys[module.name].shape == (n_answer_tokens, module.key_size)
@@ -129,7 +129,7 @@ def test_a_mend_edit_of_n_edits_has_rank_at_most_n_per_module(micro_llama):
     one_token = sorted(w for w in words if ctx.encoder.encode(multi[0].prompt, w).n_target == 1)
     single = [dataclasses.replace(r, target_new=w) for r, w in zip(multi, one_token)]
     for records in (single[:2], multi):
-        cached = method.cache(records)
+        cached = method.read_keys_and_grads(records)
         method.update_normalisers(cached)
         rows = cached.keys[method.modules[0].name].shape[0]
         before = {m.parameter: ctx.parameter(m.parameter).clone() for m in method.modules}
@@ -157,7 +157,7 @@ def test_malmen_edit_on_a_model_satisfies_the_normal_equations(micro_gpt2):
     ctx = make_context(micro_gpt2)
     method = MALMEN(MALMENConfig(edit_lr=1e-2), ctx)
     records = ctx.train_records()[:4]
-    cached = method.cache(records)
+    cached = method.read_keys_and_grads(records)
     method.update_normalisers(cached)
     with torch.no_grad():
         shifts = method.shifts(cached)
@@ -179,7 +179,7 @@ def test_state_dict_round_trip_and_normaliser_updates_at_edit(micro_llama):
     ctx = make_context(micro_llama)
     method = MALMEN(MALMENConfig(edit_lr=1e-3, update_normaliser_at_edit=True), ctx)
     records = ctx.train_records()
-    method.update_normalisers(method.cache(records[:4]))
+    method.update_normalisers(method.read_keys_and_grads(records[:4]))
     before = method.state_dict()
     method.apply(records[4:8])
     after = method.state_dict()

@@ -62,7 +62,7 @@ def test_whether_editing_updates_the_normaliser(label, moves, micro_llama, tmp_p
     method = _method(label, micro_llama, tmp_path)
     records = method.ctx.train_records()
     trainer = Trainer(method, records, tmp_path / "unused")
-    trainer._warm_up() if method.config.warm_up else method.update_normalisers(method.cache(records[:4]))
+    trainer._warm_up() if method.config.warm_up else method.update_normalisers(method.read_keys_and_grads(records[:4]))
     before = method.state_dict()
     method.apply(records[4:8])
     after = method.state_dict()

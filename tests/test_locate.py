@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tiny_world
 
-from editbench.harness.models import ModelLayout, load_model
-from editbench.harness.records import EditRecord
+from editbench.core.models import ModelLayout, load_model
+from editbench.core.records import EditRecord
 from editbench.methods import EditContext
 from editbench.methods.locate import stats as stats_module
 from editbench.methods.locate.config import LocateConfig
@@ -73,7 +73,7 @@ def test_prefixed_rows_look_up_the_subject_after_the_prefix(micro_llama, tmp_pat
 
 
 def test_mean_keys_weighs_bare_and_prefixed_contexts_equally():
-    from editbench.harness.tokenize import PairBatch
+    from editbench.core.tokenize import PairBatch
     from editbench.methods.locate.prompts import LocatedBatch
 
     empty = PairBatch(*(torch.zeros(5, 1, dtype=torch.long) for _ in range(4)), torch.zeros(5, dtype=torch.long))

@@ -4,9 +4,9 @@ import pytest
 import torch
 from test_locate import RECORDS, context
 
-from editbench.harness.configs import build_config
-from editbench.harness.probe import HFProbe
-from editbench.harness.records import EditRecord, ScoringPair
+from editbench.core.configs import build_config
+from editbench.core.probe import HFProbe
+from editbench.core.records import EditRecord, ScoringPair
 from editbench.methods import METHODS
 from editbench.methods.memit import MEMIT, MEMITConfig
 

@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from editbench.harness.metrics import TfIdf, mean_token_prob, ngram_entropy, prefers
-from editbench.harness.records import PairScore
+from editbench.core.metrics import TfIdf, mean_token_prob, ngram_entropy, prefers
+from editbench.core.records import PairScore
 
 
 def _score(logprob, n):

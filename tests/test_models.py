@@ -3,7 +3,7 @@ import torch
 from conftest import micro_config
 from transformers import AutoModelForCausalLM
 
-from editbench.harness.models import ModelLayout, weight_as_out_in
+from editbench.core.models import ModelLayout, weight_as_out_in
 
 FAMILIES = ["gpt2", "gptj", "llama", "mistral", "qwen2", "gemma"]
 

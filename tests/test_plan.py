@@ -1,6 +1,6 @@
 import pytest
 
-from editbench.harness.plan import default_ladder, eval_positions, parse_checkpoints, plan_batches
+from editbench.core.plan import default_ladder, eval_positions, parse_checkpoints, plan_batches
 
 
 def test_default_ladder_is_geometric_and_ends_at_edits():

@@ -1,8 +1,8 @@
 import torch
 
-from editbench.harness.models import load_model
-from editbench.harness.probe import HFProbe
-from editbench.harness.records import ScoringPair
+from editbench.core.models import load_model
+from editbench.core.probe import HFProbe
+from editbench.core.records import ScoringPair
 from editbench.tasks.pocket import PocketConfig, PocketWorld
 from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
 

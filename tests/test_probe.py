@@ -1,9 +1,9 @@
 import torch
 
-from editbench.harness.models import load_model
-from editbench.harness.probe import HFProbe
-from editbench.harness.records import PairScore, ScoringPair
-from editbench.harness.tokenize import PairEncoder
+from editbench.core.models import load_model
+from editbench.core.probe import HFProbe
+from editbench.core.records import PairScore, ScoringPair
+from editbench.core.tokenize import PairEncoder
 
 
 def test_target_positions_follow_the_prompt(world_tokenizer):

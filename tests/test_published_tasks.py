@@ -1,3 +1,4 @@
+import html
 import http.server
 import json
 import sys
@@ -6,11 +7,13 @@ import types
 from functools import partial
 
 import pytest
+from click.testing import CliRunner
 
+from editbench.core.sources import RecordError
+from editbench.core.store import load_results
+from editbench.harness.cli import main
 from editbench.harness.runner import Runner, RunSpec
-from editbench.harness.store import load_results
 from editbench.tasks import TASKS, TaskOptions
-from editbench.tasks.sources import RecordError
 
 
 def _task(name, data, **config):
@@ -134,7 +137,7 @@ def test_loads_a_hugging_face_datasets_id(monkeypatch):
 def test_a_few_edits_end_to_end_store_every_metric_of_the_task(shared_data, tmp_path, micro_gpt2, task, file, edits):
     spec = RunSpec(methods=("ft-m",), task=task, data=str(shared_data / file), model=str(micro_gpt2), edits=edits,
                    batch_size=2, out=tmp_path / "out", device="cpu", cache_dir=tmp_path,
-                   params={"counterfact": {"gen_max_new_tokens": "8", "gen_prompts": "2"}})
+                   params={"counterfact": {"gen_max_new_tokens": "8", "gen_prompts": "2"}} if task == "counterfact" else {})
     assert Runner(spec).run().ok
     metrics = set(load_results(spec.out).scores()["metric"])
     expected = {"efficacy_acc", "generalization_acc", "specificity_agree", "specificity_acc"}
@@ -143,6 +146,12 @@ def test_a_few_edits_end_to_end_store_every_metric_of_the_task(shared_data, tmp_
     if file == "counterfact.json":
         expected |= {"fluency_ngram_entropy", "consistency_tfidf"}
     assert expected <= metrics
+    if task == "counterfact":  # the task's metric descriptions reach the report through the store
+        result = CliRunner().invoke(main, ["report", str(spec.out), "--html", str(tmp_path / "html")])
+        assert result.exit_code == 0, result.output
+        page = html.unescape((tmp_path / "html" / "index.html").read_text(encoding="utf-8"))
+        assert "P(new) > P(true) at the edit prompt (ROME ES)" in page
+        assert "share of neighbourhood answer tokens where the edited model's top-1 equals" in page
 
 
 def test_fever_end_to_end_from_a_file_the_test_makes(tmp_path, micro_gpt2):

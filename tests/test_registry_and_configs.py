@@ -2,8 +2,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from editbench.harness.configs import build_config, parse_overrides
-from editbench.harness.registry import Registry
+from editbench.core.configs import build_config, parse_overrides
+from editbench.core.registry import Registry
 from editbench.methods import METHODS
 from editbench.tasks import TASKS
 
@@ -27,7 +27,7 @@ def test_entry_point_plugins_are_loaded_lazily(monkeypatch):
         def load(self):
             return "the plugin"
 
-    import editbench.harness.registry as module
+    import editbench.core.registry as module
 
     monkeypatch.setattr(module, "entry_points", lambda group: [FakeEntryPoint()] if group == "g" else [])
     registry = Registry("thing", "g")

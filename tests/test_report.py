@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from editbench.core.records import Metric, PhaseTime, ScoreRow
+from editbench.core.store import ResultsStore
 from editbench.harness.cli import main
-from editbench.harness.store import ResultsStore, ScoreRow
-from editbench.harness.timing import PhaseTime
 from editbench.reports.collect import collect
 from editbench.reports.leaderboard import build_boards
 from editbench.reports.tables import latex, markdown, md_escape, tex_escape
@@ -42,6 +42,9 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
         store.ensure_run(run_id, task=task, model=model, config=config, versions={"torch": "2.x"},
                          device="cpu (test)", seed=seed, git_sha="abc123", dataset_hash="d5", n_edits=40)
         store.set_baseline(run_id, {"pre_edit_accuracy": 0.97, "pre_edit_paraphrase_accuracy": float("nan")})
+        store.save_run_plan(run_id, [Metric("efficacy_acc", f"edit success {EVIL}"), Metric("generalization_acc", "g"),
+                                     Metric("specificity_agree", "agreement with the unedited model")],
+                            [(start, start + BATCH) for start in range(0, 40, BATCH)])
         for index, (label, rates) in enumerate(methods.items()):
             store.start_cell(run_id, label, {"lr": 0.1, "label": label}, f"h{index}")
             done = 0
@@ -229,8 +232,7 @@ def test_markdown_and_latex_escapes_keep_tables_intact(store_dir):
     assert latex([board]).count(r"\begin{tabular}") == 1
 
 
-@pytest.mark.skipif(not hasattr(ResultsStore, "capability"), reason="this store has no capability probes yet")
-def test_capability_probes_get_a_column_with_a_wilson_interval(tmp_path):
+def test_capability_sets_get_a_column_with_a_wilson_interval(tmp_path):
     folder = build_store(tmp_path / "r", methods={"a": {"efficacy_acc": 0.5}, "b": {"efficacy_acc": 0.5}})
     with ResultsStore(folder) as store:
         store.save_unedited_capability("run-a", {"sst2": (200, 0.8)})
@@ -245,7 +247,7 @@ def test_capability_probes_get_a_column_with_a_wilson_interval(tmp_path):
     from editbench.reports.site import run_views
 
     view = run_views(collect([folder]))["run-a"]
-    assert view.probes == ["sst2"] and view.capability[0]["method"] == "(unedited)"
+    assert view.capability_sets == ["sst2"] and view.capability[0]["method"] == "(unedited)"
 
 
 def test_run_page_totals_do_not_count_forward_passes_twice(store_dir):

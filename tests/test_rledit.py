@@ -35,7 +35,7 @@ def _walk(method, trainer, n_steps):
         emitted.append([])
         step = trainer._step_data(records, None)
         window.append(step)
-        step.shifts = method.shifts(method.cache(records))
+        step.shifts = method.shifts(method.read_keys_and_grads(records))
         method.apply_shifts(step.shifts)
     return window, emitted
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from editbench.core.store import load_results
 from editbench.harness.runner import Runner, RunSpec
-from editbench.harness.store import load_results
 from editbench.methods import METHODS, EditMethod, MethodConfig
 
 POCKET = {"pocket": {"n_entities": "20"}}

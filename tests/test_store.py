@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from editbench.harness.store import ResultsStore, ScoreRow, load_results
-from editbench.harness.timing import PhaseTime
+from editbench.core.records import PhaseTime, ScoreRow
+from editbench.core.store import ResultsStore, load_results
 
 
 def _fill(store: ResultsStore) -> None:
@@ -45,7 +45,8 @@ def test_the_store_survives_a_crash_mid_transaction(tmp_path):
         _fill(store)
     crash = textwrap.dedent(f"""
         import os
-        from editbench.harness.store import ResultsStore, ScoreRow
+        from editbench.core.records import ScoreRow
+        from editbench.core.store import ResultsStore
         store = ResultsStore({str(tmp_path)!r})
         store.conn.execute("BEGIN IMMEDIATE")
         store.conn.execute("INSERT INTO checkpoints VALUES ('r1', 'ft-m', 6, 1, 1, 1, 1, 'now')")

@@ -8,11 +8,11 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from test_hypernet import make_context
 
+from editbench.core.records import EditRecord, check_disjoint
 from editbench.harness.cli import main
-from editbench.harness.records import EditRecord, check_disjoint
 from editbench.harness.runner import Runner, RunSpec
 from editbench.methods.hypernet import HypernetMethod
-from editbench.methods.hypernet.checkpoint import load_editor
+from editbench.methods.hypernet.storage import load_editor
 from editbench.methods.hypernet.training import Trainer
 from editbench.methods.malmen import MALMEN, MALMENConfig
 from editbench.methods.rledit import RLEdit, RLEditConfig
@@ -58,7 +58,7 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_result(name, micro
     broken = tmp_path / "broken" / "ed"
     with pytest.raises(Interrupted):  # dies between the checkpoints at steps 2 and 4
         _fit(micro_llama, broken, cls, config, interrupt_after=3, monkeypatch=monkeypatch)
-    assert [p.name for p in broken.glob("checkpoint-*")] == ["checkpoint-000002"]
+    assert [p.name for p in broken.glob("state-*")] == ["state-000002"]
     assert not (broken / "editor.safetensors").exists()
     _fit(micro_llama, broken, cls, config)
     straight = load_file(tmp_path / "straight" / "ed" / "editor.safetensors")
@@ -69,7 +69,7 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_result(name, micro
     assert [h["step"] for h in summary["history"]] == [0, 2, 4, 6] and summary["steps"] == 6
     best = min(h["val_loss"] for h in summary["history"])
     assert best <= summary["kept_val_loss"] <= best * (1 + 1e-3)  # the best network is the one kept
-    assert not list(broken.glob("checkpoint-*"))
+    assert not list(broken.glob("state-*"))
 
 
 def test_a_folder_refuses_training_with_other_settings(micro_llama, tmp_path):
@@ -118,7 +118,7 @@ def test_train_command_then_run_with_the_checkpoint(micro_llama, tmp_path):
     assert saved["method"] == "mend" and saved["identity"]["config"]["rank"] == 8
     assert set(saved["edit_lr"]) == {name for name, *_ in saved["modules"]}
     assert all(lr > 0 for lr in saved["edit_lr"].values())
-    result = CliRunner().invoke(main, ["run", "--methods", "mend", "--method-checkpoint", f"mend={out}",
+    result = CliRunner().invoke(main, ["run", "--methods", "mend", "--editor", f"mend={out}",
                                        "--model", str(micro_llama), *POCKET, *settings, "--edits", "8",
                                        "--batch-size", "4", "--out", str(tmp_path / "run"), "--device", "cpu"])
     assert result.exit_code == 0, result.output

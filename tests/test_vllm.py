@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from editbench.harness.models import load_model
-from editbench.harness.probe import HFProbe
-from editbench.harness.probe_vllm import VLLMProbe, vllm_available
-from editbench.harness.records import EditRecord, ScoringPair
+from editbench.core.models import load_model
+from editbench.core.probe import HFProbe
+from editbench.core.probe_vllm import VLLMProbe, vllm_available
+from editbench.core.records import EditRecord, ScoringPair
 
 pytestmark = pytest.mark.skipif(not vllm_available(), reason="vLLM backend needs `pip install \"editbench[vllm]\"` "
                                 "and a CUDA GPU; neither is required for the rest of editbench")
@@ -15,7 +15,7 @@ LOGPROB_TOLERANCE = 2e-3  # float32 on both sides; kernels differ (paged attenti
 
 
 def test_hf_and_vllm_agree_before_and_after_an_edit(micro_llama):
-    from editbench.harness.models import ModelLayout
+    from editbench.core.models import ModelLayout
     from editbench.methods import EditContext
     from editbench.methods.ft import FTM, FTConfig
 

@@ -2,8 +2,9 @@
 
 ``modules``: which weights are edited and the hooks that read keys and output gradients there;
 ``net``: the normaliser and the residual low-rank editor network; ``core``: the method base class
-(cache, map, update, apply); ``training``: the one trainer for all three (sequences of edit
-batches, back-tracking, validation, resumable checkpoints); ``checkpoint``: saving and loading.
+(keys and gradients, map, update, apply); ``training``: the one trainer for all three (sequences of edit
+batches, back-tracking, validation, resumable training states); ``storage``: what a trained editor
+and a training run leave on disk.
 """
 
 from .config import RELEASE_PRESET, HypernetConfig

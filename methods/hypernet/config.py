@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ..base import MethodConfig
+from ...core.method import TrainableConfig
 from .modules import MODULE_CHOICES, TOKEN_CHOICES
 
 
 @dataclass(frozen=True)
-class HypernetConfig(MethodConfig):
+class HypernetConfig(TrainableConfig):
     # -- what is edited ---------------------------------------------------------------------------
     layers: tuple[int, ...] = ()  # empty: a band of upper layers (modules.default_layers)
     modules: str = "auto"  # auto | mlp_in (gate/up) | mlp_out (down/c_proj/fc_out)
@@ -40,16 +40,15 @@ class HypernetConfig(MethodConfig):
     reg_coef: float = 0.0  # L2 penalty on each step's update, sum of squares over modules
     reg_grad: bool = True  # False: compute the L2 term without gradient (as the released RLEdit)
     max_steps: int = 600  # optimiser steps at most; 0: keep the network at its initialisation
-    val_every: int = 26  # optimiser steps between validations (each also writes a checkpoint)
+    val_every: int = 26  # optimiser steps between validations (each also saves the training state)
     patience: int = 3  # stop after this many validations without improvement (the plateau)
     val_fraction: float = 0.2  # share of the train split held out for the validation loss
     #: validation records at most: every validation walks all of them, so on a large train split
     #: (ZsRE's 160k) an uncapped share would cost more than the training steps (MEND caps it too)
     max_val_records: int = 1000
     max_epochs: int = 0  # passes over the train split at most; 0: no limit (MEND/MALMEN releases: 1)
-    #: train on a seeded sample of this many records of the train split; 0: all of them. RLEdit's
-    #: steps each walk the whole split, so its training time grows with the split's size
-    max_train_records: int = 0
+    # max_train_records (TrainableConfig): RLEdit's steps each walk the whole train split, so its
+    # training time grows with the split's size unless this caps it
     warm_up: bool = True  # fill the normalisers from the train split before training (releases: no)
     backtrack_grad: bool = True  # step t's paraphrase losses reach the window's updates (releases: only t's)
     select_best: bool = True  # keep the best network by validation loss; False: the last (releases)
@@ -61,7 +60,7 @@ class HypernetConfig(MethodConfig):
 
     #: fields that change how edits are applied, not what is trained (left out of the cache key)
     EDIT_TIME_FIELDS = frozenset({"update_normaliser_at_edit"})
-    #: fields that fix the network's shape; a checkpoint must agree with the run on them
+    #: fields that fix the network's shape; a trained editor must agree with the run on them
     ARCHITECTURE_FIELDS = frozenset({"layers", "modules", "rank", "n_blocks"})  # block_bias is an init
 
     def __post_init__(self) -> None:
@@ -79,11 +78,10 @@ class HypernetConfig(MethodConfig):
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("sequence_length", "max_steps", "max_epochs", "max_train_records"):
+        super().__post_init__()
+        for name in ("sequence_length", "max_steps", "max_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if self.max_train_records == 1:
-            raise ValueError("max_train_records must be 0 (all) or at least 2 (a train and a validation share)")
         if self.block_bias < 0:
             raise ValueError(f"block_bias must be 0 or more, got {self.block_bias}")
         for name in ("meta_lr", "max_grad_norm", "edit_scale"):

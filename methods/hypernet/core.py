@@ -3,7 +3,7 @@
 A method of this family subclasses :class:`HypernetMethod` and supplies ``update``, the rule that
 turns one module's keys, pseudo-keys and pseudo-gradients into a (key_size, value_size) weight
 update: MEND's sum of rank-1 products, MALMEN's least squares. Everything else - which modules,
-the hooks, the network, training, checkpoints - is shared and lives in this package.
+the hooks, the network, training, saved editors - is shared and lives in this package.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...harness.records import EditRecord, dataset_hash
-from ...harness.tokenize import PairBatch
-from ..base import EditContext, EditMethod
+from ...core.method import EditContext, EditMethod
+from ...core.models import model_fingerprint
+from ...core.records import EditRecord, dataset_hash
+from ...core.tokenize import PairBatch
 from ..objectives import masked_target_nll
 from .config import HypernetConfig
 from .modules import KeysAndGrads, add_shift, keys_and_grads, select_modules
@@ -66,27 +67,27 @@ class HypernetMethod(EditMethod):
         encoder = self.ctx.encoder
         return encoder.collate(encoder.encode_many(pairs)).to(self.ctx.device)
 
-    def cache(self, records: Sequence[EditRecord]) -> KeysAndGrads:
+    def read_keys_and_grads(self, records: Sequence[EditRecord]) -> KeysAndGrads:
         """Keys and output gradients of the edit prompts on the live model, at the answer tokens or,
         with ``tokens="all"``, at every token (the loss is the answer tokens' either way)."""
         batch = self.encode([(r.prompt, r.target_new) for r in records])
         mask = batch.attention_mask.bool() if self.config.tokens == "all" else None
         return keys_and_grads(self.ctx.model, self.modules, batch, masked_target_nll, mask)
 
-    def update_normalisers(self, cached: KeysAndGrads) -> None:
+    def update_normalisers(self, observed: KeysAndGrads) -> None:
         for key, net in self.nets.items():
-            rows = [torch.cat((cached.keys[m.name], cached.grads[m.name]), -1)
+            rows = [torch.cat((observed.keys[m.name], observed.grads[m.name]), -1)
                     for m in self.modules if self.slots[m.name][0] == key]
             net.normaliser.update(torch.cat(rows).to(self.ctx.device))
 
-    def shifts(self, cached: KeysAndGrads) -> dict[str, torch.Tensor]:
+    def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
         """Each module's update; differentiable in the networks' parameters when grad is enabled."""
         out = {}
         for module in self.modules:
             key, index = self.slots[module.name]
             net = self.nets[key]
-            keys = cached.keys[module.name].to(self.ctx.device)
-            pseudo_keys, pseudo_grads = net(keys, cached.grads[module.name].to(self.ctx.device), index)
+            keys = observed.keys[module.name].to(self.ctx.device)
+            pseudo_keys, pseudo_grads = net(keys, observed.grads[module.name].to(self.ctx.device), index)
             out[module.name] = self.update(keys, pseudo_keys, pseudo_grads, net.lr[index], net.log_ridge[index])
         return out
 
@@ -96,10 +97,10 @@ class HypernetMethod(EditMethod):
 
     # -- the EditMethod protocol ---------------------------------------------------------------------
     def prepare(self) -> None:
-        from .checkpoint import is_complete, load_editor
+        from .storage import is_complete, load_editor
 
-        if self.ctx.method_checkpoint is not None:
-            load_editor(self, Path(self.ctx.method_checkpoint))
+        if self.ctx.trained_editor is not None:
+            load_editor(self, Path(self.ctx.trained_editor))
             return
         folder = self.cache_folder()
         if not is_complete(folder):
@@ -114,11 +115,11 @@ class HypernetMethod(EditMethod):
         Trainer(self, list(records), folder).run()
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
-        cached = self.cache(batch)
+        observed = self.read_keys_and_grads(batch)
         if self.config.update_normaliser_at_edit:
-            self.update_normalisers(cached)
+            self.update_normalisers(observed)
         with torch.no_grad():
-            self.apply_shifts(self.shifts(cached))
+            self.apply_shifts(self.shifts(observed))
 
     def edited_parameters(self) -> list[str]:
         return [m.parameter for m in self.modules]
@@ -137,21 +138,9 @@ class HypernetMethod(EditMethod):
                 buf.copy_(state[f"{key}.{name}"])
 
     # -- identity of a trained network ----------------------------------------------------------------
-    def model_fingerprint(self) -> str:
-        """The model's config and the edited weights' bytes: a trained editor fits only that model."""
-        settings = self.ctx.model.config.to_dict()
-        for volatile in ("_name_or_path", "transformers_version"):
-            settings.pop(volatile, None)
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-        for module in self.modules:
-            weight = self.ctx.model.get_parameter(module.parameter).detach().float().cpu().contiguous()
-            digest.update(module.name.encode())
-            digest.update(weight.numpy().tobytes())
-        return digest.hexdigest()[:16]
-
     def training_identity(self, records: Sequence[EditRecord]) -> dict[str, object]:
         config: HypernetConfig = self.config  # type: ignore[assignment]
-        return {"method": self.name, "config": config.training_fields(), "model": self.model_fingerprint(),
+        return {"method": self.name, "config": config.training_fields(), "model": model_fingerprint(self.ctx.model),
                 "train_data": dataset_hash(records), "seed": self.ctx.seed}
 
     def cache_folder(self) -> Path:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...harness.models import ModelLayout, weight_as_out_in
-from ...harness.tokenize import PairBatch
+from ...core.models import ModelLayout, weight_as_out_in
+from ...core.tokenize import PairBatch
 
 MODULE_CHOICES = ("auto", "mlp_in", "mlp_out")
 TOKEN_CHOICES = ("answer", "all")

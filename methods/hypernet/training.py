@@ -11,7 +11,7 @@ same way without gradients; training stops at ``max_steps`` or when ``patience``
 row bring no improvement, and the best network by validation loss is kept.
 
 Everything random is drawn from seeds named by (seed, phase, step), so a run resumed from a
-checkpoint takes the same steps as one never interrupted.
+saved training state takes the same steps as one never interrupted.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from pathlib import Path
 import torch
 from torch.func import functional_call
 
-from ...harness.progress import progress
-from ...harness.records import EditRecord
-from ...harness.tokenize import PairBatch
+from ...core.progress import progress
+from ...core.records import EditRecord
+from ...core.tokenize import PairBatch
 from ..objectives import masked_target_nll
-from . import checkpoint as ckpt
+from . import storage
 from .modules import effective_weight
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,6 @@ class Step:
     gen_pairs: list[tuple[str, str]]  # (paraphrase, new target)
     loc_pairs: list[tuple[str, str]]  # (unrelated prompt, its answer)
     shifts: dict[str, torch.Tensor]
-
-
-def _rows(batch: PairBatch, start: int, stop: int) -> PairBatch:
-    return PairBatch(*(t[start:stop] for t in (batch.input_ids, batch.attention_mask, batch.labels,
-                                                batch.target_mask, batch.prompt_last)))
 
 
 def _segments(sizes: list[int]) -> list[tuple[int, int]]:
@@ -154,7 +149,7 @@ class Trainer:
         reach = recent if config.backtrack_grad else recent[:1]
         every = {m.name: [s.shifts[m.name] for s in reach] for m in self.method.modules}
         logits, batch = self._logits(gen_pairs, every)
-        gen = sum(d * masked_target_nll(logits[a:b], _rows(batch, a, b))
+        gen = sum(d * masked_target_nll(logits[a:b], batch.rows(a, b))
                   for d, (a, b) in zip(decay, _segments([len(s.gen_pairs) for s in recent])))
         loc = torch.zeros((), device=logits.device)
         if reference is not None:
@@ -162,7 +157,7 @@ class Trainer:
             logits, batch = self._logits([p for s in recent for p in s.loc_pairs], current)
             for d, (a, b) in zip(decay, _segments([len(s.loc_pairs) for s in recent])):
                 if b > a:
-                    loc = loc + d * masked_kl(reference[a:b], logits[a:b], _rows(batch, a, b))
+                    loc = loc + d * masked_kl(reference[a:b], logits[a:b], batch.rows(a, b))
         l2 = sum((s.float() ** 2).sum() for s in recent[0].shifts.values())
         if not config.reg_grad:
             l2 = l2.detach()
@@ -178,9 +173,9 @@ class Trainer:
         totals: dict[str, float] = {}
         try:
             for t, records in enumerate(sequence):
-                cached = method.cache(records)
+                observed = method.read_keys_and_grads(records)
                 if train:
-                    method.update_normalisers(cached)
+                    method.update_normalisers(observed)
                 step = self._step_data(records, random.Random(f"{key}-{t}") if train else None)
                 window.append(step)
                 loc_pairs = [p for s in reversed(window) for p in s.loc_pairs]
@@ -189,7 +184,7 @@ class Trainer:
                     with torch.no_grad():
                         reference, _ = self._logits(loc_pairs, {m.name: [] for m in method.modules})
                 with torch.set_grad_enabled(train):
-                    step.shifts = method.shifts(cached)
+                    step.shifts = method.shifts(observed)
                     method.apply_shifts(step.shifts)
                     loss, parts = self.step_loss(window, reference)
                 if train:
@@ -226,8 +221,8 @@ class Trainer:
             for net in method.nets.values():
                 net.lr.data.fill_(config.edit_lr)
             return {m.name: config.edit_lr for m in method.modules}
-        cached = [method.cache(records) for records in self._batches(self.train, None)]
-        for c in cached:
+        observed = [method.read_keys_and_grads(records) for records in self._batches(self.train, None)]
+        for c in observed:
             method.update_normalisers(c)
         chosen = {}
         for m in method.modules:
@@ -236,8 +231,8 @@ class Trainer:
             if config.edit_lr is not None:
                 chosen[m.name] = config.edit_lr
                 continue
-            keys = torch.cat([c.keys[m.name] for c in cached]).to(method.ctx.device)
-            grads = torch.cat([c.grads[m.name] for c in cached]).to(method.ctx.device)
+            keys = torch.cat([c.keys[m.name] for c in observed]).to(method.ctx.device)
+            grads = torch.cat([c.grads[m.name] for c in observed]).to(method.ctx.device)
             with torch.no_grad():
                 pseudo_keys, _ = net(keys, grads, index)
                 weight = self.pristine[m.parameter].float()
@@ -275,27 +270,27 @@ class Trainer:
     def run(self) -> None:
         method, config, folder = self.method, self.config, self.folder
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob(".checkpoint-*"):
+        for stale in folder.glob(".state-*"):
             shutil.rmtree(stale, ignore_errors=True)
         identity = json.loads(json.dumps(method.training_identity(self.records), default=str))  # as stored
-        saved = ckpt.read_json(folder / ckpt.CONFIG_FILE) if (folder / ckpt.CONFIG_FILE).is_file() else None
+        saved = storage.read_json(folder / storage.CONFIG_FILE) if (folder / storage.CONFIG_FILE).is_file() else None
         if saved is not None and saved.get("identity") != identity:
             raise ValueError(f"{folder} holds training of {saved.get('method')} with other settings, model or "
                              "data; use another --out or the settings it was started with")
-        latest = ckpt.latest_checkpoint(folder) if saved is not None else None
+        latest = storage.latest_state(folder) if saved is not None else None
         if latest is not None:
-            net, optimizer_state, best, state = ckpt.load_checkpoint(latest)
-            ckpt.load_net_tensors(method, {k: v.to(method.ctx.device) for k, v in net.items()})
+            net, optimizer_state, best, state = storage.load_state(latest)
+            storage.load_net_tensors(method, {k: v.to(method.ctx.device) for k, v in net.items()})
             optimizer = self._optimizer(saved["lr_meta_lr"])
-            ckpt.load_optimizer(optimizer, optimizer_state)
+            storage.load_optimizer(optimizer, optimizer_state)
             log.info("%s: resuming training in %s at step %d", method.name, folder, state["step"])
         else:
             edit_lrs = self._warm_up()
             lr_meta_lr = config.lr_meta_lr if config.lr_meta_lr is not None else 0.05 * min(edit_lrs.values())
             optimizer = self._optimizer(lr_meta_lr)
-            ckpt.write_json(folder / ckpt.CONFIG_FILE, {
-                "format": ckpt.FORMAT_VERSION, "method": method.name, "identity": identity,
-                "modules": ckpt.describe_modules(method), "edit_lr": edit_lrs, "lr_meta_lr": lr_meta_lr,
+            storage.write_json(folder / storage.CONFIG_FILE, {
+                "format": storage.FORMAT_VERSION, "method": method.name, "identity": identity,
+                "modules": storage.describe_modules(method), "edit_lr": edit_lrs, "lr_meta_lr": lr_meta_lr,
                 "model": getattr(method.ctx.model.config, "_name_or_path", None),
                 "n_train": len(self.train), "n_val": len(self.val),
             })
@@ -327,13 +322,13 @@ class Trainer:
                 best = self._validate(state, best, train_sums)
                 train_sums = {}
                 bar.set_postfix(val=f"{state['history'][-1]['val_loss']:.4f}")
-                ckpt.save_checkpoint(self.folder, state["step"], ckpt.net_tensors(method),
-                                     ckpt.optimizer_tensors(optimizer), best, state)
+                storage.save_state(self.folder, state["step"], storage.net_tensors(method),
+                                     storage.optimizer_tensors(optimizer), best, state)
         finally:
             bar.close()
         kept = state["best_step"] if config.select_best else state["step"]
         kept_loss = next(h["val_loss"] for h in state["history"] if h["step"] == kept)
-        ckpt.finish(self.folder, best, {"kept_step": kept, "kept_val_loss": kept_loss, "steps": state["step"],
+        storage.finish(self.folder, best, {"kept_step": kept, "kept_val_loss": kept_loss, "steps": state["step"],
                                         "history": state["history"]})
         log.info("%s: trained %d steps; best validation loss %.4f at step %d; kept the network of step %d",
                  method.name, state["step"], state["best"], state["best_step"], kept)
@@ -349,11 +344,11 @@ class Trainer:
                  ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "step"))
         if state["best"] is None or val["loss"] < state["best"] - IMPROVEMENT * abs(state["best"]):
             state.update(best=val["loss"], best_step=state["step"], bad=0)
-            best = ckpt.net_tensors(self.method)
+            best = storage.net_tensors(self.method)
         else:
             state["bad"] += 1
         if not self.config.select_best:  # the releases evaluate the last network
-            best = ckpt.net_tensors(self.method)
+            best = storage.net_tensors(self.method)
         if state["bad"] >= self.config.patience or state["step"] >= self.max_steps:
             state["stopped"] = True
         return best

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import MethodConfig
+from ...core.method import MethodConfig
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from typing import ClassVar
 
 import torch
 
-from ...harness.models import weight_as_out_in
-from ...harness.records import EditRecord
-from ..base import EditContext, EditMethod
+from ...core.method import EditContext, EditMethod
+from ...core.models import weight_as_out_in
+from ...core.records import EditRecord
 from .config import LocateConfig
 from .hooks import mean_keys, read_at
 from .prompts import LocatedBatch, generate_prefixes, locate

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...harness.records import EditRecord
-from ...harness.tokenize import EncodedPair, PairBatch, PairEncoder
+from ...core.records import EditRecord
+from ...core.tokenize import EncodedPair, PairBatch, PairEncoder
 
 #: The words the published code starts its generated context prefixes with.
 PREFIX_STARTS = ("The", "Therefore", "Because", "I", "You")

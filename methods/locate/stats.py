@@ -10,7 +10,6 @@ safetensors, with the corpus, the sample count and the token count in the file's
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,9 +20,11 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from ...harness.cache import atomic_write_bytes
-from ...harness.progress import progress
-from ...harness.tokenize import PairEncoder
+from ...core.cache import atomic_write_bytes
+from ...core.models import model_fingerprint
+from ...core.progress import progress
+from ...core.sources import read_records
+from ...core.tokenize import PairEncoder, pad, token_budget_batches
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,14 @@ def _digest(texts: Iterable[str]) -> str:
 
 
 def _read_file(path: Path) -> list[str]:
+    """One sample per line of a text file, or the ``text`` field of each record of a JSON Lines file."""
     if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise ValueError(f"{path}:{number}: a key-statistics corpus line needs a string field 'text'")
-                texts.append(record["text"])
-        return texts
-    return [line for line in path.read_text().splitlines() if line.strip()]
+        raw = read_records(path)
+        for index, record in enumerate(raw.items):
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f"{raw.where(index)}: a key-statistics corpus record needs a string field 'text'")
+        return [record["text"] for record in raw.items]
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _stream_hub(dataset: str, config: str | None, n: int) -> list[str]:
@@ -110,19 +109,6 @@ def resolve_corpus(spec: str, hub: str, task) -> Corpus:
         raise ValueError(f"stats_corpus={spec!r} is neither auto, task, hub nor an existing text file")
     texts = _read_file(path)
     return Corpus(f"file-{path.stem}-{_digest(texts)}", texts)
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A digest of the architecture, the dtype and a strided sample of every weight: stable across
-    paths and machines, different for a different or fine-tuned checkpoint."""
-    config = {k: v for k, v in model.config.to_dict().items()
-              if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, param in sorted(model.named_parameters()):
-        flat = param.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu()
-        digest.update(name.encode() + str(param.dtype).encode() + sample.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -173,20 +159,6 @@ def key_second_moments(model: nn.Module, encoder: PairEncoder, modules: Sequence
     return {m: found[m] for m in modules}
 
 
-def _batches(ids: list[list[int]], batch_tokens: int) -> Iterable[list[list[int]]]:
-    """Consecutive samples grouped so that each padded batch holds at most ``batch_tokens``."""
-    batch: list[list[int]] = []
-    width = 0
-    for seq in ids:
-        if batch and max(width, len(seq)) * (len(batch) + 1) > batch_tokens:
-            yield batch
-            batch, width = [], 0
-        batch.append(seq)
-        width = max(width, len(seq))
-    if batch:
-        yield batch
-
-
 @torch.no_grad()
 def _accumulate(model: nn.Module, encoder: PairEncoder, modules: Sequence[str], texts: Sequence[str],
                 device: torch.device, batch_tokens: int) -> dict[str, tuple[torch.Tensor, int]]:
@@ -206,13 +178,9 @@ def _accumulate(model: nn.Module, encoder: PairEncoder, modules: Sequence[str], 
     handles = [model.get_submodule(m).register_forward_hook(collect(m)) for m in modules]
     bar = progress(total=len(ids), desc="key statistics", unit="sample")
     try:
-        for batch in _batches(ids, batch_tokens):
-            width = max(len(s) for s in batch)
-            input_ids = torch.full((len(batch), width), encoder.pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, seq in enumerate(batch):
-                input_ids[row, : len(seq)] = torch.tensor(seq)
-                attention[row, : len(seq)] = 1
+        for indices in token_budget_batches([len(seq) for seq in ids], batch_tokens, by_length=False):
+            batch = [ids[i] for i in indices]
+            input_ids, attention = pad(batch, encoder.pad_id)
             mask_now[:] = [attention.bool().to(device)]
             model(input_ids=input_ids.to(device), attention_mask=attention.to(device))
             tokens += int(attention.sum())

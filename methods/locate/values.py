@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...harness.records import EditRecord
-from ...harness.tokenize import PairEncoder
+from ...core.records import EditRecord
+from ...core.tokenize import PairEncoder
 from .config import LocateConfig
 from .hooks import edit_block_output
 from .prompts import LocatedBatch, locate

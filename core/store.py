@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from .timing import PhaseTime
+from .records import Metric, PhaseTime, ScoreRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "results.sqlite"
 
 SCHEMA = """
@@ -51,8 +51,16 @@ CREATE TABLE IF NOT EXISTS timings (
     seconds REAL NOT NULL, PRIMARY KEY (run_id, method, phase, step)
 );
 CREATE TABLE IF NOT EXISTS capability (
-    run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL, probe TEXT NOT NULL,
-    n INTEGER NOT NULL, accuracy REAL NOT NULL, PRIMARY KEY (run_id, method, n_edits, probe)
+    run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL, name TEXT NOT NULL,
+    n INTEGER NOT NULL, accuracy REAL NOT NULL, PRIMARY KEY (run_id, method, n_edits, name)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL, ord INTEGER NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+    higher_is_better INTEGER NOT NULL, PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS edit_batches (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, start INTEGER NOT NULL, stop INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS base_predictions (
     run_id TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, predictions TEXT NOT NULL,
@@ -72,14 +80,6 @@ class CellState:
     last_checkpoint: int  # 0 when none is stored
 
 
-@dataclass(frozen=True)
-class ScoreRow:
-    position: int
-    uid: str
-    metric: str
-    value: float
-
-
 class ResultsStore:
     """Read/write access to ``DIR/results.sqlite``."""
 
@@ -93,14 +93,36 @@ class ResultsStore:
         if create:  # the writer sets the store up; a reader (report, publish) changes nothing
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
+            self._migrate()
             self.conn.executescript(SCHEMA)
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         else:
             self.conn.execute("PRAGMA query_only=ON")
+        self.version = self._version()
+        if self.version is None or not 1 <= self.version <= SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema version {self.version}; "
+                               f"this editbench reads versions 1 to {SCHEMA_VERSION}")
+
+    def _version(self) -> int | None:
+        if not self._has_table("meta"):
+            return None
         found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if found is None or int(found[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {found and found[0]}; "
-                               f"this editbench reads {SCHEMA_VERSION}")
+        return int(found[0]) if found else None
+
+    def _has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
+            is not None
+
+    def _migrate(self) -> None:
+        """Bring a version-1 store up to date before writing to it: version 2 calls the general-capability
+        sets' column ``name`` (it was ``probe``) and adds the metric catalogue and the batch plan,
+        which older runs simply lack (reports then show plainer headers and no time intervals)."""
+        if self._version() != 1:
+            return
+        with self.transaction() as conn:
+            if self._has_table("capability"):
+                conn.execute("ALTER TABLE capability RENAME COLUMN probe TO name")
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.conn.close()
@@ -131,6 +153,16 @@ class ResultsStore:
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
         return True
+
+    def save_run_plan(self, run_id: str, metrics: Iterable[Metric], batches: Iterable[tuple[int, int]]) -> None:
+        """What a report needs to present a run without the code that made it: each metric's
+        description and direction, and the edit batches as run (``[start, stop)`` per step)."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?)",
+                             [(run_id, i, m.name, m.description, int(m.higher_is_better))
+                              for i, m in enumerate(metrics)])
+            conn.executemany("INSERT OR REPLACE INTO edit_batches VALUES (?, ?, ?, ?)",
+                             [(run_id, step, start, stop) for step, (start, stop) in enumerate(batches)])
 
     def cell(self, run_id: str, method: str) -> CellState | None:
         row = self.conn.execute("SELECT status, config_hash FROM cells WHERE run_id=? AND method=?",
@@ -189,10 +221,10 @@ class ResultsStore:
     def _insert_capability(conn, run_id: str, method: str, n_edits: int,
                            capability: dict[str, tuple[int, float]]) -> None:
         conn.executemany("INSERT INTO capability VALUES (?, ?, ?, ?, ?, ?)",
-                         [(run_id, method, n_edits, probe, n, acc) for probe, (n, acc) in capability.items()])
+                         [(run_id, method, n_edits, name, n, acc) for name, (n, acc) in capability.items()])
 
     def save_unedited_capability(self, run_id: str, capability: dict[str, tuple[int, float]]) -> None:
-        """The unedited model's probe accuracy, stored as method '' at 0 edits."""
+        """The unedited model's general-capability accuracy, stored as method '' at 0 edits."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM capability WHERE run_id=? AND method='' AND n_edits=0", (run_id,))
             self._insert_capability(conn, run_id, "", 0, capability)
@@ -220,7 +252,8 @@ class ResultsStore:
         self.conn.execute("ATTACH DATABASE ? AS worker", (str(other),))  # not allowed inside a transaction
         try:
             with self.transaction() as conn:
-                for table in ("runs", "checkpoints", "scores", "timings", "capability", "base_predictions"):
+                for table in ("runs", "checkpoints", "scores", "timings", "capability", "base_predictions",
+                              "metrics", "edit_batches"):
                     conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM worker.{table}")
                 conn.execute("INSERT OR REPLACE INTO cells SELECT * FROM worker.cells")
         finally:
@@ -242,11 +275,27 @@ class ResultsStore:
     def checkpoints(self) -> pd.DataFrame:
         return self._frame("SELECT * FROM checkpoints ORDER BY run_id, method, n_edits")
 
+    def _table(self, name: str, columns: list[str], order: str) -> pd.DataFrame:
+        """A whole table, or an empty frame with its columns where an older store lacks it."""
+        if not self._has_table(name):
+            return pd.DataFrame(columns=columns)
+        return self._frame(f"SELECT {', '.join(columns)} FROM {name} ORDER BY {order}")
+
     def capability(self) -> pd.DataFrame:
-        """General-capability accuracy: run_id, method ('' = unedited, at n_edits 0), n_edits, probe, n, accuracy."""
-        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name='capability'").fetchone():
-            return pd.DataFrame(columns=["run_id", "method", "n_edits", "probe", "n", "accuracy"])
-        return self._frame("SELECT * FROM capability ORDER BY run_id, method, n_edits, probe")
+        """General-capability accuracy: run_id, method ('' = unedited, at n_edits 0), n_edits, name, n, accuracy."""
+        name = "probe" if self.version == 1 else "name"  # a version-1 store opened for reading only
+        frame = self._table("capability", ["run_id", "method", "n_edits", name, "n", "accuracy"],
+                            f"run_id, method, n_edits, {name}")
+        return frame.rename(columns={"probe": "name"})
+
+    def metrics(self) -> pd.DataFrame:
+        """The metric catalogue of each run: run_id, ord, name, description, higher_is_better."""
+        frame = self._table("metrics", ["run_id", "ord", "name", "description", "higher_is_better"], "run_id, ord")
+        return frame.astype({"higher_is_better": bool})
+
+    def edit_batches(self) -> pd.DataFrame:
+        """The edit batches of each run as run: run_id, step, start, stop."""
+        return self._table("edit_batches", ["run_id", "step", "start", "stop"], "run_id, step")
 
     def timings(self) -> pd.DataFrame:
         return self._frame("SELECT * FROM timings ORDER BY run_id, method, phase, step")

@@ -19,7 +19,7 @@ from torch import nn
 
 from .progress import progress
 from .records import PairScore, ScoringPair
-from .tokenize import PairEncoder
+from .tokenize import PairEncoder, pad, token_budget_batches
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,24 @@ class GenerationSettings:
 
 
 class ProbeBackend(Protocol):
-    def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]: ...
+    """What the runner, the tasks and the capability sets ask of a scoring backend."""
+
+    #: seconds spent in the model's forward passes so far (and reading their results back), so the
+    #: runner can tell the model's share of an evaluation from the harness's own overhead
+    forward_seconds: float
+
+    def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]:
+        """Teacher-forced scores of every pair, in order."""
+        ...
 
     def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
         """Prompt plus continuation, for each prompt."""
+        ...
+
+    def sync(self, model: nn.Module, names: Sequence[str]) -> None:
+        """Make the backend see ``model``'s current values of the tensors ``names`` (and undo what an
+        earlier sync changed that ``names`` no longer covers). A backend that reads the live model
+        has nothing to do."""
         ...
 
 
@@ -89,30 +103,22 @@ class HFProbe:
         #: so a model that changes its logits after the head in a way we do not know falls back
         self.head_only: bool | None = None
 
+    def sync(self, model: nn.Module, names: Sequence[str]) -> None:
+        """Nothing to do: this backend scores the live model itself."""
+        if model is not self.model:
+            raise ValueError("an HFProbe scores the model it was made with; make a new probe for another model")
+
     def target_logits(self, batch) -> torch.Tensor:
         if self.head_only is False:
             return full_logits(self.model, batch)
         if self.head_only is None:
-            sample = batch.first(CHECK_ROWS)
+            sample = batch.rows(0, CHECK_ROWS)
             fast = head_only_logits(self.model, sample)
             self.head_only = fast is not None and agree(fast, full_logits(self.model, sample))
             if not self.head_only:
                 log.info("scoring with full logits: the output head alone does not reproduce this model's logits")
                 return full_logits(self.model, batch)
         return head_only_logits(self.model, batch)
-
-    def _batches(self, encoded):
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
-        batch: list[int] = []
-        width = 0
-        for index in order:
-            width = max(width, len(encoded[index].ids))
-            if batch and width * (len(batch) + 1) > self.max_tokens:
-                yield batch
-                batch, width = [], len(encoded[index].ids)
-            batch.append(index)
-        if batch:
-            yield batch
 
     @torch.inference_mode()
     def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]:
@@ -126,7 +132,7 @@ class HFProbe:
         results: list[PairScore | None] = [None] * len(pairs)
         was_training = self.model.training
         self.model.eval()
-        batches = list(self._batches(encoded))
+        batches = list(token_budget_batches([len(e.ids) for e in encoded], self.max_tokens))
         for indices in progress(batches, desc="scoring", unit="batch", disable=len(batches) < 4):
             batch = self.encoder.collate([encoded[i] for i in indices]).to(self.device)
             started = time.perf_counter()
@@ -162,12 +168,8 @@ class HFProbe:
         try:
             for start in range(0, len(prompts), batch_size):
                 chunk = [self.encoder.encode_prompt(p) for p in prompts[start : start + batch_size]]
-                width = max(map(len, chunk))
-                ids = torch.full((len(chunk), width), self.encoder.pad_id, dtype=torch.long)
-                mask = torch.zeros_like(ids)
-                for row, seq in enumerate(chunk):
-                    ids[row, width - len(seq):] = torch.tensor(seq)
-                    mask[row, width - len(seq):] = 1
+                ids, mask = pad(chunk, self.encoder.pad_id, left=True)
+                width = ids.shape[1]
                 out = self.model.generate(
                     input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                     max_new_tokens=settings.max_new_tokens, do_sample=settings.top_k > 1,

@@ -2,7 +2,8 @@
 
 A task is data plus a few declared choices (inspect_ai's ``Task``, lm-eval's YAML tasks): it yields
 typed :class:`EditRecord` s for a split, names the metric variants it reports, and may name a
-model that suits it (the pocket world builds its own). The runner never names a task.
+model that suits it (the pocket world builds its own). The runner never names a task: it asks the
+registry for the one the user named, or for the one that declared itself the default.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from ..harness.records import EditRecord
-from ..harness.registry import Registry
+from .records import EditRecord, Metric, ScoreRow
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from .probe import ProbeBackend
 
 TASKS: Registry[type[Task]] = Registry("task", "editbench.tasks")
 
@@ -38,8 +42,8 @@ class Task(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[TaskConfig]] = TaskConfig
-    #: metric variant -> what it measures; the runner computes the core ones for every task.
-    metrics: ClassVar[dict[str, str]] = {}
+    #: the task's own metric variants, beyond the core ones the runner computes for every task
+    metrics: ClassVar[tuple[Metric, ...]] = ()
     needs_download: ClassVar[bool] = False
 
     def __init__(self, options: TaskOptions, config: TaskConfig | None = None) -> None:
@@ -61,13 +65,22 @@ class Task(ABC):
     def default_edits(self) -> int:
         return 100
 
+    @classmethod
+    def sized_for(cls, edits: int) -> dict[str, str]:
+        """Settings (``--param`` values) under which the task has at least ``edits`` records to edit,
+        for benchmarks that need a given size. A task read from a file has what it has: none."""
+        return {}
+
     def corpus(self) -> list[str] | None:
         """Plain text that resembles what the model was trained on, for key statistics
         (MEMIT's second moments). None: methods fall back to their published corpus (wikitext)."""
         return None
 
-    def extra_metrics(self, probe: Any, records: list[EditRecord], positions: list[int]) -> list:
-        """Task-specific metrics (ScoreRows) for the edits at ``positions``; the core ones are the
-        runner's. The default adds none."""
-        return []
+    def skipped_records(self) -> int:
+        """Records a lenient load left out (stored with the run, so a result says what it covers)."""
+        return 0
 
+    def extra_metrics(self, probe: ProbeBackend, records: list[EditRecord], positions: list[int]) -> list[ScoreRow]:
+        """Task-specific metrics for the edits at ``positions``; the core ones are the runner's.
+        The default adds none."""
+        return []

@@ -8,7 +8,7 @@ across the boundary still get the ids the model would actually see.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,9 +41,39 @@ class PairBatch:
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(*(t.to(device) for t in self._fields()))
 
-    def first(self, n: int) -> PairBatch:
-        """The batch's first ``n`` rows."""
-        return PairBatch(*(t[:n] for t in self._fields()))
+    def rows(self, start: int, stop: int) -> PairBatch:
+        """Rows ``start`` to ``stop`` (exclusive) of the batch."""
+        return PairBatch(*(t[start:stop] for t in self._fields()))
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` of token sequences padded to the longest: on the right for
+    scoring and training, on the left for generation (new tokens then follow every prompt)."""
+    width = max(len(seq) for seq in sequences)
+    rows = [[pad_id] * (width - len(seq)) + list(seq) if left else list(seq) + [pad_id] * (width - len(seq))
+            for seq in sequences]
+    lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.long).unsqueeze(1)
+    positions = torch.arange(width).unsqueeze(0)
+    mask = positions >= width - lengths if left else positions < lengths
+    return torch.tensor(rows, dtype=torch.long), mask.long()
+
+
+def token_budget_batches(lengths: Sequence[int], budget: int, by_length: bool = True) -> Iterator[list[int]]:
+    """Indices grouped so that each padded batch (rows x its longest sequence) holds at most ``budget``
+    tokens (a longer sequence goes alone). ``by_length`` sorts first, so that batches hold sequences
+    of similar length and padding is small; otherwise the order is kept."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__) if by_length else range(len(lengths))
+    batch: list[int] = []
+    width = 0
+    for index in order:
+        wider = max(width, lengths[index])
+        if batch and wider * (len(batch) + 1) > budget:
+            yield batch
+            batch, wider = [], lengths[index]
+        batch.append(index)
+        width = wider
+    if batch:
+        yield batch
 
 
 class PairEncoder:
@@ -103,12 +133,11 @@ class PairEncoder:
 
     def collate(self, pairs: Sequence[EncodedPair]) -> PairBatch:
         """Pad on the right and derive every mask from lengths in whole-tensor operations."""
-        width = max(len(p.ids) for p in pairs)
-        input_ids = torch.tensor([p.ids + (self.pad_id,) * (width - len(p.ids)) for p in pairs], dtype=torch.long)
-        lengths = torch.tensor([len(p.ids) for p in pairs], dtype=torch.long).unsqueeze(1)
+        input_ids, attention_mask = pad([p.ids for p in pairs], self.pad_id)
+        width = input_ids.shape[1]
+        lengths = attention_mask.sum(1, keepdim=True)
         prompt_last = torch.tensor([p.n_prompt - 1 for p in pairs], dtype=torch.long)
         positions = torch.arange(width).unsqueeze(0)
-        attention_mask = (positions < lengths).long()
         predicts = positions < lengths - 1  # positions whose next token is a real one
         labels = torch.zeros_like(input_ids)
         labels[:, :-1] = input_ids[:, 1:]

@@ -12,6 +12,11 @@ from typing import Any, TypeVar
 
 C = TypeVar("C")
 
+#: what ``--dtype`` accepts (``core.models.DTYPES`` maps the names to torch dtypes)
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+#: who scores prompts: Hugging Face transformers, vLLM, or vLLM where it can run
+PROBE_BACKENDS = ("auto", "hf", "vllm")
+
 
 def _convert(text: str, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)

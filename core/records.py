@@ -1,4 +1,8 @@
-"""Typed records that flow between tasks, methods, probes and the store."""
+"""Typed records that flow between tasks, methods, probes and the store.
+
+Nothing here imports torch: the store and the reports read and write these records too, and a
+report must not pay for loading a tensor library.
+"""
 
 from __future__ import annotations
 
@@ -86,3 +90,32 @@ def check_disjoint(train: Iterable[EditRecord], scored: Iterable[EditRecord], ta
     if clash is not None:
         raise ValueError(f"the {task} train split overlaps {what} (record {clash.uid!r}, prompt {clash.prompt!r}); "
                          "a method must never train on what it is scored on")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What one stored metric means. The runner writes these into the store with the run, so a
+    report can title and rank a column without importing the task that defined it."""
+
+    name: str
+    description: str
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One metric of one edit at one checkpoint, as stored."""
+
+    position: int
+    uid: str
+    metric: str
+    value: float
+
+
+@dataclass(frozen=True)
+class PhaseTime:
+    """Wall time of one phase of a run, as stored."""
+
+    phase: str  # load | prepare | edit | eval | eval_forward | baseline | baseline_forward
+    step: int  # batch index for edits, edit count for evaluations
+    seconds: float

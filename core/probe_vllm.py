@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from collections.abc import Sequence
 
 import torch
@@ -59,6 +60,7 @@ class VLLMProbe:
                        enable_prefix_caching=True, seed=0)
         self.encoder = PairEncoder(tokenizer)
         self._dirty: set[str] = set()  # tensors that differ from the base checkpoint in the engine
+        self.forward_seconds = 0.0
 
     def sync(self, model: nn.Module, names: Sequence[str]) -> None:
         """Send ``names`` (and whatever an earlier method changed) from ``model`` to the engine."""
@@ -73,8 +75,10 @@ class VLLMProbe:
 
         encoded = self.encoder.encode_many([(p.prompt, p.target) for p in pairs])
         params = SamplingParams(max_tokens=1, prompt_logprobs=1, temperature=0.0)
+        started = time.perf_counter()
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(e.ids)) for e in encoded], params,
                                     use_tqdm=False)
+        self.forward_seconds += time.perf_counter() - started
         results = []
         for enc, out in zip(encoded, outputs, strict=True):
             logprob, correct, predictions = 0.0, 0, []

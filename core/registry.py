@@ -3,6 +3,8 @@
 Modelled on lm-evaluation-harness's registry: a decorator registers built-ins, third-party
 packages plug in through an entry-point group that is read lazily (only when a name is missing or
 the full list is asked for), and an unknown name raises a KeyError that lists what *is* known.
+One entry may declare itself the default (``register(name, default=True)``), so the application
+that uses a registry never has to name a particular method or task.
 """
 
 from __future__ import annotations
@@ -25,16 +27,27 @@ class Registry(Generic[T]):
         self.entry_point_group = entry_point_group
         self._items: dict[str, T] = {}
         self._plugins_loaded = False
+        self._default: str | None = None
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, default: bool = False) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
             existing = self._items.get(name)
             if existing is not None and existing is not obj:
                 raise ValueError(f"{self.kind} {name!r} is already registered by {existing!r}")
+            if default:
+                if self._default not in (None, name):
+                    raise ValueError(f"{name!r} and {self._default!r} both declare themselves the default {self.kind}")
+                self._default = name
             self._items[name] = obj
             return obj
 
         return decorator
+
+    def default(self) -> str:
+        """The name of the entry that declared itself the default."""
+        if self._default is None:
+            raise KeyError(f"no {self.kind} is registered as the default; name one")
+        return self._default
 
     def _load_plugins(self) -> None:
         if self._plugins_loaded:
@@ -45,8 +58,9 @@ class Registry(Generic[T]):
                 continue
             try:
                 self._items[ep.name] = ep.load()
-            except Exception as exc:  # a broken plugin must not take the built-ins down with it
-                log.warning("could not load %s plugin %r from %s: %s", self.kind, ep.name, ep.value, exc)
+            except Exception as exc:  # a broken plugin must not take the built-ins down with it; logged whole
+                log.warning("could not load %s plugin %r from %s: %s", self.kind, ep.name, ep.value, exc,
+                            exc_info=True)
 
     def get(self, name: str) -> T:
         if name not in self._items:
@@ -56,6 +70,9 @@ class Registry(Generic[T]):
         except KeyError:
             known = ", ".join(sorted(self._items)) or "(none)"
             raise KeyError(f"unknown {self.kind} {name!r}; registered {self.kind}s: {known}") from None
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
 
     def names(self) -> list[str]:
         self._load_plugins()

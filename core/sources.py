@@ -14,12 +14,12 @@ import json
 import logging
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..harness.cache import atomic_write_bytes, cache_root
+from .cache import atomic_write_bytes, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -126,26 +126,54 @@ def download(url: str, cache_dir: Path | None = None, timeout: float = 60.0) -> 
     return target
 
 
-def read_json_records(path: Path) -> list[Any]:
-    """A JSON list, or JSON Lines (one object per line), by content rather than extension."""
+@dataclass(frozen=True)
+class RawRecords:
+    """The records of one source, before parsing, and where each came from."""
+
+    source: str  # a name for messages: the path, URL or datasets id
+    items: list[Any]
+    lines: list[int] | None = None  # the 1-based line of each item, for JSON Lines
+
+    def where(self, index: int) -> Where:
+        if self.lines is not None:
+            return Where(self.source, self.lines[index], by_line=True)
+        return Where(self.source, index)
+
+
+def read_records(path: Path, source: str | None = None) -> RawRecords:
+    """A JSON list, or JSON Lines (one object per line), told apart by content rather than extension.
+    A byte-order mark is accepted in both; text that is not UTF-8 is an error naming the byte."""
+    source = source or str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    text = path.read_text(encoding="utf-8-sig")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"data file {path} {problem}")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{source}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
+                          "save it as UTF-8") from None
+    if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-        return data
-    records = []
+            raise RecordError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        return RawRecords(source, data)
+    items, lines = [], []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                records.append(json.loads(line))
+                items.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise RecordError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from None
-    return records
+                raise RecordError(f"{source}:{line_no}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+            lines.append(line_no)
+    if not items and text.strip():
+        raise RecordError(f"{source}: neither a JSON list nor JSON Lines")
+    return RawRecords(source, items, lines)
+
+
+def read_json_records(path: Path) -> list[Any]:
+    """The raw records of a local JSON or JSON Lines file."""
+    return read_records(path).items
 
 
 def load_hub_dataset(dataset_id: str) -> list[dict]:
@@ -162,34 +190,34 @@ def load_hub_dataset(dataset_id: str) -> list[dict]:
         raise FileNotFoundError(f"--data {dataset_id}: could not load it as a Hugging Face dataset ({exc})") from None
 
 
-def read_source(data: str, cache_dir: Path | None = None) -> tuple[str, list[Any]]:
-    """Return (a name for messages, the raw records) for a path, URL or datasets id."""
+def read_source(data: str, cache_dir: Path | None = None) -> RawRecords:
+    """The raw records of a path, URL or datasets id."""
     path = Path(data).expanduser()
     if path.exists():
-        return str(path), read_json_records(path)
+        return read_records(path)
     if is_url(data):
-        local = download(data, cache_dir)
-        return data, read_json_records(local)
+        return read_records(download(data, cache_dir), source=data)
     if "/" in data and not data.startswith((".", "/", "~")):
-        return data, load_hub_dataset(data)
+        return RawRecords(data, load_hub_dataset(data))
     raise FileNotFoundError(f"--data {data}: no such file, and it is neither an http(s) URL nor a datasets id")
 
 
-def parse_all(source: str, raw: Iterable[Any], parse: Callable[[Any, Where], Any],
-              lenient: bool) -> tuple[list[Any], LoadReport]:
+def parse_all(raw: RawRecords, parse: Callable[[Any, Where], Any], lenient: bool) -> tuple[list[Any], LoadReport]:
     """Parse every raw record; strict mode raises on the first bad one, lenient mode counts it."""
+    if not isinstance(raw.items, list):
+        raise RecordError(f"{raw.source}: expected a JSON list of records, got a {type(raw.items).__name__}")
     report = LoadReport()
     parsed = []
-    for index, obj in enumerate(raw):
+    for index, obj in enumerate(raw.items):
         try:
-            parsed.append(parse(obj, Where(source, index)))
+            parsed.append(parse(obj, raw.where(index)))
         except RecordError as error:
             if not lenient:
                 raise
             report.add(error)
     if report.total:
-        log.warning("%s: skipped %d malformed records (lenient loading): %s", source, report.total,
+        log.warning("%s: skipped %d malformed records (lenient loading): %s", raw.source, report.total,
                     "; ".join(f"{n} x {reason}" for reason, n in report.skipped.most_common()))
     if not parsed:
-        raise RecordError(f"{source}: no usable records")
+        raise RecordError(f"{raw.source}: no usable records")
     return parsed, report

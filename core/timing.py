@@ -11,17 +11,11 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import psutil
 import torch
 
-
-@dataclass(frozen=True)
-class PhaseTime:
-    phase: str  # load | prepare | edit | eval | eval_forward | baseline | baseline_forward
-    step: int  # batch index for edits, edit count for evaluations
-    seconds: float
+from .records import PhaseTime
 
 
 class MemoryMonitor:

@@ -4,8 +4,8 @@ A training folder (``editbench train --out DIR`` or the run cache) holds
 
 - ``config.json``: what was trained - method, settings, model fingerprint, train-data hash,
   edited modules and the initial edit lrs that the scaling rule chose;
-- ``checkpoint-NNNNNN/``: the latest state of an unfinished run, written whole to a staging
-  folder and renamed into place, so a kill leaves either the previous or the new checkpoint:
+- ``state-NNNNNN/``: the training state of an unfinished run after step NNNNNN, written whole to a
+  staging folder and renamed into place, so a kill leaves either the previous or the new state:
   ``net.safetensors`` (networks and normaliser statistics), ``optimizer.safetensors`` (Adam),
   ``best.safetensors`` (the best network by validation loss so far) and ``trainer.json``;
 - ``editor.safetensors`` and ``history.json`` once training is finished: the kept network (the
@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
-from ...harness.cache import atomic_write_bytes, publish_dir, staging_dir
+from ...core.cache import atomic_write_bytes, publish_dir, staging_dir
+from ...core.models import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +47,7 @@ def read_json(path: Path) -> Any:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """safetensors, written beside the target and renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}))
 
 
 def net_tensors(method) -> dict[str, torch.Tensor]:
@@ -84,18 +79,18 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict(saved)
 
 
-def _checkpoints(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("checkpoint-*") if (p / "trainer.json").is_file())
+def _states(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("state-*") if (p / "trainer.json").is_file())
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    found = _checkpoints(folder)
+def latest_state(folder: Path) -> Path | None:
+    found = _states(folder)
     return found[-1] if found else None
 
 
-def save_checkpoint(folder: Path, step: int, net: dict[str, torch.Tensor], optimizer: dict[str, torch.Tensor],
+def save_state(folder: Path, step: int, net: dict[str, torch.Tensor], optimizer: dict[str, torch.Tensor],
                     best: dict[str, torch.Tensor], trainer: dict[str, Any]) -> Path:
-    final = folder / f"checkpoint-{step:06d}"
+    final = folder / f"state-{step:06d}"
     if final.exists():
         shutil.rmtree(final)
     tmp = staging_dir(final)
@@ -104,13 +99,13 @@ def save_checkpoint(folder: Path, step: int, net: dict[str, torch.Tensor], optim
     save_file({k: v.contiguous() for k, v in best.items()}, tmp / "best.safetensors")
     (tmp / "trainer.json").write_text(json.dumps(trainer, sort_keys=True))
     publish_dir(tmp, final)
-    for old in _checkpoints(folder):
+    for old in _states(folder):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_checkpoint(path: Path) -> tuple[dict, dict, dict, dict]:
+def load_state(path: Path) -> tuple[dict, dict, dict, dict]:
     return (load_file(path / "net.safetensors"), load_file(path / "optimizer.safetensors"),
             load_file(path / "best.safetensors"), json.loads((path / "trainer.json").read_text()))
 
@@ -119,7 +114,7 @@ def finish(folder: Path, best: dict[str, torch.Tensor], summary: dict[str, Any])
     """``summary``: the kept network's step and validation loss, the steps taken, the validations."""
     write_json(folder / "history.json", summary)
     save_tensors(folder / EDITOR_FILE, best)
-    for old in _checkpoints(folder):
+    for old in _states(folder):
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -131,7 +126,7 @@ def load_editor(method, folder: Path) -> None:
     """Load a finished editor into ``method``, refusing one that does not fit this model or setting."""
     if not is_complete(folder):
         partial = " (training there is unfinished: rerun the same `editbench train` to finish it)" \
-            if latest_checkpoint(folder) is not None else ""
+            if latest_state(folder) is not None else ""
         raise FileNotFoundError(f"{folder} holds no trained editor ({EDITOR_FILE} and {CONFIG_FILE}){partial}")
     saved = read_json(folder / CONFIG_FILE)
     if saved.get("method") != method.name:
@@ -151,7 +146,7 @@ def load_editor(method, folder: Path) -> None:
     if differing:
         log.warning("%s: %s was trained with other settings (%s) than this run's; using it as trained",
                     method.name, folder, ", ".join(f"{k}={trained.get(k)!r}" for k in differing))
-    if saved["identity"]["model"] != method.model_fingerprint():
+    if saved["identity"]["model"] != model_fingerprint(method.ctx.model):
         log.warning("%s: %s was trained on other weights of this architecture; using it anyway",
                     method.name, folder)
     load_net_tensors(method, {k: v.to(method.ctx.device) for k, v in load_file(folder / EDITOR_FILE).items()})

@@ -6,6 +6,8 @@ here from the model's config (``model_type``), never from a checkpoint name.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # DTYPE_CHOICES
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,20 @@ class ModelLayout:
     def resolve_layer(self, layer: int) -> int:
         """Python-style negative indices count from the top of the stack."""
         return layer + self.n_layers if layer < 0 else layer
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A digest of the architecture, the dtype and a strided sample of every weight: stable across
+    paths and machines, different for another or a fine-tuned checkpoint. What is computed once per
+    model and cached (key statistics, trained editors) is filed under it."""
+    config = {k: v for k, v in model.config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version", "dtype", "torch_dtype")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, param in sorted(model.named_parameters()):
+        flat = param.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu()
+        digest.update(name.encode() + str(param.dtype).encode() + sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def weight_as_out_in(module: nn.Module, conv1d: bool) -> torch.Tensor:

@@ -1,0 +1,151 @@
+"""The editing-method protocol and registry.
+
+A method is one class behind a small protocol: a typed config dataclass, ``prepare`` for one-time
+work (statistics, training, loading a trained editor) and ``apply`` that edits the live model in
+place with one batch of records, keeping whatever lifelong state it needs between batches. A method
+that learns also implements :class:`Trainable`. The runner calls only this protocol; it never names
+a method. The implementations live in ``editbench.methods``, which registers them on import.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from .configs import build_config
+from .models import ModelLayout
+from .records import EditRecord
+from .registry import Registry
+from .task import Task
+from .tokenize import PairEncoder
+
+METHODS: Registry[type[EditMethod]] = Registry("method", "editbench.methods")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method's hyperparameters (``--param METHOD.FIELD=VALUE`` sets a field)."""
+
+
+@dataclass(frozen=True)
+class TrainableConfig(MethodConfig):
+    """Settings every learned editor shares."""
+
+    #: train on a seeded sample of this many records of the train split; 0: all of them
+    max_train_records: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_train_records < 0 or self.max_train_records == 1:
+            raise ValueError("max_train_records must be 0 (all) or at least 2 (a train and a validation share), "
+                             f"got {self.max_train_records}")
+
+
+@dataclass
+class EditContext:
+    """Everything a method may use: the live model, how to tokenise, where to cache, the task."""
+
+    model: nn.Module
+    tokenizer: Any
+    layout: ModelLayout
+    device: torch.device
+    cache_dir: Path
+    task: Task  # its ``corpus()`` serves key statistics
+    seed: int
+    generator: torch.Generator
+    #: The task's train split, checked by the runner to share no record with the edits evaluated.
+    train_records: Callable[[], list[EditRecord]] = field(default=lambda: [])
+    #: A trained editor the user supplied (``--editor METHOD=DIR``), else None.
+    trained_editor: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.encoder = PairEncoder(self.tokenizer)
+
+    def parameter(self, name: str) -> nn.Parameter:
+        return self.model.get_parameter(name)
+
+
+class EditMethod(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    #: True when ``prepare`` needs the network (a published checkpoint, a hub corpus).
+    needs_download: ClassVar[bool] = False
+    #: Named settings bundles, selected as ``METHOD@PRESET`` (e.g. ``rledit@release``); each maps
+    #: config fields to values and is stored with the results under that label.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, config: MethodConfig, context: EditContext) -> None:
+        self.config = config
+        self.ctx = context
+
+    def prepare(self) -> None:
+        """One-time work before the first edit; the default has none."""
+
+    @abstractmethod
+    def apply(self, batch: Sequence[EditRecord]) -> None:
+        """Edit the model in place so that it holds every record of ``batch``."""
+
+    @abstractmethod
+    def edited_parameters(self) -> list[str]:
+        """Names of the model parameters this method may change (snapshots and weight sync use it)."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Lifelong state that must survive a resume (accumulated statistics, say)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"{self.name} keeps no lifelong state but a snapshot holds {sorted(state)}")
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """A method that learns before it edits (the hypernetworks). ``fit`` trains on ``records`` into
+    ``folder`` (resumable) and leaves the model as it found it; ``editbench train`` calls it, and
+    ``prepare`` calls it when no trained editor is cached. Its ``Config`` is a :class:`TrainableConfig`."""
+
+    def fit(self, folder: Path, records: Sequence[EditRecord]) -> None: ...
+
+
+def is_trainable(cls: type[EditMethod]) -> bool:
+    return issubclass(cls, Trainable)
+
+
+@dataclass(frozen=True)
+class MethodRef:
+    """A method as the user names it: ``NAME`` or ``NAME@PRESET``; ``label`` is what the store and
+    the reports call it. Parsed here once for ``run``, ``train`` and ``bench``."""
+
+    label: str
+    name: str
+    preset: str | None = None
+
+    @classmethod
+    def parse(cls, label: str) -> MethodRef:
+        name, at, preset = label.strip().partition("@")
+        if not name or (at and not preset):
+            raise ValueError(f"method {label!r}: expected NAME or NAME@PRESET, e.g. rledit@release")
+        return cls(label.strip(), name, preset or None)
+
+    @property
+    def cls(self) -> type[EditMethod]:
+        """The registered class (a KeyError lists the registered methods)."""
+        return METHODS[self.name]
+
+    def config(self, params: Mapping[str, Mapping[str, str]]) -> MethodConfig:
+        """The preset's values, then ``--param NAME.FIELD`` and ``--param NAME@PRESET.FIELD``."""
+        cls = self.cls
+        if self.preset is not None and self.preset not in cls.presets:
+            known = ", ".join(sorted(cls.presets)) or "none"
+            raise ValueError(f"method {self.label!r}: {self.name} has no preset {self.preset!r} (presets: {known})")
+        overrides = {k: str(v) for k, v in cls.presets.get(self.preset or "", {}).items()}
+        overrides.update(params.get(self.name, {}))
+        if self.label != self.name:
+            overrides.update(params.get(self.label, {}))
+        return build_config(cls.Config, overrides, owner=f"method {self.label}")
