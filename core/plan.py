@@ -42,9 +42,7 @@ def parse_checkpoints(text: str | None, edits: int, batch_size: int) -> tuple[in
 def plan_batches(edits: int, batch_size: int, checkpoints: Sequence[int]) -> list[tuple[int, int]]:
     """Consecutive [start, end) batches of at most ``batch_size`` that never cross a checkpoint, so a
     checkpoint always falls between two batches (``--checkpoints 10`` with ``--batch-size 20``
-    makes the first batch 10 edits long)."""
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    makes the first batch 10 edits long). ``batch_size`` is at least 1 (``RunSpec`` checks it)."""
     batches = []
     start = 0
     for stop in checkpoints:
@@ -60,12 +58,10 @@ def eval_positions(n_edits: int, sample: int | None, seed: int, strata: int = 10
 
     All of them, or a seeded sample stratified by position (equal shares from each tenth of the
     stream) that always holds the first and the last edit, so retention curves see early and late
-    edits alike.
+    edits alike. ``sample`` is at least 2 (``RunSpec`` checks it).
     """
     if sample is None or sample >= n_edits:
         return list(range(n_edits))
-    if sample < 2:
-        raise ValueError(f"--eval-sample must be at least 2, got {sample}")
     rng = random.Random(f"{seed}-eval-{n_edits}")
     chosen = {0, n_edits - 1}
     strata = min(strata, sample)

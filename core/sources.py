@@ -187,7 +187,7 @@ def load_hub_dataset(dataset_id: str) -> list[dict]:
     try:
         return [dict(row) for row in datasets.load_dataset(name, split=split or "train")]
     except Exception as exc:  # the hub raises many types; the user needs the reason, not the type
-        raise FileNotFoundError(f"--data {dataset_id}: could not load it as a Hugging Face dataset ({exc})") from None
+        raise FileNotFoundError(f"--data {dataset_id}: could not load it as a Hugging Face dataset ({exc})") from exc
 
 
 def read_source(data: str, cache_dir: Path | None = None) -> RawRecords:

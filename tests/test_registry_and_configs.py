@@ -66,3 +66,58 @@ def test_parse_overrides():
         "ft-m": {"lr": "1e-3"}, "pocket": {"n_entities": "40"}, "rledit@paper": {"steps": "2"}}
     with pytest.raises(ValueError, match="NAME.FIELD=VALUE"):
         parse_overrides(["lr=3"])
+
+
+def test_registry_indexing_and_the_declared_default():
+    registry = Registry("widget", "editbench.no-such-group")
+    with pytest.raises(KeyError, match="no widget is registered as the default"):
+        registry.default()
+
+    @registry.register("a", default=True)
+    class A:
+        pass
+
+    assert registry["a"] is A and registry.default() == "a"
+    with pytest.raises(ValueError, match="both declare themselves the default"):
+        registry.register("b", default=True)(object)
+    assert TASKS.default() == "pocket"
+
+
+def test_method_labels_are_parsed_once_with_their_preset():
+    from editbench.core.method import MethodRef
+
+    ref = MethodRef.parse("rledit@release")
+    assert (ref.label, ref.name, ref.preset) == ("rledit@release", "rledit", "release")
+    assert ref.config({"rledit": {"depth": "3"}}).depth == 3
+    for bad in ("@release", "rledit@"):
+        with pytest.raises(ValueError, match="expected NAME or NAME@PRESET"):
+            MethodRef.parse(bad)
+    with pytest.raises(ValueError, match="has no preset 'nope'"):
+        MethodRef.parse("rledit@nope").config({})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("batch_size", 0, "--batch-size must be an integer of at least 1"),
+    ("eval_sample", 1, "--eval-sample must be an integer of at least 2"),
+    ("limit", -1, "--limit must be an integer of at least 1"),
+    ("edits", 0, "--edits must be an integer of at least 1"),
+    ("seed", "0", "--seed must be an integer"),
+    ("dtype", "float8", "--dtype 'float8' is not one of"),
+    ("probe_backend", "onnx", "--probe-backend 'onnx'"),
+    ("vllm_memory", 1.5, "--vllm-memory must be a share"),
+    ("capability", ("glue",), "--capability: unknown set 'glue'"),
+    ("methods", ("ft-m", "ft-m"), "lists a method twice"),
+])
+def test_a_run_spec_refuses_bad_options_when_it_is_made(field, value, message):
+    from editbench.harness.runner import RunSpec
+
+    with pytest.raises(ValueError, match=message):
+        RunSpec(**{field: value})
+
+
+def test_a_param_for_a_method_or_task_not_in_the_run_is_an_error(tmp_path):
+    from editbench.harness.runner import RunSpec, check_param_owners, resolve_methods, resolve_task
+
+    spec = RunSpec(methods=("ft-l",), params={"ftm": {"lr": "1"}}, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"'ftm' is neither the task nor a method of this run \(selected: ft-l, pocket\)"):
+        check_param_owners(spec, resolve_task(spec), resolve_methods(spec))
