@@ -157,6 +157,22 @@ class HFProbe:
         self.model.train(was_training)
         return results  # type: ignore[return-value]
 
+    def _generation_config(self, settings: GenerationSettings):
+        """Exactly the task's sampling settings, and the model's stop tokens. A checkpoint's own
+        ``generation_config.json`` (Llama-3's temperature 0.6 and top-p 0.9, say) would otherwise fill
+        in whatever the settings leave unset, and two models would be sampled differently."""
+        from transformers import GenerationConfig
+
+        sample = settings.top_k > 1
+        own = getattr(self.model, "generation_config", None)
+        eos = getattr(own, "eos_token_id", None)
+        if eos is None:
+            eos = getattr(getattr(self.model, "config", None), "eos_token_id", None)
+        return GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=sample, num_beams=1,
+                                top_k=settings.top_k if sample else None, top_p=1.0 if sample else None,
+                                temperature=1.0 if sample else None, repetition_penalty=1.0,
+                                pad_token_id=self.encoder.pad_id, eos_token_id=eos)
+
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], settings: GenerationSettings, batch_size: int = 32) -> list[str]:
         """Left-padded batched generation, seeded without disturbing the global RNG that methods use."""
@@ -165,19 +181,19 @@ class HFProbe:
         cuda_state = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
         torch.manual_seed(settings.seed)
         texts: list[str] = []
+        own = self.model.generation_config
+        self.model.generation_config = self._generation_config(settings)  # nothing of the checkpoint's is merged in
         try:
             for start in range(0, len(prompts), batch_size):
                 chunk = [self.encoder.encode_prompt(p) for p in prompts[start : start + batch_size]]
                 ids, mask = pad(chunk, self.encoder.pad_id, left=True)
                 width = ids.shape[1]
-                out = self.model.generate(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                    max_new_tokens=settings.max_new_tokens, do_sample=settings.top_k > 1,
-                    top_k=settings.top_k if settings.top_k > 1 else None, pad_token_id=self.encoder.pad_id,
-                )
+                out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                          generation_config=self.model.generation_config)
                 texts.extend(tokenizer.decode(row[width - len(seq):], skip_special_tokens=True)
                              for row, seq in zip(out.cpu(), chunk))
         finally:
+            self.model.generation_config = own
             torch.set_rng_state(rng_state)
             if cuda_state is not None:
                 torch.cuda.set_rng_state_all(cuda_state)

@@ -108,3 +108,21 @@ def test_pair_encoder_batches_match_single_encodings_and_masks_mark_target_predi
     assert batch.target_mask.tolist() == [[False, False, False, True, False], [False, True, True, False, False]]
     assert batch.labels[1, :3].tolist() == list(ids[1:]) and batch.labels[1, 3:].tolist() == [0, 0]
     assert batch.prompt_last.tolist() == [3, 1]
+
+
+def test_generation_uses_the_task_settings_whatever_the_checkpoint_asks(micro_llama):
+    """A checkpoint's generation_config (sampling temperature, top-p, a repetition penalty) must not
+    change how a task's text is generated: the run's settings alone decide."""
+    from transformers import GenerationConfig
+
+    from editbench.core.probe import GenerationSettings
+
+    model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
+    probe = HFProbe(model, tokenizer, torch.device("cpu"))
+    prompts = ["Fact: somebody lives in", "The profession of x is"]
+    for settings in (GenerationSettings(max_new_tokens=6, top_k=1), GenerationSettings(max_new_tokens=6, top_k=5)):
+        plain = probe.generate(prompts, settings)
+        own = GenerationConfig(do_sample=True, temperature=0.05, top_p=0.2, repetition_penalty=8.0, max_new_tokens=2)
+        model.generation_config = own
+        assert probe.generate(prompts, settings) == plain
+        assert model.generation_config is own  # the checkpoint's own config is left as it was
