@@ -28,7 +28,7 @@ from .metrics import (
     metric_catalogue,
     metric_columns,
 )
-from .stats import Interval, bootstrap_pooled, bootstrap_ratio, cell_rng, rank_marks, wilson
+from .stats import Interval, bootstrap_ratio, bootstrap_seeds, cell_rng, rank_marks, wilson
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
             else:
                 groups = [values[k] for r in present if (k := (r, entry.method, n_edits, column.key)) in values]
                 ok = any(np.isfinite(g).any() for g in groups)
-                found[column.key] = bootstrap_pooled(groups, rng) if ok else None
+                found[column.key] = bootstrap_seeds(groups, rng) if ok else None
         intervals.append(found)
         rows.append(Row(present[0], entry.method, labels[entry], n_edits,
                         _worst([status.get((r, entry.method), "done") for r in entry.run_ids]), {},

@@ -70,3 +70,22 @@ def test_the_pareto_front_keeps_only_undominated_points():
     points = [(1.0, 0.5), (2.0, 0.9), (3.0, 0.7), (0.5, 0.2), (2.5, 0.95)]
     assert sorted(pareto_front(points)) == [0, 1, 3, 4]
     assert pareto_front([(1.0, 0.3), (2.0, 0.1)], higher_is_better=False) == [0, 1]
+
+
+def test_seed_variance_widens_a_pooled_interval():
+    """Three seeds whose means differ (0.3, 0.5, 0.7) with many edits each: resampling edits within
+    seeds gives a narrow interval; drawing seeds first covers the spread between them."""
+    from editbench.reports.stats import bootstrap_pooled, bootstrap_seeds
+
+    rng = np.random.default_rng(0)
+    groups = [rng.random(400) < p for p in (0.3, 0.5, 0.7)]
+    within = bootstrap_pooled(groups, cell_rng(0, "x"))
+    both = bootstrap_seeds(groups, cell_rng(0, "x"))
+    assert both.mean == pytest.approx(within.mean)
+    assert within.high - within.low < 0.08
+    assert both.low < 0.4 and both.high > 0.6  # seed spread is inside
+    agreeing = [rng.random(400) < 0.5 for _ in range(3)]  # seeds that agree: about the same width
+    narrow = bootstrap_seeds(agreeing, cell_rng(0, "y"))
+    assert narrow.high - narrow.low < 0.12
+    single = bootstrap_seeds([groups[0]], cell_rng(0, "z"))
+    assert single == bootstrap_pooled([groups[0]], cell_rng(0, "z"))
