@@ -7,6 +7,14 @@ import torch
 from ..core.tokenize import PairBatch
 
 
+def masked_target_nll_per_record(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+    """Each example's mean NLL over its target tokens; prompt and padding positions are masked out."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    token_nll = -logprobs.gather(2, batch.labels.unsqueeze(2)).squeeze(2)
+    mask = batch.target_mask.to(token_nll.dtype)
+    return (token_nll * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+
 def masked_target_nll(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
     """Teacher-forced NLL of the target tokens only; prompt and padding positions are masked out.
 
@@ -14,11 +22,14 @@ def masked_target_nll(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
     outweigh short ones. This is FT-M's objective (EasyEdit) and the answer-token loss of
     MEND-style editors.
     """
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    token_nll = -logprobs.gather(2, batch.labels.unsqueeze(2)).squeeze(2)
-    mask = batch.target_mask.to(token_nll.dtype)
-    per_example = (token_nll * mask).sum(1) / mask.sum(1).clamp_min(1)
-    return per_example.mean()
+    return masked_target_nll_per_record(logits, batch).mean()
+
+
+def summed_target_nll(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+    """The sum over examples of each example's mean target NLL. Its gradient at one example's tokens
+    does not depend on how many examples share the batch (a mean over the batch would scale it by
+    1/B), which is what makes the hypernetworks' per-token gradients batch-size invariant."""
+    return masked_target_nll_per_record(logits, batch).sum()
 
 
 def last_prompt_position_nll(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:

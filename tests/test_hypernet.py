@@ -193,3 +193,24 @@ def test_state_dict_round_trip_and_normaliser_updates_at_edit(micro_llama):
     frozen.load_state_dict(after)
     frozen.apply(records[8:12])
     assert all(torch.equal(frozen.state_dict()[k], after[k]) for k in after)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_keys_and_gradients_do_not_depend_on_the_batch_size(family, micro_llama, micro_gpt2):
+    """A record's rows are the same whether it is edited in one batch of 20, two of 10 or four of 5:
+    the normaliser is fitted at train_batch, editing runs at --batch-size (issue 14, point 1)."""
+    ctx = make_context({"llama": micro_llama, "gpt2": micro_gpt2}[family])
+    method = MALMEN(MALMENConfig(), ctx)
+    records = ctx.train_records()[:20]
+    by_size = {}
+    for size in (20, 10, 5):
+        parts = [method.read_keys_and_grads(records[s:s + size]) for s in range(0, 20, size)]
+        by_size[size] = {m.name: (torch.cat([p.keys[m.name] for p in parts]),
+                                  torch.cat([p.grads[m.name] for p in parts])) for m in method.modules}
+    for module in method.modules:
+        keys, grads = by_size[20][module.name]
+        assert grads.abs().max() > 0
+        for size in (10, 5):
+            other_keys, other_grads = by_size[size][module.name]
+            assert torch.allclose(keys, other_keys, atol=1e-5, rtol=1e-4)
+            assert torch.allclose(grads, other_grads, atol=1e-7, rtol=1e-3)

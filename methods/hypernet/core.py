@@ -22,10 +22,11 @@ from ...core.method import EditContext, EditMethod
 from ...core.models import model_fingerprint
 from ...core.records import EditRecord, dataset_hash
 from ...core.tokenize import PairBatch
-from ..objectives import masked_target_nll
+from ..objectives import summed_target_nll
 from .config import HypernetConfig
 from .modules import KeysAndGrads, add_shift, keys_and_grads, select_modules
 from .net import EditorNet
+from .storage import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,14 @@ class HypernetMethod(EditMethod):
 
     def read_keys_and_grads(self, records: Sequence[EditRecord]) -> KeysAndGrads:
         """Keys and output gradients of the edit prompts on the live model, at the answer tokens or,
-        with ``tokens="all"``, at every token (the loss is the answer tokens' either way)."""
+        with ``tokens="all"``, at every token (the loss is the answer tokens' either way).
+
+        The loss is each record's mean answer-token NLL summed over records, so a record's rows do
+        not depend on how many records share its batch: the normaliser is fitted at ``train_batch``
+        and editing runs at ``--batch-size``, and a batch mean would scale every row by 1/B."""
         batch = self.encode([(r.prompt, r.target_new) for r in records])
         mask = batch.attention_mask.bool() if self.config.tokens == "all" else None
-        return keys_and_grads(self.ctx.model, self.modules, batch, masked_target_nll, mask)
+        return keys_and_grads(self.ctx.model, self.modules, batch, summed_target_nll, mask)
 
     def update_normalisers(self, observed: KeysAndGrads) -> None:
         for key, net in self.nets.items():
@@ -140,7 +145,8 @@ class HypernetMethod(EditMethod):
     # -- identity of a trained network ----------------------------------------------------------------
     def training_identity(self, records: Sequence[EditRecord]) -> dict[str, object]:
         config: HypernetConfig = self.config  # type: ignore[assignment]
-        return {"method": self.name, "config": config.training_fields(), "model": model_fingerprint(self.ctx.model),
+        return {"method": self.name, "format": FORMAT_VERSION, "config": config.training_fields(),
+                "model": model_fingerprint(self.ctx.model),
                 "train_data": dataset_hash(records), "seed": self.ctx.seed}
 
     def cache_folder(self) -> Path:

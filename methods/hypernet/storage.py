@@ -28,7 +28,9 @@ from ...core.models import model_fingerprint
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: part of every trained editor's identity (and so of the cache key): bump it when what a saved
+#: editor means changes (2: keys and gradients from per-record losses, batch-size invariant)
+FORMAT_VERSION = 2
 EDITOR_FILE = "editor.safetensors"
 CONFIG_FILE = "config.json"
 
