@@ -23,6 +23,12 @@ from torch import nn
 from .tokenize import PairEncoder, pad, token_budget_batches
 
 
+def answer_budget(target_tokens: int, cap: int) -> int:
+    """New tokens a generated answer may take: twice the target's tokens and two more (room for
+    a closing full stop, or an answer longer than the target), at most ``cap``."""
+    return max(1, min(cap, 2 * target_tokens + 2))
+
+
 @dataclass(frozen=True)
 class StopRule:
     """Token ids that end an answer: the model's end-of-sequence tokens and every token whose text

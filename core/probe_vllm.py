@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .generate import answer_budget
 from .probe import GenerationSettings
 from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder
@@ -100,3 +101,20 @@ class VLLMProbe:
                                 temperature=1.0 if settings.top_k > 1 else 0.0, seed=settings.seed)
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         return [prompt + out.outputs[0].text for prompt, out in zip(prompts, outputs, strict=True)]
+
+    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
+        """Greedy decoding with the HF backend's stop rules: the model's end-of-sequence tokens (vLLM's
+        default) and a newline (``stop``), each request with its own ``answer_budget``. One
+        difference: vLLM cuts the text at the newline inside a token, the HF backend drops the
+        whole token; for tokenizers whose newline tokens hold nothing else the two agree."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        encoded = self.encoder.encode_many([(p.prompt, p.target) for p in pairs])
+        params = [SamplingParams(temperature=0.0, max_tokens=answer_budget(e.n_target, max_new_tokens), stop=["\n"])
+                  for e in encoded]
+        prompts = [TokensPrompt(prompt_token_ids=list(e.ids[: e.n_prompt])) for e in encoded]
+        started = time.perf_counter()
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        self.forward_seconds += time.perf_counter() - started
+        return [out.outputs[0].text for out in outputs]

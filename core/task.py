@@ -76,6 +76,11 @@ class Task(ABC):
         (MEMIT's second moments). None: methods fall back to their published corpus (wikitext)."""
         return None
 
+    def generation_prompt(self, prompt: str) -> str:
+        """The prompt as the generated metrics feed it to the model (a task may wrap a question as
+        "Question: ... Answer:"); the teacher-forced metrics use the prompt as it is."""
+        return prompt
+
     def skipped_records(self) -> int:
         """Records a lenient load left out (stored with the run, so a result says what it covers)."""
         return 0

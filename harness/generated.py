@@ -1,0 +1,116 @@
+"""Generated metrics: the edited model must produce the answer, not only rank it first.
+
+Teacher-forced token accuracy feeds the target's tokens in and checks each for being the argmax,
+which leaks the answer's content and length; "The Mirage of Model Editing" (ACL 2025) finds
+success falling from 96.8% to 38.5% once the model has to generate the answer, and "Fine-tuning
+Done Right in Model Editing" (ICLR 2026) scores with greedy decoding and exact match. editbench
+stores both, side by side, at every checkpoint:
+
+- ``efficacy_gen_em`` / ``generalization_gen_em``: greedy decoding from the edit prompt (each
+  paraphrase) until an end-of-sequence token, a newline, or a budget of ``2 n + 2`` new tokens for
+  a target of ``n`` tokens (capped by ``--gen-max-tokens``), then exact match with the new target
+  after :func:`normalise_answer`;
+- ``*_gen_prefix``: the normalised generation starts with the normalised target (the model said
+  the answer, then went on);
+- ``specificity_gen_agree``: at each neighbourhood prompt, the edited model generates what the
+  unedited model generated (normalised), the generations of the unedited model being computed once
+  per run and kept in the store.
+
+A task may put the prompt into a format for generation (``Task.generation_prompt``).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping, Sequence
+
+from ..core.probe import ProbeBackend
+from ..core.records import EditRecord, Metric, ScoreRow, ScoringPair
+from ..core.task import Task
+
+GENERATED_METRICS: tuple[Metric, ...] = (
+    Metric("efficacy_gen_em", "greedy generation from the edit prompt equals target_new (normalised exact match)"),
+    Metric("generalization_gen_em", "greedy generation equals target_new, mean over paraphrases (exact match)"),
+    Metric("efficacy_gen_prefix", "greedy generation from the edit prompt starts with target_new (normalised)"),
+    Metric("generalization_gen_prefix", "greedy generation starts with target_new, mean over paraphrases"),
+    Metric("specificity_gen_agree",
+           "greedy generation at neighbourhood prompts equals the unedited model's (normalised), mean over them"),
+)
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SURROUNDING = string.punctuation + string.whitespace
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, articles (a, an, the) removed, runs of whitespace made one space, and punctuation
+    and whitespace stripped from both ends ("The Ostwen Ford." -> "ostwen ford"). Inner
+    punctuation stays: "St. Louis" and "St Louis" differ."""
+    text = _ARTICLES.sub(" ", text.lower())
+    return " ".join(text.split()).strip(_SURROUNDING)
+
+
+def exact_match(generated: str, target: str) -> float:
+    return float(normalise_answer(generated) == normalise_answer(target))
+
+
+def prefix_match(generated: str, target: str) -> float:
+    """The generation starts with the target, at a word boundary ("paris, france" for "Paris";
+    not "parisian")."""
+    got, want = normalise_answer(generated), normalise_answer(target)
+    return float(got == want or (bool(want) and got.startswith(want) and not got[len(want)].isalnum()))
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def unedited_generations(probe: ProbeBackend, task: Task, records: Sequence[EditRecord],
+                         max_new_tokens: int) -> dict[str, str]:
+    """The unedited model's answer at every neighbourhood prompt of ``records`` (prompt -> text)."""
+    pairs = list(dict.fromkeys(ScoringPair(task.generation_prompt(n.prompt), n.answer)
+                               for r in records for n in r.neighbours))
+    return dict(zip((p.prompt for p in pairs), probe.generate_answers(pairs, max_new_tokens)))
+
+
+def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str], records: Sequence[EditRecord],
+                    positions: Sequence[int], max_new_tokens: int) -> list[ScoreRow]:
+    """Generated metrics for the edits at ``positions``, in one batched decoding call."""
+    chosen = [records[p] for p in positions]
+    pairs: list[ScoringPair] = []
+    for record in chosen:
+        pairs.append(ScoringPair(task.generation_prompt(record.prompt), record.target_new))
+        pairs.extend(ScoringPair(task.generation_prompt(p), record.target_new) for p in record.paraphrases)
+        pairs.extend(ScoringPair(task.generation_prompt(n.prompt), n.answer) for n in record.neighbours)
+    answers = iter(probe.generate_answers(pairs, max_new_tokens))
+    rows: list[ScoreRow] = []
+    for position, record in zip(positions, chosen):
+        own = next(answers)
+        rows += [ScoreRow(position, record.uid, "efficacy_gen_em", exact_match(own, record.target_new)),
+                 ScoreRow(position, record.uid, "efficacy_gen_prefix", prefix_match(own, record.target_new))]
+        paraphrased = [next(answers) for _ in record.paraphrases]
+        if paraphrased:
+            rows += [ScoreRow(position, record.uid, "generalization_gen_em",
+                              _mean([exact_match(a, record.target_new) for a in paraphrased])),
+                     ScoreRow(position, record.uid, "generalization_gen_prefix",
+                              _mean([prefix_match(a, record.target_new) for a in paraphrased]))]
+        neighbours = [(n, next(answers)) for n in record.neighbours]
+        if neighbours:
+            agree = [exact_match(a, unedited[task.generation_prompt(n.prompt)]) for n, a in neighbours]
+            rows.append(ScoreRow(position, record.uid, "specificity_gen_agree", _mean(agree)))
+    return rows
+
+
+def pre_edit_generated(probe: ProbeBackend, task: Task, records: Sequence[EditRecord],
+                       max_new_tokens: int) -> dict[str, float]:
+    """What the unedited model generates: exact match with the true answers, and with the new targets."""
+    summary: dict[str, float] = {}
+    known = [r for r in records if r.target_true]
+    if known:
+        pairs = [ScoringPair(task.generation_prompt(r.prompt), r.target_true) for r in known]
+        answers = probe.generate_answers(pairs, max_new_tokens)
+        summary["pre_edit_gen_em"] = _mean([exact_match(a, p.target) for a, p in zip(answers, pairs)])
+    pairs = [ScoringPair(task.generation_prompt(r.prompt), r.target_new) for r in records]
+    answers = probe.generate_answers(pairs, max_new_tokens)
+    summary["pre_edit_efficacy_gen_em"] = _mean([exact_match(a, p.target) for a, p in zip(answers, pairs)])
+    return summary

@@ -1,0 +1,76 @@
+"""Generated metrics: answer normalisation, exact and prefix match, and scoring through a backend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from editbench.core.generate import StopRule, answer_budget, greedy_decode
+from editbench.core.models import load_model
+from editbench.core.probe import HFProbe
+from editbench.core.records import EditRecord, Neighbour, ScoringPair
+from editbench.harness.generated import exact_match, normalise_answer, prefix_match, score_generated
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The Ostwen Ford.", "ostwen ford"),
+    ("  Paris  ", "paris"),
+    ("an apple a day", "apple day"),
+    ('"Kalo Vale"!', "kalo vale"),
+    ("St. Louis", "st. louis"),
+    ("Theatre", "theatre"),  # "the" only as a word
+    ("", ""),
+])
+def test_normalisation_by_hand(text, expected):
+    assert normalise_answer(text) == expected
+
+
+def test_exact_and_prefix_match():
+    assert exact_match(" Paris.", "Paris") == 1.0
+    assert exact_match("Paris, France", "Paris") == 0.0
+    assert prefix_match("Paris, France", "Paris") == 1.0
+    assert prefix_match("Parisian food", "Paris") == 0.0  # a word boundary is required
+    assert prefix_match("the lute", "Lute") == 1.0
+    assert prefix_match("", "Lute") == 0.0
+
+
+class ScriptedProbe:
+    """Answers each prompt from a table, as a backend would after decoding."""
+
+    forward_seconds = 0.0
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers, self.asked = answers, []
+
+    def generate_answers(self, pairs, max_new_tokens):
+        self.asked.append(list(pairs))
+        return [self.answers.get(p.prompt, "") for p in pairs]
+
+
+class PlainTask:
+    def generation_prompt(self, prompt: str) -> str:
+        return prompt
+
+
+def test_each_generated_metric_from_scripted_answers():
+    record = EditRecord("u1", "Kalo lives in", "Kalo", "Ostwen Ford", "Mir Vale",
+                        paraphrases=("Fact: Kalo lives in", "In short, Kalo lives in"),
+                        neighbours=(Neighbour("Dan lives in", "Mir Vale"), Neighbour("Ru lives in", "Sel Hill")))
+    probe = ScriptedProbe({"Kalo lives in": "Ostwen Ford.", "Fact: Kalo lives in": "Ostwen Ford and more",
+                           "In short, Kalo lives in": "Mir Vale.", "Dan lives in": "Mir Vale.", "Ru lives in": "Ostwen"})
+    unedited = {"Dan lives in": "Mir Vale", "Ru lives in": "Sel Hill."}
+    rows = {r.metric: r.value for r in score_generated(probe, PlainTask(), unedited, [record], [0], 20)}
+    assert rows == {"efficacy_gen_em": 1.0, "efficacy_gen_prefix": 1.0, "generalization_gen_em": 0.0,
+                    "generalization_gen_prefix": 0.5, "specificity_gen_agree": 0.5}
+
+
+def test_the_hf_backend_decodes_answers_within_their_budget(micro_llama):
+    model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
+    probe = HFProbe(model, tokenizer, torch.device("cpu"))
+    pairs = [ScoringPair("Kalo lives in", "Ostwen Ford"), ScoringPair("x", "y")]
+    answers = probe.generate_answers(pairs, max_new_tokens=3)
+    stop = StopRule.for_model(model, tokenizer)
+    ids = greedy_decode(model, probe.encoder, ["Kalo lives in", "x"], [3, 3], stop, torch.device("cpu"))
+    assert answers == tokenizer.batch_decode(ids, skip_special_tokens=True)  # budgets: min(3, 2 n + 2)
+    assert probe.forward_seconds > 0
+    assert answer_budget(1, 50) == 4 and answer_budget(30, 50) == 50
