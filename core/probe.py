@@ -17,6 +17,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from .generate import StopRule, answer_budget, greedy_decode
 from .progress import progress
 from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder, pad, token_budget_batches
@@ -52,6 +53,12 @@ class ProbeBackend(Protocol):
         """Make the backend see ``model``'s current values of the tensors ``names`` (and undo what an
         earlier sync changed that ``names`` no longer covers). A backend that reads the live model
         has nothing to do."""
+        ...
+
+    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
+        """Greedy decoding from each pair's prompt until an end-of-sequence token, a newline, or
+        ``answer_budget`` new tokens for the pair's target (``core/generate.py``); the text of the
+        continuation, without its stop token."""
         ...
 
 
@@ -102,6 +109,7 @@ class HFProbe:
         #: whether ``head_only_logits`` reproduces the model's own logits; checked on the first batch,
         #: so a model that changes its logits after the head in a way we do not know falls back
         self.head_only: bool | None = None
+        self._stop: StopRule | None = None  # what ends a generated answer, found on first use
 
     def sync(self, model: nn.Module, names: Sequence[str]) -> None:
         """Nothing to do: this backend scores the live model itself."""
@@ -198,3 +206,15 @@ class HFProbe:
             if cuda_state is not None:
                 torch.cuda.set_rng_state_all(cuda_state)
         return texts
+
+    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
+        """Batched greedy decoding with a KV cache (``core/generate.py``)."""
+        if self._stop is None:
+            self._stop = StopRule.for_model(self.model, self.encoder.tokenizer)
+        budgets = [answer_budget(e.n_target, max_new_tokens)
+                   for e in self.encoder.encode_many([(p.prompt, p.target) for p in pairs])]
+        started = time.perf_counter()
+        ids = greedy_decode(self.model, self.encoder, [p.prompt for p in pairs], budgets, self._stop, self.device,
+                            self.max_tokens)
+        self.forward_seconds += time.perf_counter() - started
+        return self.encoder.tokenizer.batch_decode(ids, skip_special_tokens=True)
