@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from .collect import Results
+from .derived import derive
+from .lifelong import EFFICACY, Lifelong, lifelong_summaries
 from .metrics import (
     CAPABILITY_PREFIX,
     Column,
@@ -68,6 +70,7 @@ class Board:
     models: list[str]
     edit_counts: list[int]
     notes: list[Note] = field(default_factory=list)
+    lifelong: list[Lifelong] = field(default_factory=list)  # collapse point and retention AUC per label
 
     @property
     def final_edits(self) -> int:
@@ -75,6 +78,10 @@ class Board:
 
     def labels(self) -> list[str]:
         return list(dict.fromkeys(r.label for r in self.rows))
+
+    def retention_metrics(self) -> list[str]:
+        """The metrics the lifelong summary has a retention AUC for, generated first."""
+        return [m for m in EFFICACY if any(m in s.auc for s in self.lifelong)]
 
     def final_rows(self) -> list[Row]:
         """Each label's row at its last checkpoint (a diverged method stops early)."""
@@ -256,8 +263,9 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
     for n_edits in sorted({r.n_edits for r in rows}):
         members = [i for i, r in enumerate(rows) if r.n_edits == n_edits]
         for column in columns:
-            for i, mark in zip(members, rank_marks([intervals[i][column.key] for i in members],
-                                                   column.higher_is_better)):
+            ranked = rank_marks([intervals[i][column.key] for i in members], column.higher_is_better) \
+                if column.ranked else [""] * len(members)
+            for i, mark in zip(members, ranked):
                 marks[(i, column.key)] = mark
     rows = [replace(r, cells={c.key: Cell(intervals[i][c.key], marks[(i, c.key)]) for c in columns})
             for i, r in enumerate(rows)]
@@ -281,7 +289,9 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
 
 
 def build_boards(results: Results, seed: int = 0) -> list[Board]:
-    return [build_board(results, task, seed) for task in results.tasks]
+    results = derive(results)
+    boards = [build_board(results, task, seed) for task in results.tasks]
+    return [replace(board, lifelong=lifelong_summaries(results, board, seed)) for board in boards]
 
 
 def _interval_dict(cell: Cell) -> dict[str, Any] | None:
@@ -303,6 +313,9 @@ def board_to_dict(board: Board) -> dict[str, Any]:
                   "n_edits": r.n_edits, "status": r.status, "cells": {k: _interval_dict(c) for k, c in r.cells.items()}}
                  for r in board.rows],
         "notes": [{"run_id": n.run_id, "label": n.label, "status": n.status, "text": n.text} for n in board.notes],
+        "lifelong": [{"label": s.label, "final_edits": s.final_edits, "collapse_at": s.collapse_at,
+                      "collapse_reason": s.collapse_reason or None, "collapse_metrics": [s.efficacy, s.specificity],
+                      "retention_auc": s.auc} for s in board.lifelong],
     }
 
 
@@ -318,5 +331,12 @@ def boards_frame(boards: list[Board]) -> pd.DataFrame:
                                 "n_edits": row.n_edits, "status": row.status, "column": column.key,
                                 "mean": iv.mean if iv else None, "low": iv.low if iv else None,
                                 "high": iv.high if iv else None, "n": iv.n if iv else 0, "mark": cell.mark})
+        for summary in board.lifelong:  # the lifelong summary: one value each, no interval
+            values = {"collapse_at": summary.collapse_at,
+                      **{f"retention_auc:{metric}": auc for metric, auc in summary.auc.items()}}
+            for column, value in values.items():
+                records.append({"task": board.task, "run_id": "", "method": summary.label,
+                                "n_edits": summary.final_edits, "status": "", "column": column, "mean": value,
+                                "low": None, "high": None, "n": 1, "mark": ""})
     return pd.DataFrame.from_records(records, columns=["task", "run_id", "method", "n_edits", "status", "column",
                                                        "mean", "low", "high", "n", "mark"])

@@ -32,12 +32,15 @@ class Column:
     description: str
     higher_is_better: bool
     is_cost: bool = False
+    #: whether the leaderboard marks a best and ties in this column; a diagnostic such as the mirage
+    #: gap describes how a score was measured, not how good a method is
+    ranked: bool = True
 
 
 def _label(name: str) -> str:
     """``efficacy_acc`` -> ``efficacy (acc)``: the family first, the variant after."""
     family, _, variant = name.rpartition("_")
-    if not family or variant in ("score", "rate"):
+    if not family or variant in ("score", "rate", "gap"):
         return name.replace("_", " ")
     return f"{family.replace('_', ' ')} ({variant})"
 
@@ -54,6 +57,7 @@ class MetricInfo:
     description: str
     higher_is_better: bool
     order: int
+    ranked: bool = True
 
 
 def metric_catalogue(metrics: pd.DataFrame, run_ids: Iterable[str]) -> dict[str, MetricInfo]:
@@ -62,7 +66,8 @@ def metric_catalogue(metrics: pd.DataFrame, run_ids: Iterable[str]) -> dict[str,
     chosen = metrics[metrics["run_id"].isin(list(run_ids))].sort_values(["ord"], kind="stable")
     catalogue: dict[str, MetricInfo] = {}
     for row in chosen.itertuples(index=False):
-        catalogue.setdefault(row.name, MetricInfo(row.description, bool(row.higher_is_better), int(row.ord)))
+        catalogue.setdefault(row.name, MetricInfo(row.description, bool(row.higher_is_better), int(row.ord),
+                                                  bool(getattr(row, "ranked", True))))
     return catalogue
 
 
@@ -71,7 +76,8 @@ def metric_columns(names: Iterable[str], catalogue: Mapping[str, MetricInfo]) ->
     present = set(names)
     known = sorted((m for m in present if m in catalogue), key=lambda m: catalogue[m].order)
     ordered = known + sorted(present - set(known))
-    return [Column(m, _label(m), catalogue[m].description, catalogue[m].higher_is_better) if m in catalogue
+    return [Column(m, _label(m), catalogue[m].description, catalogue[m].higher_is_better,
+                   ranked=catalogue[m].ranked) if m in catalogue
             else Column(m, _label(m), "", not _lower_is_better(m)) for m in ordered]
 
 

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .collect import Results
+from .derived import MIRAGE_GAPS
 from .leaderboard import Board
 from .metrics import Column
 from .retention import retention_frame
@@ -96,9 +97,11 @@ def _log_edits(ax: Axes, edit_counts: Sequence[int]) -> None:
     ax.set_xlabel("edits made")
 
 
-def metrics_figure(board: Board, colors: dict[str, tuple]) -> Figure | None:
+def metrics_figure(board: Board, colors: dict[str, tuple], keys: set[str] | None = None) -> Figure | None:
+    """One panel per metric column against edit count (only ``keys``, where given)."""
     frame = _frame(board)
-    columns = [c for c in board.columns if not c.is_cost and (frame["column"] == c.key).any()]
+    columns = [c for c in board.columns if not c.is_cost and (frame["column"] == c.key).any()
+               and (keys is None or c.key in keys)]
     if not columns:
         return None
     fig, axes = _panels(len(columns))
@@ -212,6 +215,11 @@ def board_plots(results: Results, board: Board, folder: Path, seed: int = 0, nam
         ("metrics", "Scores as edits accumulate",
          "Mean over all edits made so far, at each checkpoint (log scale); bands are 95% bootstrap "
          "intervals over edits.", lambda: metrics_figure(board, colors)),
+        ("mirage", "The mirage gap: teacher-forced minus generated",
+         "For the same edits at each checkpoint, teacher-forced token accuracy minus exact match of the greedily "
+         "generated answer (The Mirage of Model Editing, ACL 2025): how much teacher forcing flatters each "
+         "method as edits accumulate. Bands: 95% intervals over edits.",
+         lambda: metrics_figure(board, colors, {d.name for d in MIRAGE_GAPS})),
         ("cost", "Time and memory",
          "Seconds per edit (cumulative edit time / edits; band: 95% interval over edit batches) and peak "
          "memory up to each checkpoint.", lambda: cost_figure(board, colors)),

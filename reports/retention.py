@@ -7,11 +7,15 @@ slice gets its mean with a bootstrap interval over the edits in it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from .collect import Results
-from .leaderboard import Board
 from .stats import bootstrap_seeds, cell_rng
+
+if TYPE_CHECKING:
+    from .collect import Results
+    from .leaderboard import Board
 
 COLUMNS = ["label", "metric", "n_edits", "bin", "position", "mean", "low", "high", "n"]
 

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .collect import Results
+from .derived import derive
 from .leaderboard import Board, board_to_dict, build_boards, setup_key, short_model
 from .metrics import Column, metric_catalogue, metric_columns
 from .plots import Plot, board_plots, slug
@@ -214,6 +215,7 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
     task for the plots, ``.nojekyll``)."""
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    results = derive(results)
     boards = build_boards(results, seed=seed)
     runs = run_views(results)
     run_pages = {run_id: view.page for run_id, view in runs.items()}

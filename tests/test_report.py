@@ -227,9 +227,17 @@ def test_markdown_and_latex_escapes_keep_tables_intact(store_dir):
     assert md_escape("a|b *c* <x>\nd") == r"a\|b \*c\* \<x\> d"
     assert tex_escape("50% of a_b & {c}") == r"50\% of a\_b \& \{c\}"
     (board,) = build_boards(collect([store_dir]))
-    md_rows = [line for line in markdown([board]).splitlines() if line.startswith("| ")]
-    assert len({line.count(" | ") for line in md_rows}) == 1  # every row has the header's cells
-    assert latex([board]).count(r"\begin{tabular}") == 1
+    tables, current = [], []
+    for line in markdown([board]).splitlines() + [""]:
+        if line.startswith("| "):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    assert len(tables) == 2  # the leaderboard and the lifelong summary
+    for table in tables:
+        assert len({line.count(" | ") for line in table}) == 1  # every row has the header's cells
+    assert latex([board]).count(r"\begin{tabular}") == 2
 
 
 def test_capability_sets_get_a_column_with_a_wilson_interval(tmp_path):
@@ -258,3 +266,46 @@ def test_run_page_totals_do_not_count_forward_passes_twice(store_dir):
     strong = next(p for p in view.phases if p["method"] == "strong")
     edit_seconds = sum(0.2 + 0.01 * step for step in range(4))
     assert strong["total"] == pytest.approx(edit_seconds + 2 * 0.1)  # eval_forward lies inside eval
+
+
+def test_mirage_gap_collapse_point_and_retention_auc(tmp_path):
+    """Generated and teacher-forced efficacy of the same edits give a per-edit gap (a column, not
+    ranked); a method whose generated efficacy halves collapses there; retention AUC is the mean
+    over the stream's slices."""
+    folder = tmp_path / "r"
+    rates = {"fading": {10: (1.0, 0.8), 40: (1.0, 0.3)}, "steady": {10: (0.9, 0.9), 40: (0.9, 0.9)}}
+    with ResultsStore(folder) as store:
+        store.ensure_run("g", task="pocket", model="m", config={}, versions={}, device="cpu", seed=0, git_sha=None,
+                         dataset_hash="d", n_edits=40)
+        store.save_run_plan("g", [Metric("efficacy_acc", "tf"), Metric("efficacy_gen_em", "gen"),
+                                  Metric("specificity_gen_agree", "agree")], [(0, 10), (10, 20), (20, 30), (30, 40)])
+        for method, by_n in rates.items():
+            store.start_cell("g", method, {}, method)
+            for n_edits, (acc, gen) in by_n.items():
+                rows = []
+                for p in range(n_edits):
+                    generated = float(p < round(gen * n_edits))  # the first edits hold: retention falls to the right
+                    rows += [ScoreRow(p, f"u{p}", "efficacy_acc", acc), ScoreRow(p, f"u{p}", "efficacy_gen_em", generated),
+                             ScoreRow(p, f"u{p}", "specificity_gen_agree", 1.0)]
+                store.commit_checkpoint("g", method, n_edits, rows, [], 1)
+            store.finish_cell("g", method, "done")
+    (board,) = build_boards(collect([folder]))
+    gap = next(c for c in board.columns if c.key == "efficacy_mirage_gap")
+    assert not gap.ranked and not gap.higher_is_better
+    assert _row(board, "fading", 40).cells["efficacy_mirage_gap"].interval.mean == pytest.approx(0.7)
+    assert {r.cells["efficacy_mirage_gap"].mark for r in board.rows} == {""}
+    summary = {s.label: s for s in board.lifelong}
+    assert summary["fading"].efficacy == "efficacy_gen_em"
+    assert (summary["fading"].collapse_at, summary["fading"].collapse_reason) == (40, "efficacy")
+    assert summary["steady"].collapse_at is None and summary["steady"].collapse_text == "none up to 40"
+    assert summary["fading"].auc["efficacy_gen_em"] == pytest.approx(0.3)
+    assert summary["steady"].auc["efficacy_acc"] == pytest.approx(0.9)
+    assert "none up to 40" in markdown([board]) and "collapse point" in latex([board])
+    result = CliRunner().invoke(main, ["report", str(folder), "--html", str(tmp_path / "html"), "--csv",
+                                       str(tmp_path / "cells.csv")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "html" / "leaderboard.json").read_text())
+    assert data["boards"][0]["lifelong"][0]["collapse_at"] == 40
+    csv = (tmp_path / "cells.csv").read_text()
+    assert "retention_auc:efficacy_gen_em" in csv and "efficacy_mirage_gap" in csv
+    assert "Lifelong summary" in (tmp_path / "html" / "index.html").read_text()
