@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import torch
 
 from ..core.method import METHODS
-from .hypernet import RELEASE_PRESET, HypernetConfig, HypernetMethod
+from .hypernet import (
+    MALMEN_RELEASE_DATA,
+    RELEASE_PRESET,
+    RLEDIT_RELEASE_DATA,
+    HypernetConfig,
+    HypernetMethod,
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,14 @@ class MALMEN(HypernetMethod):
     name = "malmen"
     description = "hypernetwork editor, least-squares aggregation of many edits (Tan et al. 2024)"
     Config = MALMENConfig
-    #: ``release``: one epoch, one optimiser step per batch, on the unedited model, then frozen
-    #: (the MALMEN release's ``train``); ``paper``: the defaults.
-    presets = {"paper": {}, "release": {**RELEASE_PRESET, "max_epochs": 1}}
+    #: ``release``: the MALMEN release (``editor/malmen.py``, ``config/editor/malmen.yaml``): one pass,
+    #: one optimiser step per batch of 512 on the unedited model, then frozen. ``rledit-release``:
+    #: the MALMEN baseline of the RLEdit release (``config/editor/malmen.yaml`` there: rank 1024, four
+    #: blocks, locality 0.6; batches of 20 in sub-batches of 4). ``paper``: the defaults.
+    presets = {
+        "paper": {},
+        "release": {**RELEASE_PRESET, **MALMEN_RELEASE_DATA, "rank": 1920, "n_blocks": 2, "loc_coef": 1.0},
+        "rledit-release": {**RELEASE_PRESET, **RLEDIT_RELEASE_DATA, "max_epochs": 1, "rank": 1024, "n_blocks": 4,
+                           "loc_coef": 0.6},
+    }
     update = staticmethod(malmen_update)

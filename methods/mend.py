@@ -19,7 +19,16 @@ from dataclasses import dataclass
 import torch
 
 from ..core.method import METHODS
-from .hypernet import RELEASE_PRESET, HypernetConfig, HypernetMethod
+from .hypernet import (
+    MALMEN_RELEASE_DATA,
+    RELEASE_PRESET,
+    RLEDIT_RELEASE_DATA,
+    HypernetConfig,
+    HypernetMethod,
+)
+
+#: MEND's network in the MALMEN and RLEdit releases (``config/editor/mend.yaml:2-6``)
+RELEASED_NET = {"rank": 1920, "n_blocks": 2, "loc_coef": 1.0}
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,14 @@ class MEND(HypernetMethod):
     name = "mend"
     description = "hypernetwork editor, sum of rank-1 pseudo-gradient updates (Mitchell et al. 2022)"
     Config = MENDConfig
-    #: ``release``: one epoch, one optimiser step per batch, on the unedited model, then frozen
-    #: (the MALMEN release's ``train``, which reads MEND's keys at every token); ``paper``: the defaults.
-    presets = {"paper": {}, "release": {**RELEASE_PRESET, "max_epochs": 1, "tokens": "all"}}
+    #: ``release``: the MEND of the MALMEN release (``editor/mend.py``, ``config/editor/mend.yaml``):
+    #: one pass, one optimiser step per batch of 512 on the unedited model, keys at every token,
+    #: then frozen. ``rledit-release``: the MEND baseline of the RLEdit release (batches of 20 in
+    #: sub-batches of 4). MEND's own code (eric-mitchell/mend) differs: docs/hypernetworks.md.
+    #: ``paper``: the defaults.
+    presets = {
+        "paper": {},
+        "release": {**RELEASE_PRESET, **MALMEN_RELEASE_DATA, **RELEASED_NET, "tokens": "all"},
+        "rledit-release": {**RELEASE_PRESET, **RLEDIT_RELEASE_DATA, **RELEASED_NET, "max_epochs": 1, "tokens": "all"},
+    }
     update = staticmethod(mend_update)

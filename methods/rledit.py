@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.method import METHODS
-from .hypernet import RELEASE_PRESET, HypernetConfig
+from .hypernet import RELEASE_PRESET, RLEDIT_RELEASE_DATA, HypernetConfig
 from .malmen import MALMEN
 
 
@@ -43,7 +43,7 @@ class RLEditConfig(HypernetConfig):
     decay: float = 0.95
     loc_coef: float = 0.6
     reg_coef: float = 1e-4
-    max_steps: int = 60
+    max_steps: int | None = 60
     val_every: int = 3
     meta_lr: float = 1e-4
 
@@ -54,13 +54,16 @@ class RLEdit(MALMEN):
     description = "MALMEN's network trained over edit sequences on a live model, RL-style (Li et al. 2025)"
     Config = RLEditConfig
     #: ``paper``: the defaults (trained over many sequences to a validation plateau, L2 and
-    #: back-tracking effective). ``release``: the released ``train``/``run`` - one sequence (here one
-    #: pass over the train split), meta-gradients into each step's own update only, the L2 term
-    #: without gradient, a single Adam step, the last network kept. ``untrained``: the network at
-    #: initialisation (normaliser filled, edit lr by the rule); ``lr-only``: only the edit lrs learn.
+    #: back-tracking effective). ``release``: the released ``train``/``run`` (c6576a1,
+    #: ``editor/rledit.py:99-192``): one sequence of 400 batches of 20 (``num_seq``), meta-gradients
+    #: into each step's own update only, the L2 term without gradient, the accumulated gradient
+    #: clipped after every step, a single Adam step, the last network kept. ``untrained``: the
+    #: network at initialisation (normaliser filled, edit lr by the rule); ``lr-only``: only the
+    #: edit lrs learn.
     presets = {
         "paper": {},
-        "release": {**RELEASE_PRESET, "max_steps": 1, "reg_grad": False, "backtrack_grad": False},
+        "release": {**RELEASE_PRESET, **RLEDIT_RELEASE_DATA, "sequence_length": 400, "max_steps": 1,
+                    "reg_grad": False, "backtrack_grad": False, "clip_every_step": True},
         "untrained": {"max_steps": 0},
         "lr-only": {"trainable": "lr"},
     }

@@ -95,19 +95,50 @@ def test_normaliser_statistics_equal_a_direct_computation():
     assert torch.allclose(normalised.std(0), torch.ones(5), atol=1e-5)
 
 
-def test_untrained_network_is_the_normaliser_and_only_a_live_init_learns():
+def test_untrained_network_is_the_normaliser_and_its_blocks_learn_from_the_first_step():
+    """The releases' initialisation (B = 0, bias = 0) with their clamp(0) activation: an untrained
+    block is the identity, and still every block parameter but the scale gets a gradient at once,
+    because clamp's derivative at exactly 0 is 1 (relu's is 0)."""
     torch.manual_seed(0)
     keys, grads = torch.randn(6, 8), torch.randn(6, 4)
-    for bias_init, blocks_learn in ((1.0, True), (0.0, False)):
-        net = EditorNet(8, 4, rank=3, n_blocks=2, n_modules=2, edit_lr=1e-3, bias_init=bias_init)
-        net.normaliser.update(torch.cat((keys, grads), -1) * 2 + 1)
-        pseudo_keys, pseudo_grads = net(keys, grads, 1)
-        assert torch.allclose(torch.cat((pseudo_keys, pseudo_grads), -1),
-                              net.normaliser(torch.cat((keys, grads), -1)), atol=1e-6)
-        (pseudo_keys.sum() + pseudo_grads.pow(2).sum()).backward()
-        assert bool(net.blocks[0].B.grad.abs().sum() > 0) == blocks_learn  # the released init is dead
-        assert net.blocks[0].shift.grad.abs().sum() > 0
+    net = EditorNet(8, 4, rank=3, n_blocks=2, n_modules=2, edit_lr=1e-3)
+    net.normaliser.update(torch.cat((keys, grads), -1) * 2 + 1)
+    pseudo_keys, pseudo_grads = net(keys, grads, 1)
+    assert torch.allclose(torch.cat((pseudo_keys, pseudo_grads), -1),
+                          net.normaliser(torch.cat((keys, grads), -1)), atol=1e-6)
+    (pseudo_keys.sum() + pseudo_grads.pow(2).sum()).backward()
+    for block in net.blocks:
+        assert block.B.grad.abs().sum() > 0 and block.bias.grad.abs().sum() > 0 and block.shift.grad.abs().sum() > 0
+    at_zero = torch.zeros(3, requires_grad=True)
+    at_zero.clamp(min=0).sum().backward()
+    assert at_zero.grad.tolist() == [1.0, 1.0, 1.0]
+    relu = torch.zeros(3, requires_grad=True)
+    torch.relu(relu).sum().backward()
+    assert relu.grad.tolist() == [0.0, 0.0, 0.0]  # why the releases use clamp
+
+
+def test_the_rank_cap_is_editbench_s_and_the_releases_turn_it_off():
     assert effective_rank(1920, 4096 + 16384) == 1920 and effective_rank(1920, 512) == 128
+    assert effective_rank(1920, 512, cap=False) == 1920
+    net = EditorNet(8, 4, rank=16, n_blocks=1, n_modules=1, edit_lr=1e-3, cap_rank=False)
+    assert net.blocks[0].A.shape == (12, 16)
+
+
+def test_the_release_normaliser_merges_as_released():
+    """MALMEN's merge adds n_b * var_b (unbiased): more than the exact sum of squares, by n_b/(n_b-1)
+    on each batch's own spread; a one-row batch makes the statistics NaN, as there."""
+    torch.manual_seed(0)
+    chunks = [torch.randn(n, 3) for n in (4, 5)]
+    exact, release = RunningNormaliser(3), RunningNormaliser(3, "release")
+    for chunk in chunks:
+        exact.update(chunk)
+        release.update(chunk)
+    rows = torch.cat(chunks).double()
+    assert torch.allclose(exact.m2, ((rows - rows.mean(0)) ** 2).sum(0))
+    own = sum(((c.double() - c.double().mean(0)) ** 2).sum(0) / (len(c) - 1) for c in chunks)
+    assert torch.allclose(release.m2 - exact.m2, own)  # each batch counted n_b/(n_b-1) times
+    release.update(torch.randn(1, 3))
+    assert torch.isnan(release.std).all()
 
 
 def test_mend_update_has_rank_at_most_the_number_of_rows():
@@ -214,3 +245,39 @@ def test_keys_and_gradients_do_not_depend_on_the_batch_size(family, micro_llama,
             other_keys, other_grads = by_size[size][module.name]
             assert torch.allclose(keys, other_keys, atol=1e-5, rtol=1e-4)
             assert torch.allclose(grads, other_grads, atol=1e-7, rtol=1e-3)
+
+
+def test_tokens_all_reads_the_prompt_and_the_answer_without_its_last_token(micro_llama):
+    """The releases feed prompt + answer[:-1] and read every input position (``token: all``), so
+    there is no row for the answer's last token, whose gradient is zero."""
+    ctx = make_context(micro_llama)
+    records = ctx.train_records()[:3]
+    observed = MEND(MENDConfig(tokens="all"), ctx).read_keys_and_grads(records)
+    expected = sum(len(ctx.encoder.encode(r.prompt, r.target_new).ids) - 1 for r in records)
+    for rows in observed.keys.values():
+        assert rows.shape[0] == expected
+    assert observed.groups == (expected,)
+
+
+def test_release_sub_batches_are_length_sorted_with_one_token_mean_loss_each(micro_llama):
+    from editbench.methods.objectives import token_mean_target_nll
+
+    ctx = make_context(micro_llama)
+    method = MALMEN(MALMENConfig(sub_batch=2), ctx)
+    records = ctx.train_records()[:5]
+    observed = method.read_keys_and_grads(records)
+    lengths = [len(ctx.encoder.encode(r.prompt, r.target_new).ids) for r in records]
+    order = sorted(range(5), key=lambda i: -lengths[i])
+    parts = []
+    for start in range(0, 5, 2):
+        chunk = [records[i] for i in order[start:start + 2]]
+        parts.append(keys_and_grads(ctx.model, method.modules, method.encode([(r.prompt, r.target_new) for r in chunk]),
+                                    token_mean_target_nll))
+    assert observed.groups == tuple(p.groups[0] for p in parts) and len(observed.groups) == 3
+    for module in method.modules:
+        assert torch.allclose(observed.grads[module.name], torch.cat([p.grads[module.name] for p in parts]), atol=1e-7)
+    before = method.nets[next(iter(method.nets))].normaliser.count.item()
+    release = MALMEN(MALMENConfig(sub_batch=2, normaliser="release"), ctx)
+    release.update_normalisers(observed)
+    net = release.nets[next(iter(release.nets))]
+    assert net.normaliser.count.item() == sum(observed.groups) * len(method.modules) and before == 0

@@ -14,6 +14,8 @@ PAPER = {"max_steps": "4", "val_every": "2", "patience": "10"}
 STEPS = {
     "mend@release": 6,  # one epoch, one step per batch
     "malmen@release": 6,
+    "mend@rledit-release": 6,
+    "malmen@rledit-release": 6,
     "rledit@release": 1,  # one sequence, one step
     "rledit@paper": 4,  # max_steps here; a validation plateau in general
     "rledit@untrained": 0,
@@ -23,7 +25,9 @@ STEPS = {
 
 def _method(label, micro_llama, tmp_path):
     name = label.partition("@")[0]
-    schedule = {} if label.endswith(("@release", "@untrained")) else {label: PAPER}
+    schedule = {} if "release" in label or label.endswith("@untrained") else {label: PAPER}
+    if label == "rledit@release":  # its sequence is 400 batches; 6 walks the same code
+        schedule = {label: {"sequence_length": "6"}}
     (plan,) = resolve_methods(RunSpec(methods=(label,), params={name: SMALL, **schedule}))
     return plan.cls(plan.config, make_context(micro_llama, tmp_path))
 
@@ -48,8 +52,8 @@ def test_each_preset_takes_its_number_of_optimiser_steps(label, micro_llama, tmp
         assert moved == {"lr"}
     elif label == "rledit@untrained":
         assert moved <= {"lr"}  # set by the scaling rule, never trained
-    elif label.endswith("@release"):
-        assert "shift" in moved and not moved & {"A", "B", "bias", "scale"}  # the released dead init
+    elif "release" in label:
+        assert {"B", "bias", "shift"} <= moved  # the released init learns at once (clamp, not relu)
         lr = after[next(k for k in after if k.endswith(".lr"))]  # starts at 1e-6; Adam moves it ~1e-5 a step
         assert ((lr - 1e-6).abs() <= STEPS[label] * 1e-5 * 1.01).all() and ((lr - 1e-6).abs() > 5e-6).all()
     else:
@@ -67,3 +71,54 @@ def test_whether_editing_updates_the_normaliser(label, moves, micro_llama, tmp_p
     method.apply(records[4:8])
     after = method.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before) == moves
+
+
+def test_release_presets_carry_the_released_settings():
+    def config(label):
+        (plan,) = resolve_methods(RunSpec(methods=(label,)))
+        return plan.config
+
+    malmen, mend, rledit = config("malmen@release"), config("mend@release"), config("rledit@release")
+    for c in (malmen, mend, rledit):
+        assert (c.edit_lr, c.meta_lr, c.lr_meta_lr, c.max_grad_norm) == (1e-6, 1e-5, 1e-5, 1.0)
+        assert c.normaliser == "release" and not c.cap_rank and not c.warm_up and not c.select_best
+    assert (malmen.train_batch, malmen.sub_batch, malmen.max_epochs, malmen.max_steps) == (512, 32, 1, None)
+    assert (malmen.rank, malmen.n_blocks, malmen.loc_coef) == (1920, 2, 1.0)
+    assert mend.tokens == "all" and (mend.train_batch, mend.sub_batch) == (512, 32)
+    assert (rledit.train_batch, rledit.sub_batch, rledit.sequence_length, rledit.max_steps) == (20, 4, 400, 1)
+    assert rledit.clip_every_step and not rledit.reg_grad and not rledit.backtrack_grad
+    assert (rledit.rank, rledit.n_blocks, rledit.depth, rledit.decay, rledit.loc_coef) == (1024, 4, 10, 0.95, 0.6)
+    baseline = config("malmen@rledit-release")
+    assert (baseline.rank, baseline.n_blocks, baseline.loc_coef, baseline.train_batch, baseline.sub_batch) == \
+        (1024, 4, 0.6, 20, 4)
+    assert config("mend").max_steps == 600 and config("mend").normaliser == "exact"
+
+
+def test_the_releases_sum_token_means_over_length_sorted_sub_batches():
+    from editbench.methods.objectives import sub_batch_token_means
+
+    values = torch.tensor([[1.0, 1.0, 0.0], [2.0, 0.0, 0.0], [3.0, 3.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = (values > 0).float()
+    lengths = mask.sum(1)  # 2, 1, 3, 1: sorted rows 2, 0, 1, 3
+    # sub-batches of 2: rows (2, 0): (9 + 2) / 5; rows (1, 3): (2 + 4) / 2
+    assert sub_batch_token_means(values, mask, lengths, 2).item() == pytest.approx(11 / 5 + 3)
+    assert sub_batch_token_means(values, mask, lengths, 4).item() == pytest.approx(17 / 7)
+
+
+@pytest.mark.parametrize("label, clips", [("rledit@release", 6 + 1), ("rledit@paper", 1)])
+def test_rledit_release_clips_after_every_step_of_its_sequence(label, clips, micro_llama, tmp_path, monkeypatch):
+    method = _method(label, micro_llama, tmp_path)
+    trainer = Trainer(method, method.ctx.train_records(), tmp_path / "run")
+    calls = {"n": 0}
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def counting(*args, **kwargs):
+        calls["n"] += 1
+        return clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", counting)
+    method.update_normalisers(method.read_keys_and_grads(method.ctx.train_records()[:4]))
+    sequence = trainer._sequence(0)[:6]
+    trainer.walk(sequence, train=True, key="k")
+    torch.nn.utils.clip_grad_norm_(trainer._trainable(), 1.0)  # the loop's own clip before the step
+    assert calls["n"] == clips

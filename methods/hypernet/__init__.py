@@ -7,7 +7,7 @@ batches, back-tracking, validation, resumable training states); ``storage``: wha
 and a training run leave on disk.
 """
 
-from .config import RELEASE_PRESET, HypernetConfig
+from .config import MALMEN_RELEASE_DATA, RELEASE_PRESET, RLEDIT_RELEASE_DATA, HypernetConfig
 from .core import HypernetMethod
 
-__all__ = ["RELEASE_PRESET", "HypernetConfig", "HypernetMethod"]
+__all__ = ["MALMEN_RELEASE_DATA", "RELEASE_PRESET", "RLEDIT_RELEASE_DATA", "HypernetConfig", "HypernetMethod"]

@@ -18,12 +18,25 @@ from .modules import MODULE_CHOICES, TOKEN_CHOICES
 class HypernetConfig(TrainableConfig):
     # -- what is edited ---------------------------------------------------------------------------
     layers: tuple[int, ...] = ()  # empty: a band of upper layers (modules.default_layers)
-    modules: str = "auto"  # auto | mlp_in (gate/up) | mlp_out (down/c_proj/fc_out)
-    tokens: str = "answer"  # where keys and gradients are read: answer tokens, or all tokens
+    #: auto | mlp_in (gate and up / c_fc / fc_in) | mlp_out (down / c_proj / fc_out) | mlp_in_out;
+    #: with layers and modules both left as they are, a published model gets its release's list
+    #: (modules.PUBLISHED_MODULES) and any other model ``default_layers`` with ``auto``
+    modules: str = "auto"
+    #: where keys and gradients are read: the positions whose logits predict an answer token
+    #: (``answer``: the last prompt token and every answer token but the last, the releases'
+    #: ``token: ans``) or every input position (``all``: the prompt and the answer without its last
+    #: token, the releases' ``token: all``)
+    tokens: str = "answer"
+    #: 0: each record's keys and gradients come from its own mean answer-token loss, so they do not
+    #: depend on the batch; >0: the releases' sub-batches: a batch is sorted by length and cut into
+    #: sub-batches of this many records, each with one token-mean loss, and the training losses are
+    #: summed over such sub-batches (MALMEN ``data/base.py:32-52``, ``editor/base.py:78-161``)
+    sub_batch: int = 0
     # -- the network -------------------------------------------------------------------------------
-    rank: int = 1920  # of each residual block, capped at (key_size + value_size) // 4 (net.effective_rank)
+    rank: int = 1920  # of each residual block
     n_blocks: int = 2
-    block_bias: float = 1.0  # initial ReLU bias of each block; 0 is the releases' (dead) init (net.py)
+    cap_rank: bool = True  # cap the rank at (key_size + value_size) // 4 (editbench's; net.effective_rank)
+    normaliser: str = "exact"  # exact (Chan's merge) | release (the releases' merge; net.RunningNormaliser)
     #: initial learned edit lr; None: ``edit_scale`` times the module's output RMS over the mean
     #: key-pseudo-key product at answer tokens, measured on the train split (docs/hypernetworks.md)
     edit_lr: float | None = None
@@ -39,7 +52,10 @@ class HypernetConfig(TrainableConfig):
     loc_coef: float = 1.0  # KL to the model before the step, on unrelated prompts
     reg_coef: float = 0.0  # L2 penalty on each step's update, sum of squares over modules
     reg_grad: bool = True  # False: compute the L2 term without gradient (as the released RLEdit)
-    max_steps: int = 600  # optimiser steps at most; 0: keep the network at its initialisation
+    #: optimiser steps at most; 0: keep the network at its initialisation; None: no cap (the
+    #: releases stop at the end of ``max_epochs`` or of the sequence). 600 is editbench's safety cap
+    max_steps: int | None = 600
+    clip_every_step: bool = False  # clip the accumulated meta-gradient after every step of a sequence (RLEdit's release)
     val_every: int = 26  # optimiser steps between validations (each also saves the training state)
     patience: int = 3  # stop after this many validations without improvement (the plateau)
     val_fraction: float = 0.2  # share of the train split held out for the validation loss
@@ -61,7 +77,7 @@ class HypernetConfig(TrainableConfig):
     #: fields that change how edits are applied, not what is trained (left out of the cache key)
     EDIT_TIME_FIELDS = frozenset({"update_normaliser_at_edit"})
     #: fields that fix the network's shape; a trained editor must agree with the run on them
-    ARCHITECTURE_FIELDS = frozenset({"layers", "modules", "rank", "n_blocks"})  # block_bias is an init
+    ARCHITECTURE_FIELDS = frozenset({"layers", "modules", "rank", "n_blocks", "cap_rank"})
 
     def __post_init__(self) -> None:
         if self.modules not in MODULE_CHOICES:
@@ -79,11 +95,15 @@ class HypernetConfig(TrainableConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         super().__post_init__()
-        for name in ("sequence_length", "max_steps", "max_epochs"):
+        for name in ("sequence_length", "max_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if self.block_bias < 0:
-            raise ValueError(f"block_bias must be 0 or more, got {self.block_bias}")
+        if self.normaliser not in ("exact", "release"):
+            raise ValueError(f"normaliser must be exact or release, got {self.normaliser!r}")
+        if self.sub_batch < 0:
+            raise ValueError(f"sub_batch must be 0 or more, got {self.sub_batch}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"max_steps must be 0 or more (or none), got {self.max_steps}")
         for name in ("meta_lr", "max_grad_norm", "edit_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -102,11 +122,19 @@ class HypernetConfig(TrainableConfig):
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EDIT_TIME_FIELDS}
 
 
-#: The released code's schedule, shared by the three ``release`` presets (docs/hypernetworks.md,
-#: "Presets"): the published initial edit lr and meta lr for everything, the released (dead)
-#: block initialisation, no warm-up of the normaliser, no selection by validation, normaliser
-#: updates during editing. Each method adds its own schedule.
+#: What the MALMEN and RLEdit releases share (docs/hypernetworks.md, "Presets"): one Adam at 1e-5
+#: for the network, the learned edit lr (from 1e-6) and the ridge; clip norm 1; no warm-up of the
+#: normaliser, whose release merge runs per module and sub-batch, in training and while editing;
+#: the rank uncapped; no cap on steps; no selection by validation (the last network is kept).
+#: Each method's ``release`` preset adds its batch sizes, network size and schedule.
 RELEASE_PRESET: dict[str, object] = {
-    "edit_lr": 1e-6, "meta_lr": 1e-5, "lr_meta_lr": 1e-5, "block_bias": 0.0, "warm_up": False,
-    "select_best": False, "patience": 1000, "update_normaliser_at_edit": True,
+    "edit_lr": 1e-6, "meta_lr": 1e-5, "lr_meta_lr": 1e-5, "max_grad_norm": 1.0, "warm_up": False,
+    "select_best": False, "patience": 1_000_000, "update_normaliser_at_edit": True, "normaliser": "release",
+    "cap_rank": False, "max_steps": None,
 }
+#: The MALMEN release's data settings (``config/data/zsre.yaml:2-3``): 512 edits per batch in
+#: length-sorted sub-batches of 32, one pass over the train split (``config/editor/malmen.yaml:8``).
+MALMEN_RELEASE_DATA: dict[str, object] = {"train_batch": 512, "sub_batch": 32, "max_epochs": 1}
+#: The RLEdit release's data settings (c6576a1, ``config/dataset/*.yaml:2-3``): 20 edits per batch in
+#: sub-batches of 4, for RLEdit and for its MEND and MALMEN baselines.
+RLEDIT_RELEASE_DATA: dict[str, object] = {"train_batch": 20, "sub_batch": 4}

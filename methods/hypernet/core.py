@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...core.architectures import recognise
 from ...core.method import EditContext, EditMethod
 from ...core.models import model_fingerprint
 from ...core.records import EditRecord, dataset_hash
 from ...core.tokenize import PairBatch
-from ..objectives import summed_target_nll
+from ..objectives import summed_target_nll, token_mean_target_nll
 from .config import HypernetConfig
-from .modules import KeysAndGrads, add_shift, keys_and_grads, select_modules
+from .modules import KeysAndGrads, add_shift, keys_and_grads, published_modules, select_modules
 from .net import EditorNet
 from .storage import FORMAT_VERSION
 
@@ -40,7 +41,13 @@ class HypernetMethod(EditMethod):
 
     def __init__(self, config: HypernetConfig, context: EditContext) -> None:
         super().__init__(config, context)
-        self.modules = select_modules(context.model, context.layout, config.layers, config.modules)
+        layers, which = config.layers, config.modules
+        published = published_modules(self.name, recognise(context.model.config))
+        if published is not None and not layers and which == "auto":
+            layers, which = published
+            log.info("%s: editing the %s of layers %s, as its release does on %s", self.name, which,
+                     ",".join(map(str, layers)), recognise(context.model.config))
+        self.modules = select_modules(context.model, context.layout, layers, which)
         # one network per weight shape; a module is (its shape's network, its index there)
         self.slots: dict[str, tuple[str, int]] = {}
         counts: dict[str, int] = {}
@@ -52,7 +59,8 @@ class HypernetMethod(EditMethod):
         shapes = {_shape_key(m.shape): m.shape for m in self.modules}
         self.nets = nn.ModuleDict({
             key: EditorNet(*shapes[key], config.rank, config.n_blocks, counts[key],
-                           config.edit_lr if config.edit_lr is not None else 0.0, generator, config.block_bias)
+                           config.edit_lr if config.edit_lr is not None else 0.0, generator, config.cap_rank,
+                           config.normaliser)
             for key in shapes
         }).to(context.device)
 
@@ -69,21 +77,42 @@ class HypernetMethod(EditMethod):
         return encoder.collate(encoder.encode_many(pairs)).to(self.ctx.device)
 
     def read_keys_and_grads(self, records: Sequence[EditRecord]) -> KeysAndGrads:
-        """Keys and output gradients of the edit prompts on the live model, at the answer tokens or,
-        with ``tokens="all"``, at every token (the loss is the answer tokens' either way).
+        """Keys and output gradients of the edit prompts on the live model, where ``tokens`` says
+        (the loss is the answer tokens' either way).
 
-        The loss is each record's mean answer-token NLL summed over records, so a record's rows do
-        not depend on how many records share its batch: the normaliser is fitted at ``train_batch``
-        and editing runs at ``--batch-size``, and a batch mean would scale every row by 1/B."""
+        By default the loss is each record's mean answer-token NLL summed over records, so a
+        record's rows do not depend on how many records share its batch (the normaliser is fitted
+        at ``train_batch``, editing runs at ``--batch-size``; a batch mean would scale every row by
+        1/B). With ``sub_batch``, as the releases: the records sorted by length and read in
+        sub-batches of that many, each with its token-mean loss."""
+        size = self.config.sub_batch
+        if not size:
+            return self._read(records, summed_target_nll)
+        lengths = [len(e.ids) for e in self.ctx.encoder.encode_many([(r.prompt, r.target_new) for r in records])]
+        order = sorted(range(len(records)), key=lambda i: -lengths[i])  # stable: ties keep their order
+        return KeysAndGrads.concat([self._read([records[i] for i in order[s:s + size]], token_mean_target_nll)
+                                    for s in range(0, len(order), size)])
+
+    def _read(self, records: Sequence[EditRecord], loss) -> KeysAndGrads:
         batch = self.encode([(r.prompt, r.target_new) for r in records])
-        mask = batch.attention_mask.bool() if self.config.tokens == "all" else None
-        return keys_and_grads(self.ctx.model, self.modules, batch, summed_target_nll, mask)
+        mask = None
+        if self.config.tokens == "all":  # every input position, the answer's last token excepted
+            width = batch.input_ids.shape[1]
+            mask = torch.arange(width, device=batch.input_ids.device) < batch.attention_mask.sum(1, keepdim=True) - 1
+        return keys_and_grads(self.ctx.model, self.modules, batch, loss, mask)
 
     def update_normalisers(self, observed: KeysAndGrads) -> None:
+        """Add the rows to each shape's normaliser: all of a batch's rows at once (``exact``), or,
+        as the releases do, once per module and sub-batch (``release``; MALMEN ``editor/base.py:159``)."""
         for key, net in self.nets.items():
-            rows = [torch.cat((observed.keys[m.name], observed.grads[m.name]), -1)
+            rows = [torch.cat((observed.keys[m.name], observed.grads[m.name]), -1).to(self.ctx.device)
                     for m in self.modules if self.slots[m.name][0] == key]
-            net.normaliser.update(torch.cat(rows).to(self.ctx.device))
+            if self.config.normaliser == "release":
+                for module_rows in rows:
+                    for group in module_rows.split(list(observed.groups or (len(module_rows),))):
+                        net.normaliser.update(group)
+            else:
+                net.normaliser.update(torch.cat(rows))
 
     def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
         """Each module's update; differentiable in the networks' parameters when grad is enabled."""

@@ -18,7 +18,31 @@ from torch import nn
 from ...core.models import ModelLayout, weight_as_out_in
 from ...core.tokenize import PairBatch
 
-MODULE_CHOICES = ("auto", "mlp_in", "mlp_out")
+MODULE_CHOICES = ("auto", "mlp_in", "mlp_out", "mlp_in_out")
+
+#: (method, published architecture) -> (layers, modules) as each release edits them. The RLEdit
+#: release's model configs serve its MEND and MALMEN baselines too (they share the model files).
+PUBLISHED_MODULES: dict[tuple[str, str], tuple[tuple[int, ...], str]] = {
+    # MEND e04fdb9 config/model/gpt2xl.yaml:5-11 and gptj.yaml:5-11: fc_in and fc_out of the top 3 layers
+    ("mend", "gpt2-xl"): ((45, 46, 47), "mlp_in_out"),
+    ("mend", "gpt-j-6b"): ((25, 26, 27), "mlp_in_out"),
+    # MALMEN 1df295d config/model/gpt-j.yaml:3-9 (the top six, the last included) and gpt-2.yaml:3-9
+    ("malmen", "gpt-j-6b"): (tuple(range(22, 28)), "mlp_out"),
+    ("malmen", "gpt2"): (tuple(range(6, 12)), "mlp_out"),
+    # RLEdit c6576a1 config/model/llama-3-instruct.yaml:50-81, gemma-2.yaml:53-92, mistral-7b.yaml:21-22
+    # (down_proj of 17-18 since a5c6fc0; the first commits had up_proj of 22-31); GPT-2 XL and GPT-J
+    # from the dev commit 847f0cd (config/model/gpt-2-xl.yaml:14-22, gpt-j.yaml:6-11)
+    **{(method, "llama-3-8b"): (tuple(range(22, 31)), "mlp_in") for method in ("rledit", "malmen", "mend")},
+    **{(method, "gemma-2-9b"): (tuple(range(32, 41)), "mlp_in") for method in ("rledit", "malmen", "mend")},
+    **{(method, "mistral-7b"): ((17, 18), "mlp_out") for method in ("rledit", "malmen", "mend")},
+    ("rledit", "gpt2-xl"): (tuple(range(32, 41)), "mlp_out"),
+    ("rledit", "gpt-j-6b"): (tuple(range(22, 28)), "mlp_out"),
+}
+
+
+def published_modules(method: str, architecture: str | None) -> tuple[tuple[int, ...], str] | None:
+    """The layers and modules ``method``'s release edits on ``architecture``, if it published them."""
+    return PUBLISHED_MODULES.get((method, architecture)) if architecture else None
 TOKEN_CHOICES = ("answer", "all")
 
 
@@ -61,7 +85,7 @@ def select_modules(model: nn.Module, layout: ModelLayout, layers: Sequence[int],
 
     ``auto``: the MLP input projections (gate and up) of gated MLPs (Llama-style models, as the
     RLEdit authors choose), else the MLP output projection (GPT-2's ``c_proj``, GPT-J's ``fc_out``,
-    as MEND and MALMEN choose).
+    as MEND and MALMEN choose); ``mlp_in_out``: both (MEND on GPT-style models).
     """
     if which not in MODULE_CHOICES:
         raise ValueError(f"modules must be one of {', '.join(MODULE_CHOICES)}, got {which!r}")
@@ -71,7 +95,8 @@ def select_modules(model: nn.Module, layout: ModelLayout, layers: Sequence[int],
     out = []
     for layer in chosen:
         layer = layout.resolve_layer(layer)
-        names = layout.mlp_in_names(layer) if which == "mlp_in" else [layout.mlp_out_name(layer)]
+        names = {"mlp_in": layout.mlp_in_names(layer), "mlp_out": [layout.mlp_out_name(layer)],
+                 "mlp_in_out": [*layout.mlp_in_names(layer), layout.mlp_out_name(layer)]}[which]
         for name in names:
             weight = weight_as_out_in(model.get_submodule(name), layout.family.conv1d)
             out.append(EditedModule(name, int(weight.shape[1]), int(weight.shape[0]), layout.family.conv1d))
@@ -102,10 +127,19 @@ def effective_weight(model: nn.Module, module: EditedModule, shifts: Sequence[to
 @dataclass
 class KeysAndGrads:
     """Per edited module: keys (rows, key_size) and output gradients (rows, value_size), float32;
-    one row per answer token of the batch."""
+    one row per answer token of the batch. ``groups``: the rows of each sub-batch they were read in,
+    in order (one group when the batch was read whole)."""
 
     keys: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor]
+    groups: tuple[int, ...] = ()
+
+    @classmethod
+    def concat(cls, parts: Sequence[KeysAndGrads]) -> KeysAndGrads:
+        names = list(parts[0].keys)
+        return cls({n: torch.cat([p.keys[n] for p in parts]) for n in names},
+                   {n: torch.cat([p.grads[n] for p in parts]) for n in names},
+                   tuple(g for p in parts for g in p.groups))
 
 
 def keys_and_grads(model: nn.Module, modules: Sequence[EditedModule], batch: PairBatch,
@@ -147,4 +181,5 @@ def keys_and_grads(model: nn.Module, modules: Sequence[EditedModule], batch: Pai
     return KeysAndGrads(
         keys={n: inputs[n][mask].float() for n in names},
         grads={n: g[mask].float() for n, g in zip(names, grads)},
+        groups=(int(mask.sum()),),
     )

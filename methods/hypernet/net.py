@@ -16,16 +16,22 @@ from torch import nn
 class RunningNormaliser(nn.Module):
     """Mean and standard deviation of every row seen so far, merged batch by batch.
 
-    Uses the exact pairwise merge of Chan et al. (1979): the sum of squared deviations of the union
-    is ``m2_a + m2_b + delta^2 n_a n_b / n``. (The released MALMEN/RLEdit normaliser adds
-    ``n_b * var_b`` with the unbiased ``var_b``, which over-counts each batch slightly, and gives NaN
-    for a one-row batch.) Statistics are kept in float64 buffers, so they are saved with the
-    network and survive a resume.
+    ``exact`` (the default) uses the exact pairwise merge of Chan et al. (1979): the sum of squared
+    deviations of the union is ``m2_a + m2_b + delta^2 n_a n_b / n``. ``release`` reproduces the
+    MALMEN and RLEdit normaliser (MALMEN ``nets.py:17-24``, RLEdit ``nets.py:16-23``): it adds
+    ``n_b * var_b`` with the unbiased batch variance (over-counting each batch by ``n_b / (n_b - 1)``;
+    a one-row batch makes the statistics NaN for good, as there) and divides by ``std + eps`` with
+    float32's machine epsilon. Statistics are float64 buffers, saved with the network.
     """
 
-    def __init__(self, size: int, eps: float = 1e-6) -> None:
+    MODES = ("exact", "release")
+
+    def __init__(self, size: int, mode: str = "exact") -> None:
         super().__init__()
-        self.eps = eps
+        if mode not in self.MODES:
+            raise ValueError(f"normaliser must be one of {', '.join(self.MODES)}, got {mode!r}")
+        self.mode = mode
+        self.eps = torch.finfo(torch.float32).eps if mode == "release" else 1e-6
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(size, dtype=torch.float64))
         self.register_buffer("m2", torch.zeros(size, dtype=torch.float64))
@@ -37,7 +43,10 @@ class RunningNormaliser(nn.Module):
         rows = rows.to(torch.float64)
         n_b = rows.shape[0]
         mean_b = rows.mean(0)
-        m2_b = ((rows - mean_b) ** 2).sum(0)
+        if self.mode == "release":
+            m2_b = n_b * rows.var(0) if n_b > 1 else torch.full_like(mean_b, float("nan"))
+        else:
+            m2_b = ((rows - mean_b) ** 2).sum(0)
         n_a = self.count.clone()
         n = n_a + n_b
         delta = mean_b - self.mean
@@ -57,50 +66,51 @@ class RunningNormaliser(nn.Module):
 
 
 class LowRankBlock(nn.Module):
-    """``y + scale_m * relu(y A B + b) + shift_m``: a residual block of rank ``rank``, with a scale and
-    shift per edited module ``m``. ``B`` starts at zero, so an untrained block is the identity and
-    an untrained editor edits with the normalised gradient itself.
+    """``y + scale_m * clamp(y A B + b, min=0) + shift_m``: a residual block of rank ``rank``, with a
+    scale and shift per edited module ``m`` (MALMEN ``nets.py:52-55``, RLEdit ``nets.py:53-57``).
+    ``B``, ``b`` and the shift start at zero and the scale at one, as released, so an untrained block
+    is the identity and an untrained editor edits with the normalised gradient itself.
 
-    The released MALMEN/RLEdit networks also start ``b`` (and the shift) at zero. Then the ReLU's
-    input is exactly 0, where its derivative is 0, so A, B, b and the scale never receive a gradient
-    and training moves only the shifts (and the learned lr and ridge). ``bias_init > 0`` starts the
-    units active, with the shift at ``-bias_init`` so that the block is still the identity;
-    ``bias_init=0`` is the released initialisation.
+    The activation is ``clamp(min=0)``, as in all three releases, not ``relu``: at exactly 0 its
+    derivative is 1 where relu's is 0 (MEND's ``nn.py:80`` says so), so with ``B = 0`` and ``b = 0``
+    the blocks learn from the first step. (MEND's own ``LRLinear`` applies scale and shift before the
+    clamp; MALMEN's and RLEdit's MEND, which editbench follows, use this block.)
     """
 
-    def __init__(self, size: int, rank: int, n_modules: int, generator: torch.Generator | None = None,
-                 bias_init: float = 0.0) -> None:
+    def __init__(self, size: int, rank: int, n_modules: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.A = nn.Parameter(torch.randn(size, rank, generator=generator))
         self.B = nn.Parameter(torch.zeros(rank, size))
-        self.bias = nn.Parameter(torch.full((size,), float(bias_init)))
+        self.bias = nn.Parameter(torch.zeros(size))
         self.scale = nn.Parameter(torch.ones(n_modules, size))
-        self.shift = nn.Parameter(torch.full((n_modules, size), -float(bias_init)))
+        self.shift = nn.Parameter(torch.zeros(n_modules, size))
 
     def forward(self, y: torch.Tensor, module: int) -> torch.Tensor:
-        x = torch.relu(y @ self.A @ self.B + self.bias)
+        x = (y @ self.A @ self.B + self.bias).clamp(min=0)
         return y + self.scale[module] * x + self.shift[module]
 
 
-def effective_rank(rank: int, size: int) -> int:
-    """The configured rank, capped at a quarter of the block width ``key_size + value_size``.
+def effective_rank(rank: int, size: int, cap: bool = True) -> int:
+    """The configured rank, capped (``cap``) at a quarter of the block width ``key_size + value_size``.
 
-    The published ranks (1920 for GPT-J and GPT-2 XL, 1024 for 7-9B models) are below a quarter of
-    those models' widths, so the cap leaves them alone; on a small model it stops the network from
-    being as large as the model it edits (the pocket model: width 512, rank 128)."""
-    return max(1, min(rank, size // 4))
+    The cap is editbench's (no release has it; MEND's ``nn.py:41`` caps at the width). The published
+    ranks (1920 for GPT-J and GPT-2 XL, 1024 for 7-9B models) are below a quarter of those models'
+    widths, so it leaves them alone; on a small model it stops the network from being larger than
+    the model it edits (the pocket model: width 512, rank 128). The release presets turn it off."""
+    return max(1, min(rank, size // 4)) if cap else rank
 
 
 class EditorNet(nn.Module):
     """One editor for all edited modules of one (key_size, value_size) shape."""
 
     def __init__(self, key_size: int, value_size: int, rank: int, n_blocks: int, n_modules: int,
-                 edit_lr: float, generator: torch.Generator | None = None, bias_init: float = 0.0) -> None:
+                 edit_lr: float, generator: torch.Generator | None = None, cap_rank: bool = True,
+                 normaliser: str = "exact") -> None:
         super().__init__()
         self.key_size, self.value_size = key_size, value_size
         size = key_size + value_size
-        self.normaliser = RunningNormaliser(size)
-        self.blocks = nn.ModuleList(LowRankBlock(size, effective_rank(rank, size), n_modules, generator, bias_init)
+        self.normaliser = RunningNormaliser(size, normaliser)
+        self.blocks = nn.ModuleList(LowRankBlock(size, effective_rank(rank, size, cap_rank), n_modules, generator)
                                     for _ in range(n_blocks))
         self.lr = nn.Parameter(torch.full((n_modules,), float(edit_lr)))
         self.log_ridge = nn.Parameter(torch.zeros(n_modules))

@@ -31,7 +31,7 @@ from torch.func import functional_call
 from ...core.progress import progress
 from ...core.records import EditRecord
 from ...core.tokenize import PairBatch
-from ..objectives import masked_target_nll
+from ..objectives import masked_target_nll, sub_batch_target_nll, sub_batch_token_means
 from . import storage
 from .modules import effective_weight
 
@@ -57,13 +57,19 @@ def _segments(sizes: list[int]) -> list[tuple[int, int]]:
     return bounds
 
 
-def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
-    """KL(p_reference || p) at the answer positions, averaged over positions (the releases' locality
-    loss: KL divergence with ``batchmean`` over answer tokens)."""
+def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, batch: PairBatch, sub_batch: int = 0) -> torch.Tensor:
+    """KL(p_reference || p) at the answer positions (the releases' locality loss: ``kl_div`` with
+    ``batchmean`` over answer positions): averaged over all positions, or with ``sub_batch`` the
+    releases' sum over length-sorted sub-batches of each one's average."""
     mask = batch.target_mask
     ref = torch.log_softmax(reference_logits[mask].float(), -1)
     new = torch.log_softmax(logits[mask].float(), -1)
-    return (ref.exp() * (ref - new)).sum(-1).mean()
+    per_position = (ref.exp() * (ref - new)).sum(-1)
+    if not sub_batch:
+        return per_position.mean()
+    values = per_position.new_zeros(mask.shape)
+    values[mask] = per_position
+    return sub_batch_token_means(values, mask.to(values.dtype), batch.attention_mask.sum(1), sub_batch)
 
 
 class Trainer:
@@ -135,6 +141,13 @@ class Trainer:
                               kwargs={"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
         return out.logits, batch
 
+    def _nll(self, logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+        """One batch's paraphrase loss: the mean over records of each record's token mean, or the
+        releases' sum over length-sorted sub-batches of each one's token mean (``sub_batch``)."""
+        if self.config.sub_batch:
+            return sub_batch_target_nll(logits, batch, self.config.sub_batch)
+        return masked_target_nll(logits, batch)
+
     def step_loss(self, window: Sequence[Step], reference: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
         """RLEdit's step loss (methods/rledit.py); with ``depth=1`` MEND's and MALMEN's.
 
@@ -149,7 +162,7 @@ class Trainer:
         reach = recent if config.backtrack_grad else recent[:1]
         every = {m.name: [s.shifts[m.name] for s in reach] for m in self.method.modules}
         logits, batch = self._logits(gen_pairs, every)
-        gen = sum(d * masked_target_nll(logits[a:b], batch.rows(a, b))
+        gen = sum(d * self._nll(logits[a:b], batch.rows(a, b))
                   for d, (a, b) in zip(decay, _segments([len(s.gen_pairs) for s in recent])))
         loc = torch.zeros((), device=logits.device)
         if reference is not None:
@@ -157,7 +170,7 @@ class Trainer:
             logits, batch = self._logits([p for s in recent for p in s.loc_pairs], current)
             for d, (a, b) in zip(decay, _segments([len(s.loc_pairs) for s in recent])):
                 if b > a:
-                    loc = loc + d * masked_kl(reference[a:b], logits[a:b], batch.rows(a, b))
+                    loc = loc + d * masked_kl(reference[a:b], logits[a:b], batch.rows(a, b), config.sub_batch)
         l2 = sum((s.float() ** 2).sum() for s in recent[0].shifts.values())
         if not config.reg_grad:
             l2 = l2.detach()
@@ -189,6 +202,8 @@ class Trainer:
                     loss, parts = self.step_loss(window, reference)
                 if train:
                     loss.backward(retain_graph=config.depth > 1)
+                    if config.clip_every_step:  # the RLEdit release clips the accumulated gradient at every step
+                        torch.nn.utils.clip_grad_norm_(self._trainable(), config.max_grad_norm)
                 for name, value in {"loss": float(loss.detach()), **parts}.items():
                     totals[name] = totals.get(name, 0.0) + value / len(sequence)
         finally:
@@ -257,14 +272,19 @@ class Trainer:
         return torch.optim.Adam(groups)
 
     @property
-    def max_steps(self) -> int:
-        """``max_steps``, or fewer when ``max_epochs`` caps the passes over the train split."""
+    def max_steps(self) -> int | None:
+        """``max_steps``, or fewer when ``max_epochs`` caps the passes over the train split; None: no
+        cap (training then ends when validation stops improving)."""
         config = self.config
         if not config.max_epochs:
             return config.max_steps
         per_epoch = len(self._batches(self.train, None))
         per_step = config.sequence_length or per_epoch
-        return min(config.max_steps, -(-config.max_epochs * per_epoch // per_step))
+        by_epochs = -(-config.max_epochs * per_epoch // per_step)
+        return by_epochs if config.max_steps is None else min(config.max_steps, by_epochs)
+
+    def _below_cap(self, step: int) -> bool:
+        return self.max_steps is None or step < self.max_steps
 
     # -- the run ---------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -308,7 +328,7 @@ class Trainer:
         try:
             while not state["stopped"]:
                 # the first validation is at step 0, unless the normalisers have no statistics yet
-                if (state["history"] or not config.warm_up) and state["step"] < max_steps:
+                if (state["history"] or not config.warm_up) and self._below_cap(state["step"]):
                     parts = self.walk(self._sequence(state["step"]), train=True, key=f"{self.seed}-train-{state['step']}")
                     torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                     optimizer.step()
@@ -317,7 +337,7 @@ class Trainer:
                     bar.update(1)
                     for name, value in parts.items():
                         train_sums[name] = train_sums.get(name, 0.0) + value
-                    if state["step"] % config.val_every and state["step"] < max_steps:
+                    if state["step"] % config.val_every and self._below_cap(state["step"]):
                         continue
                 best = self._validate(state, best, train_sums)
                 train_sums = {}
@@ -349,6 +369,6 @@ class Trainer:
             state["bad"] += 1
         if not self.config.select_best:  # the releases evaluate the last network
             best = storage.net_tensors(self.method)
-        if state["bad"] >= self.config.patience or state["step"] >= self.max_steps:
+        if state["bad"] >= self.config.patience or not self._below_cap(state["step"]):
             state["stopped"] = True
         return best

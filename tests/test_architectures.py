@@ -1,0 +1,66 @@
+"""Published models, built from their published configs on the ``meta`` device (no memory, no weights).
+
+``tests/configs/*.json`` hold the values of each model's ``config.json`` that shape it. These tests
+check that editbench recognises each model and edits the modules its methods' releases edit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from editbench.core.architectures import recognise
+from editbench.core.models import ModelLayout
+from editbench.methods.hypernet.modules import published_modules, select_modules
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def meta_model(name: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    values = json.loads((CONFIGS / f"{name}.json").read_text())
+    config = AutoConfig.for_model(values.pop("model_type"), **values)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.json")))
+def test_each_published_model_is_recognised_from_its_config(name):
+    model = meta_model(name)
+    assert recognise(model.config) == name
+    assert next(model.parameters()).device.type == "meta"
+
+
+def test_an_unpublished_shape_is_not_recognised(micro_llama):
+    from transformers import AutoConfig
+
+    assert recognise(AutoConfig.from_pretrained(micro_llama)) is None
+
+
+@pytest.mark.parametrize("method, name, expected", [
+    ("mend", "gpt2-xl", [f"transformer.h.{i}.mlp.{m}" for i in (45, 46, 47) for m in ("c_fc", "c_proj")]),
+    ("mend", "gpt-j-6b", [f"transformer.h.{i}.mlp.{m}" for i in (25, 26, 27) for m in ("fc_in", "fc_out")]),
+    ("malmen", "gpt-j-6b", [f"transformer.h.{i}.mlp.fc_out" for i in range(22, 28)]),
+    ("rledit", "llama-3-8b", [f"model.layers.{i}.mlp.{m}" for i in range(22, 31) for m in ("gate_proj", "up_proj")]),
+    ("rledit", "gemma-2-9b", [f"model.layers.{i}.mlp.{m}" for i in range(32, 41) for m in ("gate_proj", "up_proj")]),
+    ("rledit", "mistral-7b", ["model.layers.17.mlp.down_proj", "model.layers.18.mlp.down_proj"]),
+    ("rledit", "gpt2-xl", [f"transformer.h.{i}.mlp.c_proj" for i in range(32, 41)]),
+    ("rledit", "gpt-j-6b", [f"transformer.h.{i}.mlp.fc_out" for i in range(22, 28)]),
+    ("malmen", "llama-3-8b", [f"model.layers.{i}.mlp.{m}" for i in range(22, 31) for m in ("gate_proj", "up_proj")]),
+])
+def test_hypernetworks_edit_the_modules_their_releases_edit(method, name, expected):
+    model = meta_model(name)
+    layers, which = published_modules(method, recognise(model.config))
+    modules = select_modules(model, ModelLayout.of(model), layers, which)
+    assert [m.name for m in modules] == expected
+
+
+def test_a_model_no_release_covers_gets_the_default_band():
+    model = meta_model("qwen2.5-7b")
+    assert published_modules("rledit", recognise(model.config)) is None
+    names = [m.name for m in select_modules(model, ModelLayout.of(model), ())]
+    assert names[0] == "model.layers.20.mlp.gate_proj" and names[-1] == "model.layers.26.mlp.up_proj"
