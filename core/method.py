@@ -117,6 +117,13 @@ def is_trainable(cls: type[EditMethod]) -> bool:
     return issubclass(cls, Trainable)
 
 
+def _as_text(value: Any) -> str:
+    """A preset value as ``--param`` would spell it (presets and the command line share one parser)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class MethodRef:
     """A method as the user names it: ``NAME`` or ``NAME@PRESET``; ``label`` is what the store and
@@ -138,13 +145,16 @@ class MethodRef:
         """The registered class (a KeyError lists the registered methods)."""
         return METHODS[self.name]
 
-    def config(self, params: Mapping[str, Mapping[str, str]]) -> MethodConfig:
-        """The preset's values, then ``--param NAME.FIELD`` and ``--param NAME@PRESET.FIELD``."""
+    def config(self, params: Mapping[str, Mapping[str, str]], architecture: str | None = None) -> MethodConfig:
+        """The method's settings, each layer over the one before: its defaults; the preset named after
+        ``architecture`` (the published model the run edits, ``core/architectures.py``), where the
+        method has one; the preset the label names; ``--param NAME.FIELD``; ``--param NAME@PRESET.FIELD``."""
         cls = self.cls
         if self.preset is not None and self.preset not in cls.presets:
             known = ", ".join(sorted(cls.presets)) or "none"
             raise ValueError(f"method {self.label!r}: {self.name} has no preset {self.preset!r} (presets: {known})")
-        overrides = {k: str(v) for k, v in cls.presets.get(self.preset or "", {}).items()}
+        overrides = {k: _as_text(v) for k, v in cls.presets.get(architecture or "", {}).items()}
+        overrides.update({k: _as_text(v) for k, v in cls.presets.get(self.preset or "", {}).items()})
         overrides.update(params.get(self.name, {}))
         if self.label != self.name:
             overrides.update(params.get(self.label, {}))

@@ -14,7 +14,7 @@ of every earlier batch, so later edits keep the outputs of earlier ones; it is l
 part of :meth:`state_dict`. ``l2`` keeps the solve well posed and the update small.
 
 The target values, keys and residual spread are MEMIT's, shared in :mod:`.locate`. The published
-settings are presets (``alphaedit@gpt2-xl``, ``@gpt-j``, ``@llama3-8b``: threshold 2e-2, l2 10); the
+settings are presets (``alphaedit@gpt2-xl``, ``@gpt-j-6b``, ``@llama-3-8b``: threshold 2e-2, l2 10); the
 release's hparams files also list MEMIT's ``mom2_update_weight``, which its update never reads, so
 it is not a setting here. The threshold is absolute, so it depends on the scale of a model's keys;
 the pocket defaults (0.5, 3) were chosen on that model, whose keys at 2e-2 / 10 leave every edit
@@ -63,7 +63,7 @@ class AlphaEdit(LocateThenEdit):
     Config = AlphaEditConfig
     config: AlphaEditConfig
     presets = published_presets(**{model: {"nullspace_threshold": 2e-2, "l2": 10}
-                                   for model in ("gpt2-xl", "gpt-j", "llama3-8b")})
+                                   for model in ("gpt2-xl", "gpt-j-6b", "llama-3-8b")})
 
     def prepare_layers(self) -> None:
         self.projections: dict[int, torch.Tensor] = {}

@@ -1,16 +1,25 @@
-"""Fine-tuning baselines: FT-L and FT-M.
+"""Fine-tuning baselines: FT-L and FT-M, run the way ROME and EasyEdit run them.
 
-Both tune one MLP output projection (``down_proj``/``c_proj``) with Adam for a few steps per batch
-and clamp each weight to within ``norm_constraint`` (L-infinity) of its value before the batch, the
-norm-constrained fine-tuning of Zhu et al. (2020) that ROME reports as FT-L. They differ only in
-the objective:
+Both tune one MLP output projection (``down_proj``/``c_proj``/``fc_out``: its weight, and its bias
+where it has one, as ROME's ``ft_main.py:71-76`` selects every parameter of the module) with Adam.
+The loop is ROME's and EasyEdit's (``ft_main.py`` in both): one Adam optimiser per edit batch; for
+``steps`` epochs, the batch is cut into chunks of ``chunk`` records and each chunk takes one Adam
+step (skipped once its loss is below ``stop_loss``), after which the weights are clamped to within
+``norm_constraint`` (L-infinity) of their value before the batch, if there is one; an epoch whose
+mean loss is below ``stop_loss`` ends the loop. With EasyEdit's ``batch_size: 1`` a batch of 10
+edits gets up to 250 Adam steps, not 25. They differ only in the objective:
 
-- ``ft-l``: ROME's FT-L loss, where the prompt's last position scores every target token.
+- ``ft-l``: ROME's FT-L loss, where the prompt's last position scores every target token (EasyEdit's
+  ``objective_optimization: prompt_last``).
 - ``ft-m``: EasyEdit's FT-M, teacher-forced cross-entropy on the target tokens with the prompt
-  tokens masked out of the loss.
+  tokens masked out of the loss (``objective_optimization: target_new``).
 
-Defaults suit the pocket-world model; for 7B models EasyEdit uses layer 21, lr 5e-4 and a norm
-constraint of 5e-5. ``layer=None`` picks two thirds of the depth (21 of 32 layers, as EasyEdit).
+Defaults follow the releases on an unknown model: FT-M as EasyEdit's Llama settings (two thirds of
+the depth, lr 5e-4, 25 epochs, one record per step, no constraint); FT-L as ROME's (layer 0, lr
+5e-4, 25 epochs, chunks of 128), with an L-infinity bound of 2e-2 that editbench chose for small
+models, since ROME's bound shrinks with the model's width (2e-3 to 5e-4 from GPT-2 medium to XL).
+Presets named after a model hold the releases' settings for it and are picked by the model.
+``@constrained`` is editbench's earlier variant: 25 Adam steps on the whole batch, L-infinity 2e-2.
 """
 
 from __future__ import annotations
@@ -27,56 +36,106 @@ from .objectives import last_prompt_position_nll, masked_target_nll
 
 @dataclass(frozen=True)
 class FTConfig(MethodConfig):
-    layer: int | None = None  # None: two thirds of the depth
-    lr: float = 5e-3
-    steps: int = 25
-    norm_constraint: float = 2e-2  # max |change| of any weight within one batch
-    stop_loss: float = 1e-2  # stop early once the batch loss is this small (as ROME's ft does)
+    layer: int | None = None  # None: two thirds of the depth (EasyEdit's 21 of 32)
+    lr: float = 5e-4
+    steps: int = 25  # epochs over the batch (ROME's and EasyEdit's num_steps)
+    chunk: int = 1  # records per Adam step (EasyEdit's batch_size); 0: the whole batch
+    norm_constraint: float | None = None  # max |change| of any weight within one batch; None: unconstrained
+    bias: bool = True  # tune the module's bias too, where it has one (ROME; EasyEdit on GPT-2 and GPT-J)
+    stop_loss: float = 1e-2  # a chunk below it takes no step; an epoch below it ends the loop
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        for field in ("lr", "norm_constraint"):
-            if getattr(self, field) <= 0:
-                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.norm_constraint is not None and self.norm_constraint <= 0:
+            raise ValueError(f"norm_constraint must be positive (or none), got {self.norm_constraint}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.chunk < 0:
+            raise ValueError(f"chunk must be 0 (the whole batch) or more, got {self.chunk}")
+
+
+#: EasyEdit's hparams/FT yamls (zjunlp/EasyEdit 14cea82): llama3-8b, llama-7b and gpt-j-6B at layer
+#: 21, lr 5e-4, batch_size 1, norm_constraint false; mistral-7b the same with 5e-5; gpt2-xl at layer
+#: 0, batch_size 3, norm 5e-4. FT-M is the same file with objective_optimization target_new.
+EASYEDIT = {
+    "llama-3-8b": {"layer": 21, "lr": 5e-4, "chunk": 1, "norm_constraint": None},
+    "llama-2-7b": {"layer": 21, "lr": 5e-4, "chunk": 1, "norm_constraint": None},
+    "gpt-j-6b": {"layer": 21, "lr": 5e-4, "chunk": 1, "norm_constraint": None},
+    "mistral-7b": {"layer": 21, "lr": 5e-4, "chunk": 1, "norm_constraint": 5e-5},
+    "gpt2-xl": {"layer": 0, "lr": 5e-4, "chunk": 3, "norm_constraint": 5e-4},
+}
+#: ROME's hparams/FT constrained files (kmeng01/rome 0874014): gpt2-xl_constr.json and
+#: EleutherAI_gpt-j-6B_constr.json, layer 0, lr 5e-4, 25 steps, batch 128 (``ft_hparams.py:26``).
+ROME_FT_L = {
+    "gpt2-xl": {"layer": 0, "lr": 5e-4, "chunk": 128, "norm_constraint": 5e-4},
+    "gpt-j-6b": {"layer": 0, "lr": 5e-4, "chunk": 128, "norm_constraint": 5e-5},
+}
+CONSTRAINED = {"lr": 5e-3, "chunk": 0, "norm_constraint": 2e-2, "bias": False}
 
 
 class FineTune(EditMethod):
     Config = FTConfig
     objective: Callable[[torch.Tensor, object], torch.Tensor]
 
-    def _layer(self) -> int:
+    def _module(self) -> str:
         layout = self.ctx.layout
         layer = self.config.layer if self.config.layer is not None else (2 * layout.n_layers) // 3
-        return layout.resolve_layer(layer)
+        return layout.mlp_out_name(layout.resolve_layer(layer))
 
     def edited_parameters(self) -> list[str]:
-        return [f"{self.ctx.layout.mlp_out_name(self._layer())}.weight"]
+        module = self.ctx.model.get_submodule(self._module())
+        names = [f"{self._module()}.weight"]
+        if self.config.bias and getattr(module, "bias", None) is not None:
+            names.append(f"{self._module()}.bias")
+        return names
+
+    def _loss(self, records: Sequence[EditRecord]) -> torch.Tensor:
+        encoder = self.ctx.encoder
+        batch = encoder.collate(encoder.encode_many([(r.prompt, r.target_new) for r in records])).to(self.ctx.device)
+        logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return type(self).objective(logits, batch)
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
         config: FTConfig = self.config  # type: ignore[assignment]
-        (name,) = self.edited_parameters()
-        weight = self.ctx.parameter(name)
-        original = weight.detach().clone()
-        encoder = self.ctx.encoder
-        encoded = encoder.collate(encoder.encode_many([(r.prompt, r.target_new) for r in batch])).to(self.ctx.device)
-        weight.requires_grad_(True)
-        optimizer = torch.optim.Adam([weight], lr=config.lr)
+        params = [self.ctx.parameter(name) for name in self.edited_parameters()]
+        originals = [p.detach().clone() for p in params]
+        size = config.chunk or len(batch)
+        chunks = [batch[start:start + size] for start in range(0, len(batch), size)]
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         try:
             for _ in range(config.steps):
-                logits = self.ctx.model(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask).logits
-                loss = type(self).objective(logits, encoded)
-                if loss.item() < config.stop_loss:
+                losses = []
+                for chunk in chunks:
+                    loss = self._loss(chunk)
+                    losses.append(loss.item())
+                    if losses[-1] >= config.stop_loss:
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                    if config.norm_constraint is not None:
+                        with torch.no_grad():
+                            for p, original in zip(params, originals):
+                                p.copy_(torch.clamp(p, original - config.norm_constraint,
+                                                    original + config.norm_constraint))
+                if sum(losses) / len(losses) < config.stop_loss:
                     break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    weight.copy_(torch.clamp(weight, original - config.norm_constraint,
-                                             original + config.norm_constraint))
         finally:
-            weight.requires_grad_(False)
-            weight.grad = None
+            for p in params:
+                p.requires_grad_(False)
+                p.grad = None
+
+
+@dataclass(frozen=True)
+class FTLConfig(FTConfig):
+    """ROME's FT-L on a model it published no settings for (see the module docstring)."""
+
+    layer: int | None = 0
+    chunk: int = 128
+    norm_constraint: float | None = 2e-2
 
 
 @METHODS.register("ft-l")
@@ -84,10 +143,15 @@ class FTL(FineTune):
     name = "ft-l"
     description = "fine-tune one MLP layer, L-inf constrained, ROME's last-position loss (Zhu et al. 2020)"
     objective = staticmethod(last_prompt_position_nll)
+    Config = FTLConfig
+    #: ROME's settings where it published them, EasyEdit's FT-L files for the other models
+    presets = {"constrained": CONSTRAINED, **ROME_FT_L,
+               **{arch: settings for arch, settings in EASYEDIT.items() if arch not in ROME_FT_L}}
 
 
 @METHODS.register("ft-m")
 class FTM(FineTune):
     name = "ft-m"
-    description = "fine-tune one MLP layer, L-inf constrained, loss on target tokens only (EasyEdit FT-M)"
+    description = "fine-tune one MLP layer, loss on target tokens only, as EasyEdit runs FT-M"
     objective = staticmethod(masked_target_nll)
+    presets = {"constrained": CONSTRAINED, **EASYEDIT}

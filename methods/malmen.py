@@ -26,6 +26,7 @@ from .hypernet import (
     RLEDIT_RELEASE_DATA,
     HypernetConfig,
     HypernetMethod,
+    model_presets,
 )
 
 
@@ -63,6 +64,7 @@ class MALMEN(HypernetMethod):
     #: the MALMEN baseline of the RLEdit release (``config/editor/malmen.yaml`` there: rank 1024, four
     #: blocks, locality 0.6; batches of 20 in sub-batches of 4). ``paper``: the defaults.
     presets = {
+        **model_presets("malmen"),
         "paper": {},
         "release": {**RELEASE_PRESET, **MALMEN_RELEASE_DATA, "rank": 1920, "n_blocks": 2, "loc_coef": 1.0},
         "rledit-release": {**RELEASE_PRESET, **RLEDIT_RELEASE_DATA, "max_epochs": 1, "rank": 1024, "n_blocks": 4,

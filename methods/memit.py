@@ -11,7 +11,7 @@ spread of the residual over layers, is the shared core in :mod:`.locate`. MEMIT 
 between batches: each batch is protected only through ``C0``, never against earlier edits, which
 is why its early edits fade in long sequences.
 
-Defaults suit the pocket-world model; ``memit@gpt2-xl``, ``memit@gpt-j`` and ``memit@llama3-8b``
+Defaults suit the pocket-world model; ``memit@gpt2-xl``, ``memit@gpt-j-6b`` and ``memit@llama-3-8b``
 are the published settings. ``lambda`` must grow with the key width (the published 15,000-20,000 is
 for 4,096-16,384-wide keys); the pocket default was chosen on the pocket world (docs/locate-then-edit.md).
 """
@@ -44,8 +44,8 @@ class MEMIT(LocateThenEdit):
     Config = MEMITConfig
     config: MEMITConfig
     presets = published_presets(
-        **{"gpt2-xl": {"mom2_update_weight": 20000}, "gpt-j": {"mom2_update_weight": 15000},
-           "llama3-8b": {"mom2_update_weight": 15000}})
+        **{"gpt2-xl": {"mom2_update_weight": 20000}, "gpt-j-6b": {"mom2_update_weight": 15000},
+           "llama-3-8b": {"mom2_update_weight": 15000}})
 
     def layer_delta(self, index: int, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         mom2 = self.stats[self.layers[index]].mom2.to(keys.device)

@@ -25,6 +25,7 @@ from .hypernet import (
     RLEDIT_RELEASE_DATA,
     HypernetConfig,
     HypernetMethod,
+    model_presets,
 )
 
 #: MEND's network in the MALMEN and RLEdit releases (``config/editor/mend.yaml:2-6``)
@@ -55,6 +56,7 @@ class MEND(HypernetMethod):
     #: sub-batches of 4). MEND's own code (eric-mitchell/mend) differs: docs/hypernetworks.md.
     #: ``paper``: the defaults.
     presets = {
+        **model_presets("mend"),
         "paper": {},
         "release": {**RELEASE_PRESET, **MALMEN_RELEASE_DATA, **RELEASED_NET, "tokens": "all"},
         "rledit-release": {**RELEASE_PRESET, **RLEDIT_RELEASE_DATA, **RELEASED_NET, "max_epochs": 1, "tokens": "all"},

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.method import METHODS
-from .hypernet import RELEASE_PRESET, RLEDIT_RELEASE_DATA, HypernetConfig
+from .hypernet import RELEASE_PRESET, RLEDIT_RELEASE_DATA, HypernetConfig, model_presets
 from .malmen import MALMEN
 
 
@@ -61,6 +61,7 @@ class RLEdit(MALMEN):
     #: network at initialisation (normaliser filled, edit lr by the rule); ``lr-only``: only the
     #: edit lrs learn.
     presets = {
+        **model_presets("rledit"),
         "paper": {},
         "release": {**RELEASE_PRESET, **RLEDIT_RELEASE_DATA, "sequence_length": 400, "max_steps": 1,
                     "reg_grad": False, "backtrack_grad": False, "clip_every_step": True},

@@ -104,7 +104,7 @@ def test_state_dict_round_trip(micro_gpt2, tmp_path):
 
 
 def test_published_presets():
-    assert set(AlphaEdit.presets) == {"gpt2-xl", "gpt-j", "llama3-8b"}
+    assert set(AlphaEdit.presets) == {"gpt2-xl", "gpt-j-6b", "llama-3-8b", "gpt-j", "llama3-8b"}
     llama = build_config(AlphaEditConfig, {k: str(v) for k, v in AlphaEdit.presets["llama3-8b"].items()},
                          owner="alphaedit@llama3-8b")
     assert llama.layers == (4, 5, 6, 7, 8) and llama.v_steps == 25 and llama.v_lr == 0.1

@@ -64,3 +64,13 @@ def test_a_model_no_release_covers_gets_the_default_band():
     assert published_modules("rledit", recognise(model.config)) is None
     names = [m.name for m in select_modules(model, ModelLayout.of(model), ())]
     assert names[0] == "model.layers.20.mlp.gate_proj" and names[-1] == "model.layers.26.mlp.up_proj"
+
+
+@pytest.mark.parametrize("label, name", [("rledit", "llama-3-8b"), ("mend", "gpt-j-6b"), ("rledit@release", "mistral-7b")])
+def test_the_published_modules_are_the_model_s_preset(label, name):
+    """The runner passes the model's architecture: its release's modules come with every preset."""
+    from editbench.core.method import MethodRef
+
+    config = MethodRef.parse(label).config({}, name)
+    assert (config.layers, config.modules) == published_modules(label.partition("@")[0], name)
+    assert MethodRef.parse(label).config({}).layers == ()  # an unknown model: the default band

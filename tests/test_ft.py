@@ -24,19 +24,19 @@ def test_ft_m_edit_makes_the_target_the_argmax(micro_model_path):
     probe = HFProbe(ctx.model, ctx.tokenizer, ctx.device)
     pair = ScoringPair(RECORD.prompt, RECORD.target_new)
     assert probe.score([pair])[0].token_accuracy < 1.0
-    method = FTM(FTConfig(lr=2e-2, steps=300, norm_constraint=10.0, stop_loss=1e-3), ctx)
-    (name,) = method.edited_parameters()
+    method = FTM(FTConfig(lr=2e-2, steps=300, stop_loss=1e-3), ctx)
+    names = method.edited_parameters()
     before = {n: p.clone() for n, p in ctx.model.named_parameters()}
     method.apply([RECORD])
     assert probe.score([pair])[0].token_accuracy == 1.0
     changed = {n for n, p in ctx.model.named_parameters() if not torch.equal(p, before[n])}
-    assert changed == {name}
+    assert changed == set(names)
 
 
 def test_norm_constraint_bounds_every_weight_change(micro_llama):
     ctx = _context(micro_llama)
     method = FTL(FTConfig(lr=1.0, steps=5, norm_constraint=1e-3), ctx)
-    (name,) = method.edited_parameters()
+    (name,) = method.edited_parameters()  # a Llama MLP projection has no bias
     before = ctx.parameter(name).clone()
     method.apply([RECORD])
     delta = (ctx.parameter(name) - before).abs().max()
@@ -70,3 +70,45 @@ def test_ft_l_loss_reads_only_the_last_prompt_position(world_tokenizer):
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="norm_constraint"):
         FTConfig(norm_constraint=0)
+
+
+def test_the_module_bias_is_tuned_where_it_has_one(micro_gpt2, micro_llama):
+    assert FTM(FTConfig(), _context(micro_gpt2)).edited_parameters() == \
+        ["transformer.h.2.mlp.c_proj.weight", "transformer.h.2.mlp.c_proj.bias"]
+    assert FTL(FTL.Config(), _context(micro_gpt2)).edited_parameters() == \
+        ["transformer.h.0.mlp.c_proj.weight", "transformer.h.0.mlp.c_proj.bias"]  # ROME's FT-L: layer 0
+    assert FTM(FTConfig(bias=False), _context(micro_gpt2)).edited_parameters() == ["transformer.h.2.mlp.c_proj.weight"]
+    assert FTM(FTConfig(), _context(micro_llama)).edited_parameters() == ["model.layers.2.mlp.down_proj.weight"]
+
+
+@pytest.mark.parametrize("chunk, steps_per_epoch", [(1, 4), (3, 2), (0, 1)])
+def test_one_adam_step_per_chunk_of_the_batch_in_every_epoch(micro_llama, monkeypatch, chunk, steps_per_epoch):
+    """EasyEdit's and ROME's loop: ``steps`` epochs, one Adam step per chunk of ``chunk`` records."""
+    ctx = _context(micro_llama)
+    records = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} lives in", subject=f"Kalo {i}", target_new="Fengal Vale")
+               for i in range(4)]
+    taken = {"n": 0}
+    step = torch.optim.Adam.step
+
+    def counting(self, *args, **kwargs):
+        taken["n"] += 1
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting)
+    FTM(FTConfig(steps=3, chunk=chunk, stop_loss=0.0), ctx).apply(records)
+    assert taken["n"] == 3 * steps_per_epoch
+
+
+def test_defaults_follow_easyedit_and_rome_and_models_get_their_published_settings():
+    from editbench.core.method import MethodRef
+
+    ftm = MethodRef.parse("ft-m").config({})
+    assert (ftm.lr, ftm.steps, ftm.chunk, ftm.norm_constraint, ftm.layer) == (5e-4, 25, 1, None, None)
+    ftl = MethodRef.parse("ft-l").config({})
+    assert (ftl.layer, ftl.chunk, ftl.norm_constraint) == (0, 128, 2e-2)
+    assert MethodRef.parse("ft-m").config({}, "llama-3-8b").layer == 21
+    assert MethodRef.parse("ft-m").config({}, "mistral-7b").norm_constraint == 5e-5
+    assert MethodRef.parse("ft-l").config({}, "gpt-j-6b").norm_constraint == 5e-5  # ROME's constrained FT-L
+    assert MethodRef.parse("ft-l").config({"ft-l": {"norm_constraint": "1e-3"}}, "gpt-j-6b").norm_constraint == 1e-3
+    old = MethodRef.parse("ft-m@constrained").config({})
+    assert (old.lr, old.chunk, old.norm_constraint, old.bias) == (5e-3, 0, 2e-2, False)

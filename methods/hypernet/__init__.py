@@ -9,5 +9,6 @@ and a training run leave on disk.
 
 from .config import MALMEN_RELEASE_DATA, RELEASE_PRESET, RLEDIT_RELEASE_DATA, HypernetConfig
 from .core import HypernetMethod
+from .modules import model_presets
 
-__all__ = ["MALMEN_RELEASE_DATA", "RELEASE_PRESET", "RLEDIT_RELEASE_DATA", "HypernetConfig", "HypernetMethod"]
+__all__ = ["MALMEN_RELEASE_DATA", "RELEASE_PRESET", "RLEDIT_RELEASE_DATA", "HypernetConfig", "HypernetMethod", "model_presets"]

@@ -18,14 +18,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...core.architectures import recognise
 from ...core.method import EditContext, EditMethod
 from ...core.models import model_fingerprint
 from ...core.records import EditRecord, dataset_hash
 from ...core.tokenize import PairBatch
 from ..objectives import summed_target_nll, token_mean_target_nll
 from .config import HypernetConfig
-from .modules import KeysAndGrads, add_shift, keys_and_grads, published_modules, select_modules
+from .modules import KeysAndGrads, add_shift, keys_and_grads, select_modules
 from .net import EditorNet
 from .storage import FORMAT_VERSION
 
@@ -41,13 +40,7 @@ class HypernetMethod(EditMethod):
 
     def __init__(self, config: HypernetConfig, context: EditContext) -> None:
         super().__init__(config, context)
-        layers, which = config.layers, config.modules
-        published = published_modules(self.name, recognise(context.model.config))
-        if published is not None and not layers and which == "auto":
-            layers, which = published
-            log.info("%s: editing the %s of layers %s, as its release does on %s", self.name, which,
-                     ",".join(map(str, layers)), recognise(context.model.config))
-        self.modules = select_modules(context.model, context.layout, layers, which)
+        self.modules = select_modules(context.model, context.layout, config.layers, config.modules)
         # one network per weight shape; a module is (its shape's network, its index there)
         self.slots: dict[str, tuple[str, int]] = {}
         counts: dict[str, int] = {}

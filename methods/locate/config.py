@@ -65,14 +65,18 @@ class LocateConfig(MethodConfig):
 #: like ``--param`` values. Each method adds its own fields (mom2 weight, null-space threshold).
 PUBLISHED: dict[str, dict[str, str | int | float]] = {
     "gpt2-xl": {"layers": "13,14,15,16,17", "v_steps": 20, "v_lr": 0.5},
-    "gpt-j": {"layers": "3,4,5,6,7,8", "v_steps": 25, "v_lr": 0.5},
-    "llama3-8b": {"layers": "4,5,6,7,8", "v_steps": 25, "v_lr": 0.1},
+    "gpt-j-6b": {"layers": "3,4,5,6,7,8", "v_steps": 25, "v_lr": 0.5},
+    "llama-3-8b": {"layers": "4,5,6,7,8", "v_steps": 25, "v_lr": 0.1},
 }
+#: the names these presets had before they were named after ``core/architectures.py``
+ALIASES = {"gpt-j": "gpt-j-6b", "llama3-8b": "llama-3-8b"}
 COMMON_PUBLISHED = {"v_weight_decay": 0.5, "kl_factor": 0.0625, "clamp_norm_factor": 0.75,
                     "context_prefixes": 5, "context_prefix_tokens": 10, "stats_corpus": "hub",
                     "stats_hub": "wikimedia/wikipedia:20231101.en", "mom2_n_samples": 100_000}
 
 
 def published_presets(**per_model: dict[str, str | int | float]) -> dict[str, dict[str, str | int | float]]:
-    """The presets of one method: the shared published settings plus that method's own fields."""
-    return {model: {**COMMON_PUBLISHED, **shared, **per_model[model]} for model, shared in PUBLISHED.items()}
+    """The presets of one method: the shared published settings plus that method's own fields, named
+    after the model (``core/architectures.py``), so the runner picks them for that model."""
+    presets = {model: {**COMMON_PUBLISHED, **shared, **per_model[model]} for model, shared in PUBLISHED.items()}
+    return {**presets, **{alias: presets[model] for alias, model in ALIASES.items()}}
