@@ -45,22 +45,38 @@ def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float
     return sum(entropies) / len(entropies)
 
 
-class TfIdf:
-    """A TF-IDF space fitted on a list of documents (smoothed idf as scikit-learn's default)."""
+#: scikit-learn's default ``token_pattern``, which ROME's TF-IDF uses (``dsets/tfidf_stats.py``):
+#: lower-cased words of two or more word characters; punctuation and one-letter words are dropped
+_TFIDF_TOKEN = re.compile(r"(?u)\b\w\w+\b")
 
-    def __init__(self, documents: Sequence[str]) -> None:
+
+def tfidf_tokens(text: str) -> list[str]:
+    return _TFIDF_TOKEN.findall(text.lower())
+
+
+class TfIdf:
+    """A TF-IDF space as ROME's consistency metric uses one (scikit-learn's ``TfidfVectorizer`` with
+    its defaults): raw counts times a smoothed idf ``ln((1 + n) / (1 + df)) + 1``, L2-normalised;
+    words outside the vocabulary are ignored. Fitted on documents, or given a published vocabulary
+    and idf (ROME's ``tfidf_vocab.json`` and ``idf.npy``, fitted on Wikipedia)."""
+
+    def __init__(self, documents: Sequence[str] = (), idf: dict[str, float] | None = None) -> None:
+        if idf is not None:
+            self.idf = dict(idf)
+            return
         df: Counter = Counter()
         for doc in documents:
-            df.update(set(words(doc)))
+            df.update(set(tfidf_tokens(doc)))
         n = len(documents)
         self.idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
 
     def vector(self, texts: Sequence[str]) -> dict[str, float]:
-        """The L2-normalised mean TF-IDF vector of ``texts``."""
+        """The L2-normalised TF-IDF vector of ``texts`` joined into one document (as ROME joins the
+        generated texts, and the reference texts, before comparing them)."""
         counts: Counter = Counter()
         for text in texts:
-            counts.update(words(text))
-        vec = {w: c * self.idf.get(w, 0.0) for w, c in counts.items()}
+            counts.update(w for w in tfidf_tokens(text) if w in self.idf)
+        vec = {w: c * self.idf[w] for w, c in counts.items()}
         norm = math.sqrt(sum(v * v for v in vec.values()))
         return {w: v / norm for w, v in vec.items()} if norm else {}
 

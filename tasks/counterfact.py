@@ -14,19 +14,31 @@ neighbourhood prompts) and *magnitude* (the probability difference), with probab
 mean token log-probability. Records in the ROME layout also get fluency (weighted bi/tri-gram
 entropy of text generated from ``generation_prompts``) and consistency (TF-IDF cosine between that
 text and reference text: the ``attribute_prompts``, about subjects that truly have the new object,
-completed with it). ROME fits its TF-IDF on Wikipedia and compares with Wikipedia snippets; offline
-we fit it on the evaluated records' own texts, so compare consistency across methods of one run,
-not with the paper's absolute numbers. Generation settings are part of the task config and stored.
+completed with it).
+
+Consistency is computed in one TF-IDF space for every method and checkpoint of a run, with ROME's
+tokenisation (scikit-learn's defaults). ROME's space is fixed: its ``idf.npy`` and
+``tfidf_vocab.json``, fitted on Wikipedia (``dsets/tfidf_stats.py``), and its references are the
+Wikipedia snippets of other subjects with the same relation and new object
+(``attribute_snippets.json``, ``eval_utils_counterfact.py:82-83``). ``--param counterfact.idf=SRC``
+(a folder or URL prefix holding those two files) and ``--param counterfact.snippets=SRC`` use them;
+offline, the space is fitted once per run on the reference texts of all the run's records (never
+on generated text, which would put each method on its own scale), and the references are the
+attribute prompts completed with the new object. Values with the offline space compare methods of
+one run, not with the paper's. Generation settings are part of the task config and stored; ROME
+samples up to 100 tokens including the prompt with top-k 5 from every generation prompt.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..core.metrics import TfIdf, ngram_entropy, prefers
 from ..core.probe import GenerationSettings
 from ..core.records import EditRecord, Metric, Neighbour, ScoreRow, ScoringPair
-from ..core.sources import Fields, Where
+from ..core.sources import Fields, Where, download, is_url
 from ..core.task import TASKS
 from .filetask import FileTask, FileTaskConfig
 
@@ -49,6 +61,11 @@ class CounterFactConfig(FileTaskConfig):
     gen_max_new_tokens: int = 50  # ROME generates up to 100 tokens in all
     gen_top_k: int = 5
     gen_prompts: int = 10  # at most this many generation prompts per edit
+    #: the TF-IDF space of consistency: "run" (fitted once per run on every record's references) or a
+    #: folder or URL prefix with ROME's idf.npy and tfidf_vocab.json
+    idf: str = "run"
+    #: ROME's attribute_snippets.json (path or URL): Wikipedia references; None: the attribute prompts
+    snippets: str | None = None
 
 
 def _mean(values: list[float]) -> float:
@@ -89,6 +106,7 @@ class CounterFactTask(FileTask):
             neighbours=tuple(Neighbour(p, target_true) for p in fields.str_list("neighborhood_prompts")),
             extra={
                 "relation_id": obj["requested_rewrite"].get("relation_id"),
+                "target_new_id": obj["requested_rewrite"]["target_new"].get("id"),
                 "attribute_prompts": fields.str_list("attribute_prompts") if fields.has("attribute_prompts") else [],
                 "generation_prompts": fields.str_list("generation_prompts") if fields.has("generation_prompts") else [],
             },
@@ -110,6 +128,10 @@ class CounterFactTask(FileTask):
         )
 
     # -- scoring -----------------------------------------------------------------------------------
+    def __init__(self, options, config=None) -> None:
+        super().__init__(options, config)
+        self._loaded: dict[str, object] = {}  # the snippets and the TF-IDF space, read once per run
+
     def extra_metrics(self, probe, records: list[EditRecord], positions: list[int]) -> list[ScoreRow]:
         chosen = [(p, records[p]) for p in positions if records[p].target_true]
         rows = self._probability_metrics(probe, chosen)
@@ -143,8 +165,7 @@ class CounterFactTask(FileTask):
                     rows.append(ScoreRow(position, record.uid, f"{name}_magnitude", _mean([m for _, m in results])))
         return rows
 
-    @staticmethod
-    def _generation_metrics(probe, chosen, config: CounterFactConfig) -> list[ScoreRow]:
+    def _generation_metrics(self, probe, chosen, config: CounterFactConfig) -> list[ScoreRow]:
         settings = GenerationSettings(config.gen_max_new_tokens, config.gen_top_k)
         prompts = [r.extra["generation_prompts"][: config.gen_prompts] for _, r in chosen]
         texts = probe.generate([p for group in prompts for p in group], settings)
@@ -152,12 +173,60 @@ class CounterFactTask(FileTask):
         for group in prompts:
             generated.append(texts[start : start + len(group)])
             start += len(group)
-        references = [[f"{p} {r.target_new}." for p in r.extra.get("attribute_prompts", [])] for _, r in chosen]
-        space = TfIdf([t for group in generated + references for t in group])
+        space = self._tfidf_space()
         rows = []
-        for (position, record), gen, ref in zip(chosen, generated, references, strict=True):
+        for (position, record), gen in zip(chosen, generated, strict=True):
             rows.append(ScoreRow(position, record.uid, "fluency_ngram_entropy", _mean([ngram_entropy(t) for t in gen])))
-            if ref:
+            references = self._references(record)
+            if references:
                 rows.append(ScoreRow(position, record.uid, "consistency_tfidf",
-                                     TfIdf.cosine(space.vector(gen), space.vector(ref))))
+                                     TfIdf.cosine(space.vector(gen), space.vector(references))))
         return rows
+
+    # -- consistency's references and TF-IDF space, the same for every method of a run -----------
+    def _references(self, record: EditRecord) -> list[str]:
+        snippets = self._snippets()
+        if snippets is not None:
+            found = snippets.get(str(record.extra.get("relation_id")), {}).get(str(record.extra.get("target_new_id")), [])
+            return [s["text"] for s in found]  # subjects that truly have the new object
+        return [f"{p} {record.target_new}." for p in record.extra.get("attribute_prompts", [])]
+
+    def _snippets(self) -> dict | None:
+        config: CounterFactConfig = self.config  # type: ignore[assignment]
+        if config.snippets is None:
+            return None
+        if "snippets" not in self._loaded:
+            path = self._local(config.snippets)
+            self._loaded["snippets"] = json.loads(path.read_text(encoding="utf-8"))
+        return self._loaded["snippets"]
+
+    def _tfidf_space(self) -> TfIdf:
+        """ROME's published space, or one fitted on the references of every record of the run (all
+        splits this task reads), so that every method and checkpoint is scored on the same scale."""
+        if "space" not in self._loaded:
+            config: CounterFactConfig = self.config  # type: ignore[assignment]
+            if config.idf != "run":
+                self._loaded["space"] = TfIdf(idf=self._published_idf(config.idf))
+            else:
+                documents = [text for r in self.records() for text in self._references(r)]
+                self._loaded["space"] = TfIdf(documents)
+        return self._loaded["space"]
+
+    def _published_idf(self, source: str) -> dict[str, float]:
+        import numpy as np
+
+        base = source.rstrip("/")
+        vocab = json.loads(self._local(f"{base}/tfidf_vocab.json").read_text(encoding="utf-8"))
+        idf = np.load(self._local(f"{base}/idf.npy"), allow_pickle=False)
+        if not isinstance(vocab, dict) or len(vocab) != len(idf):
+            raise ValueError(f"{source}: tfidf_vocab.json and idf.npy do not match ({len(vocab)} words, "
+                             f"{len(idf)} idf values)")
+        return {word: float(idf[index]) for word, index in vocab.items()}
+
+    def _local(self, source: str) -> Path:
+        if is_url(source):
+            return download(source, self.options.cache_dir)
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--param counterfact: {source} does not exist")
+        return path

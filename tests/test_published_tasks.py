@@ -32,6 +32,48 @@ def test_zsre_sample_maps_every_field(shared_data):
     assert first.neighbours[0].answer == "Walter Sobchak"
 
 
+def test_zsre_reads_the_file_rome_reads_and_edits_towards_either_papers_target(shared_data):
+    from editbench.tasks.zsre import ZsreTask
+
+    assert ZsreTask.default_data == "https://rome.baulab.info/data/dsets/zsre_mend_eval.json"
+    first = _task("zsre", shared_data / "zsre.json", target="answers").records()[0]
+    assert (first.target_new, first.target_true) == ("uniform", None)  # ROME, MEMIT, AlphaEdit: answers[0]
+    with pytest.raises(ValueError, match="target must be one of alt, answers"):
+        _task("zsre", shared_data / "zsre.json", target="truth")
+
+
+def test_consistency_has_one_tfidf_space_per_run_whatever_is_generated(shared_data):
+    """The space is fitted on the references of every record the task reads, never on generated
+    text, so two methods (two generations) are scored on one scale."""
+    from editbench.core.metrics import TfIdf
+
+    task = _task("counterfact", shared_data / "counterfact.json")
+    space = task._tfidf_space()
+    assert task._tfidf_space() is space
+    references = [text for r in task.records() for text in task._references(r)]
+    assert space.idf == TfIdf(references).idf
+    record = task.records()[0]
+    assert task._references(record)[0].endswith(f" {record.target_new}.")
+
+
+def test_consistency_reads_rome_s_published_idf_and_snippets(shared_data, tmp_path):
+    import numpy as np
+
+    (tmp_path / "tfidf_vocab.json").write_text(json.dumps({"english": 0, "language": 1, "french": 2}))
+    np.save(tmp_path / "idf.npy", np.array([2.0, 1.0, 3.0]))
+    snippets = {"P103": {"Q1860": [{"name": "Someone", "text": "Someone speaks English, the language."}]}}
+    (tmp_path / "snippets.json").write_text(json.dumps(snippets))
+    task = _task("counterfact", shared_data / "counterfact.json", idf=str(tmp_path),
+                 snippets=str(tmp_path / "snippets.json"))
+    assert task._tfidf_space().idf == {"english": 2.0, "language": 1.0, "french": 3.0}
+    record = task.records()[0]
+    assert (record.extra["relation_id"], record.extra["target_new_id"]) == ("P103", "Q1860")
+    assert task._references(record) == ["Someone speaks English, the language."]
+    np.save(tmp_path / "idf.npy", np.array([2.0]))
+    with pytest.raises(ValueError, match="do not match"):
+        _task("counterfact", shared_data / "counterfact.json", idf=str(tmp_path))._tfidf_space()
+
+
 def test_counterfact_reads_both_published_layouts(shared_data):
     rome = _task("counterfact", shared_data / "counterfact.json").records()
     flat = _task("counterfact", shared_data / "counterfact_knowedit.json").records()
