@@ -24,9 +24,10 @@ from .tokenize import PairEncoder, pad, token_budget_batches
 
 
 def answer_budget(target_tokens: int, cap: int) -> int:
-    """New tokens a generated answer may take: twice the target's tokens and two more (room for
-    a closing full stop, or an answer longer than the target), at most ``cap``."""
-    return max(1, min(cap, 2 * target_tokens + 2))
+    """New tokens a generated answer may take: the target's tokens and three more (a closing full
+    stop, one token of slack for another segmentation of the same text, and one that shows the
+    answer goes on), at most ``cap``. An exact match needs no more: a longer answer is not one."""
+    return max(1, min(cap, target_tokens + 3))
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,57 @@ def scoring_throughput(model_path: Path, device: torch.device, n_pairs: int, rep
             "prediction_mismatches": mismatches, "max_logprob_difference": logprob_gap}
 
 
+def generate_one_at_a_time(model, encoder: PairEncoder, prompts: list[str], budgets: list[int], stop,
+                           device: torch.device) -> list[list[int]]:
+    """The reference for the batched decoder: ``model.generate(do_sample=False)`` per prompt, with
+    the same stop tokens and budgets, as a loop over records would call it."""
+    import torch
+
+    out = []
+    for prompt, budget in zip(prompts, budgets, strict=True):
+        ids = torch.tensor([encoder.encode_prompt(prompt)], device=device)
+        new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=budget,
+                             eos_token_id=sorted(stop.ids), pad_token_id=encoder.pad_id)[0, ids.shape[1]:].tolist()
+        out.append(new[:-1] if new and new[-1] in stop.ids else new)
+    return out
+
+
+def generation_cost(model_path: Path, device: torch.device, n_edits: int, max_new_tokens: int = 20,
+                    repeats: int = 3) -> dict[str, float]:
+    """What the generated metrics cost: the time of the core teacher-forced metrics and of the
+    generated ones on the same edits (targets: at most 2x), and the batched greedy decoder against
+    ``generate`` one prompt at a time on the same prompts (target: at least 5x, the same tokens)."""
+    import torch
+
+    from ..core.generate import StopRule, answer_budget, greedy_decode
+    from ..core.models import load_model
+    from ..core.probe import HFProbe
+    from .evaluate import Baseline, score_edits
+    from .generated import score_generated, unedited_generations
+
+    task = default_task(n_edits)
+    records = task.records()[:n_edits]
+    positions = list(range(len(records)))
+    model, tokenizer = load_model(model_path, device, torch.float32)
+    probe = HFProbe(model, tokenizer, device)
+    baseline = Baseline.compute(probe, records)
+    unedited = unedited_generations(probe, task, records, max_new_tokens)
+    teacher_s, _ = _best_of(repeats, lambda: score_edits(probe, baseline, records, positions))
+    generated_s, _ = _best_of(repeats, lambda: score_generated(probe, task, unedited, records, positions,
+                                                              max_new_tokens))
+    prompts = [task.generation_prompt(p) for r in records for p in (r.prompt, *r.paraphrases)]
+    targets = [r.target_new for r in records for _ in (r.prompt, *r.paraphrases)]
+    budgets = [answer_budget(e.n_target, max_new_tokens)
+               for e in probe.encoder.encode_many(list(zip(prompts, targets, strict=True)))]
+    stop = StopRule.for_model(model, tokenizer)
+    batched_s, batched = _best_of(repeats, lambda: greedy_decode(model, probe.encoder, prompts, budgets, stop, device))
+    single_s, single = _best_of(1, lambda: generate_one_at_a_time(model, probe.encoder, prompts, budgets, stop, device))
+    return {"edits": len(records), "teacher_forced_s": teacher_s, "generated_s": generated_s,
+            "generated_over_teacher_forced": generated_s / teacher_s, "prompts": len(prompts),
+            "new_tokens": sum(map(len, batched)), "batched_decoder_s": batched_s, "one_at_a_time_s": single_s,
+            "decoder_speedup": single_s / batched_s, "decoder_mismatches": sum(a != b for a, b in zip(batched, single))}
+
+
 #: Training records for a method that trains before it edits. The pocket world grows with the
 #: largest size so that there are enough edits, and its train split grows with it; a fixed sample
 #: keeps training time (``prepare``, reported apart) from growing with the edit count measured.
@@ -192,11 +243,13 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 @click.option("--pairs", type=int, default=2000, show_default=True, help="Pairs for the scoring-throughput test.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Scoring timings are the best of this many.")
+@click.option("--gen-edits", type=int, default=200, show_default=True,
+              help="Edits for the cost of generated against teacher-forced evaluation.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE", help="Method settings, as for run.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-bench"), show_default=True)
-def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int, repeats: int, device: str,
-          params: tuple[str, ...], out: Path) -> None:
+def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int, repeats: int,
+          gen_edits: int, device: str, params: tuple[str, ...], out: Path) -> None:
     """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json and OUT/bench.png)."""
     import torch
 
@@ -215,10 +268,11 @@ def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pa
     resolved = resolve_device(device)
     model_path = build_micro_model(out / "micro-model", default_task(0).corpus() or [], MicroModel())
     scoring = scoring_throughput(model_path, resolved, pairs, repeats)
+    generation = generation_cost(model_path, resolved, gen_edits, repeats=repeats)
     throughput = edit_throughput(model_path, out, method_list, size_list, batch_size, eval_sample, device, overrides)
     result = {"device": device_name(resolved), "torch": torch.__version__, "python": platform.python_version(),
               "micro_model": vars(MicroModel()), "batch_size": batch_size, "eval_sample": eval_sample,
-              "scoring": scoring, "edit_throughput": throughput}
+              "scoring": scoring, "generation": generation, "edit_throughput": throughput}
     atomic_write_bytes(out / "bench.json", (json.dumps(result, indent=2) + "\n").encode())
     plots = bench_plots(result, out)
     click.echo(f"device: {result['device']}")
@@ -228,6 +282,12 @@ def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pa
                f"encoded {scoring['batched_repeat_s']:.2f} s ({scoring['speedup_repeat']:.1f}x); "
                f"{scoring['prediction_mismatches']} prediction mismatches, log-probs within "
                f"{scoring['max_logprob_difference']:.1e}")
+    click.echo(f"\ngenerated evaluation of {generation['edits']} edits: teacher-forced metrics "
+               f"{generation['teacher_forced_s']:.2f} s, generated metrics {generation['generated_s']:.2f} s "
+               f"({generation['generated_over_teacher_forced']:.2f}x); greedy decoding of {generation['prompts']} "
+               f"prompts: batched {generation['batched_decoder_s']:.2f} s, one at a time with generate() "
+               f"{generation['one_at_a_time_s']:.2f} s ({generation['decoder_speedup']:.1f}x), "
+               f"{generation['decoder_mismatches']} different outputs")
     click.echo("\nedit throughput and peak memory:")
     click.echo(_table(throughput, ["method", "edits", "status", "edits_per_second", "ms_per_edit", "peak_memory_mib"]))
     per_method = {r["method"]: r for r in throughput}

@@ -7,9 +7,9 @@ Done Right in Model Editing" (ICLR 2026) scores with greedy decoding and exact m
 stores both, side by side, at every checkpoint:
 
 - ``efficacy_gen_em`` / ``generalization_gen_em``: greedy decoding from the edit prompt (each
-  paraphrase) until an end-of-sequence token, a newline, or a budget of ``2 n + 2`` new tokens for
-  a target of ``n`` tokens (capped by ``--gen-max-tokens``), then exact match with the new target
-  after :func:`normalise_answer`;
+  paraphrase) until an end-of-sequence token, a newline, or a budget of ``n + 3`` new tokens for
+  a target of ``n`` tokens (``core/generate.answer_budget``, capped by ``--gen-max-tokens``), then
+  exact match with the new target after :func:`normalise_answer`;
 - ``*_gen_prefix``: the normalised generation starts with the normalised target (the model said
   the answer, then went on);
 - ``specificity_gen_agree``: at each neighbourhood prompt, the edited model generates what the

@@ -7,7 +7,8 @@ from editbench.harness.cli import main
 
 def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):
     result = CliRunner().invoke(main, ["bench", "--methods", "ft-m", "--sizes", "10,20", "--batch-size", "10",
-                                       "--pairs", "20", "--repeats", "1", "--eval-sample", "5", "--out", str(tmp_path)])
+                                       "--pairs", "20", "--repeats", "1", "--eval-sample", "5", "--gen-edits", "6",
+                                       "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "bench.json").read_text())
     assert {"device", "torch", "scoring", "edit_throughput", "micro_model"} <= set(data)
@@ -16,10 +17,15 @@ def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):
     # the batched probe and the one-pair-per-forward reference score the same pairs alike
     assert scoring["pairs"] == 20 and scoring["repeats"] == 1 and scoring["prediction_mismatches"] == 0
     assert scoring["max_logprob_difference"] < 1e-3
+    generation = data["generation"]
+    assert generation["edits"] == 6 and generation["prompts"] == 6 * 4  # the edit prompt and three paraphrases
+    assert generation["decoder_mismatches"] == 0 and generation["new_tokens"] > 0
+    assert generation["teacher_forced_s"] > 0 and generation["generated_s"] > 0
     rows = data["edit_throughput"]
     assert [(r["method"], r["edits"]) for r in rows] == [("ft-m", 10), ("ft-m", 20)]
     for row in rows:
         assert {"edits_per_second", "seconds_per_edit", "peak_memory_mib", "overhead_share", "apply_s"} <= set(row)
         assert 0.0 <= row["overhead_share"] <= 1.0
     assert "edit throughput" in result.output and "harness overhead" in result.output
+    assert "generated evaluation of 6 edits" in result.output
     assert (tmp_path / "bench.png").stat().st_size > 0 and "<svg" in (tmp_path / "bench.svg").read_text()
