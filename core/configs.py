@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -18,6 +19,10 @@ DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 PROBE_BACKENDS = ("auto", "hf", "vllm")
 
 
+class NonFinite(ValueError):
+    """``nan`` or ``inf`` given for a number: refused whatever else the field would accept."""
+
+
 def _convert(text: str, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -29,6 +34,8 @@ def _convert(text: str, annotation: Any, where: str) -> Any:
                 continue
             try:
                 return _convert(text, arg, where)
+            except NonFinite:
+                raise
             except ValueError:
                 continue
         raise ValueError(f"{where}: cannot read {text!r} as {annotation}")
@@ -45,9 +52,12 @@ def _convert(text: str, annotation: Any, where: str) -> Any:
         raise ValueError(f"{where}: {text!r} is not a boolean (true/false)")
     if annotation in (int, float, str):
         try:
-            return annotation(text)
+            value = annotation(text)
         except ValueError:
             raise ValueError(f"{where}: {text!r} is not a valid {annotation.__name__}") from None
+        if annotation is float and not math.isfinite(value):
+            raise NonFinite(f"{where}: {text!r} is not a finite number")
+        return value
     raise ValueError(f"{where}: fields of type {annotation} cannot be set from the command line")
 
 

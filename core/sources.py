@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_write_bytes, cache_root
+from .cache import atomic_write_bytes, cache_root, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +111,52 @@ def is_url(data: str) -> bool:
     return data.startswith(("http://", "https://"))
 
 
-def download(url: str, cache_dir: Path | None = None, timeout: float = 60.0) -> Path:
-    """Fetch ``url`` once into ``CACHE/downloads``; later calls reuse the file without the network."""
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "data"
-    target = (cache_dir or cache_root()) / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12] / name
+def _download_name(url: str) -> str:
+    """The file name a download is cached under: the URL path's last part, made harmless."""
+    last = urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    return safe_name(last) if last not in ("", ".", "..") else "data"
+
+
+def _looks_like_html(body: bytes, content_type: str) -> bool:
+    head = body[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return "html" in content_type.lower() or head.startswith((b"<!doctype html", b"<html"))
+
+
+def download(url: str, cache_dir: Path | None = None, timeout: float = 60.0,
+             validate: Callable[[bytes], object] | None = None) -> Path:
+    """Fetch ``url`` once into ``CACHE/downloads``; later calls reuse the file without the network.
+
+    Only a response that ``validate`` accepts is cached (an HTML page - a login wall, an error page,
+    a moved file - never is), so a bad download is refused now and fetched afresh next time."""
+    target = (cache_dir or cache_root()) / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12] \
+        / _download_name(url)
     if target.is_file():
         log.info("using the cached download of %s (%s)", url, target)
         return target
     log.info("downloading %s", url)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only, checked)
-            atomic_write_bytes(target, response.read())
-    except OSError as exc:
+            body = response.read()
+            content_type = response.headers.get("Content-Type", "")
+    except (OSError, ValueError) as exc:
         raise FileNotFoundError(f"--data {url}: download failed ({exc}); pass a local file instead") from None
+    if _looks_like_html(body, content_type):
+        raise RecordError(f"--data {url}: the server sent an HTML page, not a data file (a wrong or moved URL, "
+                          "or one behind a login); nothing was cached - check the URL or pass a local file")
+    if validate is not None:
+        validate(body)
+    atomic_write_bytes(target, body)
     return target
+
+
+def _decode(data: bytes, source: str) -> str:
+    """UTF-8 text (a byte-order mark is dropped); anything else is an error naming line and byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise RecordError(f"{source}:{line}: not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
+                          "save the file as UTF-8") from None
 
 
 @dataclass(frozen=True)
@@ -140,24 +173,16 @@ class RawRecords:
         return Where(self.source, index)
 
 
-def read_records(path: Path, source: str | None = None) -> RawRecords:
+def parse_records(data: bytes, source: str) -> RawRecords:
     """A JSON list, or JSON Lines (one object per line), told apart by content rather than extension.
-    A byte-order mark is accepted in both; text that is not UTF-8 is an error naming the byte."""
-    source = source or str(path)
-    if not path.is_file():
-        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"data file {path} {problem}")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise RecordError(f"{source}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}); "
-                          "save it as UTF-8") from None
+    A byte-order mark is accepted in both; text that is not UTF-8 is an error naming line and byte."""
+    text = _decode(data, source)
     if text.lstrip().startswith("["):
         try:
-            data = json.loads(text)
+            parsed = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RecordError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
-        return RawRecords(source, data)
+        return RawRecords(source, parsed)
     items, lines = [], []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if line.strip():
@@ -169,6 +194,15 @@ def read_records(path: Path, source: str | None = None) -> RawRecords:
     if not items and text.strip():
         raise RecordError(f"{source}: neither a JSON list nor JSON Lines")
     return RawRecords(source, items, lines)
+
+
+def read_records(path: Path, source: str | None = None) -> RawRecords:
+    """The raw records of a local JSON or JSON Lines file (see :func:`parse_records`)."""
+    source = source or str(path)
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"data file {path} {problem}")
+    return parse_records(path.read_bytes(), source)
 
 
 def read_json_records(path: Path) -> list[Any]:
@@ -196,7 +230,12 @@ def read_source(data: str, cache_dir: Path | None = None) -> RawRecords:
     if path.exists():
         return read_records(path)
     if is_url(data):
-        return read_records(download(data, cache_dir), source=data)
+        cached = download(data, cache_dir, validate=lambda body: parse_records(body, data))
+        try:
+            return read_records(cached, source=data)
+        except RecordError:
+            cached.unlink(missing_ok=True)  # a bad copy cached by an older editbench: fetched afresh next time
+            raise
     if "/" in data and not data.startswith((".", "/", "~")):
         return RawRecords(data, load_hub_dataset(data))
     raise FileNotFoundError(f"--data {data}: no such file, and it is neither an http(s) URL nor a datasets id")

@@ -58,10 +58,11 @@ def test_lines_are_counted_past_blank_lines_and_a_byte_order_mark(tmp_path):
         _records(path)
 
 
-def test_text_that_is_not_utf8_names_the_file(tmp_path):
+def test_text_that_is_not_utf8_names_the_file_and_line(tmp_path):
     path = tmp_path / "edits.jsonl"
-    path.write_bytes(json.dumps({**GOOD, "subject": "Léon", "prompt": "Léon is"}, ensure_ascii=False).encode("latin-1"))
-    with pytest.raises(RecordError, match="edits.jsonl: not UTF-8 text"):
+    bad = json.dumps({**GOOD, "subject": "Léon", "prompt": "Léon is"}, ensure_ascii=False).encode("latin-1")
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + bad)
+    with pytest.raises(RecordError, match=r"edits.jsonl:2: not UTF-8 text \(byte \d+ is 0xe9\)"):
         _records(path)
 
 
