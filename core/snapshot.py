@@ -1,31 +1,57 @@
 """Snapshots that let a killed run resume exactly where its last stored checkpoint left it.
 
 A snapshot holds only the weights the method declares it edits (safetensors), the method's
-lifelong state (safetensors) and the RNG states. It is written to a staging folder and renamed
-into place *before* the checkpoint's database transaction commits, and older snapshots are
-removed only *after* it commits, so the store's last checkpoint always has its snapshot.
+lifelong state (safetensors) and the RNG states. It is written to a staging folder, synced and
+renamed into place *before* the checkpoint's database transaction commits, and older snapshots are
+removed only *after* it commits, so the store's last checkpoint always has its snapshot. The
+SHA-256 of every file is committed with the checkpoint and checked before a resume reads it, so a
+snapshot that was truncated, damaged or replaced is refused with the file's name, never used.
+Only the process holding the results folder's lock writes here, so whatever staging folders it
+finds were left by a killed writer and are removed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .cache import publish_dir, staging_dir
+from .cache import fsync_dir, publish_dir, remove_stale_staging, staging_dir
+from .faults import fault_point
+
+FILES = ("weights.safetensors", "state.safetensors", "rng.safetensors", "meta.json")
 
 
-def _dir(root: Path, n_edits: int) -> Path:
+class SnapshotError(RuntimeError):
+    """A stored checkpoint's snapshot is missing, damaged or not the one written; the message names
+    the file and says how to start the method over."""
+
+
+def snapshot_dir(root: Path, n_edits: int) -> Path:
     return root / f"edits-{n_edits:09d}"
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_snapshot(root: Path, n_edits: int, model: nn.Module, parameter_names: list[str],
-                  method_state: dict[str, torch.Tensor], generator: torch.Generator) -> Path:
-    final = _dir(root, n_edits)
+                  method_state: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, str]:
+    """Write the snapshot at ``n_edits`` and return the SHA-256 of each of its files, to be
+    committed with the checkpoint."""
+    final = snapshot_dir(root, n_edits)
+    remove_stale_staging(final)
     if final.exists():
         shutil.rmtree(final)
     tmp = staging_dir(final)
@@ -34,29 +60,66 @@ def save_snapshot(root: Path, n_edits: int, model: nn.Module, parameter_names: l
     save_file({k: v.detach().to("cpu").contiguous() for k, v in method_state.items()}, tmp / "state.safetensors")
     save_file({"torch": torch.get_rng_state(), "generator": generator.get_state()}, tmp / "rng.safetensors")
     (tmp / "meta.json").write_text(json.dumps({"n_edits": n_edits, "parameters": parameter_names}))
-    return publish_dir(tmp, final)
+    checksums = {}
+    for name in FILES:
+        with open(tmp / name, "rb") as handle:
+            os.fsync(handle.fileno())
+        checksums[name] = file_sha256(tmp / name)
+    fault_point("snapshot-staged")
+    publish_dir(tmp, final)
+    fsync_dir(root)
+    return checksums
 
 
-def load_snapshot(root: Path, n_edits: int, model: nn.Module,
-                  generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Copy the snapshot's weights into ``model``, restore RNGs, return the method state."""
-    folder = _dir(root, n_edits)
-    if not (folder / "meta.json").is_file():
-        raise FileNotFoundError(
-            f"the store records a checkpoint at {n_edits} edits but its snapshot {folder} is missing; "
-            "resume is impossible for this method - remove its results or use a new --out"
-        )
+def _restart_hint(label: str) -> str:
+    return f"rerun with --restart {label} to drop {label}'s stored results and run it again"
+
+
+def verify_snapshot(root: Path, n_edits: int, checksums: dict[str, str], label: str) -> Path:
+    """The snapshot folder of the checkpoint at ``n_edits``, once every file is there and matches
+    the checksum stored with it; otherwise a :class:`SnapshotError` naming the file."""
+    folder = snapshot_dir(root, n_edits)
+    for name in checksums or FILES:
+        path = folder / name
+        if not path.is_file():
+            raise SnapshotError(f"{label}: the store has a checkpoint at {n_edits} edits but its snapshot file "
+                                f"{path} is missing; {_restart_hint(label)}")
+        if checksums and file_sha256(path) != checksums[name]:
+            raise SnapshotError(f"{label}: snapshot file {path} is not the one written with the checkpoint at "
+                                f"{n_edits} edits (its SHA-256 differs: truncated, damaged or replaced); "
+                                f"{_restart_hint(label)}")
+    return folder
+
+
+def _load(path: Path, label: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SnapshotError(f"{label}: cannot read snapshot file {path} ({exc}); {_restart_hint(label)}") from None
+
+
+def load_snapshot(root: Path, n_edits: int, model: nn.Module, generator: torch.Generator,
+                  checksums: dict[str, str] | None = None, label: str = "the method") -> dict[str, torch.Tensor]:
+    """Check the snapshot against ``checksums`` (file -> SHA-256, as committed with the checkpoint;
+    empty for stores that predate them), copy its weights into ``model``, restore the RNGs and
+    return the method state."""
+    folder = verify_snapshot(root, n_edits, checksums or {}, label)
+    weights = _load(folder / "weights.safetensors", label)
+    rng = _load(folder / "rng.safetensors", label)
+    state = _load(folder / "state.safetensors", label)
     with torch.no_grad():
-        for name, tensor in load_file(folder / "weights.safetensors").items():
+        for name, tensor in weights.items():
             param = model.get_parameter(name)
             param.copy_(tensor.to(param.device, param.dtype))
-    rng = load_file(folder / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     generator.set_state(rng["generator"])
-    return load_file(folder / "state.safetensors")
+    return state
 
 
 def prune_snapshots(root: Path, keep: int) -> None:
+    """Remove every snapshot but ``keep``'s, and any staging folder a killed write left."""
     for folder in root.glob("edits-*"):
-        if folder.name != _dir(root, keep).name:
+        if folder.name != snapshot_dir(root, keep).name:
             shutil.rmtree(folder, ignore_errors=True)
+    for stale in root.glob(".edits-*"):
+        shutil.rmtree(stale, ignore_errors=True)

@@ -2,22 +2,30 @@
 
 The runner is its only writer; ``report`` and ``publish`` only read it (HELM's split between
 computing and presenting). WAL journaling plus one transaction per checkpoint means a process
-killed at any moment leaves every finished checkpoint intact and no half-written one.
+killed at any moment leaves every finished checkpoint intact and no half-written one. A writer
+holds the folder's lock (``OUT/.lock``) while it is open, so two processes never write one store;
+readers take no lock and open the file read-only, which also works in a read-only folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
+from .cache import hold_folder
+from .faults import fault_point
 from .records import Metric, PhaseTime, ScoreRow
 
 SCHEMA_VERSION = 2
@@ -66,7 +74,54 @@ CREATE TABLE IF NOT EXISTS base_predictions (
     run_id TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, predictions TEXT NOT NULL,
     token_accuracy REAL NOT NULL, PRIMARY KEY (run_id, prompt, target)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshot_files (
+    run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL, file TEXT NOT NULL,
+    sha256 TEXT NOT NULL, PRIMARY KEY (run_id, method, n_edits, file)
+) WITHOUT ROWID;
 """
+#: tables that hold one method's results in one run (``--restart METHOD`` empties them)
+METHOD_TABLES = ("cells", "checkpoints", "scores", "timings", "capability", "snapshot_files")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened, read or written; the message names the file and what to do."""
+
+
+def describe_sqlite_error(path: Path, exc: sqlite3.Error, reading: bool = False) -> str:
+    """One line for a person: which store, what went wrong, what would work."""
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (f"{path} is not a readable editbench results store ({text}); it may be truncated or "
+                "overwritten: restore it from a copy or use another folder")
+    if reading:
+        return f"cannot read the results store {path}: {text}"
+    if "full" in text or "I/O error" in text:
+        return (f"cannot write the results store {path}: {text} (is the disk full?); free space there and "
+                "rerun the same command to resume")
+    if "readonly" in text or "unable to open" in text:
+        return f"cannot write the results store {path}: {text}; choose a writable --out"
+    if "locked" in text:
+        return f"the results store {path} is locked by another process ({text})"
+    return f"results store {path}: {text}"
+
+
+@contextmanager
+def hold_store(folder: Path) -> Iterator[None]:
+    """Be the one process that writes the results folder ``folder`` (created if need be) for the
+    block; another process that tries gets a :class:`~editbench.core.cache.Busy` error naming this
+    one. Reentrant: the runner and the store it opens may both hold it."""
+    if folder.exists() and not folder.is_dir():
+        raise StoreError(f"--out {folder} is a file; results go to a folder: choose another --out")
+    with ExitStack() as stack:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(hold_folder(folder, f"the results folder {folder}"))
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise StoreError(f"cannot write the results folder {folder} ({exc.strerror}); "
+                                 "choose a writable --out") from None
+            raise
+        yield
 
 
 def _now() -> str:
@@ -86,22 +141,73 @@ class ResultsStore:
     def __init__(self, folder: Path | str, create: bool = True) -> None:
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
-        if not create and not self.path.is_file():
-            raise FileNotFoundError(f"{self.folder} holds no editbench results ({DB_NAME} is missing)")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        if create:  # the writer sets the store up; a reader (report, publish) changes nothing
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            self._migrate()
-            self.conn.executescript(SCHEMA)
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        else:
-            self.conn.execute("PRAGMA query_only=ON")
-        self.version = self._version()
-        if self.version is None or not 1 <= self.version <= SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path} has schema version {self.version}; "
-                               f"this editbench reads versions 1 to {SCHEMA_VERSION}")
+        self._resources = ExitStack()  # the writer's folder lock; a reader's private copy
+        try:
+            if create:  # the writer sets the store up; a reader (report, publish) changes nothing
+                self.conn = self._open_writer()
+            else:
+                if not self.path.is_file():
+                    raise FileNotFoundError(f"{self.folder} holds no editbench results ({DB_NAME} is missing)")
+                self.conn = self._open_reader()
+            self.version = self._version()
+        except sqlite3.Error as exc:
+            self._resources.close()
+            raise StoreError(describe_sqlite_error(self.path, exc, reading=not create)) from None
+        except BaseException:
+            self._resources.close()
+            raise
+        if self.version is None:
+            self.close()
+            raise StoreError(f"{self.path} is not an editbench results store (an SQLite file without editbench's "
+                             "tables: empty, or another program's); use another folder")
+        if not 1 <= self.version <= SCHEMA_VERSION:
+            self.close()
+            raise StoreError(f"{self.path} has schema version {self.version}; "
+                             f"this editbench reads versions 1 to {SCHEMA_VERSION}")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        self._resources.enter_context(hold_store(self.folder))
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._resources.callback(conn.close)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        self.conn = conn
+        self._migrate()
+        try:  # one transaction: a new store appears whole (and costs its WAL a few pages, not a few per table)
+            conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta "
+                               f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """Read-only. In a read-only folder SQLite cannot make the WAL's side files, so the store is
+        opened as immutable there, or, when a killed writer left a WAL behind, read from a private
+        copy of both files (immutable would ignore the WAL's checkpoints)."""
+        try:
+            return self._connect_ro(self.path, "mode=ro")
+        except sqlite3.OperationalError:
+            wal = self.path.with_name(DB_NAME + "-wal")
+            if not (wal.is_file() and wal.stat().st_size):
+                return self._connect_ro(self.path, "immutable=1")
+        copy = Path(self._resources.enter_context(tempfile.TemporaryDirectory(prefix="editbench-store-")))
+        for name in (DB_NAME, DB_NAME + "-wal"):
+            shutil.copyfile(self.folder / name, copy / name)
+        return self._connect_ro(copy / DB_NAME, "mode=ro")
+
+    def _connect_ro(self, path: Path, mode: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{quote(str(path.absolute()))}?{mode}", uri=True, timeout=60,
+                               isolation_level=None)
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the file (and its WAL) now
+        except BaseException:
+            conn.close()
+            raise
+        self._resources.callback(conn.close)
+        return conn
 
     def _version(self) -> int | None:
         if not self._has_table("meta"):
@@ -125,7 +231,8 @@ class ResultsStore:
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
-        self.conn.close()
+        """Close the connection and, for a writer, release the folder's lock."""
+        self._resources.close()
 
     def __enter__(self) -> ResultsStore:
         return self
@@ -135,13 +242,24 @@ class ResultsStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        """All or nothing. A failure of the file itself (disk full, I/O, read-only, corrupt) becomes a
+        :class:`StoreError` naming the store; a constraint violation stays an IntegrityError."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the original error says more
+                raise
+        except sqlite3.IntegrityError:
             raise
-        self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(describe_sqlite_error(self.path, exc)) from exc
 
     # -- writing ------------------------------------------------------------------------------
     def ensure_run(self, run_id: str, **fields: Any) -> bool:
@@ -183,9 +301,24 @@ class ResultsStore:
 
     def finish_cell(self, run_id: str, method: str, status: str, *, diverged_at: int | None = None,
                     error: str | None = None) -> None:
+        """End a running cell; a cell that is not running (finished by another run) keeps its status."""
         with self.transaction() as conn:
-            conn.execute("UPDATE cells SET status=?, diverged_at=?, error=?, updated=? WHERE run_id=? AND method=?",
+            conn.execute("UPDATE cells SET status=?, diverged_at=?, error=?, updated=? "
+                         "WHERE run_id=? AND method=? AND status='running'",
                          (status, diverged_at, error, _now(), run_id, method))
+
+    def drop_cell(self, run_id: str, method: str) -> None:
+        """Forget everything one method stored in one run (``--restart METHOD``)."""
+        with self.transaction() as conn:
+            for table in METHOD_TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE run_id=? AND method=?", (run_id, method))
+
+    def snapshot_checksums(self, run_id: str, method: str, n_edits: int) -> dict[str, str]:
+        """SHA-256 of each file of the snapshot stored with a checkpoint (empty for checkpoints
+        written by an editbench that did not record them)."""
+        rows = self.conn.execute("SELECT file, sha256 FROM snapshot_files WHERE run_id=? AND method=? AND n_edits=?",
+                                 (run_id, method, n_edits))
+        return dict(rows.fetchall())
 
     def record_timings(self, run_id: str, method: str, timings: Iterable[PhaseTime]) -> None:
         with self.transaction() as conn:
@@ -198,8 +331,10 @@ class ResultsStore:
 
     def commit_checkpoint(self, run_id: str, method: str, n_edits: int, scores: Iterable[ScoreRow],
                           timings: Iterable[PhaseTime], peak_memory_bytes: int,
-                          capability: dict[str, tuple[int, float]] | None = None) -> None:
-        """Write one checkpoint's scores, timings and capability probes, all or nothing."""
+                          capability: dict[str, tuple[int, float]] | None = None,
+                          snapshot: dict[str, str] | None = None) -> None:
+        """Write one checkpoint's scores, timings, capability probes and the checksums of its
+        snapshot's files (``snapshot``: file name -> SHA-256), all or nothing."""
         timings = list(timings)
         with self.transaction() as conn:
             self._insert_capability(conn, run_id, method, n_edits, capability or {})
@@ -216,6 +351,9 @@ class ResultsStore:
                           max(previous_peak, peak_memory_bytes), _now()))
             conn.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
                              [(run_id, method, n_edits, s.position, s.uid, s.metric, s.value) for s in scores])
+            conn.executemany("INSERT INTO snapshot_files VALUES (?, ?, ?, ?, ?)",
+                             [(run_id, method, n_edits, name, digest) for name, digest in (snapshot or {}).items()])
+            fault_point("in-checkpoint")
 
     @staticmethod
     def _insert_capability(conn, run_id: str, method: str, n_edits: int,

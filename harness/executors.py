@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from ..core.store import ResultsStore
-from .runner import Runner, RunOutcome, RunSpec
+from ..core.store import ResultsStore, hold_store
+from .runner import Runner, RunOutcome, RunSpec, restarts
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,13 @@ FINISHED = ("done", "diverged")
 
 
 def run_local(spec: RunSpec, seeds: tuple[int, ...]) -> list[tuple[Runner, RunOutcome]]:
+    """Every seed's run here, one after another. The results folder is locked first, so a second
+    process aimed at it stops at once with a message instead of after loading models."""
     results = []
-    for seed in seeds:
-        runner = Runner(replace(spec, seed=seed))
-        results.append((runner, runner.run()))
+    with hold_store(spec.out):
+        for seed in seeds:
+            runner = Runner(replace(spec, seed=seed))
+            results.append((runner, runner.run()))
     return results
 
 
@@ -50,6 +54,12 @@ def run_ray(spec: RunSpec, seeds: tuple[int, ...], address: str | None = None,
         import ray
     except ImportError:
         raise ValueError('--executor ray needs `pip install "editbench[ray]"`') from None
+    with hold_store(spec.out):
+        return _run_ray(ray, spec, seeds, address, gpus_per_cell, max_retries)
+
+
+def _run_ray(ray, spec: RunSpec, seeds: tuple[int, ...], address: str | None, gpus_per_cell: float | None,
+             max_retries: int) -> list[tuple[Runner, RunOutcome]]:
     runners = [Runner(replace(spec, seed=seed)) for seed in seeds]  # builds models and data once, here
     if gpus_per_cell is None:
         gpus_per_cell = 1.0 if runners[0].device.type == "cuda" else 0.0
@@ -61,12 +71,16 @@ def run_ray(spec: RunSpec, seeds: tuple[int, ...], address: str | None = None,
     with ResultsStore(spec.out) as main:
         for runner in runners:
             for plan in runner.methods:
+                worker = _worker_dir(spec.out, runner.run_id, plan.label)
+                if restarts(spec, plan):  # the cell's results, here and in its worker's store
+                    main.drop_cell(runner.run_id, plan.label)
+                    shutil.rmtree(worker, ignore_errors=True)
                 state = main.cell(runner.run_id, plan.label)
                 if state is not None and state.status in FINISHED:
                     log.info("%s seed %d: already %s, not submitted", plan.label, runner.spec.seed, state.status)
                     continue
                 owners = (runner.task.name, plan.label, plan.ref.name)  # the other methods' --params are not its
-                cell = replace(runner.spec, methods=(plan.label,), out=_worker_dir(spec.out, runner.run_id, plan.label),
+                cell = replace(runner.spec, methods=(plan.label,), out=worker, restart=(),
                                params={k: v for k, v in runner.spec.params.items() if k in owners})
                 pending[remote_cell.remote(cell)] = cell
         for ref in pending:  # wait for all, then merge: a failed cell must not hide the others

@@ -8,9 +8,11 @@ Rerunning the same command resumes each method from its last stored checkpoint.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
+import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,15 +23,16 @@ import torch
 from .. import __version__
 from ..core.cache import cache_root
 from ..core.configs import DTYPE_CHOICES, PROBE_BACKENDS, build_config, config_dict, config_hash
+from ..core.faults import fault_point
 from ..core.method import EditContext, EditMethod, MethodConfig, MethodRef
-from ..core.models import ModelLayout, load_model, resolve_device, resolve_dtype
+from ..core.models import ModelLayout, load_model, load_tokenizer, resolve_device, resolve_dtype
 from ..core.plan import eval_positions, parse_checkpoints, plan_batches
 from ..core.probe import HFProbe, ProbeBackend
 from ..core.probe_vllm import vllm_available
 from ..core.progress import progress
 from ..core.records import EditRecord, PairScore, check_disjoint, dataset_hash
-from ..core.snapshot import load_snapshot, prune_snapshots, save_snapshot
-from ..core.store import ResultsStore
+from ..core.snapshot import SnapshotError, load_snapshot, prune_snapshots, save_snapshot
+from ..core.store import ResultsStore, StoreError, hold_store
 from ..core.task import Task, TaskOptions
 from ..core.timing import MemoryMonitor, PhaseTimer, device_name
 from ..methods import METHODS
@@ -76,12 +79,16 @@ class RunSpec:
     capability_at: str | None = None  # comma-separated edit counts; None: the last checkpoint
     probe_backend: str = "auto"  # who scores prompts: auto | hf | vllm
     vllm_memory: float = 0.4  # share of GPU memory the vLLM engine takes
+    restart: tuple[str, ...] = ()  # methods whose stored results (and snapshots) are dropped first
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the types a Python caller may pass loosely
         set_(self, "methods", tuple(self.methods))
         set_(self, "capability", tuple(self.capability))
+        set_(self, "restart", tuple(self.restart))
         set_(self, "out", Path(self.out))
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file; results go to a folder: choose another --out")
         set_(self, "editors", {k: Path(v) for k, v in self.editors.items()})
         if self.cache_dir is not None:
             set_(self, "cache_dir", Path(self.cache_dir))
@@ -175,6 +182,31 @@ def check_param_owners(spec: RunSpec, task: Task, plans: list[MethodPlan]) -> No
                          f"(selected: {', '.join(sorted(owners))})")
 
 
+def check_restart(spec: RunSpec, plans: list[MethodPlan]) -> None:
+    """``--restart`` must name methods of this run (by label, or by name for all its presets)."""
+    named = {p.label for p in plans} | {p.ref.name for p in plans}
+    stray = [label for label in spec.restart if label not in named]
+    if stray:
+        raise ValueError(f"--restart {stray[0]}: not a method of this run (selected: "
+                         f"{', '.join(p.label for p in plans)})")
+
+
+def restarts(spec: RunSpec, plan: MethodPlan) -> bool:
+    return plan.label in spec.restart or plan.ref.name in spec.restart
+
+
+#: errors of the machine rather than of a method: the run stops, since every later method would meet them
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    return isinstance(exc, StoreError) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
+
+
+#: failures that are a method's, explained in one line: the run records them and goes on
+ROUTINE_FAILURES = (SnapshotError, MemoryError, FloatingPointError, torch.cuda.OutOfMemoryError)
+
+
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
@@ -209,6 +241,7 @@ class Runner:
         self.task = resolve_task(spec)
         self.methods = resolve_methods(spec)
         check_param_owners(spec, self.task, self.methods)
+        check_restart(spec, self.methods)
         records = self.task.records()
         edits = spec.edits if spec.edits is not None else min(self.task.default_edits(), len(records))
         if edits > len(records):
@@ -224,6 +257,7 @@ class Runner:
         self.model_source = spec.model or self.task.default_model()
         if self.model_source is None:
             raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
+        load_tokenizer(str(self.model_source), spec.trust_remote_code)  # a model that cannot be found stops us here
         self.backend = self._resolve_backend(spec.probe_backend)
         self._engine: ProbeBackend | None = None
         self.capability = self._capability_plan(spec)
@@ -243,9 +277,9 @@ class Runner:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
+        """Run (or resume) every method; the results folder is this process's alone meanwhile."""
         spec = self.spec
-        store = ResultsStore(spec.out)
-        try:
+        with hold_store(spec.out), ResultsStore(spec.out) as store:
             fresh = store.ensure_run(
                 self.run_id, task=self.task.name, model=str(self.model_source),
                 config={**self.run_config, "methods": [m.label for m in self.methods]},
@@ -255,15 +289,26 @@ class Runner:
             store.save_run_plan(self.run_id, (*CORE_METRICS, *self.task.metrics), self.batches)
             log.info("%s run %s in %s", "starting" if fresh else "resuming", self.run_id, store.path)
             for plan in self.methods:
+                if restarts(spec, plan):
+                    self.drop_method(store, plan)
                 state = store.cell(self.run_id, plan.label)
                 if state is not None and state.config_hash != plan.config_hash:
                     raise ValueError(f"{store.path} already holds {plan.label} results made with other settings; "
-                                     "use another --out or the settings it was run with")
+                                     f"use another --out, the settings it was run with, or --restart {plan.label} "
+                                     "to drop them")
             baseline = self._baseline(store)
             statuses = {plan.label: self._run_method(store, plan, baseline) for plan in self.methods}
-        finally:
-            store.close()
         return RunOutcome(self.run_id, store.path, statuses)
+
+    def snapshot_root(self, plan: MethodPlan) -> Path:
+        return self.spec.out / "snapshots" / self.run_id / plan.label.replace("/", "_")
+
+    def drop_method(self, store: ResultsStore, plan: MethodPlan) -> None:
+        """``--restart``: forget the method's stored results and snapshots in this run."""
+        if store.cell(self.run_id, plan.label) is not None:
+            log.info("%s: --restart drops its stored results in %s", plan.label, store.path)
+        store.drop_cell(self.run_id, plan.label)
+        shutil.rmtree(self.snapshot_root(plan), ignore_errors=True)
 
     def _resolve_backend(self, backend: str) -> str:
         if backend == "hf" or (backend == "auto" and (self.device.type != "cuda" or not vllm_available())):
@@ -341,17 +386,32 @@ class Runner:
             return state.status
         done = state.last_checkpoint if state is not None else 0
         store.start_cell(self.run_id, plan.label, config_dict(plan.config), plan.config_hash)
-        snapshots = self.spec.out / "snapshots" / self.run_id / plan.label.replace("/", "_")
         timer = PhaseTimer(self.device)
         try:
             with MemoryMonitor(self.device) as memory:
                 memory.reset()
-                status = self._edit_stream(store, plan, baseline, done, snapshots, timer, memory)
+                status = self._edit_stream(store, plan, baseline, done, self.snapshot_root(plan), timer, memory)
         except Exception as exc:  # one broken method must not stop the comparison
-            log.exception("%s failed", plan.label)
-            store.finish_cell(self.run_id, plan.label, "failed", error=f"{type(exc).__name__}: {exc}")
+            message = str(exc) if isinstance(exc, SnapshotError) else f"{type(exc).__name__}: {exc}"
+            if is_storage_error(exc):  # the disk, not the method: every later method would fail the same way
+                self._record_failure(store, plan, message)
+                raise
+            if isinstance(exc, ROUTINE_FAILURES):
+                log.error("%s failed: %s", plan.label, message, exc_info=log.isEnabledFor(logging.DEBUG))
+            else:
+                log.exception("%s failed", plan.label)
+            self._record_failure(store, plan, message)
             return "failed"
         return status
+
+    def _record_failure(self, store: ResultsStore, plan: MethodPlan, message: str) -> None:
+        """Mark the method failed; if even that cannot be written (a full disk), say so in one line:
+        the cell then stays 'running' and the next run resumes it from its last checkpoint."""
+        try:
+            store.finish_cell(self.run_id, plan.label, "failed", error=message)
+        except (StoreError, OSError) as exc:
+            log.error("%s failed, and recording the failure in %s failed too (%s); rerun the same command "
+                      "to resume it", plan.label, store.path, exc)
 
     def _edit_stream(self, store, plan, baseline, done, snapshots, timer, memory) -> str:
         torch.manual_seed(self.spec.seed)
@@ -366,7 +426,8 @@ class Runner:
             method.prepare()
         edited = method.edited_parameters()
         if done:
-            method.load_state_dict(load_snapshot(snapshots, done, model, generator))
+            checksums = store.snapshot_checksums(self.run_id, plan.label, done)
+            method.load_state_dict(load_snapshot(snapshots, done, model, generator, checksums, plan.label))
             log.info("%s: resuming after %d stored edits", plan.label, done)
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._probe(model, tokenizer, edited)
@@ -405,8 +466,10 @@ class Runner:
         bad = [r for r in rows if not math.isfinite(r.value)]
         if bad:
             raise FloatingPointError(f"metric {bad[0].metric} of edit {bad[0].uid} is not finite")
-        save_snapshot(snapshots, n_edits, method.ctx.model, method.edited_parameters(), method.state_dict(),
-                      method.ctx.generator)
+        checksums = save_snapshot(snapshots, n_edits, method.ctx.model, method.edited_parameters(),
+                                  method.state_dict(), method.ctx.generator)
+        fault_point("after-snapshot")
         store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(), memory.peak_bytes(),
-                                capability=capability)
+                                capability=capability, snapshot=checksums)
+        fault_point("after-checkpoint")
         prune_snapshots(snapshots, keep=n_edits)

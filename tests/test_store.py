@@ -78,3 +78,27 @@ def test_reading_a_store_never_writes_to_it(tmp_path):
         store.conn.execute("DELETE FROM scores")
     store.close()
     assert (tmp_path / "results.sqlite").stat().st_mtime_ns == before
+
+
+def test_a_finished_cell_keeps_its_status_and_restart_drops_one_method(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _fill(store)
+        store.start_cell("r1", "ft-l", {}, "c2")
+        store.commit_checkpoint("r1", "ft-l", 2, [ScoreRow(0, "u0", "efficacy_acc", 1.0)], [PhaseTime("edit", 0, 1.0)],
+                                1, snapshot={"weights.safetensors": "ab" * 32})
+        store.finish_cell("r1", "ft-m", "done")
+        store.finish_cell("r1", "ft-m", "failed", error="a late error handler")  # must not overwrite 'done'
+        assert store.cell("r1", "ft-m").status == "done"
+        assert store.snapshot_checksums("r1", "ft-l", 2) == {"weights.safetensors": "ab" * 32}
+        store.drop_cell("r1", "ft-l")
+        assert store.cell("r1", "ft-l") is None and store.snapshot_checksums("r1", "ft-l", 2) == {}
+        assert set(store.scores()["method"]) == {"ft-m"} and set(store.timings()["method"]) == {"ft-m"}
+
+
+def test_a_store_without_snapshot_checksums_gains_the_table_when_a_writer_opens_it(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        _fill(store)
+        store.conn.execute("DROP TABLE snapshot_files")  # as an editbench before checksums wrote it
+    with ResultsStore(tmp_path) as store:
+        assert store.version == 2 and store.snapshot_checksums("r1", "ft-m", 4) == {}  # resumes unchecked
+        assert store.cell("r1", "ft-m").last_checkpoint == 4
