@@ -125,6 +125,38 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+class ModelLoadError(ValueError):
+    """``--model`` names nothing loadable; the message says what was tried and what would work."""
+
+
+def _first_line(exc: BaseException, limit: int = 240) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_source(source: str) -> None:
+    """Refuse, before transformers is asked, what cannot be a model: a missing path that is written
+    as one, or a folder that holds no saved model (whose first complaint would be the tokenizer's)."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        if source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
+            raise ModelLoadError(f"--model {source!r}: no such local folder")
+        return  # a hub name such as gpt2 or owner/name
+    if not path.is_dir():
+        raise ModelLoadError(f"--model {source!r} is a file; pass the folder that save_pretrained wrote")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"--model {source!r}: the folder holds no config.json, so it is not a saved Hugging "
+                             "Face model (write one with model.save_pretrained and tokenizer.save_pretrained)")
+
+
+def _load_error(source: str, what: str, exc: BaseException) -> ModelLoadError:
+    if Path(source).expanduser().exists():
+        return ModelLoadError(f"--model {source!r}: cannot load its {what} ({_first_line(exc)})")
+    return ModelLoadError(f"--model {source!r}: no such local folder (in {Path.cwd()}), and the Hugging Face hub "
+                          f"has no {what} under that name or cannot be reached ({_first_line(exc)}); pass an "
+                          "existing folder or a hub name such as gpt2")
+
+
 def load_model(
     name_or_path: str | Path,
     device: torch.device,
@@ -134,7 +166,7 @@ def load_model(
     """Load a Hugging Face causal LM and its tokenizer by hub name or local path.
 
     Weights load through safetensors where the checkpoint has them; remote code runs only when
-    the user asked for it.
+    the user asked for it. What cannot be loaded is a :class:`ModelLoadError` naming ``--model``.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -143,9 +175,12 @@ def load_model(
 
     source = str(name_or_path)
     tokenizer = load_tokenizer(source, trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, "model", exc) from exc
     model.to(device)
     model.eval()
     for param in model.parameters():
@@ -157,9 +192,11 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
     """The model's tokenizer, with a pad token (the EOS token where the model defines none)."""
     from transformers import AutoTokenizer
 
-    if not Path(source).exists() and source.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--model {source!r}: no such local path")
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    _check_source(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, "tokenizer", exc) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

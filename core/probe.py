@@ -109,6 +109,8 @@ class HFProbe:
         #: whether ``head_only_logits`` reproduces the model's own logits; checked on the first batch,
         #: so a model that changes its logits after the head in a way we do not know falls back
         self.head_only: bool | None = None
+        #: prompts already reported as longer than the model's positions
+        self.warned_long: set[str] = set()
         self._stop: StopRule | None = None  # what ends a generated answer, found on first use
 
     def sync(self, model: nn.Module, names: Sequence[str]) -> None:
@@ -133,10 +135,18 @@ class HFProbe:
         encoded = self.encoder.encode_many([(p.prompt, p.target) for p in pairs])
         config = getattr(self.model, "config", None)
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        too_long = next((i for i, e in enumerate(encoded) if limit and len(e.ids) > limit), None)
-        if too_long is not None and getattr(config, "model_type", "") in ABSOLUTE_POSITIONS:
-            raise ValueError(f"prompt {pairs[too_long].prompt!r} with its target is {len(encoded[too_long].ids)} tokens, "
-                             f"longer than the model's {limit} positions")
+        too_long = [i for i, e in enumerate(encoded) if limit and len(e.ids) > limit]
+        if too_long:
+            first = too_long[0]
+            what = (f"prompt {pairs[first].prompt!r} with its target is {len(encoded[first].ids)} tokens, longer than "
+                    f"the model's {limit} positions (max_position_embeddings)")
+            if getattr(config, "model_type", "") in ABSOLUTE_POSITIONS:
+                raise ValueError(what)
+            if pairs[first].prompt not in self.warned_long:  # once per prompt, not at every checkpoint
+                self.warned_long.add(pairs[first].prompt)
+                log.warning("%s%s; it is scored, but past the length it was trained on the model's scores mean "
+                            "little: shorten the prompt or use a model with more positions", what,
+                            f" (and {len(too_long) - 1} more pairs)" if len(too_long) > 1 else "")
         results: list[PairScore | None] = [None] * len(pairs)
         was_training = self.model.training
         self.model.eval()

@@ -3,11 +3,18 @@
 Importing this module must stay cheap: ``editbench --help`` loads click and the command modules,
 and those import torch, pandas and seaborn only inside the functions that need them
 (``tests/test_layers.py`` checks that ``--help`` loads no torch).
+
+A failure a user can act on (a bad option or file, a full or read-only disk, a busy or damaged
+results store, a model that cannot be loaded, too little memory) ends every command with one line
+that names the culprit and what would work (:func:`explain`); ``editbench --debug`` shows the
+traceback instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -23,15 +30,82 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _class(module: str, name: str) -> type | None:
+    """An exception class of a module that is already loaded (an error from it cannot come otherwise),
+    so explaining an error imports nothing heavy."""
+    return getattr(sys.modules.get(module), name, None)
+
+
+_OUT_OF_MEMORY = ("reduce --batch-size or --eval-sample, choose --dtype bfloat16 or a smaller model, "
+                  "or free memory; rerun the same command to resume")
+
+
+def _explain_os_error(exc: OSError) -> str:
+    where = exc.filename or "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return (f"no space left writing {where} ({exc.strerror}); free disk space (or choose another --out or "
+                "EDITBENCH_CACHE) and rerun the same command to resume")
+    if exc.errno == errno.EROFS:
+        return f"{where} is on a read-only file system; choose a writable --out (and EDITBENCH_CACHE)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied: {where}; choose a folder you can write (--out, EDITBENCH_CACHE)"
+    if exc.errno == errno.ENOTDIR:
+        return f"{where}: part of this path is a file, not a folder"
+    if exc.errno == errno.EISDIR:
+        return f"{where} is a folder, not a file"
+    if exc.filename is None:
+        return str(exc)
+    return f"{exc.strerror or exc}: {where}"
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for an error a user can fix, naming the file or setting and what would work; ``None``
+    for anything else (a bug, which keeps its traceback)."""
+    message: str | None = None
+    busy, store_error = _class("editbench.core.cache", "Busy"), _class("editbench.core.store", "StoreError")
+    snapshot_error = _class("editbench.core.snapshot", "SnapshotError")
+    torch_oom = _class("torch.cuda", "OutOfMemoryError")
+    if any(cls is not None and isinstance(exc, cls) for cls in (busy, store_error, snapshot_error)):
+        message = str(exc)
+    elif isinstance(exc, MemoryError) or (torch_oom is not None and isinstance(exc, torch_oom)) or (
+            isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))):
+        message = f"out of memory ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {_OUT_OF_MEMORY}"
+    elif isinstance(exc, KeyError):
+        message = str(exc).strip("'\"")
+    elif isinstance(exc, OSError) and (exc.filename is not None or not isinstance(exc, FileNotFoundError)):
+        message = _explain_os_error(exc)  # our own FileNotFoundErrors carry a whole sentence and no filename
+    elif isinstance(exc, (ValueError, FileNotFoundError)):
+        message = str(exc)
+    elif isinstance(exc, sqlite3.Error):
+        message = f"the results store under --out: {exc}"
+    return " ".join(message.split()) if message is not None else None
+
+
+class EditbenchGroup(click.Group):
+    """Runs a command and turns what :func:`explain` recognises into a one-line error."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            message = None if ctx.params.get("debug") else explain(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=EditbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option("--debug", is_flag=True, help="Log debug messages and show the full traceback of any error.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's own choice). Set it when runs share a machine: "
                    "oversubscribed threads make each run many times slower.")
 @click.version_option(package_name="editbench")
-def main(verbose: bool, threads: int | None) -> None:
+def main(verbose: bool, debug: bool, threads: int | None) -> None:
     """editbench: benchmark lifelong knowledge editing of language models."""
-    _setup_logging(verbose)
+    _setup_logging(verbose or debug)
     if threads is not None:
         import torch
 
@@ -123,32 +197,39 @@ def task_and_data(task: str | None, data: str | None) -> tuple[str | None, str |
               help="Run the (method, seed) cells here one by one, or as Ray tasks (pip install 'editbench[ray]').")
 @click.option("--ray-address", default=None, help="Ray cluster to join (default: start a local one).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own Python code from the hub to run.")
+@click.option("--restart", default=None, metavar="A,B",
+              help="Drop these methods' stored results and snapshots in --out (this run's settings) and run them "
+                   "again, e.g. after a damaged snapshot.")
 def run(**options) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
-    from ..core.store import ResultsStore
+    from ..core.store import load_results
     from .executors import run_local, run_ray
     from .runner import RunSpec
 
     executor, address, seeds = options.pop("executor"), options.pop("ray_address"), options.pop("seeds")
     task, data = task_and_data(options.pop("task"), options.pop("data"))
+    spec = RunSpec(
+        methods=split_list(options.pop("methods")),
+        capability=split_list(options.pop("capability")),
+        restart=split_list(options.pop("restart")),
+        params=parse_overrides(options.pop("params")),
+        editors=_parse_editors(options.pop("editors")),
+        task=task, data=data, seed=seeds[0],
+        **options,
+    )
+    results = run_ray(spec, seeds, address) if executor == "ray" else run_local(spec, seeds)
+    store = load_results(spec.out)
     try:
-        spec = RunSpec(
-            methods=split_list(options.pop("methods")),
-            capability=split_list(options.pop("capability")),
-            params=parse_overrides(options.pop("params")),
-            editors=_parse_editors(options.pop("editors")),
-            task=task, data=data, seed=seeds[0],
-            **options,
-        )
-        results = run_ray(spec, seeds, address) if executor == "ray" else run_local(spec, seeds)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
-    with ResultsStore(spec.out) as store:
         for runner, outcome in results:
             _print_run(store, runner, outcome)
-    failed = [(label, status) for _, o in results for label, status in o.statuses.items() if status != "done"]
-    for label, status in failed:
-        click.echo(f"{label}: {status}", err=True)
+        errors = store.cells().set_index(["run_id", "method"])["error"]
+    finally:
+        store.close()
+    for _, outcome in results:
+        for label, status in outcome.statuses.items():
+            if status != "done":
+                error = errors.get((outcome.run_id, label))
+                click.echo(f"{label}: {status}{f': {error}' if isinstance(error, str) and error else ''}", err=True)
     click.echo(f"results: {results[0][1].store_path}")
     sys.exit(0 if all(o.ok for _, o in results) else 1)
 

@@ -82,12 +82,10 @@ def train(method: str, task: str | None, data: str | None, split: str, model: st
     from .cli import task_and_data
 
     task, data = task_and_data(task, data)
-    try:
-        folder = train_editor(method, out, task=task, data=data, split=split, model=model,
-                              params=parse_overrides(params), seed=seed, device=device, dtype=dtype,
-                              trust_remote_code=trust_remote_code)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc).strip("'\"")) from None
+    # a bad option, file or model ends in one line: the command group's error handling (cli.explain)
+    folder = train_editor(method, out, task=task, data=data, split=split, model=model,
+                          params=parse_overrides(params), seed=seed, device=device, dtype=dtype,
+                          trust_remote_code=trust_remote_code)
     summary = json.loads((folder / "history.json").read_text())
     click.echo(f"trained {method}: kept the network of step {summary['kept_step']} of {summary['steps']} "
                f"(validation loss {summary['kept_val_loss']:.4f})")

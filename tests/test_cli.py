@@ -16,8 +16,9 @@ def test_run_help_documents_every_option():
     result = CliRunner().invoke(main, ["run", "--help"])
     assert result.exit_code == 0
     for option in ("--methods", "--task", "--data", "--edits", "--batch-size", "--checkpoints", "--eval-sample",
-                   "--model", "--dtype", "--device", "--seed", "--out", "--param", "--trust-remote-code"):
+                   "--model", "--dtype", "--device", "--seed", "--out", "--param", "--trust-remote-code", "--restart"):
         assert option in result.output
+    assert "--debug" in CliRunner().invoke(main, ["--help"]).output
 
 
 def test_run_on_a_user_jsonl_task_prints_the_summary(tmp_path, micro_gpt2):
