@@ -2,7 +2,8 @@
 
 A byte-level BPE tokenizer is trained on the world's sentences and a Llama-architecture model
 built from a config learns them with AdamW and a one-cycle schedule. Nothing is downloaded. The
-result is cached by a hash of the world and training settings, so later runs load it.
+result is cached by a hash of the world and training settings, so later runs load it. Training
+holds the cache entry's lock: a second process waits for the first and loads its model.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..core.cache import cache_root, publish_dir, staging_dir
+from ..core.cache import building, cache_root, publish_dir, staging_dir
 from ..core.configs import config_hash
+from ..core.faults import fault_point
 from ..core.micro import train_tokenizer
 from ..core.progress import progress
 from ..core.tokenize import pad
@@ -82,6 +84,7 @@ def train_pocket_model(sentences: list[str], config: PocketModelConfig, out_dir:
         if not math.isfinite(loss.item()):
             raise RuntimeError("pocket model training diverged (non-finite loss)")
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        fault_point("pocket-training")
     model.eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -92,10 +95,12 @@ def ensure_pocket_model(world, cache_dir: Path | None = None, config: PocketMode
     config = config or PocketModelConfig()
     digest = config_hash(FORMAT_VERSION, asdict(world.config), asdict(config))
     final = (cache_dir or cache_root()) / "models" / f"pocket-{digest}"
-    if (final / "config.json").exists():
-        log.info("loaded the cached pocket model from %s", final)
-        return final
-    log.info("training the pocket model (once; cached in %s)", final)
-    tmp = staging_dir(final)
-    train_pocket_model(world.training_sentences(), config, tmp)
-    return publish_dir(tmp, final)
+    if not (final / "config.json").exists():
+        with building(final, f"the pocket model {final}"):
+            if not (final / "config.json").exists():  # another process may have built it while we waited
+                log.info("training the pocket model (once; cached in %s)", final)
+                tmp = staging_dir(final)
+                train_pocket_model(world.training_sentences(), config, tmp)
+                return publish_dir(tmp, final)
+    log.info("loaded the cached pocket model from %s", final)
+    return final

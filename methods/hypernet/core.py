@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...core.cache import building
 from ...core.method import EditContext, EditMethod
 from ...core.models import model_fingerprint
 from ...core.records import EditRecord, dataset_hash
@@ -131,8 +132,10 @@ class HypernetMethod(EditMethod):
             return
         folder = self.cache_folder()
         if not is_complete(folder):
-            log.info("%s: no trained network in the cache; training one in %s", self.name, folder)
-            self.fit(folder, self.ctx.train_records())
+            with building(folder, f"the trained {self.name} editor {folder}"):  # one process trains, others wait
+                if not is_complete(folder):
+                    log.info("%s: no trained network in the cache; training one in %s", self.name, folder)
+                    self.fit(folder, self.ctx.train_records())
         load_editor(self, folder)
 
     def fit(self, folder: Path, records: Sequence[EditRecord]) -> None:

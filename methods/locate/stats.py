@@ -4,7 +4,8 @@ MEMIT protects what a layer already stores through ``C0 = lambda * E[k k^T]`` ov
 text; AlphaEdit projects updates onto the null space of the same matrix. Both need it per edited
 layer, and it is costly on a real model (the published runs read 100,000 Wikipedia samples), so it
 is computed once per (model, layer, corpus, sample count) and kept under the editbench cache as
-safetensors, with the corpus, the sample count and the token count in the file's metadata.
+safetensors, with the corpus, the sample count and the token count in the file's metadata. They are
+computed under the cache entry's lock, so two runs never compute the same statistics at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
 
-from ...core.cache import atomic_write_bytes
+from ...core.cache import atomic_write_bytes, building, safe_name
 from ...core.models import model_fingerprint
 from ...core.progress import progress
 from ...core.sources import read_records
@@ -122,8 +123,14 @@ class KeyStats:
     n_tokens: int
 
 
+def _stats_folder(root: Path, model_id: str, corpus: str, n: int) -> Path:
+    """Built from names a user may write (``stats_hub``, a file's stem): each part is made a harmless
+    path component, so the statistics stay inside the cache folder."""
+    return root / "key-stats" / safe_name(model_id) / safe_name(f"{corpus}-n{n}")
+
+
 def _stats_path(root: Path, model_id: str, corpus: str, n: int, module: str) -> Path:
-    return root / "key-stats" / model_id / f"{corpus}-n{n}" / f"{module}.safetensors"
+    return _stats_folder(root, model_id, corpus, n) / f"{safe_name(module)}.safetensors"
 
 
 def _load(path: Path) -> KeyStats:
@@ -146,6 +153,18 @@ def key_second_moments(model: nn.Module, encoder: PairEncoder, modules: Sequence
                  stats.corpus, stats.n_samples, stats.n_tokens)
     missing = [m for m in modules if m not in found]
     if missing:
+        with building(_stats_folder(cache_dir, model_id, corpus.name, n), f"key statistics of {corpus.name}"):
+            # another process may have computed them while this one waited
+            found.update({m: _load(paths[m]) for m in missing if paths[m].is_file()})
+            _compute_missing(model, encoder, [m for m in modules if m not in found], corpus, n, paths, found,
+                             model_id, device, batch_tokens)
+    return {m: found[m] for m in modules}
+
+
+def _compute_missing(model: nn.Module, encoder: PairEncoder, missing: list[str], corpus: Corpus, n: int,
+                     paths: dict[str, Path], found: dict[str, KeyStats], model_id: str, device: torch.device,
+                     batch_tokens: int) -> None:
+    if missing:
         texts = corpus.take(n)
         computed = _accumulate(model, encoder, missing, texts, device, batch_tokens)
         for module, (mom2, tokens) in computed.items():
@@ -156,7 +175,6 @@ def key_second_moments(model: nn.Module, encoder: PairEncoder, modules: Sequence
             log.info("computed key statistics of %s over %d samples (%d tokens) of %s; cached at %s",
                      module, len(texts), tokens, corpus.name, paths[module])
             found[module] = stats
-    return {m: found[m] for m in modules}
 
 
 @torch.no_grad()
