@@ -1,20 +1,22 @@
 """Many result stores read as one: the frames of every store, concatenated.
 
-Reports only read stores (through ``load_results``); nothing here writes. A run found in two
-folders (a copied store) is kept once, from the first folder named, so its edits are not counted
-twice in an interval.
+Reports only read stores (through ``load_results``, read-only, so a store in a read-only folder
+can be reported); nothing here writes. A run found in two folders (a copied store) is kept once,
+from the first folder named, so its edits are not counted twice in an interval. A store that is
+damaged or not a store at all is a :class:`~editbench.core.store.StoreError` naming its file.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from ..core.store import load_results
+from ..core.store import StoreError, describe_sqlite_error, load_results
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ def collect(folders: Sequence[Path | str]) -> Results:
         store = load_results(folder)
         try:
             frames = {name: getattr(store, name)() for name in FRAMES}
+        except sqlite3.DatabaseError as exc:  # a truncated store opens, then fails on the pages it lacks
+            raise StoreError(describe_sqlite_error(store.path, exc, reading=True)) from None
         finally:
             store.close()
         dupes = set(frames["runs"]["run_id"]) & set(seen)

@@ -3,7 +3,8 @@
 Markdown and LaTeX come from Jinja2 templates (``templates/leaderboard.md``, ``.tex``) with
 autoescaping off, since neither is HTML: every string from the data passes through the
 format's own escape filter instead (``md``, ``tex``), so a label cannot break a table or inject
-a LaTeX command.
+a LaTeX command. In CSV, a text cell that a spreadsheet would run as a formula (one starting with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is prefixed with ``'`` (OWASP's advice).
 """
 
 from __future__ import annotations
@@ -71,5 +72,18 @@ def latex(boards: list[Board]) -> str:
     return text_environment().get_template("leaderboard.tex").render(boards=boards)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_escape(value: object) -> object:
+    """A text cell that cannot start a spreadsheet formula; numbers and other values unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
 def write_csv(boards: list[Board], path: Path | str) -> None:
-    boards_frame(boards).to_csv(path, index=False)
+    frame = boards_frame(boards)
+    text_columns = frame.select_dtypes(include=["object", "string"]).columns
+    frame[text_columns] = frame[text_columns].apply(lambda column: column.map(csv_escape))
+    frame.to_csv(path, index=False)
