@@ -281,3 +281,24 @@ def test_release_sub_batches_are_length_sorted_with_one_token_mean_loss_each(mic
     release.update_normalisers(observed)
     net = release.nets[next(iter(release.nets))]
     assert net.normaliser.count.item() == sum(observed.groups) * len(method.modules) and before == 0
+
+
+def test_the_run_seed_seeds_the_network_its_data_order_and_its_cached_editor(micro_llama, tmp_path):
+    """A seed sweep must sample training variance: another seed draws other block weights, another
+    train/validation split and another cache folder (one trained editor per seed)."""
+    from editbench.methods.hypernet.training import Trainer
+
+    methods = []
+    for seed in (0, 1):
+        ctx = make_context(micro_llama, tmp_path)
+        ctx.seed = seed
+        methods.append(MALMEN(MALMENConfig(), ctx))
+    first, second = methods
+    key = next(iter(first.nets))
+    assert not torch.equal(first.nets[key].blocks[0].A, second.nets[key].blocks[0].A)
+    assert first.cache_folder() != second.cache_folder()
+    records = first.ctx.train_records()
+    split = [[r.uid for r in Trainer(m, records, tmp_path / str(m.ctx.seed)).val] for m in methods]
+    assert split[0] != split[1]
+    again = MALMEN(MALMENConfig(), make_context(micro_llama, tmp_path))
+    assert torch.equal(again.nets[key].blocks[0].A, first.nets[key].blocks[0].A)
