@@ -47,3 +47,15 @@ def recognise(config) -> str | None:
                 arch.intermediate_size in (None, inner):
             return arch.name
     return None
+
+
+def architecture_of(source: str, trust_remote_code: bool = False) -> str | None:
+    """The published architecture of the model at ``source`` (a path or hub name), read from its
+    config alone (no weights), or None when it is none of them or its config cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):  # the model itself is checked, with a clear message, when it loads
+        return None
+    return recognise(config)

@@ -74,6 +74,9 @@ CREATE TABLE IF NOT EXISTS base_predictions (
     run_id TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, predictions TEXT NOT NULL,
     token_accuracy REAL NOT NULL, PRIMARY KEY (run_id, prompt, target)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS base_generations (
+    run_id TEXT NOT NULL, prompt TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (run_id, prompt)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshot_files (
     run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL, file TEXT NOT NULL,
     sha256 TEXT NOT NULL, PRIMARY KEY (run_id, method, n_edits, file)
@@ -377,6 +380,18 @@ class ResultsStore:
                                  "WHERE run_id=?", (run_id,))
         return {(p, t): (tuple(json.loads(ids)), acc) for p, t, ids, acc in rows}
 
+    def save_base_generations(self, run_id: str, generations: dict[str, str]) -> None:
+        """The unedited model's greedy answers at neighbourhood prompts (the generated metrics' reference)."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO base_generations VALUES (?, ?, ?)",
+                             [(run_id, prompt, text) for prompt, text in generations.items()])
+
+    def load_base_generations(self, run_id: str) -> dict[str, str]:
+        if not self._has_table("base_generations"):
+            return {}
+        rows = self.conn.execute("SELECT prompt, text FROM base_generations WHERE run_id=?", (run_id,))
+        return dict(rows.fetchall())
+
     def set_baseline(self, run_id: str, baseline: dict[str, float]) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE runs SET baseline=? WHERE run_id=?", (json.dumps(baseline), run_id))
@@ -391,7 +406,7 @@ class ResultsStore:
         try:
             with self.transaction() as conn:
                 for table in ("runs", "checkpoints", "scores", "timings", "capability", "base_predictions",
-                              "metrics", "edit_batches"):
+                              "base_generations", "metrics", "edit_batches"):
                     conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM worker.{table}")
                 conn.execute("INSERT OR REPLACE INTO cells SELECT * FROM worker.cells")
         finally:

@@ -200,6 +200,11 @@ def task_and_data(task: str | None, data: str | None) -> tuple[str | None, str |
 @click.option("--restart", default=None, metavar="A,B",
               help="Drop these methods' stored results and snapshots in --out (this run's settings) and run them "
                    "again, e.g. after a damaged snapshot.")
+@click.option("--gen-eval", default="on", show_default=True, type=click.Choice(["on", "off"]),
+              help="Also score greedily generated answers (exact match, prefix, agreement with the unedited model) "
+                   "beside the teacher-forced scores.")
+@click.option("--gen-max-tokens", type=int, default=16, show_default=True,
+              help="At most this many new tokens per generated answer (the target's length plus three otherwise).")
 def run(**options) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
     from ..core.store import load_results
@@ -214,7 +219,7 @@ def run(**options) -> None:
         restart=split_list(options.pop("restart")),
         params=parse_overrides(options.pop("params")),
         editors=_parse_editors(options.pop("editors")),
-        task=task, data=data, seed=seeds[0],
+        task=task, data=data, seed=seeds[0], gen_eval=options.pop("gen_eval") == "on",
         **options,
     )
     results = run_ray(spec, seeds, address) if executor == "ray" else run_local(spec, seeds)
@@ -234,6 +239,19 @@ def run(**options) -> None:
     sys.exit(0 if all(o.ok for _, o in results) else 1)
 
 
+def _unedited_line(baseline: dict, scored: int) -> str:
+    """What the unedited model knows of the edits that are scored, saying which answer each figure is on."""
+    parts = []
+    if "pre_edit_accuracy" in baseline:
+        generated = f", generated {baseline['pre_edit_gen_em']:.3f}" if "pre_edit_gen_em" in baseline else ""
+        parts.append(f"true answers: teacher-forced {baseline['pre_edit_accuracy']:.3f}{generated}")
+    if "pre_edit_efficacy_acc" in baseline:
+        generated = f", generated {baseline['pre_edit_efficacy_gen_em']:.3f}" \
+            if "pre_edit_efficacy_gen_em" in baseline else ""
+        parts.append(f"new targets (before editing): teacher-forced {baseline['pre_edit_efficacy_acc']:.3f}{generated}")
+    return f"unedited model on the {scored} scored edits: " + "; ".join(parts) if parts else ""
+
+
 def _print_run(store, runner, outcome) -> None:
     from ..reports.summary import (
         capability_frame,
@@ -248,11 +266,10 @@ def _print_run(store, runner, outcome) -> None:
     click.echo("")
     click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  edits={runner.edits}  "
                f"seed={runner.spec.seed}  device={runs.loc[outcome.run_id, 'device']}")
-    if "pre_edit_accuracy" in baseline:
-        click.echo(f"unedited model accuracy on the edited facts: {baseline['pre_edit_accuracy']:.3f}")
+    click.echo(_unedited_line(baseline, len({p for scored in runner.positions.values() for p in scored})))
     summary = run_summary(store, outcome.run_id)
     click.echo(format_table(summary_frame(summary)))
-    extra = task_metrics_frame(summary)
+    extra = task_metrics_frame(summary, [m.name for m in runner.task.metrics])
     if not extra.empty:
         click.echo(f"\n{runner.task.name} metrics:")
         click.echo(format_table(extra))
@@ -270,6 +287,7 @@ def list_(only_methods: bool, only_tasks: bool) -> None:
     from ..methods import METHODS
     from ..tasks import TASKS
     from .evaluate import CORE_METRICS
+    from .generated import GENERATED_METRICS
 
     both = not (only_methods or only_tasks)
     if only_methods or both:
@@ -281,7 +299,7 @@ def list_(only_methods: bool, only_tasks: bool) -> None:
         default = TASKS.default()
         for name, cls in TASKS.items():
             click.echo(f"  {name:<12} {cls.description}{' (default)' if name == default else ''}")
-            click.echo(f"  {'':<12} metrics: {', '.join(m.name for m in (*CORE_METRICS, *cls.metrics))}")
+            click.echo(f"  {'':<12} metrics: {', '.join(m.name for m in (*CORE_METRICS, *GENERATED_METRICS, *cls.metrics))}")
 
 
 def _add_subcommands() -> None:

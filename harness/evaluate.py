@@ -8,7 +8,7 @@ core metrics hold for every task; a task may add its own (CounterFact's fluency,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core.probe import ProbeBackend
 from ..core.records import EditRecord, Metric, PairScore, ScoreRow, ScoringPair
@@ -28,9 +28,11 @@ def neighbour_pairs(records: Sequence[EditRecord]) -> list[ScoringPair]:
 
 @dataclass
 class Baseline:
-    """The unedited model's predictions on neighbourhood pairs, computed once per run."""
+    """The unedited model's predictions on neighbourhood pairs, computed once per run, and its greedy
+    answers at neighbourhood prompts (for the generated metrics; empty when they are off)."""
 
     predictions: dict[tuple[str, str], PairScore]
+    generations: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def compute(cls, probe: ProbeBackend, records: Sequence[EditRecord]) -> Baseline:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..core.architectures import architecture_of
 from ..core.cache import cache_root
 from ..core.configs import DTYPE_CHOICES, PROBE_BACKENDS, build_config, config_dict, config_hash
 from ..core.faults import fault_point
@@ -44,6 +45,7 @@ from .capability import (
     load_capability_sets,
 )
 from .evaluate import CORE_METRICS, Baseline, neighbour_pairs, pre_edit_summary, score_edits
+from .generated import GENERATED_METRICS, pre_edit_generated, score_generated, unedited_generations
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class RunSpec:
     probe_backend: str = "auto"  # who scores prompts: auto | hf | vllm
     vllm_memory: float = 0.4  # share of GPU memory the vLLM engine takes
     restart: tuple[str, ...] = ()  # methods whose stored results (and snapshots) are dropped first
+    gen_eval: bool = True  # score generated answers beside teacher-forced ones (harness/generated.py)
+    gen_max_tokens: int = 16  # at most this many new tokens per generated answer
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the types a Python caller may pass loosely
@@ -100,7 +104,8 @@ class RunSpec:
             raise ValueError(f"--seed must be an integer, got {self.seed!r}")
         for option, value, least in (("--limit", self.limit, 1), ("--edits", self.edits, 1),
                                      ("--batch-size", self.batch_size, 1), ("--eval-sample", self.eval_sample, 2),
-                                     ("--capability-limit", self.capability_limit, 1)):
+                                     ("--capability-limit", self.capability_limit, 1),
+                                     ("--gen-max-tokens", self.gen_max_tokens, 1)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ValueError(f"{option} must be an integer of at least {least}, got {value!r}")
         if self.dtype not in DTYPE_CHOICES:
@@ -156,11 +161,16 @@ def default_methods() -> tuple[str, ...]:
     return tuple(name for name, cls in METHODS.items() if not cls.needs_download)
 
 
-def resolve_methods(spec: RunSpec) -> list[MethodPlan]:
+def resolve_methods(spec: RunSpec, architecture: str | None = None) -> list[MethodPlan]:
+    """Each method's plan; on a published model (``architecture``) its release's settings for it come
+    first (``MethodRef.config``), which is logged."""
     plans = []
     for label in spec.methods or default_methods():
         ref = MethodRef.parse(label)
-        config = ref.config(spec.params)
+        config = ref.config(spec.params, architecture)
+        if architecture in ref.cls.presets:
+            log.info("%s: taking the settings published for %s (preset %s@%s), under anything set by hand",
+                     ref.label, architecture, ref.name, architecture)
         editor = spec.editors.get(ref.label) or spec.editors.get(ref.name)
         if editor is not None and not editor.exists():
             raise FileNotFoundError(f"--editor {ref.label}={editor}: no such folder")
@@ -239,7 +249,7 @@ class Runner:
         self.device = resolve_device(spec.device)
         self.dtype = resolve_dtype(spec.dtype, self.device)
         self.task = resolve_task(spec)
-        self.methods = resolve_methods(spec)
+        self.methods = resolve_methods(spec)  # checked before the model is made or read
         check_param_owners(spec, self.task, self.methods)
         check_restart(spec, self.methods)
         records = self.task.records()
@@ -258,6 +268,9 @@ class Runner:
         if self.model_source is None:
             raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
         load_tokenizer(str(self.model_source), spec.trust_remote_code)  # a model that cannot be found stops us here
+        self.architecture = architecture_of(str(self.model_source), spec.trust_remote_code)
+        if self.architecture is not None:  # its releases' settings for a published model come first
+            self.methods = resolve_methods(spec, self.architecture)
         self.backend = self._resolve_backend(spec.probe_backend)
         self._engine: ProbeBackend | None = None
         self.capability = self._capability_plan(spec)
@@ -273,6 +286,9 @@ class Runner:
         if self.capability is not None:
             settings, at = self.capability
             self.run_config["capability"] = {**config_dict(settings), "at": sorted(at)}
+        if spec.gen_eval:
+            self.run_config["generated"] = {"max_new_tokens": spec.gen_max_tokens,
+                                            "prompt_format": self.task.generation_prompt("{prompt}")}
         self.run_id = config_hash(self.run_config)
 
     # -- the run ---------------------------------------------------------------------------------
@@ -286,7 +302,8 @@ class Runner:
                 versions=_versions(self.device), device=device_name(self.device), seed=spec.seed,
                 git_sha=_git_sha(), dataset_hash=self.dataset_hash, n_edits=self.edits,
             )
-            store.save_run_plan(self.run_id, (*CORE_METRICS, *self.task.metrics), self.batches)
+            generated = GENERATED_METRICS if spec.gen_eval else ()
+            store.save_run_plan(self.run_id, (*CORE_METRICS, *generated, *self.task.metrics), self.batches)
             log.info("%s run %s in %s", "starting" if fresh else "resuming", self.run_id, store.path)
             for plan in self.methods:
                 if restarts(spec, plan):
@@ -354,9 +371,12 @@ class Runner:
         needed = sorted({p for positions in self.positions.values() for p in positions})
         records = [self.records[p] for p in needed]
         stored = store.load_base_predictions(self.run_id)
+        generations = store.load_base_generations(self.run_id)
         wanted = {(p.prompt, p.target) for p in neighbour_pairs(records)}
-        if wanted <= stored.keys() and store.runs().set_index("run_id").loc[self.run_id, "baseline"]:
-            return Baseline({k: PairScore(v[1], 0.0, len(v[0]), v[0]) for k, v in stored.items()})
+        answers = {self.task.generation_prompt(p.prompt) for p in neighbour_pairs(records)} if self.spec.gen_eval else set()
+        if wanted <= stored.keys() and answers <= generations.keys() and \
+                store.runs().set_index("run_id").loc[self.run_id, "baseline"]:
+            return Baseline({k: PairScore(v[1], 0.0, len(v[0]), v[0]) for k, v in stored.items()}, generations)
         timer = PhaseTimer(self.device)
         with timer.phase("baseline"):
             model, tokenizer = self._load()
@@ -364,6 +384,9 @@ class Runner:
             forward_before = probe.forward_seconds
             baseline = Baseline.compute(probe, records)
             summary = pre_edit_summary(probe, records)  # over the edits that are scored, as the metrics are
+            if self.spec.gen_eval:
+                baseline.generations = unedited_generations(probe, self.task, records, self.spec.gen_max_tokens)
+                summary.update(pre_edit_generated(probe, self.task, records, self.spec.gen_max_tokens))
             unedited = capability_accuracy(probe, self.capability_sets) if self.capability_sets else None
         timer.record("baseline_forward", 0, probe.forward_seconds - forward_before)
         del model
@@ -371,6 +394,7 @@ class Runner:
             store.save_unedited_capability(self.run_id, unedited)
         store.save_base_predictions(self.run_id, [(p, t, s.predictions, s.token_accuracy)
                                                   for (p, t), s in baseline.predictions.items()])
+        store.save_base_generations(self.run_id, baseline.generations)
         store.set_baseline(self.run_id, summary)
         store.record_timings(self.run_id, "", timer.drain())
         log.info("unedited model: %s", ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
@@ -458,6 +482,9 @@ class Runner:
         with timer.phase("eval", n_edits):
             probe.sync(method.ctx.model, method.edited_parameters())  # a vLLM engine receives the edited tensors
             rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
+            if self.spec.gen_eval:
+                rows += score_generated(probe, self.task, baseline.generations, self.records,
+                                        self.positions[n_edits], self.spec.gen_max_tokens)
             rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
             if self.capability_sets and n_edits in self.capability[1]:
                 capability = capability_accuracy(probe, self.capability_sets)

@@ -11,6 +11,9 @@ COLUMNS = {
     "generalization_acc": "general.",
     "specificity_agree": "specif.",
     "specificity_acc": "specif.(ans)",
+    "efficacy_gen_em": "eff.(gen)",
+    "generalization_gen_em": "gen.(gen)",
+    "specificity_gen_agree": "spec.(gen)",
     "seconds_per_edit": "s/edit",
     "peak_memory_bytes": "peak MiB",
 }
@@ -40,9 +43,11 @@ def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns={"n_edits": "edits", **COLUMNS})
 
 
-def task_metrics_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """The task's own metric variants (CounterFact success/magnitude, fluency...), if it has any."""
-    extra = [c for c in summary.columns if c not in COLUMNS and c not in CHECKPOINT_FIELDS]
+def task_metrics_frame(summary: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+    """The task's own metric variants (CounterFact success/magnitude, fluency...), if it has any:
+    ``names``, or every metric the main table does not show."""
+    extra = [c for c in summary.columns if c not in COLUMNS and c not in CHECKPOINT_FIELDS
+             and (names is None or c in names)]
     if not extra:
         return summary.iloc[0:0]
     return summary[["method", "n_edits", *extra]].rename(columns={"n_edits": "edits"})
