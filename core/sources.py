@@ -159,6 +159,11 @@ def _decode(data: bytes, source: str) -> str:
                           "save the file as UTF-8") from None
 
 
+def read_text(path: Path) -> str:
+    """A local text file as UTF-8, with an error naming the file, line and byte where it is not."""
+    return _decode(path.read_bytes(), str(path))
+
+
 @dataclass(frozen=True)
 class RawRecords:
     """The records of one source, before parsing, and where each came from."""

@@ -27,7 +27,7 @@ def train_editor(method: str, out: Path, task: str | None = None, data: str | No
     """Train ``method`` (``NAME`` or ``NAME@PRESET``) on the task's train split into ``out``."""
     import torch
 
-    from ..core.cache import cache_root
+    from ..core.cache import cache_root, exclusive_lock
     from ..core.method import EditContext, is_trainable
     from ..core.models import ModelLayout, load_model, resolve_device, resolve_dtype
     from ..core.records import check_disjoint
@@ -56,7 +56,8 @@ def train_editor(method: str, out: Path, task: str | None = None, data: str | No
                       generator=torch.Generator().manual_seed(seed), train_records=lambda: train_records)
     editor = plan.cls(plan.config, ctx)
     log.info("training %s on %d %s train records with %s", plan.label, len(train_records), task_obj.name, source)
-    editor.fit(Path(out), train_records)
+    with exclusive_lock(Path(out) / ".lock", f"training into {out}", wait=False):  # one trainer per folder
+        editor.fit(Path(out), train_records)
     return Path(out)
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from ..core.metrics import TfIdf, ngram_entropy, prefers
 from ..core.probe import GenerationSettings
 from ..core.records import EditRecord, Metric, Neighbour, ScoreRow, ScoringPair
-from ..core.sources import Fields, Where, download, is_url
+from ..core.sources import Fields, Where, download, is_url, read_text
 from ..core.task import TASKS
 from .filetask import FileTask, FileTaskConfig
 
@@ -197,7 +197,7 @@ class CounterFactTask(FileTask):
             return None
         if "snippets" not in self._loaded:
             path = self._local(config.snippets)
-            self._loaded["snippets"] = json.loads(path.read_text(encoding="utf-8"))
+            self._loaded["snippets"] = json.loads(read_text(path))
         return self._loaded["snippets"]
 
     def _tfidf_space(self) -> TfIdf:
@@ -216,7 +216,7 @@ class CounterFactTask(FileTask):
         import numpy as np
 
         base = source.rstrip("/")
-        vocab = json.loads(self._local(f"{base}/tfidf_vocab.json").read_text(encoding="utf-8"))
+        vocab = json.loads(read_text(self._local(f"{base}/tfidf_vocab.json")))
         idf = np.load(self._local(f"{base}/idf.npy"), allow_pickle=False)
         if not isinstance(vocab, dict) or len(vocab) != len(idf):
             raise ValueError(f"{source}: tfidf_vocab.json and idf.npy do not match ({len(vocab)} words, "

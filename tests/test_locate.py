@@ -131,6 +131,10 @@ def test_corpus_choices(tmp_path):
     assert resolve_corpus(str(lines), "x", None).take(10) == ["one line", "another line"]
     with pytest.raises(ValueError, match="neither auto"):
         resolve_corpus(str(tmp_path / "missing.txt"), "x", None)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.txt:1: not UTF-8 text"):
+        resolve_corpus(str(latin), "x", None)
 
 
 def test_values_optimised_together_equal_values_optimised_one_by_one(micro_llama, tmp_path):

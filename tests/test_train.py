@@ -144,3 +144,13 @@ def test_run_trains_once_then_loads_from_the_cache(micro_llama, tmp_path, monkey
 
     monkeypatch.setattr(HypernetMethod, "fit", no_training)
     assert Runner(spec("second")).run().ok
+
+
+def test_two_trainings_into_one_folder_do_not_interleave(micro_llama, tmp_path):
+    from editbench.core.cache import Busy, exclusive_lock
+    from editbench.harness.train import train_editor
+
+    out = tmp_path / "editor"
+    with exclusive_lock(out / ".lock", "another training", wait=False), pytest.raises(Busy, match="training into"):
+        train_editor("malmen", out, model=str(micro_llama), params={"pocket": {"n_entities": "20"}}, device="cpu",
+                     cache_dir=tmp_path / "cache")

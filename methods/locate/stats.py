@@ -24,7 +24,7 @@ from torch import nn
 from ...core.cache import atomic_write_bytes, building, safe_name
 from ...core.models import model_fingerprint
 from ...core.progress import progress
-from ...core.sources import read_records
+from ...core.sources import read_records, read_text
 from ...core.tokenize import PairEncoder, pad, token_budget_batches
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _read_file(path: Path) -> list[str]:
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise ValueError(f"{raw.where(index)}: a key-statistics corpus record needs a string field 'text'")
         return [record["text"] for record in raw.items]
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line for line in read_text(path).splitlines() if line.strip()]
 
 
 def _stream_hub(dataset: str, config: str | None, n: int) -> list[str]:
