@@ -60,6 +60,16 @@ def _cache_argument(model: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def _last_logits_only(model: nn.Module) -> dict[str, int]:
+    """Ask for the last position's logits alone where the model can (a vocabulary of 128k makes full
+    logits of a prompt batch gigabytes); transformers renamed the argument once."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in parameters:
+            return {name: 1}
+    return {}
+
+
 def _cache_of(result):
     found = getattr(result, "cache", None)
     return found if found is not None else result.past_key_values
@@ -103,7 +113,8 @@ def _decode_batch(model: nn.Module, prompts: list[list[int]], budgets: list[int]
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(1) - 1).clamp_min(0)
     cache_argument = _cache_argument(model)
-    result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                   **_last_logits_only(model))
     cache, logits = _cache_of(result), result.logits[:, -1]
     stop_mask = stop.mask(logits.shape[-1], device)
     active = torch.arange(len(prompts), device=device)  # batch row -> index into answers
