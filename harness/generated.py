@@ -29,13 +29,19 @@ from ..core.probe import ProbeBackend
 from ..core.records import EditRecord, Metric, ScoreRow, ScoringPair
 from ..core.task import Task
 
+_DECODING = ("greedy decoding from the prompt until an end-of-sequence token, a newline or the target's "
+             "length plus three tokens")
+_NORMALISED = "after normalisation (lower case, articles removed, spaces collapsed, outer punctuation stripped)"
+
 GENERATED_METRICS: tuple[Metric, ...] = (
-    Metric("efficacy_gen_em", "greedy generation from the edit prompt equals target_new (normalised exact match)"),
-    Metric("generalization_gen_em", "greedy generation equals target_new, mean over paraphrases (exact match)"),
-    Metric("efficacy_gen_prefix", "greedy generation from the edit prompt starts with target_new (normalised)"),
-    Metric("generalization_gen_prefix", "greedy generation starts with target_new, mean over paraphrases"),
-    Metric("specificity_gen_agree",
-           "greedy generation at neighbourhood prompts equals the unedited model's (normalised), mean over them"),
+    Metric("efficacy_gen_em", f"{_DECODING} at the edit prompt; 1 if the answer equals target_new {_NORMALISED}"),
+    Metric("generalization_gen_em", "the same at each paraphrase, mean over paraphrases"),
+    Metric("efficacy_gen_prefix", f"{_DECODING} at the edit prompt; 1 if the answer starts with target_new at a "
+                                  f"word boundary, {_NORMALISED}"),
+    Metric("generalization_gen_prefix", f"{_DECODING} at each paraphrase; 1 if the answer starts with target_new "
+                                        f"at a word boundary, {_NORMALISED}; mean over paraphrases"),
+    Metric("specificity_gen_agree", f"{_DECODING} at each neighbourhood prompt; 1 if the answer equals the unedited "
+                                    f"model's answer {_NORMALISED}; mean over neighbours"),
 )
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
