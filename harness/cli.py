@@ -81,8 +81,41 @@ def explain(exc: BaseException) -> str | None:
     return " ".join(message.split()) if message is not None else None
 
 
+#: the group's options, which may also be given after the command (``editbench run --threads 1``)
+GLOBAL_FLAGS = ("-v", "--verbose", "--debug")
+GLOBAL_VALUED = ("--threads",)
+
+
+def hoist_global_options(args: list[str], commands: set[str]) -> list[str]:
+    """Move the group's own options from after the command name to before it, so that
+    ``editbench run --threads 1`` means ``editbench --threads 1 run``; everything else keeps its order."""
+    start = next((i for i, arg in enumerate(args) if arg in commands), None)
+    if start is None:
+        return args
+    head, tail, rest = list(args[:start]), [args[start]], args[start + 1:]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--":
+            tail += rest[i:]
+            break
+        if arg in GLOBAL_FLAGS or arg.startswith(tuple(f"{name}=" for name in GLOBAL_VALUED)):
+            head.append(arg)
+        elif arg in GLOBAL_VALUED and i + 1 < len(rest):
+            head += [arg, rest[i + 1]]
+            i += 1
+        else:
+            tail.append(arg)
+        i += 1
+    return head + tail
+
+
 class EditbenchGroup(click.Group):
-    """Runs a command and turns what :func:`explain` recognises into a one-line error."""
+    """Runs a command and turns what :func:`explain` recognises into a one-line error; the group's
+    options may come after the command too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(list(args), set(self.commands)))
 
     def invoke(self, ctx: click.Context):
         try:

@@ -52,3 +52,18 @@ def test_threads_sets_torch_threads_and_refuses_zero(monkeypatch):
     assert calls == [1]
     refused = CliRunner().invoke(main, ["--threads", "0", "list"])
     assert refused.exit_code == 2 and "--threads" in refused.output
+
+
+def test_global_options_work_after_the_command_too():
+    from editbench.harness.cli import hoist_global_options
+
+    commands = {"run", "report"}
+    assert hoist_global_options(["run", "--threads", "1", "--edits", "5", "-v"], commands) == \
+        ["--threads", "1", "-v", "run", "--edits", "5"]
+    assert hoist_global_options(["--debug", "report", "out", "--threads=2"], commands) == \
+        ["--debug", "--threads=2", "report", "out"]
+    assert hoist_global_options(["run", "--param", "ft-m.lr=1", "--", "--threads"], commands) == \
+        ["run", "--param", "ft-m.lr=1", "--", "--threads"]
+    result = CliRunner().invoke(main, ["list", "--methods", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "ft-m" in result.output
