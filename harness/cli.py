@@ -187,8 +187,8 @@ def task_and_data(task: str | None, data: str | None) -> tuple[str | None, str |
 
 @main.command()
 @click.option("--methods", default=None, metavar="A,B",
-              help="Comma-separated methods, NAME or NAME@PRESET (see `editbench list`); default: every method "
-                   "that needs no download.")
+              help="Comma-separated methods, NAME or NAME@PRESET (see `editbench list --presets`); default: every "
+                   "method that needs no download.")
 @click.option("--task", default=None,
               help="A registered task (default: the built-in pocket world), or a path to a JSONL file of your own edits.")
 @click.option("--data", default=None, help="The task's data: a local file, an http(s) URL or a Hugging Face datasets id.")
@@ -315,19 +315,32 @@ def _print_run(store, runner, outcome) -> None:
 @main.command("list")
 @click.option("--methods", "only_methods", is_flag=True, help="Only methods.")
 @click.option("--tasks", "only_tasks", is_flag=True, help="Only tasks.")
-def list_(only_methods: bool, only_tasks: bool) -> None:
-    """Show the registered methods and tasks, one line each."""
+@click.option("--presets", "with_presets", is_flag=True,
+              help="Each method's presets with their settings (those named after a model are picked by the model).")
+def list_(only_methods: bool, only_tasks: bool, with_presets: bool) -> None:
+    """Show the registered methods (with their presets) and tasks, one line each."""
+    from ..core.architectures import ARCHITECTURES
     from ..methods import METHODS
     from ..tasks import TASKS
     from .evaluate import CORE_METRICS
     from .generated import GENERATED_METRICS
 
+    models = {arch.name for arch in ARCHITECTURES}
     both = not (only_methods or only_tasks)
-    if only_methods or both:
+    if only_methods or both or with_presets:
         click.echo("methods:")
         for name, cls in METHODS.items():
             click.echo(f"  {name:<12} {cls.description}")
-    if only_tasks or both:
+            named = [p for p in cls.presets if p not in models]
+            by_model = [p for p in cls.presets if p in models]
+            if with_presets:
+                for preset, settings in cls.presets.items():
+                    values = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the defaults"
+                    click.echo(f"  {'':<12} @{preset}{' (picked by the model)' if preset in models else ''}: {values}")
+            elif cls.presets:
+                click.echo(f"  {'':<12} presets: {', '.join(f'@{p}' for p in named) or '-'}"
+                           f"{'; for ' + ', '.join(by_model) + ' (picked by the model)' if by_model else ''}")
+    if only_tasks or (both and not with_presets):
         click.echo("tasks:")
         default = TASKS.default()
         for name, cls in TASKS.items():

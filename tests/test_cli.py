@@ -67,3 +67,13 @@ def test_global_options_work_after_the_command_too():
     result = CliRunner().invoke(main, ["list", "--methods", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "ft-m" in result.output
+
+
+def test_list_shows_presets_and_which_the_model_picks():
+    brief = CliRunner().invoke(main, ["list", "--methods"])
+    assert "presets: @paper, @release, @rledit-release" in brief.output
+    assert "for gpt-j-6b" in brief.output and "(picked by the model)" in brief.output
+    full = CliRunner().invoke(main, ["list", "--presets"])
+    assert full.exit_code == 0, full.output
+    assert "@llama-3-8b (picked by the model): layer=21" in full.output  # ft-m, EasyEdit's Llama-3 settings
+    assert "@release: " in full.output and "tasks:" not in full.output
