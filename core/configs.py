@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import math
@@ -68,9 +69,9 @@ def build_config(cls: type[C], overrides: Mapping[str, str], owner: str) -> C:
     values: dict[str, Any] = {}
     for key, text in overrides.items():
         if key not in fields:
-            raise ValueError(
-                f"{owner} has no setting {key!r}; its settings are: {', '.join(sorted(fields))}"
-            )
+            close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{owner} has no setting {key!r}; {hint}its settings are: {', '.join(sorted(fields))}")
         values[key] = _convert(text, hints[key], f"{owner}.{key}")
     try:
         return cls(**values)

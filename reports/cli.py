@@ -29,11 +29,12 @@ def _collect(results: tuple[Path, ...]):
 @_RESULTS
 @click.option("--html", type=click.Path(path_type=Path), default=None,
               help="Write the HTML report (index.html, a page per run, plots, leaderboard.json) into this folder.")
-@click.option("--md", type=click.Path(path_type=Path), default=None, help="Write the leaderboard as Markdown.")
-@click.option("--latex", "tex", type=click.Path(path_type=Path), default=None,
-              help="Write the leaderboard as LaTeX tables (booktabs).")
-@click.option("--csv", type=click.Path(path_type=Path), default=None,
-              help="Write every leaderboard cell (mean, interval, mark) as CSV.")
+@click.option("--md", type=click.Path(path_type=Path, allow_dash=True), is_flag=False, flag_value="-", default=None,
+              help="Write the leaderboard as Markdown to FILE, or to standard output when no FILE is given.")
+@click.option("--latex", "tex", type=click.Path(path_type=Path, allow_dash=True), is_flag=False, flag_value="-",
+              default=None, help="Write the leaderboard as LaTeX tables (booktabs) to FILE, or to standard output.")
+@click.option("--csv", type=click.Path(path_type=Path, allow_dash=True), is_flag=False, flag_value="-", default=None,
+              help="Write every leaderboard cell (mean, interval, mark) as CSV to FILE, or to standard output.")
 @_SEED
 def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: Path | None, csv: Path | None,
            seed: int) -> None:
@@ -42,22 +43,22 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
     With no output option, prints the Markdown leaderboard."""
     from .leaderboard import build_boards
     from .site import write_pages
-    from .tables import latex, markdown, write_csv
+    from .tables import csv_text, latex, markdown
 
     found = _collect(results)
     boards = build_boards(found, seed=seed)
     if html is not None:
         write_pages(found, html, site=False, seed=seed)
         click.echo(f"report: {html / 'index.html'}")
-    for path, text in ((md, markdown), (tex, latex)):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text(boards), encoding="utf-8")
-            click.echo(f"wrote {path}")
-    if csv is not None:
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        write_csv(boards, csv)
-        click.echo(f"wrote {csv}")
+    for path, text in ((md, markdown), (tex, latex), (csv, csv_text)):
+        if path is None:
+            continue
+        if str(path) == "-":  # a bare --md, --latex or --csv: standard output
+            click.echo(text(boards), nl=False)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text(boards), encoding="utf-8")
+        click.echo(f"wrote {path}", err=True)
     if html is None and md is None and tex is None and csv is None:
         click.echo(markdown(boards), nl=False)
 

@@ -215,7 +215,8 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
     reference = dict(zip(unedited["name"], unedited["accuracy"])) if len(run_ids) == 1 else {}
     catalogue = metric_catalogue(results.metrics, run_ids)
     columns = (metric_columns(scores["metric"].unique(), catalogue)
-               + capability_columns(edited["name"].unique(), reference) + cost_columns())
+               + capability_columns(edited["name"].unique(), reference)
+               + cost_columns(on_cpu=bool(runs["device"].astype(str).str.startswith("cpu").any())))
     asked = {(r, m, int(n), name): (int(k), float(a)) for r, m, n, name, k, a in
              zip(edited["run_id"], edited["method"], edited["n_edits"], edited["name"], edited["n"], edited["accuracy"])}
     batch_sizes = _batch_sizes(results.edit_batches[results.edit_batches["run_id"].isin(run_ids)])

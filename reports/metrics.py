@@ -96,6 +96,17 @@ def capability_columns(sets: Iterable[str], unedited: dict[str, float]) -> list[
     return columns
 
 
-def cost_columns() -> list[Column]:
-    return [Column(key, label, text, higher_is_better=False, is_cost=True)
-            for key, (label, text) in COST_COLUMNS.items()]
+#: on a CPU peak memory is the whole process's resident set (Python, libraries, the harness, the
+#: model): it does not isolate what a method needs, so it is shown but not ranked there
+CPU_MEMORY = ("peak resident memory of the whole editbench process on CPU (model, harness, libraries), not "
+              "of the method alone; shown, not ranked")
+
+
+def cost_columns(on_cpu: bool = False) -> list[Column]:
+    """Time and memory; ``on_cpu``: some of the runs measured memory as a CPU process's RSS."""
+    columns = []
+    for key, (label, text) in COST_COLUMNS.items():
+        memory_on_cpu = on_cpu and key == "peak_memory_bytes"
+        columns.append(Column(key, label, CPU_MEMORY if memory_on_cpu else text, higher_is_better=False,
+                              is_cost=True, ranked=not memory_on_cpu))
+    return columns

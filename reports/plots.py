@@ -106,12 +106,23 @@ def metrics_figure(board: Board, colors: dict[str, tuple], keys: set[str] | None
         return None
     fig, axes = _panels(len(columns))
     for ax, column in zip(axes, columns):
-        _lines(ax, frame[frame["column"] == column.key], "n_edits", colors)
+        data = frame[frame["column"] == column.key]
+        _lines(ax, data, "n_edits", colors)
         _log_edits(ax, board.edit_counts)
         ax.set_title(column.label)
         ax.set_ylabel("mean over edits")
+        _share_axis(ax, data)
     _legend(fig, colors)
     return fig
+
+
+def _share_axis(ax: Axes, data: pd.DataFrame) -> None:
+    """A metric whose values all lie in [0, 1] (an accuracy, a share, a success rate) is drawn on the
+    whole 0-1 scale, so that a difference of half a point does not fill the panel."""
+    values = data[["mean", "low", "high"]].to_numpy(dtype=float)
+    values = values[~pd.isna(values)]
+    if values.size and values.min() >= 0 and values.max() <= 1:
+        ax.set_ylim(-0.02, 1.02)
 
 
 def cost_figure(board: Board, colors: dict[str, tuple]) -> Figure | None:

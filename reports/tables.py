@@ -82,8 +82,13 @@ def csv_escape(value: object) -> object:
     return value
 
 
-def write_csv(boards: list[Board], path: Path | str) -> None:
+def csv_text(boards: list[Board]) -> str:
+    """Every cell of every board as CSV, text cells escaped so no spreadsheet runs them as formulas."""
     frame = boards_frame(boards)
     text_columns = frame.select_dtypes(include=["object", "string"]).columns
     frame[text_columns] = frame[text_columns].apply(lambda column: column.map(csv_escape))
-    frame.to_csv(path, index=False)
+    return frame.to_csv(index=False)
+
+
+def write_csv(boards: list[Board], path: Path | str) -> None:
+    Path(path).write_text(csv_text(boards), encoding="utf-8")

@@ -121,3 +121,12 @@ def test_a_param_for_a_method_or_task_not_in_the_run_is_an_error(tmp_path):
     spec = RunSpec(methods=("ft-l",), params={"ftm": {"lr": "1"}}, cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"'ftm' is neither the task nor a method of this run \(selected: ft-l, pocket\)"):
         check_param_owners(spec, resolve_task(spec), resolve_methods(spec))
+
+
+def test_a_misspelt_setting_gets_a_suggestion():
+    from editbench.methods.rledit import RLEditConfig
+
+    with pytest.raises(ValueError, match="has no setting 'layer'; did you mean 'layers'\\?"):
+        build_config(RLEditConfig, {"layer": "3"}, owner="method rledit")
+    with pytest.raises(ValueError, match="has no setting 'zzz'; its settings are"):
+        build_config(RLEditConfig, {"zzz": "3"}, owner="method rledit")

@@ -29,7 +29,8 @@ BATCH = 10
 
 
 def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed: int = 0,
-                methods: dict[str, dict[str, float]] | None = None, model: str = "org/<b>model</b>") -> Path:
+                methods: dict[str, dict[str, float]] | None = None, model: str = "org/<b>model</b>",
+                device: str = "cpu (test)") -> Path:
     """A run of 40 edits in batches of 10 with checkpoints at 10 and 40. ``methods`` maps a label
     to the success rate of each metric; per-edit scores are seeded Bernoulli draws."""
     methods = methods or {"strong": {"efficacy_acc": 0.95, "generalization_acc": 0.5, "specificity_agree": 0.9},
@@ -40,7 +41,7 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
     rng = np.random.default_rng(seed)
     with ResultsStore(folder) as store:
         store.ensure_run(run_id, task=task, model=model, config=config, versions={"torch": "2.x"},
-                         device="cpu (test)", seed=seed, git_sha="abc123", dataset_hash="d5", n_edits=40)
+                         device=device, seed=seed, git_sha="abc123", dataset_hash="d5", n_edits=40)
         store.set_baseline(run_id, {"pre_edit_accuracy": 0.97, "pre_edit_paraphrase_accuracy": float("nan")})
         store.save_run_plan(run_id, [Metric("efficacy_acc", f"edit success {EVIL}"), Metric("generalization_acc", "g"),
                                      Metric("specificity_agree", "agreement with the unedited model")],
@@ -110,6 +111,14 @@ def test_time_has_an_interval_over_batches_and_memory_is_one_measurement(store_d
     assert _row(board, "strong", 10).cells["seconds_per_edit"].interval.low is None  # one batch: no interval
     memory = _row(board, "weak", 40).cells["peak_memory_bytes"]
     assert memory.interval.mean == 110 * 2**20 and memory.interval.low is None
+    # on a CPU it is the whole process's resident memory: shown, not ranked
+    assert _row(board, "strong", 40).cells["peak_memory_bytes"].mark == ""
+    column = next(c for c in board.columns if c.key == "peak_memory_bytes")
+    assert not column.ranked and "not ranked" in column.description
+
+
+def test_gpu_peak_memory_is_ranked(tmp_path):
+    (board,) = build_boards(collect([build_store(tmp_path / "gpu", device="NVIDIA H100 80GB HBM3")]))
     assert _row(board, "strong", 40).cells["peak_memory_bytes"].mark == "best"
 
 
@@ -309,3 +318,22 @@ def test_mirage_gap_collapse_point_and_retention_auc(tmp_path):
     csv = (tmp_path / "cells.csv").read_text()
     assert "retention_auc:efficacy_gen_em" in csv and "efficacy_mirage_gap" in csv
     assert "Lifelong summary" in (tmp_path / "html" / "index.html").read_text()
+
+
+def test_md_latex_and_csv_without_a_file_print_to_standard_output(store_dir, tmp_path):
+    for option, start in (("--md", "# editbench leaderboard"), ("--latex", "% editbench leaderboard"),
+                          ("--csv", "task,run_id,method")):
+        result = CliRunner().invoke(main, ["report", str(store_dir), option])
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(start)
+    written = CliRunner().invoke(main, ["report", str(store_dir), "--md", str(tmp_path / "board.md")])
+    assert written.exit_code == 0 and (tmp_path / "board.md").read_text().startswith("# editbench leaderboard")
+
+
+def test_share_metrics_are_plotted_on_the_whole_zero_to_one_scale(store_dir):
+    from editbench.reports.plots import metrics_figure, palette
+
+    (board,) = build_boards(collect([store_dir]))
+    fig = metrics_figure(board, palette(board.labels()))
+    limits = {ax.get_title(): ax.get_ylim() for ax in fig.axes if ax.get_title()}
+    assert limits["specificity (agree)"] == pytest.approx((-0.02, 1.02))
