@@ -285,7 +285,8 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
         elif c.status == "running":
             notes.append(Note(c.run_id, label, c.status, "still running, or stopped before it finished "
                                                          "(rerun the same command to resume)"))
-    return Board(task, columns, rows, run_ids, sorted(runs["model"].unique()),
+    # a local model is shown by its folder's name; its path stays on the run's page
+    return Board(task, columns, rows, run_ids, sorted({short_model(m) for m in runs["model"]}),
                  sorted({r.n_edits for r in rows}), notes)
 
 

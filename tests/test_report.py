@@ -337,3 +337,13 @@ def test_share_metrics_are_plotted_on_the_whole_zero_to_one_scale(store_dir):
     fig = metrics_figure(board, palette(board.labels()))
     limits = {ax.get_title(): ax.get_ylim() for ax in fig.axes if ax.get_title()}
     assert limits["specificity (agree)"] == pytest.approx((-0.02, 1.02))
+
+
+def test_a_local_model_is_named_by_its_folder_and_its_path_stays_on_the_run_page(tmp_path):
+    folder = build_store(tmp_path / "r", model="/home/someone/models/pocket-0bd311")
+    (board,) = build_boards(collect([folder]))
+    assert board.models == ["pocket-0bd311"]
+    assert "/home/someone" not in markdown([board])
+    from editbench.reports.site import run_views
+
+    assert run_views(collect([folder]))["run-a"].model == "/home/someone/models/pocket-0bd311"
