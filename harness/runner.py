@@ -14,6 +14,7 @@ import math
 import random
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -455,6 +456,7 @@ class Runner:
             log.info("%s: resuming after %d stored edits", plan.label, done)
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._probe(model, tokenizer, edited)
+        self._stream_start = (time.monotonic(), done)  # for the checkpoint lines' estimate of what is left
         bar = progress(total=self.edits, initial=done, desc=f"{plan.label} edits", unit="edit")
         try:
             for index, (start, end) in enumerate(self.batches):
@@ -500,3 +502,13 @@ class Runner:
                                 capability=capability, snapshot=checksums)
         fault_point("after-checkpoint")
         prune_snapshots(snapshots, keep=n_edits)
+        started, first = self._stream_start
+        elapsed = time.monotonic() - started
+        left = elapsed / (n_edits - first) * (self.edits - n_edits) if n_edits > first else 0.0
+        means = {r.metric: [] for r in rows if r.metric in ("efficacy_acc", "efficacy_gen_em")}
+        for r in rows:
+            if r.metric in means:
+                means[r.metric].append(r.value)
+        scores = ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in means.items() if v)
+        log.info("%s: %d of %d edits, checkpoint stored (%s); %.0f s so far, about %.0f s to go", plan.label,
+                 n_edits, self.edits, scores or "no scores", elapsed, left)

@@ -150,3 +150,32 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, micro_
     assert len(a) == len(b) == 2 * sum(range(4, 41, 4)) * 9  # 4 teacher-forced and 5 generated metrics: no duplicates, nothing lost
     pd.testing.assert_frame_equal(a, b)
     assert len(load_results(killed_out).checkpoints()) == 20
+
+
+def test_progress_off_a_terminal_is_log_lines_with_an_estimate(caplog, monkeypatch):
+    from editbench.core import progress as module
+
+    monkeypatch.delenv("EDITBENCH_NO_PROGRESS", raising=False)
+    monkeypatch.setenv("EDITBENCH_PROGRESS_EVERY", "0")
+    monkeypatch.setattr(module.sys.stderr, "isatty", lambda: False, raising=False)
+    with caplog.at_level("INFO", logger="editbench.core.progress"):
+        bar = module.progress(total=4, desc="training x", unit="step")
+        assert isinstance(bar, module.LoggedProgress)
+        for _ in range(4):
+            bar.update(1)
+        bar.close()
+        assert list(module.progress(range(3), desc="walk", unit="item")) == [0, 1, 2]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("training x: 1/4 steps (25%),") and "to go" in lines[0]
+    assert lines[3].startswith("training x: 4/4 steps (100%)") and "to go" not in lines[3]
+    assert len(lines) == 4 + 3  # one per update at interval 0, and close repeats none
+
+
+def test_every_checkpoint_logs_a_line_with_elapsed_time_and_what_is_left(tmp_path, micro_llama, caplog):
+    spec = RunSpec(methods=("ft-l",), task="pocket", model=str(micro_llama), edits=8, batch_size=4,
+                   out=tmp_path / "out", params=POCKET, device="cpu", cache_dir=tmp_path, gen_eval=False)
+    with caplog.at_level("INFO", logger="editbench.harness.runner"):
+        assert Runner(spec).run().ok
+    lines = [r.getMessage() for r in caplog.records if "checkpoint stored" in r.getMessage()]
+    assert len(lines) == 2 and lines[0].startswith("ft-l: 5 of 8 edits, checkpoint stored (efficacy_acc ")
+    assert "s so far, about" in lines[0]
