@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -143,6 +144,42 @@ def main(verbose: bool, debug: bool, threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+    elif click.get_current_context().invoked_subcommand in COMPUTING and "OMP_NUM_THREADS" not in os.environ \
+            and "torch" not in sys.modules:
+        share, others = choose_threads()
+        if others:  # torch reads this when it is first imported; the user's own setting always wins
+            os.environ["OMP_NUM_THREADS"] = str(share)
+            logging.getLogger(__name__).info(
+                "torch threads: %d of %d cores, since %d other editbench process%s running (--threads N "
+                "overrides)", share, os.cpu_count() or 1, others, "es are" if others > 1 else " is")
+
+
+#: the commands that run models (the others need no thread count, and need not look for other processes)
+COMPUTING = ("run", "train", "bench")
+
+
+def other_editbench_processes() -> int:
+    """How many other editbench commands run on this machine (a sweep, a test suite beside a run)."""
+    import psutil
+
+    own = {os.getpid(), os.getppid()}
+    count = 0
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.info["pid"] in own or not cmdline:
+            continue
+        if any(Path(part).name == "editbench" or part.startswith("editbench.") for part in cmdline[:3]):
+            count += 1
+    return count
+
+
+def choose_threads(cores: int | None = None, others: int | None = None) -> tuple[int, int]:
+    """(threads, other processes): a share of the cores for each editbench process, since torch's
+    default of one thread per core in every process oversubscribes the machine (on 2 cores two runs
+    of a tiny model ran 10-30x slower each)."""
+    cores = cores or os.cpu_count() or 1
+    others = other_editbench_processes() if others is None else others
+    return max(1, cores // (others + 1)), others
 
 
 class SeedList(click.ParamType):
