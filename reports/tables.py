@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -89,6 +88,3 @@ def csv_text(boards: list[Board]) -> str:
     frame[text_columns] = frame[text_columns].apply(lambda column: column.map(csv_escape))
     return frame.to_csv(index=False)
 
-
-def write_csv(boards: list[Board], path: Path | str) -> None:
-    Path(path).write_text(csv_text(boards), encoding="utf-8")

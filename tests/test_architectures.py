@@ -14,7 +14,7 @@ import torch
 
 from editbench.core.architectures import recognise
 from editbench.core.models import ModelLayout
-from editbench.methods.hypernet.modules import published_modules, select_modules
+from editbench.methods.hypernet.modules import PUBLISHED_MODULES, select_modules
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -54,14 +54,14 @@ def test_an_unpublished_shape_is_not_recognised(micro_llama):
 ])
 def test_hypernetworks_edit_the_modules_their_releases_edit(method, name, expected):
     model = meta_model(name)
-    layers, which = published_modules(method, recognise(model.config))
+    layers, which = PUBLISHED_MODULES[(method, recognise(model.config))]
     modules = select_modules(model, ModelLayout.of(model), layers, which)
     assert [m.name for m in modules] == expected
 
 
 def test_a_model_no_release_covers_gets_the_default_band():
     model = meta_model("qwen2.5-7b")
-    assert published_modules("rledit", recognise(model.config)) is None
+    assert ("rledit", recognise(model.config)) not in PUBLISHED_MODULES
     names = [m.name for m in select_modules(model, ModelLayout.of(model), ())]
     assert names[0] == "model.layers.20.mlp.gate_proj" and names[-1] == "model.layers.26.mlp.up_proj"
 
@@ -72,7 +72,7 @@ def test_the_published_modules_are_the_model_s_preset(label, name):
     from editbench.core.method import MethodRef
 
     config = MethodRef.parse(label).config({}, name)
-    assert (config.layers, config.modules) == published_modules(label.partition("@")[0], name)
+    assert (config.layers, config.modules) == PUBLISHED_MODULES[(label.partition("@")[0], name)]
     assert MethodRef.parse(label).config({}).layers == ()  # an unknown model: the default band
 
 

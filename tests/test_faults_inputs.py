@@ -304,7 +304,7 @@ def test_csv_cells_cannot_start_a_formula(tmp_path, monkeypatch):
     frame = pd.DataFrame({"method": ["=HYPERLINK(\"http://x\")", "+1", "-cmd", "@SUM(A1)", "ft-m"],
                           "mean": [-0.5, 0.1, 0.2, 0.3, 0.4]})
     monkeypatch.setattr(tables, "boards_frame", lambda boards: frame)
-    tables.write_csv([], tmp_path / "t.csv")
+    (tmp_path / "t.csv").write_text(tables.csv_text([]), encoding="utf-8")
     written = pd.read_csv(tmp_path / "t.csv")
     assert written["method"].tolist() == ["'=HYPERLINK(\"http://x\")", "'+1", "'-cmd", "'@SUM(A1)", "ft-m"]
     assert written["mean"].tolist() == [-0.5, 0.1, 0.2, 0.3, 0.4]  # numbers stay numbers

@@ -40,11 +40,6 @@ PUBLISHED_MODULES: dict[tuple[str, str], tuple[tuple[int, ...], str]] = {
 }
 
 
-def published_modules(method: str, architecture: str | None) -> tuple[tuple[int, ...], str] | None:
-    """The layers and modules ``method``'s release edits on ``architecture``, if it published them."""
-    return PUBLISHED_MODULES.get((method, architecture)) if architecture else None
-
-
 def model_presets(method: str) -> dict[str, dict[str, object]]:
     """``method``'s presets named after the models its release covers: the runner picks the one of
     the model it edits (``MethodRef.config``), and ``METHOD@MODEL`` names one by hand."""
