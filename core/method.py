@@ -20,6 +20,7 @@ from torch import nn
 
 from .configs import build_config
 from .models import ModelLayout
+from .precision import MasterWeights
 from .records import EditRecord
 from .registry import Registry
 from .task import Task
@@ -62,12 +63,22 @@ class EditContext:
     train_records: Callable[[], list[EditRecord]] = field(default=lambda: [])
     #: A trained editor the user supplied (``--editor METHOD=DIR``), else None.
     trained_editor: Path | None = None
+    #: Keep float32 master copies of edited bf16/fp16 tensors (``core/precision.py``); off only to
+    #: measure what rounding costs (``--no-master-copy``).
+    master_copies: bool = True
 
     def __post_init__(self) -> None:
         self.encoder = PairEncoder(self.tokenizer)
+        self.masters = MasterWeights(self.model, enabled=self.master_copies)
 
     def parameter(self, name: str) -> nn.Parameter:
         return self.model.get_parameter(name)
+
+    def add_to_weight(self, module: str, delta_out_in: torch.Tensor) -> None:
+        """Add an (out_features, in_features) update to ``module``'s weight, whatever its storage
+        (GPT-2's Conv1D keeps it transposed), through the weight's float32 master copy."""
+        delta = delta_out_in.T if self.layout.family.conv1d else delta_out_in
+        self.masters.add(f"{module}.weight", delta)
 
 
 class EditMethod(ABC):

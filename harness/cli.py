@@ -275,6 +275,9 @@ def task_and_data(task: str | None, data: str | None) -> tuple[str | None, str |
                    "beside the teacher-forced scores.")
 @click.option("--gen-max-tokens", type=int, default=16, show_default=True,
               help="At most this many new tokens per generated answer (the target's length plus three otherwise).")
+@click.option("--master-copy/--no-master-copy", default=True, show_default=True,
+              help="Keep float32 master copies of edited bf16/fp16 weights so that small updates are not "
+                   "rounded away over thousands of batches (off only to measure the difference).")
 def run(**options) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
     from ..core.store import load_results

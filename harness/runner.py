@@ -29,6 +29,7 @@ from ..core.faults import fault_point
 from ..core.method import EditContext, EditMethod, MethodConfig, MethodRef
 from ..core.models import ModelLayout, load_model, load_tokenizer, resolve_device, resolve_dtype
 from ..core.plan import eval_positions, parse_checkpoints, plan_batches
+from ..core.precision import split_state
 from ..core.probe import HFProbe, ProbeBackend
 from ..core.probe_vllm import vllm_available
 from ..core.progress import progress
@@ -85,6 +86,8 @@ class RunSpec:
     restart: tuple[str, ...] = ()  # methods whose stored results (and snapshots) are dropped first
     gen_eval: bool = True  # score generated answers beside teacher-forced ones (harness/generated.py)
     gen_max_tokens: int = 16  # at most this many new tokens per generated answer
+    #: float32 master copies of edited bf16/fp16 tensors (core/precision.py); off only to measure rounding
+    master_copy: bool = True
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the types a Python caller may pass loosely
@@ -287,6 +290,8 @@ class Runner:
         if self.capability is not None:
             settings, at = self.capability
             self.run_config["capability"] = {**config_dict(settings), "at": sorted(at)}
+        if not spec.master_copy:  # recorded only when off, so that earlier runs keep their ids
+            self.run_config["master_copy"] = False
         if spec.gen_eval:
             self.run_config["generated"] = {"max_new_tokens": spec.gen_max_tokens,
                                             "prompt_format": self.task.generation_prompt("{prompt}")}
@@ -445,14 +450,17 @@ class Runner:
             model, tokenizer = self._load()
         ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=self.device,
                           cache_dir=self.cache_dir, task=self.task, seed=self.spec.seed, generator=generator,
-                          train_records=self.train_records, trained_editor=plan.editor)
+                          train_records=self.train_records, trained_editor=plan.editor,
+                          master_copies=self.spec.master_copy)
         method = plan.cls(plan.config, ctx)
         with timer.phase("prepare"):
             method.prepare()
         edited = method.edited_parameters()
         if done:
             checksums = store.snapshot_checksums(self.run_id, plan.label, done)
-            method.load_state_dict(load_snapshot(snapshots, done, model, generator, checksums, plan.label))
+            state, masters = split_state(load_snapshot(snapshots, done, model, generator, checksums, plan.label))
+            method.load_state_dict(state)
+            ctx.masters.load_state_dict(masters)
             log.info("%s: resuming after %d stored edits", plan.label, done)
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._probe(model, tokenizer, edited)
@@ -496,7 +504,7 @@ class Runner:
         if bad:
             raise FloatingPointError(f"metric {bad[0].metric} of edit {bad[0].uid} is not finite")
         checksums = save_snapshot(snapshots, n_edits, method.ctx.model, method.edited_parameters(),
-                                  method.state_dict(), method.ctx.generator)
+                                  {**method.state_dict(), **method.ctx.masters.state_dict()}, method.ctx.generator)
         fault_point("after-snapshot")
         store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(), memory.peak_bytes(),
                                 capability=capability, snapshot=checksums)

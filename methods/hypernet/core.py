@@ -25,7 +25,7 @@ from ...core.records import EditRecord, dataset_hash
 from ...core.tokenize import PairBatch
 from ..objectives import summed_target_nll, token_mean_target_nll
 from .config import HypernetConfig
-from .modules import KeysAndGrads, add_shift, keys_and_grads, select_modules
+from .modules import KeysAndGrads, keys_and_grads, select_modules
 from .net import EditorNet
 from .storage import FORMAT_VERSION
 
@@ -120,8 +120,8 @@ class HypernetMethod(EditMethod):
         return out
 
     def apply_shifts(self, shifts: dict[str, torch.Tensor]) -> None:
-        for module in self.modules:
-            add_shift(self.ctx.model, module, shifts[module.name].detach())
+        for module in self.modules:  # a shift is (key_size, value_size): the weight's (in, out)
+            self.ctx.add_to_weight(module.name, shifts[module.name].detach().T)
 
     # -- the EditMethod protocol ---------------------------------------------------------------------
     def prepare(self) -> None:

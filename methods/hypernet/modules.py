@@ -105,13 +105,6 @@ def select_modules(model: nn.Module, layout: ModelLayout, layers: Sequence[int],
     return out
 
 
-@torch.no_grad()
-def add_shift(model: nn.Module, module: EditedModule, shift: torch.Tensor) -> None:
-    """Add a (key_size, value_size) update to the module's weight in place, whatever its storage."""
-    weight = weight_as_out_in(model.get_submodule(module.name), module.conv1d)
-    weight.add_(shift.T.to(weight.dtype))
-
-
 def effective_weight(model: nn.Module, module: EditedModule, shifts: Sequence[torch.Tensor]) -> torch.Tensor:
     """The live weight, in its storage layout, plus ``shifts`` in a form that carries their gradient.
 

@@ -22,7 +22,6 @@ from typing import ClassVar
 import torch
 
 from ...core.method import EditContext, EditMethod
-from ...core.models import weight_as_out_in
 from ...core.records import EditRecord
 from .config import LocateConfig
 from .hooks import mean_keys, read_at
@@ -65,10 +64,12 @@ class LocateThenEdit(EditMethod):
 
     def prepare(self) -> None:
         ctx, config = self.ctx, self.config
-        dtype = ctx.parameter(self.edited_parameters()[0]).dtype
-        if dtype != torch.float32:
-            log.warning("%s edits %s weights: changes below that dtype's resolution are lost; the published "
-                        "runs edit float32 weights (--dtype float32)", self.name, str(dtype).removeprefix("torch."))
+        first = self.edited_parameters()[0]
+        dtype = ctx.parameter(first).dtype
+        if dtype != torch.float32 and not ctx.masters.keeps(first):
+            log.warning("%s edits %s weights without float32 master copies: changes below that dtype's "
+                        "resolution are lost; the published runs edit float32 weights", self.name,
+                        str(dtype).removeprefix("torch."))
         corpus = resolve_corpus(config.stats_corpus, config.stats_hub, ctx.task)
         stats = key_second_moments(ctx.model, ctx.encoder, self.modules, corpus, config.mom2_n_samples,
                                    ctx.cache_dir, ctx.device, config.stats_batch_tokens)
@@ -94,9 +95,7 @@ class LocateThenEdit(EditMethod):
             assert now is not None
             residual = (targets - now[located.group == 0]).T / (len(self.layers) - i)
             delta = self.layer_delta(i, mean_keys(keys, located, n), residual)
-            weight = weight_as_out_in(ctx.model.get_submodule(module), ctx.layout.family.conv1d)
-            with torch.no_grad():
-                weight.add_(delta.to(weight.dtype))
+            ctx.add_to_weight(module, delta)
         self.after_batch(located, n)
 
     # -- what a method adds --------------------------------------------------------------------------
