@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .configs import build_config
+from .costs import MethodCost, ModelShape, RunShape
 from .models import ModelLayout
 from .precision import MasterWeights
 from .records import EditRecord
@@ -109,6 +110,12 @@ class EditMethod(ABC):
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Lifelong state that must survive a resume (accumulated statistics, say)."""
         return {}
+
+    def cost(self, shape: ModelShape, run: RunShape) -> MethodCost | None:
+        """Resident memory and each phase's transient memory and work, from the formulas of
+        ``core/costs.py`` (``editbench plan`` builds the method on a ``meta``-device model to ask);
+        None where the method has no cost model yet, which the plan says."""
+        return None
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if state:

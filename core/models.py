@@ -80,6 +80,13 @@ class ModelLayout:
     def block_name(self, layer: int) -> str:
         return f"{self.family.layers}.{layer}"
 
+    def layer_of(self, module: str) -> int:
+        """The block index of a module inside the stack (``model.layers.5.mlp.down_proj`` -> 5)."""
+        prefix = f"{self.family.layers}."
+        if not module.startswith(prefix):
+            raise ValueError(f"{module} is not inside {self.family.layers}")
+        return int(module[len(prefix):].split(".", 1)[0])
+
     def resolve_layer(self, layer: int) -> int:
         """Python-style negative indices count from the top of the stack."""
         return layer + self.n_layers if layer < 0 else layer

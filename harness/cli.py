@@ -392,9 +392,11 @@ def _add_subcommands() -> None:
     """Commands that live beside the code they drive (each module imports its heavy parts lazily)."""
     from ..reports.cli import publish, report
     from .bench import bench
+    from .planner import plan
+    from .selfcheck import selfcheck
     from .train import train
 
-    for command in (train, report, publish, bench):
+    for command in (train, report, publish, bench, plan, selfcheck):
         main.add_command(command)
 
 

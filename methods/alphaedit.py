@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import ModelShape
 from ..core.method import METHODS
 from .locate.config import LocateConfig, published_presets
 from .locate.editor import LocateThenEdit
@@ -75,6 +76,10 @@ class AlphaEdit(LocateThenEdit):
             log.info("alphaedit: layer %d keeps a %d-dimensional null space of %d key dimensions "
                      "(threshold %g)", layer, round(float(torch.trace(self.projections[layer]))),
                      mom2.shape[0], self.config.nullspace_threshold)
+
+    def state_bytes(self, shape: ModelShape) -> int:
+        """A float32 null-space projection and the edited keys' second moment, ``d x d``, per layer."""
+        return sum(2 * 4 * shape.out_in(m)[1] ** 2 for m in self.modules)
 
     def layer_delta(self, index: int, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         layer = self.layers[index]

@@ -29,6 +29,16 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import (
+    MethodCost,
+    ModelShape,
+    PhaseCost,
+    RunShape,
+    backward_bytes,
+    forward_flops,
+    master_copy_bytes,
+    weights_bytes,
+)
 from ..core.method import METHODS, EditMethod, MethodConfig
 from ..core.records import EditRecord
 from .objectives import last_prompt_position_nll, masked_target_nll
@@ -79,10 +89,12 @@ class FineTune(EditMethod):
     Config = FTConfig
     objective: Callable[[torch.Tensor, object], torch.Tensor]
 
-    def _module(self) -> str:
+    def _layer(self) -> int:
         layout = self.ctx.layout
-        layer = self.config.layer if self.config.layer is not None else (2 * layout.n_layers) // 3
-        return layout.mlp_out_name(layout.resolve_layer(layer))
+        return layout.resolve_layer(self.config.layer if self.config.layer is not None else (2 * layout.n_layers) // 3)
+
+    def _module(self) -> str:
+        return self.ctx.layout.mlp_out_name(self._layer())
 
     def edited_parameters(self) -> list[str]:
         module = self.ctx.model.get_submodule(self._module())
@@ -90,6 +102,23 @@ class FineTune(EditMethod):
         if self.config.bias and getattr(module, "bias", None) is not None:
             names.append(f"{self._module()}.bias")
         return names
+
+    def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
+        """Each chunk's forward and backward pass reaches back to the edited layer; Adam's two
+        moments and the gradient of the edited tensors exist while a batch is edited."""
+        config: FTConfig = self.config  # type: ignore[assignment]
+        edited = self.edited_parameters()
+        numel = sum(shape.param_numel(name) for name in edited)
+        above = shape.n_layers - self._layer()
+        chunk_tokens = min(config.chunk or run.batch_size, run.batch_size) * run.tokens_per_record
+        # per edited element: the originals, the gradient, Adam's two moments, and the norm constraint's
+        # three temporaries (the bounds and the clamped copy)
+        per_element = 4 + (3 if config.norm_constraint is not None else 0)
+        transient = backward_bytes(shape, chunk_tokens, above) + per_element * numel * shape.dtype_bytes
+        per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
+        flops = config.steps * run.edits * run.tokens_per_record * per_token  # at most: training may stop early
+        resident = weights_bytes(shape) + master_copy_bytes(shape, run, edited)
+        return MethodCost(self.name, resident, (PhaseCost("editing", transient, flops, f"at most {config.steps} epochs"),))
 
     def _loss(self, records: Sequence[EditRecord]) -> torch.Tensor:
         encoder = self.ctx.encoder

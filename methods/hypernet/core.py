@@ -19,12 +19,14 @@ import torch
 from torch import nn
 
 from ...core.cache import building
+from ...core.costs import MethodCost, ModelShape, RunShape
 from ...core.method import EditContext, EditMethod
 from ...core.models import model_fingerprint
 from ...core.records import EditRecord, dataset_hash
 from ...core.tokenize import PairBatch
 from ..objectives import summed_target_nll, token_mean_target_nll
 from .config import HypernetConfig
+from .cost import hypernet_cost
 from .modules import KeysAndGrads, keys_and_grads, select_modules
 from .net import EditorNet
 from .storage import FORMAT_VERSION
@@ -150,6 +152,9 @@ class HypernetMethod(EditMethod):
             self.update_normalisers(observed)
         with torch.no_grad():
             self.apply_shifts(self.shifts(observed))
+
+    def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
+        return hypernet_cost(self, shape, run)
 
     def edited_parameters(self) -> list[str]:
         return [m.parameter for m in self.modules]

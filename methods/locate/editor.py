@@ -21,6 +21,17 @@ from typing import ClassVar
 
 import torch
 
+from ...core.costs import (
+    MethodCost,
+    ModelShape,
+    PhaseCost,
+    RunShape,
+    backward_bytes,
+    forward_flops,
+    inference_bytes,
+    master_copy_bytes,
+    weights_bytes,
+)
 from ...core.method import EditContext, EditMethod
 from ...core.records import EditRecord
 from .config import LocateConfig
@@ -97,6 +108,42 @@ class LocateThenEdit(EditMethod):
             delta = self.layer_delta(i, mean_keys(keys, located, n), residual)
             ctx.add_to_weight(module, delta)
         self.after_batch(located, n)
+
+    #: rough mean tokens of one statistics sample (a Wikipedia article, truncated), for the plan's time
+    STATS_TOKENS_PER_SAMPLE = 600
+
+    def state_bytes(self, shape: ModelShape) -> int:
+        """Lifelong state on the device beyond the key statistics; AlphaEdit adds its matrices."""
+        return 0
+
+    def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
+        """Statistics: a forward pass up to the last edited layer over the corpus, one float32
+        ``d x d`` second moment per edited layer kept. Editing: the value optimisation's forward and
+        backward passes from the top down to the last edited layer (``v_steps`` per chunk of
+        ``v_chunk`` records, each prompt once per prefix plus its KL prompt), then a float32 solve per
+        layer."""
+        config = self.config
+        d_in = [shape.out_in(m)[1] for m in self.modules]
+        stats = sum(4 * d * d for d in d_in)
+        last = self.layers[-1]
+        stats_tokens = config.mom2_n_samples * self.STATS_TOKENS_PER_SAMPLE
+        length = min(config.stats_batch_tokens, shape.max_positions)
+        statistics = PhaseCost("statistics", inference_bytes(shape, config.stats_batch_tokens, False, length)
+                               + config.stats_batch_tokens * sum(d_in) * 4,
+                               forward_flops(shape, stats_tokens, shape.params_up_to(last)),
+                               "once per model and corpus (cached)")
+        prompts = 1 + config.context_prefixes + 1
+        tokens = run.tokens_per_record + (config.context_prefix_tokens if config.context_prefixes else 0)
+        chunk_tokens = min(config.v_chunk, run.batch_size) * prompts * tokens
+        above = shape.n_layers - last
+        solve = 3 * 4 * max(d_in) ** 2
+        per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
+        flops = config.v_steps * run.edits * prompts * tokens * per_token
+        editing = PhaseCost("editing", max(backward_bytes(shape, chunk_tokens, above), solve), flops,
+                            f"at most {config.v_steps} value steps")
+        resident = (weights_bytes(shape) + master_copy_bytes(shape, run, self.edited_parameters()) + stats
+                    + self.state_bytes(shape))
+        return MethodCost(self.name, resident, (statistics, editing))
 
     # -- what a method adds --------------------------------------------------------------------------
     def prepare_layers(self) -> None:

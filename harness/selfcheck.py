@@ -1,0 +1,102 @@
+"""``editbench selfcheck``: the checks that need a GPU, in one command, with figures to record.
+
+On a machine with a CUDA GPU it runs the float32 master-copy check on the GPU
+(``harness/precision_check.py``), the plan-against-measurement check on micro models of every
+architecture with the CUDA allocator's exact peak (``harness/cost_check.py``), and the vLLM parity
+check when vLLM is installed. On a CPU it says what it skipped and runs what a CPU can. Its output
+(with the GPU's name) goes into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("--device", default="auto", show_default=True, help="auto (a CUDA GPU when there is one), cpu or cuda:N.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the figures as JSON here.")
+@click.option("--vllm-model", default=None, help="Model for the vLLM parity check (default: a micro model made here).")
+@click.option("--scale-config", default=None, metavar="CONFIG_JSON",
+              help="Also compare plan and measurement on a random-weight bf16 model of this published config "
+                   "(e.g. tests/configs/llama-3-8b.json; needs the memory of the real model).")
+def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None) -> None:
+    """Run the GPU checks (precision, plan against measured memory, vLLM parity) and print their figures."""
+    import torch
+
+    from ..core.models import resolve_device
+    from .cost_check import FAMILIES, check_at_scale, check_family
+    from .precision_check import precision_check
+
+    where = resolve_device(device)
+    name = torch.cuda.get_device_name(where) if where.type == "cuda" else platform.processor() or "CPU"
+    figures: dict = {"device": str(where), "name": name, "torch": torch.__version__}
+    click.echo(f"device: {where} ({name}), torch {torch.__version__}")
+    if where.type != "cuda":
+        click.echo("skipped on CPU: the CUDA allocator's exact peaks and the vLLM parity check (they need a CUDA GPU)")
+
+    started = time.perf_counter()
+    report = precision_check(where, batches=2000)
+    figures["precision"] = report.as_dict()
+    ok = abs(report.weight_error_master - report.weight_error_one_rounding) < 1e-6 and report.weight_error_rounded > 0.5
+    click.echo(f"precision, 2,000 small batches on bf16: error with master copies {report.weight_error_master:.4f} "
+               f"(one rounding {report.weight_error_one_rounding:.4f}), without {report.weight_error_rounded:.4f}; "
+               f"logits {report.logit_error_master:.4f} / {report.logit_error_rounded:.4f} "
+               f"[{'ok' if ok else 'FAILED'}, {time.perf_counter() - started:.1f} s]")
+
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if scale_config:
+        scale = []
+        for check in check_at_scale(scale_config, where):
+            if isinstance(check, str):
+                click.echo(f"  at scale, FAILED: {check}")
+                scale.append({"error": check})
+                continue
+            scale.append({"model": check.family, "what": check.what, "measured_gib": check.measured / 2**30,
+                          "planned_gib": check.planned / 2**30, "ratio": check.ratio})
+            click.echo(f"  {check.family} bf16 {check.what:<11} measured {check.measured / 2**30:7.2f} GiB  plan "
+                       f"{check.planned / 2**30:7.2f} GiB  ratio {check.ratio:.2f}")
+        figures["plan_vs_measured_at_scale"] = scale
+        if out is not None:  # written as it goes: a later check may run out of time
+            out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    rows = []
+    for family in FAMILIES:
+        for check in check_family(family, where):
+            rows.append({"family": family, "what": check.what, "measured_mb": check.measured / 1e6,
+                         "planned_mb": check.planned / 1e6, "ratio": check.ratio})
+    figures["plan_vs_measured"] = rows
+    if out is not None:
+        out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
+    click.echo("plan against measured peak (MB), micro models:")
+    for row in rows:
+        click.echo(f"  {row['family']:<8} {row['what']:<11} measured {row['measured_mb']:8.2f}  plan {row['planned_mb']:8.2f}"
+                   f"  ratio {row['ratio']:.2f}")
+    click.echo(f"worst ratio {worst['ratio']:.2f} ({worst['family']} {worst['what']}) "
+               f"[{'ok' if 0.75 <= worst['ratio'] <= 1.25 else 'outside 25%'}]")
+
+    if where.type == "cuda" and importlib.util.find_spec("vllm") is not None:
+        try:
+            from .vllm_parity import vllm_parity
+        except ImportError:
+            click.echo("vLLM parity: skipped (this editbench has no parity check)")
+        else:
+            parity = vllm_parity(vllm_model) if vllm_model else vllm_parity()
+            figures["vllm"] = list(parity.lines())
+            for line in parity.lines():
+                click.echo(f"vLLM parity: {line}")
+    else:
+        click.echo("vLLM parity: skipped (" + ("vLLM is not installed" if where.type == "cuda" else "needs a CUDA GPU") + ")")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
