@@ -29,11 +29,12 @@ from .models import ModelLayout, weight_as_out_in
 
 GiB = 1024**3
 
-#: bytes held per token per transformer block by a forward pass that keeps its activations for a
-#: backward pass, in units of the model's dtype: about 10 hidden-sized tensors (norm inputs and
-#: outputs, q/k/v, attention output, the projections' inputs) and 4 intermediate-sized ones (gate,
-#: up, activation, product)
-SAVED_HIDDEN, SAVED_INTERMEDIATE = 10, 4
+#: values held per token per transformer block by a forward pass that keeps its activations for a
+#: backward pass, when only a few edited weights need gradients (every other weight is frozen, so
+#: a projection keeps no input for its weight's gradient): about 6 hidden-sized tensors (norm inputs,
+#: q/k/v and the attention output) and 3 intermediate-sized ones (the activation's input, both
+#: factors of the gated product)
+SAVED_HIDDEN, SAVED_INTERMEDIATE = 6, 3
 #: the per-token temporaries of a forward pass without gradients, at its widest (inside the MLP:
 #: gate, up, activation and product beside the residual stream and the block's norms)
 TEMP_HIDDEN, TEMP_INTERMEDIATE = 8, 4

@@ -79,7 +79,7 @@ def check_family(family: str, device: torch.device | str = "cpu", methods=METHOD
     tokenizer = train_tokenizer(sentences, vocab_size=300)
     config = micro_config(family, len(tokenizer))
     torch.manual_seed(0)
-    model = tf.AutoModelForCausalLM.from_config(config).to(device).eval()
+    model = tf.AutoModelForCausalLM.from_config(config).to(device).eval().requires_grad_(False)  # as loaded for a run
     shape = ModelShape.from_config(config, torch.float32, family)
     pairs = [ScoringPair(r.prompt, r.target_new) for r in records] * 40
     tokens = sum(len(tokenizer(p.prompt + " " + p.target)["input_ids"]) for p in pairs[:100]) // 100
@@ -138,7 +138,7 @@ def check_at_scale(config_path: str, device: torch.device | str, methods=("ft-m"
     tokenizer = train_tokenizer(sentences, vocab_size=300)
     torch.manual_seed(0)
     with torch.device(device):
-        model = tf.AutoModelForCausalLM.from_config(shape.meta.config, dtype=dtype).eval()
+        model = tf.AutoModelForCausalLM.from_config(shape.meta.config, dtype=dtype).eval().requires_grad_(False)
     pairs = [ScoringPair(r.prompt, r.target_new) for r in records] * 40
     tokens = sum(len(tokenizer(p.prompt + " " + p.target)["input_ids"]) for p in pairs[:100]) // 100
     run = RunShape(edits=10, batch_size=10, scored_records=len(pairs), pairs_per_record=1, tokens_per_record=tokens,
@@ -152,7 +152,8 @@ def check_at_scale(config_path: str, device: torch.device | str, methods=("ft-m"
     out.append(CostCheck(shape.label, "evaluation", weights + meter.peak,
                          weights + evaluation_cost(shape, run).transient_bytes))
     corpus = [" ".join(sentences[i:i + 60]) for i in range(0, 40 * 60, 60)]
-    params = {**PARAMS, "mend": {"max_steps": "0", "max_train_records": "20"}}
+    params = {**PARAMS, "mend": {"max_steps": "0", "max_train_records": "20"},
+              **{name: {**PARAMS[name], "stats_corpus": "task"} for name in ("memit", "alphaedit")}}
     with tempfile.TemporaryDirectory() as scratch:
         for label in methods:
             ref = MethodRef.parse(label)
