@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -27,6 +28,7 @@ from ...core.records import EditRecord
 from .config import LocateConfig
 from .hooks import mean_keys, read_at
 from .prompts import LocatedBatch, generate_prefixes, locate
+from .published import import_release_stats
 from .stats import KeyStats, key_second_moments, resolve_corpus
 from .values import optimise_values
 
@@ -69,9 +71,7 @@ class LocateThenEdit(EditMethod):
         if dtype != torch.float32:
             log.warning("%s edits %s weights: changes below that dtype's resolution are lost; the published "
                         "runs edit float32 weights (--dtype float32)", self.name, str(dtype).removeprefix("torch."))
-        corpus = resolve_corpus(config.stats_corpus, config.stats_hub, ctx.task)
-        stats = key_second_moments(ctx.model, ctx.encoder, self.modules, corpus, config.mom2_n_samples,
-                                   ctx.cache_dir, ctx.device, config.stats_batch_tokens)
+        stats = self.key_statistics()
         self.stats = {layer: stats[module] for layer, module in zip(self.layers, self.modules)}
         first = stats[self.modules[0]]
         log.info("%s: key statistics of layers %s over %d samples (%d tokens) of %s", self.name,
@@ -81,6 +81,22 @@ class LocateThenEdit(EditMethod):
         if self.prefixes:
             log.info("%s: context prefixes %s", self.name, list(self.prefixes))
         self.prepare_layers()
+
+    def key_statistics(self) -> dict[str, KeyStats]:
+        """``E[k k^T]`` of every edited module: the release's files where ``stats_import`` names them,
+        else editbench's cache, else computed over the corpus."""
+        ctx, config = self.ctx, self.config
+        if config.stats_import:
+            return import_release_stats(Path(config.stats_import).expanduser(), self.modules, self.key_widths(),
+                                        config.mom2_n_samples, str(getattr(ctx.model.config, "_name_or_path", "")))
+        corpus = resolve_corpus(config.stats_corpus, config.stats_hub, ctx.task)
+        return key_second_moments(ctx.model, ctx.encoder, self.modules, corpus, config.mom2_n_samples,
+                                  ctx.cache_dir, ctx.device, config.stats_batch_tokens)
+
+    def key_widths(self) -> list[int]:
+        """The width of the keys (inputs) of every edited module."""
+        conv1d = self.ctx.layout.family.conv1d
+        return [weight_as_out_in(self.ctx.model.get_submodule(m), conv1d).shape[1] for m in self.modules]
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
         if not self.stats:

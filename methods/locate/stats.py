@@ -116,9 +116,10 @@ def resolve_corpus(spec: str, hub: str, task) -> Corpus:
 @dataclass(frozen=True)
 class KeyStats:
     """``mom2 = E[k k^T]`` (float32) of the inputs of one module over ``n_tokens`` tokens of
-    ``n_samples`` samples of ``corpus``."""
+    ``n_samples`` samples of ``corpus``. ``mom2`` is None where a method imported what it derives from
+    it (AlphaEdit's projection); ``corpus`` then names that file."""
 
-    mom2: torch.Tensor
+    mom2: torch.Tensor | None
     corpus: str
     n_samples: int
     n_tokens: int
