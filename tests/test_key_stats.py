@@ -174,3 +174,59 @@ def test_alphaedit_uses_the_release_projection_file(memit_ctx, tmp_path, monkeyp
     torch.save({"P": release}, path)
     with pytest.raises(ValueError, match=rf"^{path}: holds a dict, but"):
         read_null_space_projection(path, (0, 1), 64)
+
+
+def test_cost_of_llama_3_8b_statistics_follows_the_published_shapes():
+    from test_architectures import meta_model
+
+    from editbench.methods.locate.config import LocateConfig
+    from editbench.methods.locate.cost import key_stats_cost
+
+    model = meta_model("llama-3-8b")  # hidden 4096, MLP 14336, 8 KV heads of 128, 32 layers, context 8192
+    config = LocateConfig(layers=(4, 5, 6, 7, 8), mom2_n_samples=100_000)
+    bound = key_stats_cost(model, config)
+    assert (bound.layers_run, bound.layers_total) == (9, 32)
+    assert bound.tokens == 100_000 * 8192 and bound.tokens_is_upper_bound
+    assert bound.matrix_bytes == 5 * 14336 * 14336 * 4  # 4.1 GB of float32 second moments
+    assert bound.batch_key_bytes == 8192 * 14336 * 4
+    block = 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096  # q,o; k,v; gate,up,down; two norms
+    assert bound.flops_per_token == 2 * 9 * block
+    measured = key_stats_cost(model, config, mean_tokens=600.5)
+    assert measured.tokens == 60_050_000 and not measured.tokens_is_upper_bound
+    assert measured.seconds(1e12) == pytest.approx(60_050_000 * 2 * 9 * block / 1e12)
+    imported = key_stats_cost(model, LocateConfig(layers=(4, 5), stats_import="/stats"))
+    assert imported.tokens == imported.layers_run == imported.matrix_bytes == 0
+    with pytest.raises(ValueError, match="must lie in"):
+        key_stats_cost(model, config, mean_tokens=9000)
+
+
+def test_cost_of_gpt2_xl_reads_conv1d_key_widths():
+    from test_architectures import meta_model
+
+    from editbench.methods.locate.config import LocateConfig
+    from editbench.methods.locate.cost import key_stats_cost
+
+    cost = key_stats_cost(meta_model("gpt2-xl"), LocateConfig(layers=(13, 14, 15, 16, 17)))
+    assert cost.matrix_bytes == 5 * 6400 * 6400 * 4 and (cost.layers_run, cost.layers_total) == (18, 48)
+    assert cost.tokens == 100_000 * 1024  # GPT-2's context cuts samples before the token budget does
+
+
+def test_cost_predicts_the_tokens_and_layers_a_micro_model_run_streams(micro_llama, tmp_path):
+    from editbench.methods.locate.config import LocateConfig
+    from editbench.methods.locate.cost import key_stats_cost, max_sample_tokens, mean_sample_tokens
+
+    ctx = context(micro_llama, tmp_path)
+    config = LocateConfig(layers=(0, 1), mom2_n_samples=len(TEXTS), stats_batch_tokens=16)  # cuts long samples
+    mean = mean_sample_tokens(ctx.encoder, TEXTS, max_sample_tokens(ctx.model, config))
+    cost = key_stats_cost(ctx.model, config, mean)
+    blocks = [ctx.layout.block_name(i) for i in range(ctx.layout.n_layers)]
+    calls, handles = count_calls(ctx.model, blocks)
+    modules = [ctx.layout.mlp_out_name(layer) for layer in config.layers]
+    found = key_second_moments(ctx.model, ctx.encoder, modules, Corpus("t", TEXTS), config.mom2_n_samples, tmp_path,
+                               ctx.device, config.stats_batch_tokens)
+    for handle in handles:
+        handle.remove()
+    assert max(len(ctx.encoder.encode_prompt(t)) for t in TEXTS) > 16  # the cut matters here
+    assert cost.tokens == found[modules[0]].n_tokens
+    assert cost.layers_run == sum(calls[b] > 0 for b in blocks) == 2
+    assert cost.matrix_bytes == sum(s.mom2.numel() * s.mom2.element_size() for s in found.values())
