@@ -2,7 +2,7 @@
 
 Batch jobs and CI logs have no terminal, and a bar there is either invisible or a wall of carriage
 returns; so off a terminal progress is a log line every ``EDITBENCH_PROGRESS_EVERY`` seconds (30 by
-default) and one at the end, each with the count, the elapsed time and an estimate of what is left.
+default) and one at the end, each with the count, the elapsed time, the rate and an estimate of what is left.
 ``EDITBENCH_NO_PROGRESS=1`` silences both; ``EDITBENCH_PROGRESS=1`` forces the bar.
 """
 
@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 10 else f"{value:.2g}"
 
 
 class LoggedProgress:
@@ -54,8 +58,9 @@ class LoggedProgress:
         eta = ""
         if self.total and done > 0 and self.n < self.total:
             eta = f", about {_seconds(elapsed / done * (self.total - self.n))} to go"
+        rate = f", {_rate(done / elapsed)} {self.unit}s/s" if done > 0 and elapsed > 0 else ""
         extra = f" [{self.postfix}]" if self.postfix else ""
-        return f"{self.desc}: {count}{share}, {_seconds(elapsed)} elapsed{eta}{extra}"
+        return f"{self.desc}: {count}{share}, {_seconds(elapsed)} elapsed{rate}{eta}{extra}"
 
     def update(self, n: int = 1) -> None:
         self.n += n

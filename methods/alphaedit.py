@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -33,6 +34,8 @@ from ..core.method import METHODS
 from .locate.config import LocateConfig, published_presets
 from .locate.editor import LocateThenEdit
 from .locate.prompts import LocatedBatch
+from .locate.published import read_null_space_projection
+from .locate.stats import KeyStats
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ def null_space_projection(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
 class AlphaEditConfig(LocateConfig):
     nullspace_threshold: float = 0.5  # published 2e-2; see the module docstring
     l2: float = 3.0  # the release's "L2" (published 10)
+    #: The release's ``null_space_project.pt`` (one projection per edited layer, in order), used
+    #: instead of projections computed from key statistics; ``nullspace_threshold`` is then unused.
+    projection_file: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,16 +72,29 @@ class AlphaEdit(LocateThenEdit):
     presets = published_presets(**{model: {"nullspace_threshold": 2e-2, "l2": 10}
                                    for model in ("gpt2-xl", "gpt-j-6b", "llama-3-8b")})
 
+    def key_statistics(self) -> dict[str, KeyStats]:
+        """With ``projection_file`` the projections are the release's and no statistics are needed; the
+        file's name and size stand for them in the snapshot, so a resume must use the same file."""
+        if not self.config.projection_file:
+            return super().key_statistics()
+        path = Path(self.config.projection_file).expanduser()
+        self.imported = read_null_space_projection(path, self.layers, self.key_widths()[0])
+        provenance = KeyStats(None, f"projection-{path.name}-{path.stat().st_size}", 0, 0)
+        return {module: provenance for module in self.modules}
+
     def prepare_layers(self) -> None:
         self.projections: dict[int, torch.Tensor] = {}
         self.edited_keys: dict[int, torch.Tensor] = {}
-        for layer in self.layers:
-            mom2 = self.stats[layer].mom2.to(self.ctx.device)
-            self.projections[layer] = null_space_projection(mom2, self.config.nullspace_threshold)
-            self.edited_keys[layer] = torch.zeros_like(mom2, dtype=torch.float32)
-            log.info("alphaedit: layer %d keeps a %d-dimensional null space of %d key dimensions "
-                     "(threshold %g)", layer, round(float(torch.trace(self.projections[layer]))),
-                     mom2.shape[0], self.config.nullspace_threshold)
+        for i, layer in enumerate(self.layers):
+            mom2 = self.stats[layer].mom2
+            if mom2 is None:
+                self.projections[layer] = self.imported[i].to(self.ctx.device)
+            else:
+                self.projections[layer] = null_space_projection(mom2.to(self.ctx.device), self.config.nullspace_threshold)
+            self.edited_keys[layer] = torch.zeros_like(self.projections[layer])
+            log.info("alphaedit: layer %d keeps a %d-dimensional null space of %d key dimensions (%s)", layer,
+                     round(float(torch.trace(self.projections[layer]))), self.projections[layer].shape[0],
+                     f"threshold {self.config.nullspace_threshold:g}" if mom2 is not None else self.stats[layer].corpus)
 
     def state_bytes(self, shape: ModelShape) -> int:
         """A float32 null-space projection and the edited keys' second moment, ``d x d``, per layer."""

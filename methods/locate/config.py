@@ -40,6 +40,10 @@ class LocateConfig(MethodConfig):
     stats_hub: str = "Salesforce/wikitext:wikitext-103-raw-v1"
     mom2_n_samples: int = 100_000
     stats_batch_tokens: int = 8192  # padded tokens per forward pass while collecting keys
+    #: A folder holding the MEMIT/ROME or AlphaEdit release's layer statistics (its ``data/stats``:
+    #: ``<model>/<dataset>_stats/<module>_float32_mom2_100000.npz``), imported instead of computed;
+    #: blank computes them (:mod:`.published`).
+    stats_import: str = ""
 
     def __post_init__(self) -> None:
         if not self.layers:

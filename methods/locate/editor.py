@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -35,8 +36,10 @@ from ...core.costs import (
 from ...core.method import EditContext, EditMethod
 from ...core.records import EditRecord
 from .config import LocateConfig
+from .cost import key_stats_cost
 from .hooks import mean_keys, read_at
 from .prompts import LocatedBatch, generate_prefixes, locate
+from .published import import_release_stats
 from .stats import KeyStats, key_second_moments, resolve_corpus
 from .values import optimise_values
 
@@ -81,9 +84,7 @@ class LocateThenEdit(EditMethod):
             log.warning("%s edits %s weights without float32 master copies: changes below that dtype's "
                         "resolution are lost; the published runs edit float32 weights", self.name,
                         str(dtype).removeprefix("torch."))
-        corpus = resolve_corpus(config.stats_corpus, config.stats_hub, ctx.task)
-        stats = key_second_moments(ctx.model, ctx.encoder, self.modules, corpus, config.mom2_n_samples,
-                                   ctx.cache_dir, ctx.device, config.stats_batch_tokens)
+        stats = self.key_statistics()
         self.stats = {layer: stats[module] for layer, module in zip(self.layers, self.modules)}
         first = stats[self.modules[0]]
         log.info("%s: key statistics of layers %s over %d samples (%d tokens) of %s", self.name,
@@ -93,6 +94,22 @@ class LocateThenEdit(EditMethod):
         if self.prefixes:
             log.info("%s: context prefixes %s", self.name, list(self.prefixes))
         self.prepare_layers()
+
+    def key_statistics(self) -> dict[str, KeyStats]:
+        """``E[k k^T]`` of every edited module: the release's files where ``stats_import`` names them,
+        else editbench's cache, else computed over the corpus."""
+        ctx, config = self.ctx, self.config
+        if config.stats_import:
+            return import_release_stats(Path(config.stats_import).expanduser(), self.modules, self.key_widths(),
+                                        config.mom2_n_samples, str(getattr(ctx.model.config, "_name_or_path", "")))
+        corpus = resolve_corpus(config.stats_corpus, config.stats_hub, ctx.task)
+        return key_second_moments(ctx.model, ctx.encoder, self.modules, corpus, config.mom2_n_samples,
+                                  ctx.cache_dir, ctx.device, config.stats_batch_tokens)
+
+    def key_widths(self) -> list[int]:
+        """The width of the keys (inputs) of every edited module."""
+        conv1d = self.ctx.layout.family.conv1d
+        return [weight_as_out_in(self.ctx.model.get_submodule(m), conv1d).shape[1] for m in self.modules]
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
         if not self.stats:
@@ -109,9 +126,6 @@ class LocateThenEdit(EditMethod):
             ctx.add_to_weight(module, delta)
         self.after_batch(located, n)
 
-    #: rough mean tokens of one statistics sample (a Wikipedia article, truncated), for the plan's time
-    STATS_TOKENS_PER_SAMPLE = 600
-
     def state_bytes(self, shape: ModelShape) -> int:
         """Lifelong state on the device beyond the key statistics; AlphaEdit adds its matrices."""
         return 0
@@ -126,12 +140,13 @@ class LocateThenEdit(EditMethod):
         d_in = [shape.out_in(m)[1] for m in self.modules]
         stats = sum(4 * d * d for d in d_in)
         last = self.layers[-1]
-        stats_tokens = config.mom2_n_samples * self.STATS_TOKENS_PER_SAMPLE
+        streamed = key_stats_cost(shape.meta, config)  # every sample counted at its cut length: an upper bound
         length = min(config.stats_batch_tokens, shape.max_positions)
         statistics = PhaseCost("statistics", inference_bytes(shape, config.stats_batch_tokens, False, length)
-                               + config.stats_batch_tokens * sum(d_in) * 4,
-                               forward_flops(shape, stats_tokens, shape.params_up_to(last)),
-                               "once per model and corpus (cached)")
+                               + streamed.batch_key_bytes * len(d_in), streamed.flops,
+                               f"{streamed.layers_run} of {streamed.layers_total} layers, at most "
+                               f"{streamed.tokens:,} tokens; once per model and corpus (cached)"
+                               if streamed.tokens else "imported")
         prompts = 1 + config.context_prefixes + 1
         tokens = run.tokens_per_record + (config.context_prefix_tokens if config.context_prefixes else 0)
         chunk_tokens = min(config.v_chunk, run.batch_size) * prompts * tokens

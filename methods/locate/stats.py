@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,9 +116,10 @@ def resolve_corpus(spec: str, hub: str, task) -> Corpus:
 @dataclass(frozen=True)
 class KeyStats:
     """``mom2 = E[k k^T]`` (float32) of the inputs of one module over ``n_tokens`` tokens of
-    ``n_samples`` samples of ``corpus``."""
+    ``n_samples`` samples of ``corpus``. ``mom2`` is None where a method imported what it derives from
+    it (AlphaEdit's projection); ``corpus`` then names that file."""
 
-    mom2: torch.Tensor
+    mom2: torch.Tensor | None
     corpus: str
     n_samples: int
     n_tokens: int
@@ -177,36 +179,71 @@ def _compute_missing(model: nn.Module, encoder: PairEncoder, missing: list[str],
             found[module] = stats
 
 
+class _LastLayerDone(Exception):
+    """Raised by the hook of the last module needed: nothing above it contributes to the statistics."""
+
+
+@contextmanager
+def stopping_after(model: nn.Module, modules: Sequence[str],
+                   on_input: Callable[[str, torch.Tensor], None]) -> Iterator[Callable[..., None]]:
+    """A forward call that hands each of ``modules`` its input and stops the pass once all of them have
+    run, so the layers above the highest one and the output head never run (for Llama-3-8B's layers
+    4-8 that is 23 of 32 blocks and the 128K-wide head). The release does the same (``Trace(...,
+    stop=True)``, kmeng01/memit ``rome/layer_stats.py`` line 159)."""
+    seen: set[str] = set()
+
+    def hook_for(name: str):
+        def hook(_module, args, _output):
+            on_input(name, args[0])
+            seen.add(name)
+            if len(seen) == len(modules):
+                raise _LastLayerDone
+        return hook
+
+    def forward(**inputs) -> None:
+        seen.clear()
+        try:
+            model(**inputs, use_cache=False)
+        except _LastLayerDone:
+            return
+        raise RuntimeError(f"the forward pass never reached {sorted(set(modules) - seen)}")
+
+    handles = [model.get_submodule(m).register_forward_hook(hook_for(m)) for m in modules]
+    try:
+        yield forward
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def _accumulate(model: nn.Module, encoder: PairEncoder, modules: Sequence[str], texts: Sequence[str],
                 device: torch.device, batch_tokens: int) -> dict[str, tuple[torch.Tensor, int]]:
+    """Sums of ``k k^T`` in float32 whatever the model's dtype (a bf16 sum of millions of tokens keeps
+    about three significant digits), divided by the token count at the end."""
     max_len = int(getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024))
     max_len = min(max_len, batch_tokens)
     ids = [encoder.encode_prompt(t)[:max_len] for t in texts]
+    total = sum(len(seq) for seq in ids)
     sums: dict[str, torch.Tensor] = {}
-    tokens = 0
     mask_now: list[torch.Tensor] = []
 
-    def collect(name: str):
-        def hook(_module, args, _output):
-            keys = args[0][mask_now[0]].float()
-            sums[name] = sums[name] + keys.T @ keys if name in sums else keys.T @ keys
-        return hook
+    def collect(name: str, inputs: torch.Tensor) -> None:
+        keys = inputs[mask_now[0]].float()
+        sums[name] = sums[name].addmm_(keys.T, keys) if name in sums else keys.T @ keys
 
-    handles = [model.get_submodule(m).register_forward_hook(collect(m)) for m in modules]
-    bar = progress(total=len(ids), desc="key statistics", unit="sample")
-    try:
+    log.info("key statistics of %s: %d samples, %d tokens; each forward pass stops after the last of them",
+             ", ".join(modules), len(ids), total)
+    bar = progress(total=total, desc="key statistics", unit="token")
+    tokens = 0
+    with stopping_after(model, modules, collect) as forward, closing(bar):
         for indices in token_budget_batches([len(seq) for seq in ids], batch_tokens, by_length=False):
-            batch = [ids[i] for i in indices]
-            input_ids, attention = pad(batch, encoder.pad_id)
+            input_ids, attention = pad([ids[i] for i in indices], encoder.pad_id)
             mask_now[:] = [attention.bool().to(device)]
-            model(input_ids=input_ids.to(device), attention_mask=attention.to(device))
-            tokens += int(attention.sum())
-            bar.update(len(batch))
-    finally:
-        bar.close()
-        for handle in handles:
-            handle.remove()
+            forward(input_ids=input_ids.to(device), attention_mask=attention.to(device))
+            done = int(attention.sum())
+            tokens += done
+            bar.update(done)
     if tokens == 0:
         raise ValueError("the key-statistics corpus is empty")
     return {m: ((sums[m] / tokens).cpu(), tokens) for m in modules}
