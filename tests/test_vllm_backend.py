@@ -283,3 +283,13 @@ def test_parity_report_catches_a_sync_that_never_arrives(monkeypatch, micro_llam
 def test_parity_pairs_share_more_than_two_blocks(hf):
     pairs, prefix = parity_pairs(hf[1])
     assert prefix > 2 * KV_BLOCK and len({p.prompt for p in pairs}) > 1
+
+
+def test_the_vllm_extra_asks_for_the_supported_range():
+    import tomllib
+    from pathlib import Path
+
+    from editbench.core.probe_vllm import SUPPORTED_SPEC
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["optional-dependencies"]["vllm"] == [SUPPORTED_SPEC]
