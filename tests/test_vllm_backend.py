@@ -286,8 +286,9 @@ def test_parity_pairs_share_more_than_two_blocks(hf):
 
 
 def test_the_vllm_extra_asks_for_the_supported_range():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     from editbench.core.probe_vllm import SUPPORTED_SPEC
 
