@@ -294,3 +294,29 @@ def test_the_vllm_extra_asks_for_the_supported_range():
 
     project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert project["project"]["optional-dependencies"]["vllm"] == [SUPPORTED_SPEC]
+
+
+@pytest.mark.slow
+def test_a_run_scored_by_the_engine_equals_one_scored_by_hf(monkeypatch, tmp_path, micro_llama):
+    """Two methods in one run through the runner: the engine is sized by the run, receives each
+    checkpoint's edits, and gets the first method's tensors back before the second starts."""
+    from editbench.core.store import load_results
+    from editbench.harness.runner import Runner, RunSpec
+
+    def run(out, backend):
+        spec = RunSpec(task="pocket", model=str(micro_llama), edits=8, batch_size=4, out=out,
+                       params={"pocket": {"n_entities": "20"}}, device="cpu", cache_dir=tmp_path / "cache",
+                       methods=("ft-m", "ft-l"))
+        runner = Runner(spec)
+        runner.backend = backend  # the resolver asks for CUDA; the stand-in engine runs on CPU
+        runner.run()
+        scores = load_results(out).scores()
+        return scores.sort_values(list(scores.columns[:-1])).reset_index(drop=True)
+
+    loaded = install(monkeypatch, "0.33.0")
+    engine = run(tmp_path / "vllm", "vllm")
+    reference = run(tmp_path / "hf", "hf")
+    assert len(loaded) == 1 and loaded[0].kwargs["max_model_len"] % KV_BLOCK == 0
+    assert loaded[0].kwargs["enable_prefix_caching"] is False
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(engine, reference, check_exact=False, atol=1e-4)
