@@ -30,7 +30,7 @@ from ..core.method import EditContext, EditMethod, MethodConfig, MethodRef
 from ..core.models import ModelLayout, load_model, load_tokenizer, resolve_device, resolve_dtype
 from ..core.plan import eval_positions, parse_checkpoints, plan_batches
 from ..core.probe import HFProbe, ProbeBackend
-from ..core.probe_vllm import vllm_available, vllm_unavailable_reason
+from ..core.probe_vllm import installed_vllm_version, vllm_available, vllm_unavailable_reason
 from ..core.progress import progress
 from ..core.records import EditRecord, PairScore, check_disjoint, dataset_hash
 from ..core.snapshot import SnapshotError, load_snapshot, prune_snapshots, save_snapshot
@@ -346,6 +346,8 @@ class Runner:
         shutil.rmtree(self.snapshot_root(plan), ignore_errors=True)
 
     def _resolve_backend(self, backend: str) -> str:
+        if backend == "auto" and self.device.type == "cuda" and installed_vllm_version() and not vllm_available():
+            log.warning("%s; scoring with the Hugging Face backend", vllm_unavailable_reason())
         if backend == "hf" or (backend == "auto" and (self.device.type != "cuda" or not vllm_available())):
             return "hf"
         reason = vllm_unavailable_reason()

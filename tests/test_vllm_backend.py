@@ -320,3 +320,19 @@ def test_a_run_scored_by_the_engine_equals_one_scored_by_hf(monkeypatch, tmp_pat
     assert loaded[0].kwargs["enable_prefix_caching"] is False
     pd_testing = pytest.importorskip("pandas.testing")
     pd_testing.assert_frame_equal(engine, reference, check_exact=False, atol=1e-4)
+
+
+def test_the_runner_names_an_unsupported_release(monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from editbench.core import probe_vllm
+    from editbench.harness import runner
+
+    monkeypatch.setattr(probe_vllm, "installed_vllm_version", lambda: "0.34.1")
+    monkeypatch.setattr(runner, "installed_vllm_version", lambda: "0.34.1")
+    on_gpu = SimpleNamespace(device=torch.device("cuda"))
+    with caplog.at_level("WARNING"):
+        assert runner.Runner._resolve_backend(on_gpu, "auto") == "hf"
+    assert "vLLM 0.34.1 is installed" in caplog.text
+    with pytest.raises(ValueError, match=r"vLLM 0\.34\.1 is installed.*vllm>=0\.6\.3,<0\.34"):
+        runner.Runner._resolve_backend(on_gpu, "vllm")
