@@ -14,7 +14,7 @@ tokens (``tests/test_generate.py``).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,17 @@ def answer_budget(target_tokens: int, cap: int) -> int:
     return max(1, min(cap, target_tokens + 3))
 
 
+def eos_ids(model: nn.Module, tokenizer) -> frozenset[int]:
+    """The model's end-of-sequence ids: its generation config's, else its config's, else the
+    tokenizer's (what ``model.generate`` stops at)."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return frozenset({eos} if isinstance(eos, int) else set(eos or ()))
+
+
 @dataclass(frozen=True)
 class StopRule:
     """Token ids that end an answer: the model's end-of-sequence tokens and every token whose text
@@ -39,15 +50,15 @@ class StopRule:
 
     @classmethod
     def for_model(cls, model: nn.Module, tokenizer) -> StopRule:
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if eos is None:
-            eos = getattr(getattr(model, "config", None), "eos_token_id", None)
-        if eos is None:
-            eos = tokenizer.eos_token_id
-        eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+        return cls.with_eos(eos_ids(model, tokenizer), tokenizer)
+
+    @classmethod
+    def with_eos(cls, eos: Iterable[int], tokenizer) -> StopRule:
+        """The rule for a model whose end-of-sequence ids are ``eos`` (a backend that holds no model,
+        such as the vLLM engine, keeps the ids instead of the model)."""
         texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
         newline = {i for i, text in enumerate(texts) if "\n" in text}
-        return cls(frozenset(eos_ids | newline))
+        return cls(frozenset(set(eos) | newline))
 
     def mask(self, vocab_size: int, device: torch.device) -> torch.Tensor:
         stop = torch.zeros(vocab_size, dtype=torch.bool, device=device)

@@ -15,7 +15,7 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from ..core.models import ModelLayout, load_model, load_tokenizer, resolve_devic
 from ..core.plan import eval_positions, parse_checkpoints, plan_batches
 from ..core.precision import split_state
 from ..core.probe import HFProbe, ProbeBackend
-from ..core.probe_vllm import vllm_available
+from ..core.probe_vllm import installed_vllm_version, vllm_available, vllm_unavailable_reason
 from ..core.progress import progress
 from ..core.records import EditRecord, PairScore, check_disjoint, dataset_hash
 from ..core.snapshot import SnapshotError, load_snapshot, prune_snapshots, save_snapshot
@@ -42,6 +42,7 @@ from ..methods import METHODS
 from ..tasks import TASKS
 from .capability import (
     CAPABILITY_SETS,
+    CapabilitySet,
     CapabilitySettings,
     capability_accuracy,
     load_capability_sets,
@@ -242,6 +243,22 @@ def _versions(device: torch.device) -> dict[str, str]:
     return versions
 
 
+def run_texts(task: Task, records: Sequence[EditRecord], capability_sets: Sequence[CapabilitySet]) -> Iterator[str]:
+    """Every text the run scores or generates from, each prompt joined with its record's longest
+    answer: what the vLLM engine's ``max_model_len`` must hold."""
+    for record in records:
+        answers = [record.target_new, record.target_true or "", *(n.answer for n in record.neighbours)]
+        longest = max(answers, key=len)
+        for prompt in (record.prompt, *record.paraphrases, *(n.prompt for n in record.neighbours)):
+            yield f"{prompt} {longest}"
+            yield f"{task.generation_prompt(prompt)} {longest}"
+        for value in record.extra.values():  # a task's own prompts (CounterFact's generation prompts)
+            yield from (item for item in (value if isinstance(value, list | tuple) else [value]) if isinstance(item, str))
+    for question_set in capability_sets:
+        for query, choices, _ in question_set.questions:
+            yield f"{question_set.shots_text}{query} {max(choices, key=len)}"
+
+
 def _finite(model: torch.nn.Module, names: list[str]) -> bool:
     return all(bool(torch.isfinite(model.get_parameter(n)).all()) for n in names)
 
@@ -334,10 +351,13 @@ class Runner:
         shutil.rmtree(self.snapshot_root(plan), ignore_errors=True)
 
     def _resolve_backend(self, backend: str) -> str:
+        if backend == "auto" and self.device.type == "cuda" and installed_vllm_version() and not vllm_available():
+            log.warning("%s; scoring with the Hugging Face backend", vllm_unavailable_reason())
         if backend == "hf" or (backend == "auto" and (self.device.type != "cuda" or not vllm_available())):
             return "hf"
-        if not vllm_available():
-            raise ValueError("--probe-backend vllm needs `pip install \"editbench[vllm]\"` and a CUDA GPU")
+        reason = vllm_unavailable_reason()
+        if reason is not None:
+            raise ValueError(reason)
         return "vllm"
 
     def _probe(self, model, tokenizer, edited: list[str]) -> ProbeBackend:
@@ -346,10 +366,13 @@ class Runner:
         if self.backend == "hf":
             return HFProbe(model, tokenizer, self.device)
         if self._engine is None:
-            from ..core.probe_vllm import VLLMProbe
+            from ..core.probe_vllm import GENERATION_HEADROOM, VLLMProbe, engine_length
 
+            limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+            length = engine_length(tokenizer, run_texts(self.task, self.records, self.capability_sets),
+                                   max(self.spec.gen_max_tokens, GENERATION_HEADROOM), limit)
             self._engine = VLLMProbe(str(self.model_source), tokenizer, self.dtype, self.spec.vllm_memory,
-                                     self.spec.trust_remote_code)
+                                     self.spec.trust_remote_code, max_model_len=length)
         self._engine.sync(model, edited)
         return self._engine
 
