@@ -34,6 +34,7 @@ from ...core.costs import (
     weights_bytes,
 )
 from ...core.method import EditContext, EditMethod
+from ...core.models import weight_as_out_in
 from ...core.records import EditRecord
 from .config import LocateConfig
 from .cost import key_stats_cost
