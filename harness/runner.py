@@ -47,6 +47,8 @@ from .capability import (
 )
 from .evaluate import CORE_METRICS, Baseline, neighbour_pairs, pre_edit_summary, score_edits
 from .generated import GENERATED_METRICS, pre_edit_generated, score_generated, unedited_generations
+from .saved import check_save_model, save_edited_model, saved_model_folder
+from .threads import fit_threads_to_model
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ class RunSpec:
     restart: tuple[str, ...] = ()  # methods whose stored results (and snapshots) are dropped first
     gen_eval: bool = True  # score generated answers beside teacher-forced ones (harness/generated.py)
     gen_max_tokens: int = 16  # at most this many new tokens per generated answer
+    save_model: int | None = None  # the checkpoint at which each edited model is saved (harness/saved.py)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the types a Python caller may pass loosely
@@ -106,7 +109,8 @@ class RunSpec:
         for option, value, least in (("--limit", self.limit, 1), ("--edits", self.edits, 1),
                                      ("--batch-size", self.batch_size, 1), ("--eval-sample", self.eval_sample, 2),
                                      ("--capability-limit", self.capability_limit, 1),
-                                     ("--gen-max-tokens", self.gen_max_tokens, 1)):
+                                     ("--gen-max-tokens", self.gen_max_tokens, 1),
+                                     ("--save-model", self.save_model, 1)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ValueError(f"{option} must be an integer of at least {least}, got {value!r}")
         if self.dtype not in DTYPE_CHOICES:
@@ -265,6 +269,7 @@ class Runner:
         self.checkpoints = parse_checkpoints(spec.checkpoints, edits, spec.batch_size)
         self.batches = plan_batches(edits, spec.batch_size, self.checkpoints)
         self.positions = {n: eval_positions(n, spec.eval_sample, spec.seed) for n in self.checkpoints}
+        check_save_model(spec.save_model, self.checkpoints)
         self.model_source = spec.model or self.task.default_model()
         if self.model_source is None:
             raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
@@ -365,7 +370,9 @@ class Runner:
         return train
 
     def _load(self):
-        return load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code)
+        model, tokenizer = load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code)
+        fit_threads_to_model(model, self.device)  # one thread for a small model (harness/threads.py)
+        return model, tokenizer
 
     def _baseline(self, store: ResultsStore) -> Baseline:
         """Unedited predictions on neighbourhood prompts, computed once and kept in the store."""
@@ -501,6 +508,9 @@ class Runner:
         store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(), memory.peak_bytes(),
                                 capability=capability, snapshot=checksums)
         fault_point("after-checkpoint")
+        if n_edits == self.spec.save_model:
+            save_edited_model(method.ctx.model, method.ctx.tokenizer,
+                              saved_model_folder(self.spec.out, self.run_id, plan.label, n_edits))
         prune_snapshots(snapshots, keep=n_edits)
         started, first = self._stream_start
         elapsed = time.monotonic() - started
