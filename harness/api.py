@@ -47,10 +47,11 @@ def build_spec(options: Mapping[str, Any]):
 def execute(options: Mapping[str, Any]):
     """Run what the ``run`` command's resolved ``options`` ask for, keeping the run file in the
     results folder first; returns (spec, [(runner, outcome)] per seed)."""
+    from .cli import run as run_command
     from .executors import run_local, run_ray
 
     spec, seeds, executor, address = build_spec(options)
-    runfile.store(spec.out, runfile.from_options(options))
+    runfile.store(spec.out, runfile.from_options(options, run_command))
     results = run_ray(spec, seeds, address) if executor == "ray" else run_local(spec, seeds)
     return spec, results
 

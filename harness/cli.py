@@ -295,7 +295,7 @@ def run(**options) -> None:
 
     options = runfile.merged(click.get_current_context(), options)
     if options["dump_config"]:
-        click.echo(runfile.dump(runfile.from_options(options)), nl=False)
+        click.echo(runfile.dump(runfile.from_options(options, run)), nl=False)
         return
     spec, results = execute(options)
     store = load_results(spec.out)

@@ -135,13 +135,15 @@ def to_options(data: Mapping[str, Any], command: click.Command, where: str) -> d
     return options
 
 
-def from_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved options of ``run`` (click's values) as a run file's mapping, in natural types:
-    reading it back with :func:`to_options` gives the same options."""
+def from_options(params: Mapping[str, Any], command: click.Command) -> dict[str, Any]:
+    """The resolved options of ``command`` (click's values) as a run file's mapping, in natural
+    types and in the order of ``command --help``: reading it back with :func:`to_options` gives the
+    same options."""
     from ..core.configs import parse_overrides
 
     data: dict[str, Any] = {}
-    for key, value in params.items():
+    order = [p.name for p in command.params if p.name in params]
+    for key, value in ((name, params[name]) for name in order):
         if key in OWN_OPTIONS:
             continue
         if key == "params":
