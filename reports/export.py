@@ -18,6 +18,7 @@ tracker runs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -123,6 +124,16 @@ def to_wandb(run: TrackedRun, project: str, entity: str | None = None) -> str:
         tracker.finish()
 
 
+def mlflow_tracking_uri(uri: str) -> str:
+    """A folder (``./mlruns``) or ``file:`` URI is MLflow's file store, which MLflow 3 keeps only
+    when asked (``MLFLOW_ALLOW_FILE_STORE``): naming a folder asks for it. Other URIs (a server,
+    ``sqlite:///mlflow.db``, Databricks) pass unchanged."""
+    if ":" in uri and not uri.startswith("file:") and not Path(uri).drive:
+        return uri
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return uri if uri.startswith("file:") else Path(uri).resolve().as_uri()
+
+
 def to_mlflow(run: TrackedRun, uri: str, experiment: str) -> str:
     """One MLflow run in ``experiment`` at tracking ``uri`` (a local folder works); returns its id."""
     try:
@@ -156,8 +167,8 @@ def export(results: tuple[Path, ...], wandb_project: str | None, wandb_entity: s
     every checkpoint and its plots."""
     if wandb_project is None and mlflow_uri is None:
         raise click.UsageError("name a tracker: --wandb PROJECT and/or --mlflow URI")
-    if mlflow_uri is not None and "://" not in mlflow_uri and not mlflow_uri.startswith(("databricks", "/")):
-        mlflow_uri = Path(mlflow_uri).resolve().as_uri()  # a relative folder
+    if mlflow_uri is not None:
+        mlflow_uri = mlflow_tracking_uri(mlflow_uri)
     with tempfile.TemporaryDirectory(prefix="editbench-export-") as plots:
         for run in tracked_runs(list(results), Path(plots), seed):
             if wandb_project is not None:
