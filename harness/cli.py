@@ -322,7 +322,7 @@ def _load_run_file(ctx: click.Context, path: Path | None) -> Path | None:
         try:
             runfile.load_into(ctx, path)
         except (ValueError, FileNotFoundError) as exc:
-            raise click.BadParameter(str(exc).removeprefix(f"--config {path}: "), param_hint=f"--config {path}")
+            raise click.BadParameter(str(exc).removeprefix(f"--config {path}: "), param_hint=f"--config {path}") from None
     return path
 
 
