@@ -125,7 +125,9 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
          task=None, editor: str | Path | None = None, train_records: Sequence[EditRecord] = (),
          cache_dir: str | Path | None = None):
     """Edit ``model`` in place with ``method`` (``NAME`` or ``NAME@PRESET``) so that it holds every
-    record, ``batch_size`` records at a time (default: all in one batch); returns the method.
+    record, ``batch_size`` records at a time (default: all in one batch); returns the method. As in a
+    run, a published model (GPT-2 XL, GPT-J, Llama 3 8B...) gets the settings the method's release
+    published for it first, then the preset named, then ``params``.
 
     ``params`` sets the method's fields (``{"lr": 1e-3}``); ``editor`` is a trained editor's folder
     (``editbench train``), ``train_records`` what a learned method trains on when it has none;
@@ -133,12 +135,17 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
     """
     import torch
 
+    from ..core.architectures import recognise
     from ..core.cache import cache_root
     from ..core.method import EditContext, MethodRef
     from ..core.models import ModelLayout
 
     ref = MethodRef.parse(method)
-    config = ref.config({ref.label: {key: runfile.to_text(value) for key, value in (params or {}).items()}})
+    architecture = recognise(getattr(model, "config", None))  # a published model: its release's settings first
+    config = ref.config({ref.label: {key: runfile.to_text(value) for key, value in (params or {}).items()}},
+                        architecture)
+    if architecture in ref.cls.presets:
+        log.info("%s: taking the settings published for %s, under those given in params", ref.label, architecture)
     chosen = [as_record(item, i) for i, item in enumerate(records)]
     if not chosen:
         raise ValueError("editbench.edit(): give at least one record")

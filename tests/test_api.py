@@ -1,26 +1,21 @@
 """The Python API (``editbench.run``, ``editbench.edit``), ``--save-model`` and the run's table,
 on a micro model."""
 
-import json
-
 import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from conftest import micro_edits, write_edits
 
 import editbench
 from editbench.harness.cli import main
 
-EDITS = [{"uid": f"e{i}", "prompt": f"Fact: Kalo Mirve{i} lives in", "subject": f"Kalo Mirve{i}",
-          "target_new": "Fengal Vale", "paraphrases": [f"Kalo Mirve{i} has a house in"],
-          "neighbours": [{"prompt": "Wensel Quitho lives in", "answer": "Brajar Port"}]} for i in range(6)]
+EDITS = micro_edits(6)
 
 
 @pytest.fixture(scope="module")
 def edits_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("edits") / "mine.jsonl"
-    path.write_text("\n".join(json.dumps(x) for x in EDITS))
-    return path
+    return write_edits(tmp_path_factory.mktemp("edits") / "mine.jsonl", 6)
 
 
 @pytest.fixture(scope="module")

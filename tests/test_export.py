@@ -6,6 +6,7 @@ import struct
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_edits
 
 from editbench.harness.cli import main
 
@@ -14,10 +15,7 @@ from editbench.harness.cli import main
 def finished(tmp_path_factory, micro_gpt2):
     """A stored run of ft-m with checkpoints after 3 and 6 edits, and its per-checkpoint means."""
     folder = tmp_path_factory.mktemp("export-run")
-    path = folder / "mine.jsonl"
-    path.write_text("\n".join(json.dumps(
-        {"prompt": f"Fact: Kalo Mirve{i} lives in", "subject": f"Kalo Mirve{i}", "target_new": "Fengal Vale",
-         "neighbours": [{"prompt": "Wensel Quitho lives in", "answer": "Brajar Port"}]}) for i in range(6)))
+    path = write_edits(folder / "mine.jsonl", 6)
     out = folder / "out"
     result = CliRunner().invoke(main, ["run", "--task", str(path), "--model", str(micro_gpt2), "--methods", "ft-m",
                                        "--batch-size", "3", "--checkpoints", "3,6", "--gen-eval", "off",

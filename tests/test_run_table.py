@@ -30,17 +30,13 @@ def test_cells_show_intervals_and_marks_like_the_markdown():
 
 def test_the_run_table_ranks_the_methods_of_the_run(tmp_path, micro_gpt2):
     """Two methods of one run, through the CLI: every cell has an interval, and the note says how to read it."""
-    import json
-
     from click.testing import CliRunner
+    from conftest import write_edits
 
     from editbench.core.store import load_results
     from editbench.harness.cli import main
 
-    path = tmp_path / "mine.jsonl"
-    path.write_text("\n".join(json.dumps(
-        {"prompt": f"Fact: Kalo Mirve{i} lives in", "subject": f"Kalo Mirve{i}", "target_new": "Fengal Vale",
-         "neighbours": [{"prompt": "Wensel Quitho lives in", "answer": "Brajar Port"}]}) for i in range(4)))
+    path = write_edits(tmp_path / "mine.jsonl", 4)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", "--task", str(path), "--model", str(micro_gpt2), "--methods", "ft-m,ft-l",
                                        "--batch-size", "4", "--gen-eval", "off", "--out", str(out), "--device", "cpu"])
