@@ -112,8 +112,11 @@ def to_wandb(run: TrackedRun, project: str, entity: str | None = None) -> str:
         import wandb
     except ImportError:
         raise ValueError('--wandb needs `pip install "editbench[wandb]"`') from None
-    tracker = wandb.init(project=project, entity=entity, name=run.name, group=run.config["task"],
-                         config=flatten(run.config), job_type="editbench", reinit="finish_previous")
+    try:
+        tracker = wandb.init(project=project, entity=entity, name=run.name, group=run.config["task"],
+                             config=flatten(run.config), job_type="editbench")
+    except wandb.errors.Error as exc:  # not logged in, an unknown entity: one line naming the project
+        raise ValueError(f"--wandb {project}: {str(exc).splitlines()[0]}") from None
     try:
         for step in sorted(run.steps):
             tracker.log({"edits": step, **run.steps[step]}, step=step)
@@ -140,16 +143,21 @@ def to_mlflow(run: TrackedRun, uri: str, experiment: str) -> str:
         import mlflow
     except ImportError:
         raise ValueError('--mlflow needs `pip install "editbench[mlflow]"`') from None
+    from mlflow.exceptions import MlflowException
+
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run.name, tags={"editbench.run_id": run.run_id}) as active:
-        params = {safe_key(k): "" if v is None else str(v)[:6000] for k, v in flatten(run.config).items()}
-        mlflow.log_params(params)
-        for step in sorted(run.steps):
-            mlflow.log_metrics(run.steps[step], step=step)
-        for png in run.plots:
-            mlflow.log_artifact(str(png), artifact_path="plots")
-        return active.info.run_id
+    try:
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=run.name, tags={"editbench.run_id": run.run_id}) as active:
+            params = {safe_key(k): "" if v is None else str(v)[:6000] for k, v in flatten(run.config).items()}
+            mlflow.log_params(params)
+            for step in sorted(run.steps):
+                mlflow.log_metrics(run.steps[step], step=step)
+            for png in run.plots:
+                mlflow.log_artifact(str(png), artifact_path="plots")
+            return active.info.run_id
+    except MlflowException as exc:  # a tracking server or store that refuses: one line naming it
+        raise ValueError(f"--mlflow {uri}: {str(exc).splitlines()[0]}") from None
 
 
 @click.command()
