@@ -59,6 +59,8 @@ def execute(options: Mapping[str, Any]):
 def resolve(config: str | Path | Mapping[str, Any] | None = None, **options: Any) -> dict[str, Any]:
     """A run file (a path or a mapping) with ``options`` over it, resolved through the ``run``
     command: every option of ``run`` with its value, as the command line would have it."""
+    import click
+
     from .cli import run as run_command
 
     data = runfile.read_file(Path(config)) if isinstance(config, (str, Path)) else dict(config or {})
@@ -68,7 +70,10 @@ def resolve(config: str | Path | Mapping[str, Any] | None = None, **options: Any
     for key in runfile.MERGED:  # the keyword arguments' settings over the file's, field by field
         if key in base and key in over:
             over[key] = (*base[key], *over[key])
-    ctx = run_command.make_context("run", [], default_map={**base, **over})
+    try:
+        ctx = run_command.make_context("run", [], default_map={**base, **over})
+    except click.ClickException as exc:  # a value the option refuses: the option's own message
+        raise ValueError(exc.format_message()) from None
     return dict(ctx.params)
 
 

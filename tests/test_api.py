@@ -102,3 +102,11 @@ def test_edit_refuses_bad_input_in_one_line(micro_gpt2):
         editbench.edit(model, tokenizer, "ft-m", [{"prompt": "a b", "target_new": "c"}])
     with pytest.raises(ValueError, match="did you mean 'lr'"):
         editbench.edit(model, tokenizer, "ft-m", EDITS[:1], params={"lrr": 1})
+
+
+def test_run_refuses_bad_settings_before_running(tmp_path):
+    with pytest.raises(ValueError, match="unknown option 'batchsize'; did you mean 'batch_size'"):
+        editbench.run(batchsize=3, out=tmp_path)
+    with pytest.raises(ValueError, match="'float64' is not one of"):
+        editbench.run({"dtype": "float64"}, out=tmp_path)
+    assert not (tmp_path / "results.sqlite").exists()
