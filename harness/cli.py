@@ -340,7 +340,14 @@ def _unedited_line(baseline: dict, scored: int) -> str:
 
 
 def _print_run(store, runner, outcome) -> None:
-    from ..reports.summary import MARKS_NOTE, board_frame, capability_frame, format_table, run_board
+    from ..reports.metrics import CAPABILITY_PREFIX
+    from ..reports.summary import (
+        MARKS_NOTE,
+        board_frame,
+        format_table,
+        run_board,
+        unedited_capability,
+    )
 
     runs = store.runs().set_index("run_id")
     baseline = runs.loc[outcome.run_id, "baseline"] or {}
@@ -354,12 +361,14 @@ def _print_run(store, runner, outcome) -> None:
     if not extra.empty:
         click.echo(f"\n{runner.task.name} metrics:")
         click.echo(format_table(extra))
+    capability = board_frame(board, [c.key for c in board.columns if c.key.startswith(CAPABILITY_PREFIX)])
+    if not capability.empty:
+        unedited = unedited_capability(store, outcome.run_id)
+        click.echo("\ngeneral capability (accuracy; the unedited model: "
+                   f"{', '.join(f'{name} {value:.3f}' for name, value in sorted(unedited.items())) or '-'}):")
+        click.echo(format_table(capability))
     if board.rows:
         click.echo(MARKS_NOTE)
-    capability = capability_frame(store, outcome.run_id)
-    if not capability.empty:
-        click.echo("\ngeneral capability (accuracy; '(unedited)' is the model before any edit):")
-        click.echo(format_table(capability))
 
 
 @main.command("list")

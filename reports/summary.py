@@ -20,16 +20,11 @@ COLUMNS = {
 }
 
 
-def capability_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
-    """General-capability accuracy per method and checkpoint, the unedited model first."""
+def unedited_capability(store: ResultsStore, run_id: str) -> dict[str, float]:
+    """General-capability accuracy of the model before any edit, per question set."""
     frame = store.capability()
-    frame = frame[frame["run_id"] == run_id]
-    if frame.empty:
-        return frame
-    frame = frame.assign(method=frame["method"].replace("", "(unedited)"))
-    wide = frame.pivot_table(index=["method", "n_edits"], columns="name", values="accuracy").reset_index()
-    wide.columns.name = None
-    return wide.rename(columns={"n_edits": "edits"})
+    frame = frame[(frame["run_id"] == run_id) & (frame["method"] == "")]
+    return dict(zip(frame["name"], frame["accuracy"]))
 
 
 def format_table(frame: pd.DataFrame) -> str:
@@ -48,8 +43,8 @@ def format_table(frame: pd.DataFrame) -> str:
 
 # -- the run's terminal table with intervals and marks, from the leaderboard's own cells ----------
 #: how to read the marks and intervals of :func:`board_frame`
-MARKS_NOTE = ("★ best, ≈ tied with the best (95% intervals overlap); (low–high): 95% bootstrap interval "
-              "over the scored edits")
+MARKS_NOTE = ("★ best at that edit count, ≈ tied with the best (95% intervals overlap); (low–high): the 95% "
+              "interval, as in `editbench report` (docs/reports.md)")
 
 
 def only_run(results, run_id: str):
@@ -74,12 +69,16 @@ def run_board(folder, run_id: str, seed: int = 0):
 def board_frame(board, keys: list[str] | None = None) -> pd.DataFrame:
     """Method x checkpoint as text cells (mean, mark, interval) for :func:`format_table`: the
     columns ``keys`` (default: the core metrics, time and memory), headed by their short names."""
+    from .metrics import CAPABILITY_PREFIX
     from .tables import plain_cell
 
     wanted = list(COLUMNS) if keys is None else keys
     columns = [c for c in board.columns if c.key in wanted]
-    if not columns:
+    # a checkpoint with none of these values (capability sets are asked at some checkpoints only) is left out
+    rows = sorted((r for r in board.rows if any(r.cells[c.key].interval is not None for c in columns)),
+                  key=lambda r: (r.label, r.n_edits))
+    if not rows:
         return pd.DataFrame()
-    rows = sorted(board.rows, key=lambda r: (r.label, r.n_edits))
+    headers = [COLUMNS.get(c.key, c.key.removeprefix(CAPABILITY_PREFIX)) for c in columns]
     return pd.DataFrame([[r.label, r.n_edits, *(plain_cell(r.cells[c.key], c.key) for c in columns)] for r in rows],
-                        columns=["method", "edits", *(COLUMNS.get(c.key, c.key) for c in columns)])
+                        columns=["method", "edits", *headers])

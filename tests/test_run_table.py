@@ -30,6 +30,8 @@ def test_cells_show_intervals_and_marks_like_the_markdown():
 
 def test_the_run_table_ranks_the_methods_of_the_run(tmp_path, micro_gpt2):
     """Two methods of one run, through the CLI: every cell has an interval, and the note says how to read it."""
+    import json
+
     from click.testing import CliRunner
     from conftest import write_edits
 
@@ -37,11 +39,17 @@ def test_the_run_table_ranks_the_methods_of_the_run(tmp_path, micro_gpt2):
     from editbench.harness.cli import main
 
     path = write_edits(tmp_path / "mine.jsonl", 4)
+    (tmp_path / "sst2.jsonl").write_text("\n".join(json.dumps({"sentence": f"s{i}", "label": i % 2}) for i in range(10)))
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["run", "--task", str(path), "--model", str(micro_gpt2), "--methods", "ft-m,ft-l",
-                                       "--batch-size", "4", "--gen-eval", "off", "--out", str(out), "--device", "cpu"])
+                                       "--batch-size", "4", "--gen-eval", "off", "--out", str(out), "--device", "cpu",
+                                       "--capability", "sst2", "--capability-data", str(tmp_path),
+                                       "--capability-limit", "6"])
     assert result.exit_code == 0, result.output
     assert MARKS_NOTE in result.output
+    capability = result.output[result.output.index("general capability"):]
+    assert "the unedited model: sst2 0." in capability and "sst2" in capability.splitlines()[1]
+    assert capability.count("(0.") >= 2 or capability.count("(1.") >= 2  # a Wilson interval per method
     with load_results(out) as store:
         run_id = store.runs()["run_id"].iloc[0]
     board = run_board(out, run_id)
