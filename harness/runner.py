@@ -47,7 +47,7 @@ from .capability import (
 )
 from .evaluate import CORE_METRICS, Baseline, neighbour_pairs, pre_edit_summary, score_edits
 from .generated import GENERATED_METRICS, pre_edit_generated, score_generated, unedited_generations
-from .saved import check_save_model, save_edited_model, saved_model_folder
+from .saved import check_save_model, save_edited_model, saved_model_folder, warn_if_passed
 from .threads import fit_threads_to_model
 
 log = logging.getLogger(__name__)
@@ -461,6 +461,8 @@ class Runner:
             checksums = store.snapshot_checksums(self.run_id, plan.label, done)
             method.load_state_dict(load_snapshot(snapshots, done, model, generator, checksums, plan.label))
             log.info("%s: resuming after %d stored edits", plan.label, done)
+            warn_if_passed(self.spec.save_model, done,
+                           saved_model_folder(self.spec.out, self.run_id, plan.label, self.spec.save_model or 0))
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._probe(model, tokenizer, edited)
         self._stream_start = (time.monotonic(), done)  # for the checkpoint lines' estimate of what is left

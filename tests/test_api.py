@@ -110,3 +110,18 @@ def test_run_refuses_bad_settings_before_running(tmp_path):
     with pytest.raises(ValueError, match="'float64' is not one of"):
         editbench.run({"dtype": "float64"}, out=tmp_path)
     assert not (tmp_path / "results.sqlite").exists()
+
+
+def test_a_resume_past_the_saved_checkpoint_says_the_model_is_not_saved(tmp_path, caplog):
+    from editbench.harness.saved import warn_if_passed
+
+    with caplog.at_level("WARNING", logger="editbench.harness.saved"):
+        warn_if_passed(3, 2, tmp_path / "edits-3")  # not yet there: it will be saved
+        warn_if_passed(None, 6, tmp_path / "edits-3")
+        assert not caplog.records
+        warn_if_passed(3, 6, tmp_path / "edits-3")
+    assert "--save-model 3" in caplog.text and "--restart" in caplog.text
+    caplog.clear()
+    (tmp_path / "edits-3").mkdir()
+    warn_if_passed(3, 6, tmp_path / "edits-3")  # saved before the run stopped
+    assert not caplog.records
