@@ -71,3 +71,24 @@ def test_a_bad_run_file_is_one_line_naming_it(tmp_path, text, message):
     result = CliRunner().invoke(main, ["run", "--config", str(path), "--dump-config"])
     assert result.exit_code == 2 and message in result.output and str(path) in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_run_from_a_file_uses_it_under_the_flags_and_keeps_it(tmp_path, micro_gpt2):
+    from conftest import write_edits
+
+    from editbench.core.store import load_results
+
+    out = tmp_path / "out"
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"task": str(write_edits(tmp_path / "mine.jsonl", 6)), "model": str(micro_gpt2),
+                                    "methods": ["ft-m"], "batch_size": 3, "edits": 6, "device": "cpu",
+                                    "gen_eval": False, "params": {"ft-m": {"steps": 2}}, "out": str(out)}))
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--edits", "3", "--param", "ft-m.lr=0.01"])
+    assert result.exit_code == 0, result.output
+    with load_results(out) as store:
+        assert list(store.checkpoints()["n_edits"]) == [3]  # --edits 3 over the file's 6
+        config = store.cells()["method_config"].iloc[0]
+    config = json.loads(config) if isinstance(config, str) else config
+    assert config["steps"] == 2 and config["lr"] == 0.01  # the file's and the flag's settings, merged
+    (kept,) = (out / "run-files").iterdir()
+    assert yaml.safe_load(kept.read_text())["edits"] == 3
