@@ -21,7 +21,8 @@ from pathlib import Path
 
 import click
 
-from ..core.configs import DTYPE_CHOICES, PROBE_BACKENDS, parse_overrides
+from ..core.configs import DTYPE_CHOICES, PROBE_BACKENDS
+from .threads import mark_explicit as mark_threads_explicit
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -134,12 +135,13 @@ class EditbenchGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.option("--debug", is_flag=True, help="Log debug messages and show the full traceback of any error.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: torch's own choice). Set it when runs share a machine: "
-                   "oversubscribed threads make each run many times slower.")
+              help="CPU threads for torch (default: one for a model under 20M parameters on the CPU, else a "
+                   "share of the cores when other editbench processes run, else torch's own choice).")
 @click.version_option(package_name="editbench")
 def main(verbose: bool, debug: bool, threads: int | None) -> None:
     """editbench: benchmark lifelong knowledge editing of language models."""
     _setup_logging(verbose or debug)
+    mark_threads_explicit(threads is not None or "OMP_NUM_THREADS" in os.environ)  # harness/threads.py
     if threads is not None:
         import torch
 
@@ -278,24 +280,27 @@ def task_and_data(task: str | None, data: str | None) -> tuple[str | None, str |
 @click.option("--master-copy/--no-master-copy", default=True, show_default=True,
               help="Keep float32 master copies of edited bf16/fp16 weights so that small updates are not "
                    "rounded away over thousands of batches (off only to measure the difference).")
+@click.option("--save-model", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Save each method's edited model at checkpoint N (save_pretrained, safetensors, with the "
+                   "tokenizer) under OUT/models/, for lm-evaluation-harness or serving.")
+# -- run files (harness/runfile.py) --
+@click.option("--config", type=click.Path(path_type=Path, dir_okay=False), default=None, is_eager=True,
+              expose_value=True, callback=lambda ctx, _, path: _load_run_file(ctx, path),
+              help="A run file (YAML or JSON) with any of these options, method parameters and presets; "
+                   "options given here override it. Each run keeps its resolved file in OUT/run-files/.")
+@click.option("--dump-config", is_flag=True, help="Print the resolved run file (the --config file with the "
+                                                   "options given here over it) and exit.")
 def run(**options) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at checkpoints."""
     from ..core.store import load_results
-    from .executors import run_local, run_ray
-    from .runner import RunSpec
+    from . import runfile
+    from .api import execute
 
-    executor, address, seeds = options.pop("executor"), options.pop("ray_address"), options.pop("seeds")
-    task, data = task_and_data(options.pop("task"), options.pop("data"))
-    spec = RunSpec(
-        methods=split_list(options.pop("methods")),
-        capability=split_list(options.pop("capability")),
-        restart=split_list(options.pop("restart")),
-        params=parse_overrides(options.pop("params")),
-        editors=_parse_editors(options.pop("editors")),
-        task=task, data=data, seed=seeds[0], gen_eval=options.pop("gen_eval") == "on",
-        **options,
-    )
-    results = run_ray(spec, seeds, address) if executor == "ray" else run_local(spec, seeds)
+    options = runfile.merged(click.get_current_context(), options)
+    if options["dump_config"]:
+        click.echo(runfile.dump(runfile.from_options(options, run)), nl=False)
+        return
+    spec, results = execute(options)
     store = load_results(spec.out)
     try:
         for runner, outcome in results:
@@ -312,6 +317,18 @@ def run(**options) -> None:
     sys.exit(0 if all(o.ok for _, o in results) else 1)
 
 
+def _load_run_file(ctx: click.Context, path: Path | None) -> Path | None:
+    """``--config FILE``: its options become the defaults of ``run`` (see harness/runfile.py)."""
+    if path is not None:
+        from . import runfile
+
+        try:
+            runfile.load_into(ctx, path)
+        except (ValueError, FileNotFoundError) as exc:
+            raise click.BadParameter(str(exc).removeprefix(f"--config {path}: "), param_hint=f"--config {path}") from None
+    return path
+
+
 def _unedited_line(baseline: dict, scored: int) -> str:
     """What the unedited model knows of the edits that are scored, saying which answer each figure is on."""
     parts = []
@@ -326,12 +343,13 @@ def _unedited_line(baseline: dict, scored: int) -> str:
 
 
 def _print_run(store, runner, outcome) -> None:
+    from ..reports.metrics import CAPABILITY_PREFIX
     from ..reports.summary import (
-        capability_frame,
+        MARKS_NOTE,
+        board_frame,
         format_table,
-        run_summary,
-        summary_frame,
-        task_metrics_frame,
+        run_board,
+        unedited_capability,
     )
 
     runs = store.runs().set_index("run_id")
@@ -340,16 +358,20 @@ def _print_run(store, runner, outcome) -> None:
     click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  edits={runner.edits}  "
                f"seed={runner.spec.seed}  device={runs.loc[outcome.run_id, 'device']}")
     click.echo(_unedited_line(baseline, len({p for scored in runner.positions.values() for p in scored})))
-    summary = run_summary(store, outcome.run_id)
-    click.echo(format_table(summary_frame(summary)))
-    extra = task_metrics_frame(summary, [m.name for m in runner.task.metrics])
+    board = run_board(runner.spec.out, outcome.run_id)
+    click.echo(format_table(board_frame(board)))
+    extra = board_frame(board, [m.name for m in runner.task.metrics])
     if not extra.empty:
         click.echo(f"\n{runner.task.name} metrics:")
         click.echo(format_table(extra))
-    capability = capability_frame(store, outcome.run_id)
+    capability = board_frame(board, [c.key for c in board.columns if c.key.startswith(CAPABILITY_PREFIX)])
     if not capability.empty:
-        click.echo("\ngeneral capability (accuracy; '(unedited)' is the model before any edit):")
+        unedited = unedited_capability(store, outcome.run_id)
+        click.echo("\ngeneral capability (accuracy; the unedited model: "
+                   f"{', '.join(f'{name} {value:.3f}' for name, value in sorted(unedited.items())) or '-'}):")
         click.echo(format_table(capability))
+    if board.rows:
+        click.echo(MARKS_NOTE)
 
 
 @main.command("list")
@@ -391,12 +413,13 @@ def list_(only_methods: bool, only_tasks: bool, with_presets: bool) -> None:
 def _add_subcommands() -> None:
     """Commands that live beside the code they drive (each module imports its heavy parts lazily)."""
     from ..reports.cli import publish, report
+    from ..reports.export import export
     from .bench import bench
     from .planner import plan
     from .selfcheck import selfcheck
     from .train import train
 
-    for command in (train, report, publish, bench, plan, selfcheck):
+    for command in (train, report, publish, bench, export, plan, selfcheck):
         main.add_command(command)
 
 

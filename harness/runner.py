@@ -49,6 +49,8 @@ from .capability import (
 )
 from .evaluate import CORE_METRICS, Baseline, neighbour_pairs, pre_edit_summary, score_edits
 from .generated import GENERATED_METRICS, pre_edit_generated, score_generated, unedited_generations
+from .saved import check_save_model, save_edited_model, saved_model_folder, warn_if_passed
+from .threads import fit_threads_to_model
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class RunSpec:
     gen_max_tokens: int = 16  # at most this many new tokens per generated answer
     #: float32 master copies of edited bf16/fp16 tensors (core/precision.py); off only to measure rounding
     master_copy: bool = True
+    save_model: int | None = None  # the checkpoint at which each edited model is saved (harness/saved.py)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the types a Python caller may pass loosely
@@ -110,7 +113,8 @@ class RunSpec:
         for option, value, least in (("--limit", self.limit, 1), ("--edits", self.edits, 1),
                                      ("--batch-size", self.batch_size, 1), ("--eval-sample", self.eval_sample, 2),
                                      ("--capability-limit", self.capability_limit, 1),
-                                     ("--gen-max-tokens", self.gen_max_tokens, 1)):
+                                     ("--gen-max-tokens", self.gen_max_tokens, 1),
+                                     ("--save-model", self.save_model, 1)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ValueError(f"{option} must be an integer of at least {least}, got {value!r}")
         if self.dtype not in DTYPE_CHOICES:
@@ -285,6 +289,7 @@ class Runner:
         self.checkpoints = parse_checkpoints(spec.checkpoints, edits, spec.batch_size)
         self.batches = plan_batches(edits, spec.batch_size, self.checkpoints)
         self.positions = {n: eval_positions(n, spec.eval_sample, spec.seed) for n in self.checkpoints}
+        check_save_model(spec.save_model, self.checkpoints)
         self.model_source = spec.model or self.task.default_model()
         if self.model_source is None:
             raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
@@ -393,7 +398,9 @@ class Runner:
         return train
 
     def _load(self):
-        return load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code)
+        model, tokenizer = load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code)
+        fit_threads_to_model(model, self.device)  # one thread for a small model (harness/threads.py)
+        return model, tokenizer
 
     def _baseline(self, store: ResultsStore) -> Baseline:
         """Unedited predictions on neighbourhood prompts, computed once and kept in the store."""
@@ -485,6 +492,8 @@ class Runner:
             method.load_state_dict(state)
             ctx.masters.load_state_dict(masters)
             log.info("%s: resuming after %d stored edits", plan.label, done)
+            warn_if_passed(self.spec.save_model, done,
+                           saved_model_folder(self.spec.out, self.run_id, plan.label, self.spec.save_model or 0))
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._probe(model, tokenizer, edited)
         self._stream_start = (time.monotonic(), done)  # for the checkpoint lines' estimate of what is left
@@ -532,6 +541,9 @@ class Runner:
         store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(), memory.peak_bytes(),
                                 capability=capability, snapshot=checksums)
         fault_point("after-checkpoint")
+        if n_edits == self.spec.save_model:
+            save_edited_model(method.ctx.model, method.ctx.tokenizer,
+                              saved_model_folder(self.spec.out, self.run_id, plan.label, n_edits))
         prune_snapshots(snapshots, keep=n_edits)
         started, first = self._stream_start
         elapsed = time.monotonic() - started

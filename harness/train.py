@@ -33,6 +33,7 @@ def train_editor(method: str, out: Path, task: str | None = None, data: str | No
     from ..core.records import check_disjoint
     from ..methods import METHODS
     from .runner import RunSpec, check_param_owners, resolve_methods, resolve_task
+    from .threads import fit_threads_to_model
 
     spec = RunSpec(methods=(method,), task=task, data=data, split=split, model=model, params=params or {},
                    seed=seed, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -51,6 +52,7 @@ def train_editor(method: str, out: Path, task: str | None = None, data: str | No
     check_disjoint(train_records, task_obj.load(split), task_obj.name, f"its {split!r} split")
     torch_device = resolve_device(device)
     lm, tokenizer = load_model(source, torch_device, resolve_dtype(dtype, torch_device), trust_remote_code)
+    fit_threads_to_model(lm, torch_device)  # one thread for a small model (harness/threads.py)
     ctx = EditContext(model=lm, tokenizer=tokenizer, layout=ModelLayout.of(lm), device=torch_device,
                       cache_dir=cache_dir or cache_root(), task=task_obj, seed=seed,
                       generator=torch.Generator().manual_seed(seed), train_records=lambda: train_records)

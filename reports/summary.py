@@ -1,4 +1,5 @@
-"""The end-of-run summary table: method x checkpoint, read back from the store."""
+"""The end-of-run summary tables: method x checkpoint, read back from the store, each cell with the
+leaderboard's interval and marks."""
 
 from __future__ import annotations
 
@@ -19,50 +20,11 @@ COLUMNS = {
 }
 
 
-#: Columns that the store's checkpoints table adds to every summary row (not metrics).
-CHECKPOINT_FIELDS = {"run_id", "method", "n_edits", "edit_seconds", "eval_seconds", "seconds_per_edit",
-                     "peak_memory_bytes", "created"}
-
-
-def run_summary(store: ResultsStore, run_id: str) -> pd.DataFrame:
-    """One run's per-checkpoint means, read once and shared by the tables below; metric columns that
-    only other runs in the store have are dropped."""
-    frame = store.summary()
-    if frame.empty:
-        return frame
-    return frame[frame["run_id"] == run_id].dropna(axis=1, how="all")
-
-
-def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """Core metrics with time and memory, method x checkpoint."""
-    if summary.empty:
-        return summary
-    keep = ["method", "n_edits"] + [c for c in COLUMNS if c in summary.columns]
-    frame = summary[keep].copy()
-    frame["peak_memory_bytes"] = frame["peak_memory_bytes"] / 2**20
-    return frame.rename(columns={"n_edits": "edits", **COLUMNS})
-
-
-def task_metrics_frame(summary: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
-    """The task's own metric variants (CounterFact success/magnitude, fluency...), if it has any:
-    ``names``, or every metric the main table does not show."""
-    extra = [c for c in summary.columns if c not in COLUMNS and c not in CHECKPOINT_FIELDS
-             and (names is None or c in names)]
-    if not extra:
-        return summary.iloc[0:0]
-    return summary[["method", "n_edits", *extra]].rename(columns={"n_edits": "edits"})
-
-
-def capability_frame(store: ResultsStore, run_id: str) -> pd.DataFrame:
-    """General-capability accuracy per method and checkpoint, the unedited model first."""
+def unedited_capability(store: ResultsStore, run_id: str) -> dict[str, float]:
+    """General-capability accuracy of the model before any edit, per question set."""
     frame = store.capability()
-    frame = frame[frame["run_id"] == run_id]
-    if frame.empty:
-        return frame
-    frame = frame.assign(method=frame["method"].replace("", "(unedited)"))
-    wide = frame.pivot_table(index=["method", "n_edits"], columns="name", values="accuracy").reset_index()
-    wide.columns.name = None
-    return wide.rename(columns={"n_edits": "edits"})
+    frame = frame[(frame["run_id"] == run_id) & (frame["method"] == "")]
+    return dict(zip(frame["name"], frame["accuracy"]))
 
 
 def format_table(frame: pd.DataFrame) -> str:
@@ -77,3 +39,46 @@ def format_table(frame: pd.DataFrame) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# -- the run's terminal table with intervals and marks, from the leaderboard's own cells ----------
+#: how to read the marks and intervals of :func:`board_frame`
+MARKS_NOTE = ("★ best at that edit count, ≈ tied with the best (95% intervals overlap); (low–high): the 95% "
+              "interval, as in `editbench report` (docs/reports.md)")
+
+
+def only_run(results, run_id: str):
+    """``results`` (a :class:`~editbench.reports.collect.Results`) cut down to one run."""
+    from dataclasses import fields, replace
+
+    return replace(results, **{f.name: getattr(results, f.name)[getattr(results, f.name)["run_id"] == run_id]
+                               for f in fields(results) if f.name != "sources"})
+
+
+def run_board(folder, run_id: str, seed: int = 0):
+    """The leaderboard board of one run in a results folder: each method's cells with their
+    intervals, and best and tie marks between its methods at each checkpoint."""
+    from .collect import collect
+    from .derived import derive
+    from .leaderboard import build_board
+
+    run = only_run(collect([folder]), run_id)
+    return build_board(derive(run), run.runs["task"].iloc[0], seed)
+
+
+def board_frame(board, keys: list[str] | None = None) -> pd.DataFrame:
+    """Method x checkpoint as text cells (mean, mark, interval) for :func:`format_table`: the
+    columns ``keys`` (default: the core metrics, time and memory), headed by their short names."""
+    from .metrics import CAPABILITY_PREFIX
+    from .tables import plain_cell
+
+    wanted = list(COLUMNS) if keys is None else keys
+    columns = [c for c in board.columns if c.key in wanted]
+    # a checkpoint with none of these values (capability sets are asked at some checkpoints only) is left out
+    rows = sorted((r for r in board.rows if any(r.cells[c.key].interval is not None for c in columns)),
+                  key=lambda r: (r.label, r.n_edits))
+    if not rows:
+        return pd.DataFrame()
+    headers = [COLUMNS.get(c.key, c.key.removeprefix(CAPABILITY_PREFIX)) for c in columns]
+    return pd.DataFrame([[r.label, r.n_edits, *(plain_cell(r.cells[c.key], c.key) for c in columns)] for r in rows],
+                        columns=["method", "edits", *headers])

@@ -32,15 +32,21 @@ def tex_escape(text: object) -> str:
     return "".join(_TEX_SPECIAL.get(ch, ch) for ch in " ".join(str(text).split()))
 
 
-def md_cell(cell: Cell, key: str) -> str:
+def plain_cell(cell: Cell, key: str, best: str = "{} ★") -> str:
+    """A cell as text: its mean, ★ for a clear winner, ≈ for a tie, then its 95% interval; the
+    Markdown and the terminal tables share it."""
     iv = cell.interval
     if iv is None:
         return "–"
     value = format_value(iv.mean, key)
-    text = f"**{value}** ★" if cell.mark == "best" else f"{value} ≈" if cell.mark == "tie" else value
+    text = best.format(value) if cell.mark == "best" else f"{value} ≈" if cell.mark == "tie" else value
     if iv.low is not None and iv.high is not None:
         text += f" ({format_value(iv.low, key)}–{format_value(iv.high, key)})"
     return text
+
+
+def md_cell(cell: Cell, key: str) -> str:
+    return plain_cell(cell, key, best="**{}** ★")
 
 
 def tex_cell(cell: Cell, key: str) -> str:

@@ -79,3 +79,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the shared data folder {SHARED_DATA} is absent (it lies beside the checkout in CI)")
     return SHARED_DATA
+
+
+def micro_edits(n: int) -> list[dict]:
+    """``n`` edits in the JSONL schema, in the words the micro models' tokenizer knows."""
+    return [{"uid": f"e{i}", "prompt": f"Fact: Kalo Mirve{i} lives in", "subject": f"Kalo Mirve{i}",
+             "target_new": "Fengal Vale", "paraphrases": [f"Kalo Mirve{i} has a house in"],
+             "neighbours": [{"prompt": "Wensel Quitho lives in", "answer": "Brajar Port"}]} for i in range(n)]
+
+
+def write_edits(path: Path, n: int) -> Path:
+    import json
+
+    path.write_text("\n".join(json.dumps(edit) for edit in micro_edits(n)))
+    return path

@@ -1,0 +1,50 @@
+"""One CPU thread for a model too small to gain from more.
+
+torch runs every operation on one thread per core by default. A small model's matrices are too
+small to split well: the threads wait on each other more than they compute, and beside other
+processes they oversubscribe the cores (on 2 shared cores a 1M-parameter pocket model ran many
+times slower per process). So once a run's model is loaded on the CPU, a model under
+:data:`SMALL_MODEL_PARAMETERS` gets one thread, which is logged. ``--threads N`` or
+``OMP_NUM_THREADS`` set by the user override it (``harness/cli.py``, which also gives each process
+a share of the cores when other editbench processes run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+#: below this many parameters a model runs on one CPU thread. A judgment, not a measurement on
+#: this project's hardware: a 20M-parameter model's largest matrix is about 512 x 2048, a few
+#: milliseconds of work that more threads barely shorten; the pocket world's models have ~1M.
+SMALL_MODEL_PARAMETERS = 20_000_000
+
+_explicit: bool | None = None
+
+
+def mark_explicit(chosen: bool) -> None:
+    """The CLI says whether the user chose the thread count (``--threads`` or ``OMP_NUM_THREADS``)."""
+    global _explicit
+    _explicit = chosen
+
+
+def chosen_by_user() -> bool:
+    """Whether the user chose the thread count; from Python (no CLI), ``OMP_NUM_THREADS`` tells."""
+    return _explicit if _explicit is not None else "OMP_NUM_THREADS" in os.environ
+
+
+def fit_threads_to_model(model, device) -> int | None:
+    """Give a small model on the CPU one thread, unless the user chose; returns the count set, if any."""
+    import torch
+
+    if chosen_by_user() or device.type != "cpu" or torch.get_num_threads() == 1:
+        return None
+    parameters = sum(p.numel() for p in model.parameters())
+    if parameters >= SMALL_MODEL_PARAMETERS:
+        return None
+    torch.set_num_threads(1)
+    log.info("torch threads: 1, since the model has %.1fM parameters, too few to gain from more "
+             "(--threads N overrides)", parameters / 1e6)
+    return 1
