@@ -4,7 +4,7 @@ The hypernetwork editors learn how to turn an edit's keys and output gradients i
 update. UltraEdit learns nothing: each turn (one ``apply`` batch) it reads the edited modules'
 keys and output gradients at the answer tokens on the live model, adds those rows to a running
 normaliser per weight shape whose statistics are never reset ("lifelong normalisation"), and takes
-the update in closed form (paper §3; release ``editor/ultraedit.py:60-120``):
+the update in closed form (release ``editor/ultraedit.py:60-120``):
 
     z_i     = [k_i || g_i]  ->  [k^_i || g^_i] = (z_i - mean) / (std + eps)     (this turn included)
     v_i     = -lr * ||k^_i||^2 * g^_i
@@ -37,9 +37,10 @@ class UltraEditConfig(EditorCoreConfig):
     module_names: tuple[str, ...] = ()
     #: records per sub-batch, each with one token-mean loss (release: ``dataset.batch_size=10``)
     sub_batch: int = 10
-    #: the step of the pseudo value changes. The release's 1e-6 (``config/editor/ultraedit.yaml:2``)
-    #: is sized for 4096-wide 7-8B models; the pocket model's 128-wide rows need a larger one
-    lr: float = 1e-2
+    #: the step of the pseudo value changes. The release's 1e-6 (``config/editor/ultraedit.yaml:2``,
+    #: kept by every model preset) is sized for 4096- to 14336-wide keys and edits nothing on the
+    #: pocket model's 128-wide ones; 1e-3 is the pocket model's (docs/hypernetworks.md, "UltraEdit")
+    lr: float = 1e-3
     ridge: float = 1.0  # lambda of the solve, in raw-key units (release: the identity, fixed)
 
     def __post_init__(self) -> None:
