@@ -86,9 +86,9 @@ class EditorCore(EditMethod):
         (the loss is the answer tokens' either way).
 
         By default the loss is each record's mean answer-token NLL summed over records, so a
-        record's rows do not depend on how many records share its batch (the normaliser is fitted
-        at ``train_batch``, editing runs at ``--batch-size``; a batch mean would scale every row by
-        1/B). With ``sub_batch``, as the releases: the records sorted by length and read in
+        record's rows do not depend on how many records share its batch (a hypernetwork's
+        normaliser is fitted at ``train_batch``, editing runs at ``--batch-size``; a batch mean would
+        scale every row by 1/B). With ``sub_batch``, as the releases: the records sorted by length and read in
         sub-batches of that many, each with its token-mean loss."""
         size = self.config.sub_batch
         if not size:
