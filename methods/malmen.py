@@ -28,23 +28,12 @@ from .hypernet import (
     HypernetMethod,
     model_presets,
 )
+from .hypernet.ridge import ridge_solve
 
 
 @dataclass(frozen=True)
 class MALMENConfig(HypernetConfig):
     """The MALMEN release's settings (rank 1920, 2 blocks, loc coefficient 1)."""
-
-
-def ridge_solve(keys: torch.Tensor, values: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
-    """(K^T K + e^lambda I)^-1 K^T V, through the smaller of the two equivalent systems: with n rows
-    and d key dimensions, K^T (K K^T + e^lambda I)^-1 V when n < d (push-through identity)."""
-    n, d = keys.shape
-    ridge = log_ridge.exp()
-    if n < d:
-        gram = keys @ keys.T + ridge * torch.eye(n, dtype=keys.dtype, device=keys.device)
-        return keys.T @ torch.linalg.solve(gram, values)
-    gram = keys.T @ keys + ridge * torch.eye(d, dtype=keys.dtype, device=keys.device)
-    return torch.linalg.solve(gram, keys.T @ values)
 
 
 def malmen_update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: torch.Tensor,

@@ -1,21 +1,26 @@
-"""The settings every hypernetwork editor shares; each method's module only changes defaults.
+"""The settings of the editors built on keys and output gradients; each method only changes defaults.
 
-One dataclass serves MEND, MALMEN and RLEdit because they differ in two places only: the update
-rule (a method's own module) and the training schedule, which is data here: MEND and MALMEN train
-on sequences of one batch applied to the unedited model (``sequence_length=1, depth=1``), RLEdit
-on long sequences applied to a live model with back-tracking (``sequence_length=0, depth=10``).
+:class:`EditorCoreConfig` is what every editor of the family reads its rows with: which modules,
+which tokens, which sub-batches, which normaliser merge. UltraEdit needs nothing more.
+:class:`HypernetConfig` adds the network and its training. One dataclass serves MEND, MALMEN and
+RLEdit because they differ in two places only: the update rule (a method's own module) and the
+training schedule, which is data here: MEND and MALMEN train on sequences of one batch applied to
+the unedited model (``sequence_length=1, depth=1``), RLEdit on long sequences applied to a live
+model with back-tracking (``sequence_length=0, depth=10``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ...core.method import TrainableConfig
+from ...core.method import MethodConfig, TrainableConfig
 from .modules import MODULE_CHOICES, TOKEN_CHOICES
 
 
 @dataclass(frozen=True)
-class HypernetConfig(TrainableConfig):
+class EditorCoreConfig(MethodConfig):
+    """Where and how the rows (one per token: the edited module's input and output gradient) are read."""
+
     # -- what is edited ---------------------------------------------------------------------------
     layers: tuple[int, ...] = ()  # empty: a band of upper layers (modules.default_layers)
     #: auto | mlp_in (gate and up / c_fc / fc_in) | mlp_out (down / c_proj / fc_out) | mlp_in_out;
@@ -32,11 +37,28 @@ class HypernetConfig(TrainableConfig):
     #: sub-batches of this many records, each with one token-mean loss, and the training losses are
     #: summed over such sub-batches (MALMEN ``data/base.py:32-52``, ``editor/base.py:78-161``)
     sub_batch: int = 0
+    normaliser: str = "exact"  # exact (Chan's merge) | release (the releases' merge; net.RunningNormaliser)
+
+    def __post_init__(self) -> None:
+        if self.modules not in MODULE_CHOICES:
+            raise ValueError(f"modules must be one of {', '.join(MODULE_CHOICES)}, got {self.modules!r}")
+        if self.tokens not in TOKEN_CHOICES:
+            raise ValueError(f"tokens must be one of {', '.join(TOKEN_CHOICES)}, got {self.tokens!r}")
+        if self.normaliser not in ("exact", "release"):
+            raise ValueError(f"normaliser must be exact or release, got {self.normaliser!r}")
+        if self.sub_batch < 0:
+            raise ValueError(f"sub_batch must be 0 or more, got {self.sub_batch}")
+        following = getattr(super(), "__post_init__", None)  # TrainableConfig's, for HypernetConfig
+        if following is not None:
+            following()
+
+
+@dataclass(frozen=True)
+class HypernetConfig(EditorCoreConfig, TrainableConfig):
     # -- the network -------------------------------------------------------------------------------
     rank: int = 1920  # of each residual block
     n_blocks: int = 2
     cap_rank: bool = True  # cap the rank at (key_size + value_size) // 4 (editbench's; net.effective_rank)
-    normaliser: str = "exact"  # exact (Chan's merge) | release (the releases' merge; net.RunningNormaliser)
     #: initial learned edit lr; None: ``edit_scale`` times the module's output RMS over the mean
     #: key-pseudo-key product at answer tokens, measured on the train split (docs/hypernetworks.md)
     edit_lr: float | None = None
@@ -80,10 +102,6 @@ class HypernetConfig(TrainableConfig):
     ARCHITECTURE_FIELDS = frozenset({"layers", "modules", "rank", "n_blocks", "cap_rank"})
 
     def __post_init__(self) -> None:
-        if self.modules not in MODULE_CHOICES:
-            raise ValueError(f"modules must be one of {', '.join(MODULE_CHOICES)}, got {self.modules!r}")
-        if self.tokens not in TOKEN_CHOICES:
-            raise ValueError(f"tokens must be one of {', '.join(TOKEN_CHOICES)}, got {self.tokens!r}")
         if self.trainable not in ("all", "lr"):
             raise ValueError(f"trainable must be 'all' or 'lr', got {self.trainable!r}")
         if not self.warm_up and (self.edit_lr is None or self.max_steps == 0):
@@ -98,10 +116,6 @@ class HypernetConfig(TrainableConfig):
         for name in ("sequence_length", "max_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if self.normaliser not in ("exact", "release"):
-            raise ValueError(f"normaliser must be exact or release, got {self.normaliser!r}")
-        if self.sub_batch < 0:
-            raise ValueError(f"sub_batch must be 0 or more, got {self.sub_batch}")
         if self.max_steps is not None and self.max_steps < 0:
             raise ValueError(f"max_steps must be 0 or more (or none), got {self.max_steps}")
         for name in ("meta_lr", "max_grad_norm", "edit_scale"):

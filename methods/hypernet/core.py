@@ -1,9 +1,14 @@
-"""The hypernetwork editor: cache keys and gradients, map them through the net, apply an update.
+"""The editors built on keys and output gradients: an untrained core and the trained hypernetworks.
 
-A method of this family subclasses :class:`HypernetMethod` and supplies ``update``, the rule that
-turns one module's keys, pseudo-keys and pseudo-gradients into a (key_size, value_size) weight
-update: MEND's sum of rank-1 products, MALMEN's least squares. Everything else - which modules,
-the hooks, the network, training, saved editors - is shared and lives in this package.
+:class:`EditorCore` is everything such an editor does without a network: choose the edited
+modules, read each one's keys and output gradients on the live model, keep one running normaliser
+per weight shape, turn the rows into updates (``shifts``, the method's rule) and add them to the
+weights; its lifelong state is the normalisers' statistics. UltraEdit is this core with a
+closed-form rule. :class:`HypernetMethod` adds the trained editor network, one per weight shape,
+and is :class:`~editbench.core.method.Trainable`: a subclass supplies ``update``, the rule that turns
+one module's keys, pseudo-keys and pseudo-gradients into a (key_size, value_size) weight update:
+MEND's sum of rank-1 products, MALMEN's least squares. Which modules, the hooks, the network,
+training and saved editors are shared and live in this package.
 """
 
 from __future__ import annotations
@@ -25,10 +30,10 @@ from ...core.models import model_fingerprint
 from ...core.records import EditRecord, dataset_hash
 from ...core.tokenize import PairBatch
 from ..objectives import summed_target_nll, token_mean_target_nll
-from .config import HypernetConfig
+from .config import EditorCoreConfig, HypernetConfig
 from .cost import hypernet_cost
-from .modules import KeysAndGrads, keys_and_grads, select_modules
-from .net import EditorNet
+from .modules import EditedModule, KeysAndGrads, keys_and_grads, select_modules
+from .net import EditorNet, RunningNormaliser
 from .storage import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
@@ -38,36 +43,42 @@ def _shape_key(shape: tuple[int, int]) -> str:
     return f"{shape[0]}x{shape[1]}"
 
 
-class HypernetMethod(EditMethod):
-    Config = HypernetConfig
+class EditorCore(EditMethod):
+    """Keys, output gradients, per-shape normalisers and the application of updates; no training.
 
-    def __init__(self, config: HypernetConfig, context: EditContext) -> None:
+    A subclass supplies ``normalisers`` (where its statistics live) and ``shifts`` (its rule)."""
+
+    Config = EditorCoreConfig
+
+    def __init__(self, config: EditorCoreConfig, context: EditContext) -> None:
         super().__init__(config, context)
-        self.modules = select_modules(context.model, context.layout, config.layers, config.modules)
-        # one network per weight shape; a module is (its shape's network, its index there)
+        self.modules = self.select_modules()
+        # modules of one weight shape share a normaliser (and a network): (shape key, index there)
         self.slots: dict[str, tuple[str, int]] = {}
         counts: dict[str, int] = {}
         for module in self.modules:
             key = _shape_key(module.shape)
             self.slots[module.name] = (key, counts.get(key, 0))
             counts[key] = counts.get(key, 0) + 1
-        generator = torch.Generator().manual_seed(context.seed)  # the blocks' A is drawn at random
-        shapes = {_shape_key(m.shape): m.shape for m in self.modules}
-        self.nets = nn.ModuleDict({
-            key: EditorNet(*shapes[key], config.rank, config.n_blocks, counts[key],
-                           config.edit_lr if config.edit_lr is not None else 0.0, generator, config.cap_rank,
-                           config.normaliser)
-            for key in shapes
-        }).to(context.device)
+        self.shape_counts = counts
+        self.shapes = {_shape_key(m.shape): m.shape for m in self.modules}
 
-    # -- the update rule, which is what tells the methods apart ------------------------------------
-    @staticmethod
+    def select_modules(self) -> list[EditedModule]:
+        """The edited modules: ``layers`` and ``modules`` of the config."""
+        return select_modules(self.ctx.model, self.ctx.layout, self.config.layers, self.config.modules)
+
     @abstractmethod
-    def update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: torch.Tensor,
-               lr: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
-        """The (key_size, value_size) update of one module from its rows (one per answer token)."""
+    def normalisers(self) -> dict[str, RunningNormaliser]:
+        """The running normaliser of each weight shape (``slots``' keys)."""
 
-    # -- shared machinery ---------------------------------------------------------------------------
+    @abstractmethod
+    def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
+        """Each edited module's (key_size, value_size) update from the rows of one batch."""
+
+    def normalises_at_edit(self) -> bool:
+        """Whether the edits' own rows enter the statistics before their updates are computed."""
+        return True
+
     def encode(self, pairs: Sequence[tuple[str, str]]) -> PairBatch:
         encoder = self.ctx.encoder
         return encoder.collate(encoder.encode_many(pairs)).to(self.ctx.device)
@@ -77,9 +88,9 @@ class HypernetMethod(EditMethod):
         (the loss is the answer tokens' either way).
 
         By default the loss is each record's mean answer-token NLL summed over records, so a
-        record's rows do not depend on how many records share its batch (the normaliser is fitted
-        at ``train_batch``, editing runs at ``--batch-size``; a batch mean would scale every row by
-        1/B). With ``sub_batch``, as the releases: the records sorted by length and read in
+        record's rows do not depend on how many records share its batch (a hypernetwork's
+        normaliser is fitted at ``train_batch``, editing runs at ``--batch-size``; a batch mean would
+        scale every row by 1/B). With ``sub_batch``, as the releases: the records sorted by length and read in
         sub-batches of that many, each with its token-mean loss."""
         size = self.config.sub_batch
         if not size:
@@ -100,15 +111,77 @@ class HypernetMethod(EditMethod):
     def update_normalisers(self, observed: KeysAndGrads) -> None:
         """Add the rows to each shape's normaliser: all of a batch's rows at once (``exact``), or,
         as the releases do, once per module and sub-batch (``release``; MALMEN ``editor/base.py:159``)."""
-        for key, net in self.nets.items():
+        for key, normaliser in self.normalisers().items():
             rows = [torch.cat((observed.keys[m.name], observed.grads[m.name]), -1).to(self.ctx.device)
                     for m in self.modules if self.slots[m.name][0] == key]
             if self.config.normaliser == "release":
                 for module_rows in rows:
                     for group in module_rows.split(list(observed.groups or (len(module_rows),))):
-                        net.normaliser.update(group)
+                        normaliser.update(group)
             else:
-                net.normaliser.update(torch.cat(rows))
+                normaliser.update(torch.cat(rows))
+
+    def apply_shifts(self, shifts: dict[str, torch.Tensor]) -> None:
+        for module in self.modules:
+            self.ctx.add_to_weight(module.name, shifts[module.name].detach().T)  # (in, out) -> (out, in)
+
+    # -- the EditMethod protocol ---------------------------------------------------------------------
+    def apply(self, batch: Sequence[EditRecord]) -> None:
+        observed = self.read_keys_and_grads(batch)
+        if self.normalises_at_edit():
+            self.update_normalisers(observed)
+        with torch.no_grad():
+            self.apply_shifts(self.shifts(observed))
+
+    def edited_parameters(self) -> list[str]:
+        return [m.parameter for m in self.modules]
+
+    def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
+        return hypernet_cost(self, shape, run)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The normalisers' statistics: lifelong state whenever edits update them."""
+        return {f"{key}.{name}": buf.detach().clone() for key, normaliser in self.normalisers().items()
+                for name, buf in normaliser.named_buffers()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise ValueError(f"{self.name}: snapshot state has {sorted(state)}, expected {sorted(expected)}")
+        for key, normaliser in self.normalisers().items():
+            for name, buf in normaliser.named_buffers():
+                buf.copy_(state[f"{key}.{name}"])
+
+
+class HypernetMethod(EditorCore):
+    """The core plus one trained editor network per weight shape (MEND, MALMEN, RLEdit)."""
+
+    Config = HypernetConfig
+
+    def __init__(self, config: HypernetConfig, context: EditContext) -> None:
+        super().__init__(config, context)
+        # one network per weight shape; a module is (its shape's network, its index there)
+        generator = torch.Generator().manual_seed(context.seed)  # the blocks' A is drawn at random
+        shapes, counts = self.shapes, self.shape_counts
+        self.nets = nn.ModuleDict({
+            key: EditorNet(*shapes[key], config.rank, config.n_blocks, counts[key],
+                           config.edit_lr if config.edit_lr is not None else 0.0, generator, config.cap_rank,
+                           config.normaliser)
+            for key in shapes
+        }).to(context.device)
+
+    # -- the update rule, which is what tells the methods apart ------------------------------------
+    @staticmethod
+    @abstractmethod
+    def update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: torch.Tensor,
+               lr: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
+        """The (key_size, value_size) update of one module from its rows (one per answer token)."""
+
+    def normalisers(self) -> dict[str, RunningNormaliser]:
+        return {key: net.normaliser for key, net in self.nets.items()}
+
+    def normalises_at_edit(self) -> bool:
+        return self.config.update_normaliser_at_edit
 
     def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
         """Each module's update; differentiable in the networks' parameters when grad is enabled."""
@@ -121,11 +194,7 @@ class HypernetMethod(EditMethod):
             out[module.name] = self.update(keys, pseudo_keys, pseudo_grads, net.lr[index], net.log_ridge[index])
         return out
 
-    def apply_shifts(self, shifts: dict[str, torch.Tensor]) -> None:
-        for module in self.modules:  # a shift is (key_size, value_size): the weight's (in, out)
-            self.ctx.add_to_weight(module.name, shifts[module.name].detach().T)
-
-    # -- the EditMethod protocol ---------------------------------------------------------------------
+    # -- training, and loading a trained editor ----------------------------------------------------
     def prepare(self) -> None:
         from .storage import is_complete, load_editor
 
@@ -145,32 +214,6 @@ class HypernetMethod(EditMethod):
         from .training import Trainer
 
         Trainer(self, list(records), folder).run()
-
-    def apply(self, batch: Sequence[EditRecord]) -> None:
-        observed = self.read_keys_and_grads(batch)
-        if self.config.update_normaliser_at_edit:
-            self.update_normalisers(observed)
-        with torch.no_grad():
-            self.apply_shifts(self.shifts(observed))
-
-    def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
-        return hypernet_cost(self, shape, run)
-
-    def edited_parameters(self) -> list[str]:
-        return [m.parameter for m in self.modules]
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The normalisers' statistics: lifelong state when ``update_normaliser_at_edit`` is on."""
-        return {f"{key}.{name}": buf.detach().clone() for key, net in self.nets.items()
-                for name, buf in net.normaliser.named_buffers()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        expected = self.state_dict()
-        if set(state) != set(expected):
-            raise ValueError(f"{self.name}: snapshot state has {sorted(state)}, expected {sorted(expected)}")
-        for key, net in self.nets.items():
-            for name, buf in net.normaliser.named_buffers():
-                buf.copy_(state[f"{key}.{name}"])
 
     # -- identity of a trained network ----------------------------------------------------------------
     def training_identity(self, records: Sequence[EditRecord]) -> dict[str, object]:

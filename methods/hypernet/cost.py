@@ -30,7 +30,8 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
     sizes = [(m.key_size, m.value_size) for m in modules]
     rows_bytes = sum(k + v for k, v in sizes) * 4 * 2  # float32 keys and gradients, and their normalised copies
     dense = sum(k * v for k, v in sizes) * 4  # one float32 update per module
-    net_params = sum(p.numel() for p in method.nets.parameters())
+    nets = getattr(method, "nets", None)  # UltraEdit's core has none
+    net_params = sum(p.numel() for p in nets.parameters()) if nets is not None else 0
     per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
 
     def read(tokens: int) -> int:
@@ -40,7 +41,7 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
     editing = PhaseCost("editing", read(batch_tokens) + dense, run.edits * run.tokens_per_record * per_token)
     phases = [editing]
     resident = weights_bytes(shape) + master_copy_bytes(shape, run, method.edited_parameters()) + 4 * net_params
-    if method.ctx.trained_editor is None and config.max_steps != 0:
+    if nets is not None and method.ctx.trained_editor is None and config.max_steps != 0:
         train_tokens = config.train_batch * run.tokens_per_record
         window = max(1, config.depth)
         records = min(run.train_records or 10_000, config.max_train_records or run.train_records or 10_000)

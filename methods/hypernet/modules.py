@@ -94,14 +94,28 @@ def select_modules(model: nn.Module, layout: ModelLayout, layers: Sequence[int],
     if which == "auto":
         which = "mlp_in" if len(layout.family.mlp_in) > 1 else "mlp_out"
     chosen = layers if layers else default_layers(layout.n_layers)
-    out = []
+    names = []
     for layer in chosen:
         layer = layout.resolve_layer(layer)
-        names = {"mlp_in": layout.mlp_in_names(layer), "mlp_out": [layout.mlp_out_name(layer)],
-                 "mlp_in_out": [*layout.mlp_in_names(layer), layout.mlp_out_name(layer)]}[which]
-        for name in names:
-            weight = weight_as_out_in(model.get_submodule(name), layout.family.conv1d)
-            out.append(EditedModule(name, int(weight.shape[1]), int(weight.shape[0]), layout.family.conv1d))
+        names += {"mlp_in": layout.mlp_in_names(layer), "mlp_out": [layout.mlp_out_name(layer)],
+                  "mlp_in_out": [*layout.mlp_in_names(layer), layout.mlp_out_name(layer)]}[which]
+    return named_modules(model, layout, names)
+
+
+def named_modules(model: nn.Module, layout: ModelLayout, names: Sequence[str]) -> list[EditedModule]:
+    """The edited modules at these module paths (e.g. ``model.layers.11.mlp.gate_proj``), as a
+    release lists them when its choice is not a band of layers of one kind (UltraEdit's Llama-3:
+    gate projections of 11-15 and up projections of 18-24)."""
+    out = []
+    for name in names:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"the model has no module {name!r}") from None
+        if not hasattr(module, "weight") or getattr(module.weight, "dim", lambda: 0)() != 2:
+            raise ValueError(f"module {name!r} is not a linear map (it has no 2-d weight)")
+        weight = weight_as_out_in(module, layout.family.conv1d)
+        out.append(EditedModule(name, int(weight.shape[1]), int(weight.shape[0]), layout.family.conv1d))
     return out
 
 
