@@ -25,7 +25,7 @@ from ...core.records import EditRecord, dataset_hash
 from ...core.tokenize import PairBatch
 from ..objectives import summed_target_nll, token_mean_target_nll
 from .config import HypernetConfig
-from .modules import KeysAndGrads, add_shift, keys_and_grads, select_modules
+from .modules import KeysAndGrads, LowRankUpdate, add_shift, keys_and_grads, select_modules
 from .net import EditorNet
 from .storage import FORMAT_VERSION
 
@@ -62,8 +62,9 @@ class HypernetMethod(EditMethod):
     @staticmethod
     @abstractmethod
     def update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: torch.Tensor,
-               lr: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
-        """The (key_size, value_size) update of one module from its rows (one per answer token)."""
+               lr: torch.Tensor, log_ridge: torch.Tensor) -> LowRankUpdate:
+        """The (key_size, value_size) update of one module from its rows (one per answer token),
+        as the factors it is made of (``modules.LowRankUpdate``)."""
 
     # -- shared machinery ---------------------------------------------------------------------------
     def encode(self, pairs: Sequence[tuple[str, str]]) -> PairBatch:
@@ -108,7 +109,7 @@ class HypernetMethod(EditMethod):
             else:
                 net.normaliser.update(torch.cat(rows))
 
-    def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
+    def shifts(self, observed: KeysAndGrads) -> dict[str, LowRankUpdate]:
         """Each module's update; differentiable in the networks' parameters when grad is enabled."""
         out = {}
         for module in self.modules:
@@ -119,7 +120,7 @@ class HypernetMethod(EditMethod):
             out[module.name] = self.update(keys, pseudo_keys, pseudo_grads, net.lr[index], net.log_ridge[index])
         return out
 
-    def apply_shifts(self, shifts: dict[str, torch.Tensor]) -> None:
+    def apply_shifts(self, shifts: dict[str, LowRankUpdate]) -> None:
         for module in self.modules:
             add_shift(self.ctx.model, module, shifts[module.name].detach())
 

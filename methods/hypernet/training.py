@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.func import functional_call
 
 from ...core.progress import progress
 from ...core.records import EditRecord
 from ...core.tokenize import PairBatch
 from ..objectives import masked_target_nll, sub_batch_target_nll, sub_batch_token_means
 from . import storage
-from .modules import effective_weight
+from .modules import LowRankUpdate, routed_updates
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +41,12 @@ IMPROVEMENT = 1e-3  # a validation loss must fall by this share of the best to c
 
 @dataclass
 class Step:
-    """One edit batch as it sits in the back-tracking window."""
+    """One edit batch as it sits in the back-tracking window: its pairs and, per module, its update
+    as low-rank factors (rows x (key_size + value_size), never a dense key_size x value_size)."""
 
     gen_pairs: list[tuple[str, str]]  # (paraphrase, new target)
     loc_pairs: list[tuple[str, str]]  # (unrelated prompt, its answer)
-    shifts: dict[str, torch.Tensor]
+    shifts: dict[str, LowRankUpdate]
 
 
 def _segments(sizes: list[int]) -> list[tuple[int, int]]:
@@ -133,12 +133,11 @@ class Trainer:
         return Step(gen, loc, {})
 
     # -- the loss of one step ----------------------------------------------------------------------
-    def _logits(self, pairs: list[tuple[str, str]], shifts_per_module: dict[str, list[torch.Tensor]]):
+    def _logits(self, pairs: list[tuple[str, str]], shifts_per_module: dict[str, list[LowRankUpdate]]):
+        """The live model's logits on ``pairs``, carrying gradient into the given updates."""
         batch = self.method.encode(pairs)
-        weights = {m.parameter: effective_weight(self.model, m, shifts_per_module[m.name])
-                   for m in self.method.modules}
-        out = functional_call(self.model, weights, args=(),
-                              kwargs={"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
+        with routed_updates(self.model, self.method.modules, shifts_per_module):
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         return out.logits, batch
 
     def _nll(self, logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
@@ -171,7 +170,7 @@ class Trainer:
             for d, (a, b) in zip(decay, _segments([len(s.loc_pairs) for s in recent])):
                 if b > a:
                     loc = loc + d * masked_kl(reference[a:b], logits[a:b], batch.rows(a, b), config.sub_batch)
-        l2 = sum((s.float() ** 2).sum() for s in recent[0].shifts.values())
+        l2 = sum(s.squared_norm() for s in recent[0].shifts.values())
         if not config.reg_grad:
             l2 = l2.detach()
         loss = gen + config.loc_coef * loc + config.reg_coef * l2
@@ -236,25 +235,38 @@ class Trainer:
             for net in method.nets.values():
                 net.lr.data.fill_(config.edit_lr)
             return {m.name: config.edit_lr for m in method.modules}
-        observed = [method.read_keys_and_grads(records) for records in self._batches(self.train, None)]
-        for c in observed:
-            method.update_normalisers(c)
-        chosen = {}
+        batches = self._batches(self.train, None)
+        for records in batches:  # streamed: one batch's keys and gradients are held at a time
+            method.update_normalisers(method.read_keys_and_grads(records))
+        chosen = {m.name: config.edit_lr for m in method.modules}
+        if config.edit_lr is not None:  # the networks were built with it
+            return chosen
+        # the rule needs the filled normaliser, so a second pass reads the batches again; it keeps
+        # float64 sums of the squared outputs and of <k, pseudo_k> per module, not the rows
+        squares = dict.fromkeys(chosen, 0.0)
+        alignment = dict.fromkeys(chosen, 0.0)
+        outputs_seen = dict.fromkeys(chosen, 0)
+        rows_seen = dict.fromkeys(chosen, 0)
+        for records in batches:
+            observed = method.read_keys_and_grads(records)
+            with torch.no_grad():
+                for m in method.modules:
+                    key, index = method.slots[m.name]
+                    keys = observed.keys[m.name].to(method.ctx.device)
+                    pseudo_keys, _ = method.nets[key](keys, observed.grads[m.name].to(method.ctx.device), index)
+                    weight = self.pristine[m.parameter].float()
+                    outputs = keys @ (weight if m.conv1d else weight.T)
+                    squares[m.name] += float(outputs.double().pow(2).sum())
+                    alignment[m.name] += float((keys * pseudo_keys).sum(-1).double().sum())
+                    outputs_seen[m.name] += outputs.numel()
+                    rows_seen[m.name] += keys.shape[0]
+            del observed
         for m in method.modules:
             key, index = method.slots[m.name]
-            net = method.nets[key]
-            if config.edit_lr is not None:
-                chosen[m.name] = config.edit_lr
-                continue
-            keys = torch.cat([c.keys[m.name] for c in observed]).to(method.ctx.device)
-            grads = torch.cat([c.grads[m.name] for c in observed]).to(method.ctx.device)
-            with torch.no_grad():
-                pseudo_keys, _ = net(keys, grads, index)
-                weight = self.pristine[m.parameter].float()
-                outputs = keys @ (weight if m.conv1d else weight.T)
-                alignment = (keys * pseudo_keys).sum(-1).mean().clamp_min(1e-12)
-                chosen[m.name] = float(config.edit_scale * outputs.pow(2).mean().sqrt() / alignment)
-                net.lr[index] = chosen[m.name]
+            rms = (squares[m.name] / max(outputs_seen[m.name], 1)) ** 0.5
+            mean_alignment = max(alignment[m.name] / max(rows_seen[m.name], 1), 1e-12)
+            chosen[m.name] = config.edit_scale * rms / mean_alignment
+            method.nets[key].lr.data[index] = chosen[m.name]
         return chosen
 
     def _trainable(self) -> list[torch.nn.Parameter]:
