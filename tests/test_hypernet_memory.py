@@ -2,6 +2,7 @@
 factors, a default cap on train records, and the memory formula checked against measured peaks."""
 
 import dataclasses
+import logging
 import weakref
 from collections import deque
 
@@ -10,6 +11,7 @@ import torch
 from test_hypernet import make_context
 from torch.func import functional_call
 
+from editbench.core import method as method_module
 from editbench.methods.hypernet.training import Trainer
 from editbench.methods.mend import MEND
 from editbench.methods.rledit import RLEdit, RLEditConfig
@@ -156,3 +158,21 @@ def test_the_window_holds_rows_times_key_plus_value_numbers(micro_llama, tmp_pat
             assert n < m.key_size  # the factored form
             assert step.shifts[m.name].nbytes() == n * (m.key_size + m.value_size) * 4
             assert step.shifts[m.name].nbytes() < m.key_size * m.value_size * 4
+
+
+def test_large_models_train_on_a_capped_sample_by_default(micro_llama, tmp_path, monkeypatch, caplog):
+    assert CONFIG.train_record_cap(8_030_000_000)[0] == method_module.LARGE_MODEL_TRAIN_RECORDS  # Llama-3-8B
+    assert "8.0B" in CONFIG.train_record_cap(8_030_000_000)[1]
+    assert CONFIG.train_record_cap(124_000_000)[0] == 0  # GPT-2 small: all records
+    assert dataclasses.replace(CONFIG, max_train_records=0).train_record_cap(8_030_000_000)[0] == 0  # said: all
+    assert dataclasses.replace(CONFIG, max_train_records=500).train_record_cap(10**6)[0] == 500
+    ctx = make_context(micro_llama, tmp_path)
+    given = ctx.train_records()
+    monkeypatch.setattr(method_module, "LARGE_MODEL_TRAIN_RECORDS", 6)
+    assert len(Trainer(RLEdit(CONFIG, ctx), given, tmp_path / "a").records) == len(given)
+    n_parameters = sum(p.numel() for p in ctx.model.parameters())
+    monkeypatch.setattr(method_module, "LARGE_MODEL_PARAMETERS", n_parameters)  # the micro model is "large"
+    with caplog.at_level(logging.INFO):
+        capped = Trainer(RLEdit(CONFIG, ctx), given, tmp_path / "b")
+    assert len(capped.train) + len(capped.val) == 6 < len(given)
+    assert "training on 6 of the" in caplog.text and "max_train_records=0 trains on all" in caplog.text

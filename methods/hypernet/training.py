@@ -82,10 +82,10 @@ class Trainer:
         self.method, self.config, self.folder, self.records = method, config, Path(folder), records
         self.model = method.ctx.model
         self.seed = method.ctx.seed
-        if config.max_train_records and len(records) > config.max_train_records:
-            keep = random.Random(f"{self.seed}-sample").sample(range(len(records)), config.max_train_records)
-            log.info("%s: training on %d of the %d train records (max_train_records)", method.name,
-                     config.max_train_records, len(records))
+        cap, why = config.train_record_cap(sum(p.numel() for p in self.model.parameters()))
+        if cap and len(records) > cap:
+            keep = random.Random(f"{self.seed}-sample").sample(range(len(records)), cap)
+            log.info("%s: training on %d of the %d train records (%s)", method.name, cap, len(records), why)
             records = [records[i] for i in sorted(keep)]
         order = list(range(len(records)))
         random.Random(f"{self.seed}-split").shuffle(order)
