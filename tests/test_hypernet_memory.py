@@ -12,7 +12,10 @@ from test_hypernet import make_context
 from torch.func import functional_call
 
 from editbench.core import method as method_module
+from editbench.core.live_memory import LiveTensors
+from editbench.methods.hypernet.memory import ModelShapes, Workload, editing_peak, training_peak
 from editbench.methods.hypernet.training import Trainer
+from editbench.methods.malmen import MALMEN
 from editbench.methods.mend import MEND
 from editbench.methods.rledit import RLEdit, RLEditConfig
 
@@ -176,3 +179,52 @@ def test_large_models_train_on_a_capped_sample_by_default(micro_llama, tmp_path,
         capped = Trainer(RLEdit(CONFIG, ctx), given, tmp_path / "b")
     assert len(capped.train) + len(capped.val) == 6 < len(given)
     assert "training on 6 of the" in caplog.text and "max_train_records=0 trains on all" in caplog.text
+
+
+def _widths(ctx, records) -> tuple[int, int, float]:
+    """Padded widths of the paraphrases (with the edit prompts) and of the unrelated prompts over
+    ``records``, and their mean answer tokens."""
+    encode = ctx.encoder.encode
+    edits = [encode(r.prompt, r.target_new) for r in records]
+    gen = edits + [encode(p, r.target_new) for r in records for p in r.paraphrases]
+    loc = [encode(n.prompt, n.answer) for r in records for n in r.neighbours]
+    return (max(len(e.ids) for e in gen), max(len(e.ids) for e in loc),
+            sum(e.n_target for e in edits) / len(edits))
+
+
+#: MEND and MALMEN train one batch per step on the unedited model; there the training estimate
+#: is ~35% above the measured peak (the peak falls inside back-propagation, after the top layers'
+#: activations are freed, which the formula does not model): a conservative gap, not yet closed
+_ONE_BATCH_STEPS = pytest.mark.xfail(strict=True, reason="training estimate ~35% above the measured peak")
+
+
+@pytest.mark.parametrize(("family", "method_class"), [
+    ("llama", RLEdit), ("gpt2", RLEdit),
+    pytest.param("llama", MALMEN, marks=_ONE_BATCH_STEPS), pytest.param("llama", MEND, marks=_ONE_BATCH_STEPS)])
+def test_memory_formula_is_within_a_quarter_of_the_measured_peak(family, method_class, micro_llama, micro_gpt2,
+                                                                 tmp_path):
+    """Live tensor storages (``LiveTensors``) over a whole training run and over one batch of edits,
+    against ``training_peak`` and ``editing_peak`` for the batches the run walked."""
+    ctx = make_context({"llama": micro_llama, "gpt2": micro_gpt2}[family], tmp_path)
+    schedule = {"depth": 3, "sequence_length": 4} if method_class is RLEdit else {}
+    config = method_class.Config(max_steps=2, val_every=1, patience=5, train_batch=4, **schedule)
+    existing = [*ctx.model.parameters(), *ctx.model.buffers()]
+    with LiveTensors(existing) as training:
+        method = method_class(config, ctx)
+        trainer = Trainer(method, ctx.train_records(), tmp_path / "run")
+        trainer.run()
+    walked = [r for step in range(trainer.max_steps) for batch in trainer._sequence(step) for r in batch]
+    width, neighbour_width, answers = _widths(ctx, walked)
+    shapes = ModelShapes.of(ctx.model, method.config)
+    workload = Workload(width, round(answers), neighbour_tokens_per_record=neighbour_width)
+    predicted = training_peak(shapes, method.config, workload).total
+    assert 0.75 <= predicted / training.total_peak <= 1.25, (predicted, training.total_peak)
+
+    edits = ctx.train_records()[:8]
+    with LiveTensors([*existing, *method.nets.parameters(), *method.nets.buffers()]) as editing:
+        method.apply(edits)
+    encoded = [ctx.encoder.encode(r.prompt, r.target_new) for r in edits]
+    workload = Workload(max(len(e.ids) for e in encoded), round(sum(e.n_target for e in encoded) / len(edits)),
+                        edit_batch=len(edits))
+    predicted = editing_peak(shapes, method.config, workload).total
+    assert 0.75 <= predicted / editing.total_peak <= 1.25, (predicted, editing.total_peak)

@@ -205,6 +205,9 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(self._trainable(), config.max_grad_norm)
                 for name, value in {"loss": float(loss.detach()), **parts}.items():
                     totals[name] = totals.get(name, 0.0) + value / len(sequence)
+                # the retained graph keeps this step's activations while ``loss`` and ``reference``
+                # are alive: free them before the next step's forward, not after it
+                del loss, reference
         finally:
             self._reset()
         return totals
