@@ -194,14 +194,13 @@ def training_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workloa
       and the normalisers' float64 statistics.
     - window graphs: the ``depth`` steps of the back-tracking window each keep their network graph,
       ``train_batch x answer tokens`` rows through the network per module (``_row_bytes_through_network``).
-    - step loss: the paraphrases of the window (``depth x train_batch x paraphrases_per_edit``
-      records) and their unrelated prompts (``x neighbours_per_edit``) run forward with gradient:
-      activations per token (``ModelShapes.activation_bytes_per_token``); per edited module its input in float32 and its
-      product with every update's left factor (``routed_updates``); the reference logits of the
-      unrelated prompts (b x vocab per position, alive through the step), and the larger of the
-      two moments of back-propagation: through the locality term first (the paraphrases' float32
-      log-probabilities kept, the unrelated prompts' logits and their gradients,
-      ``_logit_bytes``), then through the paraphrase term (its logits and gradients).
+    - step loss: the loss is back-propagated one window batch at a time (``Trainer.step_loss``), so
+      one batch's paraphrases (``train_batch x paraphrases_per_edit`` records) or unrelated
+      prompts (``x neighbours_per_edit``), whichever is larger, are forward with gradient at once:
+      activations per token (``ModelShapes.activation_bytes_per_token``), per edited module its
+      input in float32 and its product with every update's left factor (``routed_updates``), and
+      the logits with their gradients (``_logit_bytes``); beside them the reference logits of all
+      the window's unrelated prompts (b x vocab per position), alive through the step.
     - the step's own read of keys and gradients (its rows stay alive for the step), by ``sub_batch``
       records at a time when set.
     """
@@ -209,8 +208,8 @@ def training_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workloa
     tokens, answer = workload.tokens_per_record, workload.answer_tokens_per_record
     parameters, statistics = network_parameters(shapes, config)
     depth = config.depth
-    gen_positions = depth * config.train_batch * config.paraphrases_per_edit * tokens
-    loc_positions = depth * config.train_batch * config.neighbours_per_edit * workload.neighbour_tokens
+    gen_positions = config.train_batch * config.paraphrases_per_edit * tokens  # one window batch
+    loc_positions = config.train_batch * config.neighbours_per_edit * workload.neighbour_tokens
     rows_per_step = config.train_batch * answer
     window_rows = rows_per_step * (depth if config.backtrack_grad else 1)
     hook_bytes = sum(FLOAT32 * (k + window_rows) for _, k, _ in shapes.edited)
@@ -221,11 +220,10 @@ def training_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workloa
         "pristine edited weights": shapes.edited_weight_elements * b,
         "networks (value, gradient, Adam, best copy)": parameters * TRAINED_PARAMETER_BYTES + statistics * FLOAT64,
         "window graphs": depth * rows_per_step * _row_bytes_through_network(shapes, config),
-        "step loss: activations": (gen_positions + loc_positions) * (
+        "step loss: activations": max(gen_positions, loc_positions) * (
             shapes.activation_bytes_per_token() + hook_bytes),
-        "step loss: logits": loc_positions * vocab * b + max(
-            gen_positions * vocab * FLOAT32 + loc_positions * vocab * (b + _logit_bytes(shapes)),
-            gen_positions * vocab * _logit_bytes(shapes)),
+        "step loss: logits": depth * loc_positions * vocab * b
+        + max(gen_positions, loc_positions) * vocab * _logit_bytes(shapes),
         "step: keys and gradients": rows_kept,
     }
     # the read happens before the step loss's graph exists: the larger of the two phases counts

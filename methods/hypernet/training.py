@@ -136,9 +136,11 @@ class Trainer:
     def _logits(self, pairs: list[tuple[str, str]], shifts_per_module: dict[str, list[LowRankUpdate]]):
         """The live model's logits on ``pairs``, carrying gradient into the given updates."""
         batch = self.method.encode(pairs)
+        return self._forward(batch, shifts_per_module), batch
+
+    def _forward(self, batch: PairBatch, shifts_per_module: dict[str, list[LowRankUpdate]]) -> torch.Tensor:
         with routed_updates(self.model, self.method.modules, shifts_per_module):
-            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        return out.logits, batch
+            return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
     def _nll(self, logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
         """One batch's paraphrase loss: the mean over records of each record's token mean, or the
@@ -147,32 +149,49 @@ class Trainer:
             return sub_batch_target_nll(logits, batch, self.config.sub_batch)
         return masked_target_nll(logits, batch)
 
-    def step_loss(self, window: Sequence[Step], reference: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    def step_loss(self, window: Sequence[Step], reference: torch.Tensor | None,
+                  backward: bool = False) -> tuple[torch.Tensor, dict]:
         """RLEdit's step loss (methods/rledit.py); with ``depth=1`` MEND's and MALMEN's.
 
         ``window[-1]`` is this step (its update already in the live weights), ``window[-1-k]`` the
         batch k steps back. The paraphrase losses see every update in the window with gradient;
         the locality KL, against ``reference`` (the logits before this step), only this step's.
+
+        The loss is a sum of one term per window batch and kind, each from its own forward pass
+        over that batch's rows (padded as the whole window, so ``reference`` lines up). With
+        ``backward`` every term is back-propagated as soon as it is computed and the loss comes
+        back detached: the gradients are the whole loss's, but only one batch's activations and
+        logits are alive at a time, not the window's (docs/hypernetworks.md, "Memory").
         """
         config = self.config
         recent = list(reversed(window))
         decay = [config.decay ** k for k in range(len(recent))]
-        gen_pairs = [p for s in recent for p in s.gen_pairs]
         reach = recent if config.backtrack_grad else recent[:1]
         every = {m.name: [s.shifts[m.name] for s in reach] for m in self.method.modules}
-        logits, batch = self._logits(gen_pairs, every)
-        gen = sum(d * self._nll(logits[a:b], batch.rows(a, b))
-                  for d, (a, b) in zip(decay, _segments([len(s.gen_pairs) for s in recent])))
-        loc = torch.zeros((), device=logits.device)
+        sums: dict[str, torch.Tensor] = {}
+
+        def add(name: str, term: torch.Tensor, weight: float) -> None:
+            if backward and term.requires_grad:
+                (weight * term).backward(retain_graph=True)  # the window's updates serve later terms
+                term = term.detach()
+            sums[name] = sums[name] + term if name in sums else term
+
+        gen_batch = self.method.encode([p for s in recent for p in s.gen_pairs])
+        for d, (a, b) in zip(decay, _segments([len(s.gen_pairs) for s in recent])):
+            rows = gen_batch.rows(a, b)
+            add("gen", d * self._nll(self._forward(rows, every), rows), 1.0)
         if reference is not None:
             current = {m.name: [recent[0].shifts[m.name]] for m in self.method.modules}
-            logits, batch = self._logits([p for s in recent for p in s.loc_pairs], current)
+            loc_batch = self.method.encode([p for s in recent for p in s.loc_pairs])
             for d, (a, b) in zip(decay, _segments([len(s.loc_pairs) for s in recent])):
                 if b > a:
-                    loc = loc + d * masked_kl(reference[a:b], logits[a:b], batch.rows(a, b), config.sub_batch)
+                    rows = loc_batch.rows(a, b)
+                    add("loc", d * masked_kl(reference[a:b], self._forward(rows, current), rows, config.sub_batch),
+                        config.loc_coef)
         l2 = sum(s.squared_norm() for s in recent[0].shifts.values())
-        if not config.reg_grad:
-            l2 = l2.detach()
+        add("l2", l2 if config.reg_grad else l2.detach(), config.reg_coef)
+        gen, l2 = sums["gen"], sums["l2"]
+        loc = sums.get("loc", torch.zeros((), device=gen.device))
         loss = gen + config.loc_coef * loc + config.reg_coef * l2
         return loss, {"gen": float(gen.detach()), "loc": float(loc.detach()), "l2": float(l2.detach())}
 
@@ -198,16 +217,13 @@ class Trainer:
                 with torch.set_grad_enabled(train):
                     step.shifts = method.shifts(observed)
                     method.apply_shifts(step.shifts)
-                    loss, parts = self.step_loss(window, reference)
+                    loss, parts = self.step_loss(window, reference, backward=train)
                 if train:
-                    loss.backward(retain_graph=config.depth > 1)
                     if config.clip_every_step:  # the RLEdit release clips the accumulated gradient at every step
                         torch.nn.utils.clip_grad_norm_(self._trainable(), config.max_grad_norm)
                 for name, value in {"loss": float(loss.detach()), **parts}.items():
                     totals[name] = totals.get(name, 0.0) + value / len(sequence)
-                # the retained graph keeps this step's activations while ``loss`` and ``reference``
-                # are alive: free them before the next step's forward, not after it
-                del loss, reference
+                del loss, reference  # before the next step's forward, not after it
         finally:
             self._reset()
         return totals
