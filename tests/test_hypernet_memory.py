@@ -8,6 +8,7 @@ from collections import deque
 
 import pytest
 import torch
+from test_architectures import meta_model
 from test_hypernet import make_context
 from torch.func import functional_call
 
@@ -237,3 +238,17 @@ def test_back_propagating_batch_by_batch_gives_the_whole_loss_gradient(micro_lla
     assert scale > 0
     for parameter, grad in zip(parameters, expected):
         assert torch.allclose(parameter.grad, grad, rtol=1e-4, atol=1e-6 * scale), parameter.shape
+
+
+@pytest.mark.parametrize("method_class", [RLEdit, MALMEN, MEND])
+def test_llama_3_8b_in_bf16_trains_and_edits_within_80_gb_by_the_formula(method_class):
+    """The plan for the issue's model: each method's defaults with its Llama-3-8B modules (gate and
+    up of layers 22-30), ZsRE-sized records (32 tokens, 6 answer tokens), batches of 100 edits."""
+    model = meta_model("llama-3-8b")
+    config = method_class.Config(**method_class.presets["llama-3-8b"])
+    shapes = ModelShapes.of(model, config, torch.bfloat16)
+    assert shapes.n_parameters == 8_030_261_248 and len(shapes.edited) == 18
+    workload = Workload(tokens_per_record=32, answer_tokens_per_record=6, edit_batch=100)
+    training, editing = training_peak(shapes, config, workload), editing_peak(shapes, config, workload)
+    assert training.terms["weights"] == 2 * shapes.n_parameters
+    assert 16e9 < training.total < 80e9 and 16e9 < editing.total < 80e9

@@ -45,10 +45,12 @@ class ModelShapes:
     intermediate_size: int
     n_layers: int
     n_heads: int
-    n_kv_heads: int
+    query_size: int  # n_heads x head_dim
+    kv_size: int  # n_kv_heads x head_dim (grouped-query attention keeps keys and values smaller)
     vocab_size: int
     dtype_bytes: int
     gated_mlp: bool  # gate and up projections (Llama-style) or one input projection (GPT-2, GPT-J)
+    rms_norm: bool  # RMSNorm, which computes in float32 (Llama-style), or LayerNorm in the model's dtype
     edited: tuple[tuple[int, int, int], ...]  # (layer, key_size, value_size) of each edited module
 
     @classmethod
@@ -60,6 +62,7 @@ class ModelShapes:
         inner = getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None) or 4 * hidden
         heads = getattr(c, "num_attention_heads", None) or c.n_head
         kv_heads = getattr(c, "num_key_value_heads", None) or heads
+        head_dim = getattr(c, "head_dim", None) or hidden // heads
         edited = []
         for module in select_modules(model, layout, config.layers, config.modules):
             layer = next(i for i in range(layout.n_layers) if module.name.startswith(layout.block_name(i) + "."))
@@ -67,33 +70,41 @@ class ModelShapes:
         dtype = dtype or next(model.parameters()).dtype
         return cls(n_parameters=sum(p.numel() for p in model.parameters()), hidden_size=int(hidden),
                    intermediate_size=int(inner), n_layers=layout.n_layers, n_heads=int(heads),
-                   n_kv_heads=int(kv_heads), vocab_size=int(c.vocab_size),
-                   dtype_bytes=torch.empty((), dtype=dtype).element_size(),
-                   gated_mlp=len(layout.family.mlp_in) > 1, edited=tuple(edited))
+                   query_size=int(heads * head_dim), kv_size=int(kv_heads * head_dim),
+                   vocab_size=int(c.vocab_size), dtype_bytes=torch.empty((), dtype=dtype).element_size(),
+                   gated_mlp=len(layout.family.mlp_in) > 1, rms_norm=hasattr(c, "rms_norm_eps"),
+                   edited=tuple(edited))
 
     @property
     def layers_above_lowest_edited(self) -> int:
         return self.n_layers - 1 - min(layer for layer, _, _ in self.edited)
 
     def mlp_bytes_per_token(self) -> int:
-        """What one MLP keeps for backward per token: its intermediate tensors, b·i each (gate, up,
-        activation and product for a gated MLP; input projection and activation otherwise)."""
-        return (4 if self.gated_mlp else 2) * self.dtype_bytes * self.intermediate_size
+        """What one MLP keeps for backward per token when its output needs a gradient: a gated MLP
+        its gate and up projections' outputs and the activation (b·i each; the product goes into a
+        frozen down projection, which keeps only its weight); GPT-2's and GPT-J's tanh GELU four
+        tensors of the same size (its input and the intermediates of its formula)."""
+        return (3 if self.gated_mlp else 4) * self.dtype_bytes * self.intermediate_size
 
-    def attention_bytes_per_token(self) -> int:
-        """What one layer keeps for backward per token outside its MLP: attention's query, key,
-        value, output and its re-laid-out copy, b·h each (keys and values repeated to every head),
-        a log-sum-exp per head, and each of the two norms' float32 input and normalised output,
-        (4 + b)·h."""
-        b, h = self.dtype_bytes, self.hidden_size
-        return 5 * b * h + FLOAT32 * self.n_heads + 2 * (FLOAT32 + b) * h
+    def layer_bytes_per_token(self) -> int:
+        """What one whole layer keeps for backward per token: its MLP; attention's rotated query
+        and key, value and output (b·query_size twice, b·kv_size twice) and a log-sum-exp per head
+        (frozen projections keep no input); each of the two norms' input (float32 for RMSNorm,
+        which upcasts, b for LayerNorm) and its float32 statistics."""
+        b = self.dtype_bytes
+        attention = b * (2 * self.query_size + 2 * self.kv_size) + FLOAT32 * self.n_heads
+        norms = 2 * ((FLOAT32 if self.rms_norm else b) * self.hidden_size + 2 * FLOAT32)
+        return self.mlp_bytes_per_token() + attention + norms
 
     def activation_bytes_per_token(self) -> int:
         """Per token, what a backward pass to the edited modules needs kept: every layer above the
-        lowest edited one whole, and the lowest one's MLP (the edited modules are MLP projections;
-        below them nothing needs a gradient, so nothing is kept)."""
-        whole = self.mlp_bytes_per_token() + self.attention_bytes_per_token()
-        return self.layers_above_lowest_edited * whole + self.mlp_bytes_per_token()
+        lowest edited one whole, and the lowest one's MLP where its input projections are edited.
+        Below them nothing needs a gradient, so nothing is kept. (The edited modules' own inputs
+        are counted where they are read.)"""
+        lowest = min(layer for layer, _, _ in self.edited)
+        input_projection = any(layer == lowest and v == self.intermediate_size for layer, _, v in self.edited)
+        return (self.layers_above_lowest_edited * self.layer_bytes_per_token()
+                + (self.mlp_bytes_per_token() if input_projection else 0))
 
     @property
     def edited_weight_elements(self) -> int:
@@ -226,13 +237,14 @@ def training_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workloa
         + max(gen_positions, loc_positions) * vocab * _logit_bytes(shapes),
         "step: keys and gradients": rows_kept,
     }
-    # the read happens before the step loss's graph exists: the larger of the two phases counts
-    step_phase = sum(v for k, v in terms.items() if k.startswith("step"))
-    read_phase = sum(read.values()) + (depth - 1) * rows_per_step * _row_bytes_through_network(shapes, config)
-    if read_phase > step_phase - terms["window graphs"]:
+    # the read happens before this step's network graph and loss exist: the larger phase counts
+    graph = rows_per_step * _row_bytes_through_network(shapes, config)
+    step_phase = sum(v for k, v in terms.items() if k.startswith("step")) + depth * graph
+    read_phase = sum(read.values()) + (depth - 1) * graph
+    if read_phase > step_phase:
         for key in [k for k in terms if k.startswith("step")]:
             del terms[key]
-        terms["window graphs"] = (depth - 1) * rows_per_step * _row_bytes_through_network(shapes, config)
+        terms["window graphs"] = (depth - 1) * graph
         terms.update(read)
     return MemoryEstimate(terms)
 
