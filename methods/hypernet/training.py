@@ -10,6 +10,10 @@ step, the schedule of their releases. Validation walks the held-out share of the
 same way without gradients; training stops at ``max_steps`` or when ``patience`` validations in a
 row bring no improvement, and the best network by validation loss is kept.
 
+Memory (docs/hypernetworks.md, "Memory"; estimates in ``memory.py``): the warm-up streams the
+train split batch by batch, the back-tracking window keeps each update as low-rank factors, and
+the step loss is back-propagated one window batch at a time.
+
 Everything random is drawn from seeds named by (seed, phase, step), so a run resumed from a
 saved training state takes the same steps as one never interrupted.
 """
