@@ -35,17 +35,39 @@ class MethodConfig:
     """Base of every method's hyperparameters (``--param METHOD.FIELD=VALUE`` sets a field)."""
 
 
+#: A model of at least this many parameters trains a learned editor on at most
+#: ``LARGE_MODEL_TRAIN_RECORDS`` records unless ``max_train_records`` says otherwise: a training
+#: step of RLEdit walks the whole train split (ZsRE's has 163k records) through the model, so time
+#: grows with the split. 10,000 is the RLEdit release's one training sequence (400 batches of 20
+#: = 8,000 records, ``config/config.yaml:6``) plus the 1,000 validation records held out
+#: (``max_val_records``) and a margin.
+LARGE_MODEL_PARAMETERS = 1_000_000_000
+LARGE_MODEL_TRAIN_RECORDS = 10_000
+
+
 @dataclass(frozen=True)
 class TrainableConfig(MethodConfig):
     """Settings every learned editor shares."""
 
-    #: train on a seeded sample of this many records of the train split; 0: all of them
-    max_train_records: int = 0
+    #: train on a seeded sample of this many records of the train split; 0: all of them; none
+    #: (the default): all of them, but at most LARGE_MODEL_TRAIN_RECORDS on a model of
+    #: LARGE_MODEL_PARAMETERS or more (``train_record_cap``)
+    max_train_records: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_train_records < 0 or self.max_train_records == 1:
+        if self.max_train_records is not None and (self.max_train_records < 0 or self.max_train_records == 1):
             raise ValueError("max_train_records must be 0 (all) or at least 2 (a train and a validation share), "
                              f"got {self.max_train_records}")
+
+    def train_record_cap(self, n_parameters: int) -> tuple[int, str]:
+        """How many train records at most (0: all) for a model of ``n_parameters``, and why."""
+        if self.max_train_records is not None:
+            return self.max_train_records, "max_train_records"
+        if n_parameters >= LARGE_MODEL_PARAMETERS:
+            return LARGE_MODEL_TRAIN_RECORDS, (f"the default for models of {LARGE_MODEL_PARAMETERS / 1e9:g}B parameters "
+                                               f"or more, this one has {n_parameters / 1e9:.1f}B; "
+                                               "max_train_records=0 trains on all")
+        return 0, "max_train_records"
 
 
 @dataclass

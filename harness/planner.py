@@ -57,8 +57,9 @@ def model_shape(source: str, dtype: str = "auto", trust_remote_code: bool = Fals
         chosen = named if isinstance(named, torch.dtype) else getattr(torch, str(named or "float32"), torch.float32)
     else:
         chosen = resolve_dtype(dtype, torch.device("cuda"))  # the plan is for the device the model will edit on
-    label = Path(source).parent.name if Path(source).is_file() else Path(source).name
-    return ModelShape.from_config(config, chosen, label=label.removesuffix(".json") or source)
+    path = Path(source)
+    label = path.stem if path.is_file() else path.name  # llama-3-8b.json -> llama-3-8b
+    return ModelShape.from_config(config, chosen, label=label or source)
 
 
 def scored_records(edits: int, batch_size: int, checkpoints: str | None, eval_sample: int | None) -> int:

@@ -28,7 +28,8 @@ from .hypernet import (
     HypernetMethod,
     model_presets,
 )
-from .hypernet.ridge import ridge_solve
+from .hypernet.modules import LowRankUpdate
+from .hypernet.ridge import ridge_factors, ridge_solve  # noqa: F401  (ridge_solve: re-exported)
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,10 @@ class MALMENConfig(HypernetConfig):
 
 
 def malmen_update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: torch.Tensor,
-                  lr: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
+                  lr: torch.Tensor, log_ridge: torch.Tensor) -> LowRankUpdate:
     """MALMEN's update for one module: pseudo value changes, then the ridge least-squares solve."""
     values = -lr * (keys * pseudo_keys).sum(-1, keepdim=True) * pseudo_grads
-    return ridge_solve(keys, values, log_ridge)
+    return ridge_factors(keys, values, log_ridge)
 
 
 @METHODS.register("malmen")

@@ -27,6 +27,7 @@ from .hypernet import (
     HypernetMethod,
     model_presets,
 )
+from .hypernet.modules import LowRankUpdate
 
 #: MEND's network in the MALMEN and RLEdit releases (``config/editor/mend.yaml:2-6``)
 RELEASED_NET = {"rank": 1920, "n_blocks": 2, "loc_coef": 1.0}
@@ -39,10 +40,11 @@ class MENDConfig(HypernetConfig):
 
 
 def mend_update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: torch.Tensor,
-                lr: torch.Tensor, log_ridge: torch.Tensor) -> torch.Tensor:
-    """Sum over rows of the outer products pseudo_key_i pseudo_grad_i^T, scaled by -lr (MEND eq. 4).
-    ``keys`` and ``log_ridge`` are unused: MEND neither weighs rows by their keys nor solves."""
-    return -lr * pseudo_keys.T @ pseudo_grads
+                lr: torch.Tensor, log_ridge: torch.Tensor) -> LowRankUpdate:
+    """Sum over rows of the outer products pseudo_key_i pseudo_grad_i^T, scaled by -lr (MEND eq. 4),
+    kept as its two factors. ``keys`` and ``log_ridge`` are unused: MEND neither weighs rows by
+    their keys nor solves."""
+    return LowRankUpdate(pseudo_keys, -lr * pseudo_grads)
 
 
 @METHODS.register("mend")

@@ -145,8 +145,9 @@ def test_mend_update_has_rank_at_most_the_number_of_rows():
     torch.manual_seed(0)
     for n in (1, 3, 5):
         pseudo_keys, pseudo_grads = torch.randn(n, 16), torch.randn(n, 12)
-        update = mend_update(torch.randn(n, 16), pseudo_keys, pseudo_grads, torch.tensor(0.1), torch.tensor(0.0))
-        assert update.shape == (16, 12)
+        factors = mend_update(torch.randn(n, 16), pseudo_keys, pseudo_grads, torch.tensor(0.1), torch.tensor(0.0))
+        assert factors.shape == (16, 12) and factors.nbytes() == n * (16 + 12) * 4
+        update = factors.dense()
         assert torch.linalg.matrix_rank(update) == n
         assert torch.allclose(update, -0.1 * sum(torch.outer(k, g) for k, g in zip(pseudo_keys, pseudo_grads)))
 
@@ -177,7 +178,7 @@ def test_malmen_update_solves_its_normal_equations(n):
     keys = torch.randn(n, 16, dtype=torch.float64)
     pseudo_keys, pseudo_grads = torch.randn(n, 16, dtype=torch.float64), torch.randn(n, 12, dtype=torch.float64)
     lr, log_ridge = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-1.5, dtype=torch.float64)
-    update = malmen_update(keys, pseudo_keys, pseudo_grads, lr, log_ridge)
+    update = malmen_update(keys, pseudo_keys, pseudo_grads, lr, log_ridge).dense()
     values = -lr * (keys * pseudo_keys).sum(-1, keepdim=True) * pseudo_grads
     lhs = (keys.T @ keys + log_ridge.exp() * torch.eye(16, dtype=torch.float64)) @ update
     assert torch.allclose(lhs, keys.T @ values, atol=1e-10, rtol=1e-10)
@@ -200,7 +201,7 @@ def test_malmen_edit_on_a_model_satisfies_the_normal_equations(micro_gpt2):
             pseudo_keys, pseudo_grads = net(cached.keys[module.name], cached.grads[module.name], index)
         values = -net.lr[index].double() * (keys * pseudo_keys.double()).sum(-1, keepdim=True) * pseudo_grads.double()
         eye = torch.eye(module.key_size, dtype=torch.float64)
-        residual = (keys.T @ keys + net.log_ridge[index].double().exp() * eye) @ shifts[module.name].double() \
+        residual = (keys.T @ keys + net.log_ridge[index].double().exp() * eye) @ shifts[module.name].dense().double() \
             - keys.T @ values
         assert residual.abs().max() <= 1e-4 * (keys.T @ values).abs().max()
     assert ridge_solve(keys, values, torch.tensor(0.0, dtype=torch.float64)).shape == (module.key_size, 32)

@@ -86,7 +86,8 @@ class HypernetConfig(EditorCoreConfig, TrainableConfig):
     max_val_records: int = 1000
     max_epochs: int = 0  # passes over the train split at most; 0: no limit (MEND/MALMEN releases: 1)
     # max_train_records (TrainableConfig): RLEdit's steps each walk the whole train split, so its
-    # training time grows with the split's size unless this caps it
+    # training time grows with the split's size unless this caps it; unset, models of 1B parameters
+    # or more train on 10,000 records (TrainableConfig.train_record_cap)
     warm_up: bool = True  # fill the normalisers from the train split before training (releases: no)
     backtrack_grad: bool = True  # step t's paraphrase losses reach the window's updates (releases: only t's)
     select_best: bool = True  # keep the best network by validation loss; False: the last (releases)

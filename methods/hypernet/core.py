@@ -32,7 +32,7 @@ from ...core.tokenize import PairBatch
 from ..objectives import summed_target_nll, token_mean_target_nll
 from .config import EditorCoreConfig, HypernetConfig
 from .cost import hypernet_cost
-from .modules import EditedModule, KeysAndGrads, keys_and_grads, select_modules
+from .modules import EditedModule, KeysAndGrads, LowRankUpdate, keys_and_grads, select_modules
 from .net import EditorNet, RunningNormaliser
 from .storage import FORMAT_VERSION
 
@@ -72,8 +72,9 @@ class EditorCore(EditMethod):
         """The running normaliser of each weight shape (``slots``' keys)."""
 
     @abstractmethod
-    def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
-        """Each edited module's (key_size, value_size) update from the rows of one batch."""
+    def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor | LowRankUpdate]:
+        """Each edited module's (key_size, value_size) update from the rows of one batch, dense or as
+        the low-rank factors it is made of."""
 
     def normalises_at_edit(self) -> bool:
         """Whether the edits' own rows enter the statistics before their updates are computed."""
@@ -183,7 +184,7 @@ class HypernetMethod(EditorCore):
     def normalises_at_edit(self) -> bool:
         return self.config.update_normaliser_at_edit
 
-    def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
+    def shifts(self, observed: KeysAndGrads) -> dict[str, LowRankUpdate]:
         """Each module's update; differentiable in the networks' parameters when grad is enabled."""
         out = {}
         for module in self.modules:

@@ -11,6 +11,7 @@ moments stay resident.
 from __future__ import annotations
 
 from ...core.costs import (
+    ANSWER_SHARE,
     MethodCost,
     ModelShape,
     PhaseCost,
@@ -20,6 +21,7 @@ from ...core.costs import (
     master_copy_bytes,
     weights_bytes,
 )
+from .memory import ModelShapes, Workload, editing_peak, training_peak
 
 
 def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
@@ -31,25 +33,27 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
     rows_bytes = sum(k + v for k, v in sizes) * 4 * 2  # float32 keys and gradients, and their normalised copies
     dense = sum(k * v for k, v in sizes) * 4  # one float32 update per module
     nets = getattr(method, "nets", None)  # UltraEdit's core has none
-    net_params = sum(p.numel() for p in nets.parameters()) if nets is not None else 0
     per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
 
     def read(tokens: int) -> int:
         return backward_bytes(shape, tokens, above) + tokens * rows_bytes
 
     batch_tokens = run.batch_size * run.tokens_per_record
-    editing = PhaseCost("editing", read(batch_tokens) + dense, run.edits * run.tokens_per_record * per_token)
-    phases = [editing]
-    resident = weights_bytes(shape) + master_copy_bytes(shape, run, method.edited_parameters()) + 4 * net_params
-    if nets is not None and method.ctx.trained_editor is None and config.max_steps != 0:
+    editing_flops = run.edits * run.tokens_per_record * per_token
+    resident = weights_bytes(shape) + master_copy_bytes(shape, run, method.edited_parameters())
+    if nets is None:  # the untrained core: one read, the dense updates
+        return MethodCost(method.name, resident, (PhaseCost("editing", read(batch_tokens) + dense, editing_flops),))
+    # the trained editors: the term-by-term formulas of memory.py, less the weights counted as resident
+    shapes = ModelShapes.of(shape.meta, config, shape.dtype)
+    workload = Workload(run.tokens_per_record, max(1, round(run.tokens_per_record * ANSWER_SHARE)), run.batch_size)
+    weights = weights_bytes(shape)
+    phases = [PhaseCost("editing", editing_peak(shapes, config, workload).total - weights, editing_flops)]
+    if method.ctx.trained_editor is None and config.max_steps != 0:
         train_tokens = config.train_batch * run.tokens_per_record
         window = max(1, config.depth)
-        records = min(run.train_records or 10_000, config.max_train_records or run.train_records or 10_000)
-        warm_up = records * run.tokens_per_record * sum(k + v for k, v in sizes) * 4 if config.warm_up else 0
-        transient = (read(train_tokens) + window * (dense + backward_bytes(shape, train_tokens, above))
-                     + 2 * 4 * net_params + warm_up)
+        records = run.train_records or 10_000
         steps = config.max_steps or max(1, records // config.train_batch)
         flops = steps * max(1, config.sequence_length) * train_tokens * per_token * (2 + window)
-        phases.insert(0, PhaseCost("training", transient, flops,
+        phases.insert(0, PhaseCost("training", training_peak(shapes, config, workload).total - weights, flops,
                                    f"{steps:,} steps at most, window {window}; once per model (cached)"))
     return MethodCost(method.name, resident, tuple(phases))

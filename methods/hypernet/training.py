@@ -10,6 +10,10 @@ step, the schedule of their releases. Validation walks the held-out share of the
 same way without gradients; training stops at ``max_steps`` or when ``patience`` validations in a
 row bring no improvement, and the best network by validation loss is kept.
 
+Memory (docs/hypernetworks.md, "Memory"; estimates in ``memory.py``): the warm-up streams the
+train split batch by batch, the back-tracking window keeps each update as low-rank factors, and
+the step loss is back-propagated one window batch at a time.
+
 Everything random is drawn from seeds named by (seed, phase, step), so a run resumed from a
 saved training state takes the same steps as one never interrupted.
 """
@@ -26,14 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.func import functional_call
 
 from ...core.progress import progress
 from ...core.records import EditRecord
 from ...core.tokenize import PairBatch
 from ..objectives import masked_target_nll, sub_batch_target_nll, sub_batch_token_means
 from . import storage
-from .modules import effective_weight
+from .modules import LowRankUpdate, routed_updates
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +45,12 @@ IMPROVEMENT = 1e-3  # a validation loss must fall by this share of the best to c
 
 @dataclass
 class Step:
-    """One edit batch as it sits in the back-tracking window."""
+    """One edit batch as it sits in the back-tracking window: its pairs and, per module, its update
+    as low-rank factors (rows x (key_size + value_size), never a dense key_size x value_size)."""
 
     gen_pairs: list[tuple[str, str]]  # (paraphrase, new target)
     loc_pairs: list[tuple[str, str]]  # (unrelated prompt, its answer)
-    shifts: dict[str, torch.Tensor]
+    shifts: dict[str, LowRankUpdate]
 
 
 def _segments(sizes: list[int]) -> list[tuple[int, int]]:
@@ -82,10 +86,10 @@ class Trainer:
         self.method, self.config, self.folder, self.records = method, config, Path(folder), records
         self.model = method.ctx.model
         self.seed = method.ctx.seed
-        if config.max_train_records and len(records) > config.max_train_records:
-            keep = random.Random(f"{self.seed}-sample").sample(range(len(records)), config.max_train_records)
-            log.info("%s: training on %d of the %d train records (max_train_records)", method.name,
-                     config.max_train_records, len(records))
+        cap, why = config.train_record_cap(sum(p.numel() for p in self.model.parameters()))
+        if cap and len(records) > cap:
+            keep = random.Random(f"{self.seed}-sample").sample(range(len(records)), cap)
+            log.info("%s: training on %d of the %d train records (%s)", method.name, cap, len(records), why)
             records = [records[i] for i in sorted(keep)]
         order = list(range(len(records)))
         random.Random(f"{self.seed}-split").shuffle(order)
@@ -133,13 +137,14 @@ class Trainer:
         return Step(gen, loc, {})
 
     # -- the loss of one step ----------------------------------------------------------------------
-    def _logits(self, pairs: list[tuple[str, str]], shifts_per_module: dict[str, list[torch.Tensor]]):
+    def _logits(self, pairs: list[tuple[str, str]], shifts_per_module: dict[str, list[LowRankUpdate]]):
+        """The live model's logits on ``pairs``, carrying gradient into the given updates."""
         batch = self.method.encode(pairs)
-        weights = {m.parameter: effective_weight(self.model, m, shifts_per_module[m.name])
-                   for m in self.method.modules}
-        out = functional_call(self.model, weights, args=(),
-                              kwargs={"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
-        return out.logits, batch
+        return self._forward(batch, shifts_per_module), batch
+
+    def _forward(self, batch: PairBatch, shifts_per_module: dict[str, list[LowRankUpdate]]) -> torch.Tensor:
+        with routed_updates(self.model, self.method.modules, shifts_per_module):
+            return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
     def _nll(self, logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
         """One batch's paraphrase loss: the mean over records of each record's token mean, or the
@@ -148,32 +153,49 @@ class Trainer:
             return sub_batch_target_nll(logits, batch, self.config.sub_batch)
         return masked_target_nll(logits, batch)
 
-    def step_loss(self, window: Sequence[Step], reference: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    def step_loss(self, window: Sequence[Step], reference: torch.Tensor | None,
+                  backward: bool = False) -> tuple[torch.Tensor, dict]:
         """RLEdit's step loss (methods/rledit.py); with ``depth=1`` MEND's and MALMEN's.
 
         ``window[-1]`` is this step (its update already in the live weights), ``window[-1-k]`` the
         batch k steps back. The paraphrase losses see every update in the window with gradient;
         the locality KL, against ``reference`` (the logits before this step), only this step's.
+
+        The loss is a sum of one term per window batch and kind, each from its own forward pass
+        over that batch's rows (padded as the whole window, so ``reference`` lines up). With
+        ``backward`` every term is back-propagated as soon as it is computed and the loss comes
+        back detached: the gradients are the whole loss's, but only one batch's activations and
+        logits are alive at a time, not the window's (docs/hypernetworks.md, "Memory").
         """
         config = self.config
         recent = list(reversed(window))
         decay = [config.decay ** k for k in range(len(recent))]
-        gen_pairs = [p for s in recent for p in s.gen_pairs]
         reach = recent if config.backtrack_grad else recent[:1]
         every = {m.name: [s.shifts[m.name] for s in reach] for m in self.method.modules}
-        logits, batch = self._logits(gen_pairs, every)
-        gen = sum(d * self._nll(logits[a:b], batch.rows(a, b))
-                  for d, (a, b) in zip(decay, _segments([len(s.gen_pairs) for s in recent])))
-        loc = torch.zeros((), device=logits.device)
+        sums: dict[str, torch.Tensor] = {}
+
+        def add(name: str, term: torch.Tensor, weight: float) -> None:
+            if backward and term.requires_grad:
+                (weight * term).backward(retain_graph=True)  # the window's updates serve later terms
+                term = term.detach()
+            sums[name] = sums[name] + term if name in sums else term
+
+        gen_batch = self.method.encode([p for s in recent for p in s.gen_pairs])
+        for d, (a, b) in zip(decay, _segments([len(s.gen_pairs) for s in recent])):
+            rows = gen_batch.rows(a, b)
+            add("gen", d * self._nll(self._forward(rows, every), rows), 1.0)
         if reference is not None:
             current = {m.name: [recent[0].shifts[m.name]] for m in self.method.modules}
-            logits, batch = self._logits([p for s in recent for p in s.loc_pairs], current)
+            loc_batch = self.method.encode([p for s in recent for p in s.loc_pairs])
             for d, (a, b) in zip(decay, _segments([len(s.loc_pairs) for s in recent])):
                 if b > a:
-                    loc = loc + d * masked_kl(reference[a:b], logits[a:b], batch.rows(a, b), config.sub_batch)
-        l2 = sum((s.float() ** 2).sum() for s in recent[0].shifts.values())
-        if not config.reg_grad:
-            l2 = l2.detach()
+                    rows = loc_batch.rows(a, b)
+                    add("loc", d * masked_kl(reference[a:b], self._forward(rows, current), rows, config.sub_batch),
+                        config.loc_coef)
+        l2 = sum(s.squared_norm() for s in recent[0].shifts.values())
+        add("l2", l2 if config.reg_grad else l2.detach(), config.reg_coef)
+        gen, l2 = sums["gen"], sums["l2"]
+        loc = sums.get("loc", torch.zeros((), device=gen.device))
         loss = gen + config.loc_coef * loc + config.reg_coef * l2
         return loss, {"gen": float(gen.detach()), "loc": float(loc.detach()), "l2": float(l2.detach())}
 
@@ -199,13 +221,13 @@ class Trainer:
                 with torch.set_grad_enabled(train):
                     step.shifts = method.shifts(observed)
                     method.apply_shifts(step.shifts)
-                    loss, parts = self.step_loss(window, reference)
+                    loss, parts = self.step_loss(window, reference, backward=train)
                 if train:
-                    loss.backward(retain_graph=config.depth > 1)
                     if config.clip_every_step:  # the RLEdit release clips the accumulated gradient at every step
                         torch.nn.utils.clip_grad_norm_(self._trainable(), config.max_grad_norm)
                 for name, value in {"loss": float(loss.detach()), **parts}.items():
                     totals[name] = totals.get(name, 0.0) + value / len(sequence)
+                del loss, reference  # before the next step's forward, not after it
         finally:
             self._reset()
         return totals
@@ -236,25 +258,38 @@ class Trainer:
             for net in method.nets.values():
                 net.lr.data.fill_(config.edit_lr)
             return {m.name: config.edit_lr for m in method.modules}
-        observed = [method.read_keys_and_grads(records) for records in self._batches(self.train, None)]
-        for c in observed:
-            method.update_normalisers(c)
-        chosen = {}
+        batches = self._batches(self.train, None)
+        for records in batches:  # streamed: one batch's keys and gradients are held at a time
+            method.update_normalisers(method.read_keys_and_grads(records))
+        chosen = {m.name: config.edit_lr for m in method.modules}
+        if config.edit_lr is not None:  # the networks were built with it
+            return chosen
+        # the rule needs the filled normaliser, so a second pass reads the batches again; it keeps
+        # float64 sums of the squared outputs and of <k, pseudo_k> per module, not the rows
+        squares = dict.fromkeys(chosen, 0.0)
+        alignment = dict.fromkeys(chosen, 0.0)
+        outputs_seen = dict.fromkeys(chosen, 0)
+        rows_seen = dict.fromkeys(chosen, 0)
+        for records in batches:
+            observed = method.read_keys_and_grads(records)
+            with torch.no_grad():
+                for m in method.modules:
+                    key, index = method.slots[m.name]
+                    keys = observed.keys[m.name].to(method.ctx.device)
+                    pseudo_keys, _ = method.nets[key](keys, observed.grads[m.name].to(method.ctx.device), index)
+                    weight = self.pristine[m.parameter].float()
+                    outputs = keys @ (weight if m.conv1d else weight.T)
+                    squares[m.name] += float(outputs.double().pow(2).sum())
+                    alignment[m.name] += float((keys * pseudo_keys).sum(-1).double().sum())
+                    outputs_seen[m.name] += outputs.numel()
+                    rows_seen[m.name] += keys.shape[0]
+            del observed
         for m in method.modules:
             key, index = method.slots[m.name]
-            net = method.nets[key]
-            if config.edit_lr is not None:
-                chosen[m.name] = config.edit_lr
-                continue
-            keys = torch.cat([c.keys[m.name] for c in observed]).to(method.ctx.device)
-            grads = torch.cat([c.grads[m.name] for c in observed]).to(method.ctx.device)
-            with torch.no_grad():
-                pseudo_keys, _ = net(keys, grads, index)
-                weight = self.pristine[m.parameter].float()
-                outputs = keys @ (weight if m.conv1d else weight.T)
-                alignment = (keys * pseudo_keys).sum(-1).mean().clamp_min(1e-12)
-                chosen[m.name] = float(config.edit_scale * outputs.pow(2).mean().sqrt() / alignment)
-                net.lr[index] = chosen[m.name]
+            rms = (squares[m.name] / max(outputs_seen[m.name], 1)) ** 0.5
+            mean_alignment = max(alignment[m.name] / max(rows_seen[m.name], 1), 1e-12)
+            chosen[m.name] = config.edit_scale * rms / mean_alignment
+            method.nets[key].lr.data[index] = chosen[m.name]
         return chosen
 
     def _trainable(self) -> list[torch.nn.Parameter]:
