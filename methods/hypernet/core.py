@@ -122,9 +122,12 @@ class EditorCore(EditMethod):
             else:
                 normaliser.update(torch.cat(rows))
 
-    def apply_shifts(self, shifts: dict[str, torch.Tensor]) -> None:
+    def apply_shifts(self, shifts: dict[str, torch.Tensor | LowRankUpdate]) -> None:
+        """Write each update (made dense one module at a time) through the weights' master copies."""
         for module in self.modules:
-            self.ctx.add_to_weight(module.name, shifts[module.name].detach().T)  # (in, out) -> (out, in)
+            shift = shifts[module.name].detach()
+            dense = shift.dense() if isinstance(shift, LowRankUpdate) else shift
+            self.ctx.add_to_weight(module.name, dense.T)  # (in, out) -> (out, in)
 
     # -- the EditMethod protocol ---------------------------------------------------------------------
     def apply(self, batch: Sequence[EditRecord]) -> None:
