@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.method import METHODS, EditMethod, MethodConfig, state_text, text_state
+from ..core.method import METHODS, MethodConfig, state_text, text_state
 from ..core.records import EditRecord
+from ._layer_memory import LayerMemoryMethod
 from .objectives import masked_target_nll
 
 
@@ -72,12 +73,11 @@ QUERY_CHUNK = 4096
 
 
 @METHODS.register("grace")
-class Grace(EditMethod):
+class Grace(LayerMemoryMethod):
     name = "grace"
     description = "codebook of keys with deferral radii at one layer; replaces its output inside a radius"
     Config = GraceConfig
     presets = PRESETS
-    scoring_backends = ("hf",)
 
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
@@ -88,17 +88,9 @@ class Grace(EditMethod):
         self._training: tuple[int, nn.Parameter] | None = None  # the row whose value is being trained
         self._handle = None
 
-    def module_name(self) -> str:
-        layout = self.ctx.layout
-        layer = self.config.layer if self.config.layer is not None else (27 * layout.n_layers) // 32
-        return layout.mlp_out_name(layout.resolve_layer(layer))
-
-    def edited_parameters(self) -> list[str]:
-        return []
-
     def prepare(self) -> None:
         if self._handle is None:
-            self._handle = self.ctx.model.get_submodule(self.module_name()).register_forward_hook(self._hook)
+            self._handle = self.hooked_module().register_forward_hook(self._hook)
 
     # -- the forward computation -----------------------------------------------------------------
     def lookup(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +126,7 @@ class Grace(EditMethod):
         """The hooked layer's input at the last prompt token (one record)."""
         position = int(batch.prompt_last[0])
         captured: list[torch.Tensor] = []
-        module = self.ctx.model.get_submodule(self.module_name())
+        module = self.hooked_module()
         handle = module.register_forward_pre_hook(lambda _, args: captured.append(args[0][0, position].float()))
         try:
             with torch.no_grad():
@@ -155,7 +147,7 @@ class Grace(EditMethod):
         return len(self.labels) - 1
 
     def _initial_value(self, query: torch.Tensor) -> torch.Tensor:
-        module = self.ctx.model.get_submodule(self.module_name())
+        module = self.hooked_module()
         if self.config.init == "warm":
             with torch.no_grad():
                 return module(query[None].to(module.weight.device, module.weight.dtype))[0].float().cpu()

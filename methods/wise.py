@@ -40,8 +40,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.method import METHODS, EditMethod, MethodConfig
+from ..core.method import METHODS, MethodConfig
 from ..core.records import EditRecord, ScoringPair
+from ._layer_memory import LayerMemoryMethod
 from .objectives import target_token_nll
 
 
@@ -109,12 +110,11 @@ def ties_merge(base: torch.Tensor, weights: Sequence[torch.Tensor], shares: Sequ
 
 
 @METHODS.register("wise")
-class Wise(EditMethod):
+class Wise(LayerMemoryMethod):
     name = "wise"
     description = "side copy of an MLP value matrix, routed by activation, sharded and TIES-merged (Wang et al. 2024)"
     Config = WiseConfig
     presets = PRESETS
-    scoring_backends = ("hf",)
 
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
@@ -126,20 +126,9 @@ class Wise(EditMethod):
         self.count = 0
 
     # -- where -------------------------------------------------------------------------------------
-    def module_name(self) -> str:
-        layout = self.ctx.layout
-        layer = self.config.layer if self.config.layer is not None else (27 * layout.n_layers) // 32
-        return layout.mlp_out_name(layout.resolve_layer(layer))
-
-    def edited_parameters(self) -> list[str]:
-        return []
-
-    def _module(self) -> nn.Module:
-        return self.ctx.model.get_submodule(self.module_name())
-
     def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x`` through ``weight`` without bias, in the module's own weight layout."""
-        return x @ (weight.T if isinstance(self._module(), nn.Linear) else weight)
+        return x @ (weight.T if isinstance(self.hooked_module(), nn.Linear) else weight)
 
     def _activation(self):
         from transformers.activations import ACT2FN
@@ -152,7 +141,7 @@ class Wise(EditMethod):
         if self._handles:
             return
         self.templates = ["{}"] + self._context_templates()
-        weight = self._module().weight.detach()
+        weight = self.hooked_module().weight.detach()
         self.original = weight.clone()
         self.side = weight.clone()  # the current shard
         self.shard_mask = self._new_mask()
@@ -165,7 +154,7 @@ class Wise(EditMethod):
         self._handles = [
             backbone.register_forward_pre_hook(self._read_mask, with_kwargs=True),
             backbone.register_forward_hook(self._forget_mask),
-            self._module().register_forward_hook(self._route),
+            self.hooked_module().register_forward_hook(self._route),
         ]
 
     def _context_templates(self) -> list[str]:
@@ -185,7 +174,7 @@ class Wise(EditMethod):
         return templates
 
     def _new_mask(self) -> torch.Tensor:
-        return torch.rand(self._module().weight.shape, generator=self.ctx.generator) < self.config.mask_ratio
+        return torch.rand(self.hooked_module().weight.shape, generator=self.ctx.generator) < self.config.mask_ratio
 
     # -- the forward computation -----------------------------------------------------------------
     def _read_mask(self, module, args, kwargs) -> None:
@@ -246,7 +235,7 @@ class Wise(EditMethod):
         holds an edit) followed by the stored memories (for tests and inspection)."""
         chosen: list[int] = []
         captured: dict[str, torch.Tensor] = {}
-        handle = self._module().register_forward_hook(lambda m, a, o: captured.update(x=a[0]))
+        handle = self.hooked_module().register_forward_hook(lambda m, a, o: captured.update(x=a[0]))
         try:
             for text in texts:
                 ids = torch.tensor([self.ctx.encoder.encode_prompt(text)], device=self.ctx.device)
