@@ -234,3 +234,38 @@ def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
     method._loss = lambda chunk: (whole.append(len(chunk)), original(chunk))[1]
     method.apply(records)
     assert whole == [5, 5]  # a batch within one mini-batch: every step sees every edit
+
+
+# -- the runner's side of the protocol -----------------------------------------------------------
+def test_the_runner_scores_a_forward_changing_method_with_hf_and_a_rewriting_one_through_its_rewrite(
+        micro_llama, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    import pytest
+
+    from editbench.harness.runner import Runner
+
+    ctx = _context(micro_llama)
+    runner = SimpleNamespace(backend="vllm", device=ctx.device, _probe=lambda *a: pytest.fail("asked for vLLM"))
+    with caplog.at_level(logging.INFO):
+        probe = Runner._method_probe(runner, Grace(GraceConfig(), ctx), ctx.model, ctx.tokenizer, [])
+    assert isinstance(probe, HFProbe)
+    assert "grace: scored with the HF backend instead of vllm" in caplog.text
+    engine = HFProbe(ctx.model, ctx.tokenizer, ctx.device)
+    runner._probe = lambda *a: engine
+    wrapped = Runner._method_probe(runner, Retrieval(RetrievalConfig(), ctx), ctx.model, ctx.tokenizer, [])
+    assert isinstance(wrapped, RewrittenPrompts) and wrapped.inner is engine  # retrieval runs on vLLM too
+    assert Runner._method_probe(runner, LocFTBF(LocFTConfig(), ctx), ctx.model, ctx.tokenizer, []) is engine
+
+
+def test_every_published_preset_builds_and_names_a_known_model_or_a_release():
+    from editbench.core.architectures import ARCHITECTURES
+    from editbench.core.method import MethodRef
+
+    known = {a.name for a in ARCHITECTURES}
+    for cls in (Grace, Wise, Retrieval, LocFTBF):
+        for preset in cls.presets:
+            assert preset in known or preset in ("release", "wikibigedit"), (cls.name, preset)
+            MethodRef.parse(f"{cls.name}@{preset}").config({})
+    assert MethodRef.parse("locft-bf").config({}, "mistral-7b").scope == "block"  # the release tunes block 23
