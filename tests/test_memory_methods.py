@@ -266,6 +266,6 @@ def test_every_published_preset_builds_and_names_a_known_model_or_a_release():
     known = {a.name for a in ARCHITECTURES}
     for cls in (Grace, Wise, Retrieval, LocFTBF):
         for preset in cls.presets:
-            assert preset in known or preset in ("release", "wikibigedit"), (cls.name, preset)
+            assert preset in known or preset in ("release", "wikibigedit", "small-model"), (cls.name, preset)
             MethodRef.parse(f"{cls.name}@{preset}").config({})
     assert MethodRef.parse("locft-bf").config({}, "mistral-7b").scope == "block"  # the release tunes block 23
