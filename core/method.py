@@ -113,6 +113,13 @@ class EditMethod(ABC):
     #: Named settings bundles, selected as ``METHOD@PRESET`` (e.g. ``rledit@release``); each maps
     #: config fields to values and is stored with the results under that label.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Scoring backends that see what the method does. A vLLM engine only receives the weights named
+    #: by ``edited_parameters``, so a method that changes the forward computation (a hook or a
+    #: wrapped module: GRACE, WISE) lists "hf" alone, and the runner scores it with HF (and says so).
+    scoring_backends: ClassVar[tuple[str, ...]] = ("hf", "vllm")
+    #: True for a method that edits what the model is shown (retrieval): every probe call then passes
+    #: its prompts through :meth:`scoring_prompt` first.
+    rewrites_prompts: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, context: EditContext) -> None:
         self.config = config
@@ -142,6 +149,26 @@ class EditMethod(ABC):
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if state:
             raise ValueError(f"{self.name} keeps no lifelong state but a snapshot holds {sorted(state)}")
+
+    def scoring_prompt(self, prompt: str) -> str:
+        """The prompt as the edited system presents it to the model at scoring time (only called when
+        ``rewrites_prompts``). A method that installs forward hooks installs them in ``prepare`` and
+        keeps them across ``load_state_dict``, which only refills their state after a resume."""
+        return prompt
+
+
+def text_state(value: Any) -> torch.Tensor:
+    """JSON-serialisable lifelong state (stored prompts, labels) as a byte tensor, since snapshots
+    hold tensors only (safetensors); :func:`state_text` reads it back."""
+    import json
+
+    return torch.tensor(list(json.dumps(value).encode("utf-8")), dtype=torch.uint8)
+
+
+def state_text(tensor: torch.Tensor) -> Any:
+    import json
+
+    return json.loads(bytes(tensor.tolist()).decode("utf-8"))
 
 
 @runtime_checkable

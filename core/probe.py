@@ -228,3 +228,32 @@ class HFProbe:
                             self.max_tokens)
         self.forward_seconds += time.perf_counter() - started
         return self.encoder.tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+
+class RewrittenPrompts:
+    """A probe that scores what a prompt-rewriting method (retrieval) shows the model: each prompt
+    goes through ``rewrite`` first; generated texts keep the caller's prompt in front."""
+
+    def __init__(self, inner: ProbeBackend, rewrite) -> None:
+        self.inner = inner
+        self.rewrite = rewrite
+
+    @property
+    def forward_seconds(self) -> float:
+        return self.inner.forward_seconds
+
+    def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]:
+        return self.inner.score([ScoringPair(self.rewrite(p.prompt), p.target) for p in pairs])
+
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
+        shown = [self.rewrite(p) for p in prompts]
+        texts = self.inner.generate(shown, settings)
+        return [prompt + text[len(seen):] if text.startswith(seen) else text
+                for prompt, seen, text in zip(prompts, shown, texts)]
+
+    def sync(self, model: nn.Module, names: Sequence[str]) -> None:
+        self.inner.sync(model, names)
+
+    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
+        return self.inner.generate_answers([ScoringPair(self.rewrite(p.prompt), p.target) for p in pairs],
+                                           max_new_tokens)

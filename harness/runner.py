@@ -30,7 +30,7 @@ from ..core.method import EditContext, EditMethod, MethodConfig, MethodRef
 from ..core.models import ModelLayout, load_model, load_tokenizer, resolve_device, resolve_dtype
 from ..core.plan import eval_positions, parse_checkpoints, plan_batches
 from ..core.precision import split_state
-from ..core.probe import HFProbe, ProbeBackend
+from ..core.probe import HFProbe, ProbeBackend, RewrittenPrompts
 from ..core.probe_vllm import installed_vllm_version, vllm_available, vllm_unavailable_reason
 from ..core.progress import progress
 from ..core.records import EditRecord, PairScore, check_disjoint, dataset_hash
@@ -381,6 +381,17 @@ class Runner:
         self._engine.sync(model, edited)
         return self._engine
 
+    def _method_probe(self, method: EditMethod, model, tokenizer, edited: list[str]) -> ProbeBackend:
+        """The run's backend for one method: HF where the method changes the forward computation the
+        chosen backend cannot run (logged), and the method's prompt rewrite in front where it has one."""
+        if self.backend in method.scoring_backends:
+            probe = self._probe(model, tokenizer, edited)
+        else:
+            log.info("%s: scored with the HF backend instead of %s, which cannot run the forward computation "
+                     "it changes", method.name, self.backend)
+            probe = HFProbe(model, tokenizer, self.device)
+        return RewrittenPrompts(probe, method.scoring_prompt) if method.rewrites_prompts else probe
+
     def _capability_plan(self, spec: RunSpec):
         if not spec.capability:
             return None
@@ -495,7 +506,7 @@ class Runner:
             warn_if_passed(self.spec.save_model, done,
                            saved_model_folder(self.spec.out, self.run_id, plan.label, self.spec.save_model or 0))
         store.record_timings(self.run_id, plan.label, timer.drain())
-        probe = self._probe(model, tokenizer, edited)
+        probe = self._method_probe(method, model, tokenizer, edited)
         self._stream_start = (time.monotonic(), done)  # for the checkpoint lines' estimate of what is left
         bar = progress(total=self.edits, initial=done, desc=f"{plan.label} edits", unit="edit")
         try:

@@ -89,12 +89,16 @@ class FineTune(EditMethod):
     Config = FTConfig
     objective: Callable[[torch.Tensor, object], torch.Tensor]
 
-    def _layer(self) -> int:
+    #: where ``layer: None`` falls, as a fraction of the depth (EasyEdit's layer 21 of 32 is two thirds)
+    default_depth = (2, 3)
+
+    def layer(self) -> int:
         layout = self.ctx.layout
-        return layout.resolve_layer(self.config.layer if self.config.layer is not None else (2 * layout.n_layers) // 3)
+        layer = self.config.layer if self.config.layer is not None else self.default_depth[0] * layout.n_layers // self.default_depth[1]
+        return layout.resolve_layer(layer)
 
     def _module(self) -> str:
-        return self.ctx.layout.mlp_out_name(self._layer())
+        return self.ctx.layout.mlp_out_name(self.layer())
 
     def edited_parameters(self) -> list[str]:
         module = self.ctx.model.get_submodule(self._module())
@@ -109,7 +113,7 @@ class FineTune(EditMethod):
         config: FTConfig = self.config  # type: ignore[assignment]
         edited = self.edited_parameters()
         numel = sum(shape.param_numel(name) for name in edited)
-        above = shape.n_layers - self._layer()
+        above = shape.n_layers - self.layer()
         chunk_tokens = min(config.chunk or run.batch_size, run.batch_size) * run.tokens_per_record
         # per edited element: the originals, the gradient, Adam's two moments, and the norm constraint's
         # three temporaries (the bounds and the clamped copy)
@@ -120,24 +124,37 @@ class FineTune(EditMethod):
         resident = weights_bytes(shape) + master_copy_bytes(shape, run, edited)
         return MethodCost(self.name, resident, (PhaseCost("editing", transient, flops, f"at most {config.steps} epochs"),))
 
+    def target(self, record: EditRecord) -> str:
+        """The text the loss teaches after the prompt (a subclass may append an end-of-sequence)."""
+        return record.target_new
+
     def _loss(self, records: Sequence[EditRecord]) -> torch.Tensor:
         encoder = self.ctx.encoder
-        batch = encoder.collate(encoder.encode_many([(r.prompt, r.target_new) for r in records])).to(self.ctx.device)
+        batch = encoder.collate(encoder.encode_many([(r.prompt, self.target(r)) for r in records])).to(self.ctx.device)
         logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return type(self).objective(logits, batch)
+
+    def epoch_chunks(self, batch: Sequence[EditRecord], size: int) -> list[Sequence[EditRecord]]:
+        """One epoch's mini-batches, in order: ROME and EasyEdit keep the batch's order every epoch."""
+        return [batch[start:start + size] for start in range(0, len(batch), size)]
+
+    @staticmethod
+    def epoch_loss(losses: list[float], sizes: list[int]) -> float:
+        """What the early stop compares with ``stop_loss``: the mean of the chunks' losses."""
+        return sum(losses) / len(losses)
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
         config: FTConfig = self.config  # type: ignore[assignment]
         params = [self.ctx.parameter(name) for name in self.edited_parameters()]
         originals = [p.detach().clone() for p in params]
         size = config.chunk or len(batch)
-        chunks = [batch[start:start + size] for start in range(0, len(batch), size)]
         for p in params:
             p.requires_grad_(True)
         optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         try:
             for _ in range(config.steps):
                 losses = []
+                chunks = self.epoch_chunks(batch, size)
                 for chunk in chunks:
                     loss = self._loss(chunk)
                     losses.append(loss.item())
@@ -150,7 +167,7 @@ class FineTune(EditMethod):
                             for p, original in zip(params, originals):
                                 p.copy_(torch.clamp(p, original - config.norm_constraint,
                                                     original + config.norm_constraint))
-                if sum(losses) / len(losses) < config.stop_loss:
+                if self.epoch_loss(losses, [len(chunk) for chunk in chunks]) < config.stop_loss:
                     break
         finally:
             for p in params:

@@ -1,0 +1,89 @@
+"""LocFT-BF ("Fine-tuning Done Right in Model Editing", Yang et al., ICLR 2026; ICT-STAR/LocFT).
+
+Plain fine-tuning, run the way fine-tuning is normally run: breadth-first. Every epoch visits every
+edit of the batch once, in a fresh random order, in mini-batches of ``chunk`` records, each taking
+one Adam step on the mean over its records of their mean target-token NLL; one Adam optimiser serves
+the whole call (``fine-tune.py:102-184`` at ICT-STAR/LocFT 51db785). The paper's point is that the
+fine-tuning baselines of earlier editing codebases run depth-first (EasyEdit's FT with
+``batch_size: 1`` optimises one edit after another), drop the end-of-sequence token from the target,
+and tune layers chosen for ROME; LocFT-BF keeps the EOS in the target (the release appends
+``tok.eos_token`` as text, ``fine-tune.py:80``), tunes a located layer, and has no norm bound.
+
+The loop is FT's (``methods/ft.py``): a chunk whose loss is below 1e-2 takes no step (``:175-177``)
+and an epoch whose loss, weighted by chunk size, is below 1e-2 ends it (``:173``, ``:182-184``).
+The per-epoch shuffle draws from the run's seeded generator (the release's ``random.shuffle`` is
+unseeded), so a resumed run repeats it. The release edits its whole data file in one call; in a
+lifelong run each batch is one call, so a batch of at most ``chunk`` edits is one mini-batch per
+epoch and every step sees every edit of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..core.method import METHODS
+from ..core.records import EditRecord
+from .ft import FineTune, FTConfig
+from .objectives import masked_target_nll
+
+
+@dataclass(frozen=True)
+class LocFTConfig(FTConfig):
+    """Defaults: the release's Llama-3-8B file, its layer 22 of 32 read as a share of the depth."""
+
+    layer: int | None = None  # None: 22/32 of the depth
+    lr: float = 5e-4
+    steps: int = 25  # epochs (the release's num_steps)
+    chunk: int = 100  # records per mini-batch (the release's batch_size)
+    norm_constraint: float | None = None
+    bias: bool = False  # the release matches ``mlp.down_proj.weight`` alone
+    scope: str = "mlp_out"  # mlp_out: the MLP output projection's weight | block: every parameter of the layer
+    eos: bool = True  # append the tokenizer's end-of-sequence token to every target
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope not in ("mlp_out", "block"):
+            raise ValueError(f"scope must be mlp_out or block, got {self.scope!r}")
+
+
+#: ICT-STAR/LocFT hparams/*.yaml (51db785): batch_size 100, 25 epochs each.
+PRESETS = {
+    "llama-3-8b": {"layer": 22, "lr": 5e-4},  # llama3-8b.yaml: model.layers.22.mlp.down_proj.weight
+    "qwen2.5-7b": {"layer": 6, "lr": 5e-4},  # qwen2.5-7b.yaml: model.layers.6.mlp.down_proj.weight
+    "mistral-7b": {"layer": 23, "lr": 5e-5, "scope": "block"},  # mistral-7b.yaml: model.layers.23 (whole block)
+    # editbench's: ten times the lr, for small models, where a lifelong batch of 10 edits gets 25 small steps
+    "small-model": {"lr": 5e-3},
+}
+
+
+@METHODS.register("locft-bf")
+class LocFTBF(FineTune):
+    name = "locft-bf"
+    description = "breadth-first fine-tuning of a located layer, EOS in the target (Yang et al. 2026)"
+    Config = LocFTConfig
+    presets = PRESETS
+    objective = staticmethod(masked_target_nll)
+    default_depth = (22, 32)
+
+    def edited_parameters(self) -> list[str]:
+        if self.config.scope == "mlp_out":
+            return super().edited_parameters()
+        prefix = self.ctx.layout.block_name(self.layer()) + "."
+        return [name for name, _ in self.ctx.model.named_parameters() if name.startswith(prefix)]
+
+    def target(self, record: EditRecord) -> str:
+        eos = getattr(self.ctx.tokenizer, "eos_token", None)
+        return record.target_new + eos if self.config.eos and eos else record.target_new
+
+    def epoch_chunks(self, batch: Sequence[EditRecord], size: int) -> list[Sequence[EditRecord]]:
+        """A fresh order every epoch, drawn from the run's generator, cut into mini-batches."""
+        order = torch.randperm(len(batch), generator=self.ctx.generator).tolist()
+        return super().epoch_chunks([batch[i] for i in order], size)
+
+    @staticmethod
+    def epoch_loss(losses: list[float], sizes: list[int]) -> float:
+        """The release's epoch loss: the chunks' losses weighted by their sizes."""
+        return sum(loss * size for loss, size in zip(losses, sizes)) / sum(sizes)

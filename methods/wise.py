@@ -1,0 +1,343 @@
+"""WISE (Wang et al., NeurIPS 2024), as EasyEdit implements it (``easyeditor/models/wise/WISE.py``).
+
+The model's weights never change. One MLP's value (output) projection gets a side memory: a copy of
+its weight that edits train, while the original stays the main memory. A forward hook routes each
+sequence: its activation score against a side weight W' is the mean over its positions of
+``|act(x W') - act(x W)|`` (``euc``, ``WISE.py:30-45``; ``act`` is the model's MLP activation), and
+the sequence takes the side weight's output when the score reaches that memory's threshold (the
+smallest in-scope score seen while it was edited, times ``act_ratio``, ``:523-550``); otherwise the
+layer's own output, untouched. This is WISE-Retrieve (``retrieve: True``, the default of every
+EasyEdit and WikiBigEdit file): the current shard is tried first, then every stored memory, the
+highest score above its own threshold winning (``:531-550``).
+
+One edit (``edit``, ``:140-248``) trains the current shard alone on 1 + ``n_templates`` rows (the
+prompt, and the prompt behind short prefixes the unedited model generates greedily,
+``utils.py:426-450``) plus one unrelated row, for ``n_iter`` SGD steps (weight decay 1e-5): the loss is
+the target NLL of the edit rows (each row's sum over its target tokens divided by their count plus
+one, ``:258-278``) plus the margin loss ``mean+(out - in + gamma) + mean+(out - alpha) + mean+(beta - in)``
+on the in-scope scores ``in`` and the unrelated row's ``out`` (``:280-316``); the gradient is masked
+to the shard's random ``mask_ratio`` share of the entries (``:478-509``), and the weight is clamped
+to within ``norm_constraint`` of the original (``:228-229``); an edit stops early once its loss is
+below 0.02 and has moved less than 1e-4 (``utils.py:380-401``). Every ``save_freq`` edits the
+shard is stored as a memory and a fresh one begins (``:432-437``); every ``merge_freq`` edits the
+last shards are merged with TIES (top ``density`` of each task vector by magnitude, sign election,
+mean of the agreeing entries, ``merge/gta.py``) into one memory whose threshold is theirs at least.
+
+editbench's choices, where EasyEdit's code does not carry over: the unrelated row is the record's
+first neighbourhood prompt with its answer (EasyEdit takes a train-split record's locality prompt),
+else a train-split record; the side output is the layer's output plus ``x (W' - W)``, so a bias is
+kept (EasyEdit keeps it only for GPT-2); padded positions are left out of the mean (EasyEdit scores
+one unpadded sequence at a time). WISE-Merge (``retrieve: False``) is not implemented. A hook
+changes the forward computation, which a vLLM engine cannot run: WISE is scored with HF.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..core.method import METHODS, MethodConfig
+from ..core.records import EditRecord, ScoringPair
+from ._layer_memory import LayerMemoryMethod
+from .objectives import target_token_nll
+
+
+@dataclass(frozen=True)
+class WiseConfig(MethodConfig):
+    layer: int | None = None  # None: 27/32 of the depth (EasyEdit's Llama-2-7B and Mistral layer 27)
+    lr: float = 1.0
+    n_iter: int = 70
+    act_margin: tuple[float, float, float] = (5.0, 20.0, 10.0)  # alpha (out below), beta (in above), gamma (gap)
+    act_ratio: float = 0.88
+    mask_ratio: float = 0.2
+    save_freq: int = 500
+    merge_freq: int = 1000
+    density: float = 0.53
+    norm_constraint: float = 1.0
+    weight_decay: float = 1e-5
+    n_templates: int = 10  # greedy prefixes of 5 and 10 tokens from five starts, as EasyEdit's
+
+    def __post_init__(self) -> None:
+        if len(self.act_margin) != 3:
+            raise ValueError(f"act_margin must be three numbers (alpha, beta, gamma), got {self.act_margin}")
+        if not 0 < self.mask_ratio <= 1 or not 0 < self.density <= 1:
+            raise ValueError("mask_ratio and density must be shares in (0, 1]")
+        if self.save_freq < 1 or self.merge_freq % self.save_freq:
+            raise ValueError(f"merge_freq ({self.merge_freq}) must be a multiple of save_freq ({self.save_freq})")
+        if self.lr <= 0 or self.n_iter < 1 or self.act_ratio <= 0 or self.norm_constraint <= 0:
+            raise ValueError("lr, act_ratio and norm_constraint must be positive and n_iter at least 1")
+        if self.n_templates not in range(0, 11):
+            raise ValueError(f"n_templates must be 0 to 10, got {self.n_templates}")
+
+
+#: EasyEdit hparams/WISE/*.yaml (zjunlp/EasyEdit 14cea82); all at mask_ratio 0.2, save_freq 500,
+#: merge_freq 1000, TIES density 0.53, norm_constraint 1.0, retrieve.
+PRESETS = {
+    "llama-2-7b": {"layer": 27, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88},
+    "llama-3-8b": {"layer": 29, "lr": 0.9, "n_iter": 30, "act_margin": (2, 20, 10), "act_ratio": 0.5},
+    "mistral-7b": {"layer": 27, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88},
+    "gpt-j-6b": {"layer": 21, "lr": 1.0, "n_iter": 70, "act_margin": (15, 40, 20), "act_ratio": 0.88},
+    "qwen2.5-7b": {"layer": 23, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88},
+    # WikiBigEdit's runs (ExplainableML/WikiBigEdit 66b4285, hparams/WISE/wise_llama3.yaml): 10 steps
+    "wikibigedit": {"n_iter": 10},
+}
+
+TEMPLATE_STARTS = ("I", "You", "Because", "Yes", "Q: ")
+
+
+def ties_merge(base: torch.Tensor, weights: Sequence[torch.Tensor], shares: Sequence[float],
+               density: float) -> torch.Tensor:
+    """TIES merging (Yadav et al. 2023, EasyEdit ``merge/gta.py`` with ``magnitude``/``sum``/normalise):
+    keep each task vector's top ``density`` entries by magnitude, elect each entry's sign from the
+    weighted sum, and average the weighted entries that agree with it."""
+    deltas = []
+    for weight in weights:
+        delta = (weight - base).float()
+        keep = max(1, int(density * delta.numel()))
+        threshold = delta.abs().flatten().kthvalue(delta.numel() - keep + 1).values
+        deltas.append(torch.where(delta.abs() >= threshold, delta, torch.zeros_like(delta)))
+    stacked = torch.stack(deltas)
+    share = torch.tensor(list(shares), dtype=stacked.dtype).view(-1, *([1] * base.dim()))
+    sign = torch.sign((stacked * share).sum(0))
+    agree = (torch.sign(stacked) == sign) & (stacked != 0)
+    total = (stacked * share * agree).sum(0)
+    norm = (share * agree).sum(0)
+    return base + torch.where(norm > 0, total / norm.clamp_min(1e-12), torch.zeros_like(total)).to(base.dtype)
+
+
+@METHODS.register("wise")
+class Wise(LayerMemoryMethod):
+    name = "wise"
+    description = "side copy of an MLP value matrix, routed by activation, sharded and TIES-merged (Wang et al. 2024)"
+    Config = WiseConfig
+    presets = PRESETS
+
+    def __init__(self, config, context) -> None:
+        super().__init__(config, context)
+        self.templates: list[str] = ["{}"]
+        self._handles: list = []
+        self._mask_row: torch.Tensor | None = None  # the current forward's attention mask
+        self._editing = False
+        self._scores: torch.Tensor | None = None  # per-row scores of the last editing forward
+        self.count = 0
+
+    # -- where -------------------------------------------------------------------------------------
+    def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``x`` through ``weight`` without bias, in the module's own weight layout."""
+        return x @ (weight.T if isinstance(self.hooked_module(), nn.Linear) else weight)
+
+    def _activation(self):
+        from transformers.activations import ACT2FN
+
+        config = self.ctx.model.config
+        return ACT2FN[getattr(config, "hidden_act", None) or getattr(config, "activation_function", "gelu_new")]
+
+    # -- setup -----------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        if self._handles:
+            return
+        self.templates = ["{}"] + self._context_templates()
+        weight = self.hooked_module().weight.detach()
+        self.original = weight.clone()
+        self.side = weight.clone()  # the current shard
+        self.shard_mask = self._new_mask()
+        self.shard_min = math.inf  # smallest in-scope score of the shard's edits
+        self.memories: list[torch.Tensor] = []
+        self.memory_min: list[float] = []
+        self.act = self._activation()
+        # the backbone sees every forward, also the probe's head-only one (``core/probe.py``)
+        backbone = getattr(self.ctx.model, "base_model", None) or self.ctx.model
+        self._handles = [
+            backbone.register_forward_pre_hook(self._read_mask, with_kwargs=True),
+            backbone.register_forward_hook(self._forget_mask),
+            self.hooked_module().register_forward_hook(self._route),
+        ]
+
+    def _context_templates(self) -> list[str]:
+        """Greedy prefixes of 5 and 10 tokens from EasyEdit's five starts, made by the unedited model."""
+        wanted = [(start, length) for length in (5, 10) for start in TEMPLATE_STARTS][: self.config.n_templates]
+        if not wanted:
+            return []
+        encoder, model = self.ctx.encoder, self.ctx.model
+        templates = []
+        with torch.no_grad():
+            for start, length in wanted:
+                ids = torch.tensor([encoder.encode_prompt(start)], device=self.ctx.device)
+                for _ in range(length):
+                    ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
+                text = self.ctx.tokenizer.decode(ids[0], skip_special_tokens=True).replace("{", "").replace("}", "")
+                templates.append(text.strip() + ". {}")
+        return templates
+
+    def _new_mask(self) -> torch.Tensor:
+        return torch.rand(self.hooked_module().weight.shape, generator=self.ctx.generator) < self.config.mask_ratio
+
+    # -- the forward computation -----------------------------------------------------------------
+    def _read_mask(self, module, args, kwargs) -> None:
+        self._mask_row = kwargs.get("attention_mask")
+
+    def _forget_mask(self, module, args, output) -> None:
+        self._mask_row = None
+
+    def score(self, x: torch.Tensor, main: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Per row: the mean over its real positions of |act(x W') - act(x W)| (EasyEdit's ``euc``)."""
+        distance = (self.act(self._project(x, weight.to(x.dtype))) - self.act(main)).norm(dim=-1)
+        mask = self._mask_row
+        if mask is None or mask.shape[0] != x.shape[0]:
+            mask = torch.ones(distance.shape, device=x.device)
+        mask = mask[:, -distance.shape[1]:].to(distance.dtype)
+        return (distance * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+    def _candidates(self) -> list[tuple[torch.Tensor, float]]:
+        """Side weights a sequence may be routed to, with their smallest in-scope scores: the current
+        shard once it holds an edit, then the stored memories."""
+        current = [(self.side, self.shard_min)] if self.shard_min < math.inf else []
+        return current + list(zip(self.memories, self.memory_min))
+
+    def _choose(self, x: torch.Tensor, main: torch.Tensor) -> torch.Tensor:
+        """Per row, the index into ``_candidates()`` it is routed to, -1 for main memory: the highest
+        score among those at or above their threshold (WISE-Retrieve)."""
+        chosen = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        best = torch.full((x.shape[0],), -math.inf, device=x.device)
+        with torch.no_grad():
+            for index, (weight, least) in enumerate(self._candidates()):
+                s = self.score(x, main, weight.to(x.device)).float()
+                better = (s >= least * self.config.act_ratio) & (s > best)
+                chosen = torch.where(better, index, chosen)
+                best = torch.where(better, s, best)
+        return chosen
+
+    def _route(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        x = args[0]
+        main = self._project(x, self.original.to(x.device, x.dtype))
+        if self._editing:
+            self._scores = self.score(x, main, self.side)
+            return output + self._project(x, (self.side - self.original).to(x.dtype))
+        if not self._candidates():
+            return None
+        chosen = self._choose(x, main)
+        if not bool((chosen >= 0).any()):
+            return None  # every sequence to main memory: the layer's own output, untouched
+        routed = output.clone()
+        for index, (weight, _) in enumerate(self._candidates()):
+            rows = chosen == index
+            if bool(rows.any()):
+                delta = (weight.to(x.device) - self.original.to(x.device)).to(x.dtype)
+                routed[rows] = output[rows] + self._project(x[rows], delta)
+        return routed
+
+    def routes(self, texts: Sequence[str]) -> list[int]:
+        """Where each text is routed: -1 main memory, else its index into the current shard (once it
+        holds an edit) followed by the stored memories (for tests and inspection)."""
+        chosen: list[int] = []
+        captured: dict[str, torch.Tensor] = {}
+        handle = self.hooked_module().register_forward_hook(lambda m, a, o: captured.update(x=a[0]))
+        try:
+            for text in texts:
+                ids = torch.tensor([self.ctx.encoder.encode_prompt(text)], device=self.ctx.device)
+                with torch.no_grad():
+                    self.ctx.model(input_ids=ids)
+                    x = captured["x"]
+                    chosen.append(int(self._choose(x, self._project(x, self.original.to(x.dtype)))[0]))
+        finally:
+            handle.remove()
+        return chosen
+
+    # -- editing ---------------------------------------------------------------------------------
+    def _unrelated(self, record: EditRecord) -> ScoringPair | None:
+        if record.neighbours:
+            return ScoringPair(record.neighbours[0].prompt, record.neighbours[0].answer)
+        train = self.ctx.train_records()
+        if not train:
+            return None
+        other = train[int(torch.randint(len(train), (1,), generator=self.ctx.generator))]
+        return ScoringPair(other.prompt, other.target_true or other.target_new)
+
+    def apply(self, batch: Sequence[EditRecord]) -> None:
+        for record in batch:
+            self._edit(record)
+            self.count += 1
+            if self.count % self.config.save_freq == 0:
+                self._store_shard()
+            if self.count % self.config.merge_freq == 0:
+                self._merge()
+
+    def _edit(self, record: EditRecord) -> None:
+        config: WiseConfig = self.config  # type: ignore[assignment]
+        alpha, beta, gamma = config.act_margin
+        pairs = [(template.format(record.prompt), record.target_new) for template in self.templates]
+        unrelated = self._unrelated(record)
+        if unrelated is not None:
+            pairs.append((unrelated.prompt, unrelated.target))
+        encoder = self.ctx.encoder
+        batch = encoder.collate(encoder.encode_many(pairs)).to(self.ctx.device)
+        n_edit = len(self.templates)
+        side = nn.Parameter(self.side.to(self.ctx.device).clone())
+        original = self.original.to(self.ctx.device)
+        mask = self.shard_mask.to(self.ctx.device)
+        optimizer = torch.optim.SGD([side], lr=config.lr, weight_decay=config.weight_decay)
+        self.side, self._editing, previous = side, True, math.inf
+        try:
+            for _ in range(config.n_iter):
+                logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                token_nll, target = target_token_nll(logits[:n_edit], batch.rows(0, n_edit))
+                loss = ((token_nll * target).sum(1) / (target.sum(1) + 1)).mean()
+                inside = self._scores[:n_edit]
+                loss = loss + _positive_mean(beta - inside)
+                if unrelated is not None:
+                    outside = self._scores[n_edit:]
+                    loss = loss + _positive_mean(outside - inside + gamma) + _positive_mean(outside - alpha)
+                if abs(loss.item() - previous) <= 1e-4 and loss.item() <= 0.02:
+                    break
+                previous = loss.item()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                side.grad *= mask
+                optimizer.step()
+                with torch.no_grad():
+                    side.copy_(torch.clamp(side, original - config.norm_constraint, original + config.norm_constraint))
+            self.shard_min = min(self.shard_min, float(self._scores[:n_edit].detach().mean()))
+        finally:
+            self._editing = False
+            self.side = side.detach()
+
+    def _store_shard(self) -> None:
+        self.memories.append(self.side.clone())
+        self.memory_min.append(self.shard_min)
+        self.side, self.shard_min, self.shard_mask = self.original.clone(), math.inf, self._new_mask()
+
+    def _merge(self) -> None:
+        n = self.config.merge_freq // self.config.save_freq
+        if n < 2 or len(self.memories) < n:
+            return
+        shards, least = self.memories[-n:], min(self.memory_min[-n:])
+        merged = ties_merge(self.original, shards, [1.0 / n] * n, self.config.density)
+        self.memories[-n:], self.memory_min[-n:] = [merged], [least]
+
+    # -- lifelong state --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        shape = self.original.shape
+        return {"side": self.side, "shard_mask": self.shard_mask, "shard_min": torch.tensor(self.shard_min),
+                "memories": torch.stack(self.memories) if self.memories else self.original.new_zeros(0, *shape),
+                "memory_min": torch.tensor(self.memory_min, dtype=torch.float64), "count": torch.tensor(self.count)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Refill the side memories; the hooks ``prepare`` installed read them from now on."""
+        self.prepare()
+        device, dtype = self.original.device, self.original.dtype
+        self.side = state["side"].to(device, dtype)
+        self.shard_mask = state["shard_mask"].bool()
+        self.shard_min = float(state["shard_min"])
+        self.memories = [m.to(device, dtype) for m in state["memories"]]
+        self.memory_min = [float(v) for v in state["memory_min"]]
+        self.count = int(state["count"])
+
+
+def _positive_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean of the positive entries, 0 when there are none (EasyEdit's margin reduction)."""
+    positive = values[values > 0]
+    return positive.mean() if positive.numel() else values.new_zeros(())

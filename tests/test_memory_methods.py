@@ -1,0 +1,271 @@
+"""GRACE, WISE, the retrieval baseline and LocFT-BF: each checked against its defining property."""
+
+from __future__ import annotations
+
+import torch
+
+from editbench.core.models import ModelLayout, load_model
+from editbench.core.probe import HFProbe, RewrittenPrompts
+from editbench.core.records import EditRecord, Neighbour, ScoringPair
+from editbench.methods import EditContext
+from editbench.methods.grace import Grace, GraceConfig
+from editbench.methods.locft import LocFTBF, LocFTConfig
+from editbench.methods.retrieval import BM25, Retrieval, RetrievalConfig
+from editbench.methods.wise import Wise, WiseConfig, ties_merge
+
+
+def _context(path):
+    model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
+    return EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
+                       cache_dir=path, task=None, seed=0, generator=torch.Generator().manual_seed(0))
+
+
+RECORDS = [
+    EditRecord(uid="0", prompt="Fact: Kalo Mirve lives in", subject="Kalo Mirve", target_new="Fengal Vale",
+               neighbours=(Neighbour("Fact: Dara Voss lives in", "Orun Bay"),)),
+    EditRecord(uid="1", prompt="Fact: Tesk Aunor works as", subject="Tesk Aunor", target_new="a baker",
+               neighbours=(Neighbour("Fact: Milo Brandt works as", "a smith"),)),
+]
+
+
+def _weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _logits(ctx, prompt):
+    ids = torch.tensor([ctx.encoder.encode_prompt(prompt)])
+    with torch.no_grad():
+        return ctx.model(input_ids=ids).logits
+
+
+# -- retrieval -----------------------------------------------------------------------------------
+def test_retrieval_changes_no_weight_and_leaves_a_prompt_with_no_relevant_edit_unchanged(micro_llama):
+    ctx = _context(micro_llama)
+    before = _weights(ctx.model)
+    method = Retrieval(RetrievalConfig(), ctx)
+    method.apply(RECORDS)
+    assert all(torch.equal(p, before[n]) for n, p in ctx.model.named_parameters())
+    assert method.edited_parameters() == []
+    assert method.scoring_prompt("The weather is nice") == "The weather is nice"
+    shown = method.scoring_prompt("Where does Kalo Mirve live?")
+    assert shown == "New fact: Fact: Kalo Mirve lives in Fengal Vale.\nWhere does Kalo Mirve live?"
+
+
+def test_retrieval_state_survives_a_resume_and_the_probe_scores_the_rewritten_prompt(micro_llama):
+    ctx = _context(micro_llama)
+    method = Retrieval(RetrievalConfig(top_k=1), ctx)
+    method.apply(RECORDS)
+    resumed = Retrieval(RetrievalConfig(top_k=1), ctx)
+    resumed.load_state_dict(method.state_dict())
+    prompt = "Fact: Tesk Aunor works as"
+    assert resumed.scoring_prompt(prompt) == method.scoring_prompt(prompt) != prompt
+    probe = HFProbe(ctx.model, ctx.tokenizer, ctx.device)
+    pair = ScoringPair(prompt, "a baker")
+    wrapped = RewrittenPrompts(probe, resumed.scoring_prompt)
+    assert wrapped.score([pair]) == probe.score([ScoringPair(resumed.scoring_prompt(prompt), "a baker")])
+
+
+def test_bm25_ranks_the_document_sharing_the_rarest_terms_first():
+    index = BM25(1.2, 0.75)
+    for text in ("Kalo Mirve lives in", "Tesk Aunor lives in", "Dara Voss lives in"):
+        index.add(text)
+    scores = index.scores("where does Tesk live")
+    assert max(scores, key=scores.get) == 1
+    assert index.scores("nothing shared") == {}
+
+
+# -- GRACE ---------------------------------------------------------------------------------------
+def test_grace_is_bit_identical_outside_every_radius_and_returns_the_codebook_value_inside(micro_llama):
+    ctx = _context(micro_llama)
+    unrelated = "The weather is nice"
+    reference = _logits(ctx, unrelated)
+    method = Grace(GraceConfig(layer=1, eps=1e-3, n_iter=20, lr=0.5), ctx)
+    method.prepare()
+    module = ctx.model.get_submodule(method.module_name())
+    method.apply(RECORDS)
+    assert len(method.labels) == 2
+    assert torch.equal(_logits(ctx, unrelated), reference)  # outside: the very same output
+    seen = {}
+    handle = module.register_forward_hook(lambda m, a, o: seen.update(out=o))  # after GRACE's own hook
+    try:
+        encoded = ctx.encoder.encode(RECORDS[0].prompt, RECORDS[0].target_new)
+        with torch.no_grad():
+            ctx.model(input_ids=torch.tensor([encoded.ids]))
+    finally:
+        handle.remove()
+    assert torch.equal(seen["out"][0, encoded.n_prompt - 1], method.values[0])
+    before = _weights(ctx.model)
+    assert all(torch.equal(p, before[n]) for n, p in ctx.model.named_parameters())
+
+
+def test_grace_teaches_the_edit_at_the_key_token(micro_llama):
+    """A radius small enough to hold the last prompt token alone: its value is trained to predict the
+    target's first token there (one value at one layer is what a GRACE entry is)."""
+    ctx = _context(micro_llama)
+    method = Grace(GraceConfig(layer=1, eps=0.01, n_iter=100), ctx)
+    method.prepare()
+    probe = HFProbe(ctx.model, ctx.tokenizer, ctx.device)
+    pair = ScoringPair(RECORDS[0].prompt, RECORDS[0].target_new)
+    encoded = ctx.encoder.encode(pair.prompt, pair.target)
+    before = probe.score([pair])[0]
+    assert before.predictions[0] != encoded.ids[encoded.n_prompt]
+    method.apply(RECORDS[:1])
+    after = probe.score([pair])[0]
+    assert after.predictions[0] == encoded.ids[encoded.n_prompt]
+    assert after.logprob > before.logprob
+
+
+def test_grace_splits_radii_for_a_conflicting_edit_and_expands_for_the_same_target(micro_llama):
+    method = Grace(GraceConfig(eps=1.0), _context(micro_llama))
+    key = torch.zeros(64)
+    assert method.place(key, "a") == 0
+    near = key.clone()
+    near[0] = 0.6  # within eps + radius of key 0
+    assert method.place(near, "b") == 1  # another target: a new entry, both radii halve the distance
+    assert torch.allclose(method.radii, torch.tensor([0.3 - 1e-5, 0.3]))
+    farther = key.clone()
+    farther[1] = 0.5
+    assert method.place(farther, "a") == 0  # the same target: the radius grows to cover it
+    assert float(method.radii[0]) == 0.5
+    method.place(key + 5.0, "c")  # beyond eps + radius: a fresh entry with eps
+    assert float(method.radii[-1]) == 1.0
+
+
+def test_grace_state_roundtrip_restores_the_codebook_behind_the_hook(micro_llama):
+    ctx = _context(micro_llama)
+    method = Grace(GraceConfig(layer=1, n_iter=5), ctx)
+    method.prepare()
+    method.apply(RECORDS)
+    edited = _logits(ctx, RECORDS[0].prompt)
+    fresh_ctx = _context(micro_llama)
+    resumed = Grace(GraceConfig(layer=1, n_iter=5), fresh_ctx)
+    resumed.prepare()
+    resumed.load_state_dict(method.state_dict())
+    resumed.load_state_dict(method.state_dict())  # a second load installs no second hook
+    assert torch.equal(_logits(fresh_ctx, RECORDS[0].prompt), edited)
+
+
+# -- WISE ----------------------------------------------------------------------------------------
+def _wise(micro_llama, **settings):
+    ctx = _context(micro_llama)
+    config = WiseConfig(**{"layer": 1, "n_iter": 30, "n_templates": 2, "act_margin": (0.5, 2.0, 1.0), **settings})
+    method = Wise(config, ctx)
+    method.prepare()
+    return ctx, method
+
+
+def test_wise_routes_unrelated_prompts_to_main_memory_and_the_edit_to_the_side(micro_llama):
+    """A trained toy: one edit, at a learning rate and bound scaled to the micro model's activations
+    (about a hundred times smaller than a 7B model's, so the release's lr 1.0 barely moves them)."""
+    ctx, method = _wise(micro_llama, lr=1000.0, norm_constraint=100.0, mask_ratio=1.0, n_iter=100)
+    record = RECORDS[0]
+    unrelated = ["The weather is nice", "Fact: Milo Brandt works as a smith",
+                 f"{record.neighbours[0].prompt} {record.neighbours[0].answer}"]
+    reference = [_logits(ctx, p) for p in unrelated]
+    assert method.routes(unrelated) == [-1, -1, -1]  # no memory holds an edit yet
+    method.apply([record])
+    assert method.routes([f"{record.prompt} {record.target_new}"]) == [0]
+    assert method.routes(unrelated) == [-1, -1, -1]
+    assert all(torch.equal(_logits(ctx, p), r) for p, r in zip(unrelated, reference))  # main memory, untouched
+    assert method.edited_parameters() == []
+
+
+def test_wise_takes_the_highest_scoring_memory_above_its_threshold(micro_llama):
+    ctx, method = _wise(micro_llama)
+    weight = method.original
+    x = torch.randn(1, 3, weight.shape[1])
+    main = method._project(x, weight)
+    strong, weak = weight + 1.0, weight + 0.01
+    method.memories, method.memory_min = [weak, strong], [0.0, 1e9]
+    assert method._choose(x, main).tolist() == [0]  # the strong memory's score is below its threshold
+    method.memory_min = [0.0, 0.0]
+    assert method._choose(x, main).tolist() == [1]  # both qualify: the higher score wins
+    method.memory_min = [1e9, 1e9]
+    assert method._choose(x, main).tolist() == [-1]  # none qualifies: main memory
+
+
+def test_wise_stores_shards_and_merges_them(micro_llama):
+    ctx, method = _wise(micro_llama, save_freq=1, merge_freq=2, n_iter=5)
+    method.apply(RECORDS)
+    assert len(method.memories) == 1  # two one-edit shards, merged into one memory
+    assert method.shard_min == float("inf") and torch.equal(method.side, method.original)
+    resumed_ctx, resumed = _wise(micro_llama, save_freq=1, merge_freq=2, n_iter=5)
+    resumed.load_state_dict(method.state_dict())
+    assert torch.equal(_logits(resumed_ctx, RECORDS[0].prompt), _logits(ctx, RECORDS[0].prompt))
+
+
+def test_ties_merge_keeps_the_top_entries_and_averages_those_agreeing_in_sign():
+    base = torch.zeros(4)
+    a = torch.tensor([1.0, -2.0, 0.1, 3.0])
+    b = torch.tensor([3.0, 1.0, 0.2, -1.0])
+    merged = ties_merge(base, [a, b], [0.5, 0.5], density=0.5)
+    # a keeps -2 and 3; b keeps 3, 1 and -1 (a tie at the cut); elected signs +, -, 0, +; the agreeing mean
+    assert torch.allclose(merged, torch.tensor([3.0, -2.0, 0.0, 3.0]))
+
+
+# -- LocFT-BF ------------------------------------------------------------------------------------
+def test_locft_touches_only_its_layer(micro_llama):
+    ctx = _context(micro_llama)
+    before = _weights(ctx.model)
+    method = LocFTBF(LocFTConfig(layer=1, steps=3, stop_loss=0), ctx)
+    method.apply(RECORDS)
+    changed = {n for n, p in ctx.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == set(method.edited_parameters()) == {"model.layers.1.mlp.down_proj.weight"}
+    block = LocFTBF(LocFTConfig(layer=1, scope="block"), ctx).edited_parameters()
+    assert set(block) == {n for n in before if n.startswith("model.layers.1.")} and len(block) > 5
+
+
+def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
+    ctx = _context(micro_llama)
+    records = [EditRecord(uid=str(i), prompt=f"Fact: person {i} lives in", subject=str(i), target_new="Vale")
+               for i in range(5)]
+    seen: list[list[str]] = []
+    method = LocFTBF(LocFTConfig(steps=3, chunk=2, stop_loss=0), ctx)
+    original = method._loss
+    method._loss = lambda chunk: (seen.append([r.uid for r in chunk]), original(chunk))[1]
+    method.apply(records)
+    epochs = [sum(seen[3 * e:3 * e + 3], []) for e in range(3)]
+    assert all(sorted(epoch) == [r.uid for r in records] for epoch in epochs)  # every edit once per epoch
+    assert len({tuple(epoch) for epoch in epochs}) > 1  # in a fresh order
+    assert method.target(records[0]) == "Vale</s>"
+    whole = []
+    method = LocFTBF(LocFTConfig(steps=2, stop_loss=0), _context(micro_llama))
+    original = method._loss
+    method._loss = lambda chunk: (whole.append(len(chunk)), original(chunk))[1]
+    method.apply(records)
+    assert whole == [5, 5]  # a batch within one mini-batch: every step sees every edit
+
+
+# -- the runner's side of the protocol -----------------------------------------------------------
+def test_the_runner_scores_a_forward_changing_method_with_hf_and_a_rewriting_one_through_its_rewrite(
+        micro_llama, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    import pytest
+
+    from editbench.harness.runner import Runner
+
+    ctx = _context(micro_llama)
+    runner = SimpleNamespace(backend="vllm", device=ctx.device, _probe=lambda *a: pytest.fail("asked for vLLM"))
+    with caplog.at_level(logging.INFO):
+        probe = Runner._method_probe(runner, Grace(GraceConfig(), ctx), ctx.model, ctx.tokenizer, [])
+    assert isinstance(probe, HFProbe)
+    assert "grace: scored with the HF backend instead of vllm" in caplog.text
+    engine = HFProbe(ctx.model, ctx.tokenizer, ctx.device)
+    runner._probe = lambda *a: engine
+    wrapped = Runner._method_probe(runner, Retrieval(RetrievalConfig(), ctx), ctx.model, ctx.tokenizer, [])
+    assert isinstance(wrapped, RewrittenPrompts) and wrapped.inner is engine  # retrieval runs on vLLM too
+    assert Runner._method_probe(runner, LocFTBF(LocFTConfig(), ctx), ctx.model, ctx.tokenizer, []) is engine
+
+
+def test_every_published_preset_builds_and_names_a_known_model_or_a_release():
+    from editbench.core.architectures import ARCHITECTURES
+    from editbench.core.method import MethodRef
+
+    known = {a.name for a in ARCHITECTURES}
+    for cls in (Grace, Wise, Retrieval, LocFTBF):
+        for preset in cls.presets:
+            assert preset in known or preset in ("release", "wikibigedit", "small-model"), (cls.name, preset)
+            MethodRef.parse(f"{cls.name}@{preset}").config({})
+    assert MethodRef.parse("locft-bf").config({}, "mistral-7b").scope == "block"  # the release tunes block 23
