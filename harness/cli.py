@@ -415,7 +415,7 @@ def _add_subcommands() -> None:
     from ..reports.cli import publish, report
     from ..reports.export import export
     from .bench import bench
-    from .planner import plan
+    from .plan_command import plan
     from .selfcheck import selfcheck
     from .train import train
 
