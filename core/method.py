@@ -140,6 +140,11 @@ class EditMethod(ABC):
         """Lifelong state that must survive a resume (accumulated statistics, say)."""
         return {}
 
+    def requirements(self) -> list[str]:
+        """What this method needs that is missing, each a one-line fix, checked before any model is
+        loaded (the runner builds the method on a ``meta``-device model to ask); none by default."""
+        return []
+
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost | None:
         """Resident memory and each phase's transient memory and work, from the formulas of
         ``core/costs.py`` (``editbench plan`` builds the method on a ``meta``-device model to ask);

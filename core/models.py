@@ -169,11 +169,14 @@ def load_model(
     device: torch.device,
     dtype: torch.dtype,
     trust_remote_code: bool = False,
+    device_map: str | None = None,
 ) -> tuple[nn.Module, object]:
     """Load a Hugging Face causal LM and its tokenizer by hub name or local path.
 
     Weights load through safetensors where the checkpoint has them; remote code runs only when
     the user asked for it. What cannot be loaded is a :class:`ModelLoadError` naming ``--model``.
+    ``device_map`` (``auto``) lets accelerate shard a model larger than one GPU over all of them;
+    methods then read and write each tensor on the device it lives on.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -184,11 +187,13 @@ def load_model(
     tokenizer = load_tokenizer(source, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
+            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None,
+            **({"device_map": device_map} if device_map else {}),
         )
     except (OSError, ValueError) as exc:
         raise _load_error(source, "model", exc) from exc
-    model.to(device)
+    if not device_map:
+        model.to(device)
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)

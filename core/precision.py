@@ -53,7 +53,7 @@ class MasterWeights:
         """Add ``delta`` (in the parameter's own storage layout, any float dtype) to ``name``."""
         param = self.model.get_parameter(name)
         if not self.keeps(name):
-            param.add_(delta.to(param.dtype))
+            param.add_(delta.to(param.device, param.dtype))  # a sharded model keeps it on its own device
             return
         master = self.master(name)
         master.add_(delta.to(master.device, torch.float32))

@@ -277,6 +277,10 @@ def task_and_data(task: str | None, data: str | None) -> tuple[str | None, str |
                    "beside the teacher-forced scores.")
 @click.option("--gen-max-tokens", type=int, default=16, show_default=True,
               help="At most this many new tokens per generated answer (the target's length plus three otherwise).")
+@click.option("--ignore-plan", is_flag=True,
+              help="Run even when the plan (editbench plan) says a method will not fit the device's memory.")
+@click.option("--device-map", default=None, type=click.Choice(["auto"]),
+              help="auto: shard the model over every visible GPU (accelerate), for models larger than one GPU.")
 @click.option("--master-copy/--no-master-copy", default=True, show_default=True,
               help="Keep float32 master copies of edited bf16/fp16 weights so that small updates are not "
                    "rounded away over thousands of batches (off only to measure the difference).")

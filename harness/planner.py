@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,28 +71,37 @@ def scored_records(edits: int, batch_size: int, checkpoints: str | None, eval_sa
 class PlannedMethod:
     label: str
     cost: MethodCost | None  # None: the method has no cost model
+    #: what the method needs and lacks, each a one-line fix (``EditMethod.requirements``)
+    missing: tuple[str, ...] = ()
 
     def fits(self, run: RunShape) -> bool:
         return self.cost is None or self.cost.fits(run)
 
 
 def plan_methods(shape: ModelShape, run: RunShape, labels: Sequence[str],
-                 params: Mapping[str, Mapping[str, str]] | None = None) -> list[PlannedMethod]:
-    """Each method built on the meta-device model with the run's settings, and its cost."""
+                 params: Mapping[str, Mapping[str, str]] | None = None, task=None,
+                 train_records: Callable[[], list] | None = None,
+                 editors: Mapping[str, Path] | None = None) -> list[PlannedMethod]:
+    """Each method built on the meta-device model with the run's settings: its cost and what it
+    lacks (its requirements are asked only when the run's ``task`` is given)."""
     from .. import methods  # noqa: F401  (registers them)
 
     out = []
+    editors = editors or {}
     with tempfile.TemporaryDirectory() as scratch:
         for label in labels:
             ref = MethodRef.parse(label)
             config = ref.config(params or {}, shape.architecture)
             ctx = EditContext(model=shape.meta, tokenizer=_NoTokenizer(), layout=shape.layout,
-                              device=torch.device("meta"), cache_dir=Path(scratch), task=None,  # type: ignore[arg-type]
-                              seed=0, generator=torch.Generator(), master_copies=run.master_copies)
-            cost = ref.cls(config, ctx).cost(shape, run)
+                              device=torch.device("meta"), cache_dir=Path(scratch), task=task,
+                              seed=0, generator=torch.Generator(), master_copies=run.master_copies,
+                              train_records=train_records or (lambda: []),
+                              trained_editor=editors.get(ref.label) or editors.get(ref.name))
+            method = ref.cls(config, ctx)
+            cost = method.cost(shape, run)
             if cost is not None:
                 cost = replace(cost, method=ref.label, phases=(*cost.phases, evaluation_cost(shape, run)))
-            out.append(PlannedMethod(ref.label, cost))
+            out.append(PlannedMethod(ref.label, cost, tuple(method.requirements()) if task is not None else ()))
     return out
 
 

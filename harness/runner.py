@@ -49,6 +49,7 @@ from .capability import (
 )
 from .evaluate import CORE_METRICS, Baseline, neighbour_pairs, pre_edit_summary, score_edits
 from .generated import GENERATED_METRICS, pre_edit_generated, score_generated, unedited_generations
+from .preflight import check_before_loading
 from .saved import check_save_model, save_edited_model, saved_model_folder, warn_if_passed
 from .threads import fit_threads_to_model
 
@@ -92,6 +93,10 @@ class RunSpec:
     #: float32 master copies of edited bf16/fp16 tensors (core/precision.py); off only to measure rounding
     master_copy: bool = True
     save_model: int | None = None  # the checkpoint at which each edited model is saved (harness/saved.py)
+    #: run even when the plan (``editbench plan``) says a method will not fit the device's memory
+    ignore_plan: bool = False
+    #: ``auto``: shard the model over the visible GPUs (accelerate's device map); None: one device
+    device_map: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the types a Python caller may pass loosely
@@ -293,11 +298,12 @@ class Runner:
         self.model_source = spec.model or self.task.default_model()
         if self.model_source is None:
             raise ValueError(f"the {self.task.name} task has no built-in model: pass --model NAME_OR_PATH")
-        load_tokenizer(str(self.model_source), spec.trust_remote_code)  # a model that cannot be found stops us here
+        tokenizer = load_tokenizer(str(self.model_source), spec.trust_remote_code)  # a model that cannot be found stops us here
         self.architecture = architecture_of(str(self.model_source), spec.trust_remote_code)
         if self.architecture is not None:  # its releases' settings for a published model come first
             self.methods = resolve_methods(spec, self.architecture)
         self.backend = self._resolve_backend(spec.probe_backend)
+        self.revision = check_before_loading(self, tokenizer)  # what each method lacks, whether the plan fits
         self._engine: ProbeBackend | None = None
         self.capability = self._capability_plan(spec)
         self.capability_sets = load_capability_sets(self.capability[0]) if self.capability else []
@@ -312,6 +318,10 @@ class Runner:
         if self.capability is not None:
             settings, at = self.capability
             self.run_config["capability"] = {**config_dict(settings), "at": sorted(at)}
+        if self.revision:  # the hub commit of the model's files, where it came from the hub
+            self.run_config["model_revision"] = self.revision
+        if spec.device_map:
+            self.run_config["device_map"] = spec.device_map
         if not spec.master_copy:  # recorded only when off, so that earlier runs keep their ids
             self.run_config["master_copy"] = False
         if spec.gen_eval:
@@ -409,7 +419,8 @@ class Runner:
         return train
 
     def _load(self):
-        model, tokenizer = load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code)
+        model, tokenizer = load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code,
+                                      device_map=self.spec.device_map)
         fit_threads_to_model(model, self.device)  # one thread for a small model (harness/threads.py)
         return model, tokenizer
 

@@ -199,6 +199,20 @@ class HypernetMethod(EditorCore):
         return out
 
     # -- training, and loading a trained editor ----------------------------------------------------
+    def requirements(self) -> list[str]:
+        """Without a trained editor (``--editor``) the networks learn from the task's train split."""
+        if self.ctx.trained_editor is not None:
+            return []
+        try:
+            records = self.ctx.train_records()
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            return [f"{self.name} learns from the task's train split, which cannot be read ({exc}); pass a trained "
+                    f"editor (--editor {self.name}=DIR) or a task with a train split"]
+        if len(records) < 2:
+            return [f"{self.name} learns from the task's train split, which holds {len(records)} records; pass a "
+                    f"trained editor (--editor {self.name}=DIR) or a task with a train split"]
+        return []
+
     def prepare(self) -> None:
         from .storage import is_complete, load_editor
 

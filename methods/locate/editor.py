@@ -15,6 +15,7 @@ All linear algebra is float32 whatever the model's dtype; the weight change is c
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,6 +127,22 @@ class LocateThenEdit(EditMethod):
             delta = self.layer_delta(i, mean_keys(keys, located, n), residual)
             ctx.add_to_weight(module, delta)
         self.after_batch(located, n)
+
+    def requirements(self) -> list[str]:
+        """The key statistics' corpus must be at hand unless published statistics are imported."""
+        config = self.config
+        if config.stats_import or getattr(config, "projection_file", ""):
+            return []
+        spec = config.stats_corpus
+        if spec == "auto":
+            spec = "task" if self.ctx.task is not None and self.ctx.task.corpus() is not None else "hub"
+        if spec == "hub" and importlib.util.find_spec("datasets") is None:
+            return [f"{self.name}: its key statistics stream {config.stats_hub} from the Hugging Face hub, which needs "
+                    f"`pip install \"editbench[hub]\"`; or give a local corpus (--param {self.name}.stats_corpus=PATH) "
+                    f"or published statistics (--param {self.name}.stats_import=FOLDER)"]
+        if spec not in ("task", "hub") and not Path(spec).expanduser().is_file():
+            return [f"{self.name}: stats_corpus={spec!r} is not a file; give auto, task, hub or a local text file"]
+        return []
 
     def state_bytes(self, shape: ModelShape) -> int:
         """Lifelong state on the device beyond the key statistics; AlphaEdit adds its matrices."""

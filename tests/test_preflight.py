@@ -1,0 +1,57 @@
+"""Checks before any model loads (issue 17): a method's missing requirement and a plan that does not
+fit stop the run in one line naming the fix; the record keeps what ran."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write_edits
+
+from editbench.harness import preflight
+from editbench.harness.runner import Runner, RunSpec
+
+
+def _spec(tmp_path, model, **kw):
+    base = dict(task="jsonl", data=str(write_edits(tmp_path / "edits.jsonl", 8)), model=str(model), edits=8,
+                batch_size=4, out=tmp_path / "out", device="cpu", cache_dir=tmp_path / "cache", gen_eval=False)
+    base.update(kw)
+    return RunSpec(**base)
+
+
+def _never_load(monkeypatch):
+    """Any model load fails the test: these checks must come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the checks")
+    monkeypatch.setattr("editbench.harness.runner.load_model", refuse)
+
+
+def test_a_plan_that_does_not_fit_is_refused_before_loading_unless_ignored(tmp_path, micro_llama, monkeypatch):
+    _never_load(monkeypatch)
+    monkeypatch.setattr(preflight, "device_memory", lambda device: 1024)  # a 1 KiB device
+    with pytest.raises(ValueError, match=r"ft-m needs about .* GiB .* --ignore-plan"):
+        Runner(_spec(tmp_path, micro_llama, methods=("ft-m",)))
+    runner = Runner(_spec(tmp_path, micro_llama, methods=("ft-m",), ignore_plan=True))
+    assert runner.edits == 8
+
+
+def test_a_trained_editor_without_a_train_split_is_refused_before_loading(tmp_path, micro_llama, monkeypatch):
+    _never_load(monkeypatch)
+    with pytest.raises(ValueError, match=r"mend learns from the task's train split.*--editor mend=DIR"):
+        Runner(_spec(tmp_path, micro_llama, methods=("mend",)))
+
+
+def test_key_statistics_from_the_hub_without_the_datasets_extra_are_refused_before_loading(tmp_path, micro_llama,
+                                                                                          monkeypatch):
+    _never_load(monkeypatch)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "datasets" else object())
+    with pytest.raises(ValueError, match=r"memit: its key statistics stream .*editbench\[hub\]"):
+        Runner(_spec(tmp_path, micro_llama, methods=("memit",), params={"memit": {"stats_corpus": "hub"}}))
+
+
+def test_the_plan_logs_each_methods_peak(tmp_path, micro_llama, caplog):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Kalo Mirve lives in Fengal Vale.\n" * 20)
+    with caplog.at_level("INFO", logger="editbench.harness.preflight"):
+        Runner(_spec(tmp_path, micro_llama, methods=("ft-m", "memit"), params={"memit": {"stats_corpus": str(corpus)}}))
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("plan: ft-m peaks at") for line in lines)
+    assert any(line.startswith("plan: memit peaks at") for line in lines)
