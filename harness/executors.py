@@ -12,6 +12,7 @@ store is not submitted again.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 from dataclasses import replace
@@ -48,6 +49,18 @@ def run_cell(spec: RunSpec) -> dict[str, str]:
     return outcome.statuses
 
 
+def gpus_for_cell(runner: Runner, label: str, default: float) -> float:
+    """A sharded model's cell (``--device-map auto``) asks Ray for as many GPUs as its planned peak
+    needs (``harness/preflight.py``); any other cell for ``default``."""
+    peak = getattr(runner, "planned_peaks", {}).get(label)
+    if not runner.spec.device_map or runner.device.type != "cuda" or not peak:
+        return default
+    import torch
+
+    per_gpu = torch.cuda.get_device_properties(runner.device).total_memory
+    return float(max(1, math.ceil(peak / per_gpu)))
+
+
 def run_ray(spec: RunSpec, seeds: tuple[int, ...], address: str | None = None,
             gpus_per_cell: float | None = None, max_retries: int = 3) -> list[tuple[Runner, RunOutcome]]:
     try:
@@ -82,7 +95,8 @@ def _run_ray(ray, spec: RunSpec, seeds: tuple[int, ...], address: str | None, gp
                 owners = (runner.task.name, plan.label, plan.ref.name)  # the other methods' --params are not its
                 cell = replace(runner.spec, methods=(plan.label,), out=worker, restart=(),
                                params={k: v for k, v in runner.spec.params.items() if k in owners})
-                pending[remote_cell.remote(cell)] = cell
+                gpus = gpus_for_cell(runner, plan.label, gpus_per_cell)
+                pending[remote_cell.options(num_gpus=gpus).remote(cell)] = cell
         for ref in pending:  # wait for all, then merge: a failed cell must not hide the others
             try:
                 ray.get(ref)

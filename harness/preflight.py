@@ -34,6 +34,7 @@ def check_before_loading(runner, tokenizer) -> str | None:
     """Refuse the run, in one line per problem, before any weights load; return the model's hub
     revision (its commit), when it came from the hub, for the run's record."""
     spec = runner.spec
+    runner.planned_peaks = {}  # method label -> planned peak bytes (Ray cells size their GPUs by it)
     try:
         shape = model_shape(str(runner.model_source), str(runner.dtype).removeprefix("torch."), spec.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:  # loading the model explains it, with the fix
@@ -50,6 +51,7 @@ def check_before_loading(runner, tokenizer) -> str | None:
             continue
         phase = max(item.cost.phases, key=item.cost.peak)
         peak = item.cost.peak(phase)
+        runner.planned_peaks[item.label] = peak
         log.info("plan: %s peaks at %.1f GiB (%s) of %.1f GiB%s", item.label, peak / GiB, phase.phase, capacity / GiB,
                  " on the HF side of the GPU" if share < 1 else "")
         if peak > capacity and not spec.ignore_plan:

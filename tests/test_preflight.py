@@ -55,3 +55,20 @@ def test_the_plan_logs_each_methods_peak(tmp_path, micro_llama, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("plan: ft-m peaks at") for line in lines)
     assert any(line.startswith("plan: memit peaks at") for line in lines)
+
+
+def test_a_sharded_ray_cell_asks_for_the_gpus_its_plan_needs(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from editbench.harness.executors import gpus_for_cell
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 * 2**30))
+    sharded = SimpleNamespace(spec=SimpleNamespace(device_map="auto"), device=torch.device("cuda"),
+                              planned_peaks={"memit": 150 * 2**30, "ft-m": 20 * 2**30})
+    assert gpus_for_cell(sharded, "memit", 1.0) == 2.0
+    assert gpus_for_cell(sharded, "ft-m", 1.0) == 1.0
+    single = SimpleNamespace(spec=SimpleNamespace(device_map=None), device=torch.device("cuda"),
+                             planned_peaks={"memit": 150 * 2**30})
+    assert gpus_for_cell(single, "memit", 1.0) == 1.0
