@@ -62,6 +62,13 @@ class ModelShape:
     max_positions: int = 2048
     #: eager attention materialises (heads x length x length) scores per sequence (Gemma-2 uses it)
     eager_attention: bool = False
+    #: the MLP's activation; GPT-2's and GPT-J's ``gelu_new`` is written in Python, one temporary per step
+    activation: str = ""
+
+    @property
+    def activation_temporaries(self) -> int:
+        """Intermediate-sized values an MLP activation holds at once without gradients."""
+        return 4 if self.activation == "gelu_new" else 2
 
     @property
     def dtype_bytes(self) -> int:
@@ -105,9 +112,11 @@ class ModelShape:
         heads = getattr(text, "num_attention_heads", None) or text.n_head
         eager = getattr(meta.config, "_attn_implementation", "") == "eager"
         positions = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
+        activation = (getattr(text, "hidden_act", None) or getattr(text, "hidden_activation", None)
+                      or getattr(text, "activation_function", None) or "")
         return cls(label or getattr(config, "_name_or_path", "") or config.model_type, config.model_type,
                    recognise(config), n_params, int(n_layers), int(hidden), int(inner), int(text.vocab_size), dtype,
-                   meta, int(heads), int(positions), eager)
+                   meta, int(heads), int(positions), eager, str(activation))
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,8 @@ class MethodCost:
     resident_bytes: int  # weights, master copies, lifelong state: held from the first edit on
     phases: tuple[PhaseCost, ...]
     note: str = ""
+    #: the scored prompts' length against the run's (a method that adds text to them, e.g. retrieval)
+    evaluation_tokens: float = 1.0
 
     def peak(self, phase: PhaseCost) -> int:
         return self.resident_bytes + phase.transient_bytes
@@ -197,7 +208,7 @@ def backward_bytes(shape: ModelShape, tokens: int, blocks: int, with_logits: boo
     """The transient of a forward and backward pass over ``tokens`` tokens (sequences of ``length``)
     whose gradient reaches back through ``blocks`` transformer blocks (only those keep activations)."""
     saved = tokens * blocks * (SAVED_HIDDEN * shape.hidden + SAVED_INTERMEDIATE * shape.intermediate)
-    return saved * shape.dtype_bytes + blocks * attention_bytes(shape, tokens, length, copies=3) + (2 * logits_bytes(shape, tokens) if with_logits else 0)
+    return saved * shape.dtype_bytes + blocks * attention_bytes(shape, tokens, length, copies=5) + (2 * logits_bytes(shape, tokens) if with_logits else 0)
 
 
 def forward_flops(shape: ModelShape, tokens: int, params: int | None = None) -> float:

@@ -23,7 +23,7 @@ from ..core.probe import HFProbe
 from ..core.records import ScoringPair
 
 FAMILIES = ("llama", "gpt2", "gptj", "mistral", "qwen2", "gemma2")
-METHODS_CHECKED = ("ft-l", "ft-m", "memit", "alphaedit", "mend")
+METHODS_CHECKED = ("ft-l", "ft-m", "memit", "alphaedit", "mend", "ultraedit", "grace", "wise", "locft-bf", "retrieval")
 HIDDEN = 128
 PARAMS = {"memit": {"mom2_n_samples": "40"}, "alphaedit": {"mom2_n_samples": "40"}, "mend": {"max_steps": "0"}}
 

@@ -100,7 +100,8 @@ def plan_methods(shape: ModelShape, run: RunShape, labels: Sequence[str],
             method = ref.cls(config, ctx)
             cost = method.cost(shape, run)
             if cost is not None:
-                cost = replace(cost, method=ref.label, phases=(*cost.phases, evaluation_cost(shape, run)))
+                scored = replace(run, tokens_per_record=round(run.tokens_per_record * cost.evaluation_tokens))
+                cost = replace(cost, method=ref.label, phases=(*cost.phases, evaluation_cost(shape, scored)))
             out.append(PlannedMethod(ref.label, cost, tuple(method.requirements()) if task is not None else ()))
     return out
 

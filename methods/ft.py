@@ -118,7 +118,7 @@ class FineTune(EditMethod):
         # per edited element: the originals, the gradient, Adam's two moments, and the norm constraint's
         # three temporaries (the bounds and the clamped copy)
         per_element = 4 + (3 if config.norm_constraint is not None else 0)
-        transient = backward_bytes(shape, chunk_tokens, above) + per_element * numel * shape.dtype_bytes
+        transient = backward_bytes(shape, chunk_tokens, above, length=run.tokens_per_record) + per_element * numel * shape.dtype_bytes
         per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
         flops = config.steps * run.edits * run.tokens_per_record * per_token  # at most: training may stop early
         resident = weights_bytes(shape) + master_copy_bytes(shape, run, edited)

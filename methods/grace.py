@@ -88,6 +88,14 @@ class Grace(LayerMemoryMethod):
         self._training: tuple[int, nn.Parameter] | None = None  # the row whose value is being trained
         self._handle = None
 
+    def memory_bytes(self, shape, run, out_in) -> int:
+        """The codebook: a float32 key (the layer's input), value (its output) and radius per edit."""
+        out_size, in_size = out_in
+        return run.edits * (in_size + out_size + 1) * 4
+
+    def trained_bytes(self, shape, out_in) -> int:
+        return 4 * out_in[0] * 4  # one value row, its gradient and Adam's moments
+
     def prepare(self) -> None:
         if self._handle is None:
             self._handle = self.hooked_module().register_forward_hook(self._hook)

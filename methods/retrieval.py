@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.costs import MethodCost, ModelShape, PhaseCost, RunShape, weights_bytes
 from ..core.method import METHODS, EditMethod, MethodConfig, state_text, text_state
 from ..core.records import EditRecord
 
@@ -91,6 +92,12 @@ class Retrieval(EditMethod):
     description = "no weight change: BM25 retrieves stored edits and prepends them as 'New fact: ...' lines"
     Config = RetrievalConfig
     rewrites_prompts = True
+
+    def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
+        """No edit touches the model; every scored prompt carries up to ``top_k`` retrieved facts, so
+        evaluation reads about ``1 + top_k`` times the tokens (``evaluation_tokens``)."""
+        return MethodCost(self.name, weights_bytes(shape), (PhaseCost("editing", 0, 0.0, "stores the edits"),),
+                          evaluation_tokens=1 + self.config.top_k)
 
     def __init__(self, config, context) -> None:
         super().__init__(config, context)

@@ -136,6 +136,21 @@ class Wise(LayerMemoryMethod):
         config = self.ctx.model.config
         return ACT2FN[getattr(config, "hidden_act", None) or getattr(config, "activation_function", "gelu_new")]
 
+    def rows_per_edit(self) -> int:
+        return 1 + self.config.n_templates + 1  # the edit, its template-prefixed copies, one unrelated row
+
+    def row_tokens(self, run) -> int:
+        return run.tokens_per_record + 10  # the longest template prefix is 10 generated tokens
+
+    def memory_bytes(self, shape, run, out_in) -> int:
+        """The side copy and the original, and the shards (and their masks) kept until a merge."""
+        numel = out_in[0] * out_in[1]
+        shards = self.config.merge_freq // self.config.save_freq
+        return numel * shape.dtype_bytes * (2 + shards) + numel * shards
+
+    def trained_bytes(self, shape, out_in) -> int:
+        return 3 * out_in[0] * out_in[1] * shape.dtype_bytes  # the side copy's gradient and Adam's moments
+
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> None:
         if self._handles:

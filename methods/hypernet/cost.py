@@ -30,13 +30,13 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
     lowest = min(shape.layout.layer_of(m.name) for m in modules)
     above = shape.n_layers - lowest
     sizes = [(m.key_size, m.value_size) for m in modules]
-    rows_bytes = sum(k + v for k, v in sizes) * 4 * 2  # float32 keys and gradients, and their normalised copies
+    rows_bytes = sum(k + v for k, v in sizes) * 4  # float32 keys and gradients
     dense = sum(k * v for k, v in sizes) * 4  # one float32 update per module
     nets = getattr(method, "nets", None)  # UltraEdit's core has none
     per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
 
     def read(tokens: int) -> int:
-        return backward_bytes(shape, tokens, above) + tokens * rows_bytes
+        return backward_bytes(shape, tokens, above, length=run.tokens_per_record) + tokens * rows_bytes
 
     batch_tokens = run.batch_size * run.tokens_per_record
     editing_flops = run.edits * run.tokens_per_record * per_token

@@ -76,7 +76,11 @@ PUBLISHED: dict[str, dict[str, str | int | float]] = {
 ALIASES = {"gpt-j": "gpt-j-6b", "llama3-8b": "llama-3-8b"}
 COMMON_PUBLISHED = {"v_weight_decay": 0.5, "kl_factor": 0.0625, "clamp_norm_factor": 0.75,
                     "context_prefixes": 5, "context_prefix_tokens": 10, "stats_corpus": "hub",
-                    "stats_hub": "wikimedia/wikipedia:20231101.en", "mom2_n_samples": 100_000}
+                    "stats_hub": "wikimedia/wikipedia:20231101.en", "mom2_n_samples": 100_000,
+                    # memory only (results do not depend on it): the releases optimise one record's
+                    # values at a time; 4 at once keeps a 7-9B model's value graph within 80 GB
+                    # (``editbench plan``)
+                    "v_chunk": 4}
 
 
 def published_presets(**per_model: dict[str, str | int | float]) -> dict[str, dict[str, str | int | float]]:

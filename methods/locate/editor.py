@@ -28,9 +28,10 @@ from ...core.costs import (
     ModelShape,
     PhaseCost,
     RunShape,
+    attention_bytes,
     backward_bytes,
     forward_flops,
-    inference_bytes,
+    logits_bytes,
     master_copy_bytes,
     weights_bytes,
 )
@@ -46,6 +47,9 @@ from .stats import KeyStats, key_second_moments, resolve_corpus
 from .values import optimise_values
 
 log = logging.getLogger(__name__)
+
+#: see ``LocateThenEdit.cost``
+VALUE_GRAPH = 2.5
 
 
 def _text_tensor(text: str) -> torch.Tensor:
@@ -160,8 +164,11 @@ class LocateThenEdit(EditMethod):
         last = self.layers[-1]
         streamed = key_stats_cost(shape.meta, config)  # every sample counted at its cut length: an upper bound
         length = min(config.stats_batch_tokens, shape.max_positions)
-        statistics = PhaseCost("statistics", inference_bytes(shape, config.stats_batch_tokens, False, length)
-                               + streamed.batch_key_bytes * len(d_in), streamed.flops,
+        # the forward stops inside the last edited MLP: about two hidden-sized values per token alive and
+        # the activation's intermediate-sized ones, beside the keys' float32 copies (and eager scores)
+        held = (config.stats_batch_tokens * (2 * shape.hidden + shape.activation_temporaries * shape.intermediate)
+                * shape.dtype_bytes + attention_bytes(shape, config.stats_batch_tokens, length))
+        statistics = PhaseCost("statistics", held + streamed.batch_key_bytes * len(d_in), streamed.flops,
                                f"{streamed.layers_run} of {streamed.layers_total} layers, at most "
                                f"{streamed.tokens:,} tokens; once per model and corpus (cached)"
                                if streamed.tokens else "imported")
@@ -172,7 +179,12 @@ class LocateThenEdit(EditMethod):
         solve = 3 * 4 * max(d_in) ** 2
         per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
         flops = config.v_steps * run.edits * prompts * tokens * per_token
-        editing = PhaseCost("editing", max(backward_bytes(shape, chunk_tokens, above), solve), flops,
+        # VALUE_GRAPH: the value optimisation keeps about 2.5 times the activations one backward pass
+        # over its rows saves (measured on micro models, where the logits are small; the logits are
+        # counted as for any backward pass)
+        graph = (VALUE_GRAPH * backward_bytes(shape, chunk_tokens, above, with_logits=False, length=tokens)
+                 + 2 * logits_bytes(shape, chunk_tokens))
+        editing = PhaseCost("editing", max(int(graph), solve), flops,
                             f"at most {config.v_steps} value steps")
         resident = (weights_bytes(shape) + master_copy_bytes(shape, run, self.edited_parameters()) + stats
                     + self.state_bytes(shape))
