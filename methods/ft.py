@@ -144,13 +144,20 @@ class FineTune(EditMethod):
         return sum(losses) / len(losses)
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
+        """``steps`` epochs over the batch's chunks, an Adam step per chunk. In a bf16/fp16 model Adam
+        trains each tensor's float32 master copy (``core/precision.py``) from the gradient of the
+        rounded weights the forward pass used, and the rounded copy is written back after each step,
+        as mixed-precision training does; otherwise it trains the parameters themselves."""
         config: FTConfig = self.config  # type: ignore[assignment]
-        params = [self.ctx.parameter(name) for name in self.edited_parameters()]
-        originals = [p.detach().clone() for p in params]
+        names = self.edited_parameters()
+        params = [self.ctx.parameter(name) for name in names]
+        trained = [self.ctx.masters.master(name) for name in names]  # the parameter itself in float32
+        mixed = [t is not p for t, p in zip(trained, params)]
+        originals = [t.detach().clone() for t in trained]
         size = config.chunk or len(batch)
-        for p in params:
-            p.requires_grad_(True)
-        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        for tensor in (*params, *trained):
+            tensor.requires_grad_(True)
+        optimizer = torch.optim.Adam(trained, lr=config.lr, weight_decay=config.weight_decay)
         try:
             for _ in range(config.steps):
                 losses = []
@@ -160,19 +167,27 @@ class FineTune(EditMethod):
                     losses.append(loss.item())
                     if losses[-1] >= config.stop_loss:
                         optimizer.zero_grad(set_to_none=True)
+                        for p in params:
+                            p.grad = None
                         loss.backward()
+                        for t, p, is_mixed in zip(trained, params, mixed):
+                            if is_mixed:
+                                t.grad = p.grad.float()
                         optimizer.step()
-                    if config.norm_constraint is not None:
-                        with torch.no_grad():
-                            for p, original in zip(params, originals):
-                                p.copy_(torch.clamp(p, original - config.norm_constraint,
+                    with torch.no_grad():
+                        if config.norm_constraint is not None:
+                            for t, original in zip(trained, originals):
+                                t.copy_(torch.clamp(t, original - config.norm_constraint,
                                                     original + config.norm_constraint))
+                        for t, p, is_mixed in zip(trained, params, mixed):
+                            if is_mixed:
+                                p.copy_(t)
                 if self.epoch_loss(losses, [len(chunk) for chunk in chunks]) < config.stop_loss:
                     break
         finally:
-            for p in params:
-                p.requires_grad_(False)
-                p.grad = None
+            for tensor in (*params, *trained):
+                tensor.requires_grad_(False)
+                tensor.grad = None
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,24 @@ def test_master_copies_survive_a_snapshot_round_trip():
         again.add(name, tiny)
     assert torch.equal(again.copies[name], writer.copies[name])
     assert torch.equal(resumed.get_parameter(name), model.get_parameter(name))
+
+
+def test_fine_tuning_a_bf16_model_trains_the_float32_master_copy(micro_llama):
+    from editbench.core.method import EditContext
+    from editbench.core.models import ModelLayout, load_model
+    from editbench.core.records import EditRecord
+    from editbench.methods.ft import FTM
+
+    model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.bfloat16)
+    ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
+                      cache_dir=micro_llama, task=None, seed=0, generator=torch.Generator())  # type: ignore[arg-type]
+    method = FTM(FTM.Config(steps=3, lr=1e-3), ctx)
+    (name,) = method.edited_parameters()
+    before = model.get_parameter(name).detach().clone()
+    method.apply([EditRecord(uid="e0", prompt="Kalo Mirve lives in", target_new=" Fengal Vale", subject="Kalo Mirve")])
+    master = ctx.masters.copies[name]
+    weight = model.get_parameter(name)
+    assert torch.equal(weight, master.to(torch.bfloat16))  # the model holds the rounded copy
+    assert not torch.equal(master, weight.float())  # the copy keeps what bf16 cannot
+    assert not torch.equal(weight, before)
+    assert not master.requires_grad and not weight.requires_grad
