@@ -10,6 +10,7 @@ they will cost (``EditMethod.cost``). Every problem is one line that names the f
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from statistics import mean
 
 from ..core.costs import GiB, RunShape
@@ -40,11 +41,18 @@ def check_before_loading(runner, tokenizer) -> str | None:
     except (OSError, ValueError, KeyError) as exc:  # loading the model explains it, with the fix
         log.debug("no plan before loading: the model's config cannot be read (%s)", exc)
         return None
+    whole = device_memory(runner.device)
     share = 1 - spec.vllm_memory if runner.backend == "vllm" else 1.0  # the vLLM engine takes its share
-    capacity = int(device_memory(runner.device) * share)
+    capacity = int(whole * share)
     run = run_shape(runner, tokenizer, capacity)
     planned = plan_methods(shape, run, [p.label for p in runner.methods], spec.params, task=runner.task,
                            train_records=runner.train_records, editors=spec.editors)
+    if share < 1 and spec.probe_backend == "auto" and not all(p.fits(run) for p in planned):
+        # chosen by default, vLLM would leave the edited model too little: score with HF instead
+        log.info("scoring with the Hugging Face backend: beside vLLM's %.0f%% of the GPU (--vllm-memory) the plan "
+                 "does not fit", 100 * spec.vllm_memory)
+        runner.backend, share, capacity = "hf", 1.0, whole
+        run = replace(run, device_bytes=whole)
     problems = [line for item in planned for line in item.missing]
     for item in planned:
         if item.cost is None:
