@@ -25,7 +25,10 @@ import click
 @click.option("--scale-config", default=None, metavar="CONFIG_JSON",
               help="Also compare plan and measurement on a random-weight bf16 model of this published config "
                    "(e.g. tests/configs/llama-3-8b.json; needs the memory of the real model).")
-def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None) -> None:
+@click.option("--families", default=None, metavar="A,B",
+              help="Architectures for the plan check (default: llama, gpt2, gptj, mistral, qwen2, gemma2).")
+def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None,
+              families: str | None) -> None:
     """Run the GPU checks (precision, plan against measured memory, vLLM parity) and print their figures."""
     import torch
 
@@ -70,8 +73,8 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     rows = []
-    for family in FAMILIES:
-        for check in check_family(family, where):
+    for family in (families.split(",") if families else FAMILIES):
+        for check in check_family(family.strip(), where):
             rows.append({"family": family, "what": check.what, "measured_mb": check.measured / 1e6,
                          "planned_mb": check.planned / 1e6, "ratio": check.ratio})
     figures["plan_vs_measured"] = rows

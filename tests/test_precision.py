@@ -1,5 +1,6 @@
 """Float32 master copies: a long stream of small edits survives a bf16 model (issue 17)."""
 
+import pytest
 import torch
 
 from editbench.core.precision import MasterWeights, split_state
@@ -72,3 +73,21 @@ def test_fine_tuning_a_bf16_model_trains_the_float32_master_copy(micro_llama):
     assert not torch.equal(master, weight.float())  # the copy keeps what bf16 cannot
     assert not torch.equal(weight, before)
     assert not master.requires_grad and not weight.requires_grad
+
+
+@pytest.mark.slow
+def test_selfcheck_on_a_cpu_says_what_it_skipped_and_runs_the_rest(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from editbench.harness.cli import main
+
+    result = CliRunner().invoke(main, ["selfcheck", "--device", "cpu", "--families", "gpt2",
+                                       "--out", str(tmp_path / "selfcheck.json")])
+    assert result.exit_code == 0, result.output
+    assert "skipped on CPU" in result.output
+    assert "vLLM parity: skipped (needs a CUDA GPU)" in result.output
+    figures = json.loads((tmp_path / "selfcheck.json").read_text())
+    assert figures["precision"]["weight_error_rounded"] > 0.5
+    assert {row["what"] for row in figures["plan_vs_measured"]} >= {"evaluation", "memit", "mend"}
