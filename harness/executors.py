@@ -96,7 +96,8 @@ def _run_ray(ray, spec: RunSpec, seeds: tuple[int, ...], address: str | None, gp
                 cell = replace(runner.spec, methods=(plan.label,), out=worker, restart=(),
                                params={k: v for k, v in runner.spec.params.items() if k in owners})
                 gpus = gpus_for_cell(runner, plan.label, gpus_per_cell)
-                pending[remote_cell.options(num_gpus=gpus).remote(cell)] = cell
+                submit = remote_cell if gpus == gpus_per_cell else remote_cell.options(num_gpus=gpus)
+                pending[submit.remote(cell)] = cell
         for ref in pending:  # wait for all, then merge: a failed cell must not hide the others
             try:
                 ray.get(ref)
