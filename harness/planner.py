@@ -47,7 +47,12 @@ def read_config(source: str, trust_remote_code: bool = False):
         except (ValueError, KeyError) as exc:
             raise ValueError(f"{path}: not a model config.json with a model_type ({exc})") from None
         return AutoConfig.for_model(model_type, **values)
-    return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"--model {source}: cannot read its config ({reason}); give a hub name (with network), "
+                         "a local model folder or a config.json") from None
 
 
 def model_shape(source: str, dtype: str = "auto", trust_remote_code: bool = False) -> ModelShape:
