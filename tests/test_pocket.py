@@ -40,8 +40,8 @@ def test_paraphrases_are_held_out_of_training_text():
 
 
 def test_pocket_model_learns_the_world_and_is_cached(tmp_path, caplog):
-    world = PocketWorld(PocketConfig(n_entities=10))
-    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=250,
+    world = PocketWorld(PocketConfig(n_entities=10, n_cities=6))
+    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=400,
                                batch_size=32, lr=1e-2)
     path = ensure_pocket_model(world, tmp_path, config)
     model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
