@@ -22,10 +22,24 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
+class Portability:
+    """A question whose answer must follow from an edit (KnowEdit's portability, MQuAKE's multi-hop
+    questions): ``answer`` once the edit holds, ``before`` the unedited world's answer, if known.
+    ``kind`` names the sort of question (alias, two_hop, multi_hop, ...) for readers of the store."""
+
+    prompt: str
+    answer: str
+    before: str | None = None
+    kind: str = ""
+
+
+@dataclass(frozen=True)
 class EditRecord:
     """One requested edit: make ``prompt`` (which mentions ``subject``) continue with ``target_new``.
 
-    ``paraphrases`` measure generalization, ``neighbours`` specificity. ``extra`` holds
+    ``paraphrases`` measure generalization, ``neighbours`` specificity. ``locality`` holds further,
+    named locality sets, each scored apart (``locality_<name>_agree``/``_acc``); ``portability`` the
+    questions whose answers the edit must change (``portability_acc``). ``extra`` holds
     task-specific fields (CounterFact's generation prompts, say) that only that task's metrics read.
     """
 
@@ -37,10 +51,17 @@ class EditRecord:
     paraphrases: tuple[str, ...] = ()
     neighbours: tuple[Neighbour, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
+    locality: Mapping[str, tuple[Neighbour, ...]] = field(default_factory=dict)
+    portability: tuple[Portability, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["extra"] = dict(self.extra)
+        # absent when empty, so the dataset hash of a record without them (and the run ids made
+        # from it) is what it was before these fields existed
+        for name in ("locality", "portability"):
+            if not data[name]:
+                del data[name]
         return data
 
 

@@ -246,15 +246,68 @@ def read_source(data: str, cache_dir: Path | None = None) -> RawRecords:
     raise FileNotFoundError(f"--data {data}: no such file, and it is neither an http(s) URL nor a datasets id")
 
 
+class _Read(dict):
+    """A raw JSON object that remembers which keys a loader read, so that a field the loader does
+    not use is reported rather than silently dropped."""
+
+    def __init__(self, data: dict, path: str = "") -> None:
+        super().__init__({k: _track(v, f"{path}{k}") for k, v in data.items()})
+        self.path, self.read = path, set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+    def unused(self) -> list[str]:
+        """Keys never read; inside a value the loader took whole (read none of its keys), nothing."""
+        out = [f"{self.path}{k}" for k in self if k not in self.read]
+        for key in self.read & set(self):
+            for child in _objects(dict.__getitem__(self, key)):
+                if child.read:
+                    out += child.unused()
+        return out
+
+
+def _track(value: Any, path: str) -> Any:
+    if isinstance(value, dict):
+        return _Read(value, path + ".")
+    if isinstance(value, list):
+        return [_track(v, path + "[]") for v in value]
+    return value
+
+
+def _objects(value: Any) -> list[_Read]:
+    if isinstance(value, _Read):
+        return [value]
+    if isinstance(value, list):
+        return [o for v in value for o in _objects(v)]
+    return []
+
+
 def parse_all(raw: RawRecords, parse: Callable[[Any, Where], Any], lenient: bool) -> tuple[list[Any], LoadReport]:
-    """Parse every raw record; strict mode raises on the first bad one, lenient mode counts it."""
+    """Parse every raw record; strict mode raises on the first bad one, lenient mode counts it.
+    Fields of the records that the loader never reads are named in one warning, with how many
+    records had each: the published formats carry more than a loader scores, and a reader must be
+    told what was left out."""
     if not isinstance(raw.items, list):
         raise RecordError(f"{raw.source}: expected a JSON list of records, got a {type(raw.items).__name__}")
     report = LoadReport()
     parsed = []
+    unused: Counter = Counter()
     for index, obj in enumerate(raw.items):
+        tracked = _Read(obj) if isinstance(obj, dict) else obj
         try:
-            parsed.append(parse(obj, raw.where(index)))
+            parsed.append(parse(tracked, raw.where(index)))
+            if isinstance(tracked, _Read):
+                unused.update(tracked.unused())
         except RecordError as error:
             if not lenient:
                 raise
@@ -262,6 +315,9 @@ def parse_all(raw: RawRecords, parse: Callable[[Any, Where], Any], lenient: bool
     if report.total:
         log.warning("%s: skipped %d malformed records (lenient loading): %s", raw.source, report.total,
                     "; ".join(f"{n} x {reason}" for reason, n in report.skipped.most_common()))
+    if unused:
+        log.warning("%s: fields this loader does not use, left out of the edits: %s", raw.source,
+                    ", ".join(f"{name} ({n} records)" for name, n in sorted(unused.items())))
     if not parsed:
         raise RecordError(f"{raw.source}: no usable records")
     return parsed, report

@@ -44,6 +44,9 @@ class Task(ABC):
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     #: the task's own metric variants, beyond the core ones the runner computes for every task
     metrics: ClassVar[tuple[Metric, ...]] = ()
+    #: what each named locality set of the task's records holds (``EditRecord.locality``), for the
+    #: catalogue's descriptions of ``locality_<set>_agree``/``_acc``
+    locality_descriptions: ClassVar[dict[str, str]] = {}
     needs_download: ClassVar[bool] = False
 
     def __init__(self, options: TaskOptions, config: TaskConfig | None = None) -> None:

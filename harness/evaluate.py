@@ -2,16 +2,21 @@
 
 Every metric is computed per edit and stored per edit, under a name that says its variant. The
 core metrics hold for every task; a task may add its own (CounterFact's fluency, say) through
-``Task.extra_metrics``.
+``Task.extra_metrics``. Records that carry further locality sets or portability questions get
+their metrics from here too, whatever the task (:func:`record_metrics` names them): each locality
+set is scored apart, as the neighbours are (``locality_<set>_agree`` and ``_acc``), and portability
+is the teacher-forced accuracy of the answer the edit implies (``portability_acc``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..core.probe import ProbeBackend
-from ..core.records import EditRecord, Metric, PairScore, ScoreRow, ScoringPair
+from ..core.records import EditRecord, Metric, Neighbour, PairScore, ScoreRow, ScoringPair
+from ..core.task import Task
 
 CORE_METRICS: tuple[Metric, ...] = (
     Metric("efficacy_acc", "teacher-forced top-1 token accuracy of target_new at the edit prompt"),
@@ -22,8 +27,41 @@ CORE_METRICS: tuple[Metric, ...] = (
 )
 
 
+PORTABILITY_METRIC = Metric("portability_acc", "teacher-forced top-1 token accuracy, at questions that follow "
+                                                "from the edit (an alias, a second hop), of the answer the edit "
+                                                "implies; mean over the edit's questions")
+
+
+def locality_metric_name(name: str) -> str:
+    """A locality set's name as part of a metric name: ``Relation_Specificity`` ->
+    ``locality_relation_specificity``."""
+    return "locality_" + re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def _locality_items(record: EditRecord) -> list[Neighbour]:
+    return [n for name in sorted(record.locality) for n in record.locality[name]]
+
+
 def neighbour_pairs(records: Sequence[EditRecord]) -> list[ScoringPair]:
-    return [ScoringPair(n.prompt, n.answer) for r in records for n in r.neighbours]
+    """Every prompt whose unedited answer an edit must keep: neighbours and every locality set."""
+    return [ScoringPair(n.prompt, n.answer) for r in records for n in (*r.neighbours, *_locality_items(r))]
+
+
+def record_metrics(task: Task, records: Sequence[EditRecord]) -> tuple[Metric, ...]:
+    """The catalogue entries for the locality sets and portability questions ``records`` carry,
+    described by the task where it says what a set holds (``Task.locality_descriptions``)."""
+    names = sorted({name for r in records for name in r.locality})
+    metrics: list[Metric] = []
+    for name in names:
+        what = task.locality_descriptions.get(name, f"the data's locality set {name!r}")
+        metric = locality_metric_name(name)
+        metrics += [Metric(f"{metric}_agree", f"share of answer tokens where the edited model's top-1 equals the "
+                                              f"unedited model's, at prompts of {what}"),
+                    Metric(f"{metric}_acc", f"teacher-forced top-1 token accuracy of the dataset answer at prompts of "
+                                            f"{what}")]
+    if any(r.portability for r in records):
+        metrics.append(PORTABILITY_METRIC)
+    return tuple(metrics)
 
 
 @dataclass
@@ -53,6 +91,25 @@ def pre_edit_summary(probe: ProbeBackend, records: Sequence[EditRecord]) -> dict
             summary["pre_edit_paraphrase_accuracy"] = sum(s.token_accuracy for s in scores) / len(scores)
     scores = probe.score([ScoringPair(r.prompt, r.target_new) for r in records])
     summary["pre_edit_efficacy_acc"] = sum(s.token_accuracy for s in scores) / len(scores)
+    summary.update(pre_edit_portability(probe, records))
+    return summary
+
+
+def pre_edit_portability(probe: ProbeBackend, records: Sequence[EditRecord]) -> dict[str, float]:
+    """The unedited model on the portability questions, against their unedited answers: does it
+    answer them at all (a two-hop question it cannot compose says nothing about an edit's ripple)?
+    Overall and per kind of question (``pre_edit_portability_two_hop_accuracy``, ...)."""
+    questions = [q for r in records for q in r.portability if q.before]
+    if not questions:
+        return {}
+    scores = probe.score([ScoringPair(q.prompt, q.before) for q in questions])  # type: ignore[arg-type]
+    by_kind: dict[str, list[float]] = {}
+    for question, score in zip(questions, scores, strict=True):
+        by_kind.setdefault(question.kind, []).append(score.token_accuracy)
+    summary = {"pre_edit_portability_accuracy": _mean([s.token_accuracy for s in scores])}
+    for kind, values in sorted(by_kind.items()):
+        if kind and len(by_kind) > 1:
+            summary[f"pre_edit_portability_{kind}_accuracy"] = _mean(values)
     return summary
 
 
@@ -70,11 +127,14 @@ def score_edits(probe: ProbeBackend, baseline: Baseline, records: Sequence[EditR
         start = len(pairs)
         pairs.append(ScoringPair(record.prompt, record.target_new))
         pairs.extend(ScoringPair(p, record.target_new) for p in record.paraphrases)
-        pairs.extend(ScoringPair(n.prompt, n.answer) for n in record.neighbours)
+        pairs.extend(ScoringPair(n.prompt, n.answer) for n in (*record.neighbours, *_locality_items(record)))
+        pairs.extend(ScoringPair(q.prompt, q.answer) for q in record.portability)
         spans.append(start)
     scores = probe.score(pairs)
     rows: list[ScoreRow] = []
     for position, record, start in zip(positions, chosen, spans):
+        rows += _locality_and_portability(position, record, baseline,
+                                          scores[start + 1 + len(record.paraphrases) + len(record.neighbours):])
         n_para, n_nbr = len(record.paraphrases), len(record.neighbours)
         rows.append(ScoreRow(position, record.uid, "efficacy_acc", scores[start].token_accuracy))
         para = scores[start + 1 : start + 1 + n_para]
@@ -85,4 +145,26 @@ def score_edits(probe: ProbeBackend, baseline: Baseline, records: Sequence[EditR
             agree = [s.agreement(baseline.predictions[(n.prompt, n.answer)]) for s, n in zip(nbr, record.neighbours)]
             rows.append(ScoreRow(position, record.uid, "specificity_agree", _mean(agree)))
             rows.append(ScoreRow(position, record.uid, "specificity_acc", _mean([s.token_accuracy for s in nbr])))
+    return rows
+
+
+def _locality_and_portability(position: int, record: EditRecord, baseline: Baseline,
+                              scores: Sequence[PairScore]) -> list[ScoreRow]:
+    """The rows of the record's locality sets (in name order) and portability questions, from
+    ``scores``, which start with theirs."""
+    rows: list[ScoreRow] = []
+    start = 0
+    for name in sorted(record.locality):
+        items = record.locality[name]
+        if not items:
+            continue
+        got = scores[start : start + len(items)]
+        start += len(items)
+        agree = [s.agreement(baseline.predictions[(n.prompt, n.answer)]) for s, n in zip(got, items)]
+        metric = locality_metric_name(name)
+        rows += [ScoreRow(position, record.uid, f"{metric}_agree", _mean(agree)),
+                 ScoreRow(position, record.uid, f"{metric}_acc", _mean([s.token_accuracy for s in got]))]
+    if record.portability:
+        got = scores[start : start + len(record.portability)]
+        rows.append(ScoreRow(position, record.uid, "portability_acc", _mean([s.token_accuracy for s in got])))
     return rows

@@ -14,7 +14,9 @@ stores both, side by side, at every checkpoint:
   the answer, then went on);
 - ``specificity_gen_agree``: at each neighbourhood prompt, the edited model generates what the
   unedited model generated (normalised), the generations of the unedited model being computed once
-  per run and kept in the store.
+  per run and kept in the store;
+- ``portability_gen_em``: at each portability question (an alias, a second hop), the answer the
+  edit implies, exact match, mean over the edit's questions.
 
 A task may put the prompt into a format for generation (``Task.generation_prompt``).
 """
@@ -43,6 +45,16 @@ GENERATED_METRICS: tuple[Metric, ...] = (
     Metric("specificity_gen_agree", f"{_DECODING} at each neighbourhood prompt; 1 if the answer equals the unedited "
                                     f"model's answer {_NORMALISED}; mean over neighbours"),
 )
+
+PORTABILITY_GEN_METRIC = Metric(
+    "portability_gen_em", f"{_DECODING} at each portability question; 1 if the answer equals the answer the edit "
+                          f"implies {_NORMALISED}; mean over the edit's questions")
+
+
+def record_generated_metrics(records: Sequence[EditRecord]) -> tuple[Metric, ...]:
+    """Catalogue entries for the generated metrics that depend on what the records carry."""
+    return (PORTABILITY_GEN_METRIC,) if any(r.portability for r in records) else ()
+
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _SURROUNDING = string.punctuation + string.whitespace
@@ -88,6 +100,7 @@ def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str]
         pairs.append(ScoringPair(task.generation_prompt(record.prompt), record.target_new))
         pairs.extend(ScoringPair(task.generation_prompt(p), record.target_new) for p in record.paraphrases)
         pairs.extend(ScoringPair(task.generation_prompt(n.prompt), n.answer) for n in record.neighbours)
+        pairs.extend(ScoringPair(task.generation_prompt(q.prompt), q.answer) for q in record.portability)
     answers = iter(probe.generate_answers(pairs, max_new_tokens))
     rows: list[ScoreRow] = []
     for position, record in zip(positions, chosen):
@@ -104,6 +117,9 @@ def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str]
         if neighbours:
             agree = [exact_match(a, unedited[task.generation_prompt(n.prompt)]) for n, a in neighbours]
             rows.append(ScoreRow(position, record.uid, "specificity_gen_agree", _mean(agree)))
+        ported = [exact_match(next(answers), q.answer) for q in record.portability]
+        if ported:
+            rows.append(ScoreRow(position, record.uid, "portability_gen_em", _mean(ported)))
     return rows
 
 
@@ -119,4 +135,8 @@ def pre_edit_generated(probe: ProbeBackend, task: Task, records: Sequence[EditRe
     pairs = [ScoringPair(task.generation_prompt(r.prompt), r.target_new) for r in records]
     answers = probe.generate_answers(pairs, max_new_tokens)
     summary["pre_edit_efficacy_gen_em"] = _mean([exact_match(a, p.target) for a, p in zip(answers, pairs)])
+    pairs = [ScoringPair(task.generation_prompt(q.prompt), q.before) for r in records for q in r.portability if q.before]
+    if pairs:
+        answers = probe.generate_answers(pairs, max_new_tokens)
+        summary["pre_edit_portability_gen_em"] = _mean([exact_match(a, p.target) for a, p in zip(answers, pairs)])
     return summary

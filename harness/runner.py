@@ -47,8 +47,21 @@ from .capability import (
     capability_accuracy,
     load_capability_sets,
 )
-from .evaluate import CORE_METRICS, Baseline, neighbour_pairs, pre_edit_summary, score_edits
-from .generated import GENERATED_METRICS, pre_edit_generated, score_generated, unedited_generations
+from .evaluate import (
+    CORE_METRICS,
+    Baseline,
+    neighbour_pairs,
+    pre_edit_summary,
+    record_metrics,
+    score_edits,
+)
+from .generated import (
+    GENERATED_METRICS,
+    pre_edit_generated,
+    record_generated_metrics,
+    score_generated,
+    unedited_generations,
+)
 from .preflight import check_before_loading
 from .saved import check_save_model, save_edited_model, saved_model_folder, warn_if_passed
 from .threads import fit_threads_to_model
@@ -340,8 +353,9 @@ class Runner:
                 versions=_versions(self.device), device=device_name(self.device), seed=spec.seed,
                 git_sha=_git_sha(), dataset_hash=self.dataset_hash, n_edits=self.edits,
             )
-            generated = GENERATED_METRICS if spec.gen_eval else ()
-            store.save_run_plan(self.run_id, (*CORE_METRICS, *generated, *self.task.metrics), self.batches)
+            generated = (*GENERATED_METRICS, *record_generated_metrics(self.records)) if spec.gen_eval else ()
+            store.save_run_plan(self.run_id, (*CORE_METRICS, *record_metrics(self.task, self.records), *generated,
+                                              *self.task.metrics), self.batches)
             log.info("%s run %s in %s", "starting" if fresh else "resuming", self.run_id, store.path)
             for plan in self.methods:
                 if restarts(spec, plan):
@@ -431,7 +445,8 @@ class Runner:
         stored = store.load_base_predictions(self.run_id)
         generations = store.load_base_generations(self.run_id)
         wanted = {(p.prompt, p.target) for p in neighbour_pairs(records)}
-        answers = {self.task.generation_prompt(p.prompt) for p in neighbour_pairs(records)} if self.spec.gen_eval else set()
+        answers = ({self.task.generation_prompt(n.prompt) for r in records for n in r.neighbours}
+                   if self.spec.gen_eval else set())
         if wanted <= stored.keys() and answers <= generations.keys() and \
                 store.runs().set_index("run_id").loc[self.run_id, "baseline"]:
             return Baseline({k: PairScore(v[1], 0.0, len(v[0]), v[0]) for k, v in stored.items()}, generations)

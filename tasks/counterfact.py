@@ -41,6 +41,7 @@ from ..core.records import EditRecord, Metric, Neighbour, ScoreRow, ScoringPair
 from ..core.sources import Fields, Where, download, is_url, read_text
 from ..core.task import TASKS
 from .filetask import FileTask, FileTaskConfig
+from .knowedit import parse_knowedit
 
 METRICS = (
     Metric("efficacy_success", "P(new) > P(true) at the edit prompt (ROME ES)"),
@@ -113,6 +114,8 @@ class CounterFactTask(FileTask):
         )
 
     def _parse_flat(self, fields: Fields, obj, where: Where) -> EditRecord:
+        if isinstance(obj.get("locality"), dict) or isinstance(obj.get("portability"), dict) or fields.has("rephrase"):
+            return parse_knowedit(obj, where, self._uid(obj, where))  # KnowEdit's nested layout
         prompt, subject = fields.str("prompt"), fields.str("subject")
         neighbours = ()
         if fields.has("locality_prompt"):

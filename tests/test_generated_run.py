@@ -15,13 +15,13 @@ from editbench.harness.runner import Runner, RunSpec
 from editbench.tasks.pocket import PocketConfig, PocketWorld
 from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
 
-WORLD = {"n_entities": "10"}
+WORLD = {"n_entities": "10", "n_cities": "6"}  # the 11-relation world, kept small
 
 
 @pytest.fixture(scope="module")
 def pocket_model(tmp_path_factory):
-    world = PocketWorld(PocketConfig(n_entities=10))
-    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=250,
+    world = PocketWorld(PocketConfig(n_entities=10, n_cities=6))
+    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=400,
                                batch_size=32, lr=1e-2)
     return ensure_pocket_model(world, tmp_path_factory.mktemp("pocket"), config)
 

@@ -3,7 +3,7 @@ import torch
 from editbench.core.models import load_model
 from editbench.core.probe import HFProbe
 from editbench.core.records import ScoringPair
-from editbench.tasks.pocket import PocketConfig, PocketWorld
+from editbench.tasks.pocket import TWO_HOPS, PocketConfig, PocketWorld
 from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
 
 
@@ -40,8 +40,8 @@ def test_paraphrases_are_held_out_of_training_text():
 
 
 def test_pocket_model_learns_the_world_and_is_cached(tmp_path, caplog):
-    world = PocketWorld(PocketConfig(n_entities=10))
-    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=250,
+    world = PocketWorld(PocketConfig(n_entities=10, n_cities=6))
+    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=400,
                                batch_size=32, lr=1e-2)
     path = ensure_pocket_model(world, tmp_path, config)
     model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
@@ -55,3 +55,35 @@ def test_pocket_model_learns_the_world_and_is_cached(tmp_path, caplog):
         assert ensure_pocket_model(world, tmp_path, config) == path
     assert "loaded the cached pocket model" in caplog.text
     assert (path / "model.safetensors").stat().st_mtime == mtime
+
+
+def test_no_edited_fact_is_in_any_locality_set_and_two_hop_answers_follow_the_facts():
+    world = PocketWorld(PocketConfig(n_entities=30))
+    records = world.records["eval"] + world.records["train"]
+    edited = {r.prompt for r in records}
+    for record in records:
+        assert set(record.locality) == {"unrelated", "subject"}
+        for name, items in record.locality.items():
+            assert items and not {n.prompt for n in items} & {record.prompt}
+            if name == "unrelated":
+                assert not {n.prompt for n in items} & edited
+        assert all(n.prompt.startswith(record.subject) or record.subject in n.prompt for n in record.locality["subject"])
+        for question in record.portability:
+            if question.kind == "alias":
+                assert question.answer == record.target_new and question.before == record.target_true
+            else:
+                relation = record.extra["relation"]
+                name = next(n for n, (_, first, _) in TWO_HOPS.items() if first == relation)
+                assert question.before == world.two_hop_answer(record.subject, name)
+                assert question.answer == world.two_hop_answer(record.subject, name, record.target_new)
+                assert question.answer != question.before  # the new object was chosen so the answer changes
+    assert len(set(world.objects)) >= 10 and min(map(len, world.objects.values())) <= 6
+    assert max(map(len, world.objects.values())) >= 30
+
+
+def test_two_hop_sentences_are_trained_for_train_and_pool_people_only():
+    world = PocketWorld(PocketConfig(n_entities=20))
+    training = "\n".join(world.training_sentences())
+    for entity in world.entities:
+        sentence = f"{world.two_hop_prompt(entity, 'home_country')} {world.two_hop_answer(entity, 'home_country')}."
+        assert (sentence in training) == (world.entity_split(entity) != "eval")

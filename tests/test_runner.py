@@ -147,7 +147,8 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, micro_
             ["method", "n_edits", "position", "metric"]).reset_index(drop=True)
 
     a, b = scores(killed_out), scores(clean_out)
-    assert len(a) == len(b) == 2 * sum(range(4, 41, 4)) * 9  # 4 teacher-forced and 5 generated metrics: no duplicates, nothing lost
+    # 4 teacher-forced, 2 x 2 locality sets, portability, and 5 + 1 generated metrics: no duplicates, nothing lost
+    assert len(a) == len(b) == 2 * sum(range(4, 41, 4)) * 15
     pd.testing.assert_frame_equal(a, b)
     assert len(load_results(killed_out).checkpoints()) == 20
 
