@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from ...core.method import LARGE_MODEL_PARAMETERS
 from ...core.progress import progress
 from ...core.records import EditRecord
 from ...core.tokenize import PairBatch
@@ -86,7 +87,13 @@ class Trainer:
         self.method, self.config, self.folder, self.records = method, config, Path(folder), records
         self.model = method.ctx.model
         self.seed = method.ctx.seed
-        cap, why = config.train_record_cap(sum(p.numel() for p in self.model.parameters()))
+        n_parameters = sum(p.numel() for p in self.model.parameters())
+        #: back-propagate each window batch's loss term as soon as it is computed (memory bounded by
+        #: one batch; docs/hypernetworks.md "Memory") on large models; on small ones, where every
+        #: extra backward pass through the window's retained network graphs costs time and memory
+        #: does not matter, the step's whole loss at once. The gradients are the same.
+        self.backward_by_batch = n_parameters >= LARGE_MODEL_PARAMETERS
+        cap, why = config.train_record_cap(n_parameters)
         if cap and len(records) > cap:
             keep = random.Random(f"{self.seed}-sample").sample(range(len(records)), cap)
             log.info("%s: training on %d of the %d train records (%s)", method.name, cap, len(records), why)
@@ -221,7 +228,10 @@ class Trainer:
                 with torch.set_grad_enabled(train):
                     step.shifts = method.shifts(observed)
                     method.apply_shifts(step.shifts)
-                    loss, parts = self.step_loss(window, reference, backward=train)
+                    by_batch = train and self.backward_by_batch
+                    loss, parts = self.step_loss(window, reference, backward=by_batch)
+                    if train and not by_batch:
+                        loss.backward(retain_graph=True)  # the window's updates serve later steps
                 if train:
                     if config.clip_every_step:  # the RLEdit release clips the accumulated gradient at every step
                         torch.nn.utils.clip_grad_norm_(self._trainable(), config.max_grad_norm)
