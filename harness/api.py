@@ -140,6 +140,7 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
     """
     import torch
 
+    from .. import methods as _registered  # noqa: F401  (registers the built-in methods)
     from ..core.architectures import recognise
     from ..core.cache import cache_root
     from ..core.method import EditContext, MethodRef

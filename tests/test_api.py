@@ -125,3 +125,19 @@ def test_a_resume_past_the_saved_checkpoint_says_the_model_is_not_saved(tmp_path
     (tmp_path / "edits-3").mkdir()
     warn_if_passed(3, 6, tmp_path / "edits-3")  # saved before the run stopped
     assert not caplog.records
+
+
+def test_edit_works_in_a_fresh_interpreter_that_imported_nothing_else(micro_gpt2):
+    """The registry of methods fills on import of editbench.methods; edit() must not rely on a caller
+    (or an earlier test) having imported it."""
+    import subprocess
+    import sys
+
+    code = ("import editbench, transformers as tf\n"
+            f"m = tf.AutoModelForCausalLM.from_pretrained({str(micro_gpt2)!r})\n"
+            f"t = tf.AutoTokenizer.from_pretrained({str(micro_gpt2)!r})\n"
+            "r = [{'prompt': 'Kalo Mirve0 lives in', 'subject': 'Kalo Mirve0', 'target_new': 'Fengal Vale'}]\n"
+            "print(editbench.edit(m, t, 'ft-m', r).edited_parameters())\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "weight" in result.stdout
