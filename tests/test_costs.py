@@ -12,9 +12,9 @@ from editbench.harness.planner import model_shape, plan_methods
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_plan_peaks_are_within_a_quarter_of_measured_peaks(family):
-    """Every method on Llama's layout; the three method families on every architecture (the suite's
-    time; ``editbench selfcheck`` runs every method on every architecture)."""
-    methods = METHODS_CHECKED if family == "llama" else ("ft-l", "memit", "mend")
+    """Every method but WISE (slow on CPU) on Llama's layout; the three method families on every
+    architecture (the suite's time; ``editbench selfcheck`` runs every method on every architecture)."""
+    methods = tuple(m for m in METHODS_CHECKED if m != "wise") if family == "llama" else ("ft-l", "memit", "mend")
     for check in check_family(family, "cpu", methods):
         assert 0.75 <= check.ratio <= 1.25, (f"{family} {check.what}: plan {check.planned / 1e6:.2f} MB, "
                                               f"measured {check.measured / 1e6:.2f} MB")

@@ -48,12 +48,13 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
     workload = Workload(run.tokens_per_record, max(1, round(run.tokens_per_record * ANSWER_SHARE)), run.batch_size)
     weights = weights_bytes(shape)
     phases = [PhaseCost("editing", editing_peak(shapes, config, workload).total - weights, editing_flops)]
-    if method.ctx.trained_editor is None and config.max_steps != 0:
+    if method.ctx.trained_editor is None:  # training (or, with max_steps=0, its warm-up alone) comes first
         train_tokens = config.train_batch * run.tokens_per_record
         window = max(1, config.depth)
         records = run.train_records or 10_000
-        steps = config.max_steps or max(1, records // config.train_batch)
+        steps = max(1, records // config.train_batch) if config.max_steps is None else config.max_steps
         flops = steps * max(1, config.sequence_length) * train_tokens * per_token * (2 + window)
         phases.insert(0, PhaseCost("training", training_peak(shapes, config, workload).total - weights, flops,
-                                   f"{steps:,} steps at most, window {window}; once per model (cached)"))
+                                   (f"{steps:,} steps at most, window {window}" if steps else "the normalisers' warm-up only")
+                                   + "; once per model (cached)"))
     return MethodCost(method.name, resident, tuple(phases))
