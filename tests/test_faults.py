@@ -91,7 +91,8 @@ def clean_run(tmp_path_factory, micro_llama) -> Path:
 def clean(clean_run) -> pd.DataFrame:
     """The scores of an uninterrupted run, the reference every interrupted run must equal."""
     frame = scores(clean_run)
-    assert len(frame) == 9 * sum(CHECKPOINTS)  # 4 teacher-forced and 5 generated metrics per edit
+    per_edit = frame["metric"].nunique()  # the pocket world's teacher-forced, locality, portability and generated
+    assert per_edit >= 9 and len(frame) == per_edit * sum(CHECKPOINTS)
     return frame
 
 
