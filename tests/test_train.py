@@ -82,6 +82,7 @@ def test_a_folder_refuses_training_with_other_settings(micro_llama, tmp_path):
 def test_loading_checks_method_and_architecture(micro_llama, tmp_path):
     folder = tmp_path / "ed"
     trained = _fit(micro_llama, folder, MALMEN, MALMENConfig(**{**FAST, "max_steps": 2}))
+    load_editor(trained, folder)  # as prepare() does: the network kept (the best by validation, not the last)
     fresh = MALMEN(MALMENConfig(**FAST), make_context(micro_llama))
     load_editor(fresh, folder)
     ours = {k: v for k, v in fresh.nets.state_dict().items()}
