@@ -64,57 +64,89 @@ class CostCheck:
         return self.planned / self.measured
 
 
+@dataclass(frozen=True)
+class _Workload:
+    """What both checks edit and score: a tiny pocket world's records, a tokenizer trained on it, the
+    pairs scored, the run's sizes and a key-statistics corpus of long samples."""
+
+    records: list
+    tokenizer: object
+    pairs: list
+    run: RunShape
+    corpus: list
+
+
+def _workload() -> _Workload:
+    from ..core.micro import train_tokenizer
+    from ..tasks.pocket import PocketConfig, PocketWorld
+
+    world = PocketWorld(PocketConfig(n_entities=20))
+    records = world.records["eval"][:60] + world.records["train"][:60]
+    sentences = world.training_sentences()
+    tokenizer = train_tokenizer(sentences, vocab_size=300)
+    pairs = [ScoringPair(r.prompt, r.target_new) for r in records] * 40
+    tokens = sum(len(tokenizer(p.prompt + " " + p.target)["input_ids"]) for p in pairs[:100]) // 100
+    run = RunShape(edits=10, batch_size=10, scored_records=len(pairs), pairs_per_record=1, tokens_per_record=tokens,
+                   generated=False)
+    # the key statistics' corpus: long samples, so that its batches fill as a real corpus's do
+    corpus = [" ".join(sentences[i:i + 60]) for i in range(0, 40 * 60, 60)]
+    return _Workload(records, tokenizer, pairs, run, corpus)
+
+
+def _weights(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _evaluation_check(label: str, shape: ModelShape, model, work: _Workload, device: torch.device) -> CostCheck:
+    probe = HFProbe(model, work.tokenizer, device)
+    probe.score(work.pairs[:20])  # the first call builds caches that are no part of a phase
+    with PeakMemory(device) as meter:
+        probe.score(work.pairs)
+    weights = _weights(model)
+    return CostCheck(label, "evaluation", weights + meter.peak, weights + evaluation_cost(shape, work.run).transient_bytes)
+
+
+def _edit(model, work: _Workload, device: torch.device, label: str, params, architecture: str | None,
+          cache: Path) -> None:
+    """Build the method as a run would, prepare it and apply one batch."""
+    ref = MethodRef.parse(label)
+    ctx = EditContext(model=model, tokenizer=work.tokenizer, layout=ModelLayout.of(model), device=device,
+                      cache_dir=cache, task=_Corpus(work.corpus), seed=0,  # type: ignore[arg-type]
+                      generator=torch.Generator(), train_records=lambda: work.records[60:])
+    method = ref.cls(ref.config(params, architecture), ctx)
+    method.prepare()
+    method.apply(work.records[:10])
+
+
+def _planned_peak(shape: ModelShape, run: RunShape, label: str, params) -> int:
+    """The plan's peak over the method's own phases (evaluation is checked apart)."""
+    from .planner import plan_methods
+
+    cost = plan_methods(shape, run, [label], params)[0].cost
+    assert cost is not None
+    return max(cost.peak(p) for p in cost.phases if p.phase != "evaluation")
+
+
 def check_family(family: str, device: torch.device | str = "cpu", methods=METHODS_CHECKED) -> list[CostCheck]:
     """Measure the evaluation phase and each method's phases on a micro model of ``family``."""
     import transformers as tf
 
     from .. import methods as _registered  # noqa: F401
-    from ..core.micro import train_tokenizer
-    from ..tasks.pocket import PocketConfig, PocketWorld
 
     device = torch.device(device)
-    world = PocketWorld(PocketConfig(n_entities=20))
-    records = world.records["eval"][:60] + world.records["train"][:60]
-    sentences = world.training_sentences()
-    tokenizer = train_tokenizer(sentences, vocab_size=300)
-    config = micro_config(family, len(tokenizer))
+    work = _workload()
+    config = micro_config(family, len(work.tokenizer))
     torch.manual_seed(0)
     model = tf.AutoModelForCausalLM.from_config(config).to(device).eval().requires_grad_(False)  # as loaded for a run
     shape = ModelShape.from_config(config, torch.float32, family)
-    pairs = [ScoringPair(r.prompt, r.target_new) for r in records] * 40
-    tokens = sum(len(tokenizer(p.prompt + " " + p.target)["input_ids"]) for p in pairs[:100]) // 100
-    run = RunShape(edits=10, batch_size=10, scored_records=len(pairs), pairs_per_record=1, tokens_per_record=tokens,
-                   generated=False)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    checks = []
-    probe = HFProbe(model, tokenizer, device)
-    probe.score(pairs[:20])  # the first call builds caches that are no part of a phase
-    with PeakMemory(device) as meter:
-        probe.score(pairs)
-    checks.append(CostCheck(family, "evaluation", weights + meter.peak,
-                            weights + evaluation_cost(shape, run).transient_bytes))
-    # the key statistics' corpus: long samples, so that its batches fill as a real corpus's do
-    corpus = [" ".join(sentences[i:i + 60]) for i in range(0, 40 * 60, 60)]
-    from .planner import plan_methods
-
+    weights = _weights(model)
+    checks = [_evaluation_check(family, shape, model, work, device)]
     with tempfile.TemporaryDirectory() as scratch:
-        def build(label: str, cache: str) -> None:
-            ref = MethodRef.parse(label)
-            ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=device,
-                              cache_dir=Path(scratch) / cache, task=_Corpus(corpus), seed=0,  # type: ignore[arg-type]
-                              generator=torch.Generator(), train_records=lambda: records[60:])
-            method = ref.cls(ref.config(PARAMS), ctx)
-            method.prepare()
-            method.apply(records[:10])
-
         for label in methods:
-            build(label, f"{label}-warm-up")  # first calls build caches that are no part of a phase
+            _edit(model, work, device, label, PARAMS, None, Path(scratch) / f"{label}-warm-up")  # first calls build caches
             with PeakMemory(device) as meter:  # everything the method holds and does, above the weights
-                build(label, label)
-            cost = plan_methods(shape, run, [label], PARAMS)[0].cost
-            assert cost is not None
-            planned = max(cost.peak(p) for p in cost.phases if p.phase != "evaluation")
-            checks.append(CostCheck(family, label, weights + meter.peak, planned))
+                _edit(model, work, device, label, PARAMS, None, Path(scratch) / label)
+            checks.append(CostCheck(family, label, weights + meter.peak, _planned_peak(shape, work.run, label, PARAMS)))
     return checks
 
 
@@ -126,51 +158,26 @@ def check_at_scale(config_path: str, device: torch.device | str, methods=("ft-m"
     import transformers as tf
 
     from .. import methods as _registered  # noqa: F401
-    from ..core.micro import train_tokenizer
-    from ..tasks.pocket import PocketConfig, PocketWorld
-    from .planner import model_shape, plan_methods
+    from .planner import model_shape
 
     device = torch.device(device)
     shape = model_shape(config_path, str(dtype).removeprefix("torch."))
-    world = PocketWorld(PocketConfig(n_entities=20))
-    records = world.records["eval"][:60] + world.records["train"][:60]
-    sentences = world.training_sentences()
-    tokenizer = train_tokenizer(sentences, vocab_size=300)
+    work = _workload()
     torch.manual_seed(0)
     with torch.device(device):
         model = tf.AutoModelForCausalLM.from_config(shape.meta.config, dtype=dtype).eval().requires_grad_(False)
-    pairs = [ScoringPair(r.prompt, r.target_new) for r in records] * 40
-    tokens = sum(len(tokenizer(p.prompt + " " + p.target)["input_ids"]) for p in pairs[:100]) // 100
-    run = RunShape(edits=10, batch_size=10, scored_records=len(pairs), pairs_per_record=1, tokens_per_record=tokens,
-                   generated=False)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    out: list[CostCheck | str] = []
-    probe = HFProbe(model, tokenizer, device)
-    probe.score(pairs[:20])
-    with PeakMemory(device) as meter:
-        probe.score(pairs)
-    out.append(CostCheck(shape.label, "evaluation", weights + meter.peak,
-                         weights + evaluation_cost(shape, run).transient_bytes))
-    corpus = [" ".join(sentences[i:i + 60]) for i in range(0, 40 * 60, 60)]
+    weights = _weights(model)
+    out: list[CostCheck | str] = [_evaluation_check(shape.label, shape, model, work, device)]
     params = {**PARAMS, "mend": {"max_steps": "0", "max_train_records": "20"},
               **{name: {**PARAMS[name], "stats_corpus": "task"} for name in ("memit", "alphaedit")}}
     with tempfile.TemporaryDirectory() as scratch:
         for label in methods:
-            ref = MethodRef.parse(label)
             try:
                 with PeakMemory(device) as meter:
-                    ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=device,
-                                      cache_dir=Path(scratch) / label, task=_Corpus(corpus), seed=0,  # type: ignore[arg-type]
-                                      generator=torch.Generator(), train_records=lambda: records[60:])
-                    method = ref.cls(ref.config(params, shape.architecture), ctx)
-                    method.prepare()
-                    method.apply(records[:10])
-                    del method, ctx
+                    _edit(model, work, device, label, params, shape.architecture, Path(scratch) / label)
             except Exception as exc:  # noqa: BLE001  (reported, and the next method runs)
                 out.append(f"{shape.label} {label}: {type(exc).__name__}: {exc}")
                 continue
-            cost = plan_methods(shape, run, [label], params)[0].cost
-            assert cost is not None
-            planned = max(cost.peak(p) for p in cost.phases if p.phase != "evaluation")
-            out.append(CostCheck(shape.label, label, weights + meter.peak, planned))
+            out.append(CostCheck(shape.label, label, weights + meter.peak,
+                                 _planned_peak(shape, work.run, label, params)))
     return out
