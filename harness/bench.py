@@ -195,9 +195,13 @@ def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes
 
     edits = max(sizes)
     task = default_task(edits)
+    stray = sorted(set(params) - {task.name, *methods})
+    if stray:
+        raise ValueError(f"--param {stray[0]}.…: {stray[0]!r} is neither the task nor a method being measured "
+                         f"(measured: {', '.join(methods)})")
     rows = []
     for method in methods:
-        settings = dict(params)
+        settings = {}  # each run gets its own method's settings only: the runner refuses settings for others
         settings[task.name] = {**task.sized_for(edits), **params.get(task.name, {})}
         settings[method] = {**bench_defaults(method), **params.get(method, {})}
         spec = RunSpec(methods=(method,), task=task.name, model=str(model_path), edits=edits, batch_size=batch_size,

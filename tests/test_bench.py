@@ -29,3 +29,25 @@ def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):
     assert "edit throughput" in result.output and "harness overhead" in result.output
     assert "generated evaluation of 6 edits" in result.output
     assert (tmp_path / "bench.png").stat().st_size > 0 and "<svg" in (tmp_path / "bench.svg").read_text()
+
+
+def test_edit_throughput_gives_each_method_only_its_own_settings(tmp_path, micro_llama):
+    from editbench.harness.bench import edit_throughput
+
+    from editbench.core.store import load_results
+
+    rows = edit_throughput(micro_llama, tmp_path, ("ft-m", "ft-l"), (10,), batch_size=10, eval_sample=5,
+                           device="cpu", params={"ft-m": {"lr": "7e-4"}})
+    assert [(r["method"], r["edits"]) for r in rows] == [("ft-m", 10), ("ft-l", 10)]
+    ft_m = json.loads(load_results(tmp_path / "runs" / "ft-m").cells().iloc[0]["method_config"])
+    ft_l = json.loads(load_results(tmp_path / "runs" / "ft-l").cells().iloc[0]["method_config"])
+    assert ft_m["lr"] == 7e-4 and ft_l["lr"] != 7e-4
+
+def test_edit_throughput_refuses_a_setting_for_a_method_it_does_not_measure(tmp_path, micro_llama):
+    import pytest
+
+    from editbench.harness.bench import edit_throughput
+
+    with pytest.raises(ValueError, match="'mend' is neither the task nor a method"):
+        edit_throughput(micro_llama, tmp_path, ("ft-m",), (10,), batch_size=10, eval_sample=5, device="cpu",
+                        params={"mend": {"lr": "1e-3"}})
