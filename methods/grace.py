@@ -72,6 +72,15 @@ PRESETS = {
 QUERY_CHUNK = 4096
 
 
+def exact_distance(rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance of each row to its key, computed the same way wherever a radius is set or tested.
+
+    ``cdist`` finds the nearest key fast, but in its matrix-product form (used beyond 25 rows) the
+    rounding depends on the batch's shape: a key's own query, whose radius was set to its distance in a
+    batch of one, could then fall a rounding outside it in a batch of many (and its value get no gradient)."""
+    return (rows - keys).norm(dim=1)
+
+
 @METHODS.register("grace")
 class Grace(LayerMemoryMethod):
     name = "grace"
@@ -108,7 +117,8 @@ class Grace(LayerMemoryMethod):
         keys = self.keys.to(inputs.device)
         radii = self.radii.to(inputs.device)
         for chunk in inputs.float().split(QUERY_CHUNK):
-            distance, index = torch.cdist(chunk, keys).min(1)
+            index = torch.cdist(chunk, keys).argmin(1)
+            distance = exact_distance(chunk, keys[index])
             nearest.append(index)
             inside.append(distance <= radii[index])
         return torch.cat(nearest), torch.cat(inside)
@@ -167,9 +177,8 @@ class Grace(LayerMemoryMethod):
         whose value the edit trains."""
         config: GraceConfig = self.config  # type: ignore[assignment]
         if len(self.radii):
-            distances = torch.cdist(query[None], self.keys)[0]
-            distance, nearest = (float(v) for v in distances.min(0))
-            nearest = int(nearest)
+            nearest = int(torch.cdist(query[None], self.keys)[0].argmin())
+            distance = float(exact_distance(query[None], self.keys[nearest][None])[0])
         if not len(self.radii) or distance > config.eps + float(self.radii[nearest]):
             return self._add(query, self._initial_value(query), config.eps, label)
         if self.labels[nearest] != label:  # a conflicting edit: both radii shrink to half the distance

@@ -131,6 +131,25 @@ def test_grace_splits_radii_for_a_conflicting_edit_and_expands_for_the_same_targ
     assert float(method.radii[-1]) == 1.0
 
 
+def test_grace_keeps_an_expanded_keys_query_inside_its_radius_in_a_batch_of_any_shape(micro_llama):
+    """A radius set to a query's distance must hold that query when the layer tests it among many rows
+    (cdist's matrix-product form rounds differently by shape; a miss left the trained value without a
+    gradient)."""
+    method = Grace(GraceConfig(eps=0.3), _context(micro_llama))  # queries below lie 0.3-0.6 off: coverage
+    generator = torch.Generator().manual_seed(0)
+    keys = torch.randn(40, 256, generator=generator) * 3  # far apart: each query below adds a key
+    for i, key in enumerate(keys):
+        method.place(key, f"t{i}")
+    misses = 0
+    for i in range(40):
+        query = keys[i] + torch.randn(256, generator=generator) * 0.03  # near key i, same target: coverage
+        assert method.place(query, f"t{i}") == i and float(method.radii[i]) > 0.3
+        batch = torch.cat([torch.randn(18, 256, generator=generator) * 3, query[None]])
+        nearest, inside = method.lookup(batch)
+        misses += int(nearest[-1] != i or not inside[-1])
+    assert misses == 0
+
+
 def test_grace_state_roundtrip_restores_the_codebook_behind_the_hook(micro_llama):
     ctx = _context(micro_llama)
     method = Grace(GraceConfig(layer=1, n_iter=5), ctx)
