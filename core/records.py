@@ -25,12 +25,19 @@ class Neighbour:
 class Portability:
     """A question whose answer must follow from an edit (KnowEdit's portability, MQuAKE's multi-hop
     questions): ``answer`` once the edit holds, ``before`` the unedited world's answer, if known.
-    ``kind`` names the sort of question (alias, two_hop, multi_hop, ...) for readers of the store."""
+    ``kind`` names the sort of question (alias, two_hop, multi_hop, ...) for readers of the store.
+    ``aliases`` are other spellings of ``answer`` that a generated answer may match (MQuAKE's
+    ``new_answer_alias``); teacher-forced scores use ``answer``."""
 
     prompt: str
     answer: str
     before: str | None = None
     kind: str = ""
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        return (self.answer, *self.aliases)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class EditRecord:
     named locality sets, each scored apart (``locality_<name>_agree``/``_acc``); ``portability`` the
     questions whose answers the edit must change (``portability_acc``). ``extra`` holds
     task-specific fields (CounterFact's generation prompts, say) that only that task's metrics read.
+    ``group`` names edits that belong together (an MQuAKE case whose multi-hop questions need all of
+    its edits): the runner keeps a group's records consecutive, in their file order, in its shuffled
+    stream, and a task puts the questions that need the whole group on the group's last record.
     """
 
     uid: str
@@ -53,15 +63,19 @@ class EditRecord:
     extra: Mapping[str, Any] = field(default_factory=dict)
     locality: Mapping[str, tuple[Neighbour, ...]] = field(default_factory=dict)
     portability: tuple[Portability, ...] = ()
+    group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["extra"] = dict(self.extra)
         # absent when empty, so the dataset hash of a record without them (and the run ids made
         # from it) is what it was before these fields existed
-        for name in ("locality", "portability"):
+        for name in ("locality", "portability", "group"):
             if not data[name]:
                 del data[name]
+        for question in data.get("portability", ()):
+            if not question["aliases"]:
+                del question["aliases"]
         return data
 
 

@@ -117,7 +117,7 @@ def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str]
         if neighbours:
             agree = [exact_match(a, unedited[task.generation_prompt(n.prompt)]) for n, a in neighbours]
             rows.append(ScoreRow(position, record.uid, "specificity_gen_agree", _mean(agree)))
-        ported = [exact_match(next(answers), q.answer) for q in record.portability]
+        ported = [max(exact_match(answer, a) for a in q.answers) for q, answer in zip(record.portability, answers)]
         if ported:
             rows.append(ScoreRow(position, record.uid, "portability_gen_em", _mean(ported)))
     return rows

@@ -285,6 +285,22 @@ def _finite(model: torch.nn.Module, names: list[str]) -> bool:
     return all(bool(torch.isfinite(model.get_parameter(n)).all()) for n in names)
 
 
+def stream_order(records: Sequence[EditRecord], seed: int) -> list[int]:
+    """The seeded order in which records are edited. Records of one ``group`` stay consecutive and
+    in their file order (an MQuAKE case's questions, on its last record, are scored after all of
+    its edits); without groups this is the plain shuffle every earlier run used."""
+    if not any(r.group for r in records):
+        order = list(range(len(records)))
+        random.Random(seed).shuffle(order)
+        return order
+    units: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        units.setdefault(record.group or f"\0{index}", []).append(index)
+    grouped = list(units.values())
+    random.Random(seed).shuffle(grouped)
+    return [index for unit in grouped for index in unit]
+
+
 class Runner:
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
@@ -300,8 +316,7 @@ class Runner:
         if edits > len(records):
             raise ValueError(f"--edits {edits}: the {self.task.name} task's {spec.split} split has only "
                              f"{len(records)} records")
-        order = list(range(len(records)))
-        random.Random(spec.seed).shuffle(order)  # one seeded order, shared by every method
+        order = stream_order(records, spec.seed)  # one seeded order, shared by every method
         self.records: list[EditRecord] = [records[i] for i in order[:edits]]
         self.edits = edits
         self.checkpoints = parse_checkpoints(spec.checkpoints, edits, spec.batch_size)

@@ -6,8 +6,8 @@ Each such task only says how one raw record becomes an :class:`EditRecord`; read
 Splits: ``eval`` is the ``--data`` file. ``train`` (for methods that learn) is
 ``--param TASK.train_data=...`` (the published train file), or, with
 ``--param TASK.train_fraction=F``, a seeded share F of the ``--data`` records chosen by a hash of
-their ids; those records are then left out of ``eval``. The runner also checks that no train record
-shares an id or prompt with the edits it scores.
+their ids (a group's records go together); those records are then left out of ``eval``. The runner
+also checks that no train record shares an id or prompt with the edits it scores.
 """
 
 from __future__ import annotations
@@ -48,13 +48,16 @@ class FileTask(Task):
         self.load_reports: dict[str, LoadReport] = {}
 
     @abstractmethod
-    def parse(self, obj: Any, where: Where) -> EditRecord:
-        """One raw record of the published format -> an EditRecord (raise ``where.error`` if bad)."""
+    def parse(self, obj: Any, where: Where) -> EditRecord | tuple[EditRecord, ...]:
+        """One raw record of the published format -> an EditRecord (raise ``where.error`` if bad);
+        a raw record holding several edits made together (an MQuAKE case) -> a tuple of them, one
+        ``group``."""
 
     def read(self, data: str) -> list[EditRecord]:
         if data not in self._cache:
             raw = read_source(data, self.options.cache_dir)
-            records, report = parse_all(raw, self.parse, self.options.lenient)
+            parsed, report = parse_all(raw, self.parse, self.options.lenient)
+            records = [r for item in parsed for r in (item if isinstance(item, tuple) else (item,))]
             seen: dict[str, int] = {}
             for index, record in enumerate(records):
                 if seen.setdefault(record.uid, index) != index:
@@ -75,13 +78,13 @@ class FileTask(Task):
         records = self.read(self._eval_source())
         if split == "eval":
             if config.train_fraction:
-                return [r for r in records if not _in_train(r.uid, config.train_fraction)]
+                return [r for r in records if not _in_train(r.group or r.uid, config.train_fraction)]
             return records
         if split == "train":
             if config.train_data:
                 return self.read(config.train_data)
             if config.train_fraction:
-                return [r for r in records if _in_train(r.uid, config.train_fraction)]
+                return [r for r in records if _in_train(r.group or r.uid, config.train_fraction)]
             raise ValueError(f"the {self.name} task has no train split: pass --param {self.name}.train_data=FILE "
                              f"(the published train file) or --param {self.name}.train_fraction=0.5 to hold out "
                              "part of --data")

@@ -32,9 +32,8 @@ def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):
 
 
 def test_edit_throughput_gives_each_method_only_its_own_settings(tmp_path, micro_llama):
-    from editbench.harness.bench import edit_throughput
-
     from editbench.core.store import load_results
+    from editbench.harness.bench import edit_throughput
 
     rows = edit_throughput(micro_llama, tmp_path, ("ft-m", "ft-l"), (10,), batch_size=10, eval_sample=5,
                            device="cpu", params={"ft-m": {"lr": "7e-4"}})

@@ -8,7 +8,7 @@ import torch
 from editbench.core.generate import StopRule, answer_budget, greedy_decode
 from editbench.core.models import load_model
 from editbench.core.probe import HFProbe
-from editbench.core.records import EditRecord, Neighbour, ScoringPair
+from editbench.core.records import EditRecord, Neighbour, Portability, ScoringPair
 from editbench.harness.generated import exact_match, normalise_answer, prefix_match, score_generated
 
 
@@ -62,6 +62,15 @@ def test_each_generated_metric_from_scripted_answers():
     rows = {r.metric: r.value for r in score_generated(probe, PlainTask(), unedited, [record], [0], 20)}
     assert rows == {"efficacy_gen_em": 1.0, "efficacy_gen_prefix": 1.0, "generalization_gen_em": 0.0,
                     "generalization_gen_prefix": 0.5, "specificity_gen_agree": 0.5}
+
+
+def test_a_portability_answer_counts_when_it_matches_any_alias():
+    questions = (Portability("Q: capital? A:", "Rome", "London", "multi_hop", ("Roma", "the Eternal City")),
+                 Portability("Q: head? A:", "Zoran", None, "multi_hop"))
+    record = EditRecord("u1", "Kalo lives in", "Kalo", "Ostwen Ford", portability=questions)
+    probe = ScriptedProbe({"Kalo lives in": "Ostwen Ford", "Q: capital? A:": "Eternal City.", "Q: head? A:": "Roma"})
+    rows = {r.metric: r.value for r in score_generated(probe, PlainTask(), {}, [record], [0], 20)}
+    assert rows["portability_gen_em"] == 0.5  # "the Eternal City" normalises as "eternal city"; "Roma" is not Zoran's
 
 
 def test_the_hf_backend_decodes_answers_within_their_budget(micro_llama):
