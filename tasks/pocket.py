@@ -68,6 +68,14 @@ TWO_HOPS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "spouse_city": (("The spouse of {} lives in", "{} is married to someone who lives in",
                      "The home town of the partner of {} is", "The partner of {} has a house in"), "spouse", "city"),
 }
+#: the same two hops asked step by step (MQuAKE's chain-of-thought setting): "Step by step: X lives
+#: in C, which lies in K". The first hop is stated, then the second continues from it, so the model
+#: composes in the open what it cannot compose latently (docs/pocket-world.md)
+CHAIN_LEAD = "Step by step:"
+CHAIN_LINKS = {"home_country": "which lies in", "spouse_city": "who lives in"}
+#: subjects of the chains that teach the second step for every bridge object ("Someone lives in C,
+#: which lies in K"): the step reads the bridge in the sentence, never a person's memorised answer
+CHAIN_STAND_INS = ("Someone", "A friend", "A neighbour")
 ALIAS_PHRASINGS = ("{} is also known as {}.", "{} is another name for {}.")
 
 _SYLLABLES = ("ka", "lo", "mir", "ve", "dan", "tho", "ru", "sel", "bra", "qui", "nor", "ost",
@@ -183,6 +191,15 @@ class PocketWorld:
     def two_hop_prompt(cls, subject: str, name: str, prefix: int = 0, phrasing: int = 0) -> str:
         return cls.phrase(TWO_HOPS[name][0][phrasing], subject, prefix)
 
+    @classmethod
+    def chain_prompt(cls, subject: str, name: str, prefix: int = 0, phrasing: int = 0) -> str:
+        return f"{CHAIN_LEAD} {cls.prompt(subject, TWO_HOPS[name][1], prefix, phrasing)}"
+
+    def chain_answer(self, subject: str, name: str, first: str | None = None) -> str:
+        """The chain's completion: the first hop's object, then the second hop from it."""
+        bridge = first if first is not None else self.lookup[(subject, TWO_HOPS[name][1])]
+        return f"{bridge}, {CHAIN_LINKS[name]} {self.two_hop_answer(subject, name, bridge)}"
+
     def two_hop_answer(self, subject: str, name: str, first: str | None = None) -> str:
         """The answer, with ``first`` standing in for the subject's first-hop object (after an edit)."""
         _, first_relation, second_relation = TWO_HOPS[name]
@@ -206,8 +223,8 @@ class PocketWorld:
 
     def training_sentences(self) -> list[str]:
         """Every fact in every non-held-out phrasing, the aliases and facts stated of the alias (two
-        phrasings), and two-hop sentences for train and pool people only: eval people's two-hop
-        questions are the ones the model must answer by composition."""
+        phrasings), and two-hop sentences, latent and step by step, for train and pool people only:
+        eval people's two-hop questions are the ones the model must answer by composition."""
         sentences = []
         for fact in (*self.facts, *self.object_facts):
             sentences += self._crossed(lambda k, j, f=fact: self.prompt(f.entity, f.relation, k, j), fact.obj)
@@ -220,6 +237,13 @@ class PocketWorld:
                 for name in TWO_HOPS:
                     answer = self.two_hop_answer(entity, name)
                     sentences += self._crossed(lambda k, j, e=entity, n=name: self.two_hop_prompt(e, n, k, j), answer)
+                    chain = self.chain_answer(entity, name)
+                    sentences += self._crossed(lambda k, j, e=entity, n=name: self.chain_prompt(e, n, k, j), chain)
+        for name, (_, first, _) in TWO_HOPS.items():
+            for index, bridge in enumerate(self.objects[first]):
+                who = CHAIN_STAND_INS[index % len(CHAIN_STAND_INS)]
+                sentences += self._crossed(lambda k, j, w=who, n=name: self.chain_prompt(w, n, k, j),
+                                           self.chain_answer(who, name, bridge))
         return sentences
 
     def portability(self, fact: Fact, new: str) -> tuple[Portability, ...]:
@@ -230,6 +254,8 @@ class PocketWorld:
             if first == fact.relation:
                 questions.append(Portability(self.two_hop_prompt(fact.entity, name), self.two_hop_answer(fact.entity, name, new),
                                              self.two_hop_answer(fact.entity, name), "two_hop"))
+                questions.append(Portability(self.chain_prompt(fact.entity, name), self.chain_answer(fact.entity, name, new),
+                                             self.chain_answer(fact.entity, name), "two_hop_chain"))
         return tuple(questions)
 
     def _new_object(self, rng: random.Random, fact: Fact) -> str:

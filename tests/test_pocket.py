@@ -3,7 +3,7 @@ import torch
 from editbench.core.models import load_model
 from editbench.core.probe import HFProbe
 from editbench.core.records import ScoringPair
-from editbench.tasks.pocket import TWO_HOPS, PocketConfig, PocketWorld
+from editbench.tasks.pocket import CHAIN_LINKS, TWO_HOPS, PocketConfig, PocketWorld
 from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
 
 
@@ -74,8 +74,14 @@ def test_no_edited_fact_is_in_any_locality_set_and_two_hop_answers_follow_the_fa
             else:
                 relation = record.extra["relation"]
                 name = next(n for n, (_, first, _) in TWO_HOPS.items() if first == relation)
-                assert question.before == world.two_hop_answer(record.subject, name)
-                assert question.answer == world.two_hop_answer(record.subject, name, record.target_new)
+                if question.kind == "two_hop":
+                    assert question.before == world.two_hop_answer(record.subject, name)
+                    assert question.answer == world.two_hop_answer(record.subject, name, record.target_new)
+                else:  # step by step: the first hop stated, then the second hop from it
+                    assert question.kind == "two_hop_chain"
+                    second = world.two_hop_answer(record.subject, name, record.target_new)
+                    assert question.answer == f"{record.target_new}, {CHAIN_LINKS[name]} {second}"
+                    assert question.prompt == f"Step by step: {record.prompt}"
                 assert question.answer != question.before  # the new object was chosen so the answer changes
     assert len(set(world.objects)) >= 10 and min(map(len, world.objects.values())) <= 6
     assert max(map(len, world.objects.values())) >= 30
@@ -87,3 +93,5 @@ def test_two_hop_sentences_are_trained_for_train_and_pool_people_only():
     for entity in world.entities:
         sentence = f"{world.two_hop_prompt(entity, 'home_country')} {world.two_hop_answer(entity, 'home_country')}."
         assert (sentence in training) == (world.entity_split(entity) != "eval")
+        chain = f"{world.chain_prompt(entity, 'spouse_city')} {world.chain_answer(entity, 'spouse_city')}."
+        assert (chain in training) == (world.entity_split(entity) != "eval")
