@@ -50,8 +50,10 @@ from .objectives import target_token_nll
 class WiseConfig(MethodConfig):
     layer: int | None = None  # None: 27/32 of the depth (EasyEdit's Llama-2-7B and Mistral layer 27)
     lr: float = 1.0
-    #: the pocket default; a published model takes its release's count (PRESETS: 70, 30 on Llama-3-8B)
-    n_iter: int = 25
+    #: the pocket default, WikiBigEdit's count (its preset below); a published model takes its release's
+    #: count (PRESETS: 70, 30 on Llama-3-8B). On the pocket model (200 edits) 10 steps against 25: efficacy
+    #: 0.411 / 0.394, generalization 0.370 / 0.384, specificity 0.907 / 0.923, in 22.6 s against 52.8 s
+    n_iter: int = 10
     act_margin: tuple[float, float, float] = (5.0, 20.0, 10.0)  # alpha (out below), beta (in above), gamma (gap)
     act_ratio: float = 0.88
     mask_ratio: float = 0.2
