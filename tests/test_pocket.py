@@ -95,3 +95,21 @@ def test_two_hop_sentences_are_trained_for_train_and_pool_people_only():
         assert (sentence in training) == (world.entity_split(entity) != "eval")
         chain = f"{world.chain_prompt(entity, 'spouse_city')} {world.chain_answer(entity, 'spouse_city')}."
         assert (chain in training) == (world.entity_split(entity) != "eval")
+
+
+
+def test_length_grouped_batches_cover_each_sentence_once_per_epoch_with_less_padding():
+    import random
+
+    from editbench.tasks.pocket_model import length_grouped_batches
+
+    rng = random.Random(0)
+    lengths = [rng.choice((6, 8, 10, 28)) for _ in range(640)]  # short facts and a few long chains
+    grouped = length_grouped_batches(lengths, 16, 8, random.Random(1))
+    epoch = [next(grouped) for _ in range(640 // 16)]
+    flat = [i for batch in epoch for i in batch]
+    assert all(len(b) == 16 for b in epoch) and len(set(flat)) == len(flat) == 640
+    plain = length_grouped_batches(lengths, 16, 1, random.Random(1))
+    padded = {name: sum(16 * max(lengths[i] for i in b) for b in batches)
+              for name, batches in (("grouped", epoch), ("plain", [next(plain) for _ in range(40)]))}
+    assert padded["grouped"] < 0.75 * padded["plain"]
