@@ -64,7 +64,7 @@ from .generated import (
 )
 from .preflight import check_before_loading
 from .saved import check_save_model, save_edited_model, saved_model_folder, warn_if_passed
-from .threads import batched_scoring, fit_threads_to_model
+from .threads import fit_threads_to_model
 
 log = logging.getLogger(__name__)
 
@@ -470,13 +470,12 @@ class Runner:
             model, tokenizer = self._load()
             probe = self._probe(model, tokenizer, [])
             forward_before = probe.forward_seconds
-            with batched_scoring():
-                baseline = Baseline.compute(probe, records)
-                summary = pre_edit_summary(probe, records)  # over the edits that are scored, as the metrics are
-                if self.spec.gen_eval:
-                    baseline.generations = unedited_generations(probe, self.task, records, self.spec.gen_max_tokens)
-                    summary.update(pre_edit_generated(probe, self.task, records, self.spec.gen_max_tokens))
-                unedited = capability_accuracy(probe, self.capability_sets) if self.capability_sets else None
+            baseline = Baseline.compute(probe, records)
+            summary = pre_edit_summary(probe, records)  # over the edits that are scored, as the metrics are
+            if self.spec.gen_eval:
+                baseline.generations = unedited_generations(probe, self.task, records, self.spec.gen_max_tokens)
+                summary.update(pre_edit_generated(probe, self.task, records, self.spec.gen_max_tokens))
+            unedited = capability_accuracy(probe, self.capability_sets) if self.capability_sets else None
         timer.record("baseline_forward", 0, probe.forward_seconds - forward_before)
         del model
         if unedited is not None:
@@ -574,7 +573,7 @@ class Runner:
     def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer, memory) -> None:
         capability = None
         forward_before = probe.forward_seconds
-        with timer.phase("eval", n_edits), batched_scoring():
+        with timer.phase("eval", n_edits):
             probe.sync(method.ctx.model, method.edited_parameters())  # a vLLM engine receives the edited tensors
             rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
             if self.spec.gen_eval:

@@ -1,4 +1,4 @@
-"""One CPU thread for editing a model too small to gain from more; all of them for batched scoring.
+"""One CPU thread for a model too small to gain from more.
 
 torch runs every operation on one thread per core by default. A small model's matrices are too
 small to split well: the threads wait on each other more than they compute, and beside other
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +22,6 @@ log = logging.getLogger(__name__)
 SMALL_MODEL_PARAMETERS = 20_000_000
 
 _explicit: bool | None = None
-#: the thread count before :func:`fit_threads_to_model` lowered it (batched scoring gets it back)
-_scoring_threads: int | None = None
 
 
 def mark_explicit(chosen: bool) -> None:
@@ -48,31 +44,7 @@ def fit_threads_to_model(model, device) -> int | None:
     parameters = sum(p.numel() for p in model.parameters())
     if parameters >= SMALL_MODEL_PARAMETERS:
         return None
-    global _scoring_threads
-    _scoring_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    log.info("torch threads: 1 while editing, %d while scoring, since the model has %.1fM parameters, too few "
-             "to gain from more but in batches of thousands of tokens (--threads N overrides)",
-             _scoring_threads, parameters / 1e6)
+    log.info("torch threads: 1, since the model has %.1fM parameters, too few to gain from more "
+             "(--threads N overrides)", parameters / 1e6)
     return 1
-
-
-@contextmanager
-def batched_scoring() -> Iterator[None]:
-    """The threads a small model was given back for batched scoring, while it lasts.
-
-    Editing a small model runs many small operations, where threads wait on each other; the probe's
-    batches hold thousands of tokens, where they do not. Measured on 2 cores (the default run, warm,
-    2026-11-26): with 2 threads throughout, scoring took 61.5 s instead of 80.1 s and editing 99.1 s
-    instead of 90.7 s. Does nothing unless :func:`fit_threads_to_model` took threads away."""
-    if _scoring_threads is None:
-        yield
-        return
-    import torch
-
-    editing = torch.get_num_threads()
-    torch.set_num_threads(_scoring_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(editing)

@@ -14,7 +14,6 @@ def calls(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     monkeypatch.setattr(torch, "set_num_threads", made.append)
     monkeypatch.setattr(threads, "_explicit", False)
-    monkeypatch.setattr(threads, "_scoring_threads", None)  # restored after the test: no leak into later runs
     return made
 
 
@@ -52,17 +51,3 @@ def test_the_cli_marks_threads_given_after_the_command_as_chosen(monkeypatch):
     assert threads.chosen_by_user()
     assert CliRunner().invoke(main, ["list"]).exit_code == 0
     assert not threads.chosen_by_user()
-
-
-def test_batched_scoring_gets_back_the_threads_editing_gave_up(monkeypatch):
-    current = [4]
-    monkeypatch.setattr(torch, "get_num_threads", lambda: current[0])
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: current.__setitem__(0, n))
-    monkeypatch.setattr(threads, "_explicit", False)
-    monkeypatch.setattr(threads, "_scoring_threads", None)
-    with threads.batched_scoring():
-        assert current == [4]  # nothing was taken away: nothing to give back
-    assert threads.fit_threads_to_model(torch.nn.Linear(4, 4), torch.device("cpu")) == 1 and current == [1]
-    with threads.batched_scoring():
-        assert current == [4]
-    assert current == [1]
