@@ -135,7 +135,7 @@ class EditbenchGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.option("--debug", is_flag=True, help="Log debug messages and show the full traceback of any error.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: one for a model under 20M parameters on the CPU, else a "
+              help="CPU threads for torch (default: one for a model under 0.5M parameters on the CPU, else a "
                    "share of the cores when other editbench processes run, else torch's own choice).")
 @click.version_option(package_name="editbench")
 def main(verbose: bool, debug: bool, threads: int | None) -> None:

@@ -16,10 +16,13 @@ import os
 
 log = logging.getLogger(__name__)
 
-#: below this many parameters a model runs on one CPU thread. A judgment, not a measurement on
-#: this project's hardware: a 20M-parameter model's largest matrix is about 512 x 2048, a few
-#: milliseconds of work that more threads barely shorten; the pocket world's models have ~1M.
-SMALL_MODEL_PARAMETERS = 20_000_000
+#: below this many parameters a model runs on one CPU thread. Measured on the 2-core machines
+#: (2026-11-26, the warm default run, alone on the machine): the 1.0M-parameter pocket model took
+#: 129 and 140 s with 2 threads against 184, 226, 181 and 196 s with one (scoring in batches of
+#: thousands of tokens gains most), so the threshold (20M before, a judgment) now lies below it; the
+#: micro models of the tests and benches are smaller still. Processes sharing the cores get a share
+#: each from the CLI, which is what keeps them from oversubscribing.
+SMALL_MODEL_PARAMETERS = 500_000
 
 _explicit: bool | None = None
 
