@@ -288,11 +288,8 @@ def _finite(model: torch.nn.Module, names: list[str]) -> bool:
 def stream_order(records: Sequence[EditRecord], seed: int) -> list[int]:
     """The seeded order in which records are edited. Records of one ``group`` stay consecutive and
     in their file order (an MQuAKE case's questions, on its last record, are scored after all of
-    its edits); without groups this is the plain shuffle every earlier run used."""
-    if not any(r.group for r in records):
-        order = list(range(len(records)))
-        random.Random(seed).shuffle(order)
-        return order
+    its edits); without groups every record is its own unit, and the shuffle of the units is the
+    plain shuffle every earlier run used (a shuffle's permutation depends only on the length)."""
     units: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         units.setdefault(record.group or f"\0{index}", []).append(index)
