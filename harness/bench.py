@@ -239,6 +239,11 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return format_table(pd.DataFrame(rows)[columns])
 
 
+def print_throughput(rows: list[dict]) -> None:
+    click.echo("\nedit throughput and peak memory:")
+    click.echo(_table(rows, ["method", "edits", "status", "edits_per_second", "ms_per_edit", "peak_memory_mib"]))
+
+
 @click.command()
 @click.option("--methods", default=None, metavar="A,B", help="Methods to measure; default: every method that needs no download.")
 @click.option("--sizes", default="100,1000,5000,20000", show_default=True, help="Edit counts to report.")
@@ -292,8 +297,7 @@ def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pa
                f"prompts: batched {generation['batched_decoder_s']:.2f} s, one at a time with generate() "
                f"{generation['one_at_a_time_s']:.2f} s ({generation['decoder_speedup']:.1f}x), "
                f"{generation['decoder_mismatches']} different outputs")
-    click.echo("\nedit throughput and peak memory:")
-    click.echo(_table(throughput, ["method", "edits", "status", "edits_per_second", "ms_per_edit", "peak_memory_mib"]))
+    print_throughput(throughput)
     per_method = {r["method"]: r for r in throughput}
     click.echo("\nharness overhead (whole run, share of wall time outside apply, prepare and forward passes):")
     click.echo(_table(list(per_method.values()),

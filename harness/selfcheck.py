@@ -3,7 +3,8 @@
 On a machine with a CUDA GPU it runs the float32 master-copy check on the GPU
 (``harness/precision_check.py``), the plan-against-measurement check on micro models of every
 architecture with the CUDA allocator's exact peak (``harness/cost_check.py``), and the vLLM parity
-check when vLLM is installed. On a CPU it says what it skipped and runs what a CPU can. Its output
+check when vLLM is installed, then a small ``editbench bench`` (scoring speed and a short lifelong
+run per method that needs no training). On a CPU it says what it skipped and runs what a CPU can. Its output
 (with the GPU's name) goes into docs/benchmarks.md.
 """
 
@@ -17,6 +18,10 @@ from pathlib import Path
 
 import click
 
+from ..core.cache import atomic_write_bytes
+
+#: the small bench's methods: every method that edits without training or a download
+BENCH_METHODS = ("ft-m", "memit", "alphaedit", "ultraedit", "locft-bf", "grace", "wise", "retrieval")
 
 @click.command()
 @click.option("--device", default="auto", show_default=True, help="auto (a CUDA GPU when there is one), cpu or cuda:N.")
@@ -27,9 +32,13 @@ import click
                    "(e.g. tests/configs/llama-3-8b.json; needs the memory of the real model).")
 @click.option("--families", default=None, metavar="A,B",
               help="Architectures for the plan check (default: llama, gpt2, gptj, mistral, qwen2, gemma2).")
+@click.option("--bench-sizes", default="100,500", show_default=True,
+              help="Edit counts of the small bench (as `editbench bench --sizes`); empty to skip it.")
+@click.option("--bench-methods", default=",".join(BENCH_METHODS), show_default=True, metavar="A,B",
+              help="Methods of the small bench (the ones that train are left to `editbench bench`).")
 def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None,
-              families: str | None) -> None:
-    """Run the GPU checks (precision, plan against measured memory, vLLM parity) and print their figures."""
+              families: str | None, bench_sizes: str, bench_methods: str) -> None:
+    """Run the GPU checks (precision, plan against measured memory, vLLM parity, a small bench) and print their figures."""
     import torch
 
     from ..core.models import resolve_device
@@ -54,32 +63,29 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
 
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
+    _write(out, figures)
     if scale_config:
         scale = []
         for check in check_at_scale(scale_config, where):
             if isinstance(check, str):
                 click.echo(f"  at scale, FAILED: {check}")
                 scale.append({"error": check})
-                continue
-            scale.append({"model": check.family, "what": check.what, "measured_gib": check.measured / 2**30,
-                          "planned_gib": check.planned / 2**30, "ratio": check.ratio})
-            click.echo(f"  {check.family} bf16 {check.what:<11} measured {check.measured / 2**30:7.2f} GiB  plan "
-                       f"{check.planned / 2**30:7.2f} GiB  ratio {check.ratio:.2f}")
-        figures["plan_vs_measured_at_scale"] = scale
-        if out is not None:  # written as it goes: a later check may run out of time
-            out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+            else:
+                scale.append({"model": check.family, "what": check.what, "measured_gib": check.measured / 2**30,
+                              "planned_gib": check.planned / 2**30, "ratio": check.ratio})
+                click.echo(f"  {check.family} bf16 {check.what:<11} measured {check.measured / 2**30:7.2f} GiB  plan "
+                           f"{check.planned / 2**30:7.2f} GiB  ratio {check.ratio:.2f}")
+            figures["plan_vs_measured_at_scale"] = scale
+            _write(out, figures)  # as it goes: a later check may run out of time
 
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    _write(out, figures)
     rows = []
     for family in (families.split(",") if families else FAMILIES):
         for check in check_family(family.strip(), where):
             rows.append({"family": family, "what": check.what, "measured_mb": check.measured / 1e6,
                          "planned_mb": check.planned / 1e6, "ratio": check.ratio})
     figures["plan_vs_measured"] = rows
-    if out is not None:
-        out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    _write(out, figures)
     worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
     click.echo("plan against measured peak (MB), micro models:")
     for row in rows:
@@ -100,6 +106,34 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
                 click.echo(f"vLLM parity: {line}")
     else:
         click.echo("vLLM parity: skipped (" + ("vLLM is not installed" if where.type == "cuda" else "needs a CUDA GPU") + ")")
+    _write(out, figures)
+
+    if bench_sizes:
+        figures["bench"] = _small_bench(where, bench_sizes, bench_methods, out)
+        _write(out, figures)
+
+
+def _write(out: Path | None, figures: dict) -> None:
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+        atomic_write_bytes(out, (json.dumps(figures, indent=2) + "\n").encode())
+
+
+def _small_bench(where, sizes: str, methods: str, out: Path | None) -> dict:
+    """``editbench bench``'s scoring and edit-throughput measurements, small: the batched probe against
+    one pair per forward pass, and a short lifelong run per method on the same micro model."""
+    import tempfile
+
+    from .bench import default_task, edit_throughput, print_throughput, scoring_throughput
+    from ..core.micro import MicroModel, build_micro_model
+
+    size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
+    folder = Path(tempfile.mkdtemp(prefix="editbench-selfcheck-")) if out is None else out.parent / "selfcheck-bench"
+    model_path = build_micro_model(folder / "micro-model", default_task(0).corpus() or [], MicroModel())
+    scoring = scoring_throughput(model_path, where, 2000, repeats=3)
+    click.echo(f"bench, scoring {scoring['pairs']} pairs: one at a time {scoring['one_at_a_time_s']:.2f} s, batched "
+               f"{scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x; {scoring['speedup_repeat']:.1f}x with the "
+               f"pairs encoded), {scoring['prediction_mismatches']} prediction mismatches")
+    rows = edit_throughput(model_path, folder, tuple(methods.split(",")), size_list, batch_size=100, eval_sample=50,
+                           device=str(where), params={})
+    print_throughput(rows)
+    return {"scoring": scoring, "edit_throughput": rows}

@@ -83,11 +83,16 @@ def test_selfcheck_on_a_cpu_says_what_it_skipped_and_runs_the_rest(tmp_path):
 
     from editbench.harness.cli import main
 
-    result = CliRunner().invoke(main, ["selfcheck", "--device", "cpu", "--families", "gpt2",
-                                       "--out", str(tmp_path / "selfcheck.json")])
+    result = CliRunner().invoke(main, ["selfcheck", "--device", "cpu", "--families", "gpt2", "--bench-sizes", "20",
+                                       "--bench-methods", "ultraedit,retrieval", "--out", str(tmp_path / "selfcheck.json")])
     assert result.exit_code == 0, result.output
     assert "skipped on CPU" in result.output
     assert "vLLM parity: skipped (needs a CUDA GPU)" in result.output
     figures = json.loads((tmp_path / "selfcheck.json").read_text())
     assert figures["precision"]["weight_error_rounded"] > 0.5
     assert {row["what"] for row in figures["plan_vs_measured"]} >= {"evaluation", "memit", "mend"}
+    bench = figures["bench"]
+    assert bench["scoring"]["prediction_mismatches"] == 0
+    assert {(row["method"], row["edits"], row["status"]) for row in bench["edit_throughput"]} == \
+        {("ultraedit", 20, "done"), ("retrieval", 20, "done")}
+    assert "edit throughput and peak memory" in result.output
