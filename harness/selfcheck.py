@@ -123,8 +123,8 @@ def _small_bench(where, sizes: str, methods: str, out: Path | None) -> dict:
     one pair per forward pass, and a short lifelong run per method on the same micro model."""
     import tempfile
 
-    from .bench import default_task, edit_throughput, print_throughput, scoring_throughput
     from ..core.micro import MicroModel, build_micro_model
+    from .bench import default_task, edit_throughput, print_throughput, scoring_throughput
 
     size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
     folder = Path(tempfile.mkdtemp(prefix="editbench-selfcheck-")) if out is None else out.parent / "selfcheck-bench"

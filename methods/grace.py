@@ -75,6 +75,18 @@ PRESETS = {
 #: rows of the flattened batch tested against the codebook at once (bounds the distance matrix)
 QUERY_CHUNK = 4096
 
+#: relative slack of the radius test: a float32 norm over thousands of terms rounds differently on
+#: another device or in another batch shape (CPU, where the radius was set, against the GPU, where the
+#: layer tests it: a key's own query fell outside by a few ulps on an H200 and its value got no
+#: gradient). 1e-5 is some 80 ulps, a millionth of a radius in any use; the release compares exactly,
+#: on one device and one batch shape.
+RADIUS_SLACK = 1e-5
+
+
+def within(distance: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Whether each distance lies inside its radius, up to ``RADIUS_SLACK``."""
+    return distance <= radius * (1 + RADIUS_SLACK)
+
 
 def exact_distance(rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Euclidean distance of each row to its key, computed the same way wherever a radius is set or tested.
@@ -124,7 +136,7 @@ class Grace(LayerMemoryMethod):
             index = torch.cdist(chunk, keys).argmin(1)
             distance = exact_distance(chunk, keys[index])
             nearest.append(index)
-            inside.append(distance <= radii[index])
+            inside.append(within(distance, radii[index]))
         return torch.cat(nearest), torch.cat(inside)
 
     def _hook(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -188,7 +200,7 @@ class Grace(LayerMemoryMethod):
         if self.labels[nearest] != label:  # a conflicting edit: both radii shrink to half the distance
             self.radii[nearest] = distance / 2 - 1e-5
             return self._add(query, self._initial_value(query), distance / 2, label)
-        if distance > float(self.radii[nearest]):
+        if not bool(within(torch.tensor(distance), self.radii[nearest])):
             if config.expand == "moving_average":
                 self.keys[nearest] = (self.keys[nearest] + query) / 2
             self.radii[nearest] = distance

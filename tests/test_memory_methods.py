@@ -150,6 +150,23 @@ def test_grace_keeps_an_expanded_keys_query_inside_its_radius_in_a_batch_of_any_
     assert misses == 0
 
 
+def test_grace_holds_a_keys_query_whose_distance_another_device_rounds_a_few_ulps_larger(micro_llama):
+    """The radius is set on the CPU and tested where the layer runs: on an H200 a key's own query came
+    out a few ulps outside and its value got no gradient. A few ulps stay inside; a thousandth does not."""
+    method = Grace(GraceConfig(eps=1.0), _context(micro_llama))
+    key = torch.randn(256, generator=torch.Generator().manual_seed(0))
+    method.place(key, "a")
+    query = key.clone()
+    query[0] += 1.5  # beyond eps from nothing else: the same target expands the radius to this distance
+    method.place(query, "a")
+    radius = method.radii[0].clone()
+    for _ in range(8):  # as if the other device's norm came out 8 ulps larger
+        method.radii[0] = torch.nextafter(method.radii[0], torch.tensor(0.0))
+    assert bool(method.lookup(query[None])[1][0])
+    method.radii[0] = radius / 1.001
+    assert not bool(method.lookup(query[None])[1][0])
+
+
 def test_grace_state_roundtrip_restores_the_codebook_behind_the_hook(micro_llama):
     ctx = _context(micro_llama)
     method = Grace(GraceConfig(layer=1, n_iter=5), ctx)
