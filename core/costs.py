@@ -157,6 +157,10 @@ class MethodCost:
     note: str = ""
     #: the scored prompts' length against the run's (a method that adds text to them, e.g. retrieval)
     evaluation_tokens: float = 1.0
+    #: lifelong state kept in host memory, not on the device (MEMIT's and AlphaEdit's key statistics,
+    #: moved to the device one layer at a time for a solve): no part of the device's peak; on a CPU
+    #: run it shares the one memory, and the run's check adds it
+    host_bytes: int = 0
 
     def peak(self, phase: PhaseCost) -> int:
         return self.resident_bytes + phase.transient_bytes

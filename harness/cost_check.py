@@ -119,13 +119,15 @@ def _edit(model, work: _Workload, device: torch.device, label: str, params, arch
     method.apply(work.records[:10])
 
 
-def _planned_peak(shape: ModelShape, run: RunShape, label: str, params) -> int:
-    """The plan's peak over the method's own phases (evaluation is checked apart)."""
+def _planned_peak(shape: ModelShape, run: RunShape, label: str, params, device: torch.device) -> int:
+    """The plan's peak over the method's own phases (evaluation is checked apart); on a CPU the
+    measurement counts host memory too."""
     from .planner import plan_methods
 
     cost = plan_methods(shape, run, [label], params)[0].cost
     assert cost is not None
-    return max(cost.peak(p) for p in cost.phases if p.phase != "evaluation")
+    host = cost.host_bytes if device.type == "cpu" else 0
+    return host + max(cost.peak(p) for p in cost.phases if p.phase != "evaluation")
 
 
 def check_family(family: str, device: torch.device | str = "cpu", methods=METHODS_CHECKED) -> list[CostCheck]:
@@ -147,7 +149,7 @@ def check_family(family: str, device: torch.device | str = "cpu", methods=METHOD
             _edit(model, work, device, label, PARAMS, None, Path(scratch) / f"{label}-warm-up")  # first calls build caches
             with PeakMemory(device) as meter:  # everything the method holds and does, above the weights
                 _edit(model, work, device, label, PARAMS, None, Path(scratch) / label)
-            checks.append(CostCheck(family, label, weights + meter.peak, _planned_peak(shape, work.run, label, PARAMS)))
+            checks.append(CostCheck(family, label, weights + meter.peak, _planned_peak(shape, work.run, label, PARAMS, device)))
     return checks
 
 
@@ -190,4 +192,4 @@ def check_at_scale(config_path: str, device: torch.device | str, methods=METHODS
             finally:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()  # the next method's peak starts from the weights alone
-            yield CostCheck(shape.label, label, weights + meter.peak, _planned_peak(shape, work.run, label, params))
+            yield CostCheck(shape.label, label, weights + meter.peak, _planned_peak(shape, work.run, label, params, device))

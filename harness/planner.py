@@ -139,6 +139,9 @@ def plan_table(shape: ModelShape, run: RunShape, planned: Sequence[PlannedMethod
             peak = item.cost.peak(phase)
             lines.append(f"| {item.label} | {phase.phase} | {_gib(peak)} | {_duration(item.cost.seconds(phase, run))} "
                          f"| {'yes' if peak <= run.device_bytes else '**no**'} | {phase.note} |")
+    hosted = [f"{item.label} {_gib(item.cost.host_bytes)} GiB" for item in planned if item.cost and item.cost.host_bytes]
+    if hosted:
+        lines += ["", "Host memory besides (key statistics, not on the device): " + ", ".join(hosted)]
     return "\n".join(lines)
 
 

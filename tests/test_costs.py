@@ -28,9 +28,10 @@ def test_the_plan_for_llama_3_8b_counts_what_the_model_holds():
     run = RunShape(edits=20000, batch_size=100, scored_records=20000, device_bytes=80 * GiB)
     (memit,) = plan_methods(shape, run, ["memit"])
     assert memit.cost is not None
-    # resident: bf16 weights, float32 master copies of five 14336 x 4096 down_proj, five 14336^2 float32 second moments
-    expected = shape.n_params * 2 + 5 * 14336 * 4096 * 4 + 5 * 14336 * 14336 * 4
-    assert memit.cost.resident_bytes == expected
+    # on the device: bf16 weights, float32 master copies of five 14336 x 4096 down_proj; in host memory
+    # five 14336^2 float32 second moments (an H200 measured 19.76 GiB when the plan counted them on the device)
+    assert memit.cost.resident_bytes == shape.n_params * 2 + 5 * 14336 * 4096 * 4
+    assert memit.cost.host_bytes == 5 * 14336 * 14336 * 4
     assert [p.phase for p in memit.cost.phases] == ["statistics", "editing", "evaluation"]
 
 
@@ -43,3 +44,32 @@ def test_every_method_plans_to_fit_a_published_model_in_bf16_on_80_gb(config):
     planned = plan_methods(shape, run, list(METHODS.names()) if hasattr(METHODS, "names") else [n for n, _ in METHODS.items()])
     assert all(p.cost is not None for p in planned), [p.label for p in planned if p.cost is None]
     assert all(p.fits(run) for p in planned), [(p.label, p.cost.peak_bytes / GiB) for p in planned if not p.fits(run)]
+
+
+def test_key_statistics_are_planned_in_host_memory_and_counted_where_host_memory_is_the_devices(
+        tmp_path, micro_llama, monkeypatch):
+    """An H200 measured MEMIT at 8B below the plan's resident memory: the statistics live on the host.
+    The plan prints them apart; a CPU run, whose one memory holds both, counts them in its peak."""
+    from conftest import write_edits
+
+    from editbench.harness import preflight
+    from editbench.harness.planner import plan_table
+    from editbench.harness.runner import Runner, RunSpec
+
+    shape = model_shape("tests/configs/llama-3-8b.json", "bfloat16")
+    run = RunShape(edits=20000, batch_size=100, scored_records=20000, device_bytes=80 * GiB)
+    planned = plan_methods(shape, run, ["memit", "ft-m"])
+    assert planned[1].cost.host_bytes == 0
+    assert "Host memory besides (key statistics, not on the device): memit 3.8 GiB" in plan_table(shape, run, planned)
+
+    seen = []
+    monkeypatch.setattr(preflight, "plan_methods", lambda *a, **kw: seen.extend(plan_methods(*a, **kw)) or seen)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Kalo Mirve lives in Fengal Vale.\n" * 20)
+    spec = RunSpec(task="jsonl", data=str(write_edits(tmp_path / "edits.jsonl", 8)), model=str(micro_llama), edits=8,
+                   batch_size=4, out=tmp_path / "out", device="cpu", cache_dir=tmp_path / "cache", gen_eval=False,
+                   methods=("memit",), params={"memit": {"stats_corpus": str(corpus)}})
+    runner = Runner(spec)
+    (memit,) = seen
+    assert memit.cost.host_bytes > 0
+    assert runner.planned_peaks["memit"] == memit.cost.peak_bytes + memit.cost.host_bytes

@@ -154,7 +154,7 @@ class LocateThenEdit(EditMethod):
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
         """Statistics: a forward pass up to the last edited layer over the corpus, one float32
-        ``d x d`` second moment per edited layer kept. Editing: the value optimisation's forward and
+        ``d x d`` second moment per edited layer kept (in host memory once computed). Editing: the value optimisation's forward and
         backward passes from the top down to the last edited layer (``v_steps`` per chunk of
         ``v_chunk`` records, each prompt once per prefix plus its KL prompt), then a float32 solve per
         layer."""
@@ -168,7 +168,8 @@ class LocateThenEdit(EditMethod):
         # the activation's intermediate-sized ones, beside the keys' float32 copies (and eager scores)
         held = (config.stats_batch_tokens * (2 * shape.hidden + shape.activation_temporaries * shape.intermediate)
                 * shape.dtype_bytes + attention_bytes(shape, config.stats_batch_tokens, length))
-        statistics = PhaseCost("statistics", held + streamed.batch_key_bytes * len(d_in), streamed.flops,
+        # the sums accumulate on the device while the corpus streams; then they move to host memory
+        statistics = PhaseCost("statistics", stats + held + streamed.batch_key_bytes * len(d_in), streamed.flops,
                                f"{streamed.layers_run} of {streamed.layers_total} layers, at most "
                                f"{streamed.tokens:,} tokens; once per model and corpus (cached)"
                                if streamed.tokens else "imported")
@@ -186,9 +187,10 @@ class LocateThenEdit(EditMethod):
                  + 2 * logits_bytes(shape, chunk_tokens))
         editing = PhaseCost("editing", max(int(graph), solve), flops,
                             f"at most {config.v_steps} value steps")
-        resident = (weights_bytes(shape) + master_copy_bytes(shape, run, self.edited_parameters()) + stats
-                    + self.state_bytes(shape))
-        return MethodCost(self.name, resident, (statistics, editing))
+        resident = weights_bytes(shape) + master_copy_bytes(shape, run, self.edited_parameters()) + self.state_bytes(shape)
+        # the second moments stay in host memory (``stats.py``); each solve moves one layer's to the device,
+        # which the solve's three d x d float32 matrices count
+        return MethodCost(self.name, resident, (statistics, editing), host_bytes=stats)
 
     # -- what a method adds --------------------------------------------------------------------------
     def prepare_layers(self) -> None:
