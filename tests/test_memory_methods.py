@@ -167,6 +167,26 @@ def test_grace_holds_a_keys_query_whose_distance_another_device_rounds_a_few_ulp
     assert not bool(method.lookup(query[None])[1][0])
 
 
+def test_grace_bounds_its_distance_matrix_by_the_number_of_keys(micro_llama, monkeypatch):
+    """The lookup's rows x keys distance matrix stays within DISTANCE_ELEMENTS as the codebook grows,
+    with the same nearest keys and the same inside/outside answers as one unbounded matrix."""
+    import editbench.methods.grace as grace
+
+    method = Grace(GraceConfig(eps=1.0), _context(micro_llama))
+    generator = torch.Generator().manual_seed(0)
+    for i, key in enumerate(torch.randn(30, 32, generator=generator) * 3):
+        method.place(key, f"t{i}")
+    rows = torch.cat([method.keys[:10] + 0.01, torch.randn(90, 32, generator=generator) * 3])
+    expected = method.lookup(rows)
+    sizes = []
+    cdist = torch.cdist
+    monkeypatch.setattr(grace.torch, "cdist", lambda a, b: sizes.append(a.shape[0] * b.shape[0]) or cdist(a, b))
+    monkeypatch.setattr(grace, "DISTANCE_ELEMENTS", 300)  # 10 rows of 30 keys at a time
+    nearest, inside = method.lookup(rows)
+    assert max(sizes) <= 300 and len(sizes) == 10
+    assert torch.equal(nearest, expected[0]) and torch.equal(inside, expected[1]) and bool(inside[:10].all())
+
+
 def test_grace_state_roundtrip_restores_the_codebook_behind_the_hook(micro_llama):
     ctx = _context(micro_llama)
     method = Grace(GraceConfig(layer=1, n_iter=5), ctx)
