@@ -111,6 +111,17 @@ def is_url(data: str) -> bool:
     return data.startswith(("http://", "https://"))
 
 
+def local_file(source: str, option: str, cache_dir: Path | None = None) -> Path:
+    """A setting's path or URL as a local file: a URL is fetched once (``download``), a path must
+    exist; the error names the setting (``option``)."""
+    if is_url(source):
+        return download(source, cache_dir)
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{option}: {source} does not exist")
+    return path
+
+
 def _download_name(url: str) -> str:
     """The file name a download is cached under: the URL path's last part, made harmless."""
     last = urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]

@@ -38,7 +38,7 @@ from pathlib import Path
 from ..core.metrics import TfIdf, ngram_entropy, prefers
 from ..core.probe import GenerationSettings
 from ..core.records import EditRecord, Metric, Neighbour, ScoreRow, ScoringPair
-from ..core.sources import Fields, Where, download, is_url, read_text
+from ..core.sources import Fields, Where, local_file, read_text
 from ..core.task import TASKS
 from .filetask import FileTask, FileTaskConfig
 from .knowedit import parse_knowedit
@@ -227,9 +227,4 @@ class CounterFactTask(FileTask):
         return {word: float(idf[index]) for word, index in vocab.items()}
 
     def _local(self, source: str) -> Path:
-        if is_url(source):
-            return download(source, self.options.cache_dir)
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"--param counterfact: {source} does not exist")
-        return path
+        return local_file(source, "--param counterfact", self.options.cache_dir)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.records import EditRecord, Metric, Neighbour, Portability, ScoreRow, ScoringPair
-from ..core.sources import Fields, Where, download, is_url, read_text
+from ..core.sources import Fields, Where, local_file, read_text
 from ..core.task import TASKS
 from .filetask import FileTask, FileTaskConfig
 
@@ -75,9 +75,7 @@ class MquakeTask(FileTask):
             if not source:
                 self._fewshot = ""
             else:
-                path = download(source, self.options.cache_dir) if is_url(source) else Path(source).expanduser()
-                if not path.is_file():
-                    raise FileNotFoundError(f"--param mquake.fewshot={source}: no such file")
+                path = local_file(source, "--param mquake.fewshot", self.options.cache_dir)
                 self._fewshot = read_text(path).rstrip("\n") + "\n"
         return self._fewshot
 
