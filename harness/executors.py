@@ -18,6 +18,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from ..core.method import MethodRef
 from ..core.store import ResultsStore, hold_store
 from .runner import Runner, RunOutcome, RunSpec, restarts
 
@@ -39,6 +40,15 @@ def run_local(spec: RunSpec, seeds: tuple[int, ...]) -> list[tuple[Runner, RunOu
 
 def _worker_dir(out: Path, run_id: str, label: str) -> Path:
     return out / "workers" / f"{run_id}-{label.replace('/', '_')}"
+
+
+def cell_spec(runner: Runner, label: str, worker: Path) -> RunSpec:
+    """One method of one seed's run as a sweep cell: its store in its own ``worker`` folder (the driver
+    merges it), its saved models (``--save-model``) in the sweep's folder, only its own settings."""
+    spec = runner.spec
+    owners = (runner.task.name, label, MethodRef.parse(label).name)  # the other methods' --params are not its
+    return replace(spec, methods=(label,), out=worker, models_out=spec.models_out or spec.out, restart=(),
+                   params={k: v for k, v in spec.params.items() if k in owners})
 
 
 def run_cell(spec: RunSpec) -> dict[str, str]:
@@ -92,9 +102,7 @@ def _run_ray(ray, spec: RunSpec, seeds: tuple[int, ...], address: str | None, gp
                 if state is not None and state.status in FINISHED:
                     log.info("%s seed %d: already %s, not submitted", plan.label, runner.spec.seed, state.status)
                     continue
-                owners = (runner.task.name, plan.label, plan.ref.name)  # the other methods' --params are not its
-                cell = replace(runner.spec, methods=(plan.label,), out=worker, restart=(),
-                               params={k: v for k, v in runner.spec.params.items() if k in owners})
+                cell = cell_spec(runner, plan.label, worker)
                 gpus = gpus_for_cell(runner, plan.label, gpus_per_cell)
                 submit = remote_cell if gpus == gpus_per_cell else remote_cell.options(num_gpus=gpus)
                 pending[submit.remote(cell)] = cell

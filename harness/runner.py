@@ -106,6 +106,9 @@ class RunSpec:
     #: float32 master copies of edited bf16/fp16 tensors (core/precision.py); off only to measure rounding
     master_copy: bool = True
     save_model: int | None = None  # the checkpoint at which each edited model is saved (harness/saved.py)
+    #: the folder under which ``--save-model`` writes (``models/...``); None: ``out``. A sweep's cell keeps
+    #: its store in its own worker folder but saves its models in the sweep's
+    models_out: Path | None = None
     #: run even when the plan (``editbench plan``) says a method will not fit the device's memory
     ignore_plan: bool = False
     #: ``auto``: shard the model over the visible GPUs (accelerate's device map); None: one device
@@ -117,6 +120,8 @@ class RunSpec:
         set_(self, "capability", tuple(self.capability))
         set_(self, "restart", tuple(self.restart))
         set_(self, "out", Path(self.out))
+        if self.models_out is not None:
+            set_(self, "models_out", Path(self.models_out))
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {self.out} is a file; results go to a folder: choose another --out")
         set_(self, "editors", {k: Path(v) for k, v in self.editors.items()})
@@ -542,7 +547,7 @@ class Runner:
             ctx.masters.load_state_dict(masters)
             log.info("%s: resuming after %d stored edits", plan.label, done)
             warn_if_passed(self.spec.save_model, done,
-                           saved_model_folder(self.spec.out, self.run_id, plan.label, self.spec.save_model or 0))
+                           saved_model_folder(self.spec.models_out or self.spec.out, self.run_id, plan.label, self.spec.save_model or 0))
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._method_probe(method, model, tokenizer, edited)
         self._stream_start = (time.monotonic(), done)  # for the checkpoint lines' estimate of what is left
@@ -592,7 +597,7 @@ class Runner:
         fault_point("after-checkpoint")
         if n_edits == self.spec.save_model:
             save_edited_model(method.ctx.model, method.ctx.tokenizer,
-                              saved_model_folder(self.spec.out, self.run_id, plan.label, n_edits))
+                              saved_model_folder(self.spec.models_out or self.spec.out, self.run_id, plan.label, n_edits))
         prune_snapshots(snapshots, keep=n_edits)
         started, first = self._stream_start
         elapsed = time.monotonic() - started

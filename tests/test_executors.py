@@ -75,3 +75,23 @@ def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0 and "not submitted" in rerun.stdout + rerun.stderr
     assert len(load_results(out).checkpoints()) == 40
+
+
+def test_a_sweep_cell_saves_its_model_in_the_sweeps_folder_not_its_workers(tmp_path, micro_llama):
+    """A Ray cell runs with its worker folder as its store; ``--save-model`` must still write where the
+    user looks, ``OUT/models/<run>/<method>/edits-N``. Checked on the cell spec and run_cell a worker runs."""
+    from editbench.harness.executors import _worker_dir, cell_spec, run_cell
+    from editbench.harness.runner import Runner
+
+    out = tmp_path / "sweep"
+    spec = RunSpec(methods=("ft-m", "ft-l"), model=str(micro_llama), edits=4, batch_size=2, checkpoints="2,4",
+                   out=out, device="cpu", cache_dir=tmp_path, save_model=2, gen_eval=False,
+                   params={**POCKET, "ft-l": {"stop_loss": "0"}})
+    runner = Runner(spec)
+    worker = _worker_dir(out, runner.run_id, "ft-m")
+    cell = cell_spec(runner, "ft-m", worker)
+    assert cell.methods == ("ft-m",) and cell.out == worker and "ft-l" not in cell.params
+    assert run_cell(cell) == {"ft-m": "done"}
+    saved = out / "models" / runner.run_id / "ft-m" / "edits-2"
+    assert (saved / "config.json").is_file() and (saved / "model.safetensors").is_file()
+    assert not (worker / "models").exists()
