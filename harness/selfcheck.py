@@ -23,6 +23,7 @@ from ..core.cache import atomic_write_bytes
 #: the small bench's methods: every method that edits without training or a download
 BENCH_METHODS = ("ft-m", "memit", "alphaedit", "ultraedit", "locft-bf", "grace", "wise", "retrieval")
 
+
 @click.command()
 @click.option("--device", default="auto", show_default=True, help="auto (a CUDA GPU when there is one), cpu or cuda:N.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the figures as JSON here.")
@@ -109,7 +110,7 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
     _write(out, figures)
 
     if bench_sizes:
-        figures["bench"] = _small_bench(where, bench_sizes, bench_methods, out)
+        figures["bench"] = _small_bench(where, bench_sizes, bench_methods)
         _write(out, figures)
 
 
@@ -118,22 +119,25 @@ def _write(out: Path | None, figures: dict) -> None:
         atomic_write_bytes(out, (json.dumps(figures, indent=2) + "\n").encode())
 
 
-def _small_bench(where, sizes: str, methods: str, out: Path | None) -> dict:
+def _small_bench(where, sizes: str, methods: str) -> dict:
     """``editbench bench``'s scoring and edit-throughput measurements, small: the batched probe against
-    one pair per forward pass, and a short lifelong run per method on the same micro model."""
+    one pair per forward pass, and a short lifelong run per method on the same micro model. Its stores
+    live in a fresh temporary folder: a kept one would be resumed next time, and its old figures read
+    back as new."""
     import tempfile
 
     from ..core.micro import MicroModel, build_micro_model
     from .bench import default_task, edit_throughput, print_throughput, scoring_throughput
 
     size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
-    folder = Path(tempfile.mkdtemp(prefix="editbench-selfcheck-")) if out is None else out.parent / "selfcheck-bench"
-    model_path = build_micro_model(folder / "micro-model", default_task(0).corpus() or [], MicroModel())
-    scoring = scoring_throughput(model_path, where, 2000, repeats=3)
-    click.echo(f"bench, scoring {scoring['pairs']} pairs: one at a time {scoring['one_at_a_time_s']:.2f} s, batched "
-               f"{scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x; {scoring['speedup_repeat']:.1f}x with the "
-               f"pairs encoded), {scoring['prediction_mismatches']} prediction mismatches")
-    rows = edit_throughput(model_path, folder, tuple(methods.split(",")), size_list, batch_size=100, eval_sample=50,
-                           device=str(where), params={})
+    with tempfile.TemporaryDirectory(prefix="editbench-selfcheck-") as scratch:
+        folder = Path(scratch)
+        model_path = build_micro_model(folder / "micro-model", default_task(0).corpus() or [], MicroModel())
+        scoring = scoring_throughput(model_path, where, 2000, repeats=3)
+        click.echo(f"bench, scoring {scoring['pairs']} pairs: one at a time {scoring['one_at_a_time_s']:.2f} s, "
+                   f"batched {scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x; {scoring['speedup_repeat']:.1f}x "
+                   f"with the pairs encoded), {scoring['prediction_mismatches']} prediction mismatches")
+        rows = edit_throughput(model_path, folder, tuple(methods.split(",")), size_list, batch_size=100,
+                               eval_sample=50, device=str(where), params={})
     print_throughput(rows)
     return {"scoring": scoring, "edit_throughput": rows}
