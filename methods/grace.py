@@ -81,7 +81,7 @@ DISTANCE_ELEMENTS = 2**24  # 64 MB of float32
 #: relative slack of the radius test: a float32 norm over thousands of terms rounds differently on
 #: another device or in another batch shape (CPU, where the radius was set, against the GPU, where the
 #: layer tests it: a key's own query fell outside by a few ulps on an H200 and its value got no
-#: gradient). 1e-5 is some 80 ulps, a millionth of a radius in any use; the release compares exactly,
+#: gradient). 1e-5 is some 80 ulps, a hundred-thousandth of a radius; the release compares exactly,
 #: on one device and one batch shape.
 RADIUS_SLACK = 1e-5
 
