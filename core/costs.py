@@ -162,8 +162,10 @@ class MethodCost:
     #: run it shares the one memory, and the run's check adds it
     host_bytes: int = 0
 
-    def peak(self, phase: PhaseCost) -> int:
-        return self.resident_bytes + phase.transient_bytes
+    def peak(self, phase: PhaseCost, host_shared: bool = False) -> int:
+        """The device's peak in ``phase``; ``host_shared``: the device is the CPU, whose one memory
+        also holds ``host_bytes``."""
+        return self.resident_bytes + phase.transient_bytes + (self.host_bytes if host_shared else 0)
 
     @property
     def peak_bytes(self) -> int:

@@ -126,8 +126,7 @@ def _planned_peak(shape: ModelShape, run: RunShape, label: str, params, device: 
 
     cost = plan_methods(shape, run, [label], params)[0].cost
     assert cost is not None
-    host = cost.host_bytes if device.type == "cpu" else 0
-    return host + max(cost.peak(p) for p in cost.phases if p.phase != "evaluation")
+    return max(cost.peak(p, host_shared=device.type == "cpu") for p in cost.phases if p.phase != "evaluation")
 
 
 def check_family(family: str, device: torch.device | str = "cpu", methods=METHODS_CHECKED) -> list[CostCheck]:

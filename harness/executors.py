@@ -47,7 +47,7 @@ def cell_spec(runner: Runner, label: str, worker: Path) -> RunSpec:
     merges it), its saved models (``--save-model``) in the sweep's folder, only its own settings."""
     spec = runner.spec
     owners = (runner.task.name, label, MethodRef.parse(label).name)  # the other methods' --params are not its
-    return replace(spec, methods=(label,), out=worker, models_out=spec.models_out or spec.out, restart=(),
+    return replace(spec, methods=(label,), out=worker, models_out=spec.models_folder, restart=(),
                    params={k: v for k, v in spec.params.items() if k in owners})
 
 

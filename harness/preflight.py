@@ -58,7 +58,7 @@ def check_before_loading(runner, tokenizer) -> str | None:
         if item.cost is None:
             continue
         phase = max(item.cost.phases, key=item.cost.peak)
-        peak = item.cost.peak(phase) + (item.cost.host_bytes if runner.device.type == "cpu" else 0)  # one memory
+        peak = item.cost.peak(phase, host_shared=runner.device.type == "cpu")
         runner.planned_peaks[item.label] = peak
         log.info("plan: %s peaks at %.1f GiB (%s) of %.1f GiB%s", item.label, peak / GiB, phase.phase, capacity / GiB,
                  " on the HF side of the GPU" if share < 1 else "")

@@ -114,6 +114,11 @@ class RunSpec:
     #: ``auto``: shard the model over the visible GPUs (accelerate's device map); None: one device
     device_map: str | None = None
 
+    @property
+    def models_folder(self) -> Path:
+        """Where ``--save-model`` writes: ``models_out``, else ``out``."""
+        return self.models_out or self.out
+
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the types a Python caller may pass loosely
         set_(self, "methods", tuple(self.methods))
@@ -547,7 +552,7 @@ class Runner:
             ctx.masters.load_state_dict(masters)
             log.info("%s: resuming after %d stored edits", plan.label, done)
             warn_if_passed(self.spec.save_model, done,
-                           saved_model_folder(self.spec.models_out or self.spec.out, self.run_id, plan.label, self.spec.save_model or 0))
+                           saved_model_folder(self.spec.models_folder, self.run_id, plan.label, self.spec.save_model or 0))
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._method_probe(method, model, tokenizer, edited)
         self._stream_start = (time.monotonic(), done)  # for the checkpoint lines' estimate of what is left
@@ -597,7 +602,7 @@ class Runner:
         fault_point("after-checkpoint")
         if n_edits == self.spec.save_model:
             save_edited_model(method.ctx.model, method.ctx.tokenizer,
-                              saved_model_folder(self.spec.models_out or self.spec.out, self.run_id, plan.label, n_edits))
+                              saved_model_folder(self.spec.models_folder, self.run_id, plan.label, n_edits))
         prune_snapshots(snapshots, keep=n_edits)
         started, first = self._stream_start
         elapsed = time.monotonic() - started

@@ -62,8 +62,6 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
                f"logits {report.logit_error_master:.4f} / {report.logit_error_rounded:.4f} "
                f"[{'ok' if ok else 'FAILED'}, {time.perf_counter() - started:.1f} s]")
 
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
     _write(out, figures)
     if scale_config:
         scale = []
@@ -79,7 +77,6 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
             figures["plan_vs_measured_at_scale"] = scale
             _write(out, figures)  # as it goes: a later check may run out of time
 
-    _write(out, figures)
     rows = []
     for family in (families.split(",") if families else FAMILIES):
         for check in check_family(family.strip(), where):

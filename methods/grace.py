@@ -86,7 +86,7 @@ DISTANCE_ELEMENTS = 2**24  # 64 MB of float32
 RADIUS_SLACK = 1e-5
 
 
-def within(distance: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+def within(distance: torch.Tensor | float, radius: torch.Tensor) -> torch.Tensor:
     """Whether each distance lies inside its radius, up to ``RADIUS_SLACK``."""
     return distance <= radius * (1 + RADIUS_SLACK)
 
@@ -204,7 +204,7 @@ class Grace(LayerMemoryMethod):
         if self.labels[nearest] != label:  # a conflicting edit: both radii shrink to half the distance
             self.radii[nearest] = distance / 2 - 1e-5
             return self._add(query, self._initial_value(query), distance / 2, label)
-        if not bool(within(torch.tensor(distance), self.radii[nearest])):
+        if not bool(within(distance, self.radii[nearest])):
             if config.expand == "moving_average":
                 self.keys[nearest] = (self.keys[nearest] + query) / 2
             self.radii[nearest] = distance
