@@ -77,13 +77,16 @@ CREATE TABLE IF NOT EXISTS base_predictions (
 CREATE TABLE IF NOT EXISTS base_generations (
     run_id TEXT NOT NULL, prompt TEXT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (run_id, prompt)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    run_id TEXT NOT NULL, method TEXT NOT NULL, started TEXT NOT NULL, numerics TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS snapshot_files (
     run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL, file TEXT NOT NULL,
     sha256 TEXT NOT NULL, PRIMARY KEY (run_id, method, n_edits, file)
 ) WITHOUT ROWID;
 """
 #: tables that hold one method's results in one run (``--restart METHOD`` empties them)
-METHOD_TABLES = ("cells", "checkpoints", "scores", "timings", "capability", "snapshot_files")
+METHOD_TABLES = ("cells", "checkpoints", "scores", "timings", "capability", "snapshot_files", "sessions")
 
 
 class StoreError(RuntimeError):
@@ -294,6 +297,15 @@ class ResultsStore:
                                  (run_id, method)).fetchone()[0]
         return CellState(row[0], row[1], last or 0)
 
+    def record_session(self, run_id: str, method: str, numerics: dict) -> dict | None:
+        """Note that ``method`` ('' for the baseline) starts or resumes work under ``numerics``
+        (``core/numerics.py``); returns the numerics of its previous session, if it had one."""
+        previous = self.conn.execute("SELECT numerics FROM sessions WHERE run_id=? AND method=? ORDER BY rowid DESC "
+                                     "LIMIT 1", (run_id, method)).fetchone()
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (run_id, method, _now(), json.dumps(numerics)))
+        return json.loads(previous[0]) if previous else None
+
     def start_cell(self, run_id: str, method: str, method_config: dict, config_hash: str) -> None:
         with self.transaction() as conn:
             conn.execute(
@@ -409,6 +421,9 @@ class ResultsStore:
                               "base_generations", "metrics", "edit_batches"):
                     conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM worker.{table}")
                 conn.execute("INSERT OR REPLACE INTO cells SELECT * FROM worker.cells")
+                conn.execute("INSERT INTO sessions SELECT * FROM worker.sessions AS w WHERE NOT EXISTS (SELECT 1 "
+                             "FROM sessions AS s WHERE s.run_id=w.run_id AND s.method=w.method AND "
+                             "s.started=w.started AND s.numerics=w.numerics)")
         finally:
             self.conn.execute("DETACH DATABASE worker")
 
@@ -420,6 +435,13 @@ class ResultsStore:
         frame = self._frame("SELECT * FROM runs ORDER BY created")
         for column in ("config", "versions", "baseline"):
             frame[column] = frame[column].map(lambda v: json.loads(v) if v else {})
+        return frame
+
+    def sessions(self) -> pd.DataFrame:
+        """Each start or resume of a method ('' = the baseline) with its numerics (a dict); empty for
+        a store written before they were recorded."""
+        frame = self._table("sessions", ["run_id", "method", "started", "numerics"], "rowid")
+        frame["numerics"] = frame["numerics"].map(lambda v: json.loads(v) if isinstance(v, str) else {})
         return frame
 
     def cells(self) -> pd.DataFrame:

@@ -66,8 +66,10 @@ def explain(exc: BaseException) -> str | None:
     message: str | None = None
     busy, store_error = _class("editbench.core.cache", "Busy"), _class("editbench.core.store", "StoreError")
     snapshot_error = _class("editbench.core.snapshot", "SnapshotError")
+    artifact_error = _class("editbench.core.artifacts", "ArtifactError")
     torch_oom = _class("torch.cuda", "OutOfMemoryError")
-    if any(cls is not None and isinstance(exc, cls) for cls in (busy, store_error, snapshot_error)):
+    if any(cls is not None and isinstance(exc, cls) for cls in (busy, store_error, snapshot_error,
+                                                                  artifact_error)):
         message = str(exc)
     elif isinstance(exc, MemoryError) or (torch_oom is not None and isinstance(exc, torch_oom)) or (
             isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))):
@@ -135,8 +137,10 @@ class EditbenchGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.option("--debug", is_flag=True, help="Log debug messages and show the full traceback of any error.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: one for a model under 0.5M parameters on the CPU, else a "
-                   "share of the cores when other editbench processes run, else torch's own choice).")
+              help="CPU threads for torch, stored with each run (default: OMP_NUM_THREADS if set, else one for "
+                   "a model under 0.5M parameters on the CPU, else torch's own choice: one per core). Scores "
+                   "move slightly with it (README, 'Same numbers on every machine'); it never depends on what "
+                   "else runs.")
 @click.version_option(package_name="editbench")
 def main(verbose: bool, debug: bool, threads: int | None) -> None:
     """editbench: benchmark lifelong knowledge editing of language models."""
@@ -146,42 +150,6 @@ def main(verbose: bool, debug: bool, threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    elif click.get_current_context().invoked_subcommand in COMPUTING and "OMP_NUM_THREADS" not in os.environ \
-            and "torch" not in sys.modules:
-        share, others = choose_threads()
-        if others:  # torch reads this when it is first imported; the user's own setting always wins
-            os.environ["OMP_NUM_THREADS"] = str(share)
-            logging.getLogger(__name__).info(
-                "torch threads: %d of %d cores, since %d other editbench process%s running (--threads N "
-                "overrides)", share, os.cpu_count() or 1, others, "es are" if others > 1 else " is")
-
-
-#: the commands that run models (the others need no thread count, and need not look for other processes)
-COMPUTING = ("run", "train", "bench")
-
-
-def other_editbench_processes() -> int:
-    """How many other editbench commands run on this machine (a sweep, a test suite beside a run)."""
-    import psutil
-
-    own = {os.getpid(), os.getppid()}
-    count = 0
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if proc.info["pid"] in own or not cmdline:
-            continue
-        if any(Path(part).name == "editbench" or part.startswith("editbench.") for part in cmdline[:3]):
-            count += 1
-    return count
-
-
-def choose_threads(cores: int | None = None, others: int | None = None) -> tuple[int, int]:
-    """(threads, other processes): a share of the cores for each editbench process, since torch's
-    default of one thread per core in every process oversubscribes the machine (on 2 cores two runs
-    of a tiny model ran 10-30x slower each)."""
-    cores = cores or os.cpu_count() or 1
-    others = other_editbench_processes() if others is None else others
-    return max(1, cores // (others + 1)), others
 
 
 class SeedList(click.ParamType):
@@ -347,6 +315,7 @@ def _unedited_line(baseline: dict, scored: int) -> str:
 
 
 def _print_run(store, runner, outcome) -> None:
+    from ..core.numerics import describe_numerics
     from ..reports.metrics import CAPABILITY_PREFIX
     from ..reports.summary import (
         MARKS_NOTE,
@@ -359,8 +328,12 @@ def _print_run(store, runner, outcome) -> None:
     runs = store.runs().set_index("run_id")
     baseline = runs.loc[outcome.run_id, "baseline"] or {}
     click.echo("")
+    sessions = store.sessions()
+    numerics = sessions.loc[sessions["run_id"] == outcome.run_id, "numerics"]
+    summaries = "; ".join(dict.fromkeys(describe_numerics(n) for n in numerics))
     click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  edits={runner.edits}  "
-               f"seed={runner.spec.seed}  device={runs.loc[outcome.run_id, 'device']}")
+               f"seed={runner.spec.seed}  device={runs.loc[outcome.run_id, 'device']}"
+               + (f" ({summaries})" if summaries else ""))
     click.echo(_unedited_line(baseline, len({p for scored in runner.positions.values() for p in scored})))
     board = run_board(runner.spec.out, outcome.run_id)
     click.echo(format_table(board_frame(board)))
@@ -418,12 +391,13 @@ def _add_subcommands() -> None:
     """Commands that live beside the code they drive (each module imports its heavy parts lazily)."""
     from ..reports.cli import publish, report
     from ..reports.export import export
+    from .artifacts import artifacts_command
     from .bench import bench
     from .plan_command import plan
     from .selfcheck import selfcheck
     from .train import train
 
-    for command in (train, report, publish, bench, export, plan, selfcheck):
+    for command in (train, report, publish, bench, export, plan, selfcheck, artifacts_command):
         main.add_command(command)
 
 

@@ -28,6 +28,7 @@ from ..core.configs import DTYPE_CHOICES, PROBE_BACKENDS, build_config, config_d
 from ..core.faults import fault_point
 from ..core.method import EditContext, EditMethod, MethodConfig, MethodRef
 from ..core.models import ModelLayout, load_model, load_tokenizer, resolve_device, resolve_dtype
+from ..core.numerics import current_numerics, numerics_difference
 from ..core.plan import eval_positions, parse_checkpoints, plan_batches
 from ..core.precision import split_state
 from ..core.probe import HFProbe, ProbeBackend, RewrittenPrompts
@@ -483,6 +484,7 @@ class Runner:
                 baseline.generations = unedited_generations(probe, self.task, records, self.spec.gen_max_tokens)
                 summary.update(pre_edit_generated(probe, self.task, records, self.spec.gen_max_tokens))
             unedited = capability_accuracy(probe, self.capability_sets) if self.capability_sets else None
+        self._note_session(store, "", resuming=False)
         timer.record("baseline_forward", 0, probe.forward_seconds - forward_before)
         del model
         if unedited is not None:
@@ -497,6 +499,17 @@ class Runner:
             log.warning("the unedited model gets only %.0f%% of the true answers right; specificity against "
                         "dataset answers will be low whatever the method", 100 * summary["pre_edit_accuracy"])
         return baseline
+
+    def _note_session(self, store: ResultsStore, label: str, resuming: bool) -> None:
+        """Store the kernels, threads and flags this stretch of work runs under (``core/numerics.py``);
+        a resume under others says so, since its scores may then differ slightly from an
+        uninterrupted run's."""
+        now = current_numerics(self.device)
+        before = store.record_session(self.run_id, label, now)
+        change = numerics_difference(before, now) if resuming and before is not None else None
+        if change:
+            log.warning("%s: resumed under other numerics than its stored edits (%s); later scores may differ "
+                        "slightly from an uninterrupted run's", label, change)
 
     def _run_method(self, store: ResultsStore, plan: MethodPlan, baseline: Baseline) -> str:
         state = store.cell(self.run_id, plan.label)
@@ -553,6 +566,7 @@ class Runner:
             log.info("%s: resuming after %d stored edits", plan.label, done)
             warn_if_passed(self.spec.save_model, done,
                            saved_model_folder(self.spec.models_folder, self.run_id, plan.label, self.spec.save_model or 0))
+        self._note_session(store, plan.label, resuming=bool(done))
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._method_probe(method, model, tokenizer, edited)
         self._stream_start = (time.monotonic(), done)  # for the checkpoint lines' estimate of what is left

@@ -1,12 +1,14 @@
 """One CPU thread for a model too small to gain from more.
 
 torch runs every operation on one thread per core by default. A small model's matrices are too
-small to split well: the threads wait on each other more than they compute, and beside other
-processes they oversubscribe the cores (on 2 shared cores a 1M-parameter pocket model ran many
-times slower per process). So once a run's model is loaded on the CPU, a model under
-:data:`SMALL_MODEL_PARAMETERS` gets one thread, which is logged. ``--threads N`` or
-``OMP_NUM_THREADS`` set by the user override it (``harness/cli.py``, which also gives each process
-a share of the cores when other editbench processes run).
+small to split well: the threads wait on each other more than they compute. So once a run's model
+is loaded on the CPU, a model under :data:`SMALL_MODEL_PARAMETERS` gets one thread, which is
+logged. ``--threads N`` or ``OMP_NUM_THREADS`` set by the user override it.
+
+The count depends only on the model and the user's choice, never on what else runs: scores move
+slightly with it (summation order), so a number must not depend on the machine's load. Each run
+stores the count it used (``core/numerics.py``). Several processes on one machine are the user's
+to share out with ``--threads`` (torch's default then oversubscribes the cores: slower, same scores).
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ log = logging.getLogger(__name__)
 #: (2026-11-26, the warm default run, alone on the machine): the 1.0M-parameter pocket model took
 #: 129 and 140 s with 2 threads against 184, 226, 181 and 196 s with one (scoring in batches of
 #: thousands of tokens gains most), so the threshold (20M before, a judgment) now lies below it; the
-#: micro models of the tests and benches are smaller still. Processes sharing the cores get a share
-#: each from the CLI, which is what keeps them from oversubscribing.
+#: micro models of the tests and benches are smaller still.
 SMALL_MODEL_PARAMETERS = 500_000
 
 _explicit: bool | None = None

@@ -20,14 +20,16 @@ from ..core.store import StoreError, describe_sqlite_error, load_results
 
 log = logging.getLogger(__name__)
 
-FRAMES = ("runs", "cells", "checkpoints", "scores", "timings", "capability", "metrics", "edit_batches")
+FRAMES = ("runs", "cells", "checkpoints", "scores", "timings", "capability", "metrics", "edit_batches",
+          "sessions")
 
 
 @dataclass(frozen=True)
 class Results:
     """The union of several stores; ``runs`` carries the ``source`` folder of each run.
     ``capability`` holds general-capability accuracy (method '' at 0 edits: unedited), ``metrics``
-    each run's metric catalogue and ``edit_batches`` its batches as run."""
+    each run's metric catalogue, ``edit_batches`` its batches as run and ``sessions`` the numerics
+    (kernels, threads) each method started or resumed under."""
 
     runs: pd.DataFrame
     cells: pd.DataFrame
@@ -37,6 +39,7 @@ class Results:
     capability: pd.DataFrame
     metrics: pd.DataFrame
     edit_batches: pd.DataFrame
+    sessions: pd.DataFrame
     sources: tuple[Path, ...]
 
     @property

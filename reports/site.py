@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.numerics import describe_numerics
 from .collect import Results
 from .derived import derive
 from .leaderboard import Board, board_to_dict, build_boards, setup_key, short_model
@@ -72,6 +73,8 @@ class RunView:
     phases: list[dict[str, Any]] = field(default_factory=list)
     capability_sets: list[str] = field(default_factory=list)
     capability: list[dict[str, Any]] = field(default_factory=list)  # method, n_edits, {set: (acc, n)}
+    #: each distinct set of numerics the run's work ran under: summary, the record, who ran under it
+    numerics: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,7 @@ def run_views(results: Results) -> dict[str, RunView]:
                        "cells": {n: (float(a), int(k)) for n, a, k in zip(g["name"], g["accuracy"], g["n"])}}
                       for (method, n_edits), g in asked.groupby(["method", "n_edits"], sort=True)]
         baseline = run.baseline or {}
+        sessions = results.sessions[results.sessions["run_id"] == run.run_id]
         views[run.run_id] = RunView(
             run_id=run.run_id, page=f"{slug(run.run_id)}.html", task=run.task, model=run.model,
             model_short=short_model(run.model), created=run.created, device=run.device, seed=int(run.seed),
@@ -149,8 +153,23 @@ def run_views(results: Results) -> dict[str, RunView]:
             config=config, versions=run.versions or {}, baseline=baseline,
             pre_edit_accuracy=baseline.get("pre_edit_accuracy"), source=run.source, methods=methods,
             metrics=metrics, checkpoints_table=table, phase_names=phase_names, phases=phases,
-            capability_sets=sorted(asked["name"].unique()), capability=capability)
+            capability_sets=sorted(asked["name"].unique()), capability=capability,
+            numerics=numerics_views(sessions))
     return views
+
+
+def numerics_views(sessions: pd.DataFrame) -> list[dict[str, Any]]:
+    """The run's sessions grouped by their numerics: one entry per distinct setting, with the
+    methods ('(unedited baseline)' for the baseline) that ran under it, in the order first seen."""
+    groups: dict[str, dict[str, Any]] = {}
+    for method, numerics in zip(sessions["method"], sessions["numerics"]):
+        key = json.dumps(numerics, sort_keys=True)
+        entry = groups.setdefault(key, {"summary": describe_numerics(numerics), "numerics": numerics,
+                                        "methods": []})
+        name = method or "(unedited baseline)"
+        if name not in entry["methods"]:
+            entry["methods"].append(name)
+    return list(groups.values())
 
 
 def setup_views(runs: list[RunView]) -> list[SetupView]:
@@ -204,6 +223,7 @@ def leaderboard_json(results: Results, boards: list[Board], runs: dict[str, RunV
         "runs": [{"run_id": r.run_id, "task": r.task, "model": r.model, "created": r.created, "device": r.device,
                   "seed": r.seed, "git_sha": r.git_sha, "dataset_hash": r.dataset_hash, "n_edits": r.n_edits,
                   "versions": r.versions, "baseline": r.baseline,
+                  "numerics": [{"numerics": n["numerics"], "methods": n["methods"]} for n in r.numerics],
                   "methods": {m.method: m.status for m in r.methods}} for r in runs.values()],
     }
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.artifacts import shipped
 from ..core.cache import building, cache_root, publish_dir, staging_dir
 from ..core.configs import config_hash
 from ..core.faults import fault_point
@@ -119,10 +120,16 @@ def train_pocket_model(sentences: list[str], config: PocketModelConfig, out_dir:
 
 
 def ensure_pocket_model(world, cache_dir: Path | None = None, config: PocketModelConfig | None = None) -> Path:
-    """Return the cached model folder for ``world``, training it first if it is not there yet."""
+    """The model folder for ``world``: the package's shipped build where it ships this one, else the
+    cache's, trained first if it is not there yet."""
     config = config or PocketModelConfig()
     digest = config_hash(FORMAT_VERSION, asdict(world.config), asdict(config))
-    final = (cache_dir or cache_root()) / "models" / f"pocket-{digest}"
+    entry = f"models/pocket-{digest}"
+    packaged = shipped(entry)  # the package's own build, the same on every machine (core/artifacts.py)
+    if packaged is not None:
+        log.info("loaded the shipped pocket model from %s", packaged)
+        return packaged
+    final = (cache_dir or cache_root()) / entry
     if not (final / "config.json").exists():
         with building(final, f"the pocket model {final}"):
             if not (final / "config.json").exists():  # another process may have built it while we waited

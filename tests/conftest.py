@@ -93,3 +93,21 @@ def write_edits(path: Path, n: int) -> Path:
 
     path.write_text("\n".join(json.dumps(edit) for edit in micro_edits(n)))
     return path
+
+
+#: a small pocket world and a model trained on it in about 20 s: for the tests that need a model
+#: that knows its facts (the default world's model is shipped, but is larger than they need)
+SMALL_POCKET_WORLD = {"n_entities": 10, "n_cities": 6}
+
+
+@pytest.fixture(scope="session")
+def small_pocket(tmp_path_factory):
+    """(world, cache folder, model config, model folder), trained once per session."""
+    from editbench.tasks.pocket import PocketConfig, PocketWorld
+    from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
+
+    world = PocketWorld(PocketConfig(**SMALL_POCKET_WORLD))
+    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2,
+                               steps=400, batch_size=32, lr=1e-2)
+    cache = tmp_path_factory.mktemp("pocket")
+    return world, cache, config, ensure_pocket_model(world, cache, config)

@@ -79,10 +79,3 @@ def test_list_shows_presets_and_which_the_model_picks():
     assert "@release: " in full.output and "tasks:" not in full.output
 
 
-def test_threads_are_shared_between_editbench_processes():
-    from editbench.harness.cli import choose_threads
-
-    assert choose_threads(cores=2, others=0) == (2, 0)
-    assert choose_threads(cores=2, others=1) == (1, 1)
-    assert choose_threads(cores=16, others=3) == (4, 3)
-    assert choose_threads(cores=2, others=5) == (1, 5)

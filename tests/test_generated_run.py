@@ -8,22 +8,18 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import SMALL_POCKET_WORLD
 
 from editbench.core.store import load_results
 from editbench.harness.cli import main
 from editbench.harness.runner import Runner, RunSpec
-from editbench.tasks.pocket import PocketConfig, PocketWorld
-from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
 
-WORLD = {"n_entities": "10", "n_cities": "6"}  # the 11-relation world, kept small
+WORLD = {k: str(v) for k, v in SMALL_POCKET_WORLD.items()}  # the 11-relation world, kept small
 
 
 @pytest.fixture(scope="module")
-def pocket_model(tmp_path_factory):
-    world = PocketWorld(PocketConfig(n_entities=10, n_cities=6))
-    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=400,
-                               batch_size=32, lr=1e-2)
-    return ensure_pocket_model(world, tmp_path_factory.mktemp("pocket"), config)
+def pocket_model(small_pocket):
+    return small_pocket[3]
 
 
 def test_a_run_stores_generated_metrics_and_the_report_shows_the_gap(pocket_model, tmp_path):
@@ -33,8 +29,14 @@ def test_a_run_stores_generated_metrics_and_the_report_shows_the_gap(pocket_mode
     assert runner.run().ok
     store = load_results(spec.out)
     baseline = store.runs()["baseline"][0]
-    assert baseline["pre_edit_gen_em"] > 0.5  # the unedited model generates the true answers it was taught
-    assert baseline["pre_edit_efficacy_gen_em"] == 0.0  # and none of the counterfactual targets
+    # The unedited model generates the true answers it was taught far more often than the
+    # counterfactual targets. How often is the rounding of its short training: over AVX-512/AVX2
+    # kernels, MKL's AVX2 path and one or two threads it generated 4-6 of the 8 true answers and 0-1
+    # of the targets (its teacher-forced accuracy on them 0.93-0.96), so the test leaves a record
+    # of room on each side.
+    assert baseline["pre_edit_gen_em"] >= 0.375
+    assert baseline["pre_edit_efficacy_gen_em"] <= 0.25
+    assert baseline["pre_edit_gen_em"] - baseline["pre_edit_efficacy_gen_em"] >= 0.25
     metrics = set(store.scores()["metric"])
     assert {"efficacy_acc", "efficacy_gen_em", "efficacy_gen_prefix", "generalization_gen_em",
             "specificity_gen_agree"} <= metrics

@@ -4,7 +4,7 @@ from editbench.core.models import load_model
 from editbench.core.probe import HFProbe
 from editbench.core.records import ScoringPair
 from editbench.tasks.pocket import CHAIN_LINKS, TWO_HOPS, PocketConfig, PocketWorld
-from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
+from editbench.tasks.pocket_model import ensure_pocket_model
 
 
 def test_world_is_seeded_and_splits_are_disjoint():
@@ -39,20 +39,19 @@ def test_paraphrases_are_held_out_of_training_text():
         assert f"{paraphrase} {record.target_true}." not in training
 
 
-def test_pocket_model_learns_the_world_and_is_cached(tmp_path, caplog):
-    world = PocketWorld(PocketConfig(n_entities=10, n_cities=6))
-    config = PocketModelConfig(vocab_size=300, hidden_size=64, intermediate_size=128, n_layers=2, steps=400,
-                               batch_size=32, lr=1e-2)
-    path = ensure_pocket_model(world, tmp_path, config)
+def test_pocket_model_learns_the_world_and_is_cached(small_pocket, caplog):
+    world, cache, config, path = small_pocket
     model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
     records = world.records["eval"]
     scores = HFProbe(model, tokenizer, torch.device("cpu")).score(
         [ScoringPair(r.prompt, r.target_true) for r in records])
     accuracy = sum(s.token_accuracy for s in scores) / len(scores)
-    assert accuracy > 0.8  # chance is well below a third for these object sets
+    # chance is well below a third for these object sets; 0.93-0.96 over AVX-512/AVX2 kernels, MKL's
+    # AVX2 path and one or two threads
+    assert accuracy > 0.8
     mtime = (path / "model.safetensors").stat().st_mtime
     with caplog.at_level("INFO"):
-        assert ensure_pocket_model(world, tmp_path, config) == path
+        assert ensure_pocket_model(world, cache, config) == path
     assert "loaded the cached pocket model" in caplog.text
     assert (path / "model.safetensors").stat().st_mtime == mtime
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...core.artifacts import shipped
 from ...core.cache import building
 from ...core.costs import MethodCost, ModelShape, RunShape
 from ...core.method import EditContext, EditMethod
@@ -220,6 +221,11 @@ class HypernetMethod(EditorCore):
             load_editor(self, Path(self.ctx.trained_editor))
             return
         folder = self.cache_folder()
+        packaged = shipped(f"hypernets/{folder.name}")  # the package's own build (core/artifacts.py)
+        if packaged is not None:
+            log.info("%s: using the shipped trained network %s", self.name, packaged)
+            load_editor(self, packaged)
+            return
         if not is_complete(folder):
             with building(folder, f"the trained {self.name} editor {folder}"):  # one process trains, others wait
                 if not is_complete(folder):

@@ -1,0 +1,128 @@
+"""The offline world that ships with the package: one pocket model and its trained editors, the
+same bytes on every machine.
+
+Training turns a CPU's rounding (its kernel set, its thread count) into a different model: the
+pocket model and the hypernetwork editors that the default run trains on a user's machine gave
+efficacies that differed by up to 0.23 between two CPUs of one size (issue 26). So the builds the
+default run needs are built once by the project (``editbench artifacts --rebuild``), committed
+under ``artifacts/`` and installed with the package; the cache looks here first and uses a
+shipped entry in place, read-only, once every file's SHA-256 matches ``MANIFEST.json``.
+
+An entry is named by the path it would have in the cache (``models/pocket-<digest>``,
+``hypernets/mend-<digest>``), and that path is a hash of everything that made it (world, model
+config, training settings, model fingerprint, data, seed), so a shipped entry is only ever used
+where the cache would have used its own build. ``EDITBENCH_NO_SHIPPED=1`` skips the shipped
+entries (a user who wants to train on their own machine; the rebuild itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+#: where the shipped entries lie: ``artifacts/`` beside the package's ``core/`` (the repository root
+#: in a checkout or an editable install, ``site-packages/editbench/`` in a wheel)
+SHIPPED_ROOT = Path(__file__).resolve().parents[1] / "artifacts"
+MANIFEST = "MANIFEST.json"
+#: the manifest's own layout; a manifest of another format is not read
+MANIFEST_FORMAT = 1
+SKIP_VARIABLE = "EDITBENCH_NO_SHIPPED"
+
+
+class ArtifactError(RuntimeError):
+    """A shipped file is missing or not the one the manifest names: the installation is damaged."""
+
+
+@dataclass(frozen=True)
+class ShippedEntry:
+    name: str  # the entry's cache path, e.g. "models/pocket-3f2a..."
+    files: dict[str, str]  # file path inside the entry -> SHA-256
+    description: str
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative POSIX path -> SHA-256), in sorted order."""
+    return {
+        p.relative_to(folder).as_posix(): file_sha256(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def read_manifest(root: Path = SHIPPED_ROOT) -> dict:
+    """The manifest as written, or an empty one where nothing is shipped."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return {"format": MANIFEST_FORMAT, "entries": {}}
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ArtifactError(
+            f"{path}: manifest format {manifest.get('format')!r}, this editbench reads "
+            f"{MANIFEST_FORMAT}; reinstall editbench"
+        )
+    return manifest
+
+
+def entries(root: Path = SHIPPED_ROOT) -> dict[str, ShippedEntry]:
+    return {
+        name: ShippedEntry(name, dict(e["files"]), e.get("description", ""))
+        for name, e in read_manifest(root).get("entries", {}).items()
+    }
+
+
+def verify(entry: ShippedEntry, root: Path = SHIPPED_ROOT) -> Path:
+    """The entry's folder once each of its files has the manifest's SHA-256; else one line naming
+    the file. Files the manifest does not name are not there in a sound installation either."""
+    folder = root / entry.name
+    for relative, expected in entry.files.items():
+        path = folder / relative
+        if not path.is_file():
+            raise ArtifactError(
+                f"shipped file {path} is missing; reinstall editbench (or set "
+                f"{SKIP_VARIABLE}=1 to build it on this machine)"
+            )
+        found = file_sha256(path)
+        if found != expected:
+            raise ArtifactError(
+                f"shipped file {path} has SHA-256 {found[:16]}…, the manifest says "
+                f"{expected[:16]}…; reinstall editbench, or rebuild with "
+                f"`editbench artifacts --rebuild`"
+            )
+    extra = set(folder_digests(folder)) - set(entry.files) if folder.is_dir() else set()
+    if extra:
+        raise ArtifactError(
+            f"shipped folder {folder} holds {sorted(extra)[0]}, which its manifest does "
+            f"not list; reinstall editbench"
+        )
+    return folder
+
+
+@cache
+def _verified(name: str, root: Path) -> Path | None:
+    entry = entries(root).get(name)
+    return None if entry is None else verify(entry, root)
+
+
+def shipped(name: str, root: Path = SHIPPED_ROOT) -> Path | None:
+    """The shipped, verified folder for cache entry ``name`` (``models/pocket-…``), or None when the
+    package ships no such entry or ``EDITBENCH_NO_SHIPPED`` is set. Checked once per process."""
+    if os.environ.get(SKIP_VARIABLE, "") not in ("", "0"):
+        return None
+    return _verified(name, root)
+
+
+def forget_verified() -> None:
+    """Check again on the next call (after a rebuild wrote new files)."""
+    _verified.cache_clear()

@@ -1,0 +1,177 @@
+"""``editbench artifacts``: check the shipped offline world, or build it again.
+
+The package ships the default run's pocket model and the editors its hypernetwork methods train
+(``core/artifacts.py`` says why). ``--rebuild`` trains them as the default run would, on this
+machine, into a fresh cache, and writes them with a new manifest. A rebuild on another CPU, or
+with another thread count, trains another world: the default table then moves by more than the
+tolerance the README states, so a rebuild is a change to commit and to say, never a routine step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
+    """Train the default run's pocket model and trained editors (for each seed) in a fresh cache and
+    lay them out under ``into`` with their manifest; returns the manifest."""
+    import tokenizers
+    import torch
+    import transformers
+
+    from .. import __version__
+    from ..core import artifacts
+    from ..core.method import is_trainable
+    from .runner import Runner, RunSpec, default_methods
+
+    trainable = tuple(name for name in default_methods() if is_trainable(_method_class(name)))
+    previous = os.environ.get(artifacts.SKIP_VARIABLE)
+    os.environ[artifacts.SKIP_VARIABLE] = "1"  # build, never reuse what is shipped now
+    try:
+        with tempfile.TemporaryDirectory(prefix="editbench-artifacts-") as work:
+            cache = Path(work) / "cache"
+            for seed in seeds:  # a short run builds exactly the entries the default run looks up
+                spec = RunSpec(
+                    methods=trainable,
+                    edits=10,
+                    seed=seed,
+                    gen_eval=False,
+                    cache_dir=cache,
+                    out=Path(work) / f"run-{seed}",
+                )
+                Runner(spec).run()
+            built = sorted([*cache.glob("models/pocket-*"), *cache.glob("hypernets/*")])
+            built = [p for p in built if p.is_dir() and not p.name.startswith(".")]
+            into.mkdir(parents=True, exist_ok=True)
+            entries = {}
+            for folder in built:
+                name = folder.relative_to(cache).as_posix()
+                target = into / name
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(folder, target, ignore=shutil.ignore_patterns(".*", "state-*"))
+                for written in target.glob("*.json"):  # where the model lay: the entry, not a temp path
+                    text = written.read_text()
+                    written.write_text(text.replace(f"{cache.as_posix()}/", ""))
+                entries[name] = {
+                    "description": _describe(name),
+                    "files": artifacts.folder_digests(target),
+                }
+    finally:
+        if previous is None:
+            os.environ.pop(artifacts.SKIP_VARIABLE, None)
+        else:
+            os.environ[artifacts.SKIP_VARIABLE] = previous
+    for stale in [*into.glob("models/*"), *into.glob("hypernets/*")]:
+        if stale.relative_to(into).as_posix() not in entries:
+            shutil.rmtree(stale)
+    manifest = {
+        "format": artifacts.MANIFEST_FORMAT,
+        "built_with": {
+            "editbench": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "seeds": list(seeds),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        },
+        "entries": entries,
+    }
+    (into / artifacts.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    artifacts.forget_verified()
+    return manifest
+
+
+def _method_class(name: str):
+    from ..methods import METHODS
+
+    return METHODS[name]
+
+
+def _describe(name: str) -> str:
+    kind, _, key = name.partition("/")
+    if kind == "models":
+        return "the pocket world's model (default world, small size) and its tokenizer"
+    return f"the {key.rsplit('-', 1)[0]} editor trained on the pocket world's train split"
+
+
+@click.command("artifacts")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Train the pocket model and the default run's editors on this machine and write them, "
+    "with a new manifest, to --into.",
+)
+@click.option(
+    "--into",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where --rebuild writes (default: the installed package's artifacts/ folder).",
+)
+@click.option(
+    "--seeds",
+    default="0",
+    show_default=True,
+    metavar="N[,N...]",
+    help="Seeds whose trained editors --rebuild includes (the default run uses seed 0).",
+)
+def artifacts_command(rebuild: bool, into: Path | None, seeds: str) -> None:
+    """Check the shipped pocket model and trained editors (SHA-256), or rebuild them."""
+    from ..core import artifacts
+
+    if rebuild:
+        target = into or artifacts.SHIPPED_ROOT
+        try:
+            chosen = tuple(int(s) for s in seeds.split(",") if s.strip())
+        except ValueError:
+            raise click.BadParameter(
+                f"{seeds!r}: expected integers, e.g. 0 or 0,1,2", param_hint="--seeds"
+            ) from None
+        click.echo(
+            "rebuilding the offline world on this machine; a rebuild on another CPU or thread "
+            "count trains another world, and the default table moves with it"
+        )
+        manifest = build_artifacts(target, chosen or (0,))
+        click.echo(f"wrote {len(manifest['entries'])} entries and {artifacts.MANIFEST} to {target}")
+        return
+    manifest = artifacts.read_manifest()
+    built = manifest.get("built_with", {})
+    if not manifest.get("entries"):
+        click.echo(
+            f"no shipped artefacts in {artifacts.SHIPPED_ROOT}; the default run trains its own"
+        )
+        return
+    click.echo(
+        f"shipped in {artifacts.SHIPPED_ROOT}, built {built.get('date', '?')} with torch "
+        f"{built.get('torch', '?')}, {built.get('cpu_capability', '?')} kernels, "
+        f"{built.get('threads', '?')} thread(s)"
+    )
+    damaged = 0
+    for name, entry in artifacts.entries().items():
+        try:
+            artifacts.verify(entry)
+            state = "ok"
+        except artifacts.ArtifactError as exc:
+            state, damaged = f"DAMAGED: {exc}", damaged + 1
+        size = sum(
+            (artifacts.SHIPPED_ROOT / name / f).stat().st_size
+            for f in entry.files
+            if (artifacts.SHIPPED_ROOT / name / f).is_file()
+        )
+        click.echo(f"  {name:<36} {size / 2**20:6.2f} MiB  {state}")
+    if damaged:
+        raise SystemExit(1)

@@ -1,0 +1,129 @@
+"""The shipped offline world: the default run's pocket model and trained editors are the package's
+own bytes, checked by SHA-256 before use, and are exactly the entries the default run looks up."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from editbench.core import artifacts
+from editbench.core.configs import config_hash
+from editbench.core.method import EditContext, MethodRef, is_trainable
+from editbench.core.models import ModelLayout, load_model
+from editbench.core.task import TaskOptions
+from editbench.harness.cli import main
+from editbench.harness.runner import default_methods
+from editbench.methods import METHODS
+from editbench.tasks import pocket_model
+from editbench.tasks.pocket import PocketConfig, PocketTask
+
+DEFAULT_POCKET = f"models/pocket-{config_hash(pocket_model.FORMAT_VERSION, asdict(PocketConfig()), asdict(pocket_model.PocketModelConfig()))}"  # noqa: E501
+
+
+def _fake_root(tmp_path):
+    root = tmp_path / "artifacts"
+    folder = root / "models" / "pocket-abc"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    manifest = {
+        "format": artifacts.MANIFEST_FORMAT,
+        "entries": {
+            "models/pocket-abc": {"description": "test", "files": artifacts.folder_digests(folder)}
+        },
+    }
+    (root / artifacts.MANIFEST).write_text(json.dumps(manifest))
+    artifacts.forget_verified()
+    return root, folder
+
+
+def test_a_sound_entry_is_used_and_a_damaged_one_is_refused_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
+    root, folder = _fake_root(tmp_path)
+    assert artifacts.shipped("models/pocket-abc", root) == folder
+    assert artifacts.shipped("models/pocket-other", root) is None
+    (folder / "model.safetensors").write_bytes(b"weightz")
+    artifacts.forget_verified()
+    with pytest.raises(artifacts.ArtifactError, match=r"model\.safetensors has SHA-256"):
+        artifacts.shipped("models/pocket-abc", root)
+    (folder / "model.safetensors").unlink()
+    artifacts.forget_verified()
+    with pytest.raises(artifacts.ArtifactError, match=r"model\.safetensors is missing"):
+        artifacts.shipped("models/pocket-abc", root)
+
+
+def test_a_file_the_manifest_does_not_list_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
+    root, folder = _fake_root(tmp_path)
+    (folder / "extra.bin").write_bytes(b"x")
+    with pytest.raises(artifacts.ArtifactError, match="extra.bin"):
+        artifacts.shipped("models/pocket-abc", root)
+
+
+def test_the_skip_variable_builds_locally(tmp_path, monkeypatch):
+    root, _ = _fake_root(tmp_path)
+    monkeypatch.setenv(artifacts.SKIP_VARIABLE, "1")
+    assert artifacts.shipped("models/pocket-abc", root) is None
+
+
+def test_the_package_ships_a_sound_world():
+    shipped = artifacts.entries()
+    assert DEFAULT_POCKET in shipped, (
+        "the default world's pocket model is not shipped: editbench artifacts --rebuild"
+    )
+    for entry in shipped.values():
+        artifacts.verify(entry)
+    built = artifacts.read_manifest()["built_with"]
+    assert {"torch", "cpu_capability", "threads", "date"} <= set(built)
+
+
+def test_the_default_run_loads_the_shipped_pocket_model_without_training(monkeypatch, tmp_path):
+    monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
+    artifacts.forget_verified()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the default world's model was trained, not taken from the package")
+
+    monkeypatch.setattr(pocket_model, "train_pocket_model", no_training)
+    task = PocketTask(TaskOptions(cache_dir=tmp_path), PocketConfig())
+    assert task.default_model() == str(artifacts.SHIPPED_ROOT / DEFAULT_POCKET)
+
+
+def test_every_trained_editor_of_the_default_run_is_shipped(monkeypatch, tmp_path):
+    """Each hypernetwork method of the default run finds its editor in the package, under the cache
+    key it computes itself (model fingerprint, settings, train data, seed 0)."""
+    monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
+    task = PocketTask(TaskOptions(cache_dir=tmp_path), PocketConfig())
+    model, tokenizer = load_model(
+        artifacts.SHIPPED_ROOT / DEFAULT_POCKET, torch.device("cpu"), torch.float32
+    )
+    ctx = EditContext(
+        model=model,
+        tokenizer=tokenizer,
+        layout=ModelLayout.of(model),
+        device=torch.device("cpu"),
+        cache_dir=tmp_path,
+        task=task,
+        seed=0,
+        generator=torch.Generator().manual_seed(0),
+        train_records=lambda: task.load("train"),
+    )
+    trainable = [name for name in default_methods() if is_trainable(METHODS[name])]
+    assert {"mend", "malmen", "rledit"} <= set(trainable)
+    shipped = artifacts.entries()
+    for name in trainable:
+        method = METHODS[name](
+            MethodRef.parse(name).config({}, None), ctx
+        )  # as the runner makes it
+        assert f"hypernets/{method.cache_folder().name}" in shipped, name
+
+
+def test_the_artifacts_command_checks_every_entry():
+    result = CliRunner().invoke(main, ["artifacts"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count(" ok") == len(artifacts.entries())
+    assert "kernels" in result.output
