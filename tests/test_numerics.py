@@ -102,14 +102,17 @@ def test_the_run_page_shows_the_numerics(tmp_path, micro_llama, monkeypatch):
     assert f"{torch.backends.cpu.get_cpu_capability()} kernels" in view.numerics[0]["summary"]
 
 
-def test_the_thread_count_never_depends_on_other_processes(monkeypatch):
+def test_other_processes_change_how_threads_wait_never_how_many_there_are(monkeypatch):
     """The CLI once gave each process a share of the cores when it saw other editbench processes:
-    the same command then scored differently beside a test suite. Nothing of that is left."""
+    the same command then scored differently beside a test suite. Beside others now only OpenMP's
+    wait policy changes (speed, not rounding), and not where the user chose one."""
     from click.testing import CliRunner
 
     from editbench.harness import cli
 
-    assert not hasattr(cli, "choose_threads") and not hasattr(cli, "other_editbench_processes")
+    assert cli.wait_policy(1, {}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert cli.wait_policy(3, {"OMP_WAIT_POLICY": "ACTIVE"}) == {}
+    assert cli.wait_policy(0, {}) == {}
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "_explicit", None)
     assert CliRunner().invoke(cli.main, ["list"]).exit_code == 0
