@@ -31,6 +31,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str, default: bool = False) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
+            self._check_name(name, obj)
             existing = self._items.get(name)
             if existing is not None and existing is not obj:
                 raise ValueError(f"{self.kind} {name!r} is already registered by {existing!r}")
@@ -42,6 +43,17 @@ class Registry(Generic[T]):
             return obj
 
         return decorator
+
+    def _check_name(self, name: str, obj: T) -> None:
+        """A class that says its own name (``name = "..."``, as methods and tasks do) must be
+        registered under it: the store, the reports and snapshots call it by that name."""
+        if not isinstance(obj, type) or not any("name" in vars(k) or "name" in vars(k).get("__annotations__", {})
+                                                for k in obj.__mro__):
+            return  # a class of a kind that does not name itself
+        declared = getattr(obj, "name", None)
+        if declared != name:
+            raise ValueError(f"{self.kind} {name!r} is registered from {obj.__qualname__}, whose name is "
+                             f"{declared!r}; set {obj.__qualname__}.name = {name!r}")
 
     def default(self) -> str:
         """The name of the entry that declared itself the default."""
@@ -57,7 +69,9 @@ class Registry(Generic[T]):
             if ep.name in self._items:
                 continue
             try:
-                self._items[ep.name] = ep.load()
+                loaded = ep.load()
+                self._check_name(ep.name, loaded)
+                self._items[ep.name] = loaded
             except Exception as exc:  # a broken plugin must not take the built-ins down with it; logged whole
                 log.warning("could not load %s plugin %r from %s: %s", self.kind, ep.name, ep.value, exc,
                             exc_info=True)

@@ -4,6 +4,7 @@ own bytes, checked by SHA-256 before use, and are exactly the entries the defaul
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 
 import pytest
@@ -127,3 +128,50 @@ def test_the_artifacts_command_checks_every_entry():
     assert result.exit_code == 0, result.output
     assert result.output.count(" ok") == len(artifacts.entries())
     assert "kernels" in result.output
+
+
+def test_a_rebuild_lays_out_what_a_short_default_run_built_with_a_fresh_manifest(
+    tmp_path, monkeypatch
+):
+    """--rebuild runs the default run's trainable methods in a fresh cache (shipped entries off) and
+    copies what that built; here the run is a stand-in that builds two entries."""
+    from editbench.harness import artifacts as command
+    from editbench.harness import runner
+
+    seen = {}
+
+    class FakeRunner:
+        def __init__(self, spec):
+            seen["spec"], seen["skip"] = spec, artifacts.shipped(DEFAULT_POCKET) is None
+
+        def run(self):
+            cache = seen["spec"].cache_dir
+            model = cache / "models" / "pocket-new"
+            editor = cache / "hypernets" / "mend-new"
+            for folder in (model, editor / "state-000010"):
+                folder.mkdir(parents=True)
+            (model / "config.json").write_text("{}")
+            (editor / "config.json").write_text(
+                json.dumps({"model": f"{cache.as_posix()}/models/pocket-new"})
+            )
+            (editor / "editor.safetensors").write_bytes(b"net")
+            (editor / "state-000010" / "net.safetensors").write_bytes(b"partial")
+
+    monkeypatch.setattr(runner, "Runner", FakeRunner)
+    monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
+    into = tmp_path / "shipped"
+    (into / "models" / "pocket-old").mkdir(parents=True)
+    manifest = command.build_artifacts(into)
+    assert seen["skip"] and artifacts.SKIP_VARIABLE not in os.environ
+    assert set(seen["spec"].methods) == {"mend", "malmen", "rledit"} and seen["spec"].seed == 0
+    assert set(manifest["entries"]) == {"models/pocket-new", "hypernets/mend-new"}
+    assert (
+        not (into / "models" / "pocket-old").exists()
+        and not (into / "hypernets/mend-new/state-000010").exists()
+    )
+    assert json.loads((into / "hypernets/mend-new/config.json").read_text()) == {
+        "model": "models/pocket-new"
+    }
+    for entry in artifacts.entries(into).values():
+        artifacts.verify(entry, into)
+    assert json.loads((into / artifacts.MANIFEST).read_text())["built_with"]["seeds"] == [0]

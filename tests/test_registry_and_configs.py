@@ -68,6 +68,25 @@ def test_parse_overrides():
         parse_overrides(["lr=3"])
 
 
+def test_a_class_is_registered_under_its_own_name_only():
+    from editbench.core.method import EditMethod
+
+    class Named(EditMethod):
+        name = "right"
+
+    class Unnamed(EditMethod):
+        pass
+
+    registry = Registry("method", "editbench.no-such-group")
+    with pytest.raises(ValueError, match="registered from .*Named, whose name is 'right'"):
+        registry.register("wrong")(Named)
+    with pytest.raises(ValueError, match="whose name is None; set .*Unnamed.name = 'x'"):
+        registry.register("x")(Unnamed)
+    assert registry.register("right")(Named) is Named
+    for known in (METHODS, TASKS):
+        assert all(known[n].name == n for n in known.names())
+
+
 def test_registry_indexing_and_the_declared_default():
     registry = Registry("widget", "editbench.no-such-group")
     with pytest.raises(KeyError, match="no widget is registered as the default"):
