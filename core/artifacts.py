@@ -13,6 +13,11 @@ An entry is named by the path it would have in the cache (``models/pocket-<diges
 config, training settings, model fingerprint, data, seed), so a shipped entry is only ever used
 where the cache would have used its own build. ``EDITBENCH_NO_SHIPPED=1`` skips the shipped
 entries (a user who wants to train on their own machine; the rebuild itself).
+
+``tests/test_artifacts.py`` fails when the default world, its model settings or an editor's settings
+change without a rebuild (the keys no longer match). A change to the training *code* alone leaves
+the keys as they are until they carry a hash of the code (the provenance issue): such a change
+must rebuild, as it must bump the hand-kept ``FORMAT_VERSION`` of the cache.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ from collections import deque
 
 import pytest
 import torch
+from live_memory import LiveTensors
 from test_architectures import meta_model
 from test_hypernet import make_context
 from torch.func import functional_call
 
 from editbench.core import method as method_module
-from editbench.core.live_memory import LiveTensors
 from editbench.methods.hypernet.memory import ModelShapes, Workload, editing_peak, training_peak
 from editbench.methods.hypernet.training import Trainer
 from editbench.methods.malmen import MALMEN

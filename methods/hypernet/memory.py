@@ -10,9 +10,9 @@ What a term counts is what the trainer (``training.py``) and the core (``core.py
 their peak, tensor by tensor; ``b`` is the model's bytes per element, ``L`` the layers from the
 lowest edited one to the top (activations below it are not kept: nothing there needs a gradient),
 ``T`` the padded tokens per record. The estimates were checked against the peak of live tensor
-storages measured with ``core.live_memory.LiveTensors`` (a ``TorchDispatchMode`` that counts every
-storage an operator returns until it is freed, the autograd engine's included) over a whole
-training run and over edits on micro Llama and GPT-2 models on CPU, within 25%
+storages measured with ``LiveTensors`` of ``tests/live_memory.py`` (a ``TorchDispatchMode``
+that counts every storage an operator returns until it is freed, the autograd engine's included)
+over a whole training run and over edits on micro Llama and GPT-2 models on CPU, within 25%
 (tests/test_hypernet_memory.py). Allocator caches and fragmentation on a GPU come on top; the plan
 should keep a margin.
 """
