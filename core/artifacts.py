@@ -22,12 +22,13 @@ must rebuild, as it must bump the hand-kept ``FORMAT_VERSION`` of the cache.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from .cache import file_sha256
 
 #: where the shipped entries lie: ``artifacts/`` beside the package's ``core/`` (the repository root
 #: in a checkout or an editable install, ``site-packages/editbench/`` in a wheel)
@@ -49,21 +50,14 @@ class ShippedEntry:
     description: str
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def folder_files(folder: Path) -> list[str]:
+    """Every file under ``folder``, as relative POSIX paths, sorted."""
+    return [p.relative_to(folder).as_posix() for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
 def folder_digests(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (relative POSIX path -> SHA-256), in sorted order."""
-    return {
-        p.relative_to(folder).as_posix(): file_sha256(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return {relative: file_sha256(folder / relative) for relative in folder_files(folder)}
 
 
 def read_manifest(root: Path = SHIPPED_ROOT) -> dict:
@@ -105,7 +99,7 @@ def verify(entry: ShippedEntry, root: Path = SHIPPED_ROOT) -> Path:
                 f"{expected[:16]}…; reinstall editbench, or rebuild with "
                 f"`editbench artifacts --rebuild`"
             )
-    extra = set(folder_digests(folder)) - set(entry.files) if folder.is_dir() else set()
+    extra = set(folder_files(folder)) - set(entry.files)
     if extra:
         raise ArtifactError(
             f"shipped folder {folder} holds {sorted(extra)[0]}, which its manifest does "

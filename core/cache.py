@@ -53,6 +53,15 @@ def safe_name(text: str) -> str:
     return f"{cleaned or 'x'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks (snapshots, shipped artefacts)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def publish_dir(tmp: Path, final: Path) -> Path:
     """Move a fully written folder into place atomically; if another process won, keep theirs."""
     final.parent.mkdir(parents=True, exist_ok=True)

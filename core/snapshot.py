@@ -12,7 +12,6 @@ finds were left by a killed writer and are removed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .cache import fsync_dir, publish_dir, remove_stale_staging, staging_dir
+from .cache import file_sha256, fsync_dir, publish_dir, remove_stale_staging, staging_dir
 from .faults import fault_point
 
 FILES = ("weights.safetensors", "state.safetensors", "rng.safetensors", "meta.json")
@@ -36,14 +35,6 @@ class SnapshotError(RuntimeError):
 
 def snapshot_dir(root: Path, n_edits: int) -> Path:
     return root / f"edits-{n_edits:09d}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_snapshot(root: Path, n_edits: int, model: nn.Module, parameter_names: list[str],

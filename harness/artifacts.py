@@ -33,9 +33,10 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
     from .. import __version__
     from ..core import artifacts
     from ..core.method import is_trainable
+    from ..methods import METHODS
     from .runner import Runner, RunSpec, default_methods
 
-    trainable = tuple(name for name in default_methods() if is_trainable(_method_class(name)))
+    trainable = tuple(name for name in default_methods() if is_trainable(METHODS[name]))
     previous = os.environ.get(artifacts.SKIP_VARIABLE)
     os.environ[artifacts.SKIP_VARIABLE] = "1"  # build, never reuse what is shipped now
     try:
@@ -60,7 +61,7 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
                 target = into / name
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(folder, target, ignore=shutil.ignore_patterns(".*", "state-*"))
-                for written in target.glob("*.json"):  # where the model lay: the entry, not a temp path
+                for written in target.glob("*.json"):  # the model's path: the entry, not a temp one
                     text = written.read_text()
                     written.write_text(text.replace(f"{cache.as_posix()}/", ""))
                 entries[name] = {
@@ -94,12 +95,6 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
     (into / artifacts.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     artifacts.forget_verified()
     return manifest
-
-
-def _method_class(name: str):
-    from ..methods import METHODS
-
-    return METHODS[name]
 
 
 def _describe(name: str) -> str:

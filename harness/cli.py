@@ -183,8 +183,9 @@ def wait_policy(others: int, environ: dict[str, str]) -> dict[str, str]:
     unless the user chose a policy. Never the thread count, which would change the scores with
     the machine's load. Measured on 2 cores (2026-12-05): two default runs started together took
     19 min each with spinning threads, 2 min 25 s with passive ones (3 min 48 s and 3 min 20 s
-    when only the second saw the first), against 1 min 32 s alone; the same scores in every case. Alone, passive waiting made the run slower (2 min 32 s), so it is
-    only chosen beside other processes."""
+    when only the second saw the first), against 1 min 32 s alone; the same scores in every case.
+    Alone, passive waiting made the run slower (2 min 32 s), so it is only chosen beside other
+    processes."""
     if others and "OMP_WAIT_POLICY" not in environ:
         return {"OMP_WAIT_POLICY": "PASSIVE"}
     return {}
