@@ -1,14 +1,16 @@
 """editbench: a benchmark harness for lifelong knowledge editing of language models.
 
-The import package maps the repository's top-level folders: ``editbench.harness`` (registries,
-runner, store, CLI), ``editbench.methods``, ``editbench.tasks`` and ``editbench.reports``.
+The import package maps the repository's top-level folders: ``editbench.core`` (records,
+protocols, registries, the store), ``editbench.methods``, ``editbench.tasks``,
+``editbench.reports`` and ``editbench.harness`` (a run's plan, the runner, evaluation, checks, the
+command line).
 """
 
 __version__ = "0.1.0"
 
-#: the Python API (``editbench.run``, ``editbench.edit``), loaded on first use so that importing
-#: editbench stays cheap
-_API = ("run", "edit")
+#: the Python API (``editbench.run``, ``editbench.plan``, ``editbench.edit``), loaded on first use
+#: so that importing editbench stays cheap
+_API = ("run", "plan", "edit")
 
 
 def __getattr__(name: str):

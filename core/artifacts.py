@@ -122,6 +122,14 @@ def shipped(name: str, root: Path = SHIPPED_ROOT) -> Path | None:
     return _verified(name, root)
 
 
+def located(name: str, root: Path = SHIPPED_ROOT) -> Path | None:
+    """Where :func:`shipped` would find entry ``name``, without reading its files (a dry run
+    reads no weights); None as for :func:`shipped`."""
+    if os.environ.get(SKIP_VARIABLE, "") not in ("", "0") or name not in entries(root):
+        return None
+    return root / name
+
+
 def forget_verified() -> None:
     """Check again on the next call (after a rebuild wrote new files)."""
     _verified.cache_clear()

@@ -278,7 +278,7 @@ class ResultsStore:
             conn.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
         return True
 
-    def save_run_plan(self, run_id: str, metrics: Iterable[Metric], batches: Iterable[tuple[int, int]]) -> None:
+    def save_run_outline(self, run_id: str, metrics: Iterable[Metric], batches: Iterable[tuple[int, int]]) -> None:
         """What a report needs to present a run without the code that made it: each metric's
         description and direction, and the edit batches as run (``[start, stop)`` per step)."""
         with self.transaction() as conn:

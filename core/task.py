@@ -61,8 +61,9 @@ class Task(ABC):
         chosen = self.load(split or self.options.split)
         return chosen[: self.options.limit] if self.options.limit is not None else chosen
 
-    def default_model(self) -> str | None:
-        """A model that suits this task when the user names none (None: ``--model`` is required)."""
+    def default_model(self, build: bool = True) -> str | None:
+        """A model that suits this task when the user names none (None: ``--model`` is required).
+        With ``build=False`` only where it is or will be: resolving a run builds nothing."""
         return None
 
     def default_edits(self) -> int:

@@ -1,11 +1,12 @@
 """The Python API: what ``editbench run`` does, from a script or a notebook, and one method's edit
 of a model you already hold.
 
-``run`` takes the keys of a run file (:mod:`editbench.harness.runfile`), as a file or as keyword
-arguments, resolves them through the ``run`` command's own options (the same defaults and checks
-as the command line), runs, and returns the results store. ``edit`` needs no runner, store or task:
-it edits the model in place with one method, batch after batch, as EasyEdit's ``BaseEditor.edit``
-does, and returns the method (whose ``edited_parameters`` name what changed).
+``run`` takes the settings of a run (:class:`~editbench.harness.plan.settings.RunSpec`), as a
+run file, a mapping or keyword arguments (the same names, defaults and checks as the command
+line, which is generated from the same fields), resolves them into a plan per seed, runs, and
+returns the results store. ``plan`` stops after resolving. ``edit`` needs no runner, store or
+task: it edits the model in place with one method, batch after batch, as EasyEdit's
+``BaseEditor.edit`` does, and returns the method (whose ``edited_parameters`` name what changed).
 """
 
 from __future__ import annotations
@@ -16,65 +17,43 @@ from pathlib import Path
 from typing import Any
 
 from ..core.records import EditRecord, Neighbour
-from . import runfile
+from .plan import runfile
+from .plan.settings import RunSpec, layered, to_text
 
 log = logging.getLogger(__name__)
 
 
-def build_spec(options: Mapping[str, Any]):
-    """The ``run`` command's resolved options -> (RunSpec, seeds, executor, Ray address)."""
-    from ..core.configs import parse_overrides
-    from .cli import _parse_editors, split_list, task_and_data
-    from .runner import RunSpec
-
-    options = dict(options)
-    for own in runfile.OWN_OPTIONS:
-        options.pop(own, None)
-    executor, address, seeds = options.pop("executor"), options.pop("ray_address"), options.pop("seeds")
-    task, data = task_and_data(options.pop("task"), options.pop("data"))
-    spec = RunSpec(
-        methods=split_list(options.pop("methods")),
-        capability=split_list(options.pop("capability")),
-        restart=split_list(options.pop("restart")),
-        params=parse_overrides(options.pop("params")),
-        editors=_parse_editors(options.pop("editors")),
-        task=task, data=data, seed=seeds[0], gen_eval=options.pop("gen_eval") == "on",
-        **options,
-    )
-    return spec, seeds, executor, address
+def settings(config: str | Path | Mapping[str, Any] | None = None, **options: Any) -> RunSpec:
+    """A run file (a path) or a mapping of its keys, with ``options`` over it (``params`` and
+    ``editors`` merge, field by field), as a checked :class:`RunSpec`."""
+    layers = []
+    if isinstance(config, (str, Path)):
+        layers.append((runfile.read_file(Path(config)), f"--config {config}"))
+    elif config is not None:
+        layers.append((dict(config), "the run settings"))
+    layers.append((options, "editbench.run()"))
+    return RunSpec(**layered(layers))
 
 
-def execute(options: Mapping[str, Any]):
-    """Run what the ``run`` command's resolved ``options`` ask for, keeping the run file in the
-    results folder first; returns (spec, [(runner, outcome)] per seed)."""
-    from .cli import run as run_command
-    from .executors import run_local, run_ray
+def plan(config: str | Path | Mapping[str, Any] | None = None, **options: Any):
+    """The resolved plan of each seed's run (:class:`~editbench.harness.plan.resolve.RunPlan`),
+    without loading weights or writing anything."""
+    from .plan.resolve import resolve_sweep
 
-    spec, seeds, executor, address = build_spec(options)
-    runfile.store(spec.out, runfile.from_options(options, run_command))
-    results = run_ray(spec, seeds, address) if executor == "ray" else run_local(spec, seeds)
-    return spec, results
+    return resolve_sweep(settings(config, **options))
 
 
-def resolve(config: str | Path | Mapping[str, Any] | None = None, **options: Any) -> dict[str, Any]:
-    """A run file (a path or a mapping) with ``options`` over it, resolved through the ``run``
-    command: every option of ``run`` with its value, as the command line would have it."""
-    import click
+def execute(spec: RunSpec):
+    """Run ``spec`` (each seed; here or on Ray), keeping its run file in the results folder first;
+    returns [(runner, outcome)] per seed."""
+    from .plan.resolve import resolve_sweep
+    from .running.executors import run_local, run_ray
 
-    from .cli import run as run_command
-
-    data = runfile.read_file(Path(config)) if isinstance(config, (str, Path)) else dict(config or {})
-    where = f"--config {config}" if isinstance(config, (str, Path)) else "the run settings"
-    base = runfile.to_options(data, run_command, where)
-    over = runfile.to_options(options, run_command, "editbench.run()")
-    for key in runfile.MERGED:  # the keyword arguments' settings over the file's, field by field
-        if key in base and key in over:
-            over[key] = (*base[key], *over[key])
-    try:
-        ctx = run_command.make_context("run", [], default_map={**base, **over})
-    except click.ClickException as exc:  # a value the option refuses: the option's own message
-        raise ValueError(exc.format_message()) from None
-    return dict(ctx.params)
+    plans = resolve_sweep(spec)
+    runfile.store(spec.out, spec.to_mapping())
+    if spec.executor == "ray":
+        return run_ray(plans, spec.ray_address)
+    return run_local(plans)
 
 
 def run(config: str | Path | Mapping[str, Any] | None = None, **options: Any):
@@ -87,7 +66,8 @@ def run(config: str | Path | Mapping[str, Any] | None = None, **options: Any):
     """
     from ..core.store import load_results
 
-    spec, _ = execute(resolve(config, **options))
+    spec = settings(config, **options)
+    execute(spec)
     return load_results(spec.out)
 
 
@@ -148,7 +128,7 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
 
     ref = MethodRef.parse(method)
     architecture = recognise(getattr(model, "config", None))  # a published model: its release's settings first
-    config = ref.config({ref.label: {key: runfile.to_text(value) for key, value in (params or {}).items()}},
+    config = ref.config({ref.label: {key: to_text(value) for key, value in (params or {}).items()}},
                         architecture)
     if architecture in ref.cls.presets:
         log.info("%s: taking the settings published for %s, under those given in params", ref.label, architecture)

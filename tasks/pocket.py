@@ -328,11 +328,12 @@ class PocketTask(Task):
             raise ValueError(f"--split {split!r}: the pocket task has splits 'eval' and 'train'")
         return list(self.world.records[split])
 
-    def default_model(self) -> str:
+    def default_model(self, build: bool = True) -> str:
         from .pocket_model import MODEL_SIZES, ensure_pocket_model
 
         config: PocketConfig = self.config  # type: ignore[assignment]
-        return str(ensure_pocket_model(self.world, self.options.cache_dir, MODEL_SIZES[config.model]))
+        return str(ensure_pocket_model(self.world, self.options.cache_dir,
+                                       MODEL_SIZES[config.model], build=build))
 
     def default_edits(self) -> int:
         return 200

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.artifacts import shipped
+from ..core.artifacts import located, shipped
 from ..core.cache import building, cache_root, publish_dir, staging_dir
 from ..core.configs import config_hash
 from ..core.faults import fault_point
@@ -119,12 +119,15 @@ def train_pocket_model(sentences: list[str], config: PocketModelConfig, out_dir:
     tokenizer.save_pretrained(out_dir)
 
 
-def ensure_pocket_model(world, cache_dir: Path | None = None, config: PocketModelConfig | None = None) -> Path:
+def ensure_pocket_model(world, cache_dir: Path | None = None, config: PocketModelConfig | None = None,
+                        build: bool = True) -> Path:
     """The model folder for ``world``: the package's shipped build where it ships this one, else the
-    cache's, trained first if it is not there yet."""
+    cache's, trained first if it is not there yet (``build=False``: only the folder, unchecked)."""
     config = config or PocketModelConfig()
     digest = config_hash(FORMAT_VERSION, asdict(world.config), asdict(config))
     entry = f"models/pocket-{digest}"
+    if not build:
+        return located(entry) or (cache_dir or cache_root()) / entry
     packaged = shipped(entry)  # the package's own build, the same on every machine (core/artifacts.py)
     if packaged is not None:
         log.info("loaded the shipped pocket model from %s", packaged)

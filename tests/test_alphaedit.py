@@ -122,7 +122,9 @@ def test_a_failed_run_resumes_to_the_uninterrupted_result(tmp_path, micro_llama,
     import pandas as pd
 
     from editbench.core.store import load_results
-    from editbench.harness.runner import Runner, RunSpec
+    from editbench.harness.plan.resolve import resolve
+    from editbench.harness.plan.settings import RunSpec
+    from editbench.harness.running.runner import Runner
 
     params = {"pocket": {"n_entities": "20"},
               "alphaedit": {"layers": "0,1", "v_steps": "5", "context_prefixes": "1", "mom2_n_samples": "300",
@@ -132,7 +134,7 @@ def test_a_failed_run_resumes_to_the_uninterrupted_result(tmp_path, micro_llama,
         return RunSpec(methods=("alphaedit",), task="pocket", model=str(micro_llama), edits=8, batch_size=2,
                        checkpoints="2,4,6,8", device="cpu", params=params, out=out, cache_dir=tmp_path / "cache")
 
-    assert Runner(spec(tmp_path / "clean")).run().ok
+    assert Runner(resolve(spec(tmp_path / "clean"))).run().ok
     calls = {"n": 0}
     apply = AlphaEdit.apply
 
@@ -143,9 +145,9 @@ def test_a_failed_run_resumes_to_the_uninterrupted_result(tmp_path, micro_llama,
         apply(self, batch)
 
     monkeypatch.setattr(AlphaEdit, "apply", fail_third)
-    assert not Runner(spec(tmp_path / "stopped")).run().ok
+    assert not Runner(resolve(spec(tmp_path / "stopped"))).run().ok
     monkeypatch.setattr(AlphaEdit, "apply", apply)
-    assert Runner(spec(tmp_path / "stopped")).run().ok
+    assert Runner(resolve(spec(tmp_path / "stopped"))).run().ok
 
     def scores(folder):
         return load_results(folder).scores().drop(columns="run_id").sort_values(

@@ -41,7 +41,7 @@ def test_the_run_keeps_its_resolved_file_which_repeats_it(api_run, micro_gpt2):
     (stored,) = (out / "run-files").iterdir()
     data = yaml.safe_load(stored.read_text())
     assert data["methods"] == ["ft-m"] and data["save_model"] == 3 and data["model"] == str(micro_gpt2)
-    assert data["out"] == str(out) and data["gen_eval"] == "off"
+    assert data["out"] == str(out) and data["gen_eval"] is False
     again = CliRunner().invoke(main, ["run", "--config", str(stored), "--dump-config"])
     assert yaml.safe_load(again.output) == data
 
@@ -113,9 +113,9 @@ def test_run_refuses_bad_settings_before_running(tmp_path):
 
 
 def test_a_resume_past_the_saved_checkpoint_says_the_model_is_not_saved(tmp_path, caplog):
-    from editbench.harness.saved import warn_if_passed
+    from editbench.harness.running.saved import warn_if_passed
 
-    with caplog.at_level("WARNING", logger="editbench.harness.saved"):
+    with caplog.at_level("WARNING", logger="editbench.harness.running.saved"):
         warn_if_passed(3, 2, tmp_path / "edits-3")  # not yet there: it will be saved
         warn_if_passed(None, 6, tmp_path / "edits-3")
         assert not caplog.records

@@ -82,14 +82,15 @@ def test_the_runner_reads_the_architecture_from_the_config_alone(tmp_path, caplo
     from transformers import AutoConfig
 
     from editbench.core.architectures import architecture_of
-    from editbench.harness.runner import RunSpec, resolve_methods
+    from editbench.harness.plan.resolve import method_setups
+    from editbench.harness.plan.settings import RunSpec
 
     values = json.loads((CONFIGS / "llama-3-8b.json").read_text())
     AutoConfig.for_model(values.pop("model_type"), **values).save_pretrained(tmp_path)
     assert architecture_of(str(tmp_path)) == "llama-3-8b"
     assert architecture_of(str(tmp_path / "missing")) is None
     with caplog.at_level("INFO"):
-        rledit, ftm = resolve_methods(RunSpec(methods=("rledit@release", "ft-m")), "llama-3-8b")
+        rledit, ftm = method_setups(RunSpec(methods=("rledit@release", "ft-m")), "llama-3-8b")
     assert rledit.config.layers == tuple(range(22, 31)) and rledit.config.edit_lr == 1e-6
     assert ftm.config.layer == 21
     assert "taking the settings published for llama-3-8b (preset ft-m@llama-3-8b)" in caplog.text

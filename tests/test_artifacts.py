@@ -17,7 +17,7 @@ from editbench.core.method import EditContext, MethodRef, is_trainable
 from editbench.core.models import ModelLayout, load_model
 from editbench.core.task import TaskOptions
 from editbench.harness.cli import main
-from editbench.harness.runner import default_methods
+from editbench.harness.plan.resolve import default_methods
 from editbench.methods import METHODS
 from editbench.tasks import pocket_model
 from editbench.tasks.pocket import PocketConfig, PocketTask
@@ -135,17 +135,17 @@ def test_a_rebuild_lays_out_what_a_short_default_run_built_with_a_fresh_manifest
 ):
     """--rebuild runs the default run's trainable methods in a fresh cache (shipped entries off) and
     copies what that built; here the run is a stand-in that builds two entries."""
-    from editbench.harness import artifacts as command
-    from editbench.harness import runner
+    from editbench.harness.checks import artifacts as command
+    from editbench.harness.running import runner
 
     seen = {}
 
     class FakeRunner:
-        def __init__(self, spec):
-            seen["spec"], seen["skip"] = spec, artifacts.shipped(DEFAULT_POCKET) is None
+        def __init__(self, plan):
+            seen["plan"], seen["skip"] = plan, artifacts.shipped(DEFAULT_POCKET) is None
 
         def run(self):
-            cache = seen["spec"].cache_dir
+            cache = seen["plan"].cache_dir
             model = cache / "models" / "pocket-new"
             editor = cache / "hypernets" / "mend-new"
             for folder in (model, editor / "state-000010"):
@@ -163,7 +163,8 @@ def test_a_rebuild_lays_out_what_a_short_default_run_built_with_a_fresh_manifest
     (into / "models" / "pocket-old").mkdir(parents=True)
     manifest = command.build_artifacts(into)
     assert seen["skip"] and artifacts.SKIP_VARIABLE not in os.environ
-    assert set(seen["spec"].methods) == {"mend", "malmen", "rledit"} and seen["spec"].seed == 0
+    assert {m.label for m in seen["plan"].methods} == {"mend", "malmen", "rledit"}
+    assert seen["plan"].seed == 0
     assert set(manifest["entries"]) == {"models/pocket-new", "hypernets/mend-new"}
     assert (
         not (into / "models" / "pocket-old").exists()

@@ -33,7 +33,7 @@ def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):
 
 def test_edit_throughput_gives_each_method_only_its_own_settings(tmp_path, micro_llama):
     from editbench.core.store import load_results
-    from editbench.harness.bench import edit_throughput
+    from editbench.harness.checks.bench import edit_throughput
 
     rows = edit_throughput(micro_llama, tmp_path, ("ft-m", "ft-l"), (10,), batch_size=10, eval_sample=5,
                            device="cpu", params={"ft-m": {"lr": "7e-4"}})
@@ -45,7 +45,7 @@ def test_edit_throughput_gives_each_method_only_its_own_settings(tmp_path, micro
 def test_edit_throughput_refuses_a_setting_for_a_method_it_does_not_measure(tmp_path, micro_llama):
     import pytest
 
-    from editbench.harness.bench import edit_throughput
+    from editbench.harness.checks.bench import edit_throughput
 
     with pytest.raises(ValueError, match="'mend' is neither the task nor a method"):
         edit_throughput(micro_llama, tmp_path, ("ft-m",), (10,), batch_size=10, eval_sample=5, device="cpu",

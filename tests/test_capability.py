@@ -4,13 +4,15 @@ import pytest
 
 from editbench.core.records import PairScore
 from editbench.core.store import load_results
-from editbench.harness.capability import (
+from editbench.harness.evaluation.capability import (
     CAPABILITY_SETS,
     CapabilitySettings,
     capability_accuracy,
     load_capability_sets,
 )
-from editbench.harness.runner import Runner, RunSpec
+from editbench.harness.plan.resolve import resolve
+from editbench.harness.plan.settings import RunSpec
+from editbench.harness.running.runner import Runner
 
 
 class PrefersSecondChoice:
@@ -53,7 +55,7 @@ def test_runs_store_capability_for_the_unedited_model_and_the_chosen_checkpoints
                    device="cpu", cache_dir=tmp_path, params={"pocket": {"n_entities": "20"}},
                    capability=("sst2", "mmlu"), capability_data=str(shared_data / "glue"), capability_limit=5, capability_at="4,8",
                    checkpoints="4,8")
-    Runner(spec).run()
+    Runner(resolve(spec)).run()
     frame = load_results(spec.out).capability()
     assert set(zip(frame["method"], frame["n_edits"])) == {("", 0), ("ft-m", 4), ("ft-m", 8)}
     assert set(frame["name"]) == {"sst2", "mmlu"} and set(frame["n"]) == {5}

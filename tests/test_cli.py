@@ -55,7 +55,7 @@ def test_threads_sets_torch_threads_and_refuses_zero(monkeypatch):
 
 
 def test_global_options_work_after_the_command_too():
-    from editbench.harness.cli import hoist_global_options
+    from editbench.harness.cli.group import hoist_global_options
 
     commands = {"run", "report"}
     assert hoist_global_options(["run", "--threads", "1", "--edits", "5", "-v"], commands) == \

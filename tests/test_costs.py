@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from editbench.core.costs import GiB, RunShape
-from editbench.harness.cost_check import FAMILIES, METHODS_CHECKED, check_family
-from editbench.harness.planner import model_shape, plan_methods
+from editbench.harness.checks.cost_check import FAMILIES, check_family, checked_methods
+from editbench.harness.plan.estimate import estimate_methods, model_shape
 
 
 @pytest.mark.slow
@@ -14,7 +14,8 @@ from editbench.harness.planner import model_shape, plan_methods
 def test_plan_peaks_are_within_a_quarter_of_measured_peaks(family):
     """Every method but WISE (slow on CPU) on Llama's layout; the three method families on every
     architecture (the suite's time; ``editbench selfcheck`` runs every method on every architecture)."""
-    methods = tuple(m for m in METHODS_CHECKED if m != "wise") if family == "llama" else ("ft-l", "memit", "mend")
+    methods = (tuple(m for m in checked_methods() if m != "wise") if family == "llama"
+               else ("ft-l", "memit", "mend"))
     for check in check_family(family, "cpu", methods):
         assert 0.75 <= check.ratio <= 1.25, (f"{family} {check.what}: plan {check.planned / 1e6:.2f} MB, "
                                               f"measured {check.measured / 1e6:.2f} MB")
@@ -26,7 +27,7 @@ def test_the_plan_for_llama_3_8b_counts_what_the_model_holds():
     assert shape.architecture == "llama-3-8b"
     assert round(shape.n_params / 1e9, 2) == 8.03
     run = RunShape(edits=20000, batch_size=100, scored_records=20000, device_bytes=80 * GiB)
-    (memit,) = plan_methods(shape, run, ["memit"])
+    (memit,) = estimate_methods(shape, run, ["memit"])
     assert memit.cost is not None
     # on the device: bf16 weights, float32 master copies of five 14336 x 4096 down_proj; in host memory
     # five 14336^2 float32 second moments (an H200 measured 19.76 GiB when the plan counted them on the device)
@@ -41,7 +42,7 @@ def test_every_method_plans_to_fit_a_published_model_in_bf16_on_80_gb(config):
 
     shape = model_shape(f"tests/configs/{config}.json", "bfloat16")
     run = RunShape(edits=20000, batch_size=100, scored_records=20000, device_bytes=80 * GiB)
-    planned = plan_methods(shape, run, list(METHODS.names()) if hasattr(METHODS, "names") else [n for n, _ in METHODS.items()])
+    planned = estimate_methods(shape, run, list(METHODS.names()) if hasattr(METHODS, "names") else [n for n, _ in METHODS.items()])
     assert all(p.cost is not None for p in planned), [p.label for p in planned if p.cost is None]
     assert all(p.fits(run) for p in planned), [(p.label, p.cost.peak_bytes / GiB) for p in planned if not p.fits(run)]
 
@@ -52,24 +53,25 @@ def test_key_statistics_are_planned_in_host_memory_and_counted_where_host_memory
     The plan prints them apart; a CPU run, whose one memory holds both, counts them in its peak."""
     from conftest import write_edits
 
-    from editbench.harness import preflight
-    from editbench.harness.planner import plan_table
-    from editbench.harness.runner import Runner, RunSpec
+    from editbench.harness.plan import estimate
+    from editbench.harness.plan.estimate import plan_table
+    from editbench.harness.plan.resolve import resolve
+    from editbench.harness.plan.settings import RunSpec
 
     shape = model_shape("tests/configs/llama-3-8b.json", "bfloat16")
     run = RunShape(edits=20000, batch_size=100, scored_records=20000, device_bytes=80 * GiB)
-    planned = plan_methods(shape, run, ["memit", "ft-m"])
+    planned = estimate_methods(shape, run, ["memit", "ft-m"])
     assert planned[1].cost.host_bytes == 0
     assert "Host memory besides (key statistics, not on the device): memit 3.8 GiB" in plan_table(shape, run, planned)
 
     seen = []
-    monkeypatch.setattr(preflight, "plan_methods", lambda *a, **kw: seen.extend(plan_methods(*a, **kw)) or seen)
+    monkeypatch.setattr(estimate, "estimate_methods", lambda *a, **kw: seen.extend(estimate_methods(*a, **kw)) or seen)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Kalo Mirve lives in Fengal Vale.\n" * 20)
     spec = RunSpec(task="jsonl", data=str(write_edits(tmp_path / "edits.jsonl", 8)), model=str(micro_llama), edits=8,
                    batch_size=4, out=tmp_path / "out", device="cpu", cache_dir=tmp_path / "cache", gen_eval=False,
                    methods=("memit",), params={"memit": {"stats_corpus": str(corpus)}})
-    runner = Runner(spec)
+    plan = resolve(spec)
     (memit,) = seen
     assert memit.cost.host_bytes > 0
-    assert runner.planned_peaks["memit"] == memit.cost.peak_bytes + memit.cost.host_bytes
+    assert plan.planned_peak("memit") == memit.cost.peak_bytes + memit.cost.host_bytes

@@ -4,13 +4,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from editbench.core.store import ResultsStore, load_results
-from editbench.harness.executors import run_local
-from editbench.harness.runner import RunSpec
+from editbench.harness.plan.resolve import resolve_sweep
+from editbench.harness.plan.settings import RunSpec
+from editbench.harness.running.executors import run_local
 
 POCKET = {"pocket": {"n_entities": "20"}}
 
@@ -18,7 +20,7 @@ POCKET = {"pocket": {"n_entities": "20"}}
 def test_a_local_sweep_runs_every_method_and_seed(tmp_path, micro_llama):
     spec = RunSpec(methods=("ft-m", "ft-l"), model=str(micro_llama), edits=6, batch_size=3, out=tmp_path / "o",
                    device="cpu", cache_dir=tmp_path, params=POCKET)
-    results = run_local(spec, (0, 1))
+    results = run_local(resolve_sweep(replace(spec, seed=(0, 1))))
     assert all(outcome.ok for _, outcome in results)
     cells = load_results(spec.out).cells()
     assert len(cells) == 4 and cells["run_id"].nunique() == 2
@@ -27,7 +29,7 @@ def test_a_local_sweep_runs_every_method_and_seed(tmp_path, micro_llama):
 def test_merging_a_worker_store_is_idempotent(tmp_path, micro_llama):
     spec = RunSpec(methods=("ft-m",), model=str(micro_llama), edits=4, batch_size=2, out=tmp_path / "w",
                    device="cpu", cache_dir=tmp_path, params=POCKET)
-    run_local(spec, (0,))
+    run_local(resolve_sweep(spec))
     with ResultsStore(tmp_path / "main") as main:
         main.merge_from(spec.out / "results.sqlite")
         main.merge_from(spec.out / "results.sqlite")
@@ -80,18 +82,19 @@ def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
 def test_a_sweep_cell_saves_its_model_in_the_sweeps_folder_not_its_workers(tmp_path, micro_llama):
     """A Ray cell runs with its worker folder as its store; ``--save-model`` must still write where the
     user looks, ``OUT/models/<run>/<method>/edits-N``. Checked on the cell spec and run_cell a worker runs."""
-    from editbench.harness.executors import _worker_dir, cell_spec, run_cell
-    from editbench.harness.runner import Runner
+    from editbench.harness.plan.resolve import for_cell, resolve
+    from editbench.harness.running.executors import _worker_dir, run_cell
 
     out = tmp_path / "sweep"
     spec = RunSpec(methods=("ft-m", "ft-l"), model=str(micro_llama), edits=4, batch_size=2, checkpoints="2,4",
                    out=out, device="cpu", cache_dir=tmp_path, save_model=2, gen_eval=False,
                    params={**POCKET, "ft-l": {"stop_loss": "0"}})
-    runner = Runner(spec)
-    worker = _worker_dir(out, runner.run_id, "ft-m")
-    cell = cell_spec(runner, "ft-m", worker)
-    assert cell.methods == ("ft-m",) and cell.out == worker and "ft-l" not in cell.params
-    assert run_cell(cell) == {"ft-m": "done"}
-    saved = out / "models" / runner.run_id / "ft-m" / "edits-2"
+    plan = resolve(spec)
+    worker = _worker_dir(out, plan.run_id, "ft-m")
+    cell = for_cell(plan, plan.methods[0], worker)
+    assert [m.label for m in cell.methods] == ["ft-m"] and cell.spec.out == worker
+    assert "ft-l" not in cell.spec.params and cell.run_id == plan.run_id
+    assert run_cell(cell, out) == {"ft-m": "done"}
+    saved = out / "models" / plan.run_id / "ft-m" / "edits-2"
     assert (saved / "config.json").is_file() and (saved / "model.safetensors").is_file()
     assert not (worker / "models").exists()

@@ -22,7 +22,7 @@ from editbench.core.cache import Busy, building, exclusive_lock, safe_name
 from editbench.core.records import ScoringPair
 from editbench.core.sources import RecordError, download, read_source
 from editbench.core.store import load_results
-from editbench.harness.cli import explain, main
+from editbench.harness.cli.group import explain, main
 from editbench.methods import METHODS
 
 GOOD = {"prompt": "The mother tongue of Danielle Darrieux is", "subject": "Danielle Darrieux",

@@ -9,7 +9,12 @@ from editbench.core.generate import StopRule, answer_budget, greedy_decode
 from editbench.core.models import load_model
 from editbench.core.probe import HFProbe
 from editbench.core.records import EditRecord, Neighbour, Portability, ScoringPair
-from editbench.harness.generated import exact_match, normalise_answer, prefix_match, score_generated
+from editbench.harness.evaluation.generated import (
+    exact_match,
+    normalise_answer,
+    prefix_match,
+    score_generated,
+)
 
 
 @pytest.mark.parametrize("text, expected", [

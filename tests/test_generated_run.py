@@ -12,7 +12,9 @@ from conftest import SMALL_POCKET_WORLD
 
 from editbench.core.store import load_results
 from editbench.harness.cli import main
-from editbench.harness.runner import Runner, RunSpec
+from editbench.harness.plan.resolve import resolve
+from editbench.harness.plan.settings import RunSpec
+from editbench.harness.running.runner import Runner
 
 WORLD = {k: str(v) for k, v in SMALL_POCKET_WORLD.items()}  # the 11-relation world, kept small
 
@@ -25,7 +27,7 @@ def pocket_model(small_pocket):
 def test_a_run_stores_generated_metrics_and_the_report_shows_the_gap(pocket_model, tmp_path):
     spec = RunSpec(methods=("ft-m",), model=str(pocket_model), edits=8, batch_size=4, out=tmp_path / "out",
                    device="cpu", cache_dir=tmp_path, params={"pocket": WORLD, "ft-m": {"lr": "1e-2"}})
-    runner = Runner(spec)
+    runner = Runner(resolve(spec))
     assert runner.run().ok
     store = load_results(spec.out)
     baseline = store.runs()["baseline"][0]
@@ -55,7 +57,7 @@ def test_a_run_stores_generated_metrics_and_the_report_shows_the_gap(pocket_mode
 def test_generated_evaluation_can_be_turned_off(pocket_model, tmp_path):
     spec = RunSpec(methods=("ft-m",), model=str(pocket_model), edits=4, batch_size=4, out=tmp_path / "out",
                    device="cpu", cache_dir=tmp_path, params={"pocket": WORLD}, gen_eval=False)
-    assert Runner(spec).run().ok
+    assert Runner(resolve(spec)).run().ok
     store = load_results(spec.out)
     assert not {m for m in store.scores()["metric"] if "_gen_" in m}
     assert "pre_edit_gen_em" not in store.runs()["baseline"][0]

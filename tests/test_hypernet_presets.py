@@ -4,7 +4,8 @@ import pytest
 import torch
 from test_hypernet import make_context
 
-from editbench.harness.runner import RunSpec, resolve_methods
+from editbench.harness.plan.resolve import method_setups
+from editbench.harness.plan.settings import RunSpec
 from editbench.methods.hypernet.training import Trainer
 
 SMALL = {"rank": "8", "n_blocks": "1", "train_batch": "2"}
@@ -28,7 +29,7 @@ def _method(label, micro_llama, tmp_path):
     schedule = {} if "release" in label or label.endswith("@untrained") else {label: PAPER}
     if label == "rledit@release":  # its sequence is 400 batches; 6 walks the same code
         schedule = {label: {"sequence_length": "6"}}
-    (plan,) = resolve_methods(RunSpec(methods=(label,), params={name: SMALL, **schedule}))
+    (plan,) = method_setups(RunSpec(methods=(label,), params={name: SMALL, **schedule}))
     return plan.cls(plan.config, make_context(micro_llama, tmp_path))
 
 
@@ -75,7 +76,7 @@ def test_whether_editing_updates_the_normaliser(label, moves, micro_llama, tmp_p
 
 def test_release_presets_carry_the_released_settings():
     def config(label):
-        (plan,) = resolve_methods(RunSpec(methods=(label,)))
+        (plan,) = method_setups(RunSpec(methods=(label,)))
         return plan.config
 
     malmen, mend, rledit = config("malmen@release"), config("mend@release"), config("rledit@release")

@@ -300,7 +300,7 @@ def test_the_runner_scores_a_forward_changing_method_with_hf_and_a_rewriting_one
 
     import pytest
 
-    from editbench.harness.runner import Runner
+    from editbench.harness.running.runner import Runner
 
     ctx = _context(micro_llama)
     runner = SimpleNamespace(backend="vllm", device=ctx.device, _probe=lambda *a: pytest.fail("asked for vLLM"))

@@ -9,7 +9,7 @@ import pytest
 
 from editbench.core.records import EditRecord
 from editbench.core.task import TaskOptions
-from editbench.harness.runner import stream_order
+from editbench.harness.plan.resolve import stream_order
 from editbench.tasks.mquake import MquakeTask
 
 
@@ -149,13 +149,15 @@ def test_the_stream_keeps_a_group_together_in_file_order():
 
 def test_a_run_scores_multi_hop_questions_after_the_whole_case(tmp_path, micro_llama):
     from editbench.core.store import load_results
-    from editbench.harness.runner import Runner, RunSpec
+    from editbench.harness.plan.resolve import resolve
+    from editbench.harness.plan.settings import RunSpec
+    from editbench.harness.running.runner import Runner
 
     path = tmp_path / "mquake.json"
     path.write_text(json.dumps([TWO_EDITS, ONE_EDIT]))
     spec = RunSpec(methods=("ft-m",), task="mquake", data=str(path), model=str(micro_llama), edits=3, batch_size=1,
                    checkpoints="1,3", out=tmp_path / "out", params={"ft-m": {"steps": "2"}})
-    Runner(spec).run()
+    Runner(resolve(spec)).run()
     store = load_results(spec.out)
     scores = store.scores()
     assert {"portability_acc", "multihop_acc", "locality_chain_agree"} <= set(scores["metric"])

@@ -15,9 +15,11 @@ import torch
 
 from editbench.core.numerics import current_numerics, describe_numerics, numerics_difference
 from editbench.core.store import load_results
-from editbench.harness import runner as runner_module
-from editbench.harness import threads
-from editbench.harness.runner import Runner, RunSpec
+from editbench.harness.plan.resolve import resolve
+from editbench.harness.plan.settings import RunSpec
+from editbench.harness.running import runner as runner_module
+from editbench.harness.running import threads
+from editbench.harness.running.runner import Runner
 
 POCKET = {"pocket": {"n_entities": "20"}}
 
@@ -71,10 +73,10 @@ def test_a_run_stores_its_numerics_and_a_resume_under_other_threads_says_so(
         torch.set_num_threads(1)
         with monkeypatch.context() as patch:
             patch.setattr(Runner, "_checkpoint", stop_at_four)
-            assert not Runner(_spec(tmp_path, micro_llama)).run().ok
+            assert not Runner(resolve(_spec(tmp_path, micro_llama))).run().ok
         torch.set_num_threads(2)
         with caplog.at_level(logging.WARNING, logger=runner_module.__name__):
-            assert Runner(_spec(tmp_path, micro_llama)).run().ok
+            assert Runner(resolve(_spec(tmp_path, micro_llama))).run().ok
     finally:
         torch.set_num_threads(before)
     warnings = [r.getMessage() for r in caplog.records if "other numerics" in r.getMessage()]
@@ -95,7 +97,7 @@ def test_the_run_page_shows_the_numerics(tmp_path, micro_llama, monkeypatch):
     from editbench.reports.site import run_views
 
     monkeypatch.setattr(threads, "_explicit", True)
-    assert Runner(_spec(tmp_path, micro_llama)).run().ok
+    assert Runner(resolve(_spec(tmp_path, micro_llama))).run().ok
     (view,) = run_views(collect([tmp_path / "out"])).values()
     assert len(view.numerics) == 1
     assert view.numerics[0]["methods"] == ["(unedited baseline)", "ft-l"]
@@ -108,7 +110,7 @@ def test_other_processes_change_how_threads_wait_never_how_many_there_are(monkey
     wait policy changes (speed, not rounding), and not where the user chose one."""
     from click.testing import CliRunner
 
-    from editbench.harness import cli
+    import editbench.harness.cli.group as cli
 
     assert cli.wait_policy(1, {}) == {"OMP_WAIT_POLICY": "PASSIVE"}
     assert cli.wait_policy(3, {"OMP_WAIT_POLICY": "ACTIVE"}) == {}

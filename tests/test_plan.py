@@ -1,6 +1,6 @@
 import pytest
 
-from editbench.core.plan import default_ladder, eval_positions, parse_checkpoints, plan_batches
+from editbench.core.schedule import batch_bounds, checkpoint_ladder, default_ladder, eval_positions
 
 
 def test_default_ladder_is_geometric_and_ends_at_edits():
@@ -9,8 +9,8 @@ def test_default_ladder_is_geometric_and_ends_at_edits():
 
 
 def test_batches_never_cross_a_checkpoint():
-    checkpoints = parse_checkpoints("10,100,1000", 1000, 20)
-    batches = plan_batches(1000, 20, checkpoints)
+    checkpoints = checkpoint_ladder((10, 100, 1000), 1000, 20)
+    batches = batch_bounds(1000, 20, checkpoints)
     assert batches[0] == (0, 10)
     ends = {end for _, end in batches}
     assert set(checkpoints) <= ends
@@ -20,10 +20,14 @@ def test_batches_never_cross_a_checkpoint():
 
 
 def test_checkpoint_errors_name_the_option():
+    from editbench.harness.plan.settings import RunSpec
+
     with pytest.raises(ValueError, match="--checkpoints"):
-        parse_checkpoints("10,x", 100, 10)
+        RunSpec(checkpoints="10,x")
+    with pytest.raises(ValueError, match="--checkpoints"):
+        checkpoint_ladder((0, 10), 100, 10)
     with pytest.raises(ValueError, match="beyond --edits 100"):
-        parse_checkpoints("10,500", 100, 10)
+        checkpoint_ladder((10, 500), 100, 10)
 
 
 def test_eval_sample_is_stratified_seeded_and_covers_both_ends():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from editbench.core.precision import MasterWeights, split_state
-from editbench.harness.precision_check import _micro_llama, precision_check
+from editbench.harness.checks.precision_check import _micro_llama, precision_check
 
 
 def test_two_thousand_small_batches_on_bf16_end_near_float32_only_with_master_copies():

@@ -12,7 +12,9 @@ from click.testing import CliRunner
 from editbench.core.sources import RecordError
 from editbench.core.store import load_results
 from editbench.harness.cli import main
-from editbench.harness.runner import Runner, RunSpec
+from editbench.harness.plan.resolve import resolve
+from editbench.harness.plan.settings import RunSpec
+from editbench.harness.running.runner import Runner
 from editbench.tasks import TASKS, TaskOptions
 
 
@@ -137,7 +139,7 @@ def test_the_runner_refuses_a_train_split_that_overlaps(shared_data, tmp_path, m
     spec = RunSpec(task="zsre", data=data, model=str(micro_gpt2), edits=5, out=tmp_path / "o", device="cpu",
                    params={"zsre": {"train_data": data}}, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="overlaps the evaluated edits"):
-        Runner(spec).train_records()
+        Runner(resolve(spec)).train_records()
 
 
 def test_loads_from_a_url_once_then_from_the_cache(tmp_path):
@@ -180,7 +182,7 @@ def test_a_few_edits_end_to_end_store_every_metric_of_the_task(shared_data, tmp_
     spec = RunSpec(methods=("ft-m",), task=task, data=str(shared_data / file), model=str(micro_gpt2), edits=edits,
                    batch_size=2, out=tmp_path / "out", device="cpu", cache_dir=tmp_path,
                    params={"counterfact": {"gen_max_new_tokens": "8", "gen_prompts": "2"}} if task == "counterfact" else {})
-    assert Runner(spec).run().ok
+    assert Runner(resolve(spec)).run().ok
     metrics = set(load_results(spec.out).scores()["metric"])
     expected = {"efficacy_acc", "generalization_acc", "specificity_agree", "specificity_acc"}
     if task == "counterfact":
@@ -203,5 +205,5 @@ def test_fever_end_to_end_from_a_file_the_test_makes(tmp_path, micro_gpt2):
     (tmp_path / "fever_eval.json").write_text(json.dumps(rows))
     spec = RunSpec(methods=("ft-l",), task="fever", data=str(tmp_path / "fever_eval.json"), model=str(micro_gpt2),
                    edits=4, batch_size=2, out=tmp_path / "out", device="cpu", cache_dir=tmp_path)
-    assert Runner(spec).run().ok
+    assert Runner(resolve(spec)).run().ok
     assert len(load_results(spec.out).checkpoints()) == 2

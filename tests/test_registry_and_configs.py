@@ -120,7 +120,7 @@ def test_method_labels_are_parsed_once_with_their_preset():
     ("eval_sample", 1, "--eval-sample must be an integer of at least 2"),
     ("limit", -1, "--limit must be an integer of at least 1"),
     ("edits", 0, "--edits must be an integer of at least 1"),
-    ("seed", "0", "--seed must be an integer"),
+    ("seed", "x", "--seed 'x': expected comma-separated integers"),
     ("dtype", "float8", "--dtype 'float8' is not one of"),
     ("probe_backend", "onnx", "--probe-backend 'onnx'"),
     ("vllm_memory", 1.5, "--vllm-memory must be a share"),
@@ -128,18 +128,19 @@ def test_method_labels_are_parsed_once_with_their_preset():
     ("methods", ("ft-m", "ft-m"), "lists a method twice"),
 ])
 def test_a_run_spec_refuses_bad_options_when_it_is_made(field, value, message):
-    from editbench.harness.runner import RunSpec
+    from editbench.harness.plan.settings import RunSpec
 
     with pytest.raises(ValueError, match=message):
         RunSpec(**{field: value})
 
 
 def test_a_param_for_a_method_or_task_not_in_the_run_is_an_error(tmp_path):
-    from editbench.harness.runner import RunSpec, check_param_owners, resolve_methods, resolve_task
+    from editbench.harness.plan.resolve import check_param_owners, method_setups, resolve_task
+    from editbench.harness.plan.settings import RunSpec
 
     spec = RunSpec(methods=("ft-l",), params={"ftm": {"lr": "1"}}, cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"'ftm' is neither the task nor a method of this run \(selected: ft-l, pocket\)"):
-        check_param_owners(spec, resolve_task(spec), resolve_methods(spec))
+        check_param_owners(spec, resolve_task(spec), method_setups(spec))
 
 
 def test_a_misspelt_setting_gets_a_suggestion():

@@ -43,7 +43,7 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
         store.ensure_run(run_id, task=task, model=model, config=config, versions={"torch": "2.x"},
                          device=device, seed=seed, git_sha="abc123", dataset_hash="d5", n_edits=40)
         store.set_baseline(run_id, {"pre_edit_accuracy": 0.97, "pre_edit_paraphrase_accuracy": float("nan")})
-        store.save_run_plan(run_id, [Metric("efficacy_acc", f"edit success {EVIL}"), Metric("generalization_acc", "g"),
+        store.save_run_outline(run_id, [Metric("efficacy_acc", f"edit success {EVIL}"), Metric("generalization_acc", "g"),
                                      Metric("specificity_agree", "agreement with the unedited model")],
                             [(start, start + BATCH) for start in range(0, 40, BATCH)])
         for index, (label, rates) in enumerate(methods.items()):
@@ -286,7 +286,7 @@ def test_mirage_gap_collapse_point_and_retention_auc(tmp_path):
     with ResultsStore(folder) as store:
         store.ensure_run("g", task="pocket", model="m", config={}, versions={}, device="cpu", seed=0, git_sha=None,
                          dataset_hash="d", n_edits=40)
-        store.save_run_plan("g", [Metric("efficacy_acc", "tf"), Metric("efficacy_gen_em", "gen"),
+        store.save_run_outline("g", [Metric("efficacy_acc", "tf"), Metric("efficacy_gen_em", "gen"),
                                   Metric("specificity_gen_agree", "agree")], [(0, 10), (10, 20), (20, 30), (30, 40)])
         for method, by_n in rates.items():
             store.start_cell("g", method, {}, method)

@@ -38,7 +38,7 @@ def test_run_file_round_trips_and_flags_override_it(tmp_path):
     assert data["batch_size"] == 5 and data["checkpoints"] == [5, 10, 20] and data["save_model"] == 10
     # --param merges field by field: lr from the flag, steps and the task's setting from the file
     assert data["params"] == {"ft-m": {"lr": "0.01", "steps": "5"}, "pocket": {"n_entities": "40"}}
-    assert data["gen_eval"] == "off" and data["lenient"] is True
+    assert data["gen_eval"] is False and data["lenient"] is True
     assert data["device"] == "auto" and data["out"] == "editbench-results"  # every option, defaults included
 
     dumped = tmp_path / "dumped.yaml"
@@ -51,12 +51,12 @@ def test_a_json_run_file_is_read_too(tmp_path):
     path.write_text(json.dumps({"methods": "ft-m", "edits": 8, "seed": [0, 2], "gen-eval": False}))
     data = dump("--config", str(path))
     assert data["methods"] == ["ft-m"] and data["edits"] == 8 and data["seed"] == [0, 2]
-    assert data["gen_eval"] == "off"
+    assert data["gen_eval"] is False
 
 
 def test_without_a_file_the_dump_is_the_defaults():
     data = dump()
-    assert data["methods"] is None and data["batch_size"] == 10 and data["seed"] == 0 and data["params"] == {}
+    assert data["methods"] == [] and data["batch_size"] == 10 and data["seed"] == 0 and data["params"] == {}
 
 
 @pytest.mark.parametrize("text, message", [

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from editbench.core.store import load_results
-from editbench.harness.runner import Runner, RunSpec
+from editbench.harness.plan.resolve import resolve
+from editbench.harness.plan.settings import RunSpec
+from editbench.harness.running.runner import Runner
 from editbench.methods import METHODS, EditMethod, MethodConfig
 
 POCKET = {"pocket": {"n_entities": "20"}}
@@ -61,20 +63,20 @@ def _spec(tmp_path, model, **kw):
 
 
 def test_every_method_sees_the_same_edits_in_the_same_batches(tmp_path, micro_llama, recorders):
-    outcome = Runner(_spec(tmp_path, micro_llama, methods=("rec-a", "rec-b"), checkpoints="6,20")).run()
+    outcome = Runner(resolve(_spec(tmp_path, micro_llama, methods=("rec-a", "rec-b"), checkpoints="6,20"))).run()
     assert outcome.ok
     assert SEEN["rec-a"] == SEEN["rec-b"]
     assert [len(b) for b in SEEN["rec-a"]] == [4, 2, 4, 4, 4, 2]  # cut at the checkpoint 6
     assert len({u for b in SEEN["rec-a"] for u in b}) == 20
     SEEN.clear()
-    Runner(_spec(tmp_path, micro_llama, methods=("rec-a",), seed=1, out=tmp_path / "other")).run()
+    Runner(resolve(_spec(tmp_path, micro_llama, methods=("rec-a",), seed=1, out=tmp_path / "other"))).run()
     assert SEEN["rec-a"] != SEEN.get("rec-b", [])  # another seed, another order
 
 
 def test_a_diverging_method_is_recorded_and_the_others_go_on(tmp_path, micro_llama, recorders):
     spec = _spec(tmp_path, micro_llama, methods=("rec-a", "ft-m"), checkpoints="4,10,20",
                  params={**POCKET, "rec-a": {"nan_after": "8"}})
-    outcome = Runner(spec).run()
+    outcome = Runner(resolve(spec)).run()
     assert outcome.statuses == {"rec-a": "diverged", "ft-m": "done"}
     assert outcome.ok  # divergence is a result, stored like any other
     store = load_results(spec.out)
@@ -85,7 +87,7 @@ def test_a_diverging_method_is_recorded_and_the_others_go_on(tmp_path, micro_lla
 
 def test_results_carry_metadata_and_eval_sample(tmp_path, micro_gpt2):
     spec = _spec(tmp_path, micro_gpt2, methods=("ft-l",), eval_sample=6, checkpoints="20")
-    Runner(spec).run()
+    Runner(resolve(spec)).run()
     store = load_results(spec.out)
     run = store.runs().iloc[0]
     assert run["versions"]["torch"] == torch.__version__
@@ -99,11 +101,11 @@ def test_results_carry_metadata_and_eval_sample(tmp_path, micro_gpt2):
 
 def test_bad_input_names_the_option(tmp_path, micro_llama):
     with pytest.raises(ValueError, match="--edits 999"):
-        Runner(_spec(tmp_path, micro_llama, edits=999))
+        Runner(resolve(_spec(tmp_path, micro_llama, edits=999)))
     with pytest.raises(KeyError, match="registered methods: .*ft-m"):
-        Runner(_spec(tmp_path, micro_llama, methods=("nope",)))
+        Runner(resolve(_spec(tmp_path, micro_llama, methods=("nope",))))
     with pytest.raises(ValueError, match="method ft-m has no setting 'lrr'"):
-        Runner(_spec(tmp_path, micro_llama, methods=("ft-m",), params={**POCKET, "ft-m": {"lrr": "1"}}))
+        Runner(resolve(_spec(tmp_path, micro_llama, methods=("ft-m",), params={**POCKET, "ft-m": {"lrr": "1"}})))
 
 
 def _cli(*args):
@@ -175,8 +177,8 @@ def test_progress_off_a_terminal_is_log_lines_with_an_estimate(caplog, monkeypat
 def test_every_checkpoint_logs_a_line_with_elapsed_time_and_what_is_left(tmp_path, micro_llama, caplog):
     spec = RunSpec(methods=("ft-l",), task="pocket", model=str(micro_llama), edits=8, batch_size=4,
                    out=tmp_path / "out", params=POCKET, device="cpu", cache_dir=tmp_path, gen_eval=False)
-    with caplog.at_level("INFO", logger="editbench.harness.runner"):
-        assert Runner(spec).run().ok
+    with caplog.at_level("INFO", logger="editbench.harness.running.runner"):
+        assert Runner(resolve(spec)).run().ok
     lines = [r.getMessage() for r in caplog.records if "checkpoint stored" in r.getMessage()]
     assert len(lines) == 2 and lines[0].startswith("ft-l: 5 of 8 edits, checkpoint stored (efficacy_acc ")
     assert "s so far, about" in lines[0]

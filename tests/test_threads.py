@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from editbench.harness import threads
+from editbench.harness.running import threads
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def calls(monkeypatch):
 
 
 def test_a_small_model_on_the_cpu_gets_one_thread_and_says_so(calls, caplog):
-    with caplog.at_level(logging.INFO, logger="editbench.harness.threads"):
+    with caplog.at_level(logging.INFO, logger="editbench.harness.running.threads"):
         assert threads.fit_threads_to_model(torch.nn.Linear(100, 100), torch.device("cpu")) == 1
     assert calls == [1] and "torch threads: 1" in caplog.text and "--threads" in caplog.text
 

@@ -10,7 +10,9 @@ from test_hypernet import make_context
 
 from editbench.core.records import EditRecord, check_disjoint
 from editbench.harness.cli import main
-from editbench.harness.runner import Runner, RunSpec
+from editbench.harness.plan.resolve import resolve
+from editbench.harness.plan.settings import RunSpec
+from editbench.harness.running.runner import Runner
 from editbench.methods.hypernet import HypernetMethod
 from editbench.methods.hypernet.storage import load_editor
 from editbench.methods.hypernet.training import Trainer
@@ -136,7 +138,7 @@ def test_run_trains_once_then_loads_from_the_cache(micro_llama, tmp_path, monkey
         return RunSpec(methods=("malmen",), model=str(micro_llama), edits=8, batch_size=4, params=params,
                        out=tmp_path / out, device="cpu", cache_dir=tmp_path / "cache")
 
-    assert Runner(spec("first")).run().ok
+    assert Runner(resolve(spec("first"))).run().ok
     (cached,) = (tmp_path / "cache" / "hypernets").glob("malmen-*")
     assert (cached / "editor.safetensors").is_file()
 
@@ -144,12 +146,12 @@ def test_run_trains_once_then_loads_from_the_cache(micro_llama, tmp_path, monkey
         raise AssertionError("trained again despite the cache")
 
     monkeypatch.setattr(HypernetMethod, "fit", no_training)
-    assert Runner(spec("second")).run().ok
+    assert Runner(resolve(spec("second"))).run().ok
 
 
 def test_two_trainings_into_one_folder_do_not_interleave(micro_llama, tmp_path):
     from editbench.core.cache import Busy, exclusive_lock
-    from editbench.harness.train import train_editor
+    from editbench.harness.running.train import train_editor
 
     out = tmp_path / "editor"
     with exclusive_lock(out / ".lock", "another training", wait=False), pytest.raises(Busy, match="training into"):

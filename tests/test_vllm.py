@@ -7,7 +7,7 @@ from conftest import tiny_world
 
 from editbench.core.micro import MicroModel, build_micro_model
 from editbench.core.probe_vllm import vllm_unavailable_reason
-from editbench.harness.vllm_parity import vllm_parity
+from editbench.harness.checks.vllm_parity import vllm_parity
 
 REASON = vllm_unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"{REASON}; the rest of editbench needs neither")

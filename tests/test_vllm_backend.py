@@ -19,7 +19,7 @@ from editbench.core.probe_vllm import (
     version_problem,
 )
 from editbench.core.records import EditRecord, Neighbour, ScoringPair
-from editbench.harness.vllm_parity import edit_tensors, parity_pairs, vllm_parity
+from editbench.harness.checks.vllm_parity import edit_tensors, parity_pairs, vllm_parity
 
 VERSIONS = sorted(RELEASES)
 EDITED = "model.layers.1.mlp.down_proj.weight"
@@ -224,8 +224,8 @@ def test_a_prompt_longer_than_the_engine_is_refused_by_name(monkeypatch, micro_l
 
 
 def test_run_texts_cover_every_prompt_the_run_scores():
-    from editbench.harness.capability import CapabilitySet
-    from editbench.harness.runner import run_texts
+    from editbench.harness.evaluation.capability import CapabilitySet
+    from editbench.harness.running.runner import run_texts
 
     class Task:
         def generation_prompt(self, prompt):
@@ -301,13 +301,15 @@ def test_a_run_scored_by_the_engine_equals_one_scored_by_hf(monkeypatch, tmp_pat
     """Two methods in one run through the runner: the engine is sized by the run, receives each
     checkpoint's edits, and gets the first method's tensors back before the second starts."""
     from editbench.core.store import load_results
-    from editbench.harness.runner import Runner, RunSpec
+    from editbench.harness.plan.resolve import resolve
+    from editbench.harness.plan.settings import RunSpec
+    from editbench.harness.running.runner import Runner
 
     def run(out, backend):
         spec = RunSpec(task="pocket", model=str(micro_llama), edits=8, batch_size=4, out=out,
                        params={"pocket": {"n_entities": "20"}}, device="cpu", cache_dir=tmp_path / "cache",
                        methods=("ft-m", "ft-l"))
-        runner = Runner(spec)
+        runner = Runner(resolve(spec))
         runner.backend = backend  # the resolver asks for CUDA; the stand-in engine runs on CPU
         runner.run()
         scores = load_results(out).scores()
@@ -323,16 +325,13 @@ def test_a_run_scored_by_the_engine_equals_one_scored_by_hf(monkeypatch, tmp_pat
 
 
 def test_the_runner_names_an_unsupported_release(monkeypatch, caplog):
-    from types import SimpleNamespace
-
     from editbench.core import probe_vllm
-    from editbench.harness import runner
+    from editbench.harness.plan.resolve import choose_backend
 
     monkeypatch.setattr(probe_vllm, "installed_vllm_version", lambda: "0.34.1")
-    monkeypatch.setattr(runner, "installed_vllm_version", lambda: "0.34.1")
-    on_gpu = SimpleNamespace(device=torch.device("cuda"))
+    on_gpu = torch.device("cuda")
     with caplog.at_level("WARNING"):
-        assert runner.Runner._resolve_backend(on_gpu, "auto") == "hf"
+        assert choose_backend("auto", on_gpu) == "hf"
     assert "vLLM 0.34.1 is installed" in caplog.text
     with pytest.raises(ValueError, match=r"vLLM 0\.34\.1 is installed.*vllm>=0\.6\.3,<0\.34"):
-        runner.Runner._resolve_backend(on_gpu, "vllm")
+        choose_backend("vllm", on_gpu)

@@ -18,8 +18,6 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import click
-
 log = logging.getLogger(__name__)
 
 
@@ -30,11 +28,13 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
     import torch
     import transformers
 
-    from .. import __version__
-    from ..core import artifacts
-    from ..core.method import is_trainable
-    from ..methods import METHODS
-    from .runner import Runner, RunSpec, default_methods
+    from ... import __version__
+    from ...core import artifacts
+    from ...core.method import is_trainable
+    from ...methods import METHODS
+    from ..plan.resolve import default_methods, resolve
+    from ..plan.settings import RunSpec
+    from ..running.runner import Runner
 
     trainable = tuple(name for name in default_methods() if is_trainable(METHODS[name]))
     previous = os.environ.get(artifacts.SKIP_VARIABLE)
@@ -51,7 +51,7 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
                     cache_dir=cache,
                     out=Path(work) / f"run-{seed}",
                 )
-                Runner(spec).run()
+                Runner(resolve(spec)).run()
             built = sorted([*cache.glob("models/pocket-*"), *cache.glob("hypernets/*")])
             built = [p for p in built if p.is_dir() and not p.name.startswith(".")]
             into.mkdir(parents=True, exist_ok=True)
@@ -102,71 +102,3 @@ def _describe(name: str) -> str:
     if kind == "models":
         return "the pocket world's model (default world, small size) and its tokenizer"
     return f"the {key.rsplit('-', 1)[0]} editor trained on the pocket world's train split"
-
-
-@click.command("artifacts")
-@click.option(
-    "--rebuild",
-    is_flag=True,
-    help="Train the pocket model and the default run's editors on this machine and write them, "
-    "with a new manifest, to --into.",
-)
-@click.option(
-    "--into",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Where --rebuild writes (default: the installed package's artifacts/ folder).",
-)
-@click.option(
-    "--seeds",
-    default="0",
-    show_default=True,
-    metavar="N[,N...]",
-    help="Seeds whose trained editors --rebuild includes (the default run uses seed 0).",
-)
-def artifacts_command(rebuild: bool, into: Path | None, seeds: str) -> None:
-    """Check the shipped pocket model and trained editors (SHA-256), or rebuild them."""
-    from ..core import artifacts
-
-    if rebuild:
-        target = into or artifacts.SHIPPED_ROOT
-        try:
-            chosen = tuple(int(s) for s in seeds.split(",") if s.strip())
-        except ValueError:
-            raise click.BadParameter(
-                f"{seeds!r}: expected integers, e.g. 0 or 0,1,2", param_hint="--seeds"
-            ) from None
-        click.echo(
-            "rebuilding the offline world on this machine; a rebuild on another CPU or thread "
-            "count trains another world, and the default table moves with it"
-        )
-        manifest = build_artifacts(target, chosen or (0,))
-        click.echo(f"wrote {len(manifest['entries'])} entries and {artifacts.MANIFEST} to {target}")
-        return
-    manifest = artifacts.read_manifest()
-    built = manifest.get("built_with", {})
-    if not manifest.get("entries"):
-        click.echo(
-            f"no shipped artefacts in {artifacts.SHIPPED_ROOT}; the default run trains its own"
-        )
-        return
-    click.echo(
-        f"shipped in {artifacts.SHIPPED_ROOT}, built {built.get('date', '?')} with torch "
-        f"{built.get('torch', '?')}, {built.get('cpu_capability', '?')} kernels, "
-        f"{built.get('threads', '?')} thread(s)"
-    )
-    damaged = 0
-    for name, entry in artifacts.entries().items():
-        try:
-            artifacts.verify(entry)
-            state = "ok"
-        except artifacts.ArtifactError as exc:
-            state, damaged = f"DAMAGED: {exc}", damaged + 1
-        size = sum(
-            (artifacts.SHIPPED_ROOT / name / f).stat().st_size
-            for f in entry.files
-            if (artifacts.SHIPPED_ROOT / name / f).is_file()
-        )
-        click.echo(f"  {name:<36} {size / 2**20:6.2f} MiB  {state}")
-    if damaged:
-        raise SystemExit(1)

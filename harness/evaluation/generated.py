@@ -27,9 +27,9 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 
-from ..core.probe import ProbeBackend
-from ..core.records import EditRecord, Metric, ScoreRow, ScoringPair
-from ..core.task import Task
+from ...core.probe import ProbeBackend
+from ...core.records import EditRecord, Metric, ScoreRow, ScoringPair
+from ...core.task import Task
 
 _DECODING = ("greedy decoding from the prompt until an end-of-sequence token, a newline or the target's "
              "length plus three tokens")

@@ -18,13 +18,6 @@ def saved_model_folder(out: Path, run_id: str, label: str, n_edits: int) -> Path
     return Path(out) / "models" / run_id / label.replace("/", "_") / f"edits-{n_edits}"
 
 
-def check_save_model(n_edits: int | None, checkpoints: list[int]) -> None:
-    """The model is saved as the checkpoint is stored, so N must be one of the run's checkpoints."""
-    if n_edits is not None and n_edits not in checkpoints:
-        raise ValueError(f"--save-model {n_edits}: the model is saved at a checkpoint; choose among "
-                         f"{','.join(map(str, checkpoints))} (or set --checkpoints)")
-
-
 def warn_if_passed(n_edits: int | None, resumed_at: int, folder: Path) -> None:
     """A run resumed after checkpoint N does not come back to it: say so if its model was never saved."""
     if n_edits is not None and resumed_at >= n_edits and not folder.exists():

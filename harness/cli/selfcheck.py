@@ -1,8 +1,8 @@
 """``editbench selfcheck``: the checks that need a GPU, in one command, with figures to record.
 
 On a machine with a CUDA GPU it runs the float32 master-copy check on the GPU
-(``harness/precision_check.py``), the plan-against-measurement check on micro models of every
-architecture with the CUDA allocator's exact peak (``harness/cost_check.py``), and the vLLM parity
+(``harness/checks/precision_check.py``), the plan-against-measurement check on micro models of every
+architecture with the CUDA allocator's exact peak (``harness/checks/cost_check.py``), and the vLLM parity
 check when vLLM is installed, then a small ``editbench bench`` (scoring speed and a short lifelong
 run per method that needs no training). On a CPU it says what it skipped and runs what a CPU can. Its output
 (with the GPU's name) goes into docs/benchmarks.md.
@@ -18,10 +18,17 @@ from pathlib import Path
 
 import click
 
-from ..core.cache import atomic_write_bytes
+from ...core.cache import atomic_write_bytes
 
-#: the small bench's methods: every method that edits without training or a download
-BENCH_METHODS = ("ft-m", "memit", "alphaedit", "ultraedit", "locft-bf", "grace", "wise", "retrieval")
+
+def bench_methods() -> tuple[str, ...]:
+    """The small bench's methods: every registered method that edits without training or a
+    download (the trained ones are left to ``editbench bench``)."""
+    from ...core.method import is_trainable
+    from ...methods import METHODS
+
+    return tuple(name for name, cls in METHODS.items()
+                 if not cls.needs_download and not is_trainable(cls))
 
 
 @click.command()
@@ -35,16 +42,17 @@ BENCH_METHODS = ("ft-m", "memit", "alphaedit", "ultraedit", "locft-bf", "grace",
               help="Architectures for the plan check (default: llama, gpt2, gptj, mistral, qwen2, gemma2).")
 @click.option("--bench-sizes", default="100,500", show_default=True,
               help="Edit counts of the small bench (as `editbench bench --sizes`); empty to skip it.")
-@click.option("--bench-methods", default=",".join(BENCH_METHODS), show_default=True, metavar="A,B",
-              help="Methods of the small bench (the ones that train are left to `editbench bench`).")
+@click.option("--bench-methods", default=None, metavar="A,B",
+              help="Methods of the small bench; default: every method that edits without training "
+                   "or a download (the ones that train are left to `editbench bench`).")
 def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None,
-              families: str | None, bench_sizes: str, bench_methods: str) -> None:
+              families: str | None, bench_sizes: str, bench_methods: str | None) -> None:
     """Run the GPU checks (precision, plan against measured memory, vLLM parity, a small bench) and print their figures."""
     import torch
 
-    from ..core.models import resolve_device
-    from .cost_check import FAMILIES, check_at_scale, check_family
-    from .precision_check import precision_check
+    from ...core.models import resolve_device
+    from ..checks.cost_check import FAMILIES, check_at_scale, check_family
+    from ..checks.precision_check import precision_check
 
     where = resolve_device(device)
     name = torch.cuda.get_device_name(where) if where.type == "cuda" else platform.processor() or "CPU"
@@ -94,7 +102,7 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
 
     if where.type == "cuda" and importlib.util.find_spec("vllm") is not None:
         try:
-            from .vllm_parity import vllm_parity
+            from ..checks.vllm_parity import vllm_parity
         except ImportError:
             click.echo("vLLM parity: skipped (this editbench has no parity check)")
         else:
@@ -116,15 +124,16 @@ def _write(out: Path | None, figures: dict) -> None:
         atomic_write_bytes(out, (json.dumps(figures, indent=2) + "\n").encode())
 
 
-def _small_bench(where, sizes: str, methods: str) -> dict:
+def _small_bench(where, sizes: str, methods: str | None) -> dict:
     """``editbench bench``'s scoring and edit-throughput measurements, small: the batched probe against
     one pair per forward pass, and a short lifelong run per method on the same micro model. Its stores
     live in a fresh temporary folder: a kept one would be resumed next time, and its old figures read
     back as new."""
     import tempfile
 
-    from ..core.micro import MicroModel, build_micro_model
-    from .bench import default_task, edit_throughput, print_throughput, scoring_throughput
+    from ...core.micro import MicroModel, build_micro_model
+    from ..checks.bench import default_task, edit_throughput, scoring_throughput
+    from .bench import print_throughput
 
     size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
     with tempfile.TemporaryDirectory(prefix="editbench-selfcheck-") as scratch:
@@ -134,7 +143,8 @@ def _small_bench(where, sizes: str, methods: str) -> dict:
         click.echo(f"bench, scoring {scoring['pairs']} pairs: one at a time {scoring['one_at_a_time_s']:.2f} s, "
                    f"batched {scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x; {scoring['speedup_repeat']:.1f}x "
                    f"with the pairs encoded), {scoring['prediction_mismatches']} prediction mismatches")
-        rows = edit_throughput(model_path, folder, tuple(methods.split(",")), size_list, batch_size=100,
+        chosen = tuple(m for m in (methods or "").split(",") if m) or bench_methods()
+        rows = edit_throughput(model_path, folder, chosen, size_list, batch_size=100,
                                eval_sample=50, device=str(where), params={})
     print_throughput(rows)
     return {"scoring": scoring, "edit_throughput": rows}

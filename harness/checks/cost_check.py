@@ -2,7 +2,7 @@
 
 Each micro model is shaped like the published ones (an MLP a few times wider than the residual
 stream, a vocabulary larger than both) but small enough to run anywhere; its measured peak (weights
-plus the most held during the phase, ``core/memtrack.py``: the CUDA allocator's counter on a GPU, the
+plus the most held during the phase, ``memtrack.py``: the CUDA allocator's counter on a GPU, the
 C heap on a CPU) is set beside the plan's. ``tests/test_costs.py`` requires agreement within 25% on
 CPU; ``editbench selfcheck`` prints the same comparison on a GPU.
 """
@@ -16,17 +16,37 @@ from pathlib import Path
 
 import torch
 
-from ..core.costs import ModelShape, RunShape, evaluation_cost
-from ..core.memtrack import PeakMemory
-from ..core.method import EditContext, MethodRef
-from ..core.models import ModelLayout
-from ..core.probe import HFProbe
-from ..core.records import ScoringPair
+from ...core.costs import ModelShape, RunShape, evaluation_cost
+from ...core.method import EditContext, MethodRef
+from ...core.models import ModelLayout
+from ...core.probe import HFProbe
+from ...core.records import ScoringPair
+from .memtrack import PeakMemory
 
 FAMILIES = ("llama", "gpt2", "gptj", "mistral", "qwen2", "gemma2")
-METHODS_CHECKED = ("ft-l", "ft-m", "memit", "alphaedit", "mend", "ultraedit", "grace", "wise", "locft-bf", "retrieval")
 HIDDEN = 128
-PARAMS = {"memit": {"mom2_n_samples": "40"}, "alphaedit": {"mom2_n_samples": "40"}, "mend": {"max_steps": "0"}}
+#: small settings for the methods that need them: fewer statistics samples; a trained editor's
+#: normaliser warmed on a few records without training steps
+PARAMS = {"memit": {"mom2_n_samples": "40"}, "alphaedit": {"mom2_n_samples": "40"}}
+TRAINED = {"max_steps": "0", "max_train_records": "20"}
+
+
+def checked_methods() -> tuple[str, ...]:
+    """Every registered method that has a cost model and needs no download (the registry, not a
+    list: a new method is checked as soon as it plans its cost)."""
+    from ...core.method import EditMethod
+    from ...methods import METHODS
+
+    return tuple(name for name, cls in METHODS.items()
+                 if cls.cost is not EditMethod.cost and not cls.needs_download)
+
+
+def check_params() -> dict[str, dict[str, str]]:
+    """:data:`PARAMS`, and :data:`TRAINED` for every trainable method."""
+    from ...core.method import is_trainable
+    from ...methods import METHODS
+
+    return {**{name: dict(TRAINED) for name, cls in METHODS.items() if is_trainable(cls)}, **PARAMS}
 
 
 def micro_config(family: str, vocab: int):
@@ -78,8 +98,8 @@ class _Workload:
 
 
 def _workload() -> _Workload:
-    from ..core.micro import train_tokenizer
-    from ..tasks.pocket import PocketConfig, PocketWorld
+    from ...core.micro import train_tokenizer
+    from ...tasks.pocket import PocketConfig, PocketWorld
 
     world = PocketWorld(PocketConfig(n_entities=20))
     records = world.records["eval"][:60] + world.records["train"][:60]
@@ -122,18 +142,21 @@ def _edit(model, work: _Workload, device: torch.device, label: str, params, arch
 def _planned_peak(shape: ModelShape, run: RunShape, label: str, params, device: torch.device) -> int:
     """The plan's peak over the method's own phases (evaluation is checked apart); on a CPU the
     measurement counts host memory too."""
-    from .planner import plan_methods
+    from ..plan.estimate import estimate_methods
 
-    cost = plan_methods(shape, run, [label], params)[0].cost
+    cost = estimate_methods(shape, run, [label], params)[0].cost
     assert cost is not None
     return max(cost.peak(p, host_shared=device.type == "cpu") for p in cost.phases if p.phase != "evaluation")
 
 
-def check_family(family: str, device: torch.device | str = "cpu", methods=METHODS_CHECKED) -> list[CostCheck]:
-    """Measure the evaluation phase and each method's phases on a micro model of ``family``."""
+def check_family(family: str, device: torch.device | str = "cpu",
+                 methods: tuple[str, ...] | None = None) -> list[CostCheck]:
+    """Measure the evaluation phase and each method's phases on a micro model of ``family``
+    (default: :func:`checked_methods`)."""
     import transformers as tf
 
-    from .. import methods as _registered  # noqa: F401
+    methods = checked_methods() if methods is None else methods
+    params = check_params()
 
     device = torch.device(device)
     work = _workload()
@@ -145,20 +168,29 @@ def check_family(family: str, device: torch.device | str = "cpu", methods=METHOD
     checks = [_evaluation_check(family, shape, model, work, device)]
     with tempfile.TemporaryDirectory() as scratch:
         for label in methods:
-            _edit(model, work, device, label, PARAMS, None, Path(scratch) / f"{label}-warm-up")  # first calls build caches
-            with PeakMemory(device) as meter:  # everything the method holds and does, above the weights
-                _edit(model, work, device, label, PARAMS, None, Path(scratch) / label)
-            checks.append(CostCheck(family, label, weights + meter.peak, _planned_peak(shape, work.run, label, PARAMS, device)))
+            # first calls build caches
+            _edit(model, work, device, label, params, None, Path(scratch) / f"{label}-warm-up")
+            with PeakMemory(device) as meter:  # all the method holds and does, above the weights
+                _edit(model, work, device, label, params, None, Path(scratch) / label)
+            planned = _planned_peak(shape, work.run, label, params, device)
+            checks.append(CostCheck(family, label, weights + meter.peak, planned))
     return checks
 
 
 #: at scale, most telling first (a selfcheck may be cut off by its time limit): the baselines the
-#: plan was first checked on, the trained editors whose 80 GB target issue 17 sets, then the rest.
-METHODS_AT_SCALE = ("ft-m", "memit", "mend", "rledit", "malmen", "alphaedit", "ultraedit", "locft-bf", "grace",
-                    "wise", "ft-l")
+#: plan was first checked on and the trained editors whose 80 GB target issue 17 sets; then every
+#: other method of :func:`checked_methods`.
+FIRST_AT_SCALE = ("ft-m", "memit", "mend", "rledit", "malmen")
 
 
-def check_at_scale(config_path: str, device: torch.device | str, methods=METHODS_AT_SCALE,
+def methods_at_scale() -> tuple[str, ...]:
+    checked = checked_methods()
+    return (*(m for m in FIRST_AT_SCALE if m in checked),
+            *(m for m in checked if m not in FIRST_AT_SCALE))
+
+
+def check_at_scale(config_path: str, device: torch.device | str,
+                   methods: tuple[str, ...] | None = None,
                    dtype: torch.dtype = torch.bfloat16) -> Iterator[CostCheck | str]:
     """The same comparison on a random-weight model built from a published config (no download):
     real shapes and dtype, so memory is the real model's; the scores mean nothing. A check that
@@ -166,9 +198,9 @@ def check_at_scale(config_path: str, device: torch.device | str, methods=METHODS
     as they finish, so a caller can record each before the next (the whole takes minutes at 8B)."""
     import transformers as tf
 
-    from .. import methods as _registered  # noqa: F401
-    from .planner import model_shape
+    from ..plan.estimate import model_shape
 
+    methods = methods_at_scale() if methods is None else methods
     device = torch.device(device)
     shape = model_shape(config_path, str(dtype).removeprefix("torch."))
     work = _workload()
@@ -177,9 +209,8 @@ def check_at_scale(config_path: str, device: torch.device | str, methods=METHODS
         model = tf.AutoModelForCausalLM.from_config(shape.meta.config, dtype=dtype).eval().requires_grad_(False)
     weights = _weights(model)
     yield _evaluation_check(shape.label, shape, model, work, device)
-    trained = {"max_steps": "0", "max_train_records": "20"}  # warm the normalisers, edit one batch
-    params = {**PARAMS, "mend": trained, "rledit": trained, "malmen": trained,
-              **{name: {**PARAMS[name], "stats_corpus": "task"} for name in ("memit", "alphaedit")}}
+    params = check_params()  # trained editors: warm the normalisers, edit one batch
+    params.update({name: {**PARAMS[name], "stats_corpus": "task"} for name in ("memit", "alphaedit")})
     with tempfile.TemporaryDirectory() as scratch:
         for label in methods:
             try:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.probe import ProbeBackend
-from ..core.records import ScoringPair
+from ...core.probe import ProbeBackend
+from ...core.records import ScoringPair
 
 Example = tuple[str, list[str], int]  # (query, answer choices, index of the right one)
 
@@ -76,7 +76,7 @@ class CapabilitySettings:
 
 
 def _load_raw(name: str, settings: CapabilitySettings) -> tuple[str, list[dict]]:
-    from ..core.sources import read_json_records
+    from ...core.sources import read_json_records
 
     if settings.data is not None:
         folder = Path(settings.data)

@@ -1,10 +1,11 @@
-"""``editbench plan``: each method's memory and time per phase, before anything is loaded.
+"""Each method's memory and time per phase, estimated before anything is loaded.
 
 The model is read from its config alone (a hub name, a local folder or a ``config.json``) and built
 on the ``meta`` device; each method is constructed on it exactly as a run would construct it (its
 settings for a recognised architecture included) and asked for its cost (``EditMethod.cost``,
-formulas in ``core/costs.py``). ``editbench run`` asks the same question before it loads the model
-and refuses a plan that does not fit the device unless ``--ignore-plan`` is given.
+formulas in ``core/costs.py``). Resolving a run (``resolve.py``) asks it for the run's plan, and
+the preflight check refuses a plan that does not fit the device unless ``--ignore-plan`` is given;
+``editbench plan`` prints it for a model and sizes of your choosing.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ..core.costs import GiB, MethodCost, ModelShape, RunShape, evaluation_cost
-from ..core.method import EditContext, MethodRef
-from ..core.models import resolve_dtype
-from ..core.plan import default_ladder, eval_positions, parse_checkpoints
+from ...core.costs import GiB, MethodCost, ModelShape, RunShape, evaluation_cost
+from ...core.method import EditContext, MethodRef
+from ...core.models import resolve_dtype
+from ...core.schedule import checkpoint_ladder, eval_positions
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,14 @@ def model_shape(source: str, dtype: str = "auto", trust_remote_code: bool = Fals
     return ModelShape.from_config(config, chosen, label=label or source)
 
 
-def scored_records(edits: int, batch_size: int, checkpoints: str | None, eval_sample: int | None) -> int:
-    ladder = parse_checkpoints(checkpoints, edits, batch_size) if checkpoints else default_ladder(edits, batch_size)
+def scored_records(edits: int, batch_size: int, checkpoints: Sequence[int],
+                   eval_sample: int | None) -> int:
+    ladder = checkpoint_ladder(checkpoints, edits, batch_size)
     return sum(len(eval_positions(n, eval_sample, 0)) if eval_sample else n for n in ladder)
 
 
 @dataclass(frozen=True)
-class PlannedMethod:
+class MethodEstimate:
     label: str
     cost: MethodCost | None  # None: the method has no cost model
     #: what the method needs and lacks, each a one-line fix (``EditMethod.requirements``)
@@ -82,14 +84,22 @@ class PlannedMethod:
     def fits(self, run: RunShape) -> bool:
         return self.cost is None or self.cost.fits(run)
 
+    def describe(self, host_shared: bool = False) -> dict[str, object]:
+        """Peak bytes per phase, as plain data (None: the method has no cost model)."""
+        if self.cost is None:
+            return {"phases": None, "missing": list(self.missing)}
+        return {"phases": {phase.phase: self.cost.peak(phase, host_shared=host_shared)
+                           for phase in self.cost.phases},
+                "host_bytes": self.cost.host_bytes, "missing": list(self.missing)}
 
-def plan_methods(shape: ModelShape, run: RunShape, labels: Sequence[str],
+
+def estimate_methods(shape: ModelShape, run: RunShape, labels: Sequence[str],
                  params: Mapping[str, Mapping[str, str]] | None = None, task=None,
                  train_records: Callable[[], list] | None = None,
-                 editors: Mapping[str, Path] | None = None) -> list[PlannedMethod]:
+                 editors: Mapping[str, Path] | None = None) -> list[MethodEstimate]:
     """Each method built on the meta-device model with the run's settings: its cost and what it
     lacks (its requirements are asked only when the run's ``task`` is given)."""
-    from .. import methods  # noqa: F401  (registers them)
+    from ... import methods  # noqa: F401  (registers them)
 
     out = []
     editors = editors or {}
@@ -102,12 +112,13 @@ def plan_methods(shape: ModelShape, run: RunShape, labels: Sequence[str],
                               seed=0, generator=torch.Generator(), master_copies=run.master_copies,
                               train_records=train_records or (lambda: []),
                               trained_editor=editors.get(ref.label) or editors.get(ref.name))
-            method = ref.cls(config, ctx)
+            with torch.device("meta"):  # what a method builds for itself stays unallocated
+                method = ref.cls(config, ctx)
             cost = method.cost(shape, run)
             if cost is not None:
                 scored = replace(run, tokens_per_record=round(run.tokens_per_record * cost.evaluation_tokens))
                 cost = replace(cost, method=ref.label, phases=(*cost.phases, evaluation_cost(shape, scored)))
-            out.append(PlannedMethod(ref.label, cost, tuple(method.requirements()) if task is not None else ()))
+            out.append(MethodEstimate(ref.label, cost, tuple(method.requirements()) if task is not None else ()))
     return out
 
 
@@ -123,7 +134,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:,.1f} h"
 
 
-def plan_table(shape: ModelShape, run: RunShape, planned: Sequence[PlannedMethod]) -> str:
+def plan_table(shape: ModelShape, run: RunShape, planned: Sequence[MethodEstimate]) -> str:
     """The plan as a Markdown table: one row per method and phase, peak memory and time."""
     lines = [f"Plan for {shape.label} ({shape.n_params / 1e9:,.2f}B parameters, "
              f"{str(shape.dtype).removeprefix('torch.')}"

@@ -14,9 +14,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..core.probe import ProbeBackend
-from ..core.records import EditRecord, Metric, Neighbour, PairScore, ScoreRow, ScoringPair
-from ..core.task import Task
+from ...core.probe import ProbeBackend
+from ...core.records import EditRecord, Metric, Neighbour, PairScore, ScoreRow, ScoringPair
+from ...core.task import Task
 
 CORE_METRICS: tuple[Metric, ...] = (
     Metric("efficacy_acc", "teacher-forced top-1 token accuracy of target_new at the edit prompt"),

@@ -23,14 +23,14 @@ def default_ladder(edits: int, batch_size: int) -> tuple[int, ...]:
     return tuple(sorted(set(ladder))) + (edits,)
 
 
-def parse_checkpoints(text: str | None, edits: int, batch_size: int) -> tuple[int, ...]:
-    if not text:
+def checkpoint_ladder(chosen: Sequence[int], edits: int, batch_size: int) -> tuple[int, ...]:
+    """The edit counts at which a run is scored: ``chosen`` (``--checkpoints``), always ending at
+    ``edits``; none chosen: the 1-2-5 ladder."""
+    if not chosen:
         return default_ladder(edits, batch_size)
-    try:
-        values = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise ValueError(f"--checkpoints {text!r}: expected comma-separated edit counts, e.g. 10,100,1000") from None
-    if not values or values[0] < 1:
+    values = sorted(set(chosen))
+    text = ",".join(map(str, chosen))
+    if values[0] < 1:
         raise ValueError(f"--checkpoints {text!r}: edit counts must be positive")
     if values[-1] > edits:
         raise ValueError(f"--checkpoints {text!r}: {values[-1]} is beyond --edits {edits}")
@@ -39,10 +39,10 @@ def parse_checkpoints(text: str | None, edits: int, batch_size: int) -> tuple[in
     return tuple(values)
 
 
-def plan_batches(edits: int, batch_size: int, checkpoints: Sequence[int]) -> list[tuple[int, int]]:
+def batch_bounds(edits: int, batch_size: int, checkpoints: Sequence[int]) -> list[tuple[int, int]]:
     """Consecutive [start, end) batches of at most ``batch_size`` that never cross a checkpoint, so a
     checkpoint always falls between two batches (``--checkpoints 10`` with ``--batch-size 20``
-    makes the first batch 10 edits long). ``batch_size`` is at least 1 (``RunSpec`` checks it)."""
+    makes the first batch 10 edits long). ``batch_size`` is at least 1 (the run's settings check it)."""
     batches = []
     start = 0
     for stop in checkpoints:
@@ -58,7 +58,7 @@ def eval_positions(n_edits: int, sample: int | None, seed: int, strata: int = 10
 
     All of them, or a seeded sample stratified by position (equal shares from each tenth of the
     stream) that always holds the first and the last edit, so retention curves see early and late
-    edits alike. ``sample`` is at least 2 (``RunSpec`` checks it).
+    edits alike. ``sample`` is at least 2 (the run's settings check it).
     """
     if sample is None or sample >= n_edits:
         return list(range(n_edits))

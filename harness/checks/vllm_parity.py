@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from ..core.models import ModelLayout, load_model
-from ..core.probe import GenerationSettings, HFProbe
-from ..core.probe_vllm import KV_BLOCK, VLLMProbe, engine_length
-from ..core.records import ScoringPair
+from ...core.models import ModelLayout, load_model
+from ...core.probe import GenerationSettings, HFProbe
+from ...core.probe_vllm import KV_BLOCK, VLLMProbe, engine_length
+from ...core.records import ScoringPair
 
 #: Summed log-probabilities of a pair may differ by this much (float32 on both sides; paged
 #: attention and eager attention add in different orders).

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..core.models import ModelLayout
-from ..core.precision import MasterWeights
+from ...core.models import ModelLayout
+from ...core.precision import MasterWeights
 
 
 @dataclass(frozen=True)

@@ -15,33 +15,26 @@ Results are printed as tables and written to ``OUT/bench.json`` for reports.
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import click
-
-from ..core.cache import atomic_write_bytes
-from ..core.configs import parse_overrides
-from ..core.micro import MicroModel, build_micro_model
-from ..core.records import ScoringPair
+from ...core.records import ScoringPair
 
 if TYPE_CHECKING:
     import torch
 
-    from ..core.tokenize import PairEncoder
+    from ...core.tokenize import PairEncoder
 
 log = logging.getLogger(__name__)
 
 
 def default_task(edits: int, params: dict | None = None):
     """The registered default task, sized to hold ``edits`` records (the bench names no task)."""
-    from ..core.configs import build_config
-    from ..core.task import TaskOptions
-    from ..tasks import TASKS
+    from ...core.configs import build_config
+    from ...core.task import TaskOptions
+    from ...tasks import TASKS
 
     name = TASKS.default()
     cls = TASKS[name]
@@ -87,9 +80,9 @@ def scoring_throughput(model_path: Path, device: torch.device, n_pairs: int, rep
     ones). Every timing is the best of ``repeats``. The headline speedup is the first pass's."""
     import torch
 
-    from ..core.models import load_model
-    from ..core.probe import HFProbe
-    from ..core.tokenize import PairEncoder
+    from ...core.models import load_model
+    from ...core.probe import HFProbe
+    from ...core.tokenize import PairEncoder
 
     records = default_task(n_pairs).records()
     pairs = [ScoringPair(p, r.target_new) for r in records for p in (r.prompt, *r.paraphrases)][:n_pairs]
@@ -141,11 +134,11 @@ def generation_cost(model_path: Path, device: torch.device, n_edits: int, max_ne
     ``generate`` one prompt at a time on the same prompts (target: at least 5x, the same tokens)."""
     import torch
 
-    from ..core.generate import StopRule, answer_budget, greedy_decode
-    from ..core.models import load_model
-    from ..core.probe import HFProbe
-    from .evaluate import Baseline, score_edits
-    from .generated import score_generated, unedited_generations
+    from ...core.generate import StopRule, answer_budget, greedy_decode
+    from ...core.models import load_model
+    from ...core.probe import HFProbe
+    from ..evaluation.generated import score_generated, unedited_generations
+    from ..evaluation.teacher_forced import Baseline, score_edits
 
     task = default_task(n_edits)
     records = task.records()[:n_edits]
@@ -178,8 +171,8 @@ BENCH_TRAIN_RECORDS = 1000
 
 def bench_defaults(method: str) -> dict[str, str]:
     """A trainable method trains on ``BENCH_TRAIN_RECORDS`` records (its config's ``max_train_records``)."""
-    from ..core.method import MethodRef, is_trainable
-    from ..methods import METHODS
+    from ...core.method import MethodRef, is_trainable
+    from ...methods import METHODS
 
     ref = MethodRef.parse(method)
     if ref.name not in METHODS:  # an unknown name is the runner's to report
@@ -190,8 +183,10 @@ def bench_defaults(method: str) -> dict[str, str]:
 def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes: tuple[int, ...],
                     batch_size: int, eval_sample: int, device: str, params: dict) -> list[dict]:
     """One lifelong run per method with checkpoints at ``sizes``; figures read back from its store."""
-    from ..core.store import load_results
-    from .runner import Runner, RunSpec
+    from ...core.store import load_results
+    from ..plan.resolve import resolve
+    from ..plan.settings import RunSpec
+    from ..running.runner import Runner
 
     edits = max(sizes)
     task = default_task(edits)
@@ -205,9 +200,9 @@ def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes
         settings[task.name] = {**task.sized_for(edits), **params.get(task.name, {})}
         settings[method] = {**bench_defaults(method), **params.get(method, {})}
         spec = RunSpec(methods=(method,), task=task.name, model=str(model_path), edits=edits, batch_size=batch_size,
-                       checkpoints=",".join(map(str, sizes)), eval_sample=eval_sample, device=device,
+                       checkpoints=sizes, eval_sample=eval_sample, device=device,
                        out=out / "runs" / method, params=settings)
-        runner = Runner(spec)
+        runner = Runner(resolve(spec))
         started = time.perf_counter()
         outcome = runner.run()
         wall = time.perf_counter() - started
@@ -229,77 +224,3 @@ def edit_throughput(model_path: Path, out: Path, methods: tuple[str, ...], sizes
                 "eval_s": phase.get("eval", 0.0), "overhead_share": max(0.0, wall - model_work) / wall,
             })
     return rows
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    import pandas as pd
-
-    from ..reports.summary import format_table
-
-    return format_table(pd.DataFrame(rows)[columns])
-
-
-def print_throughput(rows: list[dict]) -> None:
-    click.echo("\nedit throughput and peak memory:")
-    click.echo(_table(rows, ["method", "edits", "status", "edits_per_second", "ms_per_edit", "peak_memory_mib"]))
-
-
-@click.command()
-@click.option("--methods", default=None, metavar="A,B", help="Methods to measure; default: every method that needs no download.")
-@click.option("--sizes", default="100,1000,5000,20000", show_default=True, help="Edit counts to report.")
-@click.option("--batch-size", type=int, default=100, show_default=True, help="Edits applied per batch.")
-@click.option("--eval-sample", type=int, default=50, show_default=True, help="Edits scored at each size.")
-@click.option("--pairs", type=int, default=2000, show_default=True, help="Pairs for the scoring-throughput test.")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Scoring timings are the best of this many.")
-@click.option("--gen-edits", type=int, default=200, show_default=True,
-              help="Edits for the cost of generated against teacher-forced evaluation.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE", help="Method settings, as for run.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-bench"), show_default=True)
-def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int, repeats: int,
-          gen_edits: int, device: str, params: tuple[str, ...], out: Path) -> None:
-    """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json and OUT/bench.png)."""
-    import torch
-
-    from ..core.models import resolve_device
-    from ..core.timing import device_name
-    from ..reports.plots import bench_plots
-    from .runner import default_methods
-
-    try:
-        size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
-        method_list = tuple(m for m in (methods or "").split(",") if m) or default_methods()
-        overrides = parse_overrides(params)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = resolve_device(device)
-    model_path = build_micro_model(out / "micro-model", default_task(0).corpus() or [], MicroModel())
-    scoring = scoring_throughput(model_path, resolved, pairs, repeats)
-    generation = generation_cost(model_path, resolved, gen_edits, repeats=repeats)
-    throughput = edit_throughput(model_path, out, method_list, size_list, batch_size, eval_sample, device, overrides)
-    result = {"device": device_name(resolved), "torch": torch.__version__, "python": platform.python_version(),
-              "micro_model": vars(MicroModel()), "batch_size": batch_size, "eval_sample": eval_sample,
-              "scoring": scoring, "generation": generation, "edit_throughput": throughput}
-    atomic_write_bytes(out / "bench.json", (json.dumps(result, indent=2) + "\n").encode())
-    plots = bench_plots(result, out)
-    click.echo(f"device: {result['device']}")
-    click.echo(f"\nscoring {scoring['pairs']} pairs: one at a time {scoring['one_at_a_time_s']:.2f} s; batched "
-               f"{scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x, "
-               f"{scoring['batched_forward_share']:.0%} of it in forward passes), repeated with the pairs "
-               f"encoded {scoring['batched_repeat_s']:.2f} s ({scoring['speedup_repeat']:.1f}x); "
-               f"{scoring['prediction_mismatches']} prediction mismatches, log-probs within "
-               f"{scoring['max_logprob_difference']:.1e}")
-    click.echo(f"\ngenerated evaluation of {generation['edits']} edits: teacher-forced metrics "
-               f"{generation['teacher_forced_s']:.2f} s, generated metrics {generation['generated_s']:.2f} s "
-               f"({generation['generated_over_teacher_forced']:.2f}x); greedy decoding of {generation['prompts']} "
-               f"prompts: batched {generation['batched_decoder_s']:.2f} s, one at a time with generate() "
-               f"{generation['one_at_a_time_s']:.2f} s ({generation['decoder_speedup']:.1f}x), "
-               f"{generation['decoder_mismatches']} different outputs")
-    print_throughput(throughput)
-    per_method = {r["method"]: r for r in throughput}
-    click.echo("\nharness overhead (whole run, share of wall time outside apply, prepare and forward passes):")
-    click.echo(_table(list(per_method.values()),
-                      ["method", "run_wall_s", "apply_s", "prepare_s", "forward_s", "eval_s", "load_s", "overhead_share"]))
-    click.echo(f"\nwritten: {out / 'bench.json'}" + "".join(f", {plot.png}, {plot.svg}" for plot in plots))

@@ -1,11 +1,11 @@
-"""``editbench plan``, the command (``harness/planner.py`` is the library; this module stays light so
+"""``editbench plan``, the command (``harness/plan/estimate.py`` is the library; this module stays light so
 that ``editbench --help`` loads no torch)."""
 
 from __future__ import annotations
 
 import click
 
-from ..core.configs import DTYPE_CHOICES, parse_overrides
+from ...core.configs import DTYPE_CHOICES, parse_overrides
 
 
 @click.command()
@@ -32,18 +32,20 @@ def plan(model: str, methods: str | None, edits: int, batch_size: int, checkpoin
          dtype: str, device_memory: float, tflops: float, tokens_per_record: int, pairs_per_record: int,
          train_records: int, gen_eval: str, master_copy: bool, params: tuple[str, ...], trust_remote_code: bool) -> None:
     """Print each method's peak memory and time per phase for a model, before anything runs."""
-    from ..core.costs import GiB, RunShape
-    from ..methods import METHODS
-    from .planner import model_shape, plan_methods, plan_table, scored_records
+    from ...core.costs import GiB, RunShape
+    from ...methods import METHODS
+    from ..plan.estimate import estimate_methods, model_shape, plan_table, scored_records
+    from ..plan.settings import RunSpec
 
+    counts = RunSpec(checkpoints=checkpoints).checkpoints if checkpoints else ()
     shape = model_shape(model, dtype, trust_remote_code)
     run = RunShape(edits=edits, batch_size=batch_size,
-                   scored_records=scored_records(edits, batch_size, checkpoints, eval_sample),
+                   scored_records=scored_records(edits, batch_size, counts, eval_sample),
                    pairs_per_record=pairs_per_record, tokens_per_record=tokens_per_record, train_records=train_records,
                    generated=gen_eval == "on", flops_per_second=tflops * 1e12, device_bytes=int(device_memory * GiB),
                    master_copies=master_copy)
     labels = [m.strip() for m in methods.split(",")] if methods else [n for n, c in METHODS.items() if not c.needs_download]
-    planned = plan_methods(shape, run, labels, parse_overrides(params))
+    planned = estimate_methods(shape, run, labels, parse_overrides(params))
     click.echo(plan_table(shape, run, planned))
     misfits = [p.label for p in planned if not p.fits(run)]
     if misfits:

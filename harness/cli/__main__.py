@@ -1,0 +1,5 @@
+"""``python -m editbench.harness.cli``: the ``editbench`` command."""
+
+from .group import main
+
+main()

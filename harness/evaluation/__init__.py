@@ -1,0 +1,2 @@
+"""What is scored at a checkpoint: teacher-forced metrics, generated answers, and the
+general-capability question sets; these modules read only core/."""

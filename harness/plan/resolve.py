@@ -1,0 +1,406 @@
+"""Resolving a run: :func:`resolve` turns a :class:`~.settings.RunSpec` into a :class:`RunPlan`.
+
+The plan is everything the run will do, known before it does any of it: the task and its records
+in their seeded order, the batches and checkpoints, the sample scored at each checkpoint, each
+method's resolved settings (the release's settings for a recognised model first, then the preset
+named, then ``--param``), the scoring backend, each method's planned memory and time per phase
+(``estimate.py``), and the run's identity (its config and id). Resolving reads configs, data and
+tokenizers, never weights, and trains nothing: the pocket world's model is named, not built.
+The runner, the preflight check, the Ray executor, the bench, ``editbench run --dry-run`` and the
+Python API all take a plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from statistics import mean
+from typing import TYPE_CHECKING
+
+from ... import __version__
+from ...core.configs import build_config, config_dict, config_hash
+from ...core.records import EditRecord, check_disjoint, dataset_hash
+from ...core.schedule import batch_bounds, checkpoint_ladder, eval_positions
+from .settings import RunSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from ...core.costs import ModelShape, RunShape
+    from ...core.method import EditMethod, MethodConfig, MethodRef
+    from ...core.task import Task
+    from ..evaluation.capability import CapabilitySettings
+    from .estimate import MethodEstimate
+
+log = logging.getLogger(__name__)
+
+#: what a plan's ``format`` says, so a stored plan can be read back by a later editbench
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """One method as the run will build it: its class, its resolved settings and their hash."""
+
+    ref: MethodRef  # ref.label is what the store and the reports call it: "ft-m", "rledit@paper"
+    cls: type[EditMethod]
+    config: MethodConfig
+    config_hash: str
+    editor: Path | None = None  # a trained editor given with --editor
+
+    @property
+    def label(self) -> str:
+        return self.ref.label
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One seed's run, resolved. Protocols and provenance add their fields here."""
+
+    spec: RunSpec  # the settings, for this plan's seed alone
+    seed: int
+    task: Task
+    #: the records edited, in their seeded stream order (``records[i]`` is the i-th edit)
+    records: tuple[EditRecord, ...]
+    checkpoints: tuple[int, ...]
+    batches: tuple[tuple[int, int], ...]  # [start, stop) per step; never across a checkpoint
+    #: checkpoint -> the stream positions scored there (all edits so far, or a seeded sample)
+    positions: Mapping[int, list[int]]
+    methods: tuple[MethodSetup, ...]
+    model_source: str
+    architecture: str | None
+    device: torch.device
+    dtype: torch.dtype
+    backend: str  # "hf" or "vllm"
+    cache_dir: Path
+    capability: CapabilitySettings | None
+    capability_at: frozenset[int]
+    #: each method's cost per phase and what it lacks (empty when the model's config is unreadable)
+    estimates: tuple[MethodEstimate, ...]
+    #: bytes of the device the edited model may use (beside the vLLM engine's share)
+    capacity: int
+    run_config: Mapping[str, object]
+    run_id: str
+    dataset_hash: str
+    notes: tuple[str, ...] = field(default=())  # decisions the resolve step took, for the log
+
+    @property
+    def edits(self) -> int:
+        return len(self.records)
+
+    def planned_peak(self, label: str) -> int | None:
+        """The planned peak bytes of a method's largest phase (Ray sizes a cell's GPUs by it)."""
+        for item in self.estimates:
+            if item.label == label and item.cost is not None:
+                phase = max(item.cost.phases, key=item.cost.peak)
+                return item.cost.peak(phase, host_shared=self.device.type == "cpu")
+        return None
+
+    def restarts(self, setup: MethodSetup) -> bool:
+        """Whether ``--restart`` names this method (by label, or by name for all its presets)."""
+        return setup.label in self.spec.restart or setup.ref.name in self.spec.restart
+
+    def train_records(self) -> list[EditRecord]:
+        """The task's train split, refused if it shares any record with the edits of this run."""
+        train = self.task.load("train")
+        check_disjoint(train, self.records, self.task.name, "the evaluated edits")
+        return train
+
+    def describe(self) -> dict[str, object]:
+        """The plan as plain data (``editbench run --dry-run``, and a record of what was run)."""
+        return {
+            "format": PLAN_FORMAT, "editbench": __version__, "run_id": self.run_id,
+            "seed": self.seed, "task": self.task.name, "model": self.model_source,
+            "architecture": self.architecture, "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."), "backend": self.backend,
+            "edits": self.edits, "batches": len(self.batches),
+            "checkpoints": list(self.checkpoints),
+            "scored_per_checkpoint": {n: len(p) for n, p in self.positions.items()},
+            "first_edits": [r.uid for r in self.records[:5]],
+            "methods": {m.label: {"settings": config_dict(m.config), "config_hash": m.config_hash,
+                                  **({"editor": str(m.editor)} if m.editor else {})}
+                        for m in self.methods},
+            "memory": {item.label: item.describe(self.device.type == "cpu")
+                       for item in self.estimates},
+            "capacity_bytes": self.capacity, "run_config": dict(self.run_config),
+            "notes": list(self.notes),
+        }
+
+
+# -- the pieces --------------------------------------------------------------------------------
+def resolve_task(spec: RunSpec) -> Task:
+    from ...core.task import TaskOptions
+    from ...tasks import TASKS
+
+    name = spec.task or TASKS.default()
+    cls = TASKS[name]
+    options = TaskOptions(data=spec.data, split=spec.split, limit=spec.limit,
+                          cache_dir=spec.cache_dir, lenient=spec.lenient)
+    config = build_config(cls.Config, spec.params.get(name, {}), owner=f"task {name}")
+    return cls(options, config)
+
+
+def default_methods() -> tuple[str, ...]:
+    """Every registered method that needs no download."""
+    from ...methods import METHODS
+
+    return tuple(name for name, cls in METHODS.items() if not cls.needs_download)
+
+
+def method_setups(spec: RunSpec, architecture: str | None = None,
+                  notes: list[str] | None = None) -> tuple[MethodSetup, ...]:
+    """Each method of the run with its settings; on a published model (``architecture``) its
+    release's settings for it come first (``MethodRef.config``), which is noted."""
+    from ... import methods as _registered  # noqa: F401  (registers the built-in methods)
+    from ...core.method import MethodRef
+
+    setups = []
+    for label in spec.methods or default_methods():
+        ref = MethodRef.parse(label)
+        config = ref.config(spec.params, architecture)
+        if architecture in ref.cls.presets:
+            note = (f"{ref.label}: taking the settings published for {architecture} (preset "
+                    f"{ref.name}@{architecture}), under anything set by hand")
+            log.info("%s", note)
+            if notes is not None:
+                notes.append(note)
+        editor = spec.editors.get(ref.label) or spec.editors.get(ref.name)
+        if editor is not None and not editor.exists():
+            raise FileNotFoundError(f"--editor {ref.label}={editor}: no such folder")
+        digest = config_hash(ref.name, config_dict(config), str(editor) if editor else None)
+        setups.append(MethodSetup(ref, ref.cls, config, digest, editor))
+    labels = [s.label for s in setups]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--methods lists a method twice: {','.join(labels)}")
+    named = {s.label for s in setups} | {s.ref.name for s in setups}
+    unknown = sorted(set(spec.editors) - named)
+    if unknown:
+        raise ValueError(f"--editor names {unknown[0]!r}, which is not among --methods")
+    return tuple(setups)
+
+
+def check_param_owners(spec: RunSpec, task: Task, setups: Sequence[MethodSetup]) -> None:
+    """A ``--param`` for a method or task that is not in the run would be silently ignored."""
+    owners = {task.name} | {s.label for s in setups} | {s.ref.name for s in setups}
+    stray = sorted(set(spec.params) - owners)
+    if stray:
+        raise ValueError(f"--param {stray[0]}.…: {stray[0]!r} is neither the task nor a method of "
+                         f"this run (selected: {', '.join(sorted(owners))})")
+
+
+def check_restart(spec: RunSpec, setups: Sequence[MethodSetup]) -> None:
+    """``--restart`` must name methods of this run (by label, or by name for all its presets)."""
+    named = {s.label for s in setups} | {s.ref.name for s in setups}
+    stray = [label for label in spec.restart if label not in named]
+    if stray:
+        raise ValueError(f"--restart {stray[0]}: not a method of this run (selected: "
+                         f"{', '.join(s.label for s in setups)})")
+
+
+def stream_order(records: Sequence[EditRecord], seed: int) -> list[int]:
+    """The seeded order in which records are edited. Records of one ``group`` stay consecutive and
+    in their file order (an MQuAKE case's questions, on its last record, are scored after all of
+    its edits); without groups every record is its own unit, and the shuffle of the units is the
+    plain shuffle every earlier run used (a shuffle's permutation depends only on the length)."""
+    units: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        units.setdefault(record.group or f"\0{index}", []).append(index)
+    grouped = list(units.values())
+    random.Random(seed).shuffle(grouped)
+    return [index for unit in grouped for index in unit]
+
+
+def choose_backend(asked: str, device: torch.device) -> str:
+    """``--probe-backend``: auto is vLLM when it is installed and usable on a GPU, else HF."""
+    from ...core.probe_vllm import (
+        installed_vllm_version,
+        vllm_available,
+        vllm_unavailable_reason,
+    )
+
+    if asked == "hf" or (asked == "auto" and device.type != "cuda"):
+        return "hf"
+    if asked == "auto" and not vllm_available():
+        if installed_vllm_version():
+            log.warning("%s; scoring with the Hugging Face backend", vllm_unavailable_reason())
+        return "hf"
+    reason = vllm_unavailable_reason()
+    if reason is not None:
+        raise ValueError(reason)
+    return "vllm"
+
+
+def check_save_model(n_edits: int | None, checkpoints: Sequence[int]) -> None:
+    """The model is saved as the checkpoint is stored, so N must be one of the run's checkpoints."""
+    if n_edits is not None and n_edits not in checkpoints:
+        raise ValueError(f"--save-model {n_edits}: the model is saved at a checkpoint; choose among "
+                         f"{','.join(map(str, checkpoints))} (or set --checkpoints)")
+
+
+def _capability(spec: RunSpec, seed: int, edits: int, checkpoints: Sequence[int]):
+    if not spec.capability:
+        return None, frozenset()
+    from ..evaluation.capability import CapabilitySettings
+
+    settings = CapabilitySettings(spec.capability, spec.capability_data, spec.capability_limit,
+                                  seed=seed)
+    at = set(checkpoint_ladder(spec.capability_at, edits, 1)) if spec.capability_at else {edits}
+    if not at <= set(checkpoints):
+        raise ValueError(f"--capability-at {','.join(map(str, spec.capability_at))}: the sets are "
+                         f"asked at checkpoints; choose among {','.join(map(str, checkpoints))}")
+    return settings, frozenset(at)
+
+
+def _tokens_per_record(source: str, trust_remote_code: bool, records: Sequence[EditRecord],
+                       built_later: bool) -> int:
+    """Mean prompt-and-answer tokens of a record, by the model's tokenizer. A bare config.json has
+    none, nor has a task's own model that the run will build (``built_later``): then about one
+    token per four characters."""
+    from ...core.models import load_tokenizer
+
+    texts = [f"{r.prompt} {r.target_new}" for r in records[:200]] or [""]
+    if Path(source).is_file() or (built_later and not Path(source).exists()):
+        return max(1, round(mean(len(t) for t in texts) / 4))
+    tokenizer = load_tokenizer(source, trust_remote_code)  # a model that cannot be found stops here
+    return max(1, round(mean(len(tokenizer(t)["input_ids"]) for t in texts)))
+
+
+def _run_shape(spec: RunSpec, records: Sequence[EditRecord], positions: Mapping[int, list[int]],
+               tokens: int, device_bytes: int) -> RunShape:
+    from ...core.costs import RunShape
+
+    sample = records[:200]
+    pairs = mean(1 + len(r.paraphrases) + len(r.neighbours) for r in sample) if sample else 1
+    return RunShape(edits=len(records), batch_size=spec.batch_size,
+                    scored_records=sum(len(p) for p in positions.values()),
+                    pairs_per_record=round(pairs), tokens_per_record=tokens,
+                    generated=spec.gen_eval, gen_max_tokens=spec.gen_max_tokens,
+                    device_bytes=device_bytes, master_copies=spec.master_copy)
+
+
+def _estimate(spec: RunSpec, task: Task, records: Sequence[EditRecord],
+              positions: Mapping[int, list[int]], source: str, device: torch.device,
+              dtype: torch.dtype, backend: str, setups: Sequence[MethodSetup],
+              train_records: Callable[[], list], notes: list[str],
+              ) -> tuple[ModelShape | None, tuple[MethodEstimate, ...], str, int]:
+    """Each method's cost on the model's meta-device twin and what it lacks; and the backend
+    again: vLLM chosen by default gives way to HF when the plan does not fit beside it."""
+    from .estimate import device_memory, estimate_methods, model_shape
+
+    tokens = _tokens_per_record(source, spec.trust_remote_code, records, spec.model is None)
+    try:
+        shape = model_shape(source, str(dtype).removeprefix("torch."), spec.trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:  # loading the model explains it, with the fix
+        log.debug("no estimates: the model's config cannot be read (%s)", exc)
+        return None, (), backend, device_memory(device)
+    whole = device_memory(device)
+    share = 1 - spec.vllm_memory if backend == "vllm" else 1.0  # the vLLM engine takes its share
+    run = _run_shape(spec, records, positions, tokens, int(whole * share))
+    estimates = estimate_methods(shape, run, [s.label for s in setups], spec.params, task=task,
+                                 train_records=train_records, editors=spec.editors)
+    if share < 1 and spec.probe_backend == "auto" and not all(e.fits(run) for e in estimates):
+        note = (f"scoring with the Hugging Face backend: beside vLLM's {100 * spec.vllm_memory:.0f}% "
+                "of the GPU (--vllm-memory) the plan does not fit")
+        log.info("%s", note)
+        notes.append(note)
+        return shape, tuple(estimates), "hf", whole
+    return shape, tuple(estimates), backend, int(whole * share)
+
+
+# -- the step ----------------------------------------------------------------------------------
+def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
+    """The plan of ``spec``'s run under ``seed`` (default: its only seed). Reads configs, data and
+    tokenizers; loads no weights, trains nothing, writes nothing."""
+    from ...core.architectures import architecture_of
+    from ...core.cache import cache_root
+    from ...core.models import resolve_device, resolve_dtype
+
+    if seed is None:
+        if len(spec.seed) != 1:
+            raise ValueError(f"--seed {','.join(map(str, spec.seed))}: several seeds make several "
+                             "runs; resolve_sweep gives one plan per seed")
+        seed = spec.seed[0]
+    spec = spec.with_seed(seed)
+    notes: list[str] = []
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    task = resolve_task(spec)
+    setups = method_setups(spec)  # checked before any data or model is read
+    check_param_owners(spec, task, setups)
+    check_restart(spec, setups)
+    available = task.records()
+    edits = spec.edits if spec.edits is not None else min(task.default_edits(), len(available))
+    if edits > len(available):
+        raise ValueError(f"--edits {edits}: the {task.name} task's {spec.split} split has only "
+                         f"{len(available)} records")
+    order = stream_order(available, seed)  # one seeded order, shared by every method
+    records = tuple(available[i] for i in order[:edits])
+    checkpoints = checkpoint_ladder(spec.checkpoints, edits, spec.batch_size)
+    batches = tuple(batch_bounds(edits, spec.batch_size, checkpoints))
+    positions = {n: eval_positions(n, spec.eval_sample, seed) for n in checkpoints}
+    check_save_model(spec.save_model, checkpoints)
+    source = spec.model or task.default_model(build=False)
+    if source is None:
+        raise ValueError(f"the {task.name} task has no built-in model: pass --model NAME_OR_PATH")
+    source = str(source)
+    architecture = architecture_of(source, spec.trust_remote_code)
+    if architecture is not None:  # its releases' settings for a published model come first
+        setups = method_setups(spec, architecture, notes)
+    capability, capability_at = _capability(spec, seed, edits, checkpoints)
+    backend = choose_backend(spec.probe_backend, device)
+
+    def train_records() -> list[EditRecord]:
+        train = task.load("train")
+        check_disjoint(train, records, task.name, "the evaluated edits")
+        return train
+
+    shape, estimates, backend, capacity = _estimate(spec, task, records, positions, source,
+                                                    device, dtype, backend, setups,
+                                                    train_records, notes)
+    if architecture is None and shape is not None:
+        architecture = shape.architecture
+    digest = dataset_hash(list(records))
+    run_config: dict[str, object] = {
+        "task": task.name, "task_config": config_dict(task.config), "data": task.options.data,
+        "split": spec.split, "limit": spec.limit, "edits": edits, "batch_size": spec.batch_size,
+        "checkpoints": list(checkpoints), "eval_sample": spec.eval_sample, "model": source,
+        "dtype": str(dtype).removeprefix("torch."), "seed": seed, "dataset_hash": digest,
+        "skipped_records": task.skipped_records(),
+    }
+    if capability is not None:
+        run_config["capability"] = {**config_dict(capability), "at": sorted(capability_at)}
+    revision = getattr(shape.meta.config, "_commit_hash", None) if shape is not None else None
+    if revision:  # the hub commit of the model's files, where it came from the hub
+        run_config["model_revision"] = revision
+    if spec.device_map:
+        run_config["device_map"] = spec.device_map
+    if not spec.master_copy:  # recorded only when off, so that earlier runs keep their ids
+        run_config["master_copy"] = False
+    if spec.gen_eval:
+        run_config["generated"] = {"max_new_tokens": spec.gen_max_tokens,
+                                   "prompt_format": task.generation_prompt("{prompt}")}
+    return RunPlan(spec=spec, seed=seed, task=task, records=records, checkpoints=checkpoints,
+                   batches=batches, positions=positions, methods=setups, model_source=source,
+                   architecture=architecture, device=device, dtype=dtype, backend=backend,
+                   cache_dir=spec.cache_dir or cache_root(), capability=capability,
+                   capability_at=capability_at, estimates=estimates, capacity=capacity,
+                   run_config=run_config, run_id=config_hash(run_config), dataset_hash=digest,
+                   notes=tuple(notes))
+
+
+def resolve_sweep(spec: RunSpec) -> tuple[RunPlan, ...]:
+    """One plan per seed of ``spec``."""
+    return tuple(resolve(spec, seed) for seed in spec.seed)
+
+
+def for_cell(plan: RunPlan, setup: MethodSetup, out: Path) -> RunPlan:
+    """One method of ``plan`` as a sweep cell: its store in its own ``out`` folder (the driver
+    merges it) and only its own settings; everything else as resolved."""
+    owners = (plan.task.name, setup.label, setup.ref.name)  # the other methods' --params are not its
+    spec = replace(plan.spec, methods=(setup.label,), out=out, restart=(),
+                   params={k: v for k, v in plan.spec.params.items() if k in owners})
+    return replace(plan, spec=spec, methods=(setup,),
+                   estimates=tuple(e for e in plan.estimates if e.label == setup.label))
