@@ -1,7 +1,7 @@
 """What GRACE and WISE share: a memory beside one MLP output projection, read by a forward hook.
 
-Neither changes a weight (``edited_parameters`` is empty: snapshots carry their state instead), and a
-hook is a change of the forward computation a vLLM engine cannot run, so both are scored with HF.
+Neither changes a weight (``edited_parameters`` is empty: snapshots carry their state instead), and
+a hook is a change of the forward computation a vLLM engine cannot run, so both are scored with HF.
 Their configs have a ``layer`` field; ``None`` falls at 27/32 of the depth, the layer EasyEdit's
 Llama-2-7B files give both (``hparams/GRACE/llama-7b.yaml``, ``hparams/WISE/llama-7b.yaml``).
 """
@@ -39,7 +39,7 @@ class LayerMemoryMethod(EditMethod):
     def edited_parameters(self) -> list[str]:
         return []
 
-    # -- what ``editbench plan`` counts --------------------------------------------------------------
+    # -- what ``editbench plan`` counts ----------------------------------------------------------
     #: rows trained per edit: the edit's own prompt and any generated prefixes (WISE's templates)
     def rows_per_edit(self) -> int:
         return 1
@@ -49,16 +49,19 @@ class LayerMemoryMethod(EditMethod):
         return run.tokens_per_record
 
     def memory_bytes(self, shape: ModelShape, run: RunShape, out_in: tuple[int, int]) -> int:
-        """The memory beside the layer after ``run.edits`` edits (a subclass's codebook or side copy)."""
+        """The memory beside the layer after ``run.edits`` edits (a subclass's codebook or side
+        copy)."""
         raise NotImplementedError
 
     def trained_bytes(self, shape: ModelShape, out_in: tuple[int, int]) -> int:
-        """What one edit's training holds beside the activations (the trained tensor's gradient and Adam)."""
+        """What one edit's training holds beside the activations (the trained tensor's gradient and
+        Adam)."""
         raise NotImplementedError
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
         """``n_iter`` forward and backward passes per edit (one edit at a time) over its rows, the
-        gradient reaching down to the hooked layer; the memory grows with the edits and stays resident."""
+        gradient reaching down to the hooked layer; the memory grows with the edits and stays
+        resident."""
         module = self.module_name()
         out_in = shape.out_in(module)
         above = shape.n_layers - shape.layout.layer_of(module)

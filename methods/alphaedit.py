@@ -14,11 +14,11 @@ of every earlier batch, so later edits keep the outputs of earlier ones; it is l
 part of :meth:`state_dict`. ``l2`` keeps the solve well posed and the update small.
 
 The target values, keys and residual spread are MEMIT's, shared in :mod:`.locate`. The published
-settings are presets (``alphaedit@gpt2-xl``, ``@gpt-j-6b``, ``@llama-3-8b``: threshold 2e-2, l2 10); the
-release's hparams files also list MEMIT's ``mom2_update_weight``, which its update never reads, so
-it is not a setting here. The threshold is absolute, so it depends on the scale of a model's keys;
-the pocket defaults (0.5, 3) were chosen on that model, whose keys at 2e-2 / 10 leave every edit
-unwritten (docs/locate-then-edit.md).
+settings are presets (``alphaedit@gpt2-xl``, ``@gpt-j-6b``, ``@llama-3-8b``: threshold 2e-2, l2 10);
+the release's hparams files also list MEMIT's ``mom2_update_weight``, which its update never reads,
+so it is not a setting here. The threshold is absolute, so it depends on the scale of a model's
+keys; the pocket defaults (0.5, 3) were chosen on that model, whose keys at 2e-2 / 10 leave every
+edit unwritten (docs/locate-then-edit.md).
 """
 
 from __future__ import annotations
@@ -66,15 +66,19 @@ class AlphaEditConfig(LocateConfig):
 @METHODS.register("alphaedit")
 class AlphaEdit(LocateThenEdit):
     name = "alphaedit"
-    description = "AlphaEdit: MEMIT-style edit projected onto the null space of preserved keys (Fang et al. 2025)"
+    description = (
+        "AlphaEdit: MEMIT-style edit projected onto the null space of preserved keys "
+        "(Fang et al. 2025)"
+    )
     Config = AlphaEditConfig
     config: AlphaEditConfig
     presets = published_presets(**{model: {"nullspace_threshold": 2e-2, "l2": 10}
                                    for model in ("gpt2-xl", "gpt-j-6b", "llama-3-8b")})
 
     def key_statistics(self) -> dict[str, KeyStats]:
-        """With ``projection_file`` the projections are the release's and no statistics are needed; the
-        file's name and size stand for them in the snapshot, so a resume must use the same file."""
+        """With ``projection_file`` the projections are the release's and no statistics are needed;
+        the file's name and size stand for them in the snapshot, so a resume must use the same
+        file."""
         if not self.config.projection_file:
             return super().key_statistics()
         path = Path(self.config.projection_file).expanduser()
@@ -90,14 +94,23 @@ class AlphaEdit(LocateThenEdit):
             if mom2 is None:
                 self.projections[layer] = self.imported[i].to(self.ctx.device)
             else:
-                self.projections[layer] = null_space_projection(mom2.to(self.ctx.device), self.config.nullspace_threshold)
+                self.projections[layer] = null_space_projection(
+                    mom2.to(self.ctx.device), self.config.nullspace_threshold
+                )
             self.edited_keys[layer] = torch.zeros_like(self.projections[layer])
-            log.info("alphaedit: layer %d keeps a %d-dimensional null space of %d key dimensions (%s)", layer,
-                     round(float(torch.trace(self.projections[layer]))), self.projections[layer].shape[0],
-                     f"threshold {self.config.nullspace_threshold:g}" if mom2 is not None else self.stats[layer].corpus)
+            log.info(
+                "alphaedit: layer %d keeps a %d-dimensional null space of %d key dimensions (%s)",
+                layer,
+                round(float(torch.trace(self.projections[layer]))),
+                self.projections[layer].shape[0],
+                f"threshold {self.config.nullspace_threshold:g}"
+                if mom2 is not None
+                else self.stats[layer].corpus,
+            )
 
     def state_bytes(self, shape: ModelShape) -> int:
-        """A float32 null-space projection and the edited keys' second moment, ``d x d``, per layer."""
+        """A float32 null-space projection and the edited keys' second moment, ``d x d``, per
+        layer."""
         return sum(2 * 4 * shape.out_in(m)[1] ** 2 for m in self.modules)
 
     def layer_delta(self, index: int, keys: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
@@ -111,16 +124,22 @@ class AlphaEdit(LocateThenEdit):
 
     def after_batch(self, located: LocatedBatch, n: int) -> None:
         for layer, keys in zip(self.layers, self.batch_keys(located, n)):
-            self.edited_keys[layer] = self.edited_keys[layer] + keys @ keys.T  # new tensor: snapshots stay
+            # new tensor: snapshots stay
+            self.edited_keys[layer] = self.edited_keys[layer] + keys @ keys.T
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**super().state_dict(), **{f"edited_keys.{layer}": self.edited_keys[layer] for layer in self.layers}}
+        return {
+            **super().state_dict(),
+            **{f"edited_keys.{layer}": self.edited_keys[layer] for layer in self.layers},
+        }
 
     def load_extra_state(self, state: dict[str, torch.Tensor]) -> None:
         state = dict(state)
         for layer in self.layers:
             name = f"edited_keys.{layer}"
             if name not in state:
-                raise ValueError(f"alphaedit: the snapshot lacks {name}; it was made with other layers")
+                raise ValueError(
+                    f"alphaedit: the snapshot lacks {name}; it was made with other layers"
+                )
             self.edited_keys[layer] = state.pop(name).to(self.ctx.device, torch.float32).clone()
         super().load_extra_state(state)

@@ -50,8 +50,10 @@ class FTConfig(MethodConfig):
     lr: float = 5e-4
     steps: int = 25  # epochs over the batch (ROME's and EasyEdit's num_steps)
     chunk: int = 1  # records per Adam step (EasyEdit's batch_size); 0: the whole batch
-    norm_constraint: float | None = None  # max |change| of any weight within one batch; None: unconstrained
-    bias: bool = True  # tune the module's bias too, where it has one (ROME; EasyEdit on GPT-2 and GPT-J)
+    # max |change| of any weight within one batch; None: unconstrained
+    norm_constraint: float | None = None
+    # tune the module's bias too, where it has one (ROME; EasyEdit on GPT-2 and GPT-J)
+    bias: bool = True
     stop_loss: float = 1e-2  # a chunk below it takes no step; an epoch below it ends the loop
     weight_decay: float = 0.0
 
@@ -59,7 +61,9 @@ class FTConfig(MethodConfig):
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.norm_constraint is not None and self.norm_constraint <= 0:
-            raise ValueError(f"norm_constraint must be positive (or none), got {self.norm_constraint}")
+            raise ValueError(
+                f"norm_constraint must be positive (or none), got {self.norm_constraint}"
+            )
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.chunk < 0:
@@ -89,12 +93,17 @@ class FineTune(EditMethod):
     Config = FTConfig
     objective: Callable[[torch.Tensor, object], torch.Tensor]
 
-    #: where ``layer: None`` falls, as a fraction of the depth (EasyEdit's layer 21 of 32 is two thirds)
+    #: where ``layer: None`` falls, as a fraction of the depth (EasyEdit's layer 21 of 32 is two
+    #: thirds)
     default_depth = (2, 3)
 
     def layer(self) -> int:
         layout = self.ctx.layout
-        layer = self.config.layer if self.config.layer is not None else self.default_depth[0] * layout.n_layers // self.default_depth[1]
+        layer = (
+            self.config.layer
+            if self.config.layer is not None
+            else self.default_depth[0] * layout.n_layers // self.default_depth[1]
+        )
         return layout.resolve_layer(layer)
 
     def _module(self) -> str:
@@ -115,14 +124,22 @@ class FineTune(EditMethod):
         numel = sum(shape.param_numel(name) for name in edited)
         above = shape.n_layers - self.layer()
         chunk_tokens = min(config.chunk or run.batch_size, run.batch_size) * run.tokens_per_record
-        # per edited element: the originals, the gradient, Adam's two moments, and the norm constraint's
-        # three temporaries (the bounds and the clamped copy)
+        # per edited element: the originals, the gradient, Adam's two moments, and the norm
+        # constraint's three temporaries (the bounds and the clamped copy)
         per_element = 4 + (3 if config.norm_constraint is not None else 0)
-        transient = backward_bytes(shape, chunk_tokens, above, length=run.tokens_per_record) + per_element * numel * shape.dtype_bytes
+        transient = (
+            backward_bytes(shape, chunk_tokens, above, length=run.tokens_per_record)
+            + per_element * numel * shape.dtype_bytes
+        )
         per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
-        flops = config.steps * run.edits * run.tokens_per_record * per_token  # at most: training may stop early
+        # at most: training may stop early
+        flops = config.steps * run.edits * run.tokens_per_record * per_token
         resident = weights_bytes(shape) + master_copy_bytes(shape, run, edited)
-        return MethodCost(self.name, resident, (PhaseCost("editing", transient, flops, f"at most {config.steps} epochs"),))
+        return MethodCost(
+            self.name,
+            resident,
+            (PhaseCost("editing", transient, flops, f"at most {config.steps} epochs"),),
+        )
 
     def target(self, record: EditRecord) -> str:
         """The text the loss teaches after the prompt (a subclass may append an end-of-sequence)."""
@@ -130,12 +147,17 @@ class FineTune(EditMethod):
 
     def _loss(self, records: Sequence[EditRecord]) -> torch.Tensor:
         encoder = self.ctx.encoder
-        batch = encoder.collate(encoder.encode_many([(r.prompt, self.target(r)) for r in records])).to(self.ctx.device)
-        logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        batch = encoder.collate(
+            encoder.encode_many([(r.prompt, self.target(r)) for r in records])
+        ).to(self.ctx.device)
+        logits = self.ctx.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask
+        ).logits
         return type(self).objective(logits, batch)
 
     def epoch_chunks(self, batch: Sequence[EditRecord], size: int) -> list[Sequence[EditRecord]]:
-        """One epoch's mini-batches, in order: ROME and EasyEdit keep the batch's order every epoch."""
+        """One epoch's mini-batches, in order: ROME and EasyEdit keep the batch's order every
+        epoch."""
         return [batch[start:start + size] for start in range(0, len(batch), size)]
 
     @staticmethod
@@ -144,14 +166,15 @@ class FineTune(EditMethod):
         return sum(losses) / len(losses)
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
-        """``steps`` epochs over the batch's chunks, an Adam step per chunk. In a bf16/fp16 model Adam
-        trains each tensor's float32 master copy (``core/precision.py``) from the gradient of the
-        rounded weights the forward pass used, and the rounded copy is written back after each step,
-        as mixed-precision training does; otherwise it trains the parameters themselves."""
+        """``steps`` epochs over the batch's chunks, an Adam step per chunk. In a bf16/fp16 model
+        Adam trains each tensor's float32 master copy (``core/precision.py``) from the gradient of
+        the rounded weights the forward pass used, and the rounded copy is written back after each
+        step, as mixed-precision training does; otherwise it trains the parameters themselves."""
         config: FTConfig = self.config  # type: ignore[assignment]
         names = self.edited_parameters()
         params = [self.ctx.parameter(name) for name in names]
-        trained = [self.ctx.masters.master(name) for name in names]  # the parameter itself in float32
+        # the parameter itself in float32
+        trained = [self.ctx.masters.master(name) for name in names]
         mixed = [t is not p for t, p in zip(trained, params)]
         originals = [t.detach().clone() for t in trained]
         size = config.chunk or len(batch)
@@ -202,7 +225,9 @@ class FTLConfig(FTConfig):
 @METHODS.register("ft-l")
 class FTL(FineTune):
     name = "ft-l"
-    description = "fine-tune one MLP layer, L-inf constrained, ROME's last-position loss (Zhu et al. 2020)"
+    description = (
+        "fine-tune one MLP layer, L-inf constrained, ROME's last-position loss (Zhu et al. 2020)"
+    )
     objective = staticmethod(last_prompt_position_nll)
     Config = FTLConfig
     #: ROME's settings where it published them, EasyEdit's FT-L files for the other models

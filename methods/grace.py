@@ -44,17 +44,19 @@ class GraceConfig(MethodConfig):
     eps: float = 1.0  # initial deferral radius, in the raw activation space of the layer's input
     lr: float = 1.0
     #: the pocket default: on the pocket model 10 and 20 steps give the same scores as EasyEdit's 50
-    #: (200 edits, every metric equal to three decimals; docs/memory-and-retrieval.md); every published
-    #: model takes its release's count from PRESETS (50 EasyEdit Llama-2/Qwen, 100 WikiBigEdit Llama-3
-    #: and the original)
+    #: (200 edits, every metric equal to three decimals; docs/memory-and-retrieval.md); every
+    #: published model takes its release's count from PRESETS (50 EasyEdit Llama-2/Qwen, 100
+    #: WikiBigEdit Llama-3 and the original)
     n_iter: int = 10
     expand: str = "coverage"  # coverage | moving_average (the release's eps_expand)
     init: str = "cold"  # cold: uniform [0, 1) | warm: the layer's current output at the key
 
     def __post_init__(self) -> None:
         if self.eps <= 0 or self.lr <= 0 or self.n_iter < 1:
-            raise ValueError(f"eps and lr must be positive and n_iter at least 1, got eps={self.eps}, "
-                             f"lr={self.lr}, n_iter={self.n_iter}")
+            raise ValueError(
+                f"eps and lr must be positive and n_iter at least 1, got eps={self.eps}, "
+                f"lr={self.lr}, n_iter={self.n_iter}"
+            )
         if self.expand not in ("coverage", "moving_average"):
             raise ValueError(f"expand must be coverage or moving_average, got {self.expand!r}")
         if self.init not in ("cold", "warm"):
@@ -62,8 +64,9 @@ class GraceConfig(MethodConfig):
 
 
 #: EasyEdit's hparams/GRACE yamls (zjunlp/EasyEdit 14cea82) and WikiBigEdit's Llama-3-8B file
-#: (ExplainableML/WikiBigEdit 66b4285, EasyEdit_Experiments/hydra/experiments/hparams/GRACE/llama-3-8B.yaml);
-#: all at eps 1.0, lr 1.0, on the MLP output projection.
+#: (ExplainableML/WikiBigEdit 66b4285,
+#: EasyEdit_Experiments/hydra/experiments/hparams/GRACE/llama-3-8B.yaml); all at eps 1.0, lr 1.0, on
+#: the MLP output projection.
 PRESETS = {
     "llama-2-7b": {"layer": 27, "n_iter": 50},
     "llama-3-8b": {"layer": 27, "n_iter": 100},
@@ -73,14 +76,14 @@ PRESETS = {
 }
 
 #: rows of the flattened batch tested against the codebook at once, and at most as many as keep the
-#: distance matrix (rows x keys) within ``DISTANCE_ELEMENTS``: with 4,096 rows it grew by 16 KB a key
-#: (328 MB at 20,000 keys, measured as the bench's memory growth), whatever the model's width
+#: distance matrix (rows x keys) within ``DISTANCE_ELEMENTS``: with 4,096 rows it grew by 16 KB a
+#: key (328 MB at 20,000 keys, measured as the bench's memory growth), whatever the model's width
 QUERY_CHUNK = 4096
 DISTANCE_ELEMENTS = 2**24  # 64 MB of float32
 
 #: relative slack of the radius test: a float32 norm over thousands of terms rounds differently on
-#: another device or in another batch shape (CPU, where the radius was set, against the GPU, where the
-#: layer tests it: a key's own query fell outside by a few ulps on an H200 and its value got no
+#: another device or in another batch shape (CPU, where the radius was set, against the GPU, where
+#: the layer tests it: a key's own query fell outside by a few ulps on an H200 and its value got no
 #: gradient). 1e-5 is some 80 ulps, a hundred-thousandth of a radius; the release compares exactly,
 #: on one device and one batch shape.
 RADIUS_SLACK = 1e-5
@@ -92,18 +95,22 @@ def within(distance: torch.Tensor | float, radius: torch.Tensor) -> torch.Tensor
 
 
 def exact_distance(rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance of each row to its key, computed the same way wherever a radius is set or tested.
+    """Euclidean distance of each row to its key, computed the same way wherever a radius is set or
+    tested.
 
     ``cdist`` finds the nearest key fast, but in its matrix-product form (used beyond 25 rows) the
-    rounding depends on the batch's shape: a key's own query, whose radius was set to its distance in a
-    batch of one, could then fall a rounding outside it in a batch of many (and its value get no gradient)."""
+    rounding depends on the batch's shape: a key's own query, whose radius was set to its distance
+    in a batch of one, could then fall a rounding outside it in a batch of many (and its value get
+    no gradient)."""
     return (rows - keys).norm(dim=1)
 
 
 @METHODS.register("grace")
 class Grace(LayerMemoryMethod):
     name = "grace"
-    description = "codebook of keys with deferral radii at one layer; replaces its output inside a radius"
+    description = (
+        "codebook of keys with deferral radii at one layer; replaces its output inside a radius"
+    )
     Config = GraceConfig
     presets = PRESETS
 
@@ -113,11 +120,13 @@ class Grace(LayerMemoryMethod):
         self.values = torch.empty(0, 0)
         self.radii = torch.empty(0)
         self.labels: list[str] = []
-        self._training: tuple[int, nn.Parameter] | None = None  # the row whose value is being trained
+        # the row whose value is being trained
+        self._training: tuple[int, nn.Parameter] | None = None
         self._handle = None
 
     def memory_bytes(self, shape, run, out_in) -> int:
-        """The codebook: a float32 key (the layer's input), value (its output) and radius per edit."""
+        """The codebook: a float32 key (the layer's input), value (its output) and radius per
+        edit."""
         out_size, in_size = out_in
         return run.edits * (in_size + out_size + 1) * 4
 
@@ -165,7 +174,9 @@ class Grace(LayerMemoryMethod):
         position = int(batch.prompt_last[0])
         captured: list[torch.Tensor] = []
         module = self.hooked_module()
-        handle = module.register_forward_pre_hook(lambda _, args: captured.append(args[0][0, position].float()))
+        handle = module.register_forward_pre_hook(
+            lambda _, args: captured.append(args[0][0, position].float())
+        )
         try:
             with torch.no_grad():
                 self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
@@ -188,7 +199,9 @@ class Grace(LayerMemoryMethod):
         module = self.hooked_module()
         if self.config.init == "warm":
             with torch.no_grad():
-                return module(query[None].to(module.weight.device, module.weight.dtype))[0].float().cpu()
+                return module(
+                    query[None].to(module.weight.device, module.weight.dtype)
+                )[0].float().cpu()
         width = module.weight.shape[0] if isinstance(module, nn.Linear) else module.weight.shape[1]
         return torch.rand(width, generator=self.ctx.generator)
 
@@ -201,7 +214,8 @@ class Grace(LayerMemoryMethod):
             distance = float(exact_distance(query[None], self.keys[nearest][None])[0])
         if not len(self.radii) or distance > config.eps + float(self.radii[nearest]):
             return self._add(query, self._initial_value(query), config.eps, label)
-        if self.labels[nearest] != label:  # a conflicting edit: both radii shrink to half the distance
+        # a conflicting edit: both radii shrink to half the distance
+        if self.labels[nearest] != label:
             self.radii[nearest] = distance / 2 - 1e-5
             return self._add(query, self._initial_value(query), distance / 2, label)
         if not bool(within(distance, self.radii[nearest])):
@@ -216,7 +230,9 @@ class Grace(LayerMemoryMethod):
 
     def _edit(self, record: EditRecord) -> None:
         encoder = self.ctx.encoder
-        batch = encoder.collate(encoder.encode_many([(record.prompt, record.target_new)])).to(self.ctx.device)
+        batch = encoder.collate(
+            encoder.encode_many([(record.prompt, record.target_new)])
+        ).to(self.ctx.device)
         query = self._read_query(batch)
         row = self.place(query, record.target_new)
         value = nn.Parameter(self.values[row:row + 1].clone().to(self.ctx.device))
@@ -224,7 +240,9 @@ class Grace(LayerMemoryMethod):
         self._training = (row, value)
         try:
             for _ in range(self.config.n_iter):
-                logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                logits = self.ctx.model(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
+                ).logits
                 loss = masked_target_nll(logits, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -235,7 +253,12 @@ class Grace(LayerMemoryMethod):
 
     # -- lifelong state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"keys": self.keys, "values": self.values, "radii": self.radii, "labels": text_state(self.labels)}
+        return {
+            "keys": self.keys,
+            "values": self.values,
+            "radii": self.radii,
+            "labels": text_state(self.labels),
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Refill the codebook; the hook ``prepare`` installed reads it from now on."""

@@ -40,7 +40,8 @@ class LocFTConfig(FTConfig):
     chunk: int = 100  # records per mini-batch (the release's batch_size)
     norm_constraint: float | None = None
     bias: bool = False  # the release matches ``mlp.down_proj.weight`` alone
-    scope: str = "mlp_out"  # mlp_out: the MLP output projection's weight | block: every parameter of the layer
+    # mlp_out: the MLP output projection's weight | block: every parameter of the layer
+    scope: str = "mlp_out"
     eos: bool = True  # append the tokenizer's end-of-sequence token to every target
 
     def __post_init__(self) -> None:
@@ -53,8 +54,10 @@ class LocFTConfig(FTConfig):
 PRESETS = {
     "llama-3-8b": {"layer": 22, "lr": 5e-4},  # llama3-8b.yaml: model.layers.22.mlp.down_proj.weight
     "qwen2.5-7b": {"layer": 6, "lr": 5e-4},  # qwen2.5-7b.yaml: model.layers.6.mlp.down_proj.weight
-    "mistral-7b": {"layer": 23, "lr": 5e-5, "scope": "block"},  # mistral-7b.yaml: model.layers.23 (whole block)
-    # editbench's: ten times the lr, for small models, where a lifelong batch of 10 edits gets 25 small steps
+    # mistral-7b.yaml: model.layers.23 (whole block)
+    "mistral-7b": {"layer": 23, "lr": 5e-5, "scope": "block"},
+    # editbench's: ten times the lr, for small models, where a lifelong batch of 10 edits gets 25
+    # small steps
     "small-model": {"lr": 5e-3},
 }
 
@@ -62,7 +65,9 @@ PRESETS = {
 @METHODS.register("locft-bf")
 class LocFTBF(FineTune):
     name = "locft-bf"
-    description = "breadth-first fine-tuning of a located layer, EOS in the target (Yang et al. 2026)"
+    description = (
+        "breadth-first fine-tuning of a located layer, EOS in the target (Yang et al. 2026)"
+    )
     Config = LocFTConfig
     presets = PRESETS
     objective = staticmethod(masked_target_nll)

@@ -49,15 +49,28 @@ class MALMEN(HypernetMethod):
     name = "malmen"
     description = "hypernetwork editor, least-squares aggregation of many edits (Tan et al. 2024)"
     Config = MALMENConfig
-    #: ``release``: the MALMEN release (``editor/malmen.py``, ``config/editor/malmen.yaml``): one pass,
-    #: one optimiser step per batch of 512 on the unedited model, then frozen. ``rledit-release``:
-    #: the MALMEN baseline of the RLEdit release (``config/editor/malmen.yaml`` there: rank 1024, four
-    #: blocks, locality 0.6; batches of 20 in sub-batches of 4). ``paper``: the defaults.
+    #: ``release``: the MALMEN release (``editor/malmen.py``, ``config/editor/malmen.yaml``): one
+    #: pass, one optimiser step per batch of 512 on the unedited model, then frozen.
+    #: ``rledit-release``: the MALMEN baseline of the RLEdit release (``config/editor/malmen.yaml``
+    #: there: rank 1024, four blocks, locality 0.6; batches of 20 in sub-batches of 4). ``paper``:
+    #: the defaults.
     presets = {
         **model_presets("malmen"),
         "paper": {},
-        "release": {**RELEASE_PRESET, **MALMEN_RELEASE_DATA, "rank": 1920, "n_blocks": 2, "loc_coef": 1.0},
-        "rledit-release": {**RELEASE_PRESET, **RLEDIT_RELEASE_DATA, "max_epochs": 1, "rank": 1024, "n_blocks": 4,
-                           "loc_coef": 0.6},
+        "release": {
+            **RELEASE_PRESET,
+            **MALMEN_RELEASE_DATA,
+            "rank": 1920,
+            "n_blocks": 2,
+            "loc_coef": 1.0,
+        },
+        "rledit-release": {
+            **RELEASE_PRESET,
+            **RLEDIT_RELEASE_DATA,
+            "max_epochs": 1,
+            "rank": 1024,
+            "n_blocks": 4,
+            "loc_coef": 0.6,
+        },
     }
     update = staticmethod(malmen_update)

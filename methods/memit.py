@@ -13,7 +13,8 @@ is why its early edits fade in long sequences.
 
 Defaults suit the pocket-world model; ``memit@gpt2-xl``, ``memit@gpt-j-6b`` and ``memit@llama-3-8b``
 are the published settings. ``lambda`` must grow with the key width (the published 15,000-20,000 is
-for 4,096-16,384-wide keys); the pocket default was chosen on the pocket world (docs/locate-then-edit.md).
+for 4,096-16,384-wide keys); the pocket default was chosen on the pocket world
+(docs/locate-then-edit.md).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ class MEMITConfig(LocateConfig):
 @METHODS.register("memit")
 class MEMIT(LocateThenEdit):
     name = "memit"
-    description = "MEMIT: least-squares multi-layer MLP edit weighted by key second moments (Meng et al. 2023)"
+    description = (
+        "MEMIT: least-squares multi-layer MLP edit weighted by key second moments "
+        "(Meng et al. 2023)"
+    )
     Config = MEMITConfig
     config: MEMITConfig
     presets = published_presets(

@@ -50,17 +50,25 @@ def mend_update(keys: torch.Tensor, pseudo_keys: torch.Tensor, pseudo_grads: tor
 @METHODS.register("mend")
 class MEND(HypernetMethod):
     name = "mend"
-    description = "hypernetwork editor, sum of rank-1 pseudo-gradient updates (Mitchell et al. 2022)"
+    description = (
+        "hypernetwork editor, sum of rank-1 pseudo-gradient updates (Mitchell et al. 2022)"
+    )
     Config = MENDConfig
-    #: ``release``: the MEND of the MALMEN release (``editor/mend.py``, ``config/editor/mend.yaml``):
-    #: one pass, one optimiser step per batch of 512 on the unedited model, keys at every token,
-    #: then frozen. ``rledit-release``: the MEND baseline of the RLEdit release (batches of 20 in
-    #: sub-batches of 4). MEND's own code (eric-mitchell/mend) differs: docs/hypernetworks.md.
-    #: ``paper``: the defaults.
+    #: ``release``: the MEND of the MALMEN release (``editor/mend.py``,
+    #: ``config/editor/mend.yaml``): one pass, one optimiser step per batch of 512 on the unedited
+    #: model, keys at every token, then frozen. ``rledit-release``: the MEND baseline of the RLEdit
+    #: release (batches of 20 in sub-batches of 4). MEND's own code (eric-mitchell/mend) differs:
+    #: docs/hypernetworks.md. ``paper``: the defaults.
     presets = {
         **model_presets("mend"),
         "paper": {},
         "release": {**RELEASE_PRESET, **MALMEN_RELEASE_DATA, **RELEASED_NET, "tokens": "all"},
-        "rledit-release": {**RELEASE_PRESET, **RLEDIT_RELEASE_DATA, **RELEASED_NET, "max_epochs": 1, "tokens": "all"},
+        "rledit-release": {
+            **RELEASE_PRESET,
+            **RLEDIT_RELEASE_DATA,
+            **RELEASED_NET,
+            "max_epochs": 1,
+            "tokens": "all",
+        },
     }
     update = staticmethod(mend_update)

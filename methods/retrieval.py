@@ -4,12 +4,12 @@ Every edit's ``(prompt, target_new)`` is stored. At scoring time each prompt is 
 stored edit prompts with BM25 (Robertson and Zaragoza 2009, with Lucene's ``BM25Similarity``
 defaults k1 = 1.2, b = 0.75 and idf = log(1 + (N - df + 0.5) / (df + 0.5))), and the best ``top_k``
 hits are put in front of it as ``New fact: {prompt} {target}.`` lines (the "New Fact:" wording of
-EasyEdit's IKE). This is the baseline WikiBigEdit (Thede et al., ICML 2025) finds beats the editors at
-scale; its release retrieves the top 2 edits by question embedding (``rag_main.py``), editbench uses
-BM25 over the same questions because it runs offline and is exact to test. Unlike the release, a
-prompt that shares no word (outside a short stop list) with any stored edit prompt, or scores at most
-``min_score`` against all of them, is scored unchanged: "no relevant edit" is then a property, not
-a hope. The model's weights are untouched, so every scoring backend (HF and vLLM) runs it.
+EasyEdit's IKE). This is the baseline WikiBigEdit (Thede et al., ICML 2025) finds beats the editors
+at scale; its release retrieves the top 2 edits by question embedding (``rag_main.py``), editbench
+uses BM25 over the same questions because it runs offline and is exact to test. Unlike the release,
+a prompt that shares no word (outside a short stop list) with any stored edit prompt, or scores at
+most ``min_score`` against all of them, is scored unchanged: "no relevant edit" is then a property,
+not a hope. The model's weights are untouched, so every scoring backend (HF and vLLM) runs it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from ..core.records import EditRecord
 
 #: words too common to make an edit relevant (a prompt sharing only these retrieves nothing)
 STOP_WORDS = frozenset(
-    "a an and are as at be by for from has have he her his in is it its of on or she that the their "
-    "they this to was were what when where which who whom whose why with".split())
+    "a an and are as at be by for from has have he her his in is it its of on or she that the "
+    "their they this to was were what when where which who whom whose why with".split())
 
 
 def terms(text: str) -> list[str]:
@@ -72,7 +72,8 @@ class BM25:
 
 @dataclass(frozen=True)
 class RetrievalConfig(MethodConfig):
-    top_k: int = 2  # WikiBigEdit's RAG experiments retrieve two facts (hydra/experiments/rag_llama3.yaml)
+    # WikiBigEdit's RAG experiments retrieve two facts (hydra/experiments/rag_llama3.yaml)
+    top_k: int = 2
     min_score: float = 0.0  # a hit must score above this; 0: any shared word counts
     k1: float = 1.2
     b: float = 0.75
@@ -83,21 +84,29 @@ class RetrievalConfig(MethodConfig):
         if self.min_score < 0:
             raise ValueError(f"min_score must be 0 or more, got {self.min_score}")
         if self.k1 < 0 or not 0 <= self.b <= 1:
-            raise ValueError(f"k1 must be 0 or more and b within [0, 1], got k1={self.k1}, b={self.b}")
+            raise ValueError(
+                f"k1 must be 0 or more and b within [0, 1], got k1={self.k1}, b={self.b}"
+            )
 
 
 @METHODS.register("retrieval")
 class Retrieval(EditMethod):
     name = "retrieval"
-    description = "no weight change: BM25 retrieves stored edits and prepends them as 'New fact: ...' lines"
+    description = (
+        "no weight change: BM25 retrieves stored edits and prepends them as 'New fact: ...' lines"
+    )
     Config = RetrievalConfig
     rewrites_prompts = True
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
-        """No edit touches the model; every scored prompt carries up to ``top_k`` retrieved facts, so
-        evaluation reads about ``1 + top_k`` times the tokens (``evaluation_tokens``)."""
-        return MethodCost(self.name, weights_bytes(shape), (PhaseCost("editing", 0, 0.0, "stores the edits"),),
-                          evaluation_tokens=1 + self.config.top_k)
+        """No edit touches the model; every scored prompt carries up to ``top_k`` retrieved facts,
+        so evaluation reads about ``1 + top_k`` times the tokens (``evaluation_tokens``)."""
+        return MethodCost(
+            self.name,
+            weights_bytes(shape),
+            (PhaseCost("editing", 0, 0.0, "stores the edits"),),
+            evaluation_tokens=1 + self.config.top_k,
+        )
 
     def __init__(self, config, context) -> None:
         super().__init__(config, context)
@@ -116,10 +125,12 @@ class Retrieval(EditMethod):
         self.index.add(prompt)
 
     def retrieve(self, prompt: str) -> list[tuple[str, str]]:
-        """The stored edits most relevant to ``prompt``, best first (ties: the later edit first, so a
-        re-edited fact shows its newest target first)."""
+        """The stored edits most relevant to ``prompt``, best first (ties: the later edit first, so
+        a re-edited fact shows its newest target first)."""
         config: RetrievalConfig = self.config  # type: ignore[assignment]
-        hits = [(score, i) for i, score in self.index.scores(prompt).items() if score > config.min_score]
+        hits = [
+            (score, i) for i, score in self.index.scores(prompt).items() if score > config.min_score
+        ]
         hits.sort(key=lambda hit: (-hit[0], -hit[1]))
         return [self.facts[i] for _, i in hits[: config.top_k]]
 

@@ -6,9 +6,9 @@ rule and changes only how it is trained: as a policy over a whole sequence of ed
 applied to a live model (RLEdit §3, the editing process as a Markov decision process whose state
 is the model's parameters and whose action is the update). Step t's loss (the negative reward)
 
-    L_t = sum_{k < depth} decay^k  NLL(paraphrases of batch t-k | W_t)          (memory back-tracking)
+    L_t = sum_{k < depth} decay^k  NLL(paraphrases of batch t-k | W_t)        (memory back-tracking)
         + loc_coef * sum_{k < depth} decay^k  KL(p_{W_{t-1}} || p_{W_t}) on their unrelated prompts
-        + reg_coef * ||delta W_t||^2                                             (update size)
+        + reg_coef * ||delta W_t||^2                                           (update size)
 
 is summed over the sequence, its meta-gradients accumulate, and the optimiser steps once per
 sequence. Two choices of ours, both documented in docs/hypernetworks.md:
@@ -51,7 +51,9 @@ class RLEditConfig(HypernetConfig):
 @METHODS.register("rledit")
 class RLEdit(MALMEN):
     name = "rledit"
-    description = "MALMEN's network trained over edit sequences on a live model, RL-style (Li et al. 2025)"
+    description = (
+        "MALMEN's network trained over edit sequences on a live model, RL-style (Li et al. 2025)"
+    )
     Config = RLEditConfig
     #: ``paper``: the defaults (trained over many sequences to a validation plateau, L2 and
     #: back-tracking effective). ``release``: the released ``train``/``run`` (c6576a1,

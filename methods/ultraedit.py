@@ -1,4 +1,5 @@
-"""UltraEdit: training-, subject- and memory-free lifelong editing (Gu et al. 2025, arXiv 2505.14679).
+"""UltraEdit: training-, subject- and memory-free lifelong editing (Gu et al. 2025,
+arXiv 2505.14679).
 
 The hypernetwork editors learn how to turn an edit's keys and output gradients into a weight
 update. UltraEdit learns nothing: each turn (one ``apply`` batch) it reads the edited modules'
@@ -58,7 +59,9 @@ def ultraedit_update(keys: torch.Tensor, grads: torch.Tensor, normaliser: Runnin
     normalised = normaliser(torch.cat((keys, grads), -1))
     keys_hat, grads_hat = normalised.split([keys.shape[1], grads.shape[1]], -1)
     values = -lr * keys_hat.pow(2).sum(-1, keepdim=True) * grads_hat
-    return ridge_solve(keys, values, torch.tensor(math.log(ridge), dtype=keys.dtype, device=keys.device))
+    return ridge_solve(
+        keys, values, torch.tensor(math.log(ridge), dtype=keys.dtype, device=keys.device)
+    )
 
 
 def _paths(prefix: str, layers: range, suffix: str) -> tuple[str, ...]:
@@ -90,7 +93,12 @@ RELEASE_MODULES: dict[str, tuple[str, ...]] = {
 #: What the release does beyond the modules: lr 1e-6 (``config/editor/ultraedit.yaml:2``), the
 #: MALMEN/RLEdit merge of the normaliser, once per module and sub-batch (``nets.py:16-24``,
 #: ``editor/ultraedit.py:116-120``), sub-batches of 10 (``run.sh``, ``dataset.batch_size=10``).
-RELEASE_SETTINGS: dict[str, object] = {"lr": 1e-6, "normaliser": "release", "sub_batch": 10, "ridge": 1.0}
+RELEASE_SETTINGS: dict[str, object] = {
+    "lr": 1e-6,
+    "normaliser": "release",
+    "sub_batch": 10,
+    "ridge": 1.0,
+}
 
 
 @METHODS.register("ultraedit")
@@ -102,7 +110,10 @@ class UltraEdit(EditorCore):
     #: 1e-6). ``release``: the release's settings on any model, the normaliser merge included;
     #: ``paper``: the defaults (the exact running statistics of every row seen).
     presets = {
-        **{name: {"module_names": modules, "lr": 1e-6} for name, modules in RELEASE_MODULES.items()},
+        **{
+            name: {"module_names": modules, "lr": 1e-6}
+            for name, modules in RELEASE_MODULES.items()
+        },
         "paper": {},
         "release": RELEASE_SETTINGS,
     }
@@ -132,5 +143,7 @@ class UltraEdit(EditorCore):
             key, _ = self.slots[module.name]
             keys = observed.keys[module.name].to(self.ctx.device)
             grads = observed.grads[module.name].to(self.ctx.device)
-            out[module.name] = ultraedit_update(keys, grads, self.lifelong[key], config.lr, config.ridge)
+            out[module.name] = ultraedit_update(
+                keys, grads, self.lifelong[key], config.lr, config.ridge
+            )
         return out

@@ -12,16 +12,17 @@ highest score above its own threshold winning (``:531-550``).
 
 One edit (``edit``, ``:140-248``) trains the current shard alone on 1 + ``n_templates`` rows (the
 prompt, and the prompt behind short prefixes the unedited model generates greedily,
-``utils.py:426-450``) plus one unrelated row, for ``n_iter`` SGD steps (weight decay 1e-5): the loss is
-the target NLL of the edit rows (each row's sum over its target tokens divided by their count plus
-one, ``:258-278``) plus the margin loss ``mean+(out - in + gamma) + mean+(out - alpha) + mean+(beta - in)``
-on the in-scope scores ``in`` and the unrelated row's ``out`` (``:280-316``); the gradient is masked
-to the shard's random ``mask_ratio`` share of the entries (``:478-509``), and the weight is clamped
-to within ``norm_constraint`` of the original (``:228-229``); an edit stops early once its loss is
-below 0.02 and has moved less than 1e-4 (``utils.py:380-401``). Every ``save_freq`` edits the
-shard is stored as a memory and a fresh one begins (``:432-437``); every ``merge_freq`` edits the
-last shards are merged with TIES (top ``density`` of each task vector by magnitude, sign election,
-mean of the agreeing entries, ``merge/gta.py``) into one memory whose threshold is theirs at least.
+``utils.py:426-450``) plus one unrelated row, for ``n_iter`` SGD steps (weight decay 1e-5): the loss
+is the target NLL of the edit rows (each row's sum over its target tokens divided by their count
+plus one, ``:258-278``) plus the margin loss
+``mean+(out - in + gamma) + mean+(out - alpha) + mean+(beta - in)`` on the in-scope scores ``in``
+and the unrelated row's ``out`` (``:280-316``); the gradient is masked to the shard's random
+``mask_ratio`` share of the entries (``:478-509``), and the weight is clamped to within
+``norm_constraint`` of the original (``:228-229``); an edit stops early once its loss is below 0.02
+and has moved less than 1e-4 (``utils.py:380-401``). Every ``save_freq`` edits the shard is stored
+as a memory and a fresh one begins (``:432-437``); every ``merge_freq`` edits the last shards are
+merged with TIES (top ``density`` of each task vector by magnitude, sign election, mean of the
+agreeing entries, ``merge/gta.py``) into one memory whose threshold is theirs at least.
 
 editbench's choices, where EasyEdit's code does not carry over: the unrelated row is the record's
 first neighbourhood prompt with its answer (EasyEdit takes a train-split record's locality prompt),
@@ -48,13 +49,16 @@ from .objectives import target_token_nll
 
 @dataclass(frozen=True)
 class WiseConfig(MethodConfig):
-    layer: int | None = None  # None: 27/32 of the depth (EasyEdit's Llama-2-7B and Mistral layer 27)
+    # None: 27/32 of the depth (EasyEdit's Llama-2-7B and Mistral layer 27)
+    layer: int | None = None
     lr: float = 1.0
-    #: the pocket default, WikiBigEdit's count (its preset below); a published model takes its release's
-    #: count (PRESETS: 70, 30 on Llama-3-8B). On the pocket model (200 edits) 10 steps against 25: efficacy
-    #: 0.411 / 0.394, generalization 0.370 / 0.384, specificity 0.907 / 0.923, in 22.6 s against 52.8 s
+    #: the pocket default, WikiBigEdit's count (its preset below); a published model takes its
+    #: release's count (PRESETS: 70, 30 on Llama-3-8B). On the pocket model (200 edits) 10 steps
+    #: against 25: efficacy 0.411 / 0.394, generalization 0.370 / 0.384, specificity 0.907 / 0.923,
+    #: in 22.6 s against 52.8 s
     n_iter: int = 10
-    act_margin: tuple[float, float, float] = (5.0, 20.0, 10.0)  # alpha (out below), beta (in above), gamma (gap)
+    # alpha (out below), beta (in above), gamma (gap)
+    act_margin: tuple[float, float, float] = (5.0, 20.0, 10.0)
     act_ratio: float = 0.88
     mask_ratio: float = 0.2
     save_freq: int = 500
@@ -62,19 +66,27 @@ class WiseConfig(MethodConfig):
     density: float = 0.53
     norm_constraint: float = 1.0
     weight_decay: float = 1e-5
-    #: greedy prefixes of 5 and 10 tokens from five starts; EasyEdit's 10 in the published presets, 4 on
-    #: the pocket model (which makes little sense of generated text, and each costs a training row)
+    #: greedy prefixes of 5 and 10 tokens from five starts; EasyEdit's 10 in the published presets,
+    #: 4 on the pocket model (which makes little sense of generated text, and each costs a training
+    #: row)
     n_templates: int = 4
 
     def __post_init__(self) -> None:
         if len(self.act_margin) != 3:
-            raise ValueError(f"act_margin must be three numbers (alpha, beta, gamma), got {self.act_margin}")
+            raise ValueError(
+                f"act_margin must be three numbers (alpha, beta, gamma), got {self.act_margin}"
+            )
         if not 0 < self.mask_ratio <= 1 or not 0 < self.density <= 1:
             raise ValueError("mask_ratio and density must be shares in (0, 1]")
         if self.save_freq < 1 or self.merge_freq % self.save_freq:
-            raise ValueError(f"merge_freq ({self.merge_freq}) must be a multiple of save_freq ({self.save_freq})")
+            raise ValueError(
+                f"merge_freq ({self.merge_freq}) must be a multiple of "
+                f"save_freq ({self.save_freq})"
+            )
         if self.lr <= 0 or self.n_iter < 1 or self.act_ratio <= 0 or self.norm_constraint <= 0:
-            raise ValueError("lr, act_ratio and norm_constraint must be positive and n_iter at least 1")
+            raise ValueError(
+                "lr, act_ratio and norm_constraint must be positive and n_iter at least 1"
+            )
         if self.n_templates not in range(0, 11):
             raise ValueError(f"n_templates must be 0 to 10, got {self.n_templates}")
 
@@ -82,15 +94,27 @@ class WiseConfig(MethodConfig):
 #: EasyEdit hparams/WISE/*.yaml (zjunlp/EasyEdit 14cea82); all at mask_ratio 0.2, save_freq 500,
 #: merge_freq 1000, TIES density 0.53, norm_constraint 1.0, retrieve.
 PRESETS = {
-    "llama-2-7b": {"layer": 27, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88},
-    "llama-3-8b": {"layer": 29, "lr": 0.9, "n_iter": 30, "act_margin": (2, 20, 10), "act_ratio": 0.5},
-    "mistral-7b": {"layer": 27, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88},
-    "gpt-j-6b": {"layer": 21, "lr": 1.0, "n_iter": 70, "act_margin": (15, 40, 20), "act_ratio": 0.88},
-    "qwen2.5-7b": {"layer": 23, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88},
+    "llama-2-7b": {
+        "layer": 27, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88
+    },
+    "llama-3-8b": {
+        "layer": 29, "lr": 0.9, "n_iter": 30, "act_margin": (2, 20, 10), "act_ratio": 0.5
+    },
+    "mistral-7b": {
+        "layer": 27, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88
+    },
+    "gpt-j-6b": {
+        "layer": 21, "lr": 1.0, "n_iter": 70, "act_margin": (15, 40, 20), "act_ratio": 0.88
+    },
+    "qwen2.5-7b": {
+        "layer": 23, "lr": 1.0, "n_iter": 70, "act_margin": (5, 20, 10), "act_ratio": 0.88
+    },
 }
-PRESETS = {model: {**settings, "n_templates": 10} for model, settings in PRESETS.items()}  # EasyEdit's templates
+# EasyEdit's templates
+PRESETS = {model: {**settings, "n_templates": 10} for model, settings in PRESETS.items()}
 PRESETS |= {
-    # WikiBigEdit's runs (ExplainableML/WikiBigEdit 66b4285, hparams/WISE/wise_llama3.yaml): 10 steps
+    # WikiBigEdit's runs (ExplainableML/WikiBigEdit 66b4285, hparams/WISE/wise_llama3.yaml):
+    # 10 steps
     "wikibigedit": {"n_iter": 10},
 }
 
@@ -99,9 +123,10 @@ TEMPLATE_STARTS = ("I", "You", "Because", "Yes", "Q: ")
 
 def ties_merge(base: torch.Tensor, weights: Sequence[torch.Tensor], shares: Sequence[float],
                density: float) -> torch.Tensor:
-    """TIES merging (Yadav et al. 2023, EasyEdit ``merge/gta.py`` with ``magnitude``/``sum``/normalise):
-    keep each task vector's top ``density`` entries by magnitude, elect each entry's sign from the
-    weighted sum, and average the weighted entries that agree with it."""
+    """TIES merging (Yadav et al. 2023, EasyEdit ``merge/gta.py`` with
+    ``magnitude``/``sum``/normalise): keep each task vector's top ``density`` entries by magnitude,
+    elect each entry's sign from the weighted sum, and average the weighted entries that agree with
+    it."""
     deltas = []
     for weight in weights:
         delta = (weight - base).float()
@@ -114,13 +139,18 @@ def ties_merge(base: torch.Tensor, weights: Sequence[torch.Tensor], shares: Sequ
     agree = (torch.sign(stacked) == sign) & (stacked != 0)
     total = (stacked * share * agree).sum(0)
     norm = (share * agree).sum(0)
-    return base + torch.where(norm > 0, total / norm.clamp_min(1e-12), torch.zeros_like(total)).to(base.dtype)
+    return base + torch.where(
+        norm > 0, total / norm.clamp_min(1e-12), torch.zeros_like(total)
+    ).to(base.dtype)
 
 
 @METHODS.register("wise")
 class Wise(LayerMemoryMethod):
     name = "wise"
-    description = "side copy of an MLP value matrix, routed by activation, sharded and TIES-merged (Wang et al. 2024)"
+    description = (
+        "side copy of an MLP value matrix, routed by activation, sharded and TIES-merged "
+        "(Wang et al. 2024)"
+    )
     Config = WiseConfig
     presets = PRESETS
 
@@ -142,10 +172,14 @@ class Wise(LayerMemoryMethod):
         from transformers.activations import ACT2FN
 
         config = self.ctx.model.config
-        return ACT2FN[getattr(config, "hidden_act", None) or getattr(config, "activation_function", "gelu_new")]
+        return ACT2FN[
+            getattr(config, "hidden_act", None)
+            or getattr(config, "activation_function", "gelu_new")
+        ]
 
     def rows_per_edit(self) -> int:
-        return 1 + self.config.n_templates + 1  # the edit, its template-prefixed copies, one unrelated row
+        # the edit, its template-prefixed copies, one unrelated row
+        return 1 + self.config.n_templates + 1
 
     def row_tokens(self, run) -> int:
         return run.tokens_per_record + 10  # the longest template prefix is 10 generated tokens
@@ -157,7 +191,8 @@ class Wise(LayerMemoryMethod):
         return numel * shape.dtype_bytes * (2 + shards) + numel * shards
 
     def trained_bytes(self, shape, out_in) -> int:
-        return 3 * out_in[0] * out_in[1] * shape.dtype_bytes  # the side copy's gradient and Adam's moments
+        # the side copy's gradient and Adam's moments
+        return 3 * out_in[0] * out_in[1] * shape.dtype_bytes
 
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -181,8 +216,11 @@ class Wise(LayerMemoryMethod):
         ]
 
     def _context_templates(self) -> list[str]:
-        """Greedy prefixes of 5 and 10 tokens from EasyEdit's five starts, made by the unedited model."""
-        wanted = [(start, length) for length in (5, 10) for start in TEMPLATE_STARTS][: self.config.n_templates]
+        """Greedy prefixes of 5 and 10 tokens from EasyEdit's five starts, made by the unedited
+        model."""
+        wanted = [
+            (start, length) for length in (5, 10) for start in TEMPLATE_STARTS
+        ][: self.config.n_templates]
         if not wanted:
             return []
         encoder, model = self.ctx.encoder, self.ctx.model
@@ -192,12 +230,19 @@ class Wise(LayerMemoryMethod):
                 ids = torch.tensor([encoder.encode_prompt(start)], device=self.ctx.device)
                 for _ in range(length):
                     ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
-                text = self.ctx.tokenizer.decode(ids[0], skip_special_tokens=True).replace("{", "").replace("}", "")
+                text = (
+                    self.ctx.tokenizer.decode(ids[0], skip_special_tokens=True)
+                    .replace("{", "")
+                    .replace("}", "")
+                )
                 templates.append(text.strip() + ". {}")
         return templates
 
     def _new_mask(self) -> torch.Tensor:
-        return torch.rand(self.hooked_module().weight.shape, generator=self.ctx.generator) < self.config.mask_ratio
+        return (
+            torch.rand(self.hooked_module().weight.shape, generator=self.ctx.generator)
+            < self.config.mask_ratio
+        )
 
     # -- the forward computation -----------------------------------------------------------------
     def _read_mask(self, module, args, kwargs) -> None:
@@ -207,7 +252,8 @@ class Wise(LayerMemoryMethod):
         self._mask_row = None
 
     def score(self, x: torch.Tensor, main: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Per row: the mean over its real positions of |act(x W') - act(x W)| (EasyEdit's ``euc``)."""
+        """Per row: the mean over its real positions of |act(x W') - act(x W)| (EasyEdit's
+        ``euc``)."""
         distance = (self.act(self._project(x, weight.to(x.dtype))) - self.act(main)).norm(dim=-1)
         mask = self._mask_row
         if mask is None or mask.shape[0] != x.shape[0]:
@@ -216,14 +262,14 @@ class Wise(LayerMemoryMethod):
         return (distance * mask).sum(1) / mask.sum(1).clamp_min(1)
 
     def _candidates(self) -> list[tuple[torch.Tensor, float]]:
-        """Side weights a sequence may be routed to, with their smallest in-scope scores: the current
-        shard once it holds an edit, then the stored memories."""
+        """Side weights a sequence may be routed to, with their smallest in-scope scores: the
+        current shard once it holds an edit, then the stored memories."""
         current = [(self.side, self.shard_min)] if self.shard_min < math.inf else []
         return current + list(zip(self.memories, self.memory_min))
 
     def _choose(self, x: torch.Tensor, main: torch.Tensor) -> torch.Tensor:
-        """Per row, the index into ``_candidates()`` it is routed to, -1 for main memory: the highest
-        score among those at or above their threshold (WISE-Retrieve)."""
+        """Per row, the index into ``_candidates()`` it is routed to, -1 for main memory: the
+        highest score among those at or above their threshold (WISE-Retrieve)."""
         chosen = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
         best = torch.full((x.shape[0],), -math.inf, device=x.device)
         with torch.no_grad():
@@ -265,7 +311,9 @@ class Wise(LayerMemoryMethod):
                 with torch.no_grad():
                     self.ctx.model(input_ids=ids)
                     x = captured["x"]
-                    chosen.append(int(self._choose(x, self._project(x, self.original.to(x.dtype)))[0]))
+                    chosen.append(
+                        int(self._choose(x, self._project(x, self.original.to(x.dtype)))[0])
+                    )
         finally:
             handle.remove()
         return chosen
@@ -306,14 +354,20 @@ class Wise(LayerMemoryMethod):
         self.side, self._editing, previous = side, True, math.inf
         try:
             for _ in range(config.n_iter):
-                logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+                logits = self.ctx.model(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
+                ).logits
                 token_nll, target = target_token_nll(logits[:n_edit], batch.rows(0, n_edit))
                 loss = ((token_nll * target).sum(1) / (target.sum(1) + 1)).mean()
                 inside = self._scores[:n_edit]
                 loss = loss + _positive_mean(beta - inside)
                 if unrelated is not None:
                     outside = self._scores[n_edit:]
-                    loss = loss + _positive_mean(outside - inside + gamma) + _positive_mean(outside - alpha)
+                    loss = (
+                        loss
+                        + _positive_mean(outside - inside + gamma)
+                        + _positive_mean(outside - alpha)
+                    )
                 if abs(loss.item() - previous) <= 1e-4 and loss.item() <= 0.02:
                     break
                 previous = loss.item()
@@ -322,7 +376,13 @@ class Wise(LayerMemoryMethod):
                 side.grad *= mask
                 optimizer.step()
                 with torch.no_grad():
-                    side.copy_(torch.clamp(side, original - config.norm_constraint, original + config.norm_constraint))
+                    side.copy_(
+                        torch.clamp(
+                            side,
+                            original - config.norm_constraint,
+                            original + config.norm_constraint,
+                        )
+                    )
             self.shard_min = min(self.shard_min, float(self._scores[:n_edit].detach().mean()))
         finally:
             self._editing = False
@@ -331,7 +391,11 @@ class Wise(LayerMemoryMethod):
     def _store_shard(self) -> None:
         self.memories.append(self.side.clone())
         self.memory_min.append(self.shard_min)
-        self.side, self.shard_min, self.shard_mask = self.original.clone(), math.inf, self._new_mask()
+        self.side, self.shard_min, self.shard_mask = (
+            self.original.clone(),
+            math.inf,
+            self._new_mask(),
+        )
 
     def _merge(self) -> None:
         n = self.config.merge_freq // self.config.save_freq
@@ -344,9 +408,16 @@ class Wise(LayerMemoryMethod):
     # -- lifelong state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
         shape = self.original.shape
-        return {"side": self.side, "shard_mask": self.shard_mask, "shard_min": torch.tensor(self.shard_min),
-                "memories": torch.stack(self.memories) if self.memories else self.original.new_zeros(0, *shape),
-                "memory_min": torch.tensor(self.memory_min, dtype=torch.float64), "count": torch.tensor(self.count)}
+        return {
+            "side": self.side,
+            "shard_mask": self.shard_mask,
+            "shard_min": torch.tensor(self.shard_min),
+            "memories": (
+                torch.stack(self.memories) if self.memories else self.original.new_zeros(0, *shape)
+            ),
+            "memory_min": torch.tensor(self.memory_min, dtype=torch.float64),
+            "count": torch.tensor(self.count),
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Refill the side memories; the hooks ``prepare`` installed read them from now on."""

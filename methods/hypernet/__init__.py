@@ -1,4 +1,5 @@
-"""The shared core of the editors built on keys and output gradients (MEND, MALMEN, RLEdit, UltraEdit).
+"""The shared core of the editors built on keys and output gradients (MEND, MALMEN, RLEdit,
+UltraEdit).
 
 ``modules``: which weights are edited and the hooks that read keys and output gradients there;
 ``net``: the normaliser and the residual low-rank editor network; ``core``: the untrained base class
@@ -19,5 +20,13 @@ from .config import (
 from .core import EditorCore, HypernetMethod
 from .modules import model_presets
 
-__all__ = ["MALMEN_RELEASE_DATA", "RELEASE_PRESET", "RLEDIT_RELEASE_DATA", "EditorCore", "EditorCoreConfig",
-           "HypernetConfig", "HypernetMethod", "model_presets"]
+__all__ = [
+    "MALMEN_RELEASE_DATA",
+    "RELEASE_PRESET",
+    "RLEDIT_RELEASE_DATA",
+    "EditorCore",
+    "EditorCoreConfig",
+    "HypernetConfig",
+    "HypernetMethod",
+    "model_presets",
+]

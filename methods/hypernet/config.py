@@ -1,4 +1,5 @@
-"""The settings of the editors built on keys and output gradients; each method only changes defaults.
+"""The settings of the editors built on keys and output gradients; each method only changes
+defaults.
 
 :class:`EditorCoreConfig` is what every editor of the family reads its rows with: which modules,
 which tokens, which sub-batches, which normaliser merge. UltraEdit needs nothing more.
@@ -19,7 +20,8 @@ from .modules import MODULE_CHOICES, TOKEN_CHOICES
 
 @dataclass(frozen=True)
 class EditorCoreConfig(MethodConfig):
-    """Where and how the rows (one per token: the edited module's input and output gradient) are read."""
+    """Where and how the rows (one per token: the edited module's input and output gradient) are
+    read."""
 
     # -- what is edited ---------------------------------------------------------------------------
     layers: tuple[int, ...] = ()  # empty: a band of upper layers (modules.default_layers)
@@ -37,13 +39,18 @@ class EditorCoreConfig(MethodConfig):
     #: sub-batches of this many records, each with one token-mean loss, and the training losses are
     #: summed over such sub-batches (MALMEN ``data/base.py:32-52``, ``editor/base.py:78-161``)
     sub_batch: int = 0
-    normaliser: str = "exact"  # exact (Chan's merge) | release (the releases' merge; net.RunningNormaliser)
+    # exact (Chan's merge) | release (the releases' merge; net.RunningNormaliser)
+    normaliser: str = "exact"
 
     def __post_init__(self) -> None:
         if self.modules not in MODULE_CHOICES:
-            raise ValueError(f"modules must be one of {', '.join(MODULE_CHOICES)}, got {self.modules!r}")
+            raise ValueError(
+                f"modules must be one of {', '.join(MODULE_CHOICES)}, got {self.modules!r}"
+            )
         if self.tokens not in TOKEN_CHOICES:
-            raise ValueError(f"tokens must be one of {', '.join(TOKEN_CHOICES)}, got {self.tokens!r}")
+            raise ValueError(
+                f"tokens must be one of {', '.join(TOKEN_CHOICES)}, got {self.tokens!r}"
+            )
         if self.normaliser not in ("exact", "release"):
             raise ValueError(f"normaliser must be exact or release, got {self.normaliser!r}")
         if self.sub_batch < 0:
@@ -58,7 +65,8 @@ class HypernetConfig(EditorCoreConfig, TrainableConfig):
     # -- the network -------------------------------------------------------------------------------
     rank: int = 1920  # of each residual block
     n_blocks: int = 2
-    cap_rank: bool = True  # cap the rank at (key_size + value_size) // 4 (editbench's; net.effective_rank)
+    # cap the rank at (key_size + value_size) // 4 (editbench's; net.effective_rank)
+    cap_rank: bool = True
     #: initial learned edit lr; None: ``edit_scale`` times the module's output RMS over the mean
     #: key-pseudo-key product at answer tokens, measured on the train split (docs/hypernetworks.md)
     edit_lr: float | None = None
@@ -77,19 +85,22 @@ class HypernetConfig(EditorCoreConfig, TrainableConfig):
     #: optimiser steps at most; 0: keep the network at its initialisation; None: no cap (the
     #: releases stop at the end of ``max_epochs`` or of the sequence). 600 is editbench's safety cap
     max_steps: int | None = 600
-    clip_every_step: bool = False  # clip the accumulated meta-gradient after every step of a sequence (RLEdit's release)
+    # clip the accumulated meta-gradient after every step of a sequence (RLEdit's release)
+    clip_every_step: bool = False
     val_every: int = 26  # optimiser steps between validations (each also saves the training state)
     patience: int = 3  # stop after this many validations without improvement (the plateau)
     val_fraction: float = 0.2  # share of the train split held out for the validation loss
     #: validation records at most: every validation walks all of them, so on a large train split
     #: (ZsRE's 160k) an uncapped share would cost more than the training steps (MEND caps it too)
     max_val_records: int = 1000
-    max_epochs: int = 0  # passes over the train split at most; 0: no limit (MEND/MALMEN releases: 1)
+    # passes over the train split at most; 0: no limit (MEND/MALMEN releases: 1)
+    max_epochs: int = 0
     # max_train_records (TrainableConfig): RLEdit's steps each walk the whole train split, so its
     # training time grows with the split's size unless this caps it; unset, models of 1B parameters
     # or more train on 10,000 records (TrainableConfig.train_record_cap)
     warm_up: bool = True  # fill the normalisers from the train split before training (releases: no)
-    backtrack_grad: bool = True  # step t's paraphrase losses reach the window's updates (releases: only t's)
+    # step t's paraphrase losses reach the window's updates (releases: only t's)
+    backtrack_grad: bool = True
     select_best: bool = True  # keep the best network by validation loss; False: the last (releases)
     trainable: str = "all"  # all | lr: train only the learned edit lrs (an ablation)
     paraphrases_per_edit: int = 1  # sampled per edit and step for the generalisation loss
@@ -106,8 +117,10 @@ class HypernetConfig(EditorCoreConfig, TrainableConfig):
         if self.trainable not in ("all", "lr"):
             raise ValueError(f"trainable must be 'all' or 'lr', got {self.trainable!r}")
         if not self.warm_up and (self.edit_lr is None or self.max_steps == 0):
-            raise ValueError("warm_up=false needs edit_lr set and max_steps >= 1: the edit lr rule and an "
-                             "untrained network both need the normaliser's statistics")
+            raise ValueError(
+                "warm_up=false needs edit_lr set and max_steps >= 1: the edit lr rule and an "
+                "untrained network both need the normaliser's statistics"
+            )
         positive = ("rank", "n_blocks", "train_batch", "depth", "val_every", "patience",
                     "paraphrases_per_edit", "neighbours_per_edit", "max_val_records")
         for name in positive:
@@ -134,7 +147,11 @@ class HypernetConfig(EditorCoreConfig, TrainableConfig):
 
     def training_fields(self) -> dict[str, object]:
         """Every field that shapes the trained network (the cache key of ``editbench run``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EDIT_TIME_FIELDS}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in self.EDIT_TIME_FIELDS
+        }
 
 
 #: What the MALMEN and RLEdit releases share (docs/hypernetworks.md, "Presets"): one Adam at 1e-5
@@ -144,12 +161,12 @@ class HypernetConfig(EditorCoreConfig, TrainableConfig):
 #: Each method's ``release`` preset adds its batch sizes, network size and schedule.
 RELEASE_PRESET: dict[str, object] = {
     "edit_lr": 1e-6, "meta_lr": 1e-5, "lr_meta_lr": 1e-5, "max_grad_norm": 1.0, "warm_up": False,
-    "select_best": False, "patience": 1_000_000, "update_normaliser_at_edit": True, "normaliser": "release",
-    "cap_rank": False, "max_steps": None,
+    "select_best": False, "patience": 1_000_000, "update_normaliser_at_edit": True,
+    "normaliser": "release", "cap_rank": False, "max_steps": None,
 }
 #: The MALMEN release's data settings (``config/data/zsre.yaml:2-3``): 512 edits per batch in
 #: length-sorted sub-batches of 32, one pass over the train split (``config/editor/malmen.yaml:8``).
 MALMEN_RELEASE_DATA: dict[str, object] = {"train_batch": 512, "sub_batch": 32, "max_epochs": 1}
-#: The RLEdit release's data settings (c6576a1, ``config/dataset/*.yaml:2-3``): 20 edits per batch in
-#: sub-batches of 4, for RLEdit and for its MEND and MALMEN baselines.
+#: The RLEdit release's data settings (c6576a1, ``config/dataset/*.yaml:2-3``): 20 edits per batch
+#: in sub-batches of 4, for RLEdit and for its MEND and MALMEN baselines.
 RLEDIT_RELEASE_DATA: dict[str, object] = {"train_batch": 20, "sub_batch": 4}

@@ -5,10 +5,10 @@ modules, read each one's keys and output gradients on the live model, keep one r
 per weight shape, turn the rows into updates (``shifts``, the method's rule) and add them to the
 weights; its lifelong state is the normalisers' statistics. UltraEdit is this core with a
 closed-form rule. :class:`HypernetMethod` adds the trained editor network, one per weight shape,
-and is :class:`~editbench.core.method.Trainable`: a subclass supplies ``update``, the rule that turns
-one module's keys, pseudo-keys and pseudo-gradients into a (key_size, value_size) weight update:
-MEND's sum of rank-1 products, MALMEN's least squares. Which modules, the hooks, the network,
-training and saved editors are shared and live in this package.
+and is :class:`~editbench.core.method.Trainable`: a subclass supplies ``update``, the rule that
+turns one module's keys, pseudo-keys and pseudo-gradients into a (key_size, value_size) weight
+update: MEND's sum of rank-1 products, MALMEN's least squares. Which modules, the hooks, the
+network, training and saved editors are shared and live in this package.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ class EditorCore(EditMethod):
 
     def select_modules(self) -> list[EditedModule]:
         """The edited modules: ``layers`` and ``modules`` of the config."""
-        return select_modules(self.ctx.model, self.ctx.layout, self.config.layers, self.config.modules)
+        return select_modules(
+            self.ctx.model, self.ctx.layout, self.config.layers, self.config.modules
+        )
 
     @abstractmethod
     def normalisers(self) -> dict[str, RunningNormaliser]:
@@ -74,8 +76,8 @@ class EditorCore(EditMethod):
 
     @abstractmethod
     def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor | LowRankUpdate]:
-        """Each edited module's (key_size, value_size) update from the rows of one batch, dense or as
-        the low-rank factors it is made of."""
+        """Each edited module's (key_size, value_size) update from the rows of one batch, dense or
+        as the low-rank factors it is made of."""
 
     def normalises_at_edit(self) -> bool:
         """Whether the edits' own rows enter the statistics before their updates are computed."""
@@ -91,31 +93,44 @@ class EditorCore(EditMethod):
 
         By default the loss is each record's mean answer-token NLL summed over records, so a
         record's rows do not depend on how many records share its batch (a hypernetwork's
-        normaliser is fitted at ``train_batch``, editing runs at ``--batch-size``; a batch mean would
-        scale every row by 1/B). With ``sub_batch``, as the releases: the records sorted by length and read in
-        sub-batches of that many, each with its token-mean loss."""
+        normaliser is fitted at ``train_batch``, editing runs at ``--batch-size``; a batch mean
+        would scale every row by 1/B). With ``sub_batch``, as the releases: the records sorted by
+        length and read in sub-batches of that many, each with its token-mean loss."""
         size = self.config.sub_batch
         if not size:
             return self._read(records, summed_target_nll)
-        lengths = [len(e.ids) for e in self.ctx.encoder.encode_many([(r.prompt, r.target_new) for r in records])]
-        order = sorted(range(len(records)), key=lambda i: -lengths[i])  # stable: ties keep their order
-        return KeysAndGrads.concat([self._read([records[i] for i in order[s:s + size]], token_mean_target_nll)
-                                    for s in range(0, len(order), size)])
+        lengths = [
+            len(e.ids)
+            for e in self.ctx.encoder.encode_many([(r.prompt, r.target_new) for r in records])
+        ]
+        # stable: ties keep their order
+        order = sorted(range(len(records)), key=lambda i: -lengths[i])
+        return KeysAndGrads.concat([
+            self._read([records[i] for i in order[s:s + size]], token_mean_target_nll)
+            for s in range(0, len(order), size)
+        ])
 
     def _read(self, records: Sequence[EditRecord], loss) -> KeysAndGrads:
         batch = self.encode([(r.prompt, r.target_new) for r in records])
         mask = None
         if self.config.tokens == "all":  # every input position, the answer's last token excepted
             width = batch.input_ids.shape[1]
-            mask = torch.arange(width, device=batch.input_ids.device) < batch.attention_mask.sum(1, keepdim=True) - 1
+            mask = (
+                torch.arange(width, device=batch.input_ids.device)
+                < batch.attention_mask.sum(1, keepdim=True) - 1
+            )
         return keys_and_grads(self.ctx.model, self.modules, batch, loss, mask)
 
     def update_normalisers(self, observed: KeysAndGrads) -> None:
         """Add the rows to each shape's normaliser: all of a batch's rows at once (``exact``), or,
-        as the releases do, once per module and sub-batch (``release``; MALMEN ``editor/base.py:159``)."""
+        as the releases do, once per module and sub-batch (``release``; MALMEN
+        ``editor/base.py:159``)."""
         for key, normaliser in self.normalisers().items():
-            rows = [torch.cat((observed.keys[m.name], observed.grads[m.name]), -1).to(self.ctx.device)
-                    for m in self.modules if self.slots[m.name][0] == key]
+            rows = [
+                torch.cat((observed.keys[m.name], observed.grads[m.name]), -1).to(self.ctx.device)
+                for m in self.modules
+                if self.slots[m.name][0] == key
+            ]
             if self.config.normaliser == "release":
                 for module_rows in rows:
                     for group in module_rows.split(list(observed.groups or (len(module_rows),))):
@@ -124,13 +139,14 @@ class EditorCore(EditMethod):
                 normaliser.update(torch.cat(rows))
 
     def apply_shifts(self, shifts: dict[str, torch.Tensor | LowRankUpdate]) -> None:
-        """Write each update (made dense one module at a time) through the weights' master copies."""
+        """Write each update (made dense one module at a time) through the weights' master
+        copies."""
         for module in self.modules:
             shift = shifts[module.name].detach()
             dense = shift.dense() if isinstance(shift, LowRankUpdate) else shift
             self.ctx.add_to_weight(module.name, dense.T)  # (in, out) -> (out, in)
 
-    # -- the EditMethod protocol ---------------------------------------------------------------------
+    # -- the EditMethod protocol -------------------------------------------------------------------
     def apply(self, batch: Sequence[EditRecord]) -> None:
         observed = self.read_keys_and_grads(batch)
         if self.normalises_at_edit():
@@ -146,13 +162,18 @@ class EditorCore(EditMethod):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The normalisers' statistics: lifelong state whenever edits update them."""
-        return {f"{key}.{name}": buf.detach().clone() for key, normaliser in self.normalisers().items()
-                for name, buf in normaliser.named_buffers()}
+        return {
+            f"{key}.{name}": buf.detach().clone()
+            for key, normaliser in self.normalisers().items()
+            for name, buf in normaliser.named_buffers()
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         expected = self.state_dict()
         if set(state) != set(expected):
-            raise ValueError(f"{self.name}: snapshot state has {sorted(state)}, expected {sorted(expected)}")
+            raise ValueError(
+                f"{self.name}: snapshot state has {sorted(state)}, expected {sorted(expected)}"
+            )
         for key, normaliser in self.normalisers().items():
             for name, buf in normaliser.named_buffers():
                 buf.copy_(state[f"{key}.{name}"])
@@ -170,8 +191,8 @@ class HypernetMethod(EditorCore):
         shapes, counts = self.shapes, self.shape_counts
         self.nets = nn.ModuleDict({
             key: EditorNet(*shapes[key], config.rank, config.n_blocks, counts[key],
-                           config.edit_lr if config.edit_lr is not None else 0.0, generator, config.cap_rank,
-                           config.normaliser)
+                           config.edit_lr if config.edit_lr is not None else 0.0, generator,
+                           config.cap_rank, config.normaliser)
             for key in shapes
         }).to(context.device)
 
@@ -195,23 +216,33 @@ class HypernetMethod(EditorCore):
             key, index = self.slots[module.name]
             net = self.nets[key]
             keys = observed.keys[module.name].to(self.ctx.device)
-            pseudo_keys, pseudo_grads = net(keys, observed.grads[module.name].to(self.ctx.device), index)
-            out[module.name] = self.update(keys, pseudo_keys, pseudo_grads, net.lr[index], net.log_ridge[index])
+            pseudo_keys, pseudo_grads = net(
+                keys, observed.grads[module.name].to(self.ctx.device), index
+            )
+            out[module.name] = self.update(
+                keys, pseudo_keys, pseudo_grads, net.lr[index], net.log_ridge[index]
+            )
         return out
 
     # -- training, and loading a trained editor ----------------------------------------------------
     def requirements(self) -> list[str]:
-        """Without a trained editor (``--editor``) the networks learn from the task's train split."""
+        """Without a trained editor (``--editor``) the networks learn from the task's train
+        split."""
         if self.ctx.trained_editor is not None:
             return []
         try:
             records = self.ctx.train_records()
         except (ValueError, KeyError, FileNotFoundError) as exc:
-            return [f"{self.name} learns from the task's train split, which cannot be read ({exc}); pass a trained "
-                    f"editor (--editor {self.name}=DIR) or a task with a train split"]
+            return [
+                f"{self.name} learns from the task's train split, which cannot be read ({exc}); "
+                f"pass a trained editor (--editor {self.name}=DIR) or a task with a train split"
+            ]
         if len(records) < 2:
-            return [f"{self.name} learns from the task's train split, which holds {len(records)} records; pass a "
-                    f"trained editor (--editor {self.name}=DIR) or a task with a train split"]
+            return [
+                f"{self.name} learns from the task's train split, which holds {len(records)} "
+                f"records; pass a trained editor (--editor {self.name}=DIR) or a task with a "
+                "train split"
+            ]
         return []
 
     def prepare(self) -> None:
@@ -221,25 +252,30 @@ class HypernetMethod(EditorCore):
             load_editor(self, Path(self.ctx.trained_editor))
             return
         folder = self.cache_folder()
-        packaged = shipped(f"hypernets/{folder.name}")  # the package's own build (core/artifacts.py)
+        # the package's own build (core/artifacts.py)
+        packaged = shipped(f"hypernets/{folder.name}")
         if packaged is not None:
             log.info("%s: using the shipped trained network %s", self.name, packaged)
             load_editor(self, packaged)
             return
         if not is_complete(folder):
-            with building(folder, f"the trained {self.name} editor {folder}"):  # one process trains, others wait
+            # one process trains, others wait
+            with building(folder, f"the trained {self.name} editor {folder}"):
                 if not is_complete(folder):
-                    log.info("%s: no trained network in the cache; training one in %s", self.name, folder)
+                    log.info(
+                        "%s: no trained network in the cache; training one in %s", self.name, folder
+                    )
                     self.fit(folder, self.ctx.train_records())
         load_editor(self, folder)
 
     def fit(self, folder: Path, records: Sequence[EditRecord]) -> None:
-        """Train the networks on ``records`` into ``folder`` (resumable), leaving the model as it was."""
+        """Train the networks on ``records`` into ``folder`` (resumable), leaving the model as it
+        was."""
         from .training import Trainer
 
         Trainer(self, list(records), folder).run()
 
-    # -- identity of a trained network ----------------------------------------------------------------
+    # -- identity of a trained network -------------------------------------------------------------
     def training_identity(self, records: Sequence[EditRecord]) -> dict[str, object]:
         config: HypernetConfig = self.config  # type: ignore[assignment]
         return {"method": self.name, "format": FORMAT_VERSION, "config": config.training_fields(),
@@ -248,5 +284,7 @@ class HypernetMethod(EditorCore):
 
     def cache_folder(self) -> Path:
         identity = self.training_identity(self.ctx.train_records())
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(
+            json.dumps(identity, sort_keys=True, default=str).encode()
+        ).hexdigest()[:16]
         return Path(self.ctx.cache_dir) / "hypernets" / f"{self.name}-{digest}"

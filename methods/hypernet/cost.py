@@ -1,11 +1,12 @@
-"""What the hypernetwork editors (MEND, MALMEN, RLEdit) cost, for ``editbench plan`` (``core/costs.py``).
+"""What the hypernetwork editors (MEND, MALMEN, RLEdit) cost, for ``editbench plan``
+(``core/costs.py``).
 
 Editing a batch reads keys and output gradients at the edited modules (one forward and backward pass
 whose gradient reaches down to the lowest edited layer), turns them into one update per module and
 adds it to the weights. Training repeats that for every train batch and, for each step, scores the
 paraphrases of the last ``depth`` batches through the updates in the window (a second forward and
-backward pass over them) and the locality prompts (a forward pass); the editor networks and their Adam
-moments stay resident.
+backward pass over them) and the locality prompts (a forward pass); the editor networks and their
+Adam moments stay resident.
 """
 
 from __future__ import annotations
@@ -36,25 +37,50 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
     per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
 
     def read(tokens: int) -> int:
-        return backward_bytes(shape, tokens, above, length=run.tokens_per_record) + tokens * rows_bytes
+        return (
+            backward_bytes(shape, tokens, above, length=run.tokens_per_record) + tokens * rows_bytes
+        )
 
     batch_tokens = run.batch_size * run.tokens_per_record
     editing_flops = run.edits * run.tokens_per_record * per_token
     resident = weights_bytes(shape) + master_copy_bytes(shape, run, method.edited_parameters())
     if nets is None:  # the untrained core: one read, the dense updates
-        return MethodCost(method.name, resident, (PhaseCost("editing", read(batch_tokens) + dense, editing_flops),))
-    # the trained editors: the term-by-term formulas of memory.py, less the weights counted as resident
+        return MethodCost(
+            method.name,
+            resident,
+            (PhaseCost("editing", read(batch_tokens) + dense, editing_flops),),
+        )
+    # the trained editors: the term-by-term formulas of memory.py, less the weights counted as
+    # resident
     shapes = ModelShapes.of(shape.meta, config, shape.dtype)
-    workload = Workload(run.tokens_per_record, max(1, round(run.tokens_per_record * ANSWER_SHARE)), run.batch_size)
+    workload = Workload(
+        run.tokens_per_record, max(1, round(run.tokens_per_record * ANSWER_SHARE)), run.batch_size
+    )
     weights = weights_bytes(shape)
-    phases = [PhaseCost("editing", editing_peak(shapes, config, workload).total - weights, editing_flops)]
-    if method.ctx.trained_editor is None:  # training (or, with max_steps=0, its warm-up alone) comes first
+    phases = [
+        PhaseCost("editing", editing_peak(shapes, config, workload).total - weights, editing_flops)
+    ]
+    # training (or, with max_steps=0, its warm-up alone) comes first
+    if method.ctx.trained_editor is None:
         train_tokens = config.train_batch * run.tokens_per_record
         window = max(1, config.depth)
         records = run.train_records or 10_000
-        steps = max(1, records // config.train_batch) if config.max_steps is None else config.max_steps
+        steps = (
+            max(1, records // config.train_batch) if config.max_steps is None else config.max_steps
+        )
         flops = steps * max(1, config.sequence_length) * train_tokens * per_token * (2 + window)
-        phases.insert(0, PhaseCost("training", training_peak(shapes, config, workload).total - weights, flops,
-                                   (f"{steps:,} steps at most, window {window}" if steps else "the normalisers' warm-up only")
-                                   + "; once per model (cached)"))
+        phases.insert(
+            0,
+            PhaseCost(
+                "training",
+                training_peak(shapes, config, workload).total - weights,
+                flops,
+                (
+                    f"{steps:,} steps at most, window {window}"
+                    if steps
+                    else "the normalisers' warm-up only"
+                )
+                + "; once per model (cached)",
+            ),
+        )
     return MethodCost(method.name, resident, tuple(phases))

@@ -50,12 +50,16 @@ class ModelShapes:
     vocab_size: int
     dtype_bytes: int
     gated_mlp: bool  # gate and up projections (Llama-style) or one input projection (GPT-2, GPT-J)
-    rms_norm: bool  # RMSNorm, which computes in float32 (Llama-style), or LayerNorm in the model's dtype
+    # RMSNorm, which computes in float32 (Llama-style), or LayerNorm in the model's dtype
+    rms_norm: bool
     edited: tuple[tuple[int, int, int], ...]  # (layer, key_size, value_size) of each edited module
 
     @classmethod
-    def of(cls, model: nn.Module, config: HypernetConfig, dtype: torch.dtype | None = None) -> ModelShapes:
-        """From a model (weights on ``meta`` will do) and the method's config (its layers and modules)."""
+    def of(
+        cls, model: nn.Module, config: HypernetConfig, dtype: torch.dtype | None = None
+    ) -> ModelShapes:
+        """From a model (weights on ``meta`` will do) and the method's config (its layers and
+        modules)."""
         layout = ModelLayout.of(model)
         c = model.config
         hidden = getattr(c, "hidden_size", None) or c.n_embd
@@ -65,13 +69,18 @@ class ModelShapes:
         head_dim = getattr(c, "head_dim", None) or hidden // heads
         edited = []
         for module in select_modules(model, layout, config.layers, config.modules):
-            layer = next(i for i in range(layout.n_layers) if module.name.startswith(layout.block_name(i) + "."))
+            layer = next(
+                i
+                for i in range(layout.n_layers)
+                if module.name.startswith(layout.block_name(i) + ".")
+            )
             edited.append((layer, module.key_size, module.value_size))
         dtype = dtype or next(model.parameters()).dtype
         return cls(n_parameters=sum(p.numel() for p in model.parameters()), hidden_size=int(hidden),
                    intermediate_size=int(inner), n_layers=layout.n_layers, n_heads=int(heads),
                    query_size=int(heads * head_dim), kv_size=int(kv_heads * head_dim),
-                   vocab_size=int(c.vocab_size), dtype_bytes=torch.empty((), dtype=dtype).element_size(),
+                   vocab_size=int(c.vocab_size),
+                   dtype_bytes=torch.empty((), dtype=dtype).element_size(),
                    gated_mlp=len(layout.family.mlp_in) > 1, rms_norm=hasattr(c, "rms_norm_eps"),
                    edited=tuple(edited))
 
@@ -102,7 +111,9 @@ class ModelShapes:
         Below them nothing needs a gradient, so nothing is kept. (The edited modules' own inputs
         are counted where they are read.)"""
         lowest = min(layer for layer, _, _ in self.edited)
-        input_projection = any(layer == lowest and v == self.intermediate_size for layer, _, v in self.edited)
+        input_projection = any(
+            layer == lowest and v == self.intermediate_size for layer, _, v in self.edited
+        )
         return (self.layers_above_lowest_edited * self.layer_bytes_per_token()
                 + (self.mlp_bytes_per_token() if input_projection else 0))
 
@@ -113,14 +124,15 @@ class ModelShapes:
 
 @dataclass(frozen=True)
 class Workload:
-    """The data's side: padded tokens per record (prompt or paraphrase and answer), answer tokens per
-    record (the rows each record adds per module), the edits per batch while editing
+    """The data's side: padded tokens per record (prompt or paraphrase and answer), answer tokens
+    per record (the rows each record adds per module), the edits per batch while editing
     (``--batch-size``) and, where they differ, the padded tokens of the unrelated prompts."""
 
     tokens_per_record: int
     answer_tokens_per_record: int
     edit_batch: int = 1
-    neighbour_tokens_per_record: int | None = None  # the unrelated prompts'; None: tokens_per_record
+    # the unrelated prompts'; None: tokens_per_record
+    neighbour_tokens_per_record: int | None = None
 
     @property
     def neighbour_tokens(self) -> int:
@@ -128,8 +140,10 @@ class Workload:
 
     def __post_init__(self) -> None:
         if not 0 < self.answer_tokens_per_record <= self.tokens_per_record:
-            raise ValueError("answer_tokens_per_record must be between 1 and tokens_per_record, got "
-                             f"{self.answer_tokens_per_record} and {self.tokens_per_record}")
+            raise ValueError(
+                "answer_tokens_per_record must be between 1 and tokens_per_record, got "
+                f"{self.answer_tokens_per_record} and {self.tokens_per_record}"
+            )
 
 
 @dataclass(frozen=True)
@@ -154,7 +168,9 @@ def network_parameters(shapes: ModelShapes, config: HypernetConfig) -> tuple[int
     for (k, v), n_modules in per_shape.items():
         size = k + v
         rank = effective_rank(config.rank, size, config.cap_rank)
-        parameters += config.n_blocks * (2 * size * rank + size + 2 * n_modules * size) + 2 * n_modules
+        parameters += (
+            config.n_blocks * (2 * size * rank + size + 2 * n_modules * size) + 2 * n_modules
+        )
         statistics += 2 * size
     return parameters, statistics
 
@@ -179,32 +195,42 @@ def _logit_bytes(shapes: ModelShapes) -> int:
     return b + 3 * FLOAT32 + (b if b < FLOAT32 else 0)
 
 
-def _read_terms(shapes: ModelShapes, records: int, tokens: int, answer_tokens: int) -> dict[str, int]:
+def _read_terms(
+    shapes: ModelShapes, records: int, tokens: int, answer_tokens: int
+) -> dict[str, int]:
     """Reading one batch's keys and output gradients (``modules.keys_and_grads``): a forward and
-    backward pass through the layers above the lowest edited module (``activation_bytes_per_token``), the logits of every position
-    (``_logit_bytes``), and the rows kept: each module's input (b x key_size per token) until the
-    rows are cut out, and the float32 rows (key_size + value_size per answer token)."""
+    backward pass through the layers above the lowest edited module
+    (``activation_bytes_per_token``), the logits of every position (``_logit_bytes``), and the rows
+    kept: each module's input (b x key_size per token) until the rows are cut out, and the float32
+    rows (key_size + value_size per answer token)."""
     b, vocab = shapes.dtype_bytes, shapes.vocab_size
     positions = records * tokens
     rows = records * answer_tokens
     return {
         "read: activations": positions * shapes.activation_bytes_per_token(),
-        "read: logits, log-probabilities and their gradients": positions * vocab * _logit_bytes(shapes),
+        "read: logits, log-probabilities and their gradients": (
+            positions * vocab * _logit_bytes(shapes)
+        ),
         "read: module inputs, output gradients and rows": positions * b * (
-            sum(k for _, k in {(layer, k) for layer, k, _ in shapes.edited}) + sum(v for _, _, v in shapes.edited))
+            sum(k for _, k in {(layer, k) for layer, k, _ in shapes.edited})
+            + sum(v for _, _, v in shapes.edited))
         + sum(rows * FLOAT32 * (k + v) for _, k, v in shapes.edited),
     }
 
 
-def training_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workload) -> MemoryEstimate:
-    """Peak bytes of ``Trainer.run``: the deepest step of a sequence, while its loss is back-propagated.
+def training_peak(
+    shapes: ModelShapes, config: HypernetConfig, workload: Workload
+) -> MemoryEstimate:
+    """Peak bytes of ``Trainer.run``: the deepest step of a sequence, while its loss is
+    back-propagated.
 
     - weights: the model, ``n_parameters x b``; pristine: the trainer's copy of the edited weights
       (``Trainer.pristine``) to reset after each sequence.
     - networks: their parameters, at 20 bytes each (value, gradient, Adam's moments, best copy),
       and the normalisers' float64 statistics.
     - window graphs: the ``depth`` steps of the back-tracking window each keep their network graph,
-      ``train_batch x answer tokens`` rows through the network per module (``_row_bytes_through_network``).
+      ``train_batch x answer tokens`` rows through the network per module
+      (``_row_bytes_through_network``).
     - step loss: the loss is back-propagated one window batch at a time (``Trainer.step_loss``), so
       one batch's paraphrases (``train_batch x paraphrases_per_edit`` records) or unrelated
       prompts (``x neighbours_per_edit``), whichever is larger, are forward with gradient at once:
@@ -229,7 +255,9 @@ def training_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workloa
     terms = {
         "weights": shapes.n_parameters * b,
         "pristine edited weights": shapes.edited_weight_elements * b,
-        "networks (value, gradient, Adam, best copy)": parameters * TRAINED_PARAMETER_BYTES + statistics * FLOAT64,
+        "networks (value, gradient, Adam, best copy)": (
+            parameters * TRAINED_PARAMETER_BYTES + statistics * FLOAT64
+        ),
         "window graphs": depth * rows_per_step * _row_bytes_through_network(shapes, config),
         "step loss: activations": max(gen_positions, loc_positions) * (
             shapes.activation_bytes_per_token() + hook_bytes),
@@ -255,13 +283,16 @@ def editing_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workload
     - weights, and the networks' float32 parameters and float64 statistics (no gradient, no Adam);
     - the read of the batch's keys and gradients (``_read_terms``), by ``sub_batch`` when set;
     - the updates: every module's factors (rows x (key_size + value_size), float32), and one
-      module at a time made dense in float32 and cast to the weight's dtype (``EditorCore.apply_shifts``).
+      module at a time made dense in float32 and cast to the weight's dtype
+      (``EditorCore.apply_shifts``).
     """
     b = shapes.dtype_bytes
     tokens, answer = workload.tokens_per_record, workload.answer_tokens_per_record
     parameters, statistics = network_parameters(shapes, config)
     rows = workload.edit_batch * answer
-    read = _read_terms(shapes, min(config.sub_batch or workload.edit_batch, workload.edit_batch), tokens, answer)
+    read = _read_terms(
+        shapes, min(config.sub_batch or workload.edit_batch, workload.edit_batch), tokens, answer
+    )
     largest = max(k * v for _, k, v in shapes.edited)
     update_phase = (sum(rows * FLOAT32 * 2 * (k + v) for _, k, v in shapes.edited)
                     + largest * (FLOAT32 + b))

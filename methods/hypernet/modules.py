@@ -24,17 +24,25 @@ MODULE_CHOICES = ("auto", "mlp_in", "mlp_out", "mlp_in_out")
 #: (method, published architecture) -> (layers, modules) as each release edits them. The RLEdit
 #: release's model configs serve its MEND and MALMEN baselines too (they share the model files).
 PUBLISHED_MODULES: dict[tuple[str, str], tuple[tuple[int, ...], str]] = {
-    # MEND e04fdb9 config/model/gpt2xl.yaml:5-11 and gptj.yaml:5-11: fc_in and fc_out of the top 3 layers
+    # MEND e04fdb9 config/model/gpt2xl.yaml:5-11 and gptj.yaml:5-11: fc_in and fc_out of the
+    # top 3 layers
     ("mend", "gpt2-xl"): ((45, 46, 47), "mlp_in_out"),
     ("mend", "gpt-j-6b"): ((25, 26, 27), "mlp_in_out"),
     # MALMEN 1df295d config/model/gpt-j.yaml:3-9 (the top six, the last included) and gpt-2.yaml:3-9
     ("malmen", "gpt-j-6b"): (tuple(range(22, 28)), "mlp_out"),
     ("malmen", "gpt2"): (tuple(range(6, 12)), "mlp_out"),
-    # RLEdit c6576a1 config/model/llama-3-instruct.yaml:50-81, gemma-2.yaml:53-92, mistral-7b.yaml:21-22
-    # (down_proj of 17-18 since a5c6fc0; the first commits had up_proj of 22-31); GPT-2 XL and GPT-J
-    # from the dev commit 847f0cd (config/model/gpt-2-xl.yaml:14-22, gpt-j.yaml:6-11)
-    **{(method, "llama-3-8b"): (tuple(range(22, 31)), "mlp_in") for method in ("rledit", "malmen", "mend")},
-    **{(method, "gemma-2-9b"): (tuple(range(32, 41)), "mlp_in") for method in ("rledit", "malmen", "mend")},
+    # RLEdit c6576a1 config/model/llama-3-instruct.yaml:50-81, gemma-2.yaml:53-92,
+    # mistral-7b.yaml:21-22 (down_proj of 17-18 since a5c6fc0; the first commits had up_proj of
+    # 22-31); GPT-2 XL and GPT-J from the dev commit 847f0cd (config/model/gpt-2-xl.yaml:14-22,
+    # gpt-j.yaml:6-11)
+    **{
+        (method, "llama-3-8b"): (tuple(range(22, 31)), "mlp_in")
+        for method in ("rledit", "malmen", "mend")
+    },
+    **{
+        (method, "gemma-2-9b"): (tuple(range(32, 41)), "mlp_in")
+        for method in ("rledit", "malmen", "mend")
+    },
     **{(method, "mistral-7b"): ((17, 18), "mlp_out") for method in ("rledit", "malmen", "mend")},
     ("rledit", "gpt2-xl"): (tuple(range(32, 41)), "mlp_out"),
     ("rledit", "gpt-j-6b"): (tuple(range(22, 28)), "mlp_out"),
@@ -103,7 +111,9 @@ def select_modules(model: nn.Module, layout: ModelLayout, layers: Sequence[int],
     return named_modules(model, layout, names)
 
 
-def named_modules(model: nn.Module, layout: ModelLayout, names: Sequence[str]) -> list[EditedModule]:
+def named_modules(
+    model: nn.Module, layout: ModelLayout, names: Sequence[str]
+) -> list[EditedModule]:
     """The edited modules at these module paths (e.g. ``model.layers.11.mlp.gate_proj``), as a
     release lists them when its choice is not a band of layers of one kind (UltraEdit's Llama-3:
     gate projections of 11-15 and up projections of 18-24)."""
@@ -116,7 +126,9 @@ def named_modules(model: nn.Module, layout: ModelLayout, names: Sequence[str]) -
         if not hasattr(module, "weight") or getattr(module.weight, "dim", lambda: 0)() != 2:
             raise ValueError(f"module {name!r} is not a linear map (it has no 2-d weight)")
         weight = weight_as_out_in(module, layout.family.conv1d)
-        out.append(EditedModule(name, int(weight.shape[1]), int(weight.shape[0]), layout.family.conv1d))
+        out.append(
+            EditedModule(name, int(weight.shape[1]), int(weight.shape[0]), layout.family.conv1d)
+        )
     return out
 
 
@@ -149,7 +161,8 @@ class LowRankUpdate:
         return keys @ self.right if self.left is None else (keys @ self.left.T) @ self.right
 
     def squared_norm(self) -> torch.Tensor:
-        """The squared Frobenius norm of the update, ``tr(L Lᵀ R Rᵀ)`` from two rows x rows Gram matrices."""
+        """The squared Frobenius norm of the update, ``tr(L Lᵀ R Rᵀ)`` from two rows x rows Gram
+        matrices."""
         if self.left is None:
             return self.right.float().pow(2).sum()
         left, right = self.left.float(), self.right.float()

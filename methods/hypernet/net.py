@@ -19,9 +19,10 @@ class RunningNormaliser(nn.Module):
     ``exact`` (the default) uses the exact pairwise merge of Chan et al. (1979): the sum of squared
     deviations of the union is ``m2_a + m2_b + delta^2 n_a n_b / n``. ``release`` reproduces the
     MALMEN and RLEdit normaliser (MALMEN ``nets.py:17-24``, RLEdit ``nets.py:16-23``): it adds
-    ``n_b * var_b`` with the unbiased batch variance (over-counting each batch by ``n_b / (n_b - 1)``;
-    a one-row batch makes the statistics NaN for good, as there) and divides by ``std + eps`` with
-    float32's machine epsilon. Statistics are float64 buffers, saved with the network.
+    ``n_b * var_b`` with the unbiased batch variance (over-counting each batch by
+    ``n_b / (n_b - 1)``; a one-row batch makes the statistics NaN for good, as there) and divides by
+    ``std + eps`` with float32's machine epsilon. Statistics are float64 buffers, saved with the
+    network.
     """
 
     MODES = ("exact", "release")
@@ -66,18 +67,20 @@ class RunningNormaliser(nn.Module):
 
 
 class LowRankBlock(nn.Module):
-    """``y + scale_m * clamp(y A B + b, min=0) + shift_m``: a residual block of rank ``rank``, with a
-    scale and shift per edited module ``m`` (MALMEN ``nets.py:52-55``, RLEdit ``nets.py:53-57``).
-    ``B``, ``b`` and the shift start at zero and the scale at one, as released, so an untrained block
-    is the identity and an untrained editor edits with the normalised gradient itself.
+    """``y + scale_m * clamp(y A B + b, min=0) + shift_m``: a residual block of rank ``rank``, with
+    a scale and shift per edited module ``m`` (MALMEN ``nets.py:52-55``, RLEdit ``nets.py:53-57``).
+    ``B``, ``b`` and the shift start at zero and the scale at one, as released, so an untrained
+    block is the identity and an untrained editor edits with the normalised gradient itself.
 
     The activation is ``clamp(min=0)``, as in all three releases, not ``relu``: at exactly 0 its
     derivative is 1 where relu's is 0 (MEND's ``nn.py:80`` says so), so with ``B = 0`` and ``b = 0``
-    the blocks learn from the first step. (MEND's own ``LRLinear`` applies scale and shift before the
-    clamp; MALMEN's and RLEdit's MEND, which editbench follows, use this block.)
+    the blocks learn from the first step. (MEND's own ``LRLinear`` applies scale and shift before
+    the clamp; MALMEN's and RLEdit's MEND, which editbench follows, use this block.)
     """
 
-    def __init__(self, size: int, rank: int, n_modules: int, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, size: int, rank: int, n_modules: int, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         self.A = nn.Parameter(torch.randn(size, rank, generator=generator))
         self.B = nn.Parameter(torch.zeros(rank, size))
@@ -91,7 +94,8 @@ class LowRankBlock(nn.Module):
 
 
 def effective_rank(rank: int, size: int, cap: bool = True) -> int:
-    """The configured rank, capped (``cap``) at a quarter of the block width ``key_size + value_size``.
+    """The configured rank, capped (``cap``) at a quarter of the block width
+    ``key_size + value_size``.
 
     The cap is editbench's (no release has it; MEND's ``nn.py:41`` caps at the width). The published
     ranks (1920 for GPT-J and GPT-2 XL, 1024 for 7-9B models) are below a quarter of those models'
@@ -110,12 +114,16 @@ class EditorNet(nn.Module):
         self.key_size, self.value_size = key_size, value_size
         size = key_size + value_size
         self.normaliser = RunningNormaliser(size, normaliser)
-        self.blocks = nn.ModuleList(LowRankBlock(size, effective_rank(rank, size, cap_rank), n_modules, generator)
-                                    for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(
+            LowRankBlock(size, effective_rank(rank, size, cap_rank), n_modules, generator)
+            for _ in range(n_blocks)
+        )
         self.lr = nn.Parameter(torch.full((n_modules,), float(edit_lr)))
         self.log_ridge = nn.Parameter(torch.zeros(n_modules))
 
-    def forward(self, keys: torch.Tensor, grads: torch.Tensor, module: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, keys: torch.Tensor, grads: torch.Tensor, module: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pseudo-keys and pseudo-gradients for the rows of one module."""
         hidden = self.normaliser(torch.cat((keys, grads), -1))
         for block in self.blocks:

@@ -12,7 +12,9 @@ import torch
 from .modules import LowRankUpdate
 
 
-def ridge_factors(keys: torch.Tensor, values: torch.Tensor, log_ridge: torch.Tensor) -> LowRankUpdate:
+def ridge_factors(
+    keys: torch.Tensor, values: torch.Tensor, log_ridge: torch.Tensor
+) -> LowRankUpdate:
     """(K^T K + e^lambda I)^-1 K^T V, through the smaller of the two equivalent systems: with n rows
     and d key dimensions, K^T (K K^T + e^lambda I)^-1 V when n < d (push-through identity), kept as
     its factors K and (K K^T + e^lambda I)^-1 V; otherwise the dense d x d solve."""

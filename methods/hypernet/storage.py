@@ -40,7 +40,9 @@ def is_complete(folder: Path) -> bool:
 
 
 def write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
+    atomic_write_bytes(
+        path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
+    )
 
 
 def read_json(path: Path) -> Any:
@@ -49,7 +51,9 @@ def read_json(path: Path) -> Any:
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """safetensors, written beside the target and renamed over it."""
-    atomic_write_bytes(path, save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}))
+    atomic_write_bytes(
+        path, save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+    )
 
 
 def net_tensors(method) -> dict[str, torch.Tensor]:
@@ -60,7 +64,9 @@ def net_tensors(method) -> dict[str, torch.Tensor]:
 def load_net_tensors(method, tensors: dict[str, torch.Tensor]) -> None:
     for key, net in method.nets.items():
         prefix = f"{key}."
-        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        net.load_state_dict(
+            {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -90,8 +96,14 @@ def latest_state(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_state(folder: Path, step: int, net: dict[str, torch.Tensor], optimizer: dict[str, torch.Tensor],
-                    best: dict[str, torch.Tensor], trainer: dict[str, Any]) -> Path:
+def save_state(
+    folder: Path,
+    step: int,
+    net: dict[str, torch.Tensor],
+    optimizer: dict[str, torch.Tensor],
+    best: dict[str, torch.Tensor],
+    trainer: dict[str, Any],
+) -> Path:
     final = folder / f"state-{step:06d}"
     if final.exists():
         shutil.rmtree(final)
@@ -113,7 +125,8 @@ def load_state(path: Path) -> tuple[dict, dict, dict, dict]:
 
 
 def finish(folder: Path, best: dict[str, torch.Tensor], summary: dict[str, Any]) -> None:
-    """``summary``: the kept network's step and validation loss, the steps taken, the validations."""
+    """``summary``: the kept network's step and validation loss, the steps taken, the
+    validations."""
     write_json(folder / "history.json", summary)
     save_tensors(folder / EDITOR_FILE, best)
     for old in _states(folder):
@@ -125,11 +138,14 @@ def describe_modules(method) -> list[list[Any]]:
 
 
 def load_editor(method, folder: Path) -> None:
-    """Load a finished editor into ``method``, refusing one that does not fit this model or setting."""
+    """Load a finished editor into ``method``, refusing one that does not fit this model or
+    setting."""
     if not is_complete(folder):
         partial = " (training there is unfinished: rerun the same `editbench train` to finish it)" \
             if latest_state(folder) is not None else ""
-        raise FileNotFoundError(f"{folder} holds no trained editor ({EDITOR_FILE} and {CONFIG_FILE}){partial}")
+        raise FileNotFoundError(
+            f"{folder} holds no trained editor ({EDITOR_FILE} and {CONFIG_FILE}){partial}"
+        )
     saved = read_json(folder / CONFIG_FILE)
     if saved.get("method") != method.name:
         raise ValueError(f"{folder} holds a {saved.get('method')} editor, not {method.name}")
@@ -138,18 +154,26 @@ def load_editor(method, folder: Path) -> None:
         ours = getattr(method.config, field)
         theirs = trained.get(field)
         if (list(ours) if isinstance(ours, tuple) else ours) != theirs:
-            raise ValueError(f"{folder} was trained with {field}={theirs!r} but this run asks for {ours!r}; "
-                             f"pass --param {method.name}.{field}=... to match, or train again")
+            raise ValueError(
+                f"{folder} was trained with {field}={theirs!r} but this run asks for {ours!r}; "
+                f"pass --param {method.name}.{field}=... to match, or train again"
+            )
     if saved["modules"] != describe_modules(method):
         raise ValueError(f"{folder} was trained for modules {saved['modules']}, but this model has "
                          f"{describe_modules(method)}: it belongs to another model")
     ours = json.loads(json.dumps(method.config.training_fields(), default=str))
     differing = sorted(k for k in ours if trained.get(k) != ours[k])
     if differing:
-        log.warning("%s: %s was trained with other settings (%s) than this run's; using it as trained",
-                    method.name, folder, ", ".join(f"{k}={trained.get(k)!r}" for k in differing))
+        log.warning(
+            "%s: %s was trained with other settings (%s) than this run's; using it as trained",
+            method.name,
+            folder,
+            ", ".join(f"{k}={trained.get(k)!r}" for k in differing),
+        )
     if saved["identity"]["model"] != model_fingerprint(method.ctx.model):
         log.warning("%s: %s was trained on other weights of this architecture; using it anyway",
                     method.name, folder)
-    load_net_tensors(method, {k: v.to(method.ctx.device) for k, v in load_file(folder / EDITOR_FILE).items()})
+    load_net_tensors(
+        method, {k: v.to(method.ctx.device) for k, v in load_file(folder / EDITOR_FILE).items()}
+    )
     log.info("%s: loaded the trained editor from %s", method.name, folder)

@@ -62,7 +62,9 @@ def _segments(sizes: list[int]) -> list[tuple[int, int]]:
     return bounds
 
 
-def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, batch: PairBatch, sub_batch: int = 0) -> torch.Tensor:
+def masked_kl(
+    reference_logits: torch.Tensor, logits: torch.Tensor, batch: PairBatch, sub_batch: int = 0
+) -> torch.Tensor:
     """KL(p_reference || p) at the answer positions (the releases' locality loss: ``kl_div`` with
     ``batchmean`` over answer positions): averaged over all positions, or with ``sub_batch`` the
     releases' sum over length-sorted sub-batches of each one's average."""
@@ -74,15 +76,19 @@ def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, batch: PairB
         return per_position.mean()
     values = per_position.new_zeros(mask.shape)
     values[mask] = per_position
-    return sub_batch_token_means(values, mask.to(values.dtype), batch.attention_mask.sum(1), sub_batch)
+    return sub_batch_token_means(
+        values, mask.to(values.dtype), batch.attention_mask.sum(1), sub_batch
+    )
 
 
 class Trainer:
     def __init__(self, method, records: list[EditRecord], folder: Path) -> None:
         config = method.config
         if len(records) < 2:
-            raise ValueError(f"{method.name} needs at least 2 train records to train (a train and a "
-                             f"validation share), got {len(records)}; does the task have a train split?")
+            raise ValueError(
+                f"{method.name} needs at least 2 train records to train (a train and a "
+                f"validation share), got {len(records)}; does the task have a train split?"
+            )
         # the records as given identify the training; the cap picks from them
         self.method, self.config, self.folder, self.records = method, config, Path(folder), records
         self.model = method.ctx.model
@@ -96,11 +102,21 @@ class Trainer:
         cap, why = config.train_record_cap(n_parameters)
         if cap and len(records) > cap:
             keep = random.Random(f"{self.seed}-sample").sample(range(len(records)), cap)
-            log.info("%s: training on %d of the %d train records (%s)", method.name, cap, len(records), why)
+            log.info(
+                "%s: training on %d of the %d train records (%s)",
+                method.name,
+                cap,
+                len(records),
+                why,
+            )
             records = [records[i] for i in sorted(keep)]
         order = list(range(len(records)))
         random.Random(f"{self.seed}-split").shuffle(order)
-        n_val = min(len(records) - 1, config.max_val_records, max(1, round(config.val_fraction * len(records))))
+        n_val = min(
+            len(records) - 1,
+            config.max_val_records,
+            max(1, round(config.val_fraction * len(records))),
+        )
         if n_val >= config.train_batch:  # whole batches only, so no odd small batch skews the loss
             n_val = round(n_val / config.train_batch) * config.train_batch
         self.val = [records[i] for i in sorted(order[:n_val])]
@@ -108,10 +124,12 @@ class Trainer:
         self.pristine = {m.parameter: self.model.get_parameter(m.parameter).detach().clone()
                          for m in method.modules}
 
-    # -- data ----------------------------------------------------------------------------------------
-    def _batches(self, records: list[EditRecord], shuffle_key: str | None) -> list[list[EditRecord]]:
-        """Batches of ``train_batch`` edits; a smaller remainder is left out (a shuffled epoch leaves out
-        different records each time) unless there would be no batch at all."""
+    # -- data --------------------------------------------------------------------------------------
+    def _batches(
+        self, records: list[EditRecord], shuffle_key: str | None
+    ) -> list[list[EditRecord]]:
+        """Batches of ``train_batch`` edits; a smaller remainder is left out (a shuffled epoch
+        leaves out different records each time) unless there would be no batch at all."""
         order = list(range(len(records)))
         if shuffle_key is not None:
             random.Random(shuffle_key).shuffle(order)
@@ -130,8 +148,8 @@ class Trainer:
         return out
 
     def _step_data(self, records: list[EditRecord], rng: random.Random | None) -> Step:
-        """The pairs that score a batch: sampled paraphrases and neighbours in training, every one of
-        them (``rng=None``) in validation, whose loss must not depend on the draw."""
+        """The pairs that score a batch: sampled paraphrases and neighbours in training, every one
+        of them (``rng=None``) in validation, whose loss must not depend on the draw."""
         config = self.config
 
         def pick(items: list, k: int) -> list:
@@ -139,17 +157,26 @@ class Trainer:
 
         gen, loc = [], []
         for r in records:
-            gen += [(p, r.target_new) for p in pick(list(r.paraphrases) or [r.prompt], config.paraphrases_per_edit)]
-            loc += [(n.prompt, n.answer) for n in pick(list(r.neighbours), config.neighbours_per_edit)]
+            gen += [
+                (p, r.target_new)
+                for p in pick(list(r.paraphrases) or [r.prompt], config.paraphrases_per_edit)
+            ]
+            loc += [
+                (n.prompt, n.answer) for n in pick(list(r.neighbours), config.neighbours_per_edit)
+            ]
         return Step(gen, loc, {})
 
     # -- the loss of one step ----------------------------------------------------------------------
-    def _logits(self, pairs: list[tuple[str, str]], shifts_per_module: dict[str, list[LowRankUpdate]]):
+    def _logits(
+        self, pairs: list[tuple[str, str]], shifts_per_module: dict[str, list[LowRankUpdate]]
+    ):
         """The live model's logits on ``pairs``, carrying gradient into the given updates."""
         batch = self.method.encode(pairs)
         return self._forward(batch, shifts_per_module), batch
 
-    def _forward(self, batch: PairBatch, shifts_per_module: dict[str, list[LowRankUpdate]]) -> torch.Tensor:
+    def _forward(
+        self, batch: PairBatch, shifts_per_module: dict[str, list[LowRankUpdate]]
+    ) -> torch.Tensor:
         with routed_updates(self.model, self.method.modules, shifts_per_module):
             return self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
 
@@ -183,7 +210,8 @@ class Trainer:
 
         def add(name: str, term: torch.Tensor, weight: float) -> None:
             if backward and term.requires_grad:
-                (weight * term).backward(retain_graph=True)  # the window's updates serve later terms
+                # the window's updates serve later terms
+                (weight * term).backward(retain_graph=True)
                 term = term.detach()
             sums[name] = sums[name] + term if name in sums else term
 
@@ -197,17 +225,28 @@ class Trainer:
             for d, (a, b) in zip(decay, _segments([len(s.loc_pairs) for s in recent])):
                 if b > a:
                     rows = loc_batch.rows(a, b)
-                    add("loc", d * masked_kl(reference[a:b], self._forward(rows, current), rows, config.sub_batch),
-                        config.loc_coef)
+                    add(
+                        "loc",
+                        d * masked_kl(
+                            reference[a:b], self._forward(rows, current), rows, config.sub_batch
+                        ),
+                        config.loc_coef,
+                    )
         l2 = sum(s.squared_norm() for s in recent[0].shifts.values())
         add("l2", l2 if config.reg_grad else l2.detach(), config.reg_coef)
         gen, l2 = sums["gen"], sums["l2"]
         loc = sums.get("loc", torch.zeros((), device=gen.device))
         loss = gen + config.loc_coef * loc + config.reg_coef * l2
-        return loss, {"gen": float(gen.detach()), "loc": float(loc.detach()), "l2": float(l2.detach())}
+        return loss, {
+            "gen": float(gen.detach()),
+            "loc": float(loc.detach()),
+            "l2": float(l2.detach()),
+        }
 
-    # -- walking a sequence --------------------------------------------------------------------------
-    def walk(self, sequence: list[list[EditRecord]], train: bool, key: str = "") -> dict[str, float]:
+    # -- walking a sequence ------------------------------------------------------------------------
+    def walk(
+        self, sequence: list[list[EditRecord]], train: bool, key: str = ""
+    ) -> dict[str, float]:
         """Apply the sequence's batches one after another; return mean step losses. With ``train``,
         back-propagate every step's loss into the networks (gradients accumulate)."""
         method, config = self.method, self.config
@@ -233,7 +272,8 @@ class Trainer:
                     if train and not by_batch:
                         loss.backward(retain_graph=True)  # the window's updates serve later steps
                 if train:
-                    if config.clip_every_step:  # the RLEdit release clips the accumulated gradient at every step
+                    # the RLEdit release clips the accumulated gradient at every step
+                    if config.clip_every_step:
                         torch.nn.utils.clip_grad_norm_(self._trainable(), config.max_grad_norm)
                 for name, value in {"loss": float(loss.detach()), **parts}.items():
                     totals[name] = totals.get(name, 0.0) + value / len(sequence)
@@ -286,7 +326,9 @@ class Trainer:
                 for m in method.modules:
                     key, index = method.slots[m.name]
                     keys = observed.keys[m.name].to(method.ctx.device)
-                    pseudo_keys, _ = method.nets[key](keys, observed.grads[m.name].to(method.ctx.device), index)
+                    pseudo_keys, _ = method.nets[key](
+                        keys, observed.grads[m.name].to(method.ctx.device), index
+                    )
                     weight = self.pristine[m.parameter].float()
                     outputs = keys @ (weight if m.conv1d else weight.T)
                     squares[m.name] += float(outputs.double().pow(2).sum())
@@ -318,8 +360,8 @@ class Trainer:
 
     @property
     def max_steps(self) -> int | None:
-        """``max_steps``, or fewer when ``max_epochs`` caps the passes over the train split; None: no
-        cap (training then ends when validation stops improving)."""
+        """``max_steps``, or fewer when ``max_epochs`` caps the passes over the train split; None:
+        no cap (training then ends when validation stops improving)."""
         config = self.config
         if not config.max_epochs:
             return config.max_steps
@@ -331,17 +373,24 @@ class Trainer:
     def _below_cap(self, step: int) -> bool:
         return self.max_steps is None or step < self.max_steps
 
-    # -- the run ---------------------------------------------------------------------------------------
+    # -- the run -----------------------------------------------------------------------------------
     def run(self) -> None:
         method, config, folder = self.method, self.config, self.folder
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".state-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        identity = json.loads(json.dumps(method.training_identity(self.records), default=str))  # as stored
-        saved = storage.read_json(folder / storage.CONFIG_FILE) if (folder / storage.CONFIG_FILE).is_file() else None
+        # as stored
+        identity = json.loads(json.dumps(method.training_identity(self.records), default=str))
+        saved = (
+            storage.read_json(folder / storage.CONFIG_FILE)
+            if (folder / storage.CONFIG_FILE).is_file()
+            else None
+        )
         if saved is not None and saved.get("identity") != identity:
-            raise ValueError(f"{folder} holds training of {saved.get('method')} with other settings, model or "
-                             "data; use another --out or the settings it was started with")
+            raise ValueError(
+                f"{folder} holds training of {saved.get('method')} with other settings, model or "
+                "data; use another --out or the settings it was started with"
+            )
         latest = storage.latest_state(folder) if saved is not None else None
         if latest is not None:
             net, optimizer_state, best, state = storage.load_state(latest)
@@ -351,30 +400,48 @@ class Trainer:
             log.info("%s: resuming training in %s at step %d", method.name, folder, state["step"])
         else:
             edit_lrs = self._warm_up()
-            lr_meta_lr = config.lr_meta_lr if config.lr_meta_lr is not None else 0.05 * min(edit_lrs.values())
+            lr_meta_lr = (
+                config.lr_meta_lr
+                if config.lr_meta_lr is not None
+                else 0.05 * min(edit_lrs.values())
+            )
             optimizer = self._optimizer(lr_meta_lr)
             storage.write_json(folder / storage.CONFIG_FILE, {
                 "format": storage.FORMAT_VERSION, "method": method.name, "identity": identity,
-                "modules": storage.describe_modules(method), "edit_lr": edit_lrs, "lr_meta_lr": lr_meta_lr,
+                "modules": storage.describe_modules(method), "edit_lr": edit_lrs,
+                "lr_meta_lr": lr_meta_lr,
                 "model": getattr(method.ctx.model.config, "_name_or_path", None),
                 "n_train": len(self.train), "n_val": len(self.val),
             })
             log.info("%s: initial edit lr %s (%s)", method.name,
                      ", ".join(f"{v:.3g}" for v in edit_lrs.values()),
                      "set" if config.edit_lr is not None else f"edit_scale={config.edit_scale}")
-            best, state = {}, {"step": 0, "best": None, "best_step": 0, "bad": 0, "history": [], "stopped": False}
+            best, state = {}, {
+                "step": 0,
+                "best": None,
+                "best_step": 0,
+                "bad": 0,
+                "history": [],
+                "stopped": False,
+            }
         self._loop(optimizer, best, state)
 
     def _loop(self, optimizer: torch.optim.Optimizer, best: dict, state: dict) -> None:
         method, config, max_steps = self.method, self.config, self.max_steps
         parameters = self._trainable()
-        bar = progress(total=max_steps, initial=state["step"], desc=f"training {method.name}", unit="step")
+        bar = progress(
+            total=max_steps, initial=state["step"], desc=f"training {method.name}", unit="step"
+        )
         train_sums: dict[str, float] = {}
         try:
             while not state["stopped"]:
                 # the first validation is at step 0, unless the normalisers have no statistics yet
                 if (state["history"] or not config.warm_up) and self._below_cap(state["step"]):
-                    parts = self.walk(self._sequence(state["step"]), train=True, key=f"{self.seed}-train-{state['step']}")
+                    parts = self.walk(
+                        self._sequence(state["step"]),
+                        train=True,
+                        key=f"{self.seed}-train-{state['step']}",
+                    )
                     torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -393,10 +460,25 @@ class Trainer:
             bar.close()
         kept = state["best_step"] if config.select_best else state["step"]
         kept_loss = next(h["val_loss"] for h in state["history"] if h["step"] == kept)
-        storage.finish(self.folder, best, {"kept_step": kept, "kept_val_loss": kept_loss, "steps": state["step"],
-                                        "history": state["history"]})
-        log.info("%s: trained %d steps; best validation loss %.4f at step %d; kept the network of step %d",
-                 method.name, state["step"], state["best"], state["best_step"], kept)
+        storage.finish(
+            self.folder,
+            best,
+            {
+                "kept_step": kept,
+                "kept_val_loss": kept_loss,
+                "steps": state["step"],
+                "history": state["history"],
+            },
+        )
+        log.info(
+            "%s: trained %d steps; best validation loss %.4f at step %d; "
+            "kept the network of step %d",
+            method.name,
+            state["step"],
+            state["best"],
+            state["best_step"],
+            kept,
+        )
 
     def _validate(self, state: dict, best: dict, train_sums: dict[str, float]) -> dict:
         val = self.validate()

@@ -15,8 +15,9 @@ from ...core.method import MethodConfig
 @dataclass(frozen=True)
 class LocateConfig(MethodConfig):
     #: MLP layers whose output projection is edited; the last one is where the target value
-    #: vector is optimised (MEMIT's "critical path" ends there). Negative indices count from the top.
-    #: The pocket model recalls facts through its subject's last token only at layer 0's output.
+    #: vector is optimised (MEMIT's "critical path" ends there). Negative indices count from the
+    #: top. The pocket model recalls facts through its subject's last token only at layer 0's
+    #: output.
     layers: tuple[int, ...] = (0,)
     # Target value optimisation (MEMIT Alg. 1, the z_i step): Adam on a delta added to the last
     # edited layer's output at the subject's last token.
@@ -29,10 +30,12 @@ class LocateConfig(MethodConfig):
     v_chunk: int = 16  # records optimised together (memory bound only; results do not depend on it)
     #: Generated prefixes ("The ...", "Because ...") under which the edit must also hold, as the
     #: published code does with 5 prefixes of 10 tokens (the presets); 0 edits the bare prompt only,
-    #: the pocket default: its model makes no sense of multi-sentence text, and they cost 4x the time.
+    #: the pocket default: its model makes no sense of multi-sentence text, and they cost 4x the
+    #: time.
     context_prefixes: int = 0
     context_prefix_tokens: int = 10
-    # Key second moments E[k k^T] at each edited layer, over a corpus (MEMIT's C0, up to its weight).
+    # Key second moments E[k k^T] at each edited layer, over a corpus (MEMIT's C0, up to its
+    # weight).
     #: "auto": the task's own text when it has one, else ``stats_hub``; "task"; "hub"; or a path
     #: to a local .txt (one sample per line) or .jsonl (a "text" field per line).
     stats_corpus: str = "auto"
@@ -83,8 +86,13 @@ COMMON_PUBLISHED = {"v_weight_decay": 0.5, "kl_factor": 0.0625, "clamp_norm_fact
                     "v_chunk": 4}
 
 
-def published_presets(**per_model: dict[str, str | int | float]) -> dict[str, dict[str, str | int | float]]:
+def published_presets(
+    **per_model: dict[str, str | int | float]
+) -> dict[str, dict[str, str | int | float]]:
     """The presets of one method: the shared published settings plus that method's own fields, named
     after the model (``core/architectures.py``), so the runner picks them for that model."""
-    presets = {model: {**COMMON_PUBLISHED, **shared, **per_model[model]} for model, shared in PUBLISHED.items()}
+    presets = {
+        model: {**COMMON_PUBLISHED, **shared, **per_model[model]}
+        for model, shared in PUBLISHED.items()
+    }
     return {**presets, **{alias: presets[model] for alias, model in ALIASES.items()}}

@@ -1,9 +1,11 @@
-"""What computing MEMIT/AlphaEdit key statistics costs, known before anything runs (for ``editbench plan``).
+"""What computing MEMIT/AlphaEdit key statistics costs, known before anything runs (for
+``editbench plan``).
 
 Works on a model built on the ``meta`` device (shapes only, no weights). The formulas:
 
 - tokens streamed = samples x mean tokens per sample (each sample cut at ``max_len``, as
-  :func:`.stats._accumulate` does); without a measured mean, ``samples x max_len`` is an upper bound;
+  :func:`.stats._accumulate` does); without a measured mean, ``samples x max_len`` is an upper
+  bound;
 - layers run = the highest edited layer + 1: the pass stops there (:func:`.stats.stopping_after`),
   so the forward cost per token is about ``2 x`` the parameters of those blocks (attention's
   quadratic term and the embedding lookup left out), and time ~ tokens x that / achieved FLOP/s;
@@ -47,20 +49,28 @@ class KeyStatsCost:
 
 
 def max_sample_tokens(model: nn.Module, config: LocateConfig) -> int:
-    """Where a sample is cut: the model's context, at most ``stats_batch_tokens`` (as the statistics do)."""
-    context = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024)
+    """Where a sample is cut: the model's context, at most ``stats_batch_tokens`` (as the statistics
+    do)."""
+    context = (
+        getattr(model.config, "max_position_embeddings", None)
+        or getattr(model.config, "n_positions", 1024)
+    )
     return min(int(context), config.stats_batch_tokens)
 
 
 def mean_sample_tokens(encoder: PairEncoder, texts: Sequence[str], max_len: int) -> float:
-    """The mean token count of ``texts`` cut at ``max_len``: measure it on a few hundred samples of the corpus."""
+    """The mean token count of ``texts`` cut at ``max_len``: measure it on a few hundred samples of
+    the corpus."""
     if not texts:
         raise ValueError("mean_sample_tokens needs at least one text")
     return sum(min(len(encoder.encode_prompt(text)), max_len) for text in texts) / len(texts)
 
 
-def key_stats_cost(model: nn.Module, config: LocateConfig, mean_tokens: float | None = None) -> KeyStatsCost:
-    """The cost of the key statistics ``config`` asks for on ``model`` (a ``meta`` model will do)."""
+def key_stats_cost(
+    model: nn.Module, config: LocateConfig, mean_tokens: float | None = None
+) -> KeyStatsCost:
+    """The cost of the key statistics ``config`` asks for on ``model`` (a ``meta`` model will
+    do)."""
     layout = ModelLayout.of(model)
     layers = [layout.resolve_layer(layer) for layer in config.layers]
     modules = [model.get_submodule(layout.mlp_out_name(layer)) for layer in layers]
@@ -68,7 +78,10 @@ def key_stats_cost(model: nn.Module, config: LocateConfig, mean_tokens: float | 
     imported = bool(config.stats_import or getattr(config, "projection_file", ""))
     max_len = max_sample_tokens(model, config)
     if mean_tokens is not None and not 0 < mean_tokens <= max_len:
-        raise ValueError(f"mean_tokens={mean_tokens} must lie in (0, {max_len}], samples being cut at {max_len} tokens")
+        raise ValueError(
+            f"mean_tokens={mean_tokens} must lie in (0, {max_len}], samples being cut at "
+            f"{max_len} tokens"
+        )
     per_sample = max_len if mean_tokens is None else mean_tokens
     layers_run = 0 if imported else max(layers) + 1
     blocks = model.get_submodule(layout.family.layers)

@@ -37,8 +37,13 @@ def edit_block_output(model: nn.Module, block: str,
 
 
 @torch.no_grad()
-def read_at(model: nn.Module, located: LocatedBatch, key_modules: Sequence[str] = (),
-            block: str | None = None, chunk: int = 64) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+def read_at(
+    model: nn.Module,
+    located: LocatedBatch,
+    key_modules: Sequence[str] = (),
+    block: str | None = None,
+    chunk: int = 64,
+) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     """For every row, float32 inputs of each of ``key_modules`` and the output of ``block``, taken
     at the row's lookup position: ``([keys (rows, d_in)] per module, values (rows, d_model))``."""
     keys: list[list[torch.Tensor]] = [[] for _ in key_modules]
@@ -46,15 +51,23 @@ def read_at(model: nn.Module, located: LocatedBatch, key_modules: Sequence[str] 
     rows = located.rows
     for start in range(0, rows.input_ids.shape[0], chunk):
         part = slice(start, start + chunk)
-        where = (torch.arange(rows.input_ids[part].shape[0], device=rows.input_ids.device), located.lookup[part])
+        where = (
+            torch.arange(rows.input_ids[part].shape[0], device=rows.input_ids.device),
+            located.lookup[part],
+        )
         handles = [
             model.get_submodule(name).register_forward_hook(
                 lambda _m, args, _out, i=i, where=where: keys[i].append(args[0][where].float()))
             for i, name in enumerate(key_modules)
         ]
         if block is not None:
-            handles.append(model.get_submodule(block).register_forward_hook(
-                lambda _m, _args, output, where=where: values.append(_hidden(output)[where].float())))
+            handles.append(
+                model.get_submodule(block).register_forward_hook(
+                    lambda _m, _args, output, where=where: values.append(
+                        _hidden(output)[where].float()
+                    )
+                )
+            )
         try:
             model(input_ids=rows.input_ids[part], attention_mask=rows.attention_mask[part])
         finally:

@@ -55,7 +55,8 @@ def generate_prefixes(model: nn.Module, encoder: PairEncoder, n: int, length: in
 @dataclass
 class LocatedBatch:
     """Padded rows, each with the token position of its subject's last token and the record it
-    belongs to; ``rows`` is what the model reads, ``lookup[i]`` where row ``i`` is read or written."""
+    belongs to; ``rows`` is what the model reads, ``lookup[i]`` where row ``i`` is read or
+    written."""
 
     rows: PairBatch
     lookup: torch.Tensor
@@ -90,4 +91,6 @@ def locate(encoder: PairEncoder, records: Sequence[EditRecord], prefixes: Sequen
             lookup.append(subject_last_index(encoder, record.subject, record.subject))
             owner.append(index)
             group.append(2)
-    return LocatedBatch(encoder.collate(pairs), torch.tensor(lookup), torch.tensor(owner), torch.tensor(group))
+    return LocatedBatch(
+        encoder.collate(pairs), torch.tensor(lookup), torch.tensor(owner), torch.tensor(group)
+    )

@@ -59,12 +59,16 @@ def _digest(texts: Iterable[str]) -> str:
 
 
 def _read_file(path: Path) -> list[str]:
-    """One sample per line of a text file, or the ``text`` field of each record of a JSON Lines file."""
+    """One sample per line of a text file, or the ``text`` field of each record of a JSON Lines
+    file."""
     if path.suffix == ".jsonl":
         raw = read_records(path)
         for index, record in enumerate(raw.items):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{raw.where(index)}: a key-statistics corpus record needs a string field 'text'")
+                raise ValueError(
+                    f"{raw.where(index)}: a key-statistics corpus record needs a string field "
+                    "'text'"
+                )
         return [record["text"] for record in raw.items]
     return [line for line in read_text(path).splitlines() if line.strip()]
 
@@ -74,15 +78,18 @@ def _stream_hub(dataset: str, config: str | None, n: int) -> list[str]:
         import datasets
     except ImportError:
         raise RuntimeError(
-            f"key statistics need the {dataset!r} corpus from the Hugging Face hub, which needs the `datasets` "
-            "package (pip install datasets) and network access; offline, pass a local text file with "
-            "--param METHOD.stats_corpus=PATH (one sample per line) or use a task that supplies its own corpus"
+            f"key statistics need the {dataset!r} corpus from the Hugging Face hub, which needs "
+            "the `datasets` package (pip install datasets) and network access; offline, pass a "
+            "local text file with --param METHOD.stats_corpus=PATH (one sample per line) or use "
+            "a task that supplies its own corpus"
         ) from None
     try:
         stream = datasets.load_dataset(dataset, config, split="train", streaming=True)
     except Exception as exc:
-        raise RuntimeError(f"could not open the key-statistics corpus {dataset!r} ({config}) from the hub: "
-                           f"{exc}; offline, pass --param METHOD.stats_corpus=PATH to a local text file") from exc
+        raise RuntimeError(
+            f"could not open the key-statistics corpus {dataset!r} ({config}) from the hub: "
+            f"{exc}; offline, pass --param METHOD.stats_corpus=PATH to a local text file"
+        ) from exc
     texts = []
     for item in stream:
         text = str(item.get("text", "")).strip()
@@ -100,15 +107,23 @@ def resolve_corpus(spec: str, hub: str, task) -> Corpus:
         spec = "task" if task_texts is not None else "hub"
     if spec == "task":
         if task_texts is None:
-            raise ValueError(f"stats_corpus=task: the {getattr(task, 'name', 'given')} task supplies no text; "
-                             "use stats_corpus=hub or a path to a local text file")
+            raise ValueError(
+                f"stats_corpus=task: the {getattr(task, 'name', 'given')} task supplies no text; "
+                "use stats_corpus=hub or a path to a local text file"
+            )
         return Corpus(f"task-{task.name}-{_digest(task_texts)}", list(task_texts))
     if spec == "hub":
         dataset, _, config = hub.partition(":")
-        return Corpus(f"hub-{dataset.replace('/', '_')}-{config or 'default'}", None, (dataset, config or None))
+        return Corpus(
+            f"hub-{dataset.replace('/', '_')}-{config or 'default'}",
+            None,
+            (dataset, config or None),
+        )
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise ValueError(f"stats_corpus={spec!r} is neither auto, task, hub nor an existing text file")
+        raise ValueError(
+            f"stats_corpus={spec!r} is neither auto, task, hub nor an existing text file"
+        )
     texts = _read_file(path)
     return Corpus(f"file-{path.stem}-{_digest(texts)}", texts)
 
@@ -116,8 +131,8 @@ def resolve_corpus(spec: str, hub: str, task) -> Corpus:
 @dataclass(frozen=True)
 class KeyStats:
     """``mom2 = E[k k^T]`` (float32) of the inputs of one module over ``n_tokens`` tokens of
-    ``n_samples`` samples of ``corpus``. ``mom2`` is None where a method imported what it derives from
-    it (AlphaEdit's projection); ``corpus`` then names that file."""
+    ``n_samples`` samples of ``corpus``. ``mom2`` is None where a method imported what it derives
+    from it (AlphaEdit's projection); ``corpus`` then names that file."""
 
     mom2: torch.Tensor | None
     corpus: str
@@ -126,8 +141,8 @@ class KeyStats:
 
 
 def _stats_folder(root: Path, model_id: str, corpus: str, n: int) -> Path:
-    """Built from names a user may write (``stats_hub``, a file's stem): each part is made a harmless
-    path component, so the statistics stay inside the cache folder."""
+    """Built from names a user may write (``stats_hub``, a file's stem): each part is made a
+    harmless path component, so the statistics stay inside the cache folder."""
     return root / "key-stats" / safe_name(model_id) / safe_name(f"{corpus}-n{n}")
 
 
@@ -138,11 +153,13 @@ def _stats_path(root: Path, model_id: str, corpus: str, n: int, module: str) -> 
 def _load(path: Path) -> KeyStats:
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata()
-        return KeyStats(handle.get_tensor("mom2"), meta["corpus"], int(meta["n_samples"]), int(meta["n_tokens"]))
+        return KeyStats(
+            handle.get_tensor("mom2"), meta["corpus"], int(meta["n_samples"]), int(meta["n_tokens"])
+        )
 
 
-def key_second_moments(model: nn.Module, encoder: PairEncoder, modules: Sequence[str], corpus: Corpus,
-                       n_samples: int, cache_dir: Path, device: torch.device,
+def key_second_moments(model: nn.Module, encoder: PairEncoder, modules: Sequence[str],
+                       corpus: Corpus, n_samples: int, cache_dir: Path, device: torch.device,
                        batch_tokens: int = 8192) -> dict[str, KeyStats]:
     """``E[k k^T]`` of the inputs of each of ``modules``, loaded from the cache where present and
     otherwise computed in one pass over the corpus for all missing modules together."""
@@ -155,17 +172,19 @@ def key_second_moments(model: nn.Module, encoder: PairEncoder, modules: Sequence
                  stats.corpus, stats.n_samples, stats.n_tokens)
     missing = [m for m in modules if m not in found]
     if missing:
-        with building(_stats_folder(cache_dir, model_id, corpus.name, n), f"key statistics of {corpus.name}"):
+        with building(
+            _stats_folder(cache_dir, model_id, corpus.name, n), f"key statistics of {corpus.name}"
+        ):
             # another process may have computed them while this one waited
             found.update({m: _load(paths[m]) for m in missing if paths[m].is_file()})
-            _compute_missing(model, encoder, [m for m in modules if m not in found], corpus, n, paths, found,
-                             model_id, device, batch_tokens)
+            _compute_missing(model, encoder, [m for m in modules if m not in found], corpus, n,
+                             paths, found, model_id, device, batch_tokens)
     return {m: found[m] for m in modules}
 
 
-def _compute_missing(model: nn.Module, encoder: PairEncoder, missing: list[str], corpus: Corpus, n: int,
-                     paths: dict[str, Path], found: dict[str, KeyStats], model_id: str, device: torch.device,
-                     batch_tokens: int) -> None:
+def _compute_missing(model: nn.Module, encoder: PairEncoder, missing: list[str], corpus: Corpus,
+                     n: int, paths: dict[str, Path], found: dict[str, KeyStats], model_id: str,
+                     device: torch.device, batch_tokens: int) -> None:
     if missing:
         texts = corpus.take(n)
         computed = _accumulate(model, encoder, missing, texts, device, batch_tokens)
@@ -174,22 +193,29 @@ def _compute_missing(model: nn.Module, encoder: PairEncoder, missing: list[str],
             meta = {"corpus": corpus.name, "n_samples": str(len(texts)), "n_tokens": str(tokens),
                     "module": module, "model": model_id}
             atomic_write_bytes(paths[module], save({"mom2": mom2.contiguous()}, metadata=meta))
-            log.info("computed key statistics of %s over %d samples (%d tokens) of %s; cached at %s",
-                     module, len(texts), tokens, corpus.name, paths[module])
+            log.info(
+                "computed key statistics of %s over %d samples (%d tokens) of %s; cached at %s",
+                module,
+                len(texts),
+                tokens,
+                corpus.name,
+                paths[module],
+            )
             found[module] = stats
 
 
 class _LastLayerDone(Exception):
-    """Raised by the hook of the last module needed: nothing above it contributes to the statistics."""
+    """Raised by the hook of the last module needed: nothing above it contributes to the
+    statistics."""
 
 
 @contextmanager
 def stopping_after(model: nn.Module, modules: Sequence[str],
                    on_input: Callable[[str, torch.Tensor], None]) -> Iterator[Callable[..., None]]:
-    """A forward call that hands each of ``modules`` its input and stops the pass once all of them have
-    run, so the layers above the highest one and the output head never run (for Llama-3-8B's layers
-    4-8 that is 23 of 32 blocks and the 128K-wide head). The release does the same (``Trace(...,
-    stop=True)``, kmeng01/memit ``rome/layer_stats.py`` line 159)."""
+    """A forward call that hands each of ``modules`` its input and stops the pass once all of them
+    have run, so the layers above the highest one and the output head never run (for Llama-3-8B's
+    layers 4-8 that is 23 of 32 blocks and the 128K-wide head). The release does the same
+    (``Trace(..., stop=True)``, kmeng01/memit ``rome/layer_stats.py`` line 159)."""
     seen: set[str] = set()
 
     def hook_for(name: str):
@@ -217,11 +243,20 @@ def stopping_after(model: nn.Module, modules: Sequence[str],
 
 
 @torch.no_grad()
-def _accumulate(model: nn.Module, encoder: PairEncoder, modules: Sequence[str], texts: Sequence[str],
-                device: torch.device, batch_tokens: int) -> dict[str, tuple[torch.Tensor, int]]:
-    """Sums of ``k k^T`` in float32 whatever the model's dtype (a bf16 sum of millions of tokens keeps
-    about three significant digits), divided by the token count at the end."""
-    max_len = int(getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 1024))
+def _accumulate(
+    model: nn.Module,
+    encoder: PairEncoder,
+    modules: Sequence[str],
+    texts: Sequence[str],
+    device: torch.device,
+    batch_tokens: int,
+) -> dict[str, tuple[torch.Tensor, int]]:
+    """Sums of ``k k^T`` in float32 whatever the model's dtype (a bf16 sum of millions of tokens
+    keeps about three significant digits), divided by the token count at the end."""
+    max_len = int(
+        getattr(model.config, "max_position_embeddings", None)
+        or getattr(model.config, "n_positions", 1024)
+    )
     max_len = min(max_len, batch_tokens)
     ids = [encoder.encode_prompt(t)[:max_len] for t in texts]
     total = sum(len(seq) for seq in ids)
@@ -232,12 +267,19 @@ def _accumulate(model: nn.Module, encoder: PairEncoder, modules: Sequence[str], 
         keys = inputs[mask_now[0]].float()
         sums[name] = sums[name].addmm_(keys.T, keys) if name in sums else keys.T @ keys
 
-    log.info("key statistics of %s: %d samples, %d tokens; each forward pass stops after the last of them",
-             ", ".join(modules), len(ids), total)
+    log.info(
+        "key statistics of %s: %d samples, %d tokens; each forward pass stops after the last of "
+        "them",
+        ", ".join(modules),
+        len(ids),
+        total,
+    )
     bar = progress(total=total, desc="key statistics", unit="token")
     tokens = 0
     with stopping_after(model, modules, collect) as forward, closing(bar):
-        for indices in token_budget_batches([len(seq) for seq in ids], batch_tokens, by_length=False):
+        for indices in token_budget_batches(
+            [len(seq) for seq in ids], batch_tokens, by_length=False
+        ):
             input_ids, attention = pad([ids[i] for i in indices], encoder.pad_id)
             mask_now[:] = [attention.bool().to(device)]
             forward(input_ids=input_ids.to(device), attention_mask=attention.to(device))

@@ -7,8 +7,8 @@ that with ``delta`` added there the model predicts the new target. ``delta`` min
     mean_prompts NLL(target)  +  kl_factor * KL(p_delta || p_0) on "{subject} is a"
                               +  v_weight_decay * ||delta|| / ||h||^2
 
-with Adam, and is clamped to ``||delta|| <= clamp_norm_factor * ||h||`` after each step. Records of a
-batch are optimised together, each with its own delta, its own stop test and its own clamp: a
+with Adam, and is clamped to ``||delta|| <= clamp_norm_factor * ||h||`` after each step. Records of
+a batch are optimised together, each with its own delta, its own stop test and its own clamp: a
 record's loss depends only on its own rows, so this equals optimising them one by one, just faster.
 """
 
@@ -27,14 +27,26 @@ from .hooks import edit_block_output
 from .prompts import LocatedBatch, locate
 
 
-def optimise_values(model: nn.Module, encoder: PairEncoder, block: str, records: Sequence[EditRecord],
-                    prefixes: Sequence[str], config: LocateConfig, device: torch.device) -> torch.Tensor:
+def optimise_values(
+    model: nn.Module,
+    encoder: PairEncoder,
+    block: str,
+    records: Sequence[EditRecord],
+    prefixes: Sequence[str],
+    config: LocateConfig,
+    device: torch.device,
+) -> torch.Tensor:
     """Float32 target outputs of ``block``, one per record: ``(n_records, d_model)``."""
     chunks = [records[i : i + config.v_chunk] for i in range(0, len(records), config.v_chunk)]
     with torch.enable_grad():
         return torch.cat([
-            _optimise(model, block, locate(encoder, chunk, prefixes, with_target=True, kl_prompt=True).to(device),
-                      len(chunk), config)
+            _optimise(
+                model,
+                block,
+                locate(encoder, chunk, prefixes, with_target=True, kl_prompt=True).to(device),
+                len(chunk),
+                config,
+            )
             for chunk in chunks
         ])
 
@@ -44,9 +56,12 @@ def _per_record(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tens
     return sums / torch.bincount(owner, minlength=n).clamp_min(1)
 
 
-def _optimise(model: nn.Module, block: str, located: LocatedBatch, n: int, config: LocateConfig) -> torch.Tensor:
+def _optimise(
+    model: nn.Module, block: str, located: LocatedBatch, n: int, config: LocateConfig
+) -> torch.Tensor:
     rows = torch.arange(located.lookup.numel(), device=located.lookup.device)
-    bare, kl_rows = located.group == 0, located.group == 2  # one of each per record, in record order
+    # one of each per record, in record order
+    bare, kl_rows = located.group == 0, located.group == 2
     batch = located.rows
     token_rows = batch.target_mask.nonzero(as_tuple=True)[0]
     width = model.get_input_embeddings().embedding_dim
@@ -61,7 +76,9 @@ def _optimise(model: nn.Module, block: str, located: LocatedBatch, n: int, confi
         if h0 is None:
             h0 = hidden[rows[bare], located.lookup[bare]].detach().float()
         hidden = hidden.clone()
-        hidden[rows, located.lookup] = hidden[rows, located.lookup] + delta[located.owner].to(hidden.dtype)
+        hidden[rows, located.lookup] = (
+            hidden[rows, located.lookup] + delta[located.owner].to(hidden.dtype)
+        )
         return hidden
 
     for step in range(config.v_steps):
