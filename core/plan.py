@@ -29,7 +29,8 @@ def parse_checkpoints(text: str | None, edits: int, batch_size: int) -> tuple[in
     try:
         values = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise ValueError(f"--checkpoints {text!r}: expected comma-separated edit counts, e.g. 10,100,1000") from None
+        raise ValueError(f"--checkpoints {text!r}: expected comma-separated edit counts, "
+                         "e.g. 10,100,1000") from None
     if not values or values[0] < 1:
         raise ValueError(f"--checkpoints {text!r}: edit counts must be positive")
     if values[-1] > edits:
@@ -40,8 +41,8 @@ def parse_checkpoints(text: str | None, edits: int, batch_size: int) -> tuple[in
 
 
 def plan_batches(edits: int, batch_size: int, checkpoints: Sequence[int]) -> list[tuple[int, int]]:
-    """Consecutive [start, end) batches of at most ``batch_size`` that never cross a checkpoint, so a
-    checkpoint always falls between two batches (``--checkpoints 10`` with ``--batch-size 20``
+    """Consecutive [start, end) batches of at most ``batch_size`` that never cross a checkpoint, so
+    a checkpoint always falls between two batches (``--checkpoints 10`` with ``--batch-size 20``
     makes the first batch 10 edits long). ``batch_size`` is at least 1 (``RunSpec`` checks it)."""
     batches = []
     start = 0
