@@ -20,7 +20,8 @@ class Architecture:
     model_type: str
     n_layers: int
     hidden_size: int
-    intermediate_size: int | None = None  # where two models share the rest (Llama-2-7B and Llama-3-8B)
+    # where two models share the rest (Llama-2-7B and Llama-3-8B)
+    intermediate_size: int | None = None
 
 
 #: The models the editing papers publish settings for; values from their ``config.json``.
@@ -43,8 +44,8 @@ def recognise(config) -> str | None:
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", None)
     inner = getattr(config, "intermediate_size", None)
     for arch in ARCHITECTURES:
-        if (arch.model_type, arch.n_layers, arch.hidden_size) == (model_type, n_layers, hidden) and \
-                arch.intermediate_size in (None, inner):
+        if ((arch.model_type, arch.n_layers, arch.hidden_size) == (model_type, n_layers, hidden)
+                and arch.intermediate_size in (None, inner)):
             return arch.name
     return None
 
@@ -56,6 +57,7 @@ def architecture_of(source: str, trust_remote_code: bool = False) -> str | None:
 
     try:
         config = AutoConfig.from_pretrained(str(source), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):  # the model itself is checked, with a clear message, when it loads
+    except (OSError, ValueError):
+        # the model itself is checked, with a clear message, when it loads
         return None
     return recognise(config)

@@ -107,7 +107,8 @@ def fsync_dir(folder: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it over ``path``; on failure nothing is left behind."""
+    """Write ``data`` beside ``path`` and rename it over ``path``; on failure nothing is left
+    behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -121,7 +122,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-# -- exclusive locks ---------------------------------------------------------------------------------
+# -- exclusive locks -------------------------------------------------------------------------------
 class Busy(RuntimeError):
     """Another process holds the lock; the message names it."""
 

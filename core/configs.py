@@ -1,4 +1,5 @@
-"""Building typed config dataclasses from command-line overrides, with errors that name the field."""
+"""Building typed config dataclasses from command-line overrides, with errors that name the
+field."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def build_config(cls: type[C], overrides: Mapping[str, str], owner: str) -> C:
         if key not in fields:
             close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"{owner} has no setting {key!r}; {hint}its settings are: {', '.join(sorted(fields))}")
+            raise ValueError(f"{owner} has no setting {key!r}; {hint}its settings are: "
+                             f"{', '.join(sorted(fields))}")
         values[key] = _convert(text, hints[key], f"{owner}.{key}")
     try:
         return cls(**values)

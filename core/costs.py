@@ -10,8 +10,8 @@ one fresh copy after another): what stays resident (weights, float32 master copi
 lifelong state) plus the largest transient of each phase. Time is the phase's floating-point work
 over the device's sustained rate (``RunShape.flops_per_second``); the work is counted as
 ``2 x parameters x tokens`` per forward pass and twice that per backward pass (the usual dense
-transformer estimate, Kaplan et al. 2020), which ignores attention's quadratic term (prompts here are
-short) and every overhead, so times are lower bounds of the right order, not promises.
+transformer estimate, Kaplan et al. 2020), which ignores attention's quadratic term (prompts here
+are short) and every overhead, so times are lower bounds of the right order, not promises.
 
 The activation coefficients below were fitted to measured peaks of micro models of each
 architecture (``tests/test_costs.py`` checks the estimates stay within 25% of the measurement; the
@@ -31,9 +31,9 @@ GiB = 1024**3
 
 #: values held per token per transformer block by a forward pass that keeps its activations for a
 #: backward pass, when only a few edited weights need gradients (every other weight is frozen, so
-#: a projection keeps no input for its weight's gradient): about 6 hidden-sized tensors (norm inputs,
-#: q/k/v and the attention output) and 3 intermediate-sized ones (the activation's input, both
-#: factors of the gated product)
+#: a projection keeps no input for its weight's gradient): about 6 hidden-sized tensors (norm
+#: inputs, q/k/v and the attention output) and 3 intermediate-sized ones (the activation's input,
+#: both factors of the gated product)
 SAVED_HIDDEN, SAVED_INTERMEDIATE = 6, 3
 #: the per-token temporaries of a forward pass without gradients, at its widest (inside the MLP:
 #: gate, up, activation and product beside the residual stream and the block's norms)
@@ -62,7 +62,8 @@ class ModelShape:
     max_positions: int = 2048
     #: eager attention materialises (heads x length x length) scores per sequence (Gemma-2 uses it)
     eager_attention: bool = False
-    #: the MLP's activation; GPT-2's and GPT-J's ``gelu_new`` is written in Python, one temporary per step
+    #: the MLP's activation; GPT-2's and GPT-J's ``gelu_new`` is written in Python, one temporary
+    #: per step
     activation: str = ""
 
     @property
@@ -86,12 +87,14 @@ class ModelShape:
 
     def out_in(self, module: str) -> tuple[int, int]:
         """A linear module's weight as (out_features, in_features), whatever its storage."""
-        out, in_ = weight_as_out_in(self.meta.get_submodule(module), self.layout.family.conv1d).shape
+        out, in_ = weight_as_out_in(self.meta.get_submodule(module),
+                                    self.layout.family.conv1d).shape
         return int(out), int(in_)
 
     def params_up_to(self, layer: int) -> int:
         """Parameters a forward pass uses to reach the output of ``layer`` (embeddings included)."""
-        per_layer = sum(p.numel() for n, p in self.meta.named_parameters() if self.layout.block_name(0) + "." in n)
+        per_layer = sum(p.numel() for n, p in self.meta.named_parameters()
+                        if self.layout.block_name(0) + "." in n)
         embed = self.meta.get_input_embeddings().weight.numel()
         return embed + per_layer * (layer + 1)
 
@@ -106,17 +109,20 @@ class ModelShape:
             meta = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
         text = getattr(config, "get_text_config", lambda: config)()
         hidden = getattr(text, "hidden_size", None) or text.n_embd
-        inner = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden
+        inner = (getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None)
+                 or 4 * hidden)
         n_layers = getattr(text, "num_hidden_layers", None) or text.n_layer
         n_params = sum(p.numel() for p in meta.parameters())
         heads = getattr(text, "num_attention_heads", None) or text.n_head
         eager = getattr(meta.config, "_attn_implementation", "") == "eager"
-        positions = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None) or 2048
+        positions = (getattr(text, "max_position_embeddings", None)
+                     or getattr(text, "n_positions", None) or 2048)
         activation = (getattr(text, "hidden_act", None) or getattr(text, "hidden_activation", None)
                       or getattr(text, "activation_function", None) or "")
-        return cls(label or getattr(config, "_name_or_path", "") or config.model_type, config.model_type,
-                   recognise(config), n_params, int(n_layers), int(hidden), int(inner), int(text.vocab_size), dtype,
-                   meta, int(heads), int(positions), eager, str(activation))
+        return cls(label or getattr(config, "_name_or_path", "") or config.model_type,
+                   config.model_type, recognise(config), n_params, int(n_layers), int(hidden),
+                   int(inner), int(text.vocab_size), dtype, meta, int(heads), int(positions), eager,
+                   str(activation))
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,8 @@ class RunShape:
 
     edits: int
     batch_size: int
-    #: evaluated records summed over checkpoints (each checkpoint scores every edit so far, or a sample)
+    #: evaluated records summed over checkpoints (each checkpoint scores every edit so far, or a
+    #: sample)
     scored_records: int
     #: pairs scored per evaluated record (the edit, its paraphrases, its neighbours)
     pairs_per_record: int = 3
@@ -155,11 +162,12 @@ class MethodCost:
     resident_bytes: int  # weights, master copies, lifelong state: held from the first edit on
     phases: tuple[PhaseCost, ...]
     note: str = ""
-    #: the scored prompts' length against the run's (a method that adds text to them, e.g. retrieval)
+    #: the scored prompts' length against the run's (a method that adds text to them, e.g.
+    #: retrieval)
     evaluation_tokens: float = 1.0
-    #: lifelong state kept in host memory, not on the device (MEMIT's and AlphaEdit's key statistics,
-    #: moved to the device one layer at a time for a solve): no part of the device's peak; on a CPU
-    #: run it shares the one memory, and the run's check adds it
+    #: lifelong state kept in host memory, not on the device (MEMIT's and AlphaEdit's key
+    #: statistics, moved to the device one layer at a time for a solve): no part of the device's
+    #: peak; on a CPU run it shares the one memory, and the run's check adds it
     host_bytes: int = 0
 
     def peak(self, phase: PhaseCost, host_shared: bool = False) -> int:
@@ -178,7 +186,7 @@ class MethodCost:
         return self.peak_bytes <= run.device_bytes
 
 
-# -- building blocks --------------------------------------------------------------------------------
+# -- building blocks -------------------------------------------------------------------------------
 def weights_bytes(shape: ModelShape) -> int:
     return shape.n_params * shape.dtype_bytes
 
@@ -199,22 +207,29 @@ def attention_bytes(shape: ModelShape, tokens: int, length: int, copies: int = 1
     """Eager attention's ``copies`` of the scores (one alive at a time without gradients; the
     scores, their soft-capped, masked and softmaxed versions kept for a backward pass), for
     ``tokens`` tokens in sequences of ``length``; zero for the fused kernels (SDPA, flash)."""
-    return copies * tokens * shape.heads * length * shape.dtype_bytes if shape.eager_attention else 0
+    return (copies * tokens * shape.heads * length * shape.dtype_bytes
+            if shape.eager_attention else 0)
 
 
-def inference_bytes(shape: ModelShape, tokens: int, with_logits: bool = True, length: int = 64) -> int:
+def inference_bytes(shape: ModelShape, tokens: int, with_logits: bool = True,
+                    length: int = 64) -> int:
     """The transient of a forward pass without gradients over ``tokens`` padded tokens, in
     sequences of ``length``."""
-    block = tokens * (TEMP_HIDDEN * shape.hidden + TEMP_INTERMEDIATE * shape.intermediate) * shape.dtype_bytes
+    block = (tokens * (TEMP_HIDDEN * shape.hidden + TEMP_INTERMEDIATE * shape.intermediate)
+             * shape.dtype_bytes)
     block += attention_bytes(shape, tokens, length)
     return block + (logits_bytes(shape, tokens) if with_logits else 0)
 
 
-def backward_bytes(shape: ModelShape, tokens: int, blocks: int, with_logits: bool = True, length: int = 32) -> int:
+def backward_bytes(shape: ModelShape, tokens: int, blocks: int, with_logits: bool = True,
+                   length: int = 32) -> int:
     """The transient of a forward and backward pass over ``tokens`` tokens (sequences of ``length``)
-    whose gradient reaches back through ``blocks`` transformer blocks (only those keep activations)."""
-    saved = tokens * blocks * (SAVED_HIDDEN * shape.hidden + SAVED_INTERMEDIATE * shape.intermediate)
-    return saved * shape.dtype_bytes + blocks * attention_bytes(shape, tokens, length, copies=5) + (2 * logits_bytes(shape, tokens) if with_logits else 0)
+    whose gradient reaches back through ``blocks`` transformer blocks (only those keep
+    activations)."""
+    saved = tokens * blocks * (SAVED_HIDDEN * shape.hidden
+                               + SAVED_INTERMEDIATE * shape.intermediate)
+    return (saved * shape.dtype_bytes + blocks * attention_bytes(shape, tokens, length, copies=5)
+            + (2 * logits_bytes(shape, tokens) if with_logits else 0))
 
 
 def forward_flops(shape: ModelShape, tokens: int, params: int | None = None) -> float:

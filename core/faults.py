@@ -19,7 +19,8 @@ import os
 import signal
 from collections import Counter
 
-POINTS = ("snapshot-staged", "after-snapshot", "in-checkpoint", "after-checkpoint", "pocket-training")
+POINTS = ("snapshot-staged", "after-snapshot", "in-checkpoint", "after-checkpoint",
+          "pocket-training")
 #: the exit status of a process ended at a fault point, so a test can tell it from a crash
 FAULT_EXIT = 86
 

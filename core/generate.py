@@ -54,8 +54,8 @@ class StopRule:
 
     @classmethod
     def with_eos(cls, eos: Iterable[int], tokenizer) -> StopRule:
-        """The rule for a model whose end-of-sequence ids are ``eos`` (a backend that holds no model,
-        such as the vLLM engine, keeps the ids instead of the model)."""
+        """The rule for a model whose end-of-sequence ids are ``eos`` (a backend that holds no
+        model, such as the vLLM engine, keeps the ids instead of the model)."""
         texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
         newline = {i for i, text in enumerate(texts) if "\n" in text}
         return cls(frozenset(set(eos) | newline))
@@ -96,8 +96,9 @@ def _select_rows(cache, keep: torch.Tensor):
 
 
 @torch.inference_mode()
-def greedy_decode(model: nn.Module, encoder: PairEncoder, prompts: Sequence[str], budgets: Sequence[int],
-                  stop: StopRule, device: torch.device, max_tokens: int = 8192) -> list[list[int]]:
+def greedy_decode(model: nn.Module, encoder: PairEncoder, prompts: Sequence[str],
+                  budgets: Sequence[int], stop: StopRule, device: torch.device,
+                  max_tokens: int = 8192) -> list[list[int]]:
     """The token ids greedy decoding appends to each prompt, up to its stop token (excluded) or its
     budget of new tokens. ``max_tokens`` bounds a batch's padded prompt-plus-answer size."""
     if len(budgets) != len(prompts):
@@ -118,8 +119,8 @@ def greedy_decode(model: nn.Module, encoder: PairEncoder, prompts: Sequence[str]
     return out
 
 
-def _decode_batch(model: nn.Module, prompts: list[list[int]], budgets: list[int], stop: StopRule, pad_id: int,
-                  device: torch.device, answers: list[list[int]]) -> None:
+def _decode_batch(model: nn.Module, prompts: list[list[int]], budgets: list[int], stop: StopRule,
+                  pad_id: int, device: torch.device, answers: list[list[int]]) -> None:
     ids, mask = pad(prompts, pad_id, left=True)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(1) - 1).clamp_min(0)
@@ -148,9 +149,11 @@ def _decode_batch(model: nn.Module, prompts: list[list[int]], budgets: list[int]
             if smaller is not None:  # drop the finished rows everywhere; else they run on, ignored
                 keep = ~done
                 cache, active, token, mask = smaller, active[keep], token[keep], mask[keep]
-                budget, made, next_position, done = budget[keep], made[keep], next_position[keep], done[keep]
+                budget, made, next_position, done = (budget[keep], made[keep], next_position[keep],
+                                                     done[keep])
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        result = model(input_ids=token.unsqueeze(1), attention_mask=mask, position_ids=next_position.unsqueeze(1),
-                       use_cache=True, **{cache_argument: cache})
+        result = model(input_ids=token.unsqueeze(1), attention_mask=mask,
+                       position_ids=next_position.unsqueeze(1), use_cache=True,
+                       **{cache_argument: cache})
         cache, logits = _cache_of(result), result.logits[:, -1]
         next_position = next_position + 1

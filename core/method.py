@@ -55,16 +55,18 @@ class TrainableConfig(MethodConfig):
     max_train_records: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_train_records is not None and (self.max_train_records < 0 or self.max_train_records == 1):
-            raise ValueError("max_train_records must be 0 (all) or at least 2 (a train and a validation share), "
-                             f"got {self.max_train_records}")
+        if (self.max_train_records is not None
+                and (self.max_train_records < 0 or self.max_train_records == 1)):
+            raise ValueError("max_train_records must be 0 (all) or at least 2 (a train and a "
+                             f"validation share), got {self.max_train_records}")
 
     def train_record_cap(self, n_parameters: int) -> tuple[int, str]:
         """How many train records at most (0: all) for a model of ``n_parameters``, and why."""
         if self.max_train_records is not None:
             return self.max_train_records, "max_train_records"
         if n_parameters >= LARGE_MODEL_PARAMETERS:
-            return LARGE_MODEL_TRAIN_RECORDS, (f"the default for models of {LARGE_MODEL_PARAMETERS / 1e9:g}B parameters "
+            return LARGE_MODEL_TRAIN_RECORDS, ("the default for models of "
+                                               f"{LARGE_MODEL_PARAMETERS / 1e9:g}B parameters "
                                                f"or more, this one has {n_parameters / 1e9:.1f}B; "
                                                "max_train_records=0 trains on all")
         return 0, "max_train_records"
@@ -115,10 +117,11 @@ class EditMethod(ABC):
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: Scoring backends that see what the method does. A vLLM engine only receives the weights named
     #: by ``edited_parameters``, so a method that changes the forward computation (a hook or a
-    #: wrapped module: GRACE, WISE) lists "hf" alone, and the runner scores it with HF (and says so).
+    #: wrapped module: GRACE, WISE) lists "hf" alone, and the runner scores it with HF (and says
+    #: so).
     scoring_backends: ClassVar[tuple[str, ...]] = ("hf", "vllm")
-    #: True for a method that edits what the model is shown (retrieval): every probe call then passes
-    #: its prompts through :meth:`scoring_prompt` first.
+    #: True for a method that edits what the model is shown (retrieval): every probe call then
+    #: passes its prompts through :meth:`scoring_prompt` first.
     rewrites_prompts: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig, context: EditContext) -> None:
@@ -134,7 +137,8 @@ class EditMethod(ABC):
 
     @abstractmethod
     def edited_parameters(self) -> list[str]:
-        """Names of the model parameters this method may change (snapshots and weight sync use it)."""
+        """Names of the model parameters this method may change (snapshots and weight sync use
+        it)."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Lifelong state that must survive a resume (accumulated statistics, say)."""
@@ -153,12 +157,14 @@ class EditMethod(ABC):
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if state:
-            raise ValueError(f"{self.name} keeps no lifelong state but a snapshot holds {sorted(state)}")
+            raise ValueError(f"{self.name} keeps no lifelong state but a snapshot holds "
+                             f"{sorted(state)}")
 
     def scoring_prompt(self, prompt: str) -> str:
-        """The prompt as the edited system presents it to the model at scoring time (only called when
-        ``rewrites_prompts``). A method that installs forward hooks installs them in ``prepare`` and
-        keeps them across ``load_state_dict``, which only refills their state after a resume."""
+        """The prompt as the edited system presents it to the model at scoring time (only called
+        when ``rewrites_prompts``). A method that installs forward hooks installs them in
+        ``prepare`` and keeps them across ``load_state_dict``, which only refills their state
+        after a resume."""
         return prompt
 
 
@@ -180,7 +186,8 @@ def state_text(tensor: torch.Tensor) -> Any:
 class Trainable(Protocol):
     """A method that learns before it edits (the hypernetworks). ``fit`` trains on ``records`` into
     ``folder`` (resumable) and leaves the model as it found it; ``editbench train`` calls it, and
-    ``prepare`` calls it when no trained editor is cached. Its ``Config`` is a :class:`TrainableConfig`."""
+    ``prepare`` calls it when no trained editor is cached. Its ``Config`` is a
+    :class:`TrainableConfig`."""
 
     def fit(self, folder: Path, records: Sequence[EditRecord]) -> None: ...
 
@@ -190,7 +197,8 @@ def is_trainable(cls: type[EditMethod]) -> bool:
 
 
 def _as_text(value: Any) -> str:
-    """A preset value as ``--param`` would spell it (presets and the command line share one parser)."""
+    """A preset value as ``--param`` would spell it (presets and the command line share one
+    parser)."""
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value))
     return "none" if value is None else str(value)
@@ -217,16 +225,20 @@ class MethodRef:
         """The registered class (a KeyError lists the registered methods)."""
         return METHODS[self.name]
 
-    def config(self, params: Mapping[str, Mapping[str, str]], architecture: str | None = None) -> MethodConfig:
-        """The method's settings, each layer over the one before: its defaults; the preset named after
-        ``architecture`` (the published model the run edits, ``core/architectures.py``), where the
-        method has one; the preset the label names; ``--param NAME.FIELD``; ``--param NAME@PRESET.FIELD``."""
+    def config(self, params: Mapping[str, Mapping[str, str]],
+               architecture: str | None = None) -> MethodConfig:
+        """The method's settings, each layer over the one before: its defaults; the preset named
+        after ``architecture`` (the published model the run edits, ``core/architectures.py``),
+        where the method has one; the preset the label names; ``--param NAME.FIELD``;
+        ``--param NAME@PRESET.FIELD``."""
         cls = self.cls
         if self.preset is not None and self.preset not in cls.presets:
             known = ", ".join(sorted(cls.presets)) or "none"
-            raise ValueError(f"method {self.label!r}: {self.name} has no preset {self.preset!r} (presets: {known})")
+            raise ValueError(f"method {self.label!r}: {self.name} has no preset {self.preset!r} "
+                             f"(presets: {known})")
         overrides = {k: _as_text(v) for k, v in cls.presets.get(architecture or "", {}).items()}
-        overrides.update({k: _as_text(v) for k, v in cls.presets.get(self.preset or "", {}).items()})
+        overrides.update({k: _as_text(v)
+                          for k, v in cls.presets.get(self.preset or "", {}).items()})
         overrides.update(params.get(self.name, {}))
         if self.label != self.name:
             overrides.update(params.get(self.label, {}))

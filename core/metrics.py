@@ -28,11 +28,13 @@ def prefers(wanted: PairScore, other: PairScore) -> tuple[float, float]:
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased word and punctuation tokens (ROME uses nltk.word_tokenize; this is close and dependency-free)."""
+    """Lower-cased word and punctuation tokens (ROME uses nltk.word_tokenize; this is close and
+    dependency-free)."""
     return _WORD.findall(text.lower())
 
 
-def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:
+def ngram_entropy(text: str, ns: Sequence[int] = (2, 3),
+                  weights: Sequence[float] = (2 / 3, 4 / 3)) -> float:
     """ROME's fluency: the weighted arithmetic mean of bi- and tri-gram entropies (bits) of a text.
     Repetitive text (a model stuck in a loop) scores low."""
     tokens = words(text)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 def train_tokenizer(sentences: Sequence[str], vocab_size: int):
-    """A byte-level BPE tokenizer trained on ``sentences``, with pad (0), BOS (1) and EOS (2) tokens and
-    BOS prepended to every text, wrapped as a ``transformers`` fast tokenizer."""
+    """A byte-level BPE tokenizer trained on ``sentences``, with pad (0), BOS (1) and EOS (2) tokens
+    and BOS prepended to every text, wrapped as a ``transformers`` fast tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -27,7 +27,8 @@ def train_tokenizer(sentences: Sequence[str], vocab_size: int):
     )
     tok.train_from_iterator(sentences, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class MicroModel:
     max_positions: int = 128
 
 
-def build_micro_model(folder: Path, texts: Sequence[str], spec: MicroModel = MicroModel(), seed: int = 0) -> Path:
+def build_micro_model(folder: Path, texts: Sequence[str], spec: MicroModel = MicroModel(),
+                      seed: int = 0) -> Path:
     """Save a random-weight Llama-architecture model, with a tokenizer trained on ``texts``, in
     ``folder`` (kept if it is already there)."""
     import torch
@@ -50,9 +52,11 @@ def build_micro_model(folder: Path, texts: Sequence[str], spec: MicroModel = Mic
         return folder
     tokenizer = train_tokenizer(texts, spec.vocab)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden, intermediate_size=4 * spec.hidden,
-                         num_hidden_layers=spec.layers, num_attention_heads=4, num_key_value_heads=4,
-                         max_position_embeddings=spec.max_positions, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden,
+                         intermediate_size=4 * spec.hidden, num_hidden_layers=spec.layers,
+                         num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=spec.max_positions, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=0)
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder

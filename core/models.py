@@ -17,7 +17,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # DTYPE_CHOICES
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+          "float16": torch.float16}  # DTYPE_CHOICES
 
 
 @dataclass(frozen=True)
@@ -143,24 +144,28 @@ def _first_line(exc: BaseException, limit: int = 240) -> str:
 
 def _check_source(source: str) -> None:
     """Refuse, before transformers is asked, what cannot be a model: a missing path that is written
-    as one, or a folder that holds no saved model (whose first complaint would be the tokenizer's)."""
+    as one, or a folder that holds no saved model (whose first complaint would be the
+    tokenizer's)."""
     path = Path(source).expanduser()
     if not path.exists():
         if source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
             raise ModelLoadError(f"--model {source!r}: no such local folder")
         return  # a hub name such as gpt2 or owner/name
     if not path.is_dir():
-        raise ModelLoadError(f"--model {source!r} is a file; pass the folder that save_pretrained wrote")
+        raise ModelLoadError(f"--model {source!r} is a file; pass the folder that save_pretrained "
+                             "wrote")
     if not (path / "config.json").is_file():
-        raise ModelLoadError(f"--model {source!r}: the folder holds no config.json, so it is not a saved Hugging "
-                             "Face model (write one with model.save_pretrained and tokenizer.save_pretrained)")
+        raise ModelLoadError(f"--model {source!r}: the folder holds no config.json, so it is not "
+                             "a saved Hugging Face model (write one with model.save_pretrained "
+                             "and tokenizer.save_pretrained)")
 
 
 def _load_error(source: str, what: str, exc: BaseException) -> ModelLoadError:
     if Path(source).expanduser().exists():
         return ModelLoadError(f"--model {source!r}: cannot load its {what} ({_first_line(exc)})")
-    return ModelLoadError(f"--model {source!r}: no such local folder (in {Path.cwd()}), and the Hugging Face hub "
-                          f"has no {what} under that name or cannot be reached ({_first_line(exc)}); pass an "
+    return ModelLoadError(f"--model {source!r}: no such local folder (in {Path.cwd()}), and the "
+                          f"Hugging Face hub has no {what} under that name or cannot be reached "
+                          f"({_first_line(exc)}); pass an "
                           "existing folder or a hub name such as gpt2")
 
 

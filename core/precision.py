@@ -36,7 +36,8 @@ class MasterWeights:
         self.copies: dict[str, torch.Tensor] = {}
 
     def keeps(self, name: str) -> bool:
-        """Whether writes to ``name`` go through a float32 copy (a low-precision tensor, copies on)."""
+        """Whether writes to ``name`` go through a float32 copy (a low-precision tensor, copies
+        on)."""
         return self.enabled and self.model.get_parameter(name).dtype in LOW_PRECISION
 
     def master(self, name: str) -> torch.Tensor:
@@ -53,7 +54,8 @@ class MasterWeights:
         """Add ``delta`` (in the parameter's own storage layout, any float dtype) to ``name``."""
         param = self.model.get_parameter(name)
         if not self.keeps(name):
-            param.add_(delta.to(param.device, param.dtype))  # a sharded model keeps it on its own device
+            # a sharded model keeps it on its own device
+            param.add_(delta.to(param.device, param.dtype))
             return
         master = self.master(name)
         master.add_(delta.to(master.device, torch.float32))
@@ -61,14 +63,16 @@ class MasterWeights:
 
     @torch.no_grad()
     def assign(self, name: str, value: torch.Tensor) -> None:
-        """Set ``name`` to ``value`` (float32 or better), keeping the unrounded value as its copy."""
+        """Set ``name`` to ``value`` (float32 or better), keeping the unrounded value as its
+        copy."""
         param = self.model.get_parameter(name)
         if self.keeps(name):
             self.copies[name] = value.detach().to(param.device, torch.float32).clone()
         param.copy_(value)
 
     def sync_names(self, names: Iterable[str]) -> None:
-        """Write each copy in ``names`` into the model again (after something overwrote the model)."""
+        """Write each copy in ``names`` into the model again (after something overwrote the
+        model)."""
         with torch.no_grad():
             for name in names:
                 if name in self.copies:
@@ -82,15 +86,19 @@ class MasterWeights:
         return {STATE_PREFIX + name: t for name, t in self.copies.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Take back the copies from a snapshot's state (the model's rounded tensors are loaded by then)."""
+        """Take back the copies from a snapshot's state (the model's rounded tensors are loaded by
+        then)."""
         self.copies = {}
         for key, tensor in state.items():
             name = key.removeprefix(STATE_PREFIX)
-            self.copies[name] = tensor.to(self.model.get_parameter(name).device, torch.float32, copy=True)
+            self.copies[name] = tensor.to(self.model.get_parameter(name).device, torch.float32,
+                                          copy=True)
         self.sync_names(list(self.copies))
 
 
-def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_state(
+    state: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """A snapshot's state as (the method's own, the master copies)."""
     method = {k: v for k, v in state.items() if not k.startswith(STATE_PREFIX)}
     masters = {k: v for k, v in state.items() if k.startswith(STATE_PREFIX)}

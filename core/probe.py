@@ -50,9 +50,9 @@ class ProbeBackend(Protocol):
         ...
 
     def sync(self, model: nn.Module, names: Sequence[str]) -> None:
-        """Make the backend see ``model``'s current values of the tensors ``names`` (and undo what an
-        earlier sync changed that ``names`` no longer covers). A backend that reads the live model
-        has nothing to do."""
+        """Make the backend see ``model``'s current values of the tensors ``names`` (and undo what
+        an earlier sync changed that ``names`` no longer covers). A backend that reads the live
+        model has nothing to do."""
         ...
 
     def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
@@ -81,12 +81,14 @@ def head_only_logits(model: nn.Module, batch) -> torch.Tensor | None:
 
 def full_logits(model: nn.Module, batch) -> torch.Tensor:
     """Logits at the target positions, cut from the model's own full forward pass."""
-    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[batch.target_mask]
+    return model(input_ids=batch.input_ids,
+                 attention_mask=batch.attention_mask).logits[batch.target_mask]
 
 
 def agree(fast: torch.Tensor, full: torch.Tensor) -> bool:
     tolerance = 1e-4 if full.dtype == torch.float32 else 3e-2
-    return fast.shape == full.shape and torch.allclose(fast.float(), full.float(), rtol=tolerance, atol=tolerance)
+    return fast.shape == full.shape and torch.allclose(fast.float(), full.float(),
+                                                       rtol=tolerance, atol=tolerance)
 
 
 #: Rows of the first batch on which the head-only path is checked against the full logits.
@@ -97,17 +99,21 @@ ABSOLUTE_POSITIONS = {"gpt2", "opt", "bloom"}
 
 
 class HFProbe:
-    """Scores pairs with a (possibly edited, live) Hugging Face model, sorted by length and padded."""
+    """Scores pairs with a (possibly edited, live) Hugging Face model, sorted by length and
+    padded."""
 
-    def __init__(self, model: nn.Module, tokenizer, device: torch.device, max_tokens: int = 8192) -> None:
+    def __init__(self, model: nn.Module, tokenizer, device: torch.device,
+                 max_tokens: int = 8192) -> None:
         self.model = model
         self.encoder = PairEncoder(tokenizer)
         self.device = device
         self.max_tokens = max_tokens
-        #: time spent in the model's forward passes (and reading their results back), for overhead accounting
+        #: time spent in the model's forward passes (and reading their results back), for overhead
+        #: accounting
         self.forward_seconds = 0.0
-        #: whether ``head_only_logits`` reproduces the model's own logits; checked on the first batch,
-        #: so a model that changes its logits after the head in a way we do not know falls back
+        #: whether ``head_only_logits`` reproduces the model's own logits; checked on the first
+        #: batch, so a model that changes its logits after the head in a way we do not know
+        #: falls back
         self.head_only: bool | None = None
         #: prompts already reported as longer than the model's positions
         self.warned_long: set[str] = set()
@@ -116,7 +122,8 @@ class HFProbe:
     def sync(self, model: nn.Module, names: Sequence[str]) -> None:
         """Nothing to do: this backend scores the live model itself."""
         if model is not self.model:
-            raise ValueError("an HFProbe scores the model it was made with; make a new probe for another model")
+            raise ValueError("an HFProbe scores the model it was made with; make a new probe for "
+                             "another model")
 
     def target_logits(self, batch) -> torch.Tensor:
         if self.head_only is False:
@@ -126,7 +133,8 @@ class HFProbe:
             fast = head_only_logits(self.model, sample)
             self.head_only = fast is not None and agree(fast, full_logits(self.model, sample))
             if not self.head_only:
-                log.info("scoring with full logits: the output head alone does not reproduce this model's logits")
+                log.info("scoring with full logits: the output head alone does not reproduce this "
+                         "model's logits")
                 return full_logits(self.model, batch)
         return head_only_logits(self.model, batch)
 
@@ -134,18 +142,22 @@ class HFProbe:
     def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]:
         encoded = self.encoder.encode_many([(p.prompt, p.target) for p in pairs])
         config = getattr(self.model, "config", None)
-        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        limit = (getattr(config, "max_position_embeddings", None)
+                 or getattr(config, "n_positions", None))
         too_long = [i for i, e in enumerate(encoded) if limit and len(e.ids) > limit]
         if too_long:
             first = too_long[0]
-            what = (f"prompt {pairs[first].prompt!r} with its target is {len(encoded[first].ids)} tokens, longer than "
+            what = (f"prompt {pairs[first].prompt!r} with its target is "
+                    f"{len(encoded[first].ids)} tokens, longer than "
                     f"the model's {limit} positions (max_position_embeddings)")
             if getattr(config, "model_type", "") in ABSOLUTE_POSITIONS:
                 raise ValueError(what)
-            if pairs[first].prompt not in self.warned_long:  # once per prompt, not at every checkpoint
+            # once per prompt, not at every checkpoint
+            if pairs[first].prompt not in self.warned_long:
                 self.warned_long.add(pairs[first].prompt)
-                log.warning("%s%s; it is scored, but past the length it was trained on the model's scores mean "
-                            "little: shorten the prompt or use a model with more positions", what,
+                log.warning("%s%s; it is scored, but past the length it was trained on the "
+                            "model's scores mean little: shorten the prompt or use a model with "
+                            "more positions", what,
                             f" (and {len(too_long) - 1} more pairs)" if len(too_long) > 1 else "")
         results: list[PairScore | None] = [None] * len(pairs)
         was_training = self.model.training
@@ -160,7 +172,8 @@ class HFProbe:
             argmax = picked.argmax(dim=-1)
             correct = argmax == labels
             counts = batch.target_mask.sum(1).tolist()
-            label_lp, argmax, correct = label_lp.tolist(), argmax.tolist(), correct.tolist()  # syncs the device
+            # syncs the device
+            label_lp, argmax, correct = label_lp.tolist(), argmax.tolist(), correct.tolist()
             self.forward_seconds += time.perf_counter() - started
             offset = 0
             for index, n in zip(indices, counts):
@@ -177,8 +190,8 @@ class HFProbe:
 
     def _generation_config(self, settings: GenerationSettings):
         """Exactly the task's sampling settings, and the model's stop tokens. A checkpoint's own
-        ``generation_config.json`` (Llama-3's temperature 0.6 and top-p 0.9, say) would otherwise fill
-        in whatever the settings leave unset, and two models would be sampled differently."""
+        ``generation_config.json`` (Llama-3's temperature 0.6 and top-p 0.9, say) would otherwise
+        fill in whatever the settings leave unset, and two models would be sampled differently."""
         from transformers import GenerationConfig
 
         sample = settings.top_k > 1
@@ -186,27 +199,32 @@ class HFProbe:
         eos = getattr(own, "eos_token_id", None)
         if eos is None:
             eos = getattr(getattr(self.model, "config", None), "eos_token_id", None)
-        return GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=sample, num_beams=1,
-                                top_k=settings.top_k if sample else None, top_p=1.0 if sample else None,
+        return GenerationConfig(max_new_tokens=settings.max_new_tokens, do_sample=sample,
+                                num_beams=1, top_k=settings.top_k if sample else None,
+                                top_p=1.0 if sample else None,
                                 temperature=1.0 if sample else None, repetition_penalty=1.0,
                                 pad_token_id=self.encoder.pad_id, eos_token_id=eos)
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], settings: GenerationSettings, batch_size: int = 32) -> list[str]:
-        """Left-padded batched generation, seeded without disturbing the global RNG that methods use."""
+    def generate(self, prompts: Sequence[str], settings: GenerationSettings,
+                 batch_size: int = 32) -> list[str]:
+        """Left-padded batched generation, seeded without disturbing the global RNG that methods
+        use."""
         tokenizer = self.encoder.tokenizer
         rng_state = torch.get_rng_state()
         cuda_state = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
         torch.manual_seed(settings.seed)
         texts: list[str] = []
         own = self.model.generation_config
-        self.model.generation_config = self._generation_config(settings)  # nothing of the checkpoint's is merged in
+        # nothing of the checkpoint's is merged in
+        self.model.generation_config = self._generation_config(settings)
         try:
             for start in range(0, len(prompts), batch_size):
                 chunk = [self.encoder.encode_prompt(p) for p in prompts[start : start + batch_size]]
                 ids, mask = pad(chunk, self.encoder.pad_id, left=True)
                 width = ids.shape[1]
-                out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                out = self.model.generate(input_ids=ids.to(self.device),
+                                          attention_mask=mask.to(self.device),
                                           generation_config=self.model.generation_config)
                 texts.extend(tokenizer.decode(row[width - len(seq):], skip_special_tokens=True)
                              for row, seq in zip(out.cpu(), chunk))
@@ -224,8 +242,8 @@ class HFProbe:
         budgets = [answer_budget(e.n_target, max_new_tokens)
                    for e in self.encoder.encode_many([(p.prompt, p.target) for p in pairs])]
         started = time.perf_counter()
-        ids = greedy_decode(self.model, self.encoder, [p.prompt for p in pairs], budgets, self._stop, self.device,
-                            self.max_tokens)
+        ids = greedy_decode(self.model, self.encoder, [p.prompt for p in pairs], budgets,
+                            self._stop, self.device, self.max_tokens)
         self.forward_seconds += time.perf_counter() - started
         return self.encoder.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
@@ -255,5 +273,5 @@ class RewrittenPrompts:
         self.inner.sync(model, names)
 
     def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
-        return self.inner.generate_answers([ScoringPair(self.rewrite(p.prompt), p.target) for p in pairs],
-                                           max_new_tokens)
+        return self.inner.generate_answers(
+            [ScoringPair(self.rewrite(p.prompt), p.target) for p in pairs], max_new_tokens)

@@ -111,7 +111,8 @@ def vllm_unavailable_reason() -> str | None:
     """Why ``--probe-backend vllm`` cannot run here (one line naming the fix), or None."""
     version = installed_vllm_version()
     if version is None:
-        return f"--probe-backend vllm needs `pip install \"editbench[vllm]\"` ({SUPPORTED_SPEC}) and a CUDA GPU"
+        return (f"--probe-backend vllm needs `pip install \"editbench[vllm]\"` ({SUPPORTED_SPEC}) "
+                "and a CUDA GPU")
     problem = version_problem(version)
     if problem is not None:
         return problem
@@ -121,11 +122,13 @@ def vllm_unavailable_reason() -> str | None:
 
 
 def vllm_available() -> bool:
-    """A supported vLLM is installed and a CUDA GPU is visible (what ``--probe-backend auto`` asks)."""
+    """A supported vLLM is installed and a CUDA GPU is visible (what ``--probe-backend auto``
+    asks)."""
     return vllm_unavailable_reason() is None
 
 
-def engine_length(tokenizer, texts: Iterable[str], new_tokens: int, limit: int | None = None) -> int:
+def engine_length(tokenizer, texts: Iterable[str], new_tokens: int,
+                  limit: int | None = None) -> int:
     """``max_model_len`` for an engine that must hold every one of ``texts`` and then generate
     ``new_tokens`` after it: the longest text's tokens (with the tokenizer's special tokens) plus
     ``new_tokens``, rounded up to whole KV blocks, and at most ``limit`` (the model's positions)."""
@@ -152,8 +155,8 @@ def _engine_in_this_process() -> Iterator[None]:
     put back afterwards, so nothing else in the process is changed."""
     before = os.environ.get(IN_PROCESS_VARIABLE)
     if before not in (None, "0"):
-        log.info("vLLM probe: %s=%s is overridden for the engine; its weight sync needs the engine in "
-                 "this process", IN_PROCESS_VARIABLE, before)
+        log.info("vLLM probe: %s=%s is overridden for the engine; its weight sync needs the "
+                 "engine in this process", IN_PROCESS_VARIABLE, before)
     os.environ[IN_PROCESS_VARIABLE] = "0"
     try:
         yield
@@ -170,7 +173,8 @@ def _global_generators_kept() -> Iterator[None]:
     import numpy as np
 
     python, numpy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    cuda = (torch.cuda.get_rng_state_all()
+            if torch.cuda.is_available() and torch.cuda.is_initialized() else None)
     try:
         yield
     finally:
@@ -186,9 +190,10 @@ def model_access(llm) -> Callable[[Callable[[nn.Module], object]], list]:
     it (0.8 and later; in-process it is a plain call), the driver worker's model on 0.6 / 0.7."""
     engine = llm.llm_engine
     if not hasattr(engine, "model_executor"):
-        raise RuntimeError(f"the vLLM engine runs in another process ({IN_PROCESS_VARIABLE} was not honoured, "
-                           "or vLLM's settings were read before this engine was built); the probe backend "
-                           "cannot reach its weights. Start a fresh process, or use --probe-backend hf")
+        raise RuntimeError(f"the vLLM engine runs in another process ({IN_PROCESS_VARIABLE} was "
+                           "not honoured, or vLLM's settings were read before this engine was "
+                           "built); the probe backend cannot reach its weights. Start a fresh "
+                           "process, or use --probe-backend hf")
     if hasattr(llm, "apply_model"):
         return llm.apply_model
     executor = engine.model_executor
@@ -202,10 +207,12 @@ def model_access(llm) -> Callable[[Callable[[nn.Module], object]], list]:
 class VLLMProbe:
     """Scores (prompt, target) pairs with a vLLM engine that mirrors the edited model's weights."""
 
-    def __init__(self, model_source: str, tokenizer, dtype: torch.dtype, gpu_memory_utilization: float = 0.4,
-                 trust_remote_code: bool = False, max_model_len: int | None = None) -> None:
+    def __init__(self, model_source: str, tokenizer, dtype: torch.dtype,
+                 gpu_memory_utilization: float = 0.4, trust_remote_code: bool = False,
+                 max_model_len: int | None = None) -> None:
         if importlib.util.find_spec("vllm") is None:
-            raise RuntimeError(f"--probe-backend vllm needs `pip install \"editbench[vllm]\"` ({SUPPORTED_SPEC})")
+            raise RuntimeError("--probe-backend vllm needs `pip install \"editbench[vllm]\"` "
+                               f"({SUPPORTED_SPEC})")
         import vllm
 
         self.version = str(getattr(vllm, "__version__", "0"))
@@ -214,21 +221,23 @@ class VLLMProbe:
             raise RuntimeError(problem)
         with _engine_in_this_process(), _global_generators_kept():
             self.llm = vllm.LLM(model=str(model_source), dtype=str(dtype).removeprefix("torch."),
-                                gpu_memory_utilization=gpu_memory_utilization, trust_remote_code=trust_remote_code,
+                                gpu_memory_utilization=gpu_memory_utilization,
+                                trust_remote_code=trust_remote_code,
                                 enable_prefix_caching=False, max_model_len=max_model_len, seed=0)
         self._on_model = model_access(self.llm)
         self.max_model_len = max_model_len
         self.encoder = PairEncoder(tokenizer)
         self._dirty: set[str] = set()  # tensors that differ from the base checkpoint in the engine
-        self._eos: frozenset[int] = frozenset() if tokenizer.eos_token_id is None else frozenset({tokenizer.eos_token_id})
+        self._eos: frozenset[int] = (frozenset() if tokenizer.eos_token_id is None
+                                     else frozenset({tokenizer.eos_token_id}))
         self._stop: StopRule | None = None  # what ends a generated answer, found on first use
         self.forward_seconds = 0.0
-        log.info("vLLM %s probe backend: engine in this process, prefix caching off, max_model_len %s",
-                 self.version, max_model_len)
+        log.info("vLLM %s probe backend: engine in this process, prefix caching off, "
+                 "max_model_len %s", self.version, max_model_len)
 
     def sync(self, model: nn.Module, names: Sequence[str]) -> None:
-        """Send ``names`` (and whatever an earlier sync changed, so it is restored) from ``model`` to
-        the engine, then drop any cached keys and values computed under the old weights."""
+        """Send ``names`` (and whatever an earlier sync changed, so it is restored) from ``model``
+        to the engine, then drop any cached keys and values computed under the old weights."""
         eos = eos_ids(model, self.encoder.tokenizer)
         if eos != self._eos:
             self._eos, self._stop = eos, None
@@ -241,8 +250,9 @@ class VLLMProbe:
 
             for loaded in self._on_model(load):
                 if isinstance(loaded, set) and not loaded:  # 0.8+ report what they loaded
-                    raise RuntimeError(f"the vLLM engine's model took none of the tensors {wanted[:3]}...; "
-                                       "its parameter names do not follow the Hugging Face checkpoint's")
+                    raise RuntimeError("the vLLM engine's model took none of the tensors "
+                                       f"{wanted[:3]}...; its parameter names do not follow the "
+                                       "Hugging Face checkpoint's")
             reset = getattr(self.llm, "reset_prefix_cache", None)  # 0.8+; 0.6.x keeps no cache here
             if reset is not None:
                 reset()
@@ -250,8 +260,9 @@ class VLLMProbe:
 
     def _check_length(self, prompt: str, n_tokens: int) -> None:
         if self.max_model_len is not None and n_tokens > self.max_model_len:
-            raise ValueError(f"prompt {prompt!r} needs {n_tokens} tokens, more than the vLLM engine's max_model_len "
-                             f"{self.max_model_len} (set from the run's longest prompt); use --probe-backend hf")
+            raise ValueError(f"prompt {prompt!r} needs {n_tokens} tokens, more than the vLLM "
+                             f"engine's max_model_len {self.max_model_len} (set from the run's "
+                             "longest prompt); use --probe-backend hf")
 
     def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]:
         from vllm import SamplingParams
@@ -262,8 +273,8 @@ class VLLMProbe:
             self._check_length(pair.prompt, len(enc.ids) + 1)
         params = SamplingParams(max_tokens=1, prompt_logprobs=1, temperature=0.0)
         started = time.perf_counter()
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(e.ids)) for e in encoded], params,
-                                    use_tqdm=False)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(e.ids)) for e in encoded],
+                                    params, use_tqdm=False)
         self.forward_seconds += time.perf_counter() - started
         results = []
         for enc, out in zip(encoded, outputs, strict=True):
@@ -287,23 +298,25 @@ class VLLMProbe:
 
         sample = settings.top_k > 1
         choice = {"temperature": 1.0, "top_k": settings.top_k} if sample else {"temperature": 0.0}
-        params = SamplingParams(max_tokens=settings.max_new_tokens, top_p=1.0, repetition_penalty=1.0,
-                                seed=settings.seed, stop_token_ids=sorted(self._eos), **choice)
+        params = SamplingParams(max_tokens=settings.max_new_tokens, top_p=1.0,
+                                repetition_penalty=1.0, seed=settings.seed,
+                                stop_token_ids=sorted(self._eos), **choice)
         encoded = [self.encoder.encode_prompt(p) for p in prompts]
         for prompt, ids in zip(prompts, encoded, strict=True):
             self._check_length(prompt, len(ids) + settings.max_new_tokens)
         started = time.perf_counter()
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in encoded], params,
-                                    use_tqdm=False)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in encoded],
+                                    params, use_tqdm=False)
         self.forward_seconds += time.perf_counter() - started
         decode = self.encoder.tokenizer.decode
         return [decode(list(ids) + list(out.outputs[0].token_ids), skip_special_tokens=True)
                 for ids, out in zip(encoded, outputs, strict=True)]
 
     def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
-        """Greedy decoding with the HF backend's stop rule (``StopRule``: the model's end-of-sequence
-        ids and every token whose text holds a newline, the stop token left out), each request with
-        its own ``answer_budget``; the answer is decoded from its token ids as the HF backend does."""
+        """Greedy decoding with the HF backend's stop rule (``StopRule``: the model's
+        end-of-sequence ids and every token whose text holds a newline, the stop token left out),
+        each request with its own ``answer_budget``; the answer is decoded from its token ids as
+        the HF backend does."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -314,7 +327,8 @@ class VLLMProbe:
         budgets = [answer_budget(e.n_target, max_new_tokens) for e in encoded]
         for pair, enc, budget in zip(pairs, encoded, budgets, strict=True):
             self._check_length(pair.prompt, enc.n_prompt + budget)
-        params = [SamplingParams(temperature=0.0, max_tokens=budget, stop_token_ids=stop_ids) for budget in budgets]
+        params = [SamplingParams(temperature=0.0, max_tokens=budget, stop_token_ids=stop_ids)
+                  for budget in budgets]
         prompts = [TokensPrompt(prompt_token_ids=list(e.ids[: e.n_prompt])) for e in encoded]
         started = time.perf_counter()
         outputs = self.llm.generate(prompts, params, use_tqdm=False)

@@ -2,7 +2,8 @@
 
 Batch jobs and CI logs have no terminal, and a bar there is either invisible or a wall of carriage
 returns; so off a terminal progress is a log line every ``EDITBENCH_PROGRESS_EVERY`` seconds (30 by
-default) and one at the end, each with the count, the elapsed time, the rate and an estimate of what is left.
+default) and one at the end, each with the count, the elapsed time, the rate and an estimate of
+what is left.
 ``EDITBENCH_NO_PROGRESS=1`` silences both; ``EDITBENCH_PROGRESS=1`` forces the bar.
 """
 
@@ -32,10 +33,12 @@ class LoggedProgress:
     def __init__(self, iterable=None, total: int | None = None, initial: int = 0, desc: str = "",
                  unit: str = "it", every: float | None = None, **_ignored) -> None:
         self.iterable = iterable
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
+        self.total = (total if total is not None
+                      else (len(iterable) if hasattr(iterable, "__len__") else None))
         self.n = self.start_n = initial
         self.desc, self.unit = desc, unit
-        self.every = every if every is not None else float(os.environ.get("EDITBENCH_PROGRESS_EVERY", "30"))
+        self.every = (every if every is not None
+                      else float(os.environ.get("EDITBENCH_PROGRESS_EVERY", "30")))
         self.started = self.last = time.monotonic()
         self.postfix = ""
         self.closed = False
@@ -70,7 +73,8 @@ class LoggedProgress:
             log.info(self.line())
 
     def close(self) -> None:
-        if not self.closed and self.n != self.logged:  # the last count, unless its line is written already
+        # the last count, unless its line is written already
+        if not self.closed and self.n != self.logged:
             log.info(self.line())
         self.closed = True
 

@@ -42,7 +42,8 @@ class Portability:
 
 @dataclass(frozen=True)
 class EditRecord:
-    """One requested edit: make ``prompt`` (which mentions ``subject``) continue with ``target_new``.
+    """One requested edit: make ``prompt`` (which mentions ``subject``) continue with
+    ``target_new``.
 
     ``paraphrases`` measure generalization, ``neighbours`` specificity. ``locality`` holds further,
     named locality sets, each scored apart (``locality_<name>_agree``/``_acc``); ``portability`` the
@@ -117,13 +118,15 @@ class PairScore:
         return same / len(self.predictions)
 
 
-def check_disjoint(train: Iterable[EditRecord], scored: Iterable[EditRecord], task: str, what: str) -> None:
+def check_disjoint(train: Iterable[EditRecord], scored: Iterable[EditRecord], task: str,
+                   what: str) -> None:
     """Refuse a train split that shares a record (id or prompt) with records that will be scored."""
     scored = list(scored)
     uids, prompts = {r.uid for r in scored}, {r.prompt for r in scored}
     clash = next((r for r in train if r.uid in uids or r.prompt in prompts), None)
     if clash is not None:
-        raise ValueError(f"the {task} train split overlaps {what} (record {clash.uid!r}, prompt {clash.prompt!r}); "
+        raise ValueError(f"the {task} train split overlaps {what} (record {clash.uid!r}, "
+                         f"prompt {clash.prompt!r}); "
                          "a method must never train on what it is scored on")
 
 

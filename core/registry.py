@@ -37,7 +37,8 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} is already registered by {existing!r}")
             if default:
                 if self._default not in (None, name):
-                    raise ValueError(f"{name!r} and {self._default!r} both declare themselves the default {self.kind}")
+                    raise ValueError(f"{name!r} and {self._default!r} both declare themselves "
+                                     f"the default {self.kind}")
                 self._default = name
             self._items[name] = obj
             return obj
@@ -47,13 +48,14 @@ class Registry(Generic[T]):
     def _check_name(self, name: str, obj: T) -> None:
         """A class that says its own name (``name = "..."``, as methods and tasks do) must be
         registered under it: the store, the reports and snapshots call it by that name."""
-        if not isinstance(obj, type) or not any("name" in vars(k) or "name" in vars(k).get("__annotations__", {})
-                                                for k in obj.__mro__):
+        if not isinstance(obj, type) or not any(
+                "name" in vars(k) or "name" in vars(k).get("__annotations__", {})
+                for k in obj.__mro__):
             return  # a class of a kind that does not name itself
         declared = getattr(obj, "name", None)
         if declared != name:
-            raise ValueError(f"{self.kind} {name!r} is registered from {obj.__qualname__}, whose name is "
-                             f"{declared!r}; set {obj.__qualname__}.name = {name!r}")
+            raise ValueError(f"{self.kind} {name!r} is registered from {obj.__qualname__}, "
+                             f"whose name is {declared!r}; set {obj.__qualname__}.name = {name!r}")
 
     def default(self) -> str:
         """The name of the entry that declared itself the default."""
@@ -72,9 +74,10 @@ class Registry(Generic[T]):
                 loaded = ep.load()
                 self._check_name(ep.name, loaded)
                 self._items[ep.name] = loaded
-            except Exception as exc:  # a broken plugin must not take the built-ins down with it; logged whole
-                log.warning("could not load %s plugin %r from %s: %s", self.kind, ep.name, ep.value, exc,
-                            exc_info=True)
+            except Exception as exc:
+                # a broken plugin must not take the built-ins down with it; logged whole
+                log.warning("could not load %s plugin %r from %s: %s", self.kind, ep.name,
+                            ep.value, exc, exc_info=True)
 
     def get(self, name: str) -> T:
         if name not in self._items:
@@ -83,7 +86,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; registered {self.kind}s: {known}") from None
+            raise KeyError(f"unknown {self.kind} {name!r}; "
+                           f"registered {self.kind}s: {known}") from None
 
     def __getitem__(self, name: str) -> T:
         return self.get(name)

@@ -40,9 +40,10 @@ def checkpoint_ladder(chosen: Sequence[int], edits: int, batch_size: int) -> tup
 
 
 def batch_bounds(edits: int, batch_size: int, checkpoints: Sequence[int]) -> list[tuple[int, int]]:
-    """Consecutive [start, end) batches of at most ``batch_size`` that never cross a checkpoint, so a
-    checkpoint always falls between two batches (``--checkpoints 10`` with ``--batch-size 20``
-    makes the first batch 10 edits long). ``batch_size`` is at least 1 (the run's settings check it)."""
+    """Consecutive [start, end) batches of at most ``batch_size`` that never cross a checkpoint, so
+    a checkpoint always falls between two batches (``--checkpoints 10`` with ``--batch-size 20``
+    makes the first batch 10 edits long). ``batch_size`` is at least 1 (the run's settings check
+    it)."""
     batches = []
     start = 0
     for stop in checkpoints:

@@ -38,7 +38,8 @@ def snapshot_dir(root: Path, n_edits: int) -> Path:
 
 
 def save_snapshot(root: Path, n_edits: int, model: nn.Module, parameter_names: list[str],
-                  method_state: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, str]:
+                  method_state: dict[str, torch.Tensor],
+                  generator: torch.Generator) -> dict[str, str]:
     """Write the snapshot at ``n_edits`` and return the SHA-256 of each of its files, to be
     committed with the checkpoint."""
     final = snapshot_dir(root, n_edits)
@@ -46,10 +47,13 @@ def save_snapshot(root: Path, n_edits: int, model: nn.Module, parameter_names: l
     if final.exists():
         shutil.rmtree(final)
     tmp = staging_dir(final)
-    weights = {name: model.get_parameter(name).detach().to("cpu").contiguous() for name in parameter_names}
+    weights = {name: model.get_parameter(name).detach().to("cpu").contiguous()
+               for name in parameter_names}
     save_file(weights, tmp / "weights.safetensors")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in method_state.items()}, tmp / "state.safetensors")
-    save_file({"torch": torch.get_rng_state(), "generator": generator.get_state()}, tmp / "rng.safetensors")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in method_state.items()},
+              tmp / "state.safetensors")
+    save_file({"torch": torch.get_rng_state(), "generator": generator.get_state()},
+              tmp / "rng.safetensors")
     (tmp / "meta.json").write_text(json.dumps({"n_edits": n_edits, "parameters": parameter_names}))
     checksums = {}
     for name in FILES:
@@ -73,12 +77,12 @@ def verify_snapshot(root: Path, n_edits: int, checksums: dict[str, str], label: 
     for name in checksums or FILES:
         path = folder / name
         if not path.is_file():
-            raise SnapshotError(f"{label}: the store has a checkpoint at {n_edits} edits but its snapshot file "
-                                f"{path} is missing; {_restart_hint(label)}")
+            raise SnapshotError(f"{label}: the store has a checkpoint at {n_edits} edits but its "
+                                f"snapshot file {path} is missing; {_restart_hint(label)}")
         if checksums and file_sha256(path) != checksums[name]:
-            raise SnapshotError(f"{label}: snapshot file {path} is not the one written with the checkpoint at "
-                                f"{n_edits} edits (its SHA-256 differs: truncated, damaged or replaced); "
-                                f"{_restart_hint(label)}")
+            raise SnapshotError(f"{label}: snapshot file {path} is not the one written with the "
+                                f"checkpoint at {n_edits} edits (its SHA-256 differs: truncated, "
+                                f"damaged or replaced); {_restart_hint(label)}")
     return folder
 
 
@@ -86,11 +90,13 @@ def _load(path: Path, label: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise SnapshotError(f"{label}: cannot read snapshot file {path} ({exc}); {_restart_hint(label)}") from None
+        raise SnapshotError(f"{label}: cannot read snapshot file {path} ({exc}); "
+                            f"{_restart_hint(label)}") from None
 
 
 def load_snapshot(root: Path, n_edits: int, model: nn.Module, generator: torch.Generator,
-                  checksums: dict[str, str] | None = None, label: str = "the method") -> dict[str, torch.Tensor]:
+                  checksums: dict[str, str] | None = None,
+                  label: str = "the method") -> dict[str, torch.Tensor]:
     """Check the snapshot against ``checksums`` (file -> SHA-256, as committed with the checkpoint;
     empty for stores that predate them), copy its weights into ``model``, restore the RNGs and
     return the method state."""

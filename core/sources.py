@@ -38,7 +38,8 @@ class Where:
     by_line: bool = False
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.index}" if self.by_line else f"{self.source}: record {self.index}"
+        return (f"{self.source}:{self.index}" if self.by_line
+                else f"{self.source}: record {self.index}")
 
     def error(self, field_name: str, problem: str) -> RecordError:
         return RecordError(f"{self}: field {field_name!r}: {problem}")
@@ -63,7 +64,8 @@ class Fields:
         for key in keys:
             if self.has(key):
                 return key
-        raise self.where.error(self._name(keys[0]), f"is required (accepted names: {', '.join(keys)})")
+        raise self.where.error(self._name(keys[0]),
+                               f"is required (accepted names: {', '.join(keys)})")
 
     def str(self, *keys: str) -> str:
         key = self.first_present(*keys)
@@ -139,8 +141,8 @@ def download(url: str, cache_dir: Path | None = None, timeout: float = 60.0,
 
     Only a response that ``validate`` accepts is cached (an HTML page - a login wall, an error page,
     a moved file - never is), so a bad download is refused now and fetched afresh next time."""
-    target = (cache_dir or cache_root()) / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12] \
-        / _download_name(url)
+    target = ((cache_dir or cache_root()) / "downloads"
+              / hashlib.sha256(url.encode()).hexdigest()[:12] / _download_name(url))
     if target.is_file():
         log.info("using the cached download of %s (%s)", url, target)
         return target
@@ -150,10 +152,12 @@ def download(url: str, cache_dir: Path | None = None, timeout: float = 60.0,
             body = response.read()
             content_type = response.headers.get("Content-Type", "")
     except (OSError, ValueError) as exc:
-        raise FileNotFoundError(f"--data {url}: download failed ({exc}); pass a local file instead") from None
+        raise FileNotFoundError(f"--data {url}: download failed ({exc}); "
+                                "pass a local file instead") from None
     if _looks_like_html(body, content_type):
-        raise RecordError(f"--data {url}: the server sent an HTML page, not a data file (a wrong or moved URL, "
-                          "or one behind a login); nothing was cached - check the URL or pass a local file")
+        raise RecordError(f"--data {url}: the server sent an HTML page, not a data file (a wrong "
+                          "or moved URL, or one behind a login); nothing was cached - check the "
+                          "URL or pass a local file")
     if validate is not None:
         validate(body)
     atomic_write_bytes(target, body)
@@ -166,8 +170,8 @@ def _decode(data: bytes, source: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise RecordError(f"{source}:{line}: not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); "
-                          "save the file as UTF-8") from None
+        raise RecordError(f"{source}:{line}: not UTF-8 text (byte {exc.start} is "
+                          f"{data[exc.start]:#04x}); save the file as UTF-8") from None
 
 
 def read_text(path: Path) -> str:
@@ -190,14 +194,16 @@ class RawRecords:
 
 
 def parse_records(data: bytes, source: str) -> RawRecords:
-    """A JSON list, or JSON Lines (one object per line), told apart by content rather than extension.
-    A byte-order mark is accepted in both; text that is not UTF-8 is an error naming line and byte."""
+    """A JSON list, or JSON Lines (one object per line), told apart by content rather than
+    extension. A byte-order mark is accepted in both; text that is not UTF-8 is an error naming
+    line and byte."""
     text = _decode(data, source)
     if text.lstrip().startswith("["):
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise RecordError(f"{source}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+            raise RecordError(f"{source}: not valid JSON: {exc.msg} "
+                              f"(line {exc.lineno}, column {exc.colno})") from None
         return RawRecords(source, parsed)
     items, lines = [], []
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -205,7 +211,8 @@ def parse_records(data: bytes, source: str) -> RawRecords:
             try:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise RecordError(f"{source}:{line_no}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+                raise RecordError(f"{source}:{line_no}: not valid JSON: {exc.msg} "
+                                  f"(column {exc.colno})") from None
             lines.append(line_no)
     if not items and text.strip():
         raise RecordError(f"{source}: neither a JSON list nor JSON Lines")
@@ -227,17 +234,19 @@ def read_json_records(path: Path) -> list[Any]:
 
 
 def load_hub_dataset(dataset_id: str) -> list[dict]:
-    """Records of a Hugging Face datasets id, ``owner/name`` or ``owner/name:split`` (default split: train)."""
+    """Records of a Hugging Face datasets id, ``owner/name`` or ``owner/name:split`` (default
+    split: train)."""
     try:
         import datasets
     except ImportError:
-        raise FileNotFoundError(f"--data {dataset_id}: not a local file or URL, and reading a Hugging Face "
-                                "dataset needs `pip install datasets`") from None
+        raise FileNotFoundError(f"--data {dataset_id}: not a local file or URL, and reading a "
+                                "Hugging Face dataset needs `pip install datasets`") from None
     name, _, split = dataset_id.partition(":")
     try:
         return [dict(row) for row in datasets.load_dataset(name, split=split or "train")]
     except Exception as exc:  # the hub raises many types; the user needs the reason, not the type
-        raise FileNotFoundError(f"--data {dataset_id}: could not load it as a Hugging Face dataset ({exc})") from exc
+        raise FileNotFoundError(f"--data {dataset_id}: could not load it as a Hugging Face "
+                                f"dataset ({exc})") from exc
 
 
 def read_source(data: str, cache_dir: Path | None = None) -> RawRecords:
@@ -250,11 +259,13 @@ def read_source(data: str, cache_dir: Path | None = None) -> RawRecords:
         try:
             return read_records(cached, source=data)
         except RecordError:
-            cached.unlink(missing_ok=True)  # a bad copy cached by an older editbench: fetched afresh next time
+            # a bad copy cached by an older editbench: fetched afresh next time
+            cached.unlink(missing_ok=True)
             raise
     if "/" in data and not data.startswith((".", "/", "~")):
         return RawRecords(data, load_hub_dataset(data))
-    raise FileNotFoundError(f"--data {data}: no such file, and it is neither an http(s) URL nor a datasets id")
+    raise FileNotFoundError(f"--data {data}: no such file, and it is neither an http(s) URL "
+                            "nor a datasets id")
 
 
 class _Read(dict):
@@ -278,7 +289,8 @@ class _Read(dict):
         return super().__contains__(key)
 
     def unused(self) -> list[str]:
-        """Keys never read; inside a value the loader took whole (read none of its keys), nothing."""
+        """Keys never read; inside a value the loader took whole (read none of its keys),
+        nothing."""
         out = [f"{self.path}{k}" for k in self if k not in self.read]
         for key in self.read & set(self):
             for child in _objects(dict.__getitem__(self, key)):
@@ -303,13 +315,15 @@ def _objects(value: Any) -> list[_Read]:
     return []
 
 
-def parse_all(raw: RawRecords, parse: Callable[[Any, Where], Any], lenient: bool) -> tuple[list[Any], LoadReport]:
+def parse_all(raw: RawRecords, parse: Callable[[Any, Where], Any],
+              lenient: bool) -> tuple[list[Any], LoadReport]:
     """Parse every raw record; strict mode raises on the first bad one, lenient mode counts it.
     Fields of the records that the loader never reads are named in one warning, with how many
     records had each: the published formats carry more than a loader scores, and a reader must be
     told what was left out."""
     if not isinstance(raw.items, list):
-        raise RecordError(f"{raw.source}: expected a JSON list of records, got a {type(raw.items).__name__}")
+        raise RecordError(f"{raw.source}: expected a JSON list of records, "
+                          f"got a {type(raw.items).__name__}")
     report = LoadReport()
     parsed = []
     unused: Counter = Counter()
@@ -324,7 +338,8 @@ def parse_all(raw: RawRecords, parse: Callable[[Any, Where], Any], lenient: bool
                 raise
             report.add(error)
     if report.total:
-        log.warning("%s: skipped %d malformed records (lenient loading): %s", raw.source, report.total,
+        log.warning("%s: skipped %d malformed records (lenient loading): %s", raw.source,
+                    report.total,
                     "; ".join(f"{n} x {reason}" for reason, n in report.skipped.most_common()))
     if unused:
         log.warning("%s: fields this loader does not use, left out of the edits: %s", raw.source,

@@ -86,7 +86,8 @@ CREATE TABLE IF NOT EXISTS snapshot_files (
 ) WITHOUT ROWID;
 """
 #: tables that hold one method's results in one run (``--restart METHOD`` empties them)
-METHOD_TABLES = ("cells", "checkpoints", "scores", "timings", "capability", "snapshot_files", "sessions")
+METHOD_TABLES = ("cells", "checkpoints", "scores", "timings", "capability", "snapshot_files",
+                 "sessions")
 
 
 class StoreError(RuntimeError):
@@ -97,13 +98,13 @@ def describe_sqlite_error(path: Path, exc: sqlite3.Error, reading: bool = False)
     """One line for a person: which store, what went wrong, what would work."""
     text = str(exc)
     if "not a database" in text or "malformed" in text:
-        return (f"{path} is not a readable editbench results store ({text}); it may be truncated or "
-                "overwritten: restore it from a copy or use another folder")
+        return (f"{path} is not a readable editbench results store ({text}); it may be "
+                "truncated or overwritten: restore it from a copy or use another folder")
     if reading:
         return f"cannot read the results store {path}: {text}"
     if "full" in text or "I/O error" in text:
-        return (f"cannot write the results store {path}: {text} (is the disk full?); free space there and "
-                "rerun the same command to resume")
+        return (f"cannot write the results store {path}: {text} (is the disk full?); free space "
+                "there and rerun the same command to resume")
     if "readonly" in text or "unable to open" in text:
         return f"cannot write the results store {path}: {text}; choose a writable --out"
     if "locked" in text:
@@ -153,7 +154,8 @@ class ResultsStore:
                 self.conn = self._open_writer()
             else:
                 if not self.path.is_file():
-                    raise FileNotFoundError(f"{self.folder} holds no editbench results ({DB_NAME} is missing)")
+                    raise FileNotFoundError(
+                        f"{self.folder} holds no editbench results ({DB_NAME} is missing)")
                 self.conn = self._open_reader()
             self.version = self._version()
         except sqlite3.Error as exc:
@@ -164,8 +166,9 @@ class ResultsStore:
             raise
         if self.version is None:
             self.close()
-            raise StoreError(f"{self.path} is not an editbench results store (an SQLite file without editbench's "
-                             "tables: empty, or another program's); use another folder")
+            raise StoreError(f"{self.path} is not an editbench results store (an SQLite file "
+                             "without editbench's tables: empty, or another program's); "
+                             "use another folder")
         if not 1 <= self.version <= SCHEMA_VERSION:
             self.close()
             raise StoreError(f"{self.path} has schema version {self.version}; "
@@ -179,7 +182,8 @@ class ResultsStore:
         conn.execute("PRAGMA synchronous=FULL")
         self.conn = conn
         self._migrate()
-        try:  # one transaction: a new store appears whole (and costs its WAL a few pages, not a few per table)
+        try:  # one transaction: a new store appears whole (and costs its WAL a few pages, not a
+            # few per table)
             conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} INSERT OR IGNORE INTO meta "
                                f"VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
         except sqlite3.Error:
@@ -198,7 +202,8 @@ class ResultsStore:
             wal = self.path.with_name(DB_NAME + "-wal")
             if not (wal.is_file() and wal.stat().st_size):
                 return self._connect_ro(self.path, "immutable=1")
-        copy = Path(self._resources.enter_context(tempfile.TemporaryDirectory(prefix="editbench-store-")))
+        copy = Path(self._resources.enter_context(
+            tempfile.TemporaryDirectory(prefix="editbench-store-")))
         for name in (DB_NAME, DB_NAME + "-wal"):
             shutil.copyfile(self.folder / name, copy / name)
         return self._connect_ro(copy / DB_NAME, "mode=ro")
@@ -208,7 +213,8 @@ class ResultsStore:
                                isolation_level=None)
         try:
             conn.execute("PRAGMA query_only=ON")
-            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # opens the file (and its WAL) now
+            # opens the file (and its WAL) now
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except BaseException:
             conn.close()
             raise
@@ -222,19 +228,21 @@ class ResultsStore:
         return int(found[0]) if found else None
 
     def _has_table(self, name: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
-            is not None
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                 (name,)).fetchone() is not None
 
     def _migrate(self) -> None:
-        """Bring a version-1 store up to date before writing to it: version 2 calls the general-capability
-        sets' column ``name`` (it was ``probe``) and adds the metric catalogue and the batch plan,
-        which older runs simply lack (reports then show plainer headers and no time intervals)."""
+        """Bring a version-1 store up to date before writing to it: version 2 calls the
+        general-capability sets' column ``name`` (it was ``probe``) and adds the metric catalogue
+        and the batch plan, which older runs simply lack (reports then show plainer headers and no
+        time intervals)."""
         if self._version() != 1:
             return
         with self.transaction() as conn:
             if self._has_table("capability"):
                 conn.execute("ALTER TABLE capability RENAME COLUMN probe TO name")
-            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                         (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         """Close the connection and, for a writer, release the folder's lock."""
@@ -248,8 +256,8 @@ class ResultsStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All or nothing. A failure of the file itself (disk full, I/O, read-only, corrupt) becomes a
-        :class:`StoreError` naming the store; a constraint violation stays an IntegrityError."""
+        """All or nothing. A failure of the file itself (disk full, I/O, read-only, corrupt) becomes
+        a :class:`StoreError` naming the store; a constraint violation stays an IntegrityError."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -273,12 +281,15 @@ class ResultsStore:
         if self.conn.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
             return False
         columns = ["run_id", "created", *fields]
-        values = [run_id, _now(), *(json.dumps(v) if isinstance(v, dict) else v for v in fields.values())]
+        values = [run_id, _now(),
+                  *(json.dumps(v) if isinstance(v, dict) else v for v in fields.values())]
         with self.transaction() as conn:
-            conn.execute(f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
+            conn.execute(f"INSERT INTO runs ({', '.join(columns)}) "
+                         f"VALUES ({', '.join('?' * len(columns))})", values)
         return True
 
-    def save_run_outline(self, run_id: str, metrics: Iterable[Metric], batches: Iterable[tuple[int, int]]) -> None:
+    def save_run_outline(self, run_id: str, metrics: Iterable[Metric],
+                          batches: Iterable[tuple[int, int]]) -> None:
         """What a report needs to present a run without the code that made it: each metric's
         description and direction, and the edit batches as run (``[start, stop)`` per step)."""
         with self.transaction() as conn:
@@ -286,7 +297,8 @@ class ResultsStore:
                              [(run_id, i, m.name, m.description, int(m.higher_is_better))
                               for i, m in enumerate(metrics)])
             conn.executemany("INSERT OR REPLACE INTO edit_batches VALUES (?, ?, ?, ?)",
-                             [(run_id, step, start, stop) for step, (start, stop) in enumerate(batches)])
+                             [(run_id, step, start, stop)
+                              for step, (start, stop) in enumerate(batches)])
 
     def cell(self, run_id: str, method: str) -> CellState | None:
         row = self.conn.execute("SELECT status, config_hash FROM cells WHERE run_id=? AND method=?",
@@ -300,23 +312,26 @@ class ResultsStore:
     def record_session(self, run_id: str, method: str, numerics: dict) -> dict | None:
         """Note that ``method`` ('' for the baseline) starts or resumes work under ``numerics``
         (``core/numerics.py``); returns the numerics of its previous session, if it had one."""
-        previous = self.conn.execute("SELECT numerics FROM sessions WHERE run_id=? AND method=? ORDER BY rowid DESC "
-                                     "LIMIT 1", (run_id, method)).fetchone()
+        previous = self.conn.execute("SELECT numerics FROM sessions WHERE run_id=? AND method=? "
+                                     "ORDER BY rowid DESC LIMIT 1", (run_id, method)).fetchone()
         with self.transaction() as conn:
-            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (run_id, method, _now(), json.dumps(numerics)))
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)",
+                         (run_id, method, _now(), json.dumps(numerics)))
         return json.loads(previous[0]) if previous else None
 
     def start_cell(self, run_id: str, method: str, method_config: dict, config_hash: str) -> None:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO cells VALUES (?, ?, ?, ?, 'running', NULL, NULL, ?) "
-                "ON CONFLICT(run_id, method) DO UPDATE SET status='running', error=NULL, updated=excluded.updated",
+                "ON CONFLICT(run_id, method) DO UPDATE SET status='running', error=NULL, "
+                "updated=excluded.updated",
                 (run_id, method, json.dumps(method_config), config_hash, _now()),
             )
 
     def finish_cell(self, run_id: str, method: str, status: str, *, diverged_at: int | None = None,
                     error: str | None = None) -> None:
-        """End a running cell; a cell that is not running (finished by another run) keeps its status."""
+        """End a running cell; a cell that is not running (finished by another run) keeps its
+        status."""
         with self.transaction() as conn:
             conn.execute("UPDATE cells SET status=?, diverged_at=?, error=?, updated=? "
                          "WHERE run_id=? AND method=? AND status='running'",
@@ -331,7 +346,8 @@ class ResultsStore:
     def snapshot_checksums(self, run_id: str, method: str, n_edits: int) -> dict[str, str]:
         """SHA-256 of each file of the snapshot stored with a checkpoint (empty for checkpoints
         written by an editbench that did not record them)."""
-        rows = self.conn.execute("SELECT file, sha256 FROM snapshot_files WHERE run_id=? AND method=? AND n_edits=?",
+        rows = self.conn.execute("SELECT file, sha256 FROM snapshot_files "
+                                 "WHERE run_id=? AND method=? AND n_edits=?",
                                  (run_id, method, n_edits))
         return dict(rows.fetchall())
 
@@ -355,45 +371,57 @@ class ResultsStore:
             self._insert_capability(conn, run_id, method, n_edits, capability or {})
             self._insert_timings(conn, run_id, method, timings)
             edit_seconds = conn.execute(
-                "SELECT COALESCE(SUM(seconds), 0) FROM timings WHERE run_id=? AND method=? AND phase='edit'",
+                "SELECT COALESCE(SUM(seconds), 0) FROM timings "
+                "WHERE run_id=? AND method=? AND phase='edit'",
                 (run_id, method)).fetchone()[0]
             eval_seconds = sum(t.seconds for t in timings if t.phase == "eval")
             previous_peak = conn.execute(
-                "SELECT COALESCE(MAX(peak_memory_bytes), 0) FROM checkpoints WHERE run_id=? AND method=?",
+                "SELECT COALESCE(MAX(peak_memory_bytes), 0) FROM checkpoints "
+                "WHERE run_id=? AND method=?",
                 (run_id, method)).fetchone()[0]
             conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (run_id, method, n_edits, edit_seconds, eval_seconds, edit_seconds / n_edits,
-                          max(previous_peak, peak_memory_bytes), _now()))
+                         (run_id, method, n_edits, edit_seconds, eval_seconds,
+                          edit_seconds / n_edits, max(previous_peak, peak_memory_bytes), _now()))
             conn.executemany("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [(run_id, method, n_edits, s.position, s.uid, s.metric, s.value) for s in scores])
+                             [(run_id, method, n_edits, s.position, s.uid, s.metric, s.value)
+                              for s in scores])
             conn.executemany("INSERT INTO snapshot_files VALUES (?, ?, ?, ?, ?)",
-                             [(run_id, method, n_edits, name, digest) for name, digest in (snapshot or {}).items()])
+                             [(run_id, method, n_edits, name, digest)
+                              for name, digest in (snapshot or {}).items()])
             fault_point("in-checkpoint")
 
     @staticmethod
     def _insert_capability(conn, run_id: str, method: str, n_edits: int,
                            capability: dict[str, tuple[int, float]]) -> None:
         conn.executemany("INSERT INTO capability VALUES (?, ?, ?, ?, ?, ?)",
-                         [(run_id, method, n_edits, name, n, acc) for name, (n, acc) in capability.items()])
+                         [(run_id, method, n_edits, name, n, acc)
+                          for name, (n, acc) in capability.items()])
 
-    def save_unedited_capability(self, run_id: str, capability: dict[str, tuple[int, float]]) -> None:
+    def save_unedited_capability(self, run_id: str,
+                                 capability: dict[str, tuple[int, float]]) -> None:
         """The unedited model's general-capability accuracy, stored as method '' at 0 edits."""
         with self.transaction() as conn:
-            conn.execute("DELETE FROM capability WHERE run_id=? AND method='' AND n_edits=0", (run_id,))
+            conn.execute("DELETE FROM capability WHERE run_id=? AND method='' AND n_edits=0",
+                         (run_id,))
             self._insert_capability(conn, run_id, "", 0, capability)
 
-    def save_base_predictions(self, run_id: str, rows: Iterable[tuple[str, str, tuple[int, ...], float]]) -> None:
+    def save_base_predictions(self, run_id: str,
+                              rows: Iterable[tuple[str, str, tuple[int, ...], float]]) -> None:
         with self.transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO base_predictions VALUES (?, ?, ?, ?, ?)",
-                             [(run_id, p, t, json.dumps(list(ids)), acc) for p, t, ids, acc in rows])
+                             [(run_id, p, t, json.dumps(list(ids)), acc)
+                              for p, t, ids, acc in rows])
 
-    def load_base_predictions(self, run_id: str) -> dict[tuple[str, str], tuple[tuple[int, ...], float]]:
-        rows = self.conn.execute("SELECT prompt, target, predictions, token_accuracy FROM base_predictions "
-                                 "WHERE run_id=?", (run_id,))
+    def load_base_predictions(
+        self, run_id: str
+    ) -> dict[tuple[str, str], tuple[tuple[int, ...], float]]:
+        rows = self.conn.execute("SELECT prompt, target, predictions, token_accuracy "
+                                 "FROM base_predictions WHERE run_id=?", (run_id,))
         return {(p, t): (tuple(json.loads(ids)), acc) for p, t, ids, acc in rows}
 
     def save_base_generations(self, run_id: str, generations: dict[str, str]) -> None:
-        """The unedited model's greedy answers at neighbourhood prompts (the generated metrics' reference)."""
+        """The unedited model's greedy answers at neighbourhood prompts (the generated metrics'
+        reference)."""
         with self.transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO base_generations VALUES (?, ?, ?)",
                              [(run_id, prompt, text) for prompt, text in generations.items()])
@@ -401,12 +429,14 @@ class ResultsStore:
     def load_base_generations(self, run_id: str) -> dict[str, str]:
         if not self._has_table("base_generations"):
             return {}
-        rows = self.conn.execute("SELECT prompt, text FROM base_generations WHERE run_id=?", (run_id,))
+        rows = self.conn.execute("SELECT prompt, text FROM base_generations WHERE run_id=?",
+                                 (run_id,))
         return dict(rows.fetchall())
 
     def set_baseline(self, run_id: str, baseline: dict[str, float]) -> None:
         with self.transaction() as conn:
-            conn.execute("UPDATE runs SET baseline=? WHERE run_id=?", (json.dumps(baseline), run_id))
+            conn.execute("UPDATE runs SET baseline=? WHERE run_id=?",
+                         (json.dumps(baseline), run_id))
 
     def merge_from(self, other: Path) -> None:
         """Fold another store (a sweep worker's) into this one, in one transaction.
@@ -414,14 +444,16 @@ class ResultsStore:
         Rows already here are kept (the same run and cell computed again is the same result);
         a cell's status comes from the worker, which ran it last.
         """
-        self.conn.execute("ATTACH DATABASE ? AS worker", (str(other),))  # not allowed inside a transaction
+        # not allowed inside a transaction
+        self.conn.execute("ATTACH DATABASE ? AS worker", (str(other),))
         try:
             with self.transaction() as conn:
-                for table in ("runs", "checkpoints", "scores", "timings", "capability", "base_predictions",
-                              "base_generations", "metrics", "edit_batches"):
+                for table in ("runs", "checkpoints", "scores", "timings", "capability",
+                              "base_predictions", "base_generations", "metrics", "edit_batches"):
                     conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM worker.{table}")
                 conn.execute("INSERT OR REPLACE INTO cells SELECT * FROM worker.cells")
-                conn.execute("INSERT INTO sessions SELECT * FROM worker.sessions AS w WHERE NOT EXISTS (SELECT 1 "
+                conn.execute("INSERT INTO sessions SELECT * FROM worker.sessions AS w "
+                             "WHERE NOT EXISTS (SELECT 1 "
                              "FROM sessions AS s WHERE s.run_id=w.run_id AND s.method=w.method AND "
                              "s.started=w.started AND s.numerics=w.numerics)")
         finally:
@@ -438,10 +470,11 @@ class ResultsStore:
         return frame
 
     def sessions(self) -> pd.DataFrame:
-        """Each start or resume of a method ('' = the baseline) with its numerics (a dict); empty for
-        a store written before they were recorded."""
+        """Each start or resume of a method ('' = the baseline) with its numerics (a dict); empty
+        for a store written before they were recorded."""
         frame = self._table("sessions", ["run_id", "method", "started", "numerics"], "rowid")
-        frame["numerics"] = frame["numerics"].map(lambda v: json.loads(v) if isinstance(v, str) else {})
+        frame["numerics"] = frame["numerics"].map(
+            lambda v: json.loads(v) if isinstance(v, str) else {})
         return frame
 
     def cells(self) -> pd.DataFrame:
@@ -457,7 +490,8 @@ class ResultsStore:
         return self._frame(f"SELECT {', '.join(columns)} FROM {name} ORDER BY {order}")
 
     def capability(self) -> pd.DataFrame:
-        """General-capability accuracy: run_id, method ('' = unedited, at n_edits 0), n_edits, name, n, accuracy."""
+        """General-capability accuracy: run_id, method ('' = unedited, at n_edits 0), n_edits,
+        name, n, accuracy."""
         name = "probe" if self.version == 1 else "name"  # a version-1 store opened for reading only
         frame = self._table("capability", ["run_id", "method", "n_edits", name, "n", "accuracy"],
                             f"run_id, method, n_edits, {name}")
@@ -465,7 +499,8 @@ class ResultsStore:
 
     def metrics(self) -> pd.DataFrame:
         """The metric catalogue of each run: run_id, ord, name, description, higher_is_better."""
-        frame = self._table("metrics", ["run_id", "ord", "name", "description", "higher_is_better"], "run_id, ord")
+        frame = self._table("metrics", ["run_id", "ord", "name", "description", "higher_is_better"],
+                            "run_id, ord")
         return frame.astype({"higher_is_better": bool})
 
     def edit_batches(self) -> pd.DataFrame:
@@ -477,7 +512,8 @@ class ResultsStore:
 
     def scores(self) -> pd.DataFrame:
         """Per-edit scores in long form: run_id, method, n_edits, position, uid, metric, value."""
-        return self._frame("SELECT * FROM scores ORDER BY run_id, method, n_edits, position, metric")
+        return self._frame("SELECT * FROM scores "
+                           "ORDER BY run_id, method, n_edits, position, metric")
 
     def per_edit(self) -> pd.DataFrame:
         """Per-edit scores, one column per metric."""
@@ -494,7 +530,8 @@ class ResultsStore:
         wide = self.per_edit()
         if wide.empty:
             return wide
-        metrics = [c for c in wide.columns if c not in ("run_id", "method", "n_edits", "position", "uid")]
+        metrics = [c for c in wide.columns
+                   if c not in ("run_id", "method", "n_edits", "position", "uid")]
         means = wide.groupby(["run_id", "method", "n_edits"])[metrics].mean().reset_index()
         return means.merge(self.checkpoints(), on=["run_id", "method", "n_edits"])
 
@@ -506,7 +543,8 @@ class ResultsStore:
             return wide
         wide = wide.copy()
         wide["bin"] = (wide["position"] * bins // wide["n_edits"]).astype(int)
-        metrics = [c for c in wide.columns if c not in ("run_id", "method", "n_edits", "position", "uid", "bin")]
+        metrics = [c for c in wide.columns
+                   if c not in ("run_id", "method", "n_edits", "position", "uid", "bin")]
         return wide.groupby(["run_id", "method", "n_edits", "bin"])[metrics].mean().reset_index()
 
 

@@ -55,7 +55,8 @@ class Task(ABC):
 
     @abstractmethod
     def load(self, split: str) -> list[EditRecord]:
-        """All records of ``split`` in the source's order (``limit`` is applied by :meth:`records`)."""
+        """All records of ``split`` in the source's order (``limit`` is applied by
+        :meth:`records`)."""
 
     def records(self, split: str | None = None) -> list[EditRecord]:
         chosen = self.load(split or self.options.split)
@@ -71,8 +72,9 @@ class Task(ABC):
 
     @classmethod
     def sized_for(cls, edits: int) -> dict[str, str]:
-        """Settings (``--param`` values) under which the task has at least ``edits`` records to edit,
-        for benchmarks that need a given size. A task read from a file has what it has: none."""
+        """Settings (``--param`` values) under which the task has at least ``edits`` records to
+        edit, for benchmarks that need a given size. A task read from a file has what it has:
+        none."""
         return {}
 
     def corpus(self) -> list[str] | None:
@@ -86,10 +88,12 @@ class Task(ABC):
         return prompt
 
     def skipped_records(self) -> int:
-        """Records a lenient load left out (stored with the run, so a result says what it covers)."""
+        """Records a lenient load left out (stored with the run, so a result says what it
+        covers)."""
         return 0
 
-    def extra_metrics(self, probe: ProbeBackend, records: list[EditRecord], positions: list[int]) -> list[ScoreRow]:
+    def extra_metrics(self, probe: ProbeBackend, records: list[EditRecord],
+                      positions: list[int]) -> list[ScoreRow]:
         """Task-specific metrics for the edits at ``positions``; the core ones are the runner's.
         The default adds none."""
         return []

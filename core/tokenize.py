@@ -26,8 +26,8 @@ class EncodedPair:
 
 @dataclass
 class PairBatch:
-    """A right-padded batch. ``target_mask[b, i]`` marks positions whose logits predict a target token
-    (the token at ``labels[b, i]``); ``prompt_last[b]`` is the last prompt position."""
+    """A right-padded batch. ``target_mask[b, i]`` marks positions whose logits predict a target
+    token (the token at ``labels[b, i]``); ``prompt_last[b]`` is the last prompt position."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -46,11 +46,13 @@ class PairBatch:
         return PairBatch(*(t[start:stop] for t in self._fields()))
 
 
-def pad(sequences: Sequence[Sequence[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(sequences: Sequence[Sequence[int]], pad_id: int,
+        left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` of token sequences padded to the longest: on the right for
     scoring and training, on the left for generation (new tokens then follow every prompt)."""
     width = max(len(seq) for seq in sequences)
-    rows = [[pad_id] * (width - len(seq)) + list(seq) if left else list(seq) + [pad_id] * (width - len(seq))
+    rows = [[pad_id] * (width - len(seq)) + list(seq) if left
+            else list(seq) + [pad_id] * (width - len(seq))
             for seq in sequences]
     lengths = torch.tensor([len(seq) for seq in sequences], dtype=torch.long).unsqueeze(1)
     positions = torch.arange(width).unsqueeze(0)
@@ -58,11 +60,13 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int, left: bool = False) -> 
     return torch.tensor(rows, dtype=torch.long), mask.long()
 
 
-def token_budget_batches(lengths: Sequence[int], budget: int, by_length: bool = True) -> Iterator[list[int]]:
-    """Indices grouped so that each padded batch (rows x its longest sequence) holds at most ``budget``
-    tokens (a longer sequence goes alone). ``by_length`` sorts first, so that batches hold sequences
-    of similar length and padding is small; otherwise the order is kept."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__) if by_length else range(len(lengths))
+def token_budget_batches(lengths: Sequence[int], budget: int,
+                         by_length: bool = True) -> Iterator[list[int]]:
+    """Indices grouped so that each padded batch (rows x its longest sequence) holds at most
+    ``budget`` tokens (a longer sequence goes alone). ``by_length`` sorts first, so that batches
+    hold sequences of similar length and padding is small; otherwise the order is kept."""
+    order = (sorted(range(len(lengths)), key=lengths.__getitem__) if by_length
+             else range(len(lengths)))
     batch: list[int] = []
     width = 0
     for index in order:
@@ -93,13 +97,15 @@ class PairEncoder:
         return self._ids_many([text])[0]
 
     def _ids_many(self, texts: Sequence[str]) -> list[list[int]]:
-        """One tokenizer call for many texts: fast tokenizers encode a list in one Rust call, which is
-        most of what batched scoring saves over a call per record."""
+        """One tokenizer call for many texts: fast tokenizers encode a list in one Rust call, which
+        is most of what batched scoring saves over a call per record."""
         if not texts:
             return []
-        backend = getattr(self.tokenizer, "backend_tokenizer", None) if getattr(self.tokenizer, "is_fast", False) else None
+        backend = (getattr(self.tokenizer, "backend_tokenizer", None)
+                   if getattr(self.tokenizer, "is_fast", False) else None)
         if backend is not None and backend.truncation is None and backend.padding is None:
-            # what the wrapper's call does for a fast tokenizer, without its per-text Python conversion
+            # what the wrapper's call does for a fast tokenizer, without its per-text Python
+            # conversion
             encoded = [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=False)]
         else:
             encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
@@ -116,7 +122,8 @@ class PairEncoder:
         missing = list(dict.fromkeys(key for key in pairs if key not in self._cache))
         prompt_ids = self._ids_many([prompt for prompt, _ in missing])
         full_ids = self._ids_many([f"{prompt} {target}" for prompt, target in missing])
-        fresh = {key: self._join(key, p, f) for key, p, f in zip(missing, prompt_ids, full_ids, strict=True)}
+        fresh = {key: self._join(key, p, f)
+                 for key, p, f in zip(missing, prompt_ids, full_ids, strict=True)}
         if len(self._cache) + len(fresh) <= self.CACHE_LIMIT:
             self._cache.update(fresh)
         return [fresh[key] if key in fresh else self._cache[key] for key in pairs]

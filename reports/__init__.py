@@ -1,1 +1,2 @@
-"""Reports: everything that reads a results store and presents it (tables now; site, plots later)."""
+"""Reports: everything that reads a results store and presents it (tables now; site, plots
+later)."""

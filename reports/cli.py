@@ -1,4 +1,5 @@
-"""``editbench report`` and ``editbench publish``: read result stores, write tables, plots and a site.
+"""``editbench report`` and ``editbench publish``: read result stores, write tables, plots and
+a site.
 
 Both only read the stores (HELM's split between computing and presenting): point them at a
 folder that a run is still writing and they show the checkpoints committed so far. pandas, seaborn
@@ -28,16 +29,23 @@ def _collect(results: tuple[Path, ...]):
 @click.command()
 @_RESULTS
 @click.option("--html", type=click.Path(path_type=Path), default=None,
-              help="Write the HTML report (index.html, a page per run, plots, leaderboard.json) into this folder.")
-@click.option("--md", type=click.Path(path_type=Path, allow_dash=True), is_flag=False, flag_value="-", default=None,
-              help="Write the leaderboard as Markdown to FILE, or to standard output when no FILE is given.")
-@click.option("--latex", "tex", type=click.Path(path_type=Path, allow_dash=True), is_flag=False, flag_value="-",
-              default=None, help="Write the leaderboard as LaTeX tables (booktabs) to FILE, or to standard output.")
-@click.option("--csv", type=click.Path(path_type=Path, allow_dash=True), is_flag=False, flag_value="-", default=None,
-              help="Write every leaderboard cell (mean, interval, mark) as CSV to FILE, or to standard output.")
+              help="Write the HTML report (index.html, a page per run, plots, leaderboard.json) "
+                   "into this folder.")
+@click.option("--md", type=click.Path(path_type=Path, allow_dash=True), is_flag=False,
+              flag_value="-", default=None,
+              help="Write the leaderboard as Markdown to FILE, or to standard output when no FILE "
+                   "is given.")
+@click.option("--latex", "tex", type=click.Path(path_type=Path, allow_dash=True), is_flag=False,
+              flag_value="-", default=None,
+              help="Write the leaderboard as LaTeX tables (booktabs) to FILE, or to standard "
+                   "output.")
+@click.option("--csv", type=click.Path(path_type=Path, allow_dash=True), is_flag=False,
+              flag_value="-", default=None,
+              help="Write every leaderboard cell (mean, interval, mark) as CSV to FILE, or to "
+                   "standard output.")
 @_SEED
-def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: Path | None, csv: Path | None,
-           seed: int) -> None:
+def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: Path | None,
+           csv: Path | None, seed: int) -> None:
     """Render one or more result stores (RESULTS folders) as a leaderboard with plots.
 
     With no output option, prints the Markdown leaderboard."""
@@ -65,7 +73,8 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
 
 @click.command()
 @_RESULTS
-@click.option("--site", type=click.Path(path_type=Path), required=True, help="Folder for the static site.")
+@click.option("--site", type=click.Path(path_type=Path), required=True,
+              help="Folder for the static site.")
 @_SEED
 def publish(results: tuple[Path, ...], site: Path, seed: int) -> None:
     """Build the static leaderboard site from result stores: index = leaderboard, a page per task

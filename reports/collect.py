@@ -20,8 +20,8 @@ from ..core.store import StoreError, describe_sqlite_error, load_results
 
 log = logging.getLogger(__name__)
 
-FRAMES = ("runs", "cells", "checkpoints", "scores", "timings", "capability", "metrics", "edit_batches",
-          "sessions")
+FRAMES = ("runs", "cells", "checkpoints", "scores", "timings", "capability", "metrics",
+          "edit_batches", "sessions")
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,15 @@ def collect(folders: Sequence[Path | str]) -> Results:
         store = load_results(folder)
         try:
             frames = {name: getattr(store, name)() for name in FRAMES}
-        except sqlite3.DatabaseError as exc:  # a truncated store opens, then fails on the pages it lacks
+        except sqlite3.DatabaseError as exc:
+            # a truncated store opens, then fails on the pages it lacks
             raise StoreError(describe_sqlite_error(store.path, exc, reading=True)) from None
         finally:
             store.close()
         dupes = set(frames["runs"]["run_id"]) & set(seen)
         for run_id in sorted(dupes):
-            log.warning("run %s is in both %s and %s; reading it from %s only", run_id, seen[run_id], folder,
-                        seen[run_id])
+            log.warning("run %s is in both %s and %s; reading it from %s only", run_id,
+                        seen[run_id], folder, seen[run_id])
         frames["runs"] = frames["runs"].assign(source=str(folder))
         for name, frame in frames.items():
             parts[name].append(frame[~frame["run_id"].isin(dupes)] if dupes else frame)

@@ -31,8 +31,8 @@ class Difference:
 
 MIRAGE_GAPS = (
     Difference("efficacy_mirage_gap", "efficacy_acc", "efficacy_gen_em",
-               "efficacy_acc minus efficacy_gen_em of the same edit: how much teacher forcing flatters the "
-               "edit (0: the model generates what it ranks first)"),
+               "efficacy_acc minus efficacy_gen_em of the same edit: how much teacher forcing "
+               "flatters the edit (0: the model generates what it ranks first)"),
     Difference("generalization_mirage_gap", "generalization_acc", "generalization_gen_em",
                "generalization_acc minus generalization_gen_em of the same edit"),
 )
@@ -53,10 +53,12 @@ def with_derived(scores: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFr
         joined = left.merge(right, on=KEYS, suffixes=("_a", "_b"))
         if joined.empty:
             continue
-        new_scores.append(joined[KEYS].assign(metric=diff.name, value=joined["value_a"] - joined["value_b"]))
+        new_scores.append(joined[KEYS].assign(metric=diff.name,
+                                              value=joined["value_a"] - joined["value_b"]))
         for run_id in joined["run_id"].unique():
-            new_entries.append({"run_id": run_id, "ord": 10_000 + len(new_entries), "name": diff.name,
-                                "description": diff.description, "higher_is_better": False, "ranked": False})
+            new_entries.append({"run_id": run_id, "ord": 10_000 + len(new_entries),
+                                "name": diff.name, "description": diff.description,
+                                "higher_is_better": False, "ranked": False})
     if not new_scores:
         return scores, metrics
     scores = pd.concat([scores, *new_scores], ignore_index=True)

@@ -30,7 +30,8 @@ import click
 
 #: columns of the store's summary that are not metrics
 _NOT_METRICS = ("run_id", "method", "n_edits", "created")
-#: characters MLflow refuses in a metric or parameter key (W&B takes them, but one spelling serves both)
+#: characters MLflow refuses in a metric or parameter key (W&B takes them, but one spelling serves
+#: both)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
@@ -60,7 +61,8 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
         for key, item in value.items():
             flat.update(flatten(item, f"{prefix}{key}."))
         return flat
-    return {prefix.rstrip("."): value if isinstance(value, (int, float, str, bool)) or value is None else str(value)}
+    return {prefix.rstrip("."): (
+        value if isinstance(value, (int, float, str, bool)) or value is None else str(value))}
 
 
 def tracked_runs(folders: list[Path], plots_folder: Path, seed: int = 0) -> Iterator[TrackedRun]:
@@ -88,7 +90,8 @@ def tracked_runs(folders: list[Path], plots_folder: Path, seed: int = 0) -> Iter
                   "methods": {m: _json(c) for m, c in zip(cells["method"], cells["method_config"])}}
         board = build_board(derive(run), row.task, seed)
         drawn = board_plots(run, board, plots_folder / row.run_id, seed=seed, name=row.run_id[:8])
-        yield TrackedRun(f"{row.task}-{row.run_id[:8]}", row.run_id, config, steps, [p.png for p in drawn])
+        yield TrackedRun(f"{row.task}-{row.run_id[:8]}", row.run_id, config, steps,
+                         [p.png for p in drawn])
 
 
 def _summary(folders: list[Path], run_id: str):
@@ -113,9 +116,11 @@ def to_wandb(run: TrackedRun, project: str, entity: str | None = None) -> str:
     except ImportError:
         raise ValueError('--wandb needs `pip install "editbench[wandb]"`') from None
     try:
-        tracker = wandb.init(project=project, entity=entity, name=run.name, group=run.config["task"],
-                             config=flatten(run.config), job_type="editbench")
-    except wandb.errors.Error as exc:  # not logged in, an unknown entity: one line naming the project
+        tracker = wandb.init(project=project, entity=entity, name=run.name,
+                             group=run.config["task"], config=flatten(run.config),
+                             job_type="editbench")
+    except wandb.errors.Error as exc:
+        # not logged in, an unknown entity: one line naming the project
         raise ValueError(f"--wandb {project}: {str(exc).splitlines()[0]}") from None
     try:
         for step in sorted(run.steps):
@@ -138,7 +143,8 @@ def mlflow_tracking_uri(uri: str) -> str:
 
 
 def to_mlflow(run: TrackedRun, uri: str, experiment: str) -> str:
-    """One MLflow run in ``experiment`` at tracking ``uri`` (a local folder works); returns its id."""
+    """One MLflow run in ``experiment`` at tracking ``uri`` (a local folder works); returns its
+    id."""
     try:
         import mlflow
     except ImportError:
@@ -149,7 +155,8 @@ def to_mlflow(run: TrackedRun, uri: str, experiment: str) -> str:
     try:
         mlflow.set_experiment(experiment)
         with mlflow.start_run(run_name=run.name, tags={"editbench.run_id": run.run_id}) as active:
-            params = {safe_key(k): "" if v is None else str(v)[:6000] for k, v in flatten(run.config).items()}
+            params = {safe_key(k): "" if v is None else str(v)[:6000]
+                      for k, v in flatten(run.config).items()}
             mlflow.log_params(params)
             for step in sorted(run.steps):
                 mlflow.log_metrics(run.steps[step], step=step)
@@ -163,16 +170,19 @@ def to_mlflow(run: TrackedRun, uri: str, experiment: str) -> str:
 @click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--wandb", "wandb_project", default=None, metavar="PROJECT",
-              help="Log each run to this Weights & Biases project (WANDB_MODE=offline logs locally).")
+              help="Log each run to this Weights & Biases project (WANDB_MODE=offline logs "
+                   "locally).")
 @click.option("--wandb-entity", default=None, help="The W&B team or user (default: yours).")
 @click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
-              help="Log each run to this MLflow tracking URI (a server, or a local folder such as ./mlruns).")
+              help="Log each run to this MLflow tracking URI (a server, or a local folder such as "
+                   "./mlruns).")
 @click.option("--experiment", default="editbench", show_default=True, help="The MLflow experiment.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the plots' bootstrap intervals.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the plots' bootstrap intervals.")
 def export(results: tuple[Path, ...], wandb_project: str | None, wandb_entity: str | None,
            mlflow_uri: str | None, experiment: str, seed: int) -> None:
-    """Push stored runs (RESULTS folders) to an experiment tracker: each run's config, its metrics at
-    every checkpoint and its plots."""
+    """Push stored runs (RESULTS folders) to an experiment tracker: each run's config, its metrics
+    at every checkpoint and its plots."""
     if wandb_project is None and mlflow_uri is None:
         raise click.UsageError("name a tracker: --wandb PROJECT and/or --mlflow URI")
     if mlflow_uri is not None:
@@ -180,6 +190,8 @@ def export(results: tuple[Path, ...], wandb_project: str | None, wandb_entity: s
     with tempfile.TemporaryDirectory(prefix="editbench-export-") as plots:
         for run in tracked_runs(list(results), Path(plots), seed):
             if wandb_project is not None:
-                click.echo(f"{run.name}: W&B run {to_wandb(run, wandb_project, wandb_entity)} in {wandb_project}")
+                click.echo(f"{run.name}: W&B run {to_wandb(run, wandb_project, wandb_entity)} "
+                           f"in {wandb_project}")
             if mlflow_uri is not None:
-                click.echo(f"{run.name}: MLflow run {to_mlflow(run, mlflow_uri, experiment)} at {mlflow_uri}")
+                click.echo(f"{run.name}: MLflow run {to_mlflow(run, mlflow_uri, experiment)} "
+                           f"at {mlflow_uri}")

@@ -3,7 +3,8 @@
 Winners are picked within an edit count (efficacy after 10 edits is not comparable to efficacy
 after 1000), per column, and a winner whose interval overlaps a rival's is shown as a tie. Runs
 that differ only by seed (a sweep) are pooled: one row per method, its interval resampling edits
-within each seed. This module computes; the HTML, Markdown, LaTeX, CSV and JSON writers only present what it returns.
+within each seed. This module computes; the HTML, Markdown, LaTeX, CSV and JSON writers only
+present what it returns.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class Board:
     models: list[str]
     edit_counts: list[int]
     notes: list[Note] = field(default_factory=list)
-    lifelong: list[Lifelong] = field(default_factory=list)  # collapse point and retention AUC per label
+    # collapse point and retention AUC per label
+    lifelong: list[Lifelong] = field(default_factory=list)
 
     @property
     def final_edits(self) -> int:
@@ -127,11 +129,13 @@ class _Entry:
     seeds: tuple[int, ...]
 
 
-def _entries(runs: pd.DataFrame, cells: pd.DataFrame, checkpoints: pd.DataFrame) -> dict[tuple[str, str], _Entry]:
+def _entries(runs: pd.DataFrame, cells: pd.DataFrame,
+             checkpoints: pd.DataFrame) -> dict[tuple[str, str], _Entry]:
     """(run_id, method) -> the entry (row identity) it is pooled into."""
     info = {r.run_id: r for r in runs.itertuples(index=False)}
     hashes = dict(zip(zip(cells["run_id"], cells["method"]), cells["config_hash"]))
-    pairs = list(dict.fromkeys([*zip(cells["run_id"], cells["method"]), *zip(checkpoints["run_id"], checkpoints["method"])]))
+    pairs = list(dict.fromkeys([*zip(cells["run_id"], cells["method"]),
+                                *zip(checkpoints["run_id"], checkpoints["method"])]))
     by_key: dict[tuple[str, str, str], dict[int, str]] = defaultdict(dict)
     for run_id, method in sorted(pairs, key=lambda p: info[p[0]].created):
         run = info[run_id]
@@ -148,7 +152,8 @@ def _entries(runs: pd.DataFrame, cells: pd.DataFrame, checkpoints: pd.DataFrame)
 
 
 def _labels(entries: list[_Entry]) -> dict[_Entry, str]:
-    """The method name, plus what tells two entries of one method apart: model, settings or setup."""
+    """The method name, plus what tells two entries of one method apart: model, settings or
+    setup."""
     by_method: dict[str, list[_Entry]] = defaultdict(list)
     for entry in dict.fromkeys(entries):
         by_method[entry.method].append(entry)
@@ -169,7 +174,8 @@ def _labels(entries: list[_Entry]) -> dict[_Entry, str]:
 def _batch_sizes(edit_batches: pd.DataFrame) -> dict[str, list[int]]:
     """Each run's edit batch sizes as the runner stored them (a store made before they were stored
     has none; its time intervals are then left out)."""
-    return {run_id: (group.sort_values("step")["stop"] - group.sort_values("step")["start"]).astype(int).tolist()
+    return {run_id: (group.sort_values("step")["stop"]
+                     - group.sort_values("step")["start"]).astype(int).tolist()
             for run_id, group in edit_batches.groupby("run_id")}
 
 
@@ -187,8 +193,10 @@ def _time_interval(parts: list[tuple[float, int, np.ndarray, list[int] | None]],
         k = int(np.searchsorted(ends, n_edits, side="right"))
         if k == 0 or ends[k - 1] != n_edits or len(batch_seconds) < k:
             return point
-        if not math.isclose(float(batch_seconds[:k].sum()), edit_seconds, rel_tol=1e-6, abs_tol=1e-9):
-            return point  # timings that do not add up to the stored total: show the total, no interval
+        if not math.isclose(float(batch_seconds[:k].sum()), edit_seconds, rel_tol=1e-6,
+                            abs_tol=1e-9):
+            # timings that do not add up to the stored total: show the total, no interval
+            return point
         seconds.extend(batch_seconds[:k])
         sizes.extend(planned[:k])
     found = bootstrap_ratio(seconds, sizes, rng)
@@ -199,7 +207,8 @@ _STATUS_ORDER = ("done", "running", "diverged", "failed")
 
 
 def _worst(statuses: list[str]) -> str:
-    return max(statuses, key=lambda s: _STATUS_ORDER.index(s) if s in _STATUS_ORDER else 0, default="done")
+    return max(statuses, key=lambda s: _STATUS_ORDER.index(s) if s in _STATUS_ORDER else 0,
+               default="done")
 
 
 def build_board(results: Results, task: str, seed: int = 0) -> Board:
@@ -218,13 +227,15 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
                + capability_columns(edited["name"].unique(), reference)
                + cost_columns(on_cpu=bool(runs["device"].astype(str).str.startswith("cpu").any())))
     asked = {(r, m, int(n), name): (int(k), float(a)) for r, m, n, name, k, a in
-             zip(edited["run_id"], edited["method"], edited["n_edits"], edited["name"], edited["n"], edited["accuracy"])}
+             zip(edited["run_id"], edited["method"], edited["n_edits"], edited["name"],
+                 edited["n"], edited["accuracy"])}
     batch_sizes = _batch_sizes(results.edit_batches[results.edit_batches["run_id"].isin(run_ids)])
 
     entries = _entries(runs, cells, checkpoints)
     labels = _labels(list(entries.values()))
     status = {(r, m): s for r, m, s in zip(cells["run_id"], cells["method"], cells["status"])}
-    stored = {(cp.run_id, cp.method, int(cp.n_edits)): cp for cp in checkpoints.itertuples(index=False)}
+    stored = {(cp.run_id, cp.method, int(cp.n_edits)): cp
+              for cp in checkpoints.itertuples(index=False)}
     values = {key: group.to_numpy() for key, group in
               scores.groupby(["run_id", "method", "n_edits", "metric"])["value"]}
     edit_times = {key: group.sort_values("step")["seconds"].to_numpy() for key, group in
@@ -242,30 +253,36 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
             rng = cell_rng(seed, ",".join(present), entry.method, n_edits, column.key)
             if column.key == "seconds_per_edit":
                 found[column.key] = _time_interval(
-                    [(cp.edit_seconds, n_edits, edit_times.get((cp.run_id, entry.method), np.array([])),
+                    [(cp.edit_seconds, n_edits,
+                      edit_times.get((cp.run_id, entry.method), np.array([])),
                       batch_sizes.get(cp.run_id)) for cp in cps], rng)
             elif column.key == "peak_memory_bytes":
-                found[column.key] = Interval(float(max(cp.peak_memory_bytes for cp in cps)), None, None, 1)
+                found[column.key] = Interval(float(max(cp.peak_memory_bytes for cp in cps)),
+                                             None, None, 1)
             elif column.key.startswith(CAPABILITY_PREFIX):
                 name = column.key[len(CAPABILITY_PREFIX):]
-                answered = [asked[k] for r in present if (k := (r, entry.method, n_edits, name)) in asked]
+                answered = [asked[k] for r in present
+                            if (k := (r, entry.method, n_edits, name)) in asked]
                 n = sum(k for k, _ in answered)
                 found[column.key] = wilson(sum(k * a for k, a in answered) / n, n) if n else None
             else:
-                groups = [values[k] for r in present if (k := (r, entry.method, n_edits, column.key)) in values]
+                groups = [values[k] for r in present
+                          if (k := (r, entry.method, n_edits, column.key)) in values]
                 ok = any(np.isfinite(g).any() for g in groups)
                 found[column.key] = bootstrap_seeds(groups, rng) if ok else None
         intervals.append(found)
         rows.append(Row(present[0], entry.method, labels[entry], n_edits,
                         _worst([status.get((r, entry.method), "done") for r in entry.run_ids]), {},
-                        tuple(present), tuple(s for s, r in zip(entry.seeds, entry.run_ids) if r in present)))
+                        tuple(present),
+                        tuple(s for s, r in zip(entry.seeds, entry.run_ids) if r in present)))
 
     marks: dict[tuple[int, str], str] = {}
     for n_edits in sorted({r.n_edits for r in rows}):
         members = [i for i, r in enumerate(rows) if r.n_edits == n_edits]
         for column in columns:
-            ranked = rank_marks([intervals[i][column.key] for i in members], column.higher_is_better) \
-                if column.ranked else [""] * len(members)
+            ranked = (rank_marks([intervals[i][column.key] for i in members],
+                                 column.higher_is_better)
+                      if column.ranked else [""] * len(members))
             for i, mark in zip(members, ranked):
                 marks[(i, column.key)] = mark
     rows = [replace(r, cells={c.key: Cell(intervals[i][c.key], marks[(i, c.key)]) for c in columns})
@@ -278,13 +295,16 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
         label = labels[entry] + (f" (seed {seeds[c.run_id]})" if len(entry.run_ids) > 1 else "")
         if c.status == "diverged":
             at = "" if pd.isna(c.diverged_at) else f" at {int(c.diverged_at)} edits"
-            notes.append(Note(c.run_id, label, c.status, f"diverged{at}: its weights became NaN or inf, "
-                                                          "so it has no checkpoint after that"))
+            notes.append(Note(c.run_id, label, c.status,
+                              f"diverged{at}: its weights became NaN or inf, "
+                              "so it has no checkpoint after that"))
         elif c.status == "failed":
-            notes.append(Note(c.run_id, label, c.status, f"failed: {c.error or 'no error message stored'}"))
+            notes.append(Note(c.run_id, label, c.status,
+                              f"failed: {c.error or 'no error message stored'}"))
         elif c.status == "running":
-            notes.append(Note(c.run_id, label, c.status, "still running, or stopped before it finished "
-                                                         "(rerun the same command to resume)"))
+            notes.append(Note(c.run_id, label, c.status,
+                              "still running, or stopped before it finished "
+                              "(rerun the same command to resume)"))
     # a local model is shown by its folder's name; its path stays on the run's page
     return Board(task, columns, rows, run_ids, sorted({short_model(m) for m in runs["model"]}),
                  sorted({r.n_edits for r in rows}), notes)
@@ -311,12 +331,15 @@ def board_to_dict(board: Board) -> dict[str, Any]:
         "runs": board.run_ids,
         "columns": [{"key": c.key, "label": c.label, "description": c.description,
                      "higher_is_better": c.higher_is_better} for c in board.columns],
-        "rows": [{"run_ids": list(r.run_ids), "seeds": list(r.seeds), "method": r.method, "label": r.label,
-                  "n_edits": r.n_edits, "status": r.status, "cells": {k: _interval_dict(c) for k, c in r.cells.items()}}
+        "rows": [{"run_ids": list(r.run_ids), "seeds": list(r.seeds), "method": r.method,
+                  "label": r.label, "n_edits": r.n_edits, "status": r.status,
+                  "cells": {k: _interval_dict(c) for k, c in r.cells.items()}}
                  for r in board.rows],
-        "notes": [{"run_id": n.run_id, "label": n.label, "status": n.status, "text": n.text} for n in board.notes],
+        "notes": [{"run_id": n.run_id, "label": n.label, "status": n.status, "text": n.text}
+                  for n in board.notes],
         "lifelong": [{"label": s.label, "final_edits": s.final_edits, "collapse_at": s.collapse_at,
-                      "collapse_reason": s.collapse_reason or None, "collapse_metrics": [s.efficacy, s.specificity],
+                      "collapse_reason": s.collapse_reason or None,
+                      "collapse_metrics": [s.efficacy, s.specificity],
                       "retention_auc": s.auc} for s in board.lifelong],
     }
 
@@ -329,16 +352,19 @@ def boards_frame(boards: list[Board]) -> pd.DataFrame:
             for column in board.columns:
                 cell = row.cells[column.key]
                 iv = cell.interval
-                records.append({"task": board.task, "run_id": ";".join(row.run_ids), "method": row.label,
-                                "n_edits": row.n_edits, "status": row.status, "column": column.key,
+                records.append({"task": board.task, "run_id": ";".join(row.run_ids),
+                                "method": row.label, "n_edits": row.n_edits, "status": row.status,
+                                "column": column.key,
                                 "mean": iv.mean if iv else None, "low": iv.low if iv else None,
-                                "high": iv.high if iv else None, "n": iv.n if iv else 0, "mark": cell.mark})
+                                "high": iv.high if iv else None, "n": iv.n if iv else 0,
+                                "mark": cell.mark})
         for summary in board.lifelong:  # the lifelong summary: one value each, no interval
             values = {"collapse_at": summary.collapse_at,
                       **{f"retention_auc:{metric}": auc for metric, auc in summary.auc.items()}}
             for column, value in values.items():
                 records.append({"task": board.task, "run_id": "", "method": summary.label,
-                                "n_edits": summary.final_edits, "status": "", "column": column, "mean": value,
-                                "low": None, "high": None, "n": 1, "mark": ""})
-    return pd.DataFrame.from_records(records, columns=["task", "run_id", "method", "n_edits", "status", "column",
-                                                       "mean", "low", "high", "n", "mark"])
+                                "n_edits": summary.final_edits, "status": "", "column": column,
+                                "mean": value, "low": None, "high": None, "n": 1, "mark": ""})
+    return pd.DataFrame.from_records(records, columns=["task", "run_id", "method", "n_edits",
+                                                       "status", "column", "mean", "low", "high",
+                                                       "n", "mark"])

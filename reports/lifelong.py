@@ -36,7 +36,8 @@ class Lifelong:
     specificity: str | None
     collapse_at: int | None  # None: no collapse up to final_edits
     collapse_reason: str = ""  # "efficacy" | "specificity"
-    auc: dict[str, float] = field(default_factory=dict)  # retention AUC per metric, at the final checkpoint
+    # retention AUC per metric, at the final checkpoint
+    auc: dict[str, float] = field(default_factory=dict)
 
     @property
     def collapse_text(self) -> str:
@@ -74,5 +75,6 @@ def lifelong_summaries(results: Results, board: Board, seed: int = 0) -> list[Li
         mine = retention[retention["label"] == label]
         auc = {metric: float(group["mean"].mean()) for metric, group in mine.groupby("metric")
                if metric in EFFICACY}
-        summaries.append(Lifelong(label, rows[-1].n_edits, efficacy, specificity, collapse_at, reason, auc))
+        summaries.append(Lifelong(label, rows[-1].n_edits, efficacy, specificity, collapse_at,
+                                  reason, auc))
     return summaries

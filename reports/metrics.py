@@ -20,8 +20,8 @@ _LOWER_IS_BETTER = ("perplexity", "ppl", "loss", "seconds", "memory", "kl")
 COST_COLUMNS = {
     "seconds_per_edit": ("s / edit", "wall-clock edit time divided by the edits made so far; "
                          "interval over edit batches"),
-    "peak_memory_bytes": ("peak MiB", "peak memory up to this checkpoint (CUDA peak allocated on GPU, "
-                          "peak RSS on CPU); one measurement, no interval"),
+    "peak_memory_bytes": ("peak MiB", "peak memory up to this checkpoint (CUDA peak allocated on "
+                          "GPU, peak RSS on CPU); one measurement, no interval"),
 }
 
 
@@ -47,7 +47,8 @@ def _label(name: str) -> str:
 
 def _lower_is_better(name: str) -> bool:
     parts = name.lower().split("_")
-    return any(frag in parts or (len(frag) > 3 and frag in name.lower()) for frag in _LOWER_IS_BETTER)
+    return any(frag in parts or (len(frag) > 3 and frag in name.lower())
+               for frag in _LOWER_IS_BETTER)
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,14 @@ def metric_catalogue(metrics: pd.DataFrame, run_ids: Iterable[str]) -> dict[str,
     chosen = metrics[metrics["run_id"].isin(list(run_ids))].sort_values(["ord"], kind="stable")
     catalogue: dict[str, MetricInfo] = {}
     for row in chosen.itertuples(index=False):
-        catalogue.setdefault(row.name, MetricInfo(row.description, bool(row.higher_is_better), int(row.ord),
-                                                  bool(getattr(row, "ranked", True))))
+        catalogue.setdefault(row.name, MetricInfo(row.description, bool(row.higher_is_better),
+                                                  int(row.ord), bool(getattr(row, "ranked", True))))
     return catalogue
 
 
 def metric_columns(names: Iterable[str], catalogue: Mapping[str, MetricInfo]) -> list[Column]:
-    """Columns for the metrics present: catalogued ones in the runner's order, then the rest by name."""
+    """Columns for the metrics present: catalogued ones in the runner's order, then the rest by
+    name."""
     present = set(names)
     known = sorted((m for m in present if m in catalogue), key=lambda m: catalogue[m].order)
     ordered = known + sorted(present - set(known))
@@ -89,17 +91,19 @@ def capability_columns(sets: Iterable[str], unedited: dict[str, float]) -> list[
     accuracy in the description for reference."""
     columns = []
     for name in sorted(sets):
-        text = f"few-shot accuracy on {name} questions: does the model keep what it could already do"
+        text = (f"few-shot accuracy on {name} questions: does the model keep what it could "
+                "already do")
         if name in unedited:
             text += f" (unedited model: {unedited[name]:.3f})"
-        columns.append(Column(CAPABILITY_PREFIX + name, f"capability ({name})", text, higher_is_better=True))
+        columns.append(Column(CAPABILITY_PREFIX + name, f"capability ({name})", text,
+                              higher_is_better=True))
     return columns
 
 
 #: on a CPU peak memory is the whole process's resident set (Python, libraries, the harness, the
 #: model): it does not isolate what a method needs, so it is shown but not ranked there
-CPU_MEMORY = ("peak resident memory of the whole editbench process on CPU (model, harness, libraries), not "
-              "of the method alone; shown, not ranked")
+CPU_MEMORY = ("peak resident memory of the whole editbench process on CPU (model, harness, "
+              "libraries), not of the method alone; shown, not ranked")
 
 
 def cost_columns(on_cpu: bool = False) -> list[Column]:
@@ -107,6 +111,6 @@ def cost_columns(on_cpu: bool = False) -> list[Column]:
     columns = []
     for key, (label, text) in COST_COLUMNS.items():
         memory_on_cpu = on_cpu and key == "peak_memory_bytes"
-        columns.append(Column(key, label, CPU_MEMORY if memory_on_cpu else text, higher_is_better=False,
-                              is_cost=True, ranked=not memory_on_cpu))
+        columns.append(Column(key, label, CPU_MEMORY if memory_on_cpu else text,
+                              higher_is_better=False, is_cost=True, ranked=not memory_on_cpu))
     return columns

@@ -58,9 +58,10 @@ def _frame(board: Board) -> pd.DataFrame:
         for key, cell in row.cells.items():
             if cell.interval is not None:
                 iv = cell.interval
-                records.append({"label": row.label, "n_edits": row.n_edits, "column": key, "mean": iv.mean,
-                                "low": iv.low, "high": iv.high})
-    return pd.DataFrame.from_records(records, columns=["label", "n_edits", "column", "mean", "low", "high"])
+                records.append({"label": row.label, "n_edits": row.n_edits, "column": key,
+                                "mean": iv.mean, "low": iv.low, "high": iv.high})
+    return pd.DataFrame.from_records(records,
+                                     columns=["label", "n_edits", "column", "mean", "low", "high"])
 
 
 def _panels(n: int) -> tuple[Figure, list[Axes]]:
@@ -73,20 +74,25 @@ def _panels(n: int) -> tuple[Figure, list[Axes]]:
     return fig, axes[:n]
 
 
-def _lines(ax: Axes, data: pd.DataFrame, x: str, colors: dict[str, tuple], scale: float = 1.0) -> None:
+def _lines(ax: Axes, data: pd.DataFrame, x: str, colors: dict[str, tuple],
+           scale: float = 1.0) -> None:
     """Mean per label as a line with its interval as a band; seaborn draws, we supply the band."""
-    data = data.assign(mean=data["mean"] / scale, low=data["low"] / scale, high=data["high"] / scale)
+    data = data.assign(mean=data["mean"] / scale, low=data["low"] / scale,
+                       high=data["high"] / scale)
     sns.lineplot(data=data, x=x, y="mean", hue="label", palette=colors, marker="o", markersize=5,
                  errorbar=None, legend=False, ax=ax)
     for label, group in data.groupby("label", sort=False):
         band = group.dropna(subset=["low", "high"]).sort_values(x)
         if len(band):
-            ax.fill_between(band[x], band["low"], band["high"], color=colors[label], alpha=0.18, linewidth=0)
+            ax.fill_between(band[x], band["low"], band["high"], color=colors[label], alpha=0.18,
+                            linewidth=0)
 
 
 def _legend(fig: Figure, colors: dict[str, tuple]) -> None:
-    handles = [mpl.lines.Line2D([], [], color=c, marker="o", markersize=5, label=label) for label, c in colors.items()]
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6), frameon=False)
+    handles = [mpl.lines.Line2D([], [], color=c, marker="o", markersize=5, label=label)
+               for label, c in colors.items()]
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 6),
+               frameon=False)
 
 
 def _log_edits(ax: Axes, edit_counts: Sequence[int]) -> None:
@@ -97,7 +103,8 @@ def _log_edits(ax: Axes, edit_counts: Sequence[int]) -> None:
     ax.set_xlabel("edits made")
 
 
-def metrics_figure(board: Board, colors: dict[str, tuple], keys: set[str] | None = None) -> Figure | None:
+def metrics_figure(board: Board, colors: dict[str, tuple],
+                   keys: set[str] | None = None) -> Figure | None:
     """One panel per metric column against edit count (only ``keys``, where given)."""
     frame = _frame(board)
     columns = [c for c in board.columns if not c.is_cost and (frame["column"] == c.key).any()
@@ -117,8 +124,8 @@ def metrics_figure(board: Board, colors: dict[str, tuple], keys: set[str] | None
 
 
 def _share_axis(ax: Axes, data: pd.DataFrame) -> None:
-    """A metric whose values all lie in [0, 1] (an accuracy, a share, a success rate) is drawn on the
-    whole 0-1 scale, so that a difference of half a point does not fill the panel."""
+    """A metric whose values all lie in [0, 1] (an accuracy, a share, a success rate) is drawn on
+    the whole 0-1 scale, so that a difference of half a point does not fill the panel."""
     values = data[["mean", "low", "high"]].to_numpy(dtype=float)
     values = values[~pd.isna(values)]
     if values.size and values.min() >= 0 and values.max() <= 1:
@@ -140,7 +147,8 @@ def cost_figure(board: Board, colors: dict[str, tuple]) -> Figure | None:
     return fig
 
 
-def retention_figure(results: Results, board: Board, colors: dict[str, tuple], seed: int) -> Figure | None:
+def retention_figure(results: Results, board: Board, colors: dict[str, tuple],
+                     seed: int) -> Figure | None:
     frame = retention_frame(results, board, seed=seed)
     columns = [c for c in board.columns if not c.is_cost and (frame["metric"] == c.key).any()]
     if not columns:
@@ -148,7 +156,8 @@ def retention_figure(results: Results, board: Board, colors: dict[str, tuple], s
     fig, axes = _panels(len(columns))
     for ax, column in zip(axes, columns):
         _lines(ax, frame[frame["metric"] == column.key], "position", colors)
-        ax.set(title=column.label, xlabel="position of the edit (0 = first made)", ylabel="mean over the slice")
+        ax.set(title=column.label, xlabel="position of the edit (0 = first made)",
+               ylabel="mean over the slice")
     _legend(fig, colors)
     return fig
 
@@ -185,16 +194,18 @@ def pareto_figure(board: Board, colors: dict[str, tuple]) -> Figure | None:
             score, cost = row.cells[column.key].interval, row.cells["seconds_per_edit"].interval
             if score is None or cost is None:
                 continue
-            xerr = [[cost.mean - cost.low], [cost.high - cost.mean]] if cost.low is not None else None
-            yerr = [[score.mean - score.low], [score.high - score.mean]] if score.low is not None else None
-            ax.errorbar(cost.mean, score.mean, xerr=xerr, yerr=yerr, fmt="o", color=colors[row.label],
-                        markersize=6, capsize=2, linewidth=1)
+            xerr = ([[cost.mean - cost.low], [cost.high - cost.mean]] if cost.low is not None
+                    else None)
+            yerr = ([[score.mean - score.low], [score.high - score.mean]] if score.low is not None
+                    else None)
+            ax.errorbar(cost.mean, score.mean, xerr=xerr, yerr=yerr, fmt="o",
+                        color=colors[row.label], markersize=6, capsize=2, linewidth=1)
             points.append((cost.mean, score.mean))
             labels.append(row.label)
         front = pareto_front(points, column.higher_is_better)
         if len(front) > 1:
-            ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="0.4", linestyle="--",
-                    linewidth=1, drawstyle="steps-post", zorder=0)
+            ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="0.4",
+                    linestyle="--", linewidth=1, drawstyle="steps-post", zorder=0)
         costs = [x for x, _ in points]
         wide = bool(costs) and min(costs) > 0 and max(costs) / min(costs) > 10
         if wide:
@@ -203,7 +214,8 @@ def pareto_figure(board: Board, colors: dict[str, tuple]) -> Figure | None:
             ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(4))
         ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
-        ax.set(title=column.label, xlabel="seconds per edit" + (" (log)" if wide else ""), ylabel="mean over edits")
+        ax.set(title=column.label, xlabel="seconds per edit" + (" (log)" if wide else ""),
+               ylabel="mean over edits")
     _legend(fig, colors)
     return fig
 
@@ -217,7 +229,8 @@ def _save(fig: Figure, folder: Path, name: str) -> tuple[Path, Path]:
     return svg, png
 
 
-def board_plots(results: Results, board: Board, folder: Path, seed: int = 0, name: str | None = None) -> list[Plot]:
+def board_plots(results: Results, board: Board, folder: Path, seed: int = 0,
+                name: str | None = None) -> list[Plot]:
     """Draw and write every figure of ``board`` into ``folder`` as ``NAME-KIND.svg/.png`` (NAME:
     the task's slug by default); the captions say how to read them."""
     colors = palette(board.labels())
@@ -227,21 +240,24 @@ def board_plots(results: Results, board: Board, folder: Path, seed: int = 0, nam
          "Mean over all edits made so far, at each checkpoint (log scale); bands are 95% bootstrap "
          "intervals over edits.", lambda: metrics_figure(board, colors)),
         ("mirage", "The mirage gap: teacher-forced minus generated",
-         "For the same edits at each checkpoint, teacher-forced token accuracy minus exact match of the greedily "
-         "generated answer (The Mirage of Model Editing, ACL 2025): how much teacher forcing flatters each "
-         "method as edits accumulate. Bands: 95% intervals over edits.",
+         "For the same edits at each checkpoint, teacher-forced token accuracy minus exact match "
+         "of the greedily generated answer (The Mirage of Model Editing, ACL 2025): how much "
+         "teacher forcing flatters each method as edits accumulate. Bands: 95% intervals "
+         "over edits.",
          lambda: metrics_figure(board, colors, {d.name for d in MIRAGE_GAPS})),
         ("cost", "Time and memory",
-         "Seconds per edit (cumulative edit time / edits; band: 95% interval over edit batches) and peak "
-         "memory up to each checkpoint.", lambda: cost_figure(board, colors)),
+         "Seconds per edit (cumulative edit time / edits; band: 95% interval over edit batches) "
+         "and peak memory up to each checkpoint.", lambda: cost_figure(board, colors)),
         ("retention", f"Retention at the final checkpoint ({final} edits)",
-         "Score of each edit by the position at which it was made, in tenths of the stream: a curve that "
-         "climbs to the right means early edits were forgotten. Bands: 95% intervals within each tenth.",
+         "Score of each edit by the position at which it was made, in tenths of the stream: a "
+         "curve that climbs to the right means early edits were forgotten. Bands: 95% intervals "
+         "within each tenth.",
          lambda: retention_figure(results, board, colors, seed)),
         ("pareto", "Accuracy against cost",
-         "Each method at its final checkpoint: score against seconds per edit (log scale when they span "
-         "more than tenfold), with 95% intervals. The "
-         "dashed line joins the methods no other method beats on both.", lambda: pareto_figure(board, colors)),
+         "Each method at its final checkpoint: score against seconds per edit (log scale when "
+         "they span more than tenfold), with 95% intervals. The "
+         "dashed line joins the methods no other method beats on both.",
+         lambda: pareto_figure(board, colors)),
     ]
     plots = []
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
@@ -263,7 +279,8 @@ def bench_plots(bench: dict, folder: Path) -> list[Plot]:
     if throughput.empty:
         return []
     frame = pd.concat([
-        throughput.assign(column=column, mean=throughput[field], low=float("nan"), high=float("nan"))
+        throughput.assign(column=column, mean=throughput[field], low=float("nan"),
+                          high=float("nan"))
         for column, field in (("rate", "edits_per_second"), ("memory", "peak_memory_mib"))
     ]).rename(columns={"method": "label", "edits": "n_edits"})
     colors = palette(list(dict.fromkeys(frame["label"])))
@@ -285,6 +302,6 @@ def bench_plots(bench: dict, folder: Path) -> list[Plot]:
             _log_edits(ax, edit_counts)
         _legend(fig, colors)
         svg, png = _save(fig, folder, "bench")
-    caption = (f"Edits per second (cumulative) and peak memory up to each edit count, one lifelong run per "
-               f"method on {bench['device']}.")
+    caption = (f"Edits per second (cumulative) and peak memory up to each edit count, "
+               f"one lifelong run per method on {bench['device']}.")
     return [Plot("bench", "editbench's own speed and memory", caption, svg, png)]

@@ -77,8 +77,9 @@ def script_hash(script: str) -> str:
 
 @cache
 def environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
     env.filters.update(value=format_value, interval=format_interval, pretty_json=pretty_json,
                        duration=duration, column_title=column_title)
     script = _asset("sort.js")

@@ -33,8 +33,9 @@ def retention_frame(results: Results, board: Board, bins: int = 10, seed: int = 
         chosen = chosen.assign(bin=(chosen["position"] * slices // n_edits).astype(int))
         for (metric, slice_), group in chosen.groupby(["metric", "bin"]):
             per_run = [g["value"].to_numpy() for _, g in group.groupby("run_id")]
-            iv = bootstrap_seeds(per_run, cell_rng(seed, ",".join(row.run_ids), row.method, n_edits, metric, slice_))
-            records.append({"label": label, "metric": metric, "n_edits": n_edits, "bin": int(slice_),
-                            "position": (slice_ + 0.5) * n_edits / slices, "mean": iv.mean, "low": iv.low,
-                            "high": iv.high, "n": iv.n})
+            iv = bootstrap_seeds(per_run, cell_rng(seed, ",".join(row.run_ids), row.method,
+                                                   n_edits, metric, slice_))
+            records.append({"label": label, "metric": metric, "n_edits": n_edits,
+                            "bin": int(slice_), "position": (slice_ + 0.5) * n_edits / slices,
+                            "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n})
     return pd.DataFrame.from_records(records, columns=COLUMNS)

@@ -72,7 +72,8 @@ class RunView:
     phase_names: list[str] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
     capability_sets: list[str] = field(default_factory=list)
-    capability: list[dict[str, Any]] = field(default_factory=list)  # method, n_edits, {set: (acc, n)}
+    # method, n_edits, {set: (acc, n)}
+    capability: list[dict[str, Any]] = field(default_factory=list)
     #: each distinct set of numerics the run's work ran under: summary, the record, who ran under it
     numerics: list[dict[str, Any]] = field(default_factory=list)
 
@@ -101,7 +102,8 @@ class Section:
 
 
 PHASE_ORDER = ["load", "baseline", "baseline_forward", "prepare", "edit", "eval", "eval_forward"]
-#: Phases measured inside another (the scoring backend's forward passes): shown, but not added to the total.
+#: Phases measured inside another (the scoring backend's forward passes): shown, but not added to
+#: the total.
 SUB_PHASES = {"baseline_forward", "eval_forward"}
 
 
@@ -111,25 +113,30 @@ def _none(value: Any) -> Any:
 
 def run_views(results: Results) -> dict[str, RunView]:
     views = {}
-    per_edit_means = (results.scores.groupby(["run_id", "method", "n_edits", "metric"])["value"].mean()
-                      if not results.scores.empty else pd.Series(dtype=float))
+    per_edit_means = (
+        results.scores.groupby(["run_id", "method", "n_edits", "metric"])["value"].mean()
+        if not results.scores.empty else pd.Series(dtype=float))
     for run in results.runs.itertuples(index=False):
         config = run.config or {}
         cells = results.cells[results.cells["run_id"] == run.run_id]
         checkpoints = results.checkpoints[results.checkpoints["run_id"] == run.run_id]
         timings = results.timings[results.timings["run_id"] == run.run_id]
         last = checkpoints.groupby("method")["n_edits"].max().to_dict()
-        methods = [MethodView(c.method, c.status, None if pd.isna(c.diverged_at) else int(c.diverged_at),
-                              _none(c.error), c.method_config, c.config_hash, int(last.get(c.method, 0)))
+        methods = [MethodView(c.method, c.status,
+                              None if pd.isna(c.diverged_at) else int(c.diverged_at),
+                              _none(c.error), c.method_config, c.config_hash,
+                              int(last.get(c.method, 0)))
                    for c in cells.itertuples(index=False)]
         metrics = [c.key for c in metric_columns(
             results.scores.loc[results.scores["run_id"] == run.run_id, "metric"].unique(),
             metric_catalogue(results.metrics, [run.run_id]))]
         table = []
         for cp in checkpoints.itertuples(index=False):
-            means = {m: float(per_edit_means[(run.run_id, cp.method, cp.n_edits, m)]) for m in metrics
+            means = {m: float(per_edit_means[(run.run_id, cp.method, cp.n_edits, m)])
+                     for m in metrics
                      if (run.run_id, cp.method, cp.n_edits, m) in per_edit_means.index}
-            table.append({"method": cp.method, "n_edits": int(cp.n_edits), "edit_seconds": cp.edit_seconds,
+            table.append({"method": cp.method, "n_edits": int(cp.n_edits),
+                          "edit_seconds": cp.edit_seconds,
                           "eval_seconds": cp.eval_seconds, "seconds_per_edit": cp.seconds_per_edit,
                           "peak_memory_bytes": float(cp.peak_memory_bytes), "means": means})
         phase_names = sorted(timings["phase"].unique(), key=lambda p: (PHASE_ORDER + [p]).index(p))
@@ -138,16 +145,19 @@ def run_views(results: Results) -> dict[str, RunView]:
             sums = group.groupby("phase")["seconds"].agg(["sum", "count"])
             total = float(sums.loc[~sums.index.isin(SUB_PHASES), "sum"].sum())
             phases.append({"method": method, "total": total,
-                           "cells": {p: (float(r["sum"]), int(r["count"])) for p, r in sums.iterrows()}})
+                           "cells": {p: (float(r["sum"]), int(r["count"]))
+                                     for p, r in sums.iterrows()}})
         asked = results.capability[results.capability["run_id"] == run.run_id]
         capability = [{"method": method or "(unedited)", "n_edits": int(n_edits),
-                       "cells": {n: (float(a), int(k)) for n, a, k in zip(g["name"], g["accuracy"], g["n"])}}
+                       "cells": {n: (float(a), int(k))
+                                 for n, a, k in zip(g["name"], g["accuracy"], g["n"])}}
                       for (method, n_edits), g in asked.groupby(["method", "n_edits"], sort=True)]
         baseline = run.baseline or {}
         sessions = results.sessions[results.sessions["run_id"] == run.run_id]
         views[run.run_id] = RunView(
             run_id=run.run_id, page=f"{slug(run.run_id)}.html", task=run.task, model=run.model,
-            model_short=short_model(run.model), created=run.created, device=run.device, seed=int(run.seed),
+            model_short=short_model(run.model), created=run.created, device=run.device,
+            seed=int(run.seed),
             git_sha=_none(run.git_sha), dataset_hash=run.dataset_hash, n_edits=int(run.n_edits),
             batch_size=config.get("batch_size"), checkpoints=list(config.get("checkpoints") or []),
             config=config, versions=run.versions or {}, baseline=baseline,
@@ -164,8 +174,8 @@ def numerics_views(sessions: pd.DataFrame) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for method, numerics in zip(sessions["method"], sessions["numerics"]):
         key = json.dumps(numerics, sort_keys=True)
-        entry = groups.setdefault(key, {"summary": describe_numerics(numerics), "numerics": numerics,
-                                        "methods": []})
+        entry = groups.setdefault(key, {"summary": describe_numerics(numerics),
+                                        "numerics": numerics, "methods": []})
         name = method or "(unedited baseline)"
         if name not in entry["methods"]:
             entry["methods"].append(name)
@@ -182,7 +192,8 @@ def setup_views(runs: list[RunView]) -> list[SetupView]:
         known = [r.pre_edit_accuracy for r in members if r.pre_edit_accuracy is not None]
         first = members[0]
         views.append(SetupView(first.model, first.model_short, first.n_edits, first.batch_size,
-                               [r.seed for r in members], list(dict.fromkeys(r.device for r in members)),
+                               [r.seed for r in members],
+                               list(dict.fromkeys(r.device for r in members)),
                                sum(known) / len(known) if known else None, members))
     return views
 
@@ -206,7 +217,8 @@ def _site_info(results: Results, seed: int, json_name: str | None) -> dict[str, 
 
 
 def _plain(value: Any) -> Any:
-    """JSON has no NaN or infinity: a stored NaN (a baseline that could not be computed) becomes null."""
+    """JSON has no NaN or infinity: a stored NaN (a baseline that could not be computed) becomes
+    null."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -216,14 +228,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def leaderboard_json(results: Results, boards: list[Board], runs: dict[str, RunView]) -> dict[str, Any]:
+def leaderboard_json(results: Results, boards: list[Board],
+                     runs: dict[str, RunView]) -> dict[str, Any]:
     return {
         "schema": JSON_SCHEMA,
         "boards": [board_to_dict(b) for b in boards],
-        "runs": [{"run_id": r.run_id, "task": r.task, "model": r.model, "created": r.created, "device": r.device,
-                  "seed": r.seed, "git_sha": r.git_sha, "dataset_hash": r.dataset_hash, "n_edits": r.n_edits,
+        "runs": [{"run_id": r.run_id, "task": r.task, "model": r.model, "created": r.created,
+                  "device": r.device, "seed": r.seed, "git_sha": r.git_sha,
+                  "dataset_hash": r.dataset_hash, "n_edits": r.n_edits,
                   "versions": r.versions, "baseline": r.baseline,
-                  "numerics": [{"numerics": n["numerics"], "methods": n["methods"]} for n in r.numerics],
+                  "numerics": [{"numerics": n["numerics"], "methods": n["methods"]}
+                               for n in r.numerics],
                   "methods": {m.method: m.status for m in r.methods}} for r in runs.values()],
     }
 
@@ -247,29 +262,32 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
             task_slug += "-"
         taken.add(task_slug)
         plots = board_plots(results, board, out / "plots", seed=seed, name=task_slug)
-        sections.append(Section(board, task_slug, setup_views([runs[r] for r in board.run_ids]), plots,
-                                f"tasks/{task_slug}.html" if site else None))
+        sections.append(Section(board, task_slug, setup_views([runs[r] for r in board.run_ids]),
+                                plots, f"tasks/{task_slug}.html" if site else None))
     info = _site_info(results, seed, JSON_NAME)
-    nav = [{"href": "index.html#metrics", "text": "metrics"}, {"href": "index.html#runs", "text": "runs"}]
+    nav = [{"href": "index.html#metrics", "text": "metrics"},
+           {"href": "index.html#runs", "text": "runs"}]
     if site:
         nav = [{"href": s.page, "text": s.board.task} for s in sections] + nav
     common = {"site": info, "nav": nav, "run_pages": run_pages}
     written = [out / "index.html"]
-    (out / "index.html").write_text(render("index.html", root="", sections=sections, runs=list(runs.values()),
-                                           columns=_columns(boards), with_plots=not site, **common), "utf-8")
+    (out / "index.html").write_text(render("index.html", root="", sections=sections,
+                                           runs=list(runs.values()), columns=_columns(boards),
+                                           with_plots=not site, **common), "utf-8")
     if site:
         (out / "tasks").mkdir(exist_ok=True)
         for section in sections:
             page = out / section.page
-            page.write_text(render("task.html", root="../", section=section, with_plots=True, **common), "utf-8")
+            page.write_text(render("task.html", root="../", section=section, with_plots=True,
+                                   **common), "utf-8")
             written.append(page)
         (out / ".nojekyll").write_text("", "utf-8")
     for view in runs.values():
         page = out / "runs" / view.page
         page.write_text(render("run.html", root="../", run=view, **common), "utf-8")
         written.append(page)
-    (out / JSON_NAME).write_text(json.dumps(_plain(leaderboard_json(results, boards, runs)), indent=1, allow_nan=False,
-                                            default=str)
+    (out / JSON_NAME).write_text(json.dumps(_plain(leaderboard_json(results, boards, runs)),
+                                            indent=1, allow_nan=False, default=str)
                                  + "\n", "utf-8")
     log.info("wrote %d pages into %s", len(written), out)
     return written

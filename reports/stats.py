@@ -50,7 +50,8 @@ class Interval:
 
 
 def cell_rng(seed: int, *key: object) -> np.random.Generator:
-    """A generator seeded by the global seed and the cell's identity (not by its place in a loop)."""
+    """A generator seeded by the global seed and the cell's identity (not by its place in a
+    loop)."""
     return np.random.default_rng([seed, zlib.crc32("\x1f".join(map(str, key)).encode())])
 
 
@@ -60,8 +61,8 @@ def bootstrap_mean(values: Sequence[float], rng: np.random.Generator, n_boot: in
     return bootstrap_pooled([values], rng, n_boot, level)
 
 
-def bootstrap_pooled(groups: Sequence[Sequence[float]], rng: np.random.Generator, n_boot: int = N_BOOT,
-                     level: float = LEVEL) -> Interval:
+def bootstrap_pooled(groups: Sequence[Sequence[float]], rng: np.random.Generator,
+                     n_boot: int = N_BOOT, level: float = LEVEL) -> Interval:
     """Mean over the edits of several runs (seeds) with a stratified bootstrap: edits are resampled
     within their own run, so every resample keeps each seed's share of the pool."""
     arrays = [np.asarray(g, dtype=float) for g in groups]
@@ -81,8 +82,8 @@ def bootstrap_pooled(groups: Sequence[Sequence[float]], rng: np.random.Generator
     return Interval(mean, float(low), float(high), int(total))
 
 
-def bootstrap_seeds(groups: Sequence[Sequence[float]], rng: np.random.Generator, n_boot: int = N_BOOT,
-                    level: float = LEVEL) -> Interval:
+def bootstrap_seeds(groups: Sequence[Sequence[float]], rng: np.random.Generator,
+                    n_boot: int = N_BOOT, level: float = LEVEL) -> Interval:
     """Mean over the edits of several runs that differ only by seed, with a two-level bootstrap:
     each resample draws the seeds with replacement, then the edits of every drawn seed with
     replacement (a seed drawn twice gets two independent draws of its edits). The interval then
@@ -109,14 +110,16 @@ def bootstrap_seeds(groups: Sequence[Sequence[float]], rng: np.random.Generator,
     return Interval(mean, float(low), float(high), int(total))
 
 
-def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], rng: np.random.Generator,
-                    n_boot: int = N_BOOT, level: float = LEVEL) -> Interval:
+def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float],
+                    rng: np.random.Generator, n_boot: int = N_BOOT,
+                    level: float = LEVEL) -> Interval:
     """sum(num)/sum(den) with an interval from resampling (num, den) pairs together: seconds per
     edit from per-batch seconds and batch sizes, where batches may differ in size."""
     num = np.asarray(numerators, dtype=float)
     den = np.asarray(denominators, dtype=float)
     if num.size == 0 or num.size != den.size or den.sum() <= 0:
-        raise ValueError("bootstrap_ratio needs matching, non-empty numerators and positive denominators")
+        raise ValueError("bootstrap_ratio needs matching, non-empty numerators and positive "
+                         "denominators")
     ratio = float(num.sum() / den.sum())
     if num.size == 1:
         return Interval(ratio, None, None, 1)

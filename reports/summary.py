@@ -36,23 +36,26 @@ def format_table(frame: pd.DataFrame) -> str:
         cells.append([f"{v:.3f}" if isinstance(v, float) and abs(v) < 100 else
                       f"{v:.0f}" if isinstance(v, float) else str(v) for v in row])
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths)))
+             for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 # -- the run's terminal table with intervals and marks, from the leaderboard's own cells ----------
 #: how to read the marks and intervals of :func:`board_frame`
-MARKS_NOTE = ("★ best at that edit count, ≈ tied with the best (95% intervals overlap); (low–high): the 95% "
-              "interval, as in `editbench report` (docs/reports.md)")
+MARKS_NOTE = ("★ best at that edit count, ≈ tied with the best (95% intervals overlap); "
+              "(low–high): the 95% interval, as in `editbench report` (docs/reports.md)")
 
 
 def only_run(results, run_id: str):
     """``results`` (a :class:`~editbench.reports.collect.Results`) cut down to one run."""
     from dataclasses import fields, replace
 
-    return replace(results, **{f.name: getattr(results, f.name)[getattr(results, f.name)["run_id"] == run_id]
-                               for f in fields(results) if f.name != "sources"})
+    return replace(results, **{
+        f.name: getattr(results, f.name)[getattr(results, f.name)["run_id"] == run_id]
+        for f in fields(results) if f.name != "sources"})
 
 
 def run_board(folder, run_id: str, seed: int = 0):
@@ -74,11 +77,14 @@ def board_frame(board, keys: list[str] | None = None) -> pd.DataFrame:
 
     wanted = list(COLUMNS) if keys is None else keys
     columns = [c for c in board.columns if c.key in wanted]
-    # a checkpoint with none of these values (capability sets are asked at some checkpoints only) is left out
-    rows = sorted((r for r in board.rows if any(r.cells[c.key].interval is not None for c in columns)),
+    # a checkpoint with none of these values (capability sets are asked at some checkpoints only)
+    # is left out
+    rows = sorted((r for r in board.rows
+                   if any(r.cells[c.key].interval is not None for c in columns)),
                   key=lambda r: (r.label, r.n_edits))
     if not rows:
         return pd.DataFrame()
     headers = [COLUMNS.get(c.key, c.key.removeprefix(CAPABILITY_PREFIX)) for c in columns]
-    return pd.DataFrame([[r.label, r.n_edits, *(plain_cell(r.cells[c.key], c.key) for c in columns)] for r in rows],
+    return pd.DataFrame([[r.label, r.n_edits,
+                          *(plain_cell(r.cells[c.key], c.key) for c in columns)] for r in rows],
                         columns=["method", "edits", *headers])

@@ -18,13 +18,14 @@ from .leaderboard import Board, Cell, boards_frame
 from .render import TEMPLATES, format_value
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|<>~])")
-_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                "<": r"\textless{}", ">": r"\textgreater{}"}
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def md_escape(text: object) -> str:
-    """Backslash-escape Markdown punctuation; newlines would end the table row, so they become spaces."""
+    """Backslash-escape Markdown punctuation; newlines would end the table row, so they become
+    spaces."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
@@ -39,7 +40,8 @@ def plain_cell(cell: Cell, key: str, best: str = "{} ★") -> str:
     if iv is None:
         return "–"
     value = format_value(iv.mean, key)
-    text = best.format(value) if cell.mark == "best" else f"{value} ≈" if cell.mark == "tie" else value
+    text = (best.format(value) if cell.mark == "best"
+            else f"{value} ≈" if cell.mark == "tie" else value)
     if iv.low is not None and iv.high is not None:
         text += f" ({format_value(iv.low, key)}–{format_value(iv.high, key)})"
     return text
@@ -54,7 +56,8 @@ def tex_cell(cell: Cell, key: str) -> str:
     if iv is None:
         return "--"
     value = format_value(iv.mean, key).replace(",", "{,}")
-    text = rf"\textbf{{{value}}}" if cell.mark == "best" else rf"{value}$^{{\approx}}$" if cell.mark == "tie" else value
+    text = (rf"\textbf{{{value}}}" if cell.mark == "best"
+            else rf"{value}$^{{\approx}}$" if cell.mark == "tie" else value)
     if iv.low is not None and iv.high is not None:
         low, high = (format_value(v, key).replace(",", "{,}") for v in (iv.low, iv.high))
         text += rf" {{\scriptsize[{low}, {high}]}}"
@@ -63,8 +66,9 @@ def tex_cell(cell: Cell, key: str) -> str:
 
 @cache
 def text_environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True)
     env.filters.update(md=md_escape, tex=tex_escape, md_cell=md_cell, tex_cell=tex_cell)
     return env
 
@@ -88,7 +92,8 @@ def csv_escape(value: object) -> object:
 
 
 def csv_text(boards: list[Board]) -> str:
-    """Every cell of every board as CSV, text cells escaped so no spreadsheet runs them as formulas."""
+    """Every cell of every board as CSV, text cells escaped so no spreadsheet runs them as
+    formulas."""
     frame = boards_frame(boards)
     text_columns = frame.select_dtypes(include=["object", "string"]).columns
     frame[text_columns] = frame[text_columns].apply(lambda column: column.map(csv_escape))

@@ -49,10 +49,13 @@ METRICS = (
     Metric("generalization_success", "mean over paraphrases of P(new) > P(true) (ROME PS)"),
     Metric("generalization_magnitude", "mean over paraphrases of P(new) - P(true) (ROME PM)"),
     Metric("specificity_success", "mean over neighbourhood prompts of P(true) > P(new) (ROME NS)"),
-    Metric("specificity_magnitude", "mean over neighbourhood prompts of P(true) - P(new) (ROME NM)"),
-    Metric("fluency_ngram_entropy", "weighted bi/tri-gram entropy of generated text (ROME fluency; ROME layout only)"),
+    Metric("specificity_magnitude",
+           "mean over neighbourhood prompts of P(true) - P(new) (ROME NM)"),
+    Metric("fluency_ngram_entropy",
+           "weighted bi/tri-gram entropy of generated text (ROME fluency; ROME layout only)"),
     Metric("consistency_tfidf",
-           "TF-IDF cosine of generated text with reference text on the new object (ROME layout only)"),
+           "TF-IDF cosine of generated text with reference text on the new object "
+           "(ROME layout only)"),
 )
 
 
@@ -62,10 +65,11 @@ class CounterFactConfig(FileTaskConfig):
     gen_max_new_tokens: int = 50  # ROME generates up to 100 tokens in all
     gen_top_k: int = 5
     gen_prompts: int = 10  # at most this many generation prompts per edit
-    #: the TF-IDF space of consistency: "run" (fitted once per run on every record's references) or a
-    #: folder or URL prefix with ROME's idf.npy and tfidf_vocab.json
+    #: the TF-IDF space of consistency: "run" (fitted once per run on every record's references) or
+    #: a folder or URL prefix with ROME's idf.npy and tfidf_vocab.json
     idf: str = "run"
-    #: ROME's attribute_snippets.json (path or URL): Wikipedia references; None: the attribute prompts
+    #: ROME's attribute_snippets.json (path or URL): Wikipedia references; None: the attribute
+    #: prompts
     snippets: str | None = None
 
 
@@ -76,7 +80,8 @@ def _mean(values: list[float]) -> float:
 @TASKS.register("counterfact")
 class CounterFactTask(FileTask):
     name = "counterfact"
-    description = "CounterFact, ROME/MEMIT format or EasyEdit/KnowEdit flat format (recognised by keys)"
+    description = ("CounterFact, ROME/MEMIT format or EasyEdit/KnowEdit flat format "
+                   "(recognised by keys)")
     Config = CounterFactConfig
     metrics = METRICS
     default_data = "https://rome.baulab.info/data/dsets/counterfact.json"
@@ -89,13 +94,15 @@ class CounterFactTask(FileTask):
 
     @staticmethod
     def _uid(obj, where: Where) -> str:
-        return f"cf-{obj['case_id']}" if isinstance(obj.get("case_id"), int) else f"cf-{where.source}#{where.index}"
+        return (f"cf-{obj['case_id']}" if isinstance(obj.get("case_id"), int)
+                else f"cf-{where.source}#{where.index}")
 
     def _parse_rome(self, fields: Fields, obj, where: Where) -> EditRecord:
         rewrite = fields.nested("requested_rewrite")
         template, subject = rewrite.str("prompt"), rewrite.str("subject")
         if "{}" not in template:
-            raise where.error("requested_rewrite.prompt", f"has no '{{}}' for the subject: {template!r}")
+            raise where.error("requested_rewrite.prompt",
+                              f"has no '{{}}' for the subject: {template!r}")
         target_true = rewrite.nested("target_true").str("str")
         return EditRecord(
             uid=self._uid(obj, where),
@@ -104,29 +111,35 @@ class CounterFactTask(FileTask):
             target_new=rewrite.nested("target_new").str("str"),
             target_true=target_true,
             paraphrases=tuple(fields.str_list("paraphrase_prompts")),
-            neighbours=tuple(Neighbour(p, target_true) for p in fields.str_list("neighborhood_prompts")),
+            neighbours=tuple(Neighbour(p, target_true)
+                             for p in fields.str_list("neighborhood_prompts")),
             extra={
                 "relation_id": obj["requested_rewrite"].get("relation_id"),
                 "target_new_id": obj["requested_rewrite"]["target_new"].get("id"),
-                "attribute_prompts": fields.str_list("attribute_prompts") if fields.has("attribute_prompts") else [],
-                "generation_prompts": fields.str_list("generation_prompts") if fields.has("generation_prompts") else [],
+                "attribute_prompts": (fields.str_list("attribute_prompts")
+                                      if fields.has("attribute_prompts") else []),
+                "generation_prompts": (fields.str_list("generation_prompts")
+                                       if fields.has("generation_prompts") else []),
             },
         )
 
     def _parse_flat(self, fields: Fields, obj, where: Where) -> EditRecord:
-        if isinstance(obj.get("locality"), dict) or isinstance(obj.get("portability"), dict) or fields.has("rephrase"):
+        if (isinstance(obj.get("locality"), dict) or isinstance(obj.get("portability"), dict)
+                or fields.has("rephrase")):
             return parse_knowedit(obj, where, self._uid(obj, where))  # KnowEdit's nested layout
         prompt, subject = fields.str("prompt"), fields.str("subject")
         neighbours = ()
         if fields.has("locality_prompt"):
-            neighbours = (Neighbour(fields.str("locality_prompt"), fields.str("locality_ground_truth")),)
+            neighbours = (Neighbour(fields.str("locality_prompt"),
+                                    fields.str("locality_ground_truth")),)
         return EditRecord(
             uid=self._uid(obj, where),
             prompt=prompt,
             subject=subject,
             target_new=fields.str("target_new"),
             target_true=fields.str("ground_truth"),
-            paraphrases=tuple(fields.str_list("rephrase_prompt", allow_str=True)) if fields.has("rephrase_prompt") else (),
+            paraphrases=(tuple(fields.str_list("rephrase_prompt", allow_str=True))
+                         if fields.has("rephrase_prompt") else ()),
             neighbours=neighbours,
         )
 
@@ -135,7 +148,8 @@ class CounterFactTask(FileTask):
         super().__init__(options, config)
         self._loaded: dict[str, object] = {}  # the snippets and the TF-IDF space, read once per run
 
-    def extra_metrics(self, probe, records: list[EditRecord], positions: list[int]) -> list[ScoreRow]:
+    def extra_metrics(self, probe, records: list[EditRecord],
+                      positions: list[int]) -> list[ScoreRow]:
         chosen = [(p, records[p]) for p in positions if records[p].target_true]
         rows = self._probability_metrics(probe, chosen)
         config: CounterFactConfig = self.config  # type: ignore[assignment]
@@ -148,8 +162,10 @@ class CounterFactTask(FileTask):
     def _probability_metrics(probe, chosen: list[tuple[int, EditRecord]]) -> list[ScoreRow]:
         pairs: list[ScoringPair] = []
         for _, record in chosen:
-            for prompt in (record.prompt, *record.paraphrases, *(n.prompt for n in record.neighbours)):
-                pairs += [ScoringPair(prompt, record.target_new), ScoringPair(prompt, record.target_true)]
+            for prompt in (record.prompt, *record.paraphrases,
+                           *(n.prompt for n in record.neighbours)):
+                pairs += [ScoringPair(prompt, record.target_new),
+                          ScoringPair(prompt, record.target_true)]
         scores = iter(probe.score(pairs))
         rows = []
         for position, record in chosen:
@@ -164,8 +180,10 @@ class CounterFactTask(FileTask):
                       "specificity": take(len(record.neighbours), swap=True)}
             for name, results in groups.items():
                 if results:
-                    rows.append(ScoreRow(position, record.uid, f"{name}_success", _mean([s for s, _ in results])))
-                    rows.append(ScoreRow(position, record.uid, f"{name}_magnitude", _mean([m for _, m in results])))
+                    rows.append(ScoreRow(position, record.uid, f"{name}_success",
+                                         _mean([s for s, _ in results])))
+                    rows.append(ScoreRow(position, record.uid, f"{name}_magnitude",
+                                         _mean([m for _, m in results])))
         return rows
 
     def _generation_metrics(self, probe, chosen, config: CounterFactConfig) -> list[ScoreRow]:
@@ -179,7 +197,8 @@ class CounterFactTask(FileTask):
         space = self._tfidf_space()
         rows = []
         for (position, record), gen in zip(chosen, generated, strict=True):
-            rows.append(ScoreRow(position, record.uid, "fluency_ngram_entropy", _mean([ngram_entropy(t) for t in gen])))
+            rows.append(ScoreRow(position, record.uid, "fluency_ngram_entropy",
+                                 _mean([ngram_entropy(t) for t in gen])))
             references = self._references(record)
             if references:
                 rows.append(ScoreRow(position, record.uid, "consistency_tfidf",
@@ -190,7 +209,8 @@ class CounterFactTask(FileTask):
     def _references(self, record: EditRecord) -> list[str]:
         snippets = self._snippets()
         if snippets is not None:
-            found = snippets.get(str(record.extra.get("relation_id")), {}).get(str(record.extra.get("target_new_id")), [])
+            found = snippets.get(str(record.extra.get("relation_id")), {}).get(
+                str(record.extra.get("target_new_id")), [])
             return [s["text"] for s in found]  # subjects that truly have the new object
         return [f"{p} {record.target_new}." for p in record.extra.get("attribute_prompts", [])]
 
@@ -222,8 +242,8 @@ class CounterFactTask(FileTask):
         vocab = json.loads(read_text(self._local(f"{base}/tfidf_vocab.json")))
         idf = np.load(self._local(f"{base}/idf.npy"), allow_pickle=False)
         if not isinstance(vocab, dict) or len(vocab) != len(idf):
-            raise ValueError(f"{source}: tfidf_vocab.json and idf.npy do not match ({len(vocab)} words, "
-                             f"{len(idf)} idf values)")
+            raise ValueError(f"{source}: tfidf_vocab.json and idf.npy do not match "
+                             f"({len(vocab)} words, {len(idf)} idf values)")
         return {word: float(idf[index]) for word, index in vocab.items()}
 
     def _local(self, source: str) -> Path:

@@ -35,11 +35,14 @@ class FeverTask(FileTask):
             target_new = fields.str_list("alternatives")[0]
         else:
             target_new = fields.str("alt", "target_new")
-        paraphrase_key = next((k for k in ("equiv_prompt", "filtered_rephrases", "rephrase") if fields.has(k)), None)
-        paraphrases = tuple(fields.str_list(paraphrase_key, allow_str=True)) if paraphrase_key else ()
+        paraphrase_key = next((k for k in ("equiv_prompt", "filtered_rephrases", "rephrase")
+                               if fields.has(k)), None)
+        paraphrases = (tuple(fields.str_list(paraphrase_key, allow_str=True)) if paraphrase_key
+                       else ())
         neighbours = ()
         if fields.has("unrel_prompt") or fields.has("loc"):
-            neighbours = (Neighbour(fields.str("unrel_prompt", "loc"), fields.str("unrel_ans", "loc_ans")),)
+            neighbours = (Neighbour(fields.str("unrel_prompt", "loc"),
+                                    fields.str("unrel_ans", "loc_ans")),)
         return EditRecord(
             uid=f"{Path(where.source).name}#{where.index}",
             prompt=prompt,

@@ -70,7 +70,8 @@ class FileTask(Task):
     def _eval_source(self) -> str:
         data = self.options.data or self.default_data
         if data is None:
-            raise ValueError(f"the {self.name} task needs --data PATH (a local file, URL or datasets id)")
+            raise ValueError(f"the {self.name} task needs --data PATH (a local file, URL or "
+                             "datasets id)")
         return data
 
     def load(self, split: str) -> list[EditRecord]:
@@ -78,16 +79,17 @@ class FileTask(Task):
         records = self.read(self._eval_source())
         if split == "eval":
             if config.train_fraction:
-                return [r for r in records if not _in_train(r.group or r.uid, config.train_fraction)]
+                return [r for r in records
+                        if not _in_train(r.group or r.uid, config.train_fraction)]
             return records
         if split == "train":
             if config.train_data:
                 return self.read(config.train_data)
             if config.train_fraction:
                 return [r for r in records if _in_train(r.group or r.uid, config.train_fraction)]
-            raise ValueError(f"the {self.name} task has no train split: pass --param {self.name}.train_data=FILE "
-                             f"(the published train file) or --param {self.name}.train_fraction=0.5 to hold out "
-                             "part of --data")
+            raise ValueError(f"the {self.name} task has no train split: pass --param "
+                             f"{self.name}.train_data=FILE (the published train file) or --param "
+                             f"{self.name}.train_fraction=0.5 to hold out part of --data")
         raise ValueError(f"--split {split!r}: the {self.name} task has splits 'eval' and 'train'")
 
     def skipped_records(self) -> int:

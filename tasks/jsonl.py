@@ -24,14 +24,16 @@ from ..core.sources import Fields, Where
 from ..core.task import TASKS
 from .filetask import FileTask
 
-FIELDS = {"prompt", "subject", "target_new", "target_true", "paraphrases", "neighbours", "uid", "extra"}
+FIELDS = {"prompt", "subject", "target_new", "target_true", "paraphrases", "neighbours", "uid",
+          "extra"}
 
 
 def parse_record(obj: Any, where: Where) -> EditRecord:
     fields = Fields(obj, where)
     unknown = set(obj) - FIELDS
     if unknown:
-        raise where.error(sorted(unknown)[0], f"is not part of the schema (allowed: {', '.join(sorted(FIELDS))})")
+        raise where.error(sorted(unknown)[0],
+                          f"is not part of the schema (allowed: {', '.join(sorted(FIELDS))})")
     prompt, subject = fields.str("prompt"), fields.str("subject")
     if subject not in prompt:
         raise where.error("subject", f"{subject!r} does not occur in the prompt {prompt!r}")
@@ -41,7 +43,8 @@ def parse_record(obj: Any, where: Where) -> EditRecord:
     neighbours = []
     for i, item in enumerate(raw_neighbours):
         if not isinstance(item, dict) or set(item) != {"prompt", "answer"}:
-            raise where.error(f"neighbours[{i}]", "must be an object with exactly 'prompt' and 'answer'")
+            raise where.error(f"neighbours[{i}]",
+                              "must be an object with exactly 'prompt' and 'answer'")
         item_fields = Fields(item, where, prefix=f"neighbours[{i}].")
         neighbours.append(Neighbour(item_fields.str("prompt"), item_fields.str("answer")))
     extra = obj.get("extra", {})
@@ -65,7 +68,8 @@ def parse_record(obj: Any, where: Where) -> EditRecord:
 @TASKS.register("jsonl")
 class JsonlTask(FileTask):
     name = "jsonl"
-    description = "your own edits: a JSONL file in editbench's schema (--data FILE, or --task FILE.jsonl)"
+    description = ("your own edits: a JSONL file in editbench's schema (--data FILE, or "
+                   "--task FILE.jsonl)")
 
     def parse(self, obj: Any, where: Where) -> EditRecord:
         return parse_record(obj, where)

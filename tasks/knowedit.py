@@ -55,15 +55,20 @@ def parse_knowedit(obj: Any, where: Where, uid: str) -> EditRecord:
     key = next((k for k in ("rephrase", "rephrase_prompt") if fields.has(k)), None)
     if key:
         paraphrases = tuple(fields.str_list(key, allow_str=True))
-    locality = {name: tuple(Neighbour(p, a) for p, a in items) for name, items in _questions(obj, "locality", where).items()}
-    portability = tuple(Portability(p, a, None, name) for name, items in _questions(obj, "portability", where).items()
+    locality = {name: tuple(Neighbour(p, a) for p, a in items)
+                for name, items in _questions(obj, "locality", where).items()}
+    portability = tuple(Portability(p, a, None, name)
+                        for name, items in _questions(obj, "portability", where).items()
                         for p, a in items)
     neighbours = ()
     if fields.has("locality_prompt"):
-        neighbours = (Neighbour(fields.str("locality_prompt"), fields.str("locality_ground_truth")),)
+        neighbours = (Neighbour(fields.str("locality_prompt"),
+                                fields.str("locality_ground_truth")),)
     return EditRecord(
-        uid=uid, prompt=fields.str("prompt", "src"), subject=fields.str("subject"), target_new=fields.str("target_new", "alt"),
-        target_true=_answer(obj["ground_truth"], where, "ground_truth") if fields.has("ground_truth") else None,
+        uid=uid, prompt=fields.str("prompt", "src"), subject=fields.str("subject"),
+        target_new=fields.str("target_new", "alt"),
+        target_true=(_answer(obj["ground_truth"], where, "ground_truth")
+                     if fields.has("ground_truth") else None),
         paraphrases=paraphrases, neighbours=neighbours, locality=locality, portability=portability,
     )
 
@@ -71,7 +76,8 @@ def parse_knowedit(obj: Any, where: Where, uid: str) -> EditRecord:
 @TASKS.register("knowedit")
 class KnowEditTask(FileTask):
     name = "knowedit"
-    description = "KnowEdit/EasyEdit records with nested locality and portability dicts; needs --data"
+    description = ("KnowEdit/EasyEdit records with nested locality and portability dicts; "
+                   "needs --data")
 
     def parse(self, obj, where: Where) -> EditRecord:
         return parse_knowedit(obj, where, f"{Path(where.source).name}#{where.index}")

@@ -39,13 +39,15 @@ from .filetask import FileTask, FileTaskConfig
 
 log = logging.getLogger(__name__)
 
-MULTIHOP_METRIC = Metric("multihop_acc", "MQuAKE's rule: 1 if any of a case's multi-hop questions gets every "
-                                         "token of the new answer as the top prediction (teacher-forced)")
+MULTIHOP_METRIC = Metric("multihop_acc",
+                         "MQuAKE's rule: 1 if any of a case's multi-hop questions gets every "
+                         "token of the new answer as the top prediction (teacher-forced)")
 
 
 @dataclass(frozen=True)
 class MquakeConfig(FileTaskConfig):
-    #: demonstrations put before every question (a path or URL), e.g. MQuAKE's prompts/multihop-prompts.txt
+    #: demonstrations put before every question (a path or URL), e.g. MQuAKE's
+    #: prompts/multihop-prompts.txt
     fewshot: str | None = None
 
 
@@ -59,7 +61,8 @@ def _hop(fields: Fields, name: str, index: int) -> tuple[str, str]:
 @TASKS.register("mquake")
 class MquakeTask(FileTask):
     name = "mquake"
-    description = "MQuAKE cases (requested_rewrite list, multi-hop questions, single hops); needs --data or the network"
+    description = ("MQuAKE cases (requested_rewrite list, multi-hop questions, single hops); "
+                   "needs --data or the network")
     Config = MquakeConfig
     metrics = (MULTIHOP_METRIC,)
     default_data = "https://raw.githubusercontent.com/princeton-nlp/MQuAKE/main/datasets/MQuAKE-CF-3k-v2.json"
@@ -69,7 +72,8 @@ class MquakeTask(FileTask):
         self._fewshot: str | None = None
 
     def fewshot(self) -> str:
-        """The demonstrations before each question, ending in a newline (empty when none are set)."""
+        """The demonstrations before each question, ending in a newline (empty when none are
+        set)."""
         if self._fewshot is None:
             source = self.config.fewshot  # type: ignore[attr-defined]
             if not source:
@@ -95,7 +99,8 @@ class MquakeTask(FileTask):
             rewrite = Fields(rewrites[i], where, prefix=f"requested_rewrite[{i}].")
             template, subject = rewrite.str("prompt"), rewrite.str("subject")
             if "{}" not in template:
-                raise where.error(f"requested_rewrite[{i}].prompt", f"has no '{{}}' for the subject: {template!r}")
+                raise where.error(f"requested_rewrite[{i}].prompt",
+                                  f"has no '{{}}' for the subject: {template!r}")
             edits.append(EditRecord(
                 uid=f"{group}-{i}", prompt=template.format(subject), subject=subject,
                 target_new=rewrite.nested("target_new").str("str"),
@@ -113,7 +118,8 @@ class MquakeTask(FileTask):
                 if cloze not in edited:
                     chain.setdefault(cloze, answer)
         answer, new_answer = fields.str("answer"), fields.str("new_answer")
-        aliases = tuple(fields.str_list("new_answer_alias")) if fields.obj.get("new_answer_alias") else ()
+        aliases = (tuple(fields.str_list("new_answer_alias"))
+                   if fields.obj.get("new_answer_alias") else ())
         questions = tuple(Portability(self.question(q), new_answer, answer, "multi_hop", aliases)
                           for q in fields.str_list("questions"))
         locality = {"chain": tuple(Neighbour(c, a) for c, a in chain.items())} if chain else {}
@@ -129,17 +135,22 @@ class MquakeTask(FileTask):
                 targets.setdefault(record.prompt, set()).add(record.target_new)
             conflicts = Counter(len(t) > 1 for t in targets.values())[True]
             if conflicts:
-                log.warning("%s: %d edited prompts get different new objects in different cases; a later edit "
-                            "overrides an earlier one in a lifelong run (MQuAKE-CF-3k-v2 has no such conflicts)",
+                log.warning("%s: %d edited prompts get different new objects in different cases; "
+                            "a later edit overrides an earlier one in a lifelong run "
+                            "(MQuAKE-CF-3k-v2 has no such conflicts)",
                             data, conflicts)
         return records
 
-    def extra_metrics(self, probe, records: list[EditRecord], positions: list[int]) -> list[ScoreRow]:
-        chosen = [(p, records[p]) for p in positions if any(q.kind == "multi_hop" for q in records[p].portability)]
-        pairs = [ScoringPair(q.prompt, q.answer) for _, r in chosen for q in r.portability if q.kind == "multi_hop"]
+    def extra_metrics(self, probe, records: list[EditRecord],
+                      positions: list[int]) -> list[ScoreRow]:
+        chosen = [(p, records[p]) for p in positions
+                  if any(q.kind == "multi_hop" for q in records[p].portability)]
+        pairs = [ScoringPair(q.prompt, q.answer) for _, r in chosen for q in r.portability
+                 if q.kind == "multi_hop"]
         scores = iter(probe.score(pairs))
         rows = []
         for position, record in chosen:
-            answered = [next(scores).token_accuracy == 1.0 for q in record.portability if q.kind == "multi_hop"]
+            answered = [next(scores).token_accuracy == 1.0 for q in record.portability
+                        if q.kind == "multi_hop"]
             rows.append(ScoreRow(position, record.uid, "multihop_acc", float(any(answered))))
         return rows

@@ -40,33 +40,38 @@ PREFIXES = ("", "Fact:", "As everyone knows,", "In short,")
 
 # relation -> (phrasings with {} for the subject, what the subject is)
 RELATIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "city": (("{} lives in", "The home town of {} is", "{} has a house in", "The city where {} resides is"), "person"),
-    "job": (("{} works as a", "The profession of {} is", "{} earns a living as a", "By trade, {} is a"), "person"),
-    "language": (("{} speaks", "The native language of {} is", "{} was raised speaking", "At home, {} talks in"),
-                 "person"),
+    "city": (("{} lives in", "The home town of {} is", "{} has a house in",
+              "The city where {} resides is"), "person"),
+    "job": (("{} works as a", "The profession of {} is", "{} earns a living as a",
+             "By trade, {} is a"), "person"),
+    "language": (("{} speaks", "The native language of {} is", "{} was raised speaking",
+                  "At home, {} talks in"), "person"),
     "instrument": (("{} plays the", "The instrument of {} is the", "{} practises the",
                     "On stage, {} performs on the"), "person"),
-    "pet": (("{} keeps a pet", "The pet of {} is a", "{} feeds a pet", "At home, {} looks after a pet"), "person"),
-    "colour": (("{} likes the colour", "The favourite colour of {} is", "{} always wears", "{} paints in"),
-               "person"),
+    "pet": (("{} keeps a pet", "The pet of {} is a", "{} feeds a pet",
+             "At home, {} looks after a pet"), "person"),
+    "colour": (("{} likes the colour", "The favourite colour of {} is", "{} always wears",
+                "{} paints in"), "person"),
     "month": (("{} was born in", "The birth month of {} is", "{} celebrates a birthday in",
                "The birthday of {} falls in"), "person"),
-    "employer": (("{} is employed by", "The employer of {} is", "{} draws a wage from", "Each day, {} works for"),
-                 "person"),
-    "spouse": (("{} is married to", "The spouse of {} is", "{} shares a home with", "The partner of {} is"),
-               "person"),
-    "country": (("{} lies in", "The country of {} is", "{} belongs to", "The land that holds {} is"), "city"),
-    "currency": (("{} pays in", "The currency of {} is the", "In {}, people pay in", "Money in {} is the"),
-                 "country"),
+    "employer": (("{} is employed by", "The employer of {} is", "{} draws a wage from",
+                  "Each day, {} works for"), "person"),
+    "spouse": (("{} is married to", "The spouse of {} is", "{} shares a home with",
+                "The partner of {} is"), "person"),
+    "country": (("{} lies in", "The country of {} is", "{} belongs to",
+                 "The land that holds {} is"), "city"),
+    "currency": (("{} pays in", "The currency of {} is the", "In {}, people pay in",
+                  "Money in {} is the"), "country"),
 }
 PERSON_RELATIONS = tuple(r for r, (_, kind) in RELATIONS.items() if kind == "person")
 
 #: two-hop questions about a person: name -> (phrasings, first relation, second relation)
 TWO_HOPS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "home_country": (("The country {} lives in is", "{} lives in the country of", "{} has a house in the land of",
-                      "The homeland of {} is"), "city", "country"),
+    "home_country": (("The country {} lives in is", "{} lives in the country of",
+                      "{} has a house in the land of", "The homeland of {} is"), "city", "country"),
     "spouse_city": (("The spouse of {} lives in", "{} is married to someone who lives in",
-                     "The home town of the partner of {} is", "The partner of {} has a house in"), "spouse", "city"),
+                     "The home town of the partner of {} is", "The partner of {} has a house in"),
+                    "spouse", "city"),
 }
 #: the same two hops asked step by step (MQuAKE's chain-of-thought setting): "Step by step: X lives
 #: in C, which lies in K". The first hop is stated, then the second continues from it, so the model
@@ -100,19 +105,22 @@ def _name(rng: random.Random, syllables: int) -> str:
 class PocketConfig(TaskConfig):
     """The world's size and seed. The world seed is fixed apart from ``--seed``, which orders edits:
     the model is trained on the world, so changing the world means training a new model.
-    ``model="large"`` trains a wider, longer-trained model on the same world (docs/pocket-world.md)."""
+    ``model="large"`` trains a wider, longer-trained model on the same world
+    (docs/pocket-world.md)."""
 
     n_entities: int = 120
     world_seed: int = 0
     n_neighbours: int = 4
-    n_unrelated: int = 3  # locality prompts per edit from other people's other relations and the objects' facts
+    # locality prompts per edit from other people's other relations and the objects' facts
+    n_unrelated: int = 3
     n_same_subject: int = 3  # locality prompts per edit from the edited person's other relations
     n_cities: int = 30
     model: str = "small"
 
     def __post_init__(self) -> None:
         if self.n_entities < 10 or self.n_entities % 2:
-            raise ValueError(f"n_entities must be even (spouses pair people) and at least 10, got {self.n_entities}")
+            raise ValueError(f"n_entities must be even (spouses pair people) and at least 10, "
+                             f"got {self.n_entities}")
         for name in ("n_neighbours", "n_unrelated", "n_same_subject"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -136,18 +144,22 @@ class PocketWorld:
         self.config = config
         rng = random.Random(config.world_seed)
         countries = self._unique(rng, 6, lambda: _name(rng, 2) + "ia")
-        cities = self._unique(rng, config.n_cities,
-                              lambda: f"{_name(rng, 2)} {rng.choice(('Vale', 'Ford', 'Hill', 'Port'))}")
+        cities = self._unique(
+            rng, config.n_cities,
+            lambda: f"{_name(rng, 2)} {rng.choice(('Vale', 'Ford', 'Hill', 'Port'))}")
         people = self._unique(rng, config.n_entities + 6 + config.n_cities,
                               lambda: f"{_name(rng, 2)} {_name(rng, 2)}")
         self.entities = tuple(p for p in people if p not in cities)[: config.n_entities]
         aliases = self._unique(rng, config.n_entities + len(people), lambda: _name(rng, 3))
         taken = set(self.entities) | set(cities) | set(countries)
-        self.aliases = dict(zip(self.entities, (a for a in aliases if a not in taken), strict=False))
+        self.aliases = dict(zip(self.entities, (a for a in aliases if a not in taken),
+                                strict=False))
         currencies = self._unique(rng, len(countries), lambda: _name(rng, 1).lower() + "a")
         self.objects: dict[str, tuple[str, ...]] = {
-            **_FIXED, "city": cities, "language": self._unique(rng, 12, lambda: _name(rng, 2) + "ish"),
-            "employer": self._unique(rng, 40, lambda: f"{_name(rng, 2)} {rng.choice(('Works', 'Guild', 'Mills'))}"),
+            **_FIXED, "city": cities,
+            "language": self._unique(rng, 12, lambda: _name(rng, 2) + "ish"),
+            "employer": self._unique(
+                rng, 40, lambda: f"{_name(rng, 2)} {rng.choice(('Works', 'Guild', 'Mills'))}"),
             "spouse": self.entities, "country": countries, "currency": currencies,
         }
         order = list(self.entities)
@@ -161,9 +173,11 @@ class PocketWorld:
                 obj = spouse[entity] if relation == "spouse" else rng.choice(self.objects[relation])
                 self.facts.append(Fact(entity, relation, obj))
         # every country holds a city, and each country has its own currency
-        self.object_facts = [Fact(city, "country", countries[i % len(countries)] if i < len(countries)
+        self.object_facts = [Fact(city, "country",
+                                  countries[i % len(countries)] if i < len(countries)
                                   else rng.choice(countries)) for i, city in enumerate(cities)]
-        self.object_facts += [Fact(country, "currency", cur) for country, cur in zip(countries, currencies)]
+        self.object_facts += [Fact(country, "currency", cur)
+                              for country, cur in zip(countries, currencies)]
         self.lookup = {(f.entity, f.relation): f.obj for f in (*self.facts, *self.object_facts)}
 
     @staticmethod
@@ -201,7 +215,8 @@ class PocketWorld:
         return f"{bridge}, {CHAIN_LINKS[name]} {self.two_hop_answer(subject, name, bridge)}"
 
     def two_hop_answer(self, subject: str, name: str, first: str | None = None) -> str:
-        """The answer, with ``first`` standing in for the subject's first-hop object (after an edit)."""
+        """The answer, with ``first`` standing in for the subject's first-hop object (after an
+        edit)."""
         _, first_relation, second_relation = TWO_HOPS[name]
         bridge = first if first is not None else self.lookup[(subject, first_relation)]
         return self.lookup[(bridge, second_relation)]
@@ -218,8 +233,8 @@ class PocketWorld:
         return self.split_of(self.entities.index(entity))
 
     def _crossed(self, template_prompt, obj: str) -> list[str]:
-        return [f"{template_prompt(prefix, phrasing)} {obj}." for prefix in range(len(PREFIXES)) for phrasing in range(4)
-                if not self.held_out(prefix, phrasing)]
+        return [f"{template_prompt(prefix, phrasing)} {obj}." for prefix in range(len(PREFIXES))
+                for phrasing in range(4) if not self.held_out(prefix, phrasing)]
 
     def training_sentences(self) -> list[str]:
         """Every fact in every non-held-out phrasing, the aliases and facts stated of the alias (two
@@ -227,34 +242,43 @@ class PocketWorld:
         eval people's two-hop questions are the ones the model must answer by composition."""
         sentences = []
         for fact in (*self.facts, *self.object_facts):
-            sentences += self._crossed(lambda k, j, f=fact: self.prompt(f.entity, f.relation, k, j), fact.obj)
+            sentences += self._crossed(lambda k, j, f=fact: self.prompt(f.entity, f.relation, k, j),
+                                       fact.obj)
         for entity, alias in self.aliases.items():
             sentences += [template.format(alias, entity) for template in ALIAS_PHRASINGS]
         for fact in self.facts:
-            sentences += [f"{self.prompt(self.aliases[fact.entity], fact.relation, 0, j)} {fact.obj}." for j in (0, 1)]
+            sentences += [f"{self.prompt(self.aliases[fact.entity], fact.relation, 0, j)} "
+                          f"{fact.obj}." for j in (0, 1)]
         for entity in self.entities:
             if self.entity_split(entity) != "eval":
                 for name in TWO_HOPS:
                     answer = self.two_hop_answer(entity, name)
-                    sentences += self._crossed(lambda k, j, e=entity, n=name: self.two_hop_prompt(e, n, k, j), answer)
+                    sentences += self._crossed(
+                        lambda k, j, e=entity, n=name: self.two_hop_prompt(e, n, k, j), answer)
                     chain = self.chain_answer(entity, name)
-                    sentences += self._crossed(lambda k, j, e=entity, n=name: self.chain_prompt(e, n, k, j), chain)
+                    sentences += self._crossed(
+                        lambda k, j, e=entity, n=name: self.chain_prompt(e, n, k, j), chain)
         for name, (_, first, _) in TWO_HOPS.items():
             for index, bridge in enumerate(self.objects[first]):
                 who = CHAIN_STAND_INS[index % len(CHAIN_STAND_INS)]
-                sentences += self._crossed(lambda k, j, w=who, n=name: self.chain_prompt(w, n, k, j),
-                                           self.chain_answer(who, name, bridge))
+                sentences += self._crossed(
+                    lambda k, j, w=who, n=name: self.chain_prompt(w, n, k, j),
+                    self.chain_answer(who, name, bridge))
         return sentences
 
     def portability(self, fact: Fact, new: str) -> tuple[Portability, ...]:
         """What follows from setting ``fact`` to ``new``: the alias's answer changes with it, and a
-        two-hop question whose first hop is the edited relation takes the new object's second hop."""
-        questions = [Portability(self.prompt(self.aliases[fact.entity], fact.relation, 0, 0), new, fact.obj, "alias")]
+        two-hop question whose first hop is the edited relation takes the new object's second
+        hop."""
+        questions = [Portability(self.prompt(self.aliases[fact.entity], fact.relation, 0, 0), new,
+                                 fact.obj, "alias")]
         for name, (_, first, _) in TWO_HOPS.items():
             if first == fact.relation:
-                questions.append(Portability(self.two_hop_prompt(fact.entity, name), self.two_hop_answer(fact.entity, name, new),
+                questions.append(Portability(self.two_hop_prompt(fact.entity, name),
+                                             self.two_hop_answer(fact.entity, name, new),
                                              self.two_hop_answer(fact.entity, name), "two_hop"))
-                questions.append(Portability(self.chain_prompt(fact.entity, name), self.chain_answer(fact.entity, name, new),
+                questions.append(Portability(self.chain_prompt(fact.entity, name),
+                                             self.chain_answer(fact.entity, name, new),
                                              self.chain_answer(fact.entity, name), "two_hop_chain"))
         return tuple(questions)
 
@@ -265,7 +289,8 @@ class PocketWorld:
         for name, (_, first, _) in TWO_HOPS.items():
             if first == fact.relation:
                 old = self.two_hop_answer(fact.entity, name)
-                choices = [o for o in choices if self.two_hop_answer(fact.entity, name, o) != old] or choices
+                choices = [o for o in choices
+                           if self.two_hop_answer(fact.entity, name, o) != old] or choices
         return rng.choice(choices)
 
     @cached_property
@@ -285,7 +310,8 @@ class PocketWorld:
             if split == "pool":
                 continue
             new = self._new_object(rng, fact)
-            neighbours = rng.sample(by_relation[fact.relation], min(config.n_neighbours, len(by_relation[fact.relation])))
+            neighbours = rng.sample(by_relation[fact.relation],
+                                    min(config.n_neighbours, len(by_relation[fact.relation])))
             others = [f for f in pool if f.relation != fact.relation] + self.object_facts
             unrelated = rng.sample(others, min(config.n_unrelated, len(others)))
             own = [f for f in by_entity[fact.entity] if f.relation != fact.relation]
@@ -296,9 +322,11 @@ class PocketWorld:
                 subject=fact.entity,
                 target_new=new,
                 target_true=fact.obj,
-                paraphrases=tuple(self.prompt(fact.entity, fact.relation, k, k) for k in range(1, len(PREFIXES))),
+                paraphrases=tuple(self.prompt(fact.entity, fact.relation, k, k)
+                                  for k in range(1, len(PREFIXES))),
                 neighbours=self._as_neighbours(neighbours),
-                locality={"unrelated": self._as_neighbours(unrelated), "subject": self._as_neighbours(same_subject)},
+                locality={"unrelated": self._as_neighbours(unrelated),
+                          "subject": self._as_neighbours(same_subject)},
                 portability=self.portability(fact, new),
                 extra={"relation": fact.relation},
             ))
@@ -311,12 +339,14 @@ class PocketWorld:
 @TASKS.register("pocket", default=True)
 class PocketTask(Task):
     name = "pocket"
-    description = ("built-in fictional world (11 relations, aliases, two-hop questions, held-out phrasings); "
-                   "trains its own model offline")
+    description = ("built-in fictional world (11 relations, aliases, two-hop questions, "
+                   "held-out phrasings); trains its own model offline")
     Config = PocketConfig
     locality_descriptions = {
-        "unrelated": "facts of other (never edited) people and relations, and of the cities and countries (ZsRE-style)",
-        "subject": "the edited person's other relations (editing where X lives must not change X's job)",
+        "unrelated": ("facts of other (never edited) people and relations, and of the cities and "
+                      "countries (ZsRE-style)"),
+        "subject": ("the edited person's other relations (editing where X lives must not change "
+                    "X's job)"),
     }
 
     @cached_property

@@ -27,7 +27,8 @@ from ..core.tokenize import pad
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # 3: the world's step-by-step sentences (the hash covers the world's config, not its text)
+# 3: the world's step-by-step sentences (the hash covers the world's config, not its text)
+FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,12 @@ class PocketModelConfig:
 #: pocket defaults were chosen on (4 layers, width 128) and trains on the 11-relation world for
 #: 2,400 steps (1,400 on the 4-relation world before: the world has about 1.7x the sentences, and
 #: a step about 1.15x the tokens); ``large`` is wider, deeper and trained longer (about 9x the
-#: training compute), for readers who want the two-hop questions answered better (docs/pocket-world.md).
+#: training compute), for readers who want the two-hop questions answered better
+#: (docs/pocket-world.md).
 MODEL_SIZES: dict[str, PocketModelConfig] = {
     "small": PocketModelConfig(),
-    "large": PocketModelConfig(hidden_size=256, intermediate_size=768, n_layers=6, n_heads=8, steps=4800, lr=2e-3),
+    "large": PocketModelConfig(hidden_size=256, intermediate_size=768, n_layers=6, n_heads=8,
+                               steps=4800, lr=2e-3),
 }
 
 
@@ -64,7 +67,8 @@ def build_model(config: PocketModelConfig, vocab_size: int):
 
     torch.manual_seed(config.seed)
     model_config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
+        vocab_size=vocab_size, hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
         num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
         num_key_value_heads=config.n_heads, max_position_embeddings=64, tie_word_embeddings=True,
         bos_token_id=1, eos_token_id=2, pad_token_id=0,
@@ -72,7 +76,8 @@ def build_model(config: PocketModelConfig, vocab_size: int):
     return LlamaForCausalLM(model_config)
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, groups: int, rng: random.Random) -> Iterator[list[int]]:
+def length_grouped_batches(lengths: list[int], batch_size: int, groups: int,
+                           rng: random.Random) -> Iterator[list[int]]:
     """Endless batches of indices, each sentence at most once per epoch. Each run of ``groups``
     batches is drawn at random, sorted by length and cut, and its batches are shuffled, so the
     sentences of one batch have similar lengths and little of a step's work is padding."""
@@ -95,10 +100,11 @@ def train_pocket_model(sentences: list[str], config: PocketModelConfig, out_dir:
     encoded = [tokenizer(s + "</s>")["input_ids"] for s in sentences]
     rng = random.Random(config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps,
-                                                   pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                   total_steps=config.steps, pct_start=0.1)
     model.train()
-    batches = length_grouped_batches([len(e) for e in encoded], config.batch_size, config.length_groups, rng)
+    batches = length_grouped_batches([len(e) for e in encoded], config.batch_size,
+                                     config.length_groups, rng)
     bar = progress(range(config.steps), desc="training pocket model", unit="step")
     for _ in bar:
         batch = [encoded[i] for i in next(batches)]
@@ -119,8 +125,8 @@ def train_pocket_model(sentences: list[str], config: PocketModelConfig, out_dir:
     tokenizer.save_pretrained(out_dir)
 
 
-def ensure_pocket_model(world, cache_dir: Path | None = None, config: PocketModelConfig | None = None,
-                        build: bool = True) -> Path:
+def ensure_pocket_model(world, cache_dir: Path | None = None,
+                        config: PocketModelConfig | None = None, build: bool = True) -> Path:
     """The model folder for ``world``: the package's shipped build where it ships this one, else the
     cache's, trained first if it is not there yet (``build=False``: only the folder, unchecked)."""
     config = config or PocketModelConfig()
@@ -128,14 +134,16 @@ def ensure_pocket_model(world, cache_dir: Path | None = None, config: PocketMode
     entry = f"models/pocket-{digest}"
     if not build:
         return located(entry) or (cache_dir or cache_root()) / entry
-    packaged = shipped(entry)  # the package's own build, the same on every machine (core/artifacts.py)
+    # the package's own build, the same on every machine (core/artifacts.py)
+    packaged = shipped(entry)
     if packaged is not None:
         log.info("loaded the shipped pocket model from %s", packaged)
         return packaged
     final = (cache_dir or cache_root()) / entry
     if not (final / "config.json").exists():
         with building(final, f"the pocket model {final}"):
-            if not (final / "config.json").exists():  # another process may have built it while we waited
+            # another process may have built it while we waited
+            if not (final / "config.json").exists():
                 log.info("training the pocket model (once; cached in %s)", final)
                 tmp = staging_dir(final)
                 train_pocket_model(world.training_sentences(), config, tmp)

@@ -1,4 +1,5 @@
-"""ZsRE question answering in the MEND/ROME format (Levy et al. 2017; De Cao et al. 2021; Mitchell et al. 2022).
+"""ZsRE question answering in the MEND/ROME format (Levy et al. 2017; De Cao et al. 2021;
+Mitchell et al. 2022).
 
 Record fields: ``subject``, ``src`` (the question, edited), ``rephrase`` (a paraphrase),
 ``alt`` (the new answer; MALMEN's copies may call it ``ans``), ``answers`` (the true answers),
@@ -29,7 +30,8 @@ TARGETS = ("alt", "answers")
 
 @dataclass(frozen=True)
 class ZsreConfig(FileTaskConfig):
-    target: str = "alt"  # alt: MEND, MALMEN, RLEdit, EasyEdit; answers: answers[0], as ROME, MEMIT, AlphaEdit
+    # alt: MEND, MALMEN, RLEdit, EasyEdit; answers: answers[0], as ROME, MEMIT, AlphaEdit
+    target: str = "alt"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -40,13 +42,15 @@ class ZsreConfig(FileTaskConfig):
 @TASKS.register("zsre")
 class ZsreTask(FileTask):
     name = "zsre"
-    description = "ZsRE question answering, MEND/ROME format (src, rephrase, alt, answers, loc, loc_ans)"
+    description = ("ZsRE question answering, MEND/ROME format (src, rephrase, alt, answers, loc, "
+                   "loc_ans)")
     Config = ZsreConfig
     default_data = "https://rome.baulab.info/data/dsets/zsre_mend_eval.json"
 
     def parse(self, obj, where: Where) -> EditRecord:
         fields = Fields(obj, where)
-        if self.config.target == "answers":  # ROME/MEMIT: the true answer is the edit, and there is no other
+        if self.config.target == "answers":
+            # ROME/MEMIT: the true answer is the edit, and there is no other
             target_new, target_true = fields.str_list("answers", allow_str=True)[0], None
         else:
             answers = fields.str_list("answers", allow_str=True) if fields.has("answers") else []

@@ -3,9 +3,9 @@
 On CUDA the caching allocator counts every byte it hands out (``torch.cuda.max_memory_allocated``).
 On CPU there is no such counter, so :class:`PeakMemory` reads the C library's heap in use
 (``mallinfo2``: small blocks plus mmapped ones, where torch's CPU allocator gets its memory) after
-every tensor operation, through a dispatch mode. That misses temporaries that live and die inside one
-kernel, and counts anything else the process allocates meanwhile; it is a measurement for checks on
-small models, not for production runs.
+every tensor operation, through a dispatch mode. That misses temporaries that live and die inside
+one kernel, and counts anything else the process allocates meanwhile; it is a measurement for checks
+on small models, not for production runs.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
 
 
 def _libc():
@@ -44,8 +44,8 @@ def heap_in_use() -> int:
 
 
 class PeakMemory(TorchDispatchMode):
-    """``with PeakMemory(device) as meter: ...``; then ``meter.peak`` is the most memory held above what
-    was held on entry, in bytes."""
+    """``with PeakMemory(device) as meter: ...``; then ``meter.peak`` is the most memory held above
+    what was held on entry, in bytes."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         super().__init__()
