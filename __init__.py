@@ -6,7 +6,7 @@ protocols, registries, the store), ``editbench.methods``, ``editbench.tasks``,
 command line).
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 #: the Python API (``editbench.run``, ``editbench.plan``, ``editbench.edit``), loaded on first use
 #: so that importing editbench stays cheap

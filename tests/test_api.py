@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from conftest import micro_edits, write_edits
 
 import editbench
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 
 EDITS = micro_edits(6)
 

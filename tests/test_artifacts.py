@@ -16,7 +16,7 @@ from editbench.core.configs import config_hash
 from editbench.core.method import EditContext, MethodRef, is_trainable
 from editbench.core.models import ModelLayout, load_model
 from editbench.core.task import TaskOptions
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 from editbench.harness.plan.resolve import default_methods
 from editbench.methods import METHODS
 from editbench.tasks import pocket_model

@@ -2,7 +2,7 @@ import json
 
 from click.testing import CliRunner
 
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 
 
 def test_bench_runs_at_a_tiny_size_and_writes_its_json(tmp_path):

@@ -2,7 +2,7 @@ import json
 
 from click.testing import CliRunner
 
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 
 
 def test_list_shows_methods_and_tasks():

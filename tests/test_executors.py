@@ -48,7 +48,7 @@ def _checkpoints(db: Path) -> int:
 def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'editbench[ray]'")
     out = tmp_path / "sweep"
-    args = [sys.executable, "-m", "editbench.harness.cli", "run", "--executor", "ray", "--methods", "ft-m,ft-l",
+    args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--executor", "ray", "--methods", "ft-m,ft-l",
             "--seed", "0,1", "--model", str(micro_llama), "--param", "pocket.n_entities=20", "--edits", "40",
             "--batch-size", "2", "--checkpoints", ",".join(str(n) for n in range(4, 41, 4)), "--device", "cpu",
             "--param", "ft-m.stop_loss=0", "--param", "ft-l.stop_loss=0", "--out", str(out)]

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_edits
 
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 
 
 @pytest.fixture(scope="module")

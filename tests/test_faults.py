@@ -27,7 +27,7 @@ CHECKPOINTS = (2, 4, 6, 8, 10, 12)
 
 
 def _args(model: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "editbench.harness.cli", "run", "--task", "pocket", "--param", "pocket.n_entities=20",
+    return [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket", "--param", "pocket.n_entities=20",
             "--model", str(model), "--methods", "ft-m", "--edits", "12", "--batch-size", "2",
             "--checkpoints", ",".join(map(str, CHECKPOINTS)), "--device", "cpu", "--param", "ft-m.stop_loss=0",
             "--out", str(out), *extra]
@@ -244,7 +244,7 @@ def _writable(folder: Path) -> None:
 
 
 def _cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "editbench.harness.cli", *args], env=_env(cache),
+    return subprocess.run([sys.executable, "-m", "editbench.harness.cli.group", *args], env=_env(cache),
                           capture_output=True, text=True, timeout=300, preexec_fn=_without_file_permission_override)
 
 

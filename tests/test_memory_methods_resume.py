@@ -25,7 +25,7 @@ METHODS = {
 
 
 def _run(model: Path, out: Path, cache: Path, method: str, fault: str | None = None) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "editbench.harness.cli", "run", "--task", "pocket", "--param",
+    args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket", "--param",
             "pocket.n_entities=20", "--model", str(model), "--methods", method, "--edits", "6", "--batch-size", "2",
             "--checkpoints", "2,4,6", "--device", "cpu", "--gen-eval", "off", "--out", str(out), *METHODS[method]]
     return subprocess.run(args, env=_env(cache, fault), capture_output=True, text=True, timeout=600)

@@ -81,7 +81,7 @@ def test_selfcheck_on_a_cpu_says_what_it_skipped_and_runs_the_rest(tmp_path):
 
     from click.testing import CliRunner
 
-    from editbench.harness.cli import main
+    from editbench.harness.cli.group import main
 
     result = CliRunner().invoke(main, ["selfcheck", "--device", "cpu", "--families", "gpt2", "--bench-sizes", "20",
                                        "--bench-methods", "ultraedit,retrieval", "--out", str(tmp_path / "selfcheck.json")])

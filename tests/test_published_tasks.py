@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from editbench.core.sources import RecordError
 from editbench.core.store import load_results
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 from editbench.harness.plan.resolve import resolve
 from editbench.harness.plan.settings import RunSpec
 from editbench.harness.running.runner import Runner

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from editbench.core.records import Metric, PhaseTime, ScoreRow
 from editbench.core.store import ResultsStore
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 from editbench.reports.collect import collect
 from editbench.reports.leaderboard import build_boards
 from editbench.reports.tables import latex, markdown, md_escape, tex_escape

@@ -36,7 +36,7 @@ def test_the_run_table_ranks_the_methods_of_the_run(tmp_path, micro_gpt2):
     from conftest import write_edits
 
     from editbench.core.store import load_results
-    from editbench.harness.cli import main
+    from editbench.harness.cli.group import main
 
     path = write_edits(tmp_path / "mine.jsonl", 4)
     (tmp_path / "sst2.jsonl").write_text("\n".join(json.dumps({"sentence": f"s{i}", "label": i % 2}) for i in range(10)))

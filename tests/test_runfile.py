@@ -6,7 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 
 RUN_FILE = """\
 methods: [ft-m, memit@llama3-8b]

@@ -109,7 +109,7 @@ def test_bad_input_names_the_option(tmp_path, micro_llama):
 
 
 def _cli(*args):
-    return [sys.executable, "-m", "editbench.harness.cli", "run", *args]
+    return [sys.executable, "-m", "editbench.harness.cli.group", "run", *args]
 
 
 def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, micro_llama):

@@ -42,7 +42,7 @@ def test_the_users_choice_wins(calls, monkeypatch):
 def test_the_cli_marks_threads_given_after_the_command_as_chosen(monkeypatch):
     from click.testing import CliRunner
 
-    from editbench.harness.cli import main
+    from editbench.harness.cli.group import main
 
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     monkeypatch.setattr(threads, "_explicit", None)  # restored after the test

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from test_hypernet import make_context
 
 from editbench.core.records import EditRecord, check_disjoint
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 from editbench.harness.plan.resolve import resolve
 from editbench.harness.plan.settings import RunSpec
 from editbench.harness.running.runner import Runner

@@ -214,7 +214,7 @@ def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(tmp_
     import sys
 
     def run(out, fault=None):
-        args = [sys.executable, "-m", "editbench.harness.cli", "run", "--task", "pocket", "--param",
+        args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket", "--param",
                 "pocket.n_entities=20", "--model", str(micro_llama), "--methods", "ultraedit", "--edits", "12",
                 "--batch-size", "3", "--checkpoints", "3,6,9,12", "--device", "cpu", "--out", str(out)]
         return subprocess.run(args, env=fault_env(tmp_path / "cache", fault), capture_output=True, text=True,

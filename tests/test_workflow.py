@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from editbench.harness.cli import main
+from editbench.harness.cli.group import main
 
 yaml = pytest.importorskip("yaml", reason="PyYAML (installed with transformers) parses the workflow")
 

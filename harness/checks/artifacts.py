@@ -28,7 +28,7 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
     import torch
     import transformers
 
-    from ... import __version__
+    from ..._version import __version__
     from ...core import artifacts
     from ...core.method import is_trainable
     from ...methods import METHODS

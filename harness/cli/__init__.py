@@ -1,6 +1,3 @@
-"""The command line: click commands that read flags, call the library and print. The library
-never imports this package (``tests/test_layers.py``); ``editbench`` runs :func:`main`."""
-
-from .group import main
-
-__all__ = ["main"]
+"""The command line: click commands that read flags, call the library and print. Nothing outside
+this package imports it (``tests/test_layers.py``); ``editbench`` runs ``group.main``
+(``python -m editbench.harness.cli.group`` does the same)."""

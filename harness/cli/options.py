@@ -8,7 +8,6 @@ are handed on (:func:`given`), so the spec's own defaults and checks decide ever
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import click
@@ -41,10 +40,11 @@ def _option(item: dataclasses.Field) -> click.Option:
     if kind == "on-off":
         return click.Option([flag, item.name], type=click.Choice(["on", "off"]),
                             default=_shown(item), show_default=True, **common)
-    types = {"int": click.INT, "float": click.FLOAT, "path": click.Path(path_type=Path)}
-    kind_type = click.Choice(option.choices) if option.choices else types.get(kind, click.STRING)
-    if kind in ("names", "counts", "seeds"):
-        kind_type = click.STRING
+    # the spec converts and checks every value (the same messages as a run file's); click only
+    # shows the choices
+    if option.choices:
+        common["metavar"] = "[" + "|".join(option.choices) + "]"
+    kind_type = {"int": click.INT, "float": click.FLOAT}.get(kind, click.STRING)
     shown = _shown(item)
     return click.Option([flag, item.name], type=kind_type, default=shown,
                         show_default=shown is not None, **common)

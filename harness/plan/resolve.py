@@ -20,7 +20,7 @@ from pathlib import Path
 from statistics import mean
 from typing import TYPE_CHECKING
 
-from ... import __version__
+from ..._version import __version__
 from ...core.configs import build_config, config_dict, config_hash
 from ...core.records import EditRecord, check_disjoint, dataset_hash
 from ...core.schedule import batch_bounds, checkpoint_ladder, eval_positions

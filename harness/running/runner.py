@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ... import __version__
+from ..._version import __version__
 from ...core.configs import config_dict
 from ...core.faults import fault_point
 from ...core.method import EditContext, EditMethod

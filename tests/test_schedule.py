@@ -1,3 +1,5 @@
+"""The edit schedule (core/schedule.py): the checkpoint ladder, batches, the evaluation sample."""
+
 import pytest
 
 from editbench.core.schedule import batch_bounds, checkpoint_ladder, default_ladder, eval_positions

@@ -1,5 +1,0 @@
-"""``python -m editbench.harness.cli``: the ``editbench`` command."""
-
-from .group import main
-
-main()
