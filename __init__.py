@@ -6,7 +6,6 @@ protocols, registries, the store), ``editbench.methods``, ``editbench.tasks``,
 command line).
 """
 
-from ._version import __version__
 
 #: the Python API (``editbench.run``, ``editbench.plan``, ``editbench.edit``), loaded on first use
 #: so that importing editbench stays cheap
@@ -14,6 +13,10 @@ _API = ("run", "plan", "edit")
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # kept in its own module, which the harness imports (no cycle)
+        from ._version import __version__
+
+        return __version__
     if name in _API:
         from .harness import api
 

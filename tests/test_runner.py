@@ -85,6 +85,20 @@ def test_a_diverging_method_is_recorded_and_the_others_go_on(tmp_path, micro_lla
     assert set(store.checkpoints().query("method == 'ft-m'")["n_edits"]) == {4, 10, 20}
 
 
+def test_a_method_without_a_cost_model_plans_and_runs(tmp_path, micro_llama, recorders):
+    """``cost()`` is optional in the method protocol: the plan says the method has no cost model,
+    nothing stops the run, and it runs (the built-in methods all have one: tests/test_costs.py)."""
+    from editbench.harness.cli.run import format_plan
+    from editbench.harness.plan.preflight import preflight
+
+    plan = resolve(_spec(tmp_path, micro_llama, methods=("rec-a", "ft-m"), edits=4, checkpoints="4"))
+    costs = {item.label: item.cost for item in plan.estimates}
+    assert costs["rec-a"] is None and costs["ft-m"] is not None
+    assert preflight(plan) == [] and plan.planned_peak("rec-a") is None
+    assert "no cost model" in format_plan(plan, [])
+    assert Runner(plan).run().ok
+
+
 def test_results_carry_metadata_and_eval_sample(tmp_path, micro_gpt2):
     spec = _spec(tmp_path, micro_gpt2, methods=("ft-l",), eval_sample=6, checkpoints="20")
     Runner(resolve(spec)).run()
