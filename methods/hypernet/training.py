@@ -4,7 +4,8 @@ Each optimiser step walks one *sequence* of ``sequence_length`` edit batches (0:
 the train split). At step t of a sequence the trainer caches the batch's keys and gradients on
 the live model, updates the normalisers (as the releases do), asks the networks for the update,
 applies it, and scores the step (``step_loss``). Meta-gradients accumulate over the sequence and
-the optimiser steps once at its end; the model is then reset to its unedited weights.
+the optimiser steps once at its end; the model is then reset to its unedited weights (and their
+master copies, ``core/precision.py``).
 MEND and MALMEN are the case ``sequence_length=1, depth=1``: one batch on the unedited model per
 step, the schedule of their releases. Validation walks the held-out share of the train split the
 same way without gradients; training stops at ``max_steps`` or when ``patience`` validations in a
@@ -123,6 +124,10 @@ class Trainer:
         self.train = [records[i] for i in sorted(order[n_val:])]
         self.pristine = {m.parameter: self.model.get_parameter(m.parameter).detach().clone()
                          for m in method.modules}
+        #: the float32 master copies as they were (none on a freshly loaded model): on a bf16 or fp16
+        #: model the sequence's updates go through them (``apply_shifts``), so a reset that left them
+        #: would carry training's updates into the next sequence and into the first real edit
+        self.pristine_masters = {k: v.clone() for k, v in method.ctx.masters.state_dict().items()}
 
     # -- data --------------------------------------------------------------------------------------
     def _batches(
@@ -286,6 +291,7 @@ class Trainer:
         with torch.no_grad():
             for name, weight in self.pristine.items():
                 self.model.get_parameter(name).copy_(weight)
+        self.method.ctx.masters.load_state_dict(self.pristine_masters)
 
     def validate(self) -> dict[str, float]:
         batches = self._batches(self.val, None)
