@@ -57,8 +57,9 @@ class RLEdit(MALMEN):
     Config = RLEditConfig
     #: ``paper``: the defaults (trained over many sequences to a validation plateau, L2 and
     #: back-tracking effective). ``release``: the released ``train``/``run`` (c6576a1,
-    #: ``editor/rledit.py:99-192``): one sequence of 400 batches of 20 (``num_seq``), meta-gradients
-    #: into each step's own update only, the L2 term without gradient, the accumulated gradient
+    #: ``editor/rledit.py:99-192``): one sequence of up to 400 batches of 20 (``num_seq``; at most
+    #: one pass, ``training.py``), meta-gradients into each step's own update only, the L2 term
+    #: without gradient, the accumulated gradient
     #: clipped after every step, a single Adam step, the last network kept. ``untrained``: the
     #: network at initialisation (normaliser filled, edit lr by the rule); ``lr-only``: only the
     #: edit lrs learn.

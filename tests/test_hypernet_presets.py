@@ -123,3 +123,24 @@ def test_rledit_release_clips_after_every_step_of_its_sequence(label, clips, mic
     trainer.walk(sequence, train=True, key="k")
     torch.nn.utils.clip_grad_norm_(trainer._trainable(), 1.0)  # the loop's own clip before the step
     assert calls["n"] == clips
+
+
+def test_rledit_release_walks_one_pass_of_the_train_split_never_cycling(micro_llama, tmp_path):
+    """The release's ``islice(loader, 400)`` over a ``drop_last`` loader stops at the loader's end
+    (editor/rledit.py:106-111, data/base.py:95-101): 160 train records in batches of 20 make one
+    sequence of 8 batches, each record edited once. editbench used to cycle the split 50 times to
+    reach 400 batches, which left the normaliser about 50 times too full (issue 28)."""
+    from dataclasses import replace
+
+    method = _method("rledit@release", micro_llama, tmp_path)
+    method = type(method)(replace(method.config, sequence_length=400, train_batch=20, sub_batch=4),
+                          method.ctx)  # the release preset's sizes (the tiny settings shrink them)
+    base = method.ctx.train_records()
+    records = [replace(base[i % len(base)], uid=f"r{i}", prompt=f"{base[i % len(base)].prompt} {i}")
+               for i in range(200)]
+    trainer = Trainer(method, records, tmp_path / "run")
+    assert len(trainer.train) == 160 and method.config.train_batch == 20
+    sequence = trainer._sequence(0)
+    assert len(sequence) == 8 and trainer.max_steps == 1
+    uids = [r.uid for batch in sequence for r in batch]
+    assert len(uids) == len(set(uids)) == 160  # every train record once, none twice

@@ -68,7 +68,9 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
         steps = (
             max(1, records // config.train_batch) if config.max_steps is None else config.max_steps
         )
-        flops = steps * max(1, config.sequence_length) * train_tokens * per_token * (2 + window)
+        per_epoch = max(1, records // config.train_batch)  # a sequence is at most one pass
+        length = min(config.sequence_length, per_epoch) if config.sequence_length else per_epoch
+        flops = steps * length * train_tokens * per_token * (2 + window)
         phases.insert(
             0,
             PhaseCost(

@@ -1,7 +1,7 @@
 """One trainer for MEND, MALMEN and RLEdit: sequences of edit batches applied to a live model.
 
 Each optimiser step walks one *sequence* of ``sequence_length`` edit batches (0: a whole pass over
-the train split). At step t of a sequence the trainer caches the batch's keys and gradients on
+the train split; never more than one pass, as RLEdit's release). At step t of a sequence the trainer caches the batch's keys and gradients on
 the live model, updates the normalisers (as the releases do), asks the networks for the update,
 applies it, and scores the step (``step_loss``). Meta-gradients accumulate over the sequence and
 the optimiser steps once at its end; the model is then reset to its unedited weights (and their
@@ -142,10 +142,21 @@ class Trainer:
         stop = len(order) - len(order) % size if len(order) >= size else len(order)
         return [[records[i] for i in order[s:s + size]] for s in range(0, stop, size)]
 
-    def _sequence(self, step: int) -> list[list[EditRecord]]:
-        """The batches of optimiser step ``step``: a stream of epochs, each a seeded shuffle."""
+    def _sequence_length(self) -> int:
+        """Batches per optimiser step: ``sequence_length``, never more than one pass over the train
+        split (0: exactly one pass). RLEdit's release walks ``islice(loader, num_seq)`` over a
+        ``drop_last`` loader (``editor/rledit.py:106-111``, ``data/base.py:95-101``), which stops
+        at the loader's end: with 160 train records in batches of 20 its 400-batch sequence is 8
+        batches long, each record edited once."""
         per_epoch = len(self._batches(self.train, None))
-        length = self.config.sequence_length or per_epoch
+        chosen = self.config.sequence_length
+        return min(chosen, per_epoch) if chosen else per_epoch
+
+    def _sequence(self, step: int) -> list[list[EditRecord]]:
+        """The batches of optimiser step ``step``: a stream of epochs, each a seeded shuffle (a
+        sequence as long as an epoch is that epoch)."""
+        per_epoch = len(self._batches(self.train, None))
+        length = self._sequence_length()
         out = []
         for index in range(step * length, (step + 1) * length):
             epoch, position = divmod(index, per_epoch)
@@ -372,7 +383,7 @@ class Trainer:
         if not config.max_epochs:
             return config.max_steps
         per_epoch = len(self._batches(self.train, None))
-        per_step = config.sequence_length or per_epoch
+        per_step = self._sequence_length()
         by_epochs = -(-config.max_epochs * per_epoch // per_step)
         return by_epochs if config.max_steps is None else min(config.max_steps, by_epochs)
 
