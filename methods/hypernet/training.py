@@ -1,7 +1,8 @@
 """One trainer for MEND, MALMEN and RLEdit: sequences of edit batches applied to a live model.
 
 Each optimiser step walks one *sequence* of ``sequence_length`` edit batches (0: a whole pass over
-the train split; never more than one pass, as RLEdit's release). At step t of a sequence the trainer caches the batch's keys and gradients on
+the train split; never more than one pass, as RLEdit's release). At step t of a sequence the
+trainer caches the batch's keys and gradients on
 the live model, updates the normalisers (as the releases do), asks the networks for the update,
 applies it, and scores the step (``step_loss``). Meta-gradients accumulate over the sequence and
 the optimiser steps once at its end; the model is then reset to its unedited weights (and their
@@ -124,9 +125,10 @@ class Trainer:
         self.train = [records[i] for i in sorted(order[n_val:])]
         self.pristine = {m.parameter: self.model.get_parameter(m.parameter).detach().clone()
                          for m in method.modules}
-        #: the float32 master copies as they were (none on a freshly loaded model): on a bf16 or fp16
-        #: model the sequence's updates go through them (``apply_shifts``), so a reset that left them
-        #: would carry training's updates into the next sequence and into the first real edit
+        #: the float32 master copies as they were (none on a freshly loaded model): on a bf16 or
+        #: fp16 model the sequence's updates go through them (``apply_shifts``), so a reset that
+        #: left them would carry training's updates into the next sequence and into the first
+        #: real edit
         self.pristine_masters = {k: v.clone() for k, v in method.ctx.masters.state_dict().items()}
 
     # -- data --------------------------------------------------------------------------------------
