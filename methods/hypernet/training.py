@@ -3,9 +3,9 @@
 Each optimiser step walks one *sequence* of ``sequence_length`` edit batches (0: a whole pass over
 the train split; never more than one pass, as RLEdit's release). At step t of a sequence the
 trainer caches the batch's keys and gradients on the live model, updates the normalisers (as the
-releases do), asks the networks for the update, applies it, and scores the step (``step_loss``). Meta-gradients accumulate over the sequence and
-the optimiser steps once at its end; the model is then reset to its unedited weights (and their
-master copies, ``core/precision.py``).
+releases do), asks the networks for the update, applies it, and scores the step (``step_loss``).
+Meta-gradients accumulate over the sequence and the optimiser steps once at its end; the model is
+then reset to its unedited weights (and their master copies, ``core/precision.py``).
 MEND and MALMEN are the case ``sequence_length=1, depth=1``: one batch on the unedited model per
 step, the schedule of their releases. Validation walks the held-out share of the train split the
 same way without gradients; training stops at ``max_steps`` or when ``patience`` validations in a
