@@ -26,9 +26,9 @@ from .memtrack import PeakMemory
 FAMILIES = ("llama", "gpt2", "gptj", "mistral", "qwen2", "gemma2")
 HIDDEN = 128
 #: small settings for the methods that need them: fewer statistics samples; a trained editor's
-#: normaliser warmed on a few records without training steps
+#: normaliser warmed without training steps (at scale on 20 records only, :func:`check_at_scale`)
 PARAMS = {"memit": {"mom2_n_samples": "40"}, "alphaedit": {"mom2_n_samples": "40"}}
-TRAINED = {"max_steps": "0", "max_train_records": "20"}
+TRAINED = {"max_steps": "0"}
 
 
 def checked_methods() -> tuple[str, ...]:
@@ -209,7 +209,8 @@ def check_at_scale(config_path: str, device: torch.device | str,
         model = tf.AutoModelForCausalLM.from_config(shape.meta.config, dtype=dtype).eval().requires_grad_(False)
     weights = _weights(model)
     yield _evaluation_check(shape.label, shape, model, work, device)
-    params = check_params()  # trained editors: warm the normalisers, edit one batch
+    params = {name: {**settings, "max_train_records": "20"} if settings == TRAINED else settings
+              for name, settings in check_params().items()}  # warm on 20 records, edit one batch
     params.update({name: {**PARAMS[name], "stats_corpus": "task"} for name in ("memit", "alphaedit")})
     with tempfile.TemporaryDirectory() as scratch:
         for label in methods:

@@ -11,6 +11,8 @@ Adam moments stay resident.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ...core.costs import (
     ANSWER_SHARE,
     MethodCost,
@@ -22,7 +24,15 @@ from ...core.costs import (
     master_copy_bytes,
     weights_bytes,
 )
-from .memory import ModelShapes, Workload, editing_peak, training_peak
+from .memory import (
+    FLOAT32,
+    TRAINED_PARAMETER_BYTES,
+    ModelShapes,
+    Workload,
+    editing_peak,
+    network_parameters,
+    training_peak,
+)
 
 
 def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
@@ -75,7 +85,8 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
             0,
             PhaseCost(
                 "training",
-                training_peak(shapes, config, workload).total - weights,
+                training_peak(shapes, config, workload).total - weights
+                if steps else warm_up_peak(shapes, config, workload) - weights,
                 flops,
                 (
                     f"{steps:,} steps at most, window {window}"
@@ -86,3 +97,13 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
             ),
         )
     return MethodCost(method.name, resident, tuple(phases))
+
+
+def warm_up_peak(shapes: ModelShapes, config, workload: Workload) -> int:
+    """Peak bytes of a training run with ``max_steps=0``: the normalisers' warm-up alone, which
+    reads keys and gradients batch by batch as a training step of depth one does, but keeps no
+    back-tracking window and takes no optimiser step: each network parameter holds its value and
+    the copy written with the trained editor, not a gradient or Adam's moments."""
+    parameters, _ = network_parameters(shapes, config)
+    step = training_peak(shapes, replace(config, depth=1), workload).total
+    return step - parameters * (TRAINED_PARAMETER_BYTES - 2 * FLOAT32)
