@@ -24,9 +24,10 @@ as a memory and a fresh one begins (``:432-437``); every ``merge_freq`` edits th
 merged with TIES (top ``density`` of each task vector by magnitude, sign election, mean of the
 agreeing entries, ``merge/gta.py``) into one memory whose threshold is theirs at least.
 
-editbench's choices, where EasyEdit's code does not carry over: the unrelated row is the record's
-first neighbourhood prompt with its answer (EasyEdit takes a train-split record's locality prompt),
-else a train-split record; the side output is the layer's output plus ``x (W' - W)``, so a bias is
+editbench's choices, where EasyEdit's code does not carry over: the unrelated row is a seeded
+train-split record's prompt with its true answer (EasyEdit takes a train-split record's locality
+prompt, which on a task like the pocket world may be a scored neighbour: ``_unrelated``); the side
+output is the layer's output plus ``x (W' - W)``, so a bias is
 kept (EasyEdit keeps it only for GPT-2); padded positions are left out of the mean (EasyEdit scores
 one unpadded sequence at a time). WISE-Merge (``retrieve: False``) is not implemented. A hook
 changes the forward computation, which a vLLM engine cannot run: WISE is scored with HF.
@@ -34,6 +35,7 @@ changes the forward computation, which a vLLM engine cannot run: WISE is scored 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +47,8 @@ from ..core.method import METHODS, MethodConfig
 from ..core.records import EditRecord, ScoringPair
 from ._layer_memory import LayerMemoryMethod
 from .objectives import target_token_nll
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ class Wise(LayerMemoryMethod):
         self._editing = False
         self._scores: torch.Tensor | None = None  # per-row scores of the last editing forward
         self.count = 0
+        #: train records whose prompt and true answer serve as unrelated rows (read on first use)
+        self._unrelated_pool: list[EditRecord] | None = None
 
     # -- where -------------------------------------------------------------------------------------
     def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -320,13 +326,27 @@ class Wise(LayerMemoryMethod):
 
     # -- editing ---------------------------------------------------------------------------------
     def _unrelated(self, record: EditRecord) -> ScoringPair | None:
-        if record.neighbours:
-            return ScoringPair(record.neighbours[0].prompt, record.neighbours[0].answer)
-        train = self.ctx.train_records()
-        if not train:
+        """The edit's unrelated row: a seeded train-split record's own prompt with its true answer.
+        Never the edited record's neighbourhood prompts, which are what specificity scores (the
+        row used to be ``record.neighbours[0]``: the test set leaked into training). EasyEdit takes
+        a train record's locality prompt (``examples/WISE.md:85-86``); a train record's own prompt
+        is taken instead because its locality prompts may be scored neighbours of the evaluated
+        edits (213 of the pocket world's are), while its prompt shares nothing with them (the run
+        refuses a train split that does, ``check_disjoint``). Without a train split: no row."""
+        if self._unrelated_pool is None:
+            try:
+                train = self.ctx.train_records()
+            except (ValueError, KeyError, FileNotFoundError):
+                train = []
+            self._unrelated_pool = [r for r in train if r.target_true]
+            if not self._unrelated_pool:
+                log.warning("wise: the task has no train split with true answers, so its edits "
+                            "train without an unrelated row (the margin loss's out-of-scope term)")
+        if not self._unrelated_pool:
             return None
-        other = train[int(torch.randint(len(train), (1,), generator=self.ctx.generator))]
-        return ScoringPair(other.prompt, other.target_true or other.target_new)
+        pool = self._unrelated_pool
+        other = pool[int(torch.randint(len(pool), (1,), generator=self.ctx.generator))]
+        return ScoringPair(other.prompt, other.target_true)
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
         for record in batch:

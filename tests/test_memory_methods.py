@@ -14,10 +14,11 @@ from editbench.methods.retrieval import BM25, Retrieval, RetrievalConfig
 from editbench.methods.wise import Wise, WiseConfig, ties_merge
 
 
-def _context(path):
+def _context(path, train=()):
     model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
     return EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
-                       cache_dir=path, task=None, seed=0, generator=torch.Generator().manual_seed(0))
+                       cache_dir=path, task=None, seed=0, generator=torch.Generator().manual_seed(0),
+                       train_records=lambda: list(train))
 
 
 RECORDS = [
@@ -202,8 +203,17 @@ def test_grace_state_roundtrip_restores_the_codebook_behind_the_hook(micro_llama
 
 
 # -- WISE ----------------------------------------------------------------------------------------
+#: train-split facts: WISE's unrelated rows
+TRAIN = [
+    EditRecord(uid="t0", prompt="Fact: Orla Pense lives in", subject="Orla Pense", target_new="Vey Moor",
+               target_true="Ash Ford"),
+    EditRecord(uid="t1", prompt="Fact: Brin Talo works as", subject="Brin Talo", target_new="a poet",
+               target_true="a miller"),
+]
+
+
 def _wise(micro_llama, **settings):
-    ctx = _context(micro_llama)
+    ctx = _context(micro_llama, TRAIN)
     config = WiseConfig(**{"layer": 1, "n_iter": 30, "n_templates": 2, "act_margin": (0.5, 2.0, 1.0), **settings})
     method = Wise(config, ctx)
     method.prepare()
@@ -224,6 +234,34 @@ def test_wise_routes_unrelated_prompts_to_main_memory_and_the_edit_to_the_side(m
     assert method.routes(unrelated) == [-1, -1, -1]
     assert all(torch.equal(_logits(ctx, p), r) for p, r in zip(unrelated, reference))  # main memory, untouched
     assert method.edited_parameters() == []
+
+
+def test_wise_trains_on_no_prompt_that_specificity_or_generalization_scores(micro_llama):
+    """WISE's unrelated row was the edited record's first neighbour, the very prompt specificity
+    scores (issue 28): the test set leaked into training. It is now a train-split record's prompt
+    with its true answer; on the pocket world, whose train records' own neighbours are often the
+    evaluated edits' neighbours, no scored prompt reaches training."""
+    from editbench.core.task import TaskOptions
+    from editbench.tasks.pocket import PocketConfig, PocketTask
+
+    task = PocketTask(TaskOptions(), PocketConfig(n_entities=20))
+    edits, train = task.load("eval")[:6], task.load("train")
+    ctx = _context(micro_llama, train)
+    method = Wise(WiseConfig(layer=1, n_iter=2, n_templates=1), ctx)
+    method.prepare()
+    trained: list[str] = []
+    encode_many = ctx.encoder.encode_many
+
+    def recording(pairs, *args, **kwargs):
+        trained.extend(prompt for prompt, _ in pairs)
+        return encode_many(pairs, *args, **kwargs)
+
+    ctx.encoder.encode_many = recording
+    method.apply(edits)
+    scored_elsewhere = {n.prompt for r in edits for n in r.neighbours} | {p for r in edits for p in r.paraphrases}
+    assert trained and not set(trained) & scored_elsewhere
+    unrelated = set(trained) - {template.format(r.prompt) for template in method.templates for r in edits}
+    assert unrelated and unrelated <= {r.prompt for r in train}
 
 
 def test_wise_takes_the_highest_scoring_memory_above_its_threshold(micro_llama):

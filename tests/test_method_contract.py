@@ -47,7 +47,7 @@ from editbench.core.precision import split_state
 from editbench.core.records import EditRecord
 from editbench.core.snapshot import load_snapshot, save_snapshot
 from editbench.core.task import TaskOptions
-from editbench.harness.threads import fit_threads_to_model
+from editbench.harness.running.threads import fit_threads_to_model
 from editbench.methods import METHODS, EditContext, EditMethod
 from editbench.tasks.pocket import PocketConfig, PocketTask
 

@@ -69,7 +69,7 @@ def test_a_bad_run_file_is_one_line_naming_it(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     result = CliRunner().invoke(main, ["run", "--config", str(path), "--dump-config"])
-    assert result.exit_code == 2 and message in result.output and str(path) in result.output
+    assert result.exit_code == 1 and message in result.output and str(path) in result.output
     assert "Traceback" not in result.output
 
 

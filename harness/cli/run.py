@@ -32,11 +32,9 @@ def run(ctx: click.Context, config: Path | None, dump_config: bool, dry_run: boo
     from ..plan import runfile
     from ..plan.settings import RunSpec, layered
 
-    try:  # a bad flag or run file is a usage error: one line naming it, exit status 2
-        layers = [(runfile.read_file(config), f"--config {config}")] if config is not None else []
-        spec = RunSpec(**layered([*layers, (given(ctx, values), "the command line")]))
-    except (ValueError, FileNotFoundError) as exc:
-        raise click.UsageError(str(exc), ctx) from None
+    # a bad flag or run file ends in one line naming it (the group's error handling, group.py)
+    layers = [(runfile.read_file(config), f"--config {config}")] if config is not None else []
+    spec = RunSpec(**layered([*layers, (given(ctx, values), "")]))
     if dump_config:
         click.echo(runfile.dump(spec.to_mapping()), nl=False)
         return

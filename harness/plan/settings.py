@@ -384,12 +384,12 @@ def keys_to_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             names = sorted(known)
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"{where}: unknown option {raw_key!r}; {hint}options: "
+            raise ValueError(f"{where + ': ' if where else ''}unknown option {raw_key!r}; {hint}options: "
                              f"{', '.join(names)}")
         try:
             out[key] = coerce(known[key], value)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+        except ValueError as exc:  # the flags' own layer needs no "where": the flag names it
+            raise ValueError(f"{where}: {exc}" if where else str(exc)) from None
     return out
 
 
