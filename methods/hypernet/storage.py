@@ -29,8 +29,10 @@ from ...core.models import model_fingerprint
 log = logging.getLogger(__name__)
 
 #: part of every trained editor's identity (and so of the cache key): bump it when what a saved
-#: editor means changes (2: keys and gradients from per-record losses, batch-size invariant)
-FORMAT_VERSION = 2
+#: editor means changes (2: keys and gradients from per-record losses, batch-size invariant; 3: a
+#: training sequence is at most one pass over the train split, and a bf16 model's float32 master
+#: copies are reset with its weights after each sequence: editors cached before are retrained)
+FORMAT_VERSION = 3
 EDITOR_FILE = "editor.safetensors"
 CONFIG_FILE = "config.json"
 
