@@ -1,4 +1,5 @@
-"""Shared fixtures: micro models built from a config, a tiny pocket world, the shared data folder."""
+"""Shared fixtures: micro models built from a config, a tiny pocket world, the shared data
+folder."""
 
 from __future__ import annotations
 
@@ -28,9 +29,13 @@ def micro_config(family: str, vocab_size: int):
     if family == "gpt2":
         return tf.GPT2Config(n_layer=3, n_embd=32, n_head=2, n_positions=512, **common)
     if family == "gptj":
-        return tf.GPTJConfig(n_layer=3, n_embd=32, n_head=2, rotary_dim=8, n_positions=512, **common)
-    llama_like = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-                      num_key_value_heads=2, max_position_embeddings=512, **common)
+        return tf.GPTJConfig(
+            n_layer=3, n_embd=32, n_head=2, rotary_dim=8, n_positions=512, **common
+        )
+    llama_like = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=512, **common
+    )
     if family == "llama":
         return tf.LlamaConfig(**llama_like)
     if family == "mistral":
@@ -77,7 +82,9 @@ def micro_model_path(request, micro_llama, micro_gpt2) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"the shared data folder {SHARED_DATA} is absent (it lies beside the checkout in CI)")
+        pytest.skip(
+            f"the shared data folder {SHARED_DATA} is absent (it lies beside the checkout in CI)"
+        )
     return SHARED_DATA
 
 
@@ -85,7 +92,8 @@ def micro_edits(n: int) -> list[dict]:
     """``n`` edits in the JSONL schema, in the words the micro models' tokenizer knows."""
     return [{"uid": f"e{i}", "prompt": f"Fact: Kalo Mirve{i} lives in", "subject": f"Kalo Mirve{i}",
              "target_new": "Fengal Vale", "paraphrases": [f"Kalo Mirve{i} has a house in"],
-             "neighbours": [{"prompt": "Wensel Quitho lives in", "answer": "Brajar Port"}]} for i in range(n)]
+             "neighbours": [{"prompt": "Wensel Quitho lives in", "answer": "Brajar Port"}]}
+            for i in range(n)]
 
 
 def write_edits(path: Path, n: int) -> Path:

@@ -37,9 +37,11 @@ from editbench.core.models import load_model
 BLOCK = 16
 
 #: SamplingParams fields each release accepts (from its sampling_params.py), the ones tests touch
-COMMON_FIELDS = {"n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p", "top_k",
-                 "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens", "logprobs",
-                 "prompt_logprobs", "detokenize", "skip_special_tokens", "include_stop_str_in_output"}
+COMMON_FIELDS = {
+    "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p",
+    "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens",
+    "logprobs", "prompt_logprobs", "detokenize", "skip_special_tokens", "include_stop_str_in_output"
+}
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,9 @@ def make_module(version: str, loaded: list) -> types.ModuleType:
             if unknown:
                 raise TypeError(f"SamplingParams got unexpected {sorted(unknown)}")
             self.temperature, self.top_p, self.top_k, self.seed = 1.0, 1.0, release.top_k_off, None
-            self.max_tokens, self.stop_token_ids, self.prompt_logprobs, self.ignore_eos = 16, None, None, False
+            self.max_tokens, self.stop_token_ids, self.prompt_logprobs, self.ignore_eos = (
+                16, None, None, False
+            )
             self.repetition_penalty, self.min_p, self.stop = 1.0, 0.0, None
             for key, value in kwargs.items():
                 setattr(self, key, value)
@@ -115,20 +119,33 @@ def make_module(version: str, loaded: list) -> types.ModuleType:
 
         def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
             sends_function = callable(method) or any(callable(a) for a in args)
-            if sends_function and not self.in_process and os.environ.get("VLLM_ALLOW_INSECURE_SERIALIZATION") != "1":
-                raise TypeError("Object of type function is not serializable; set VLLM_ALLOW_INSECURE_SERIALIZATION=1")
+            if (
+                sends_function
+                and not self.in_process
+                and os.environ.get("VLLM_ALLOW_INSECURE_SERIALIZATION") != "1"
+            ):
+                raise TypeError(
+                    "Object of type function is not serializable; "
+                    "set VLLM_ALLOW_INSECURE_SERIALIZATION=1"
+                )
             if method == "apply_model":
                 return [args[0](self._model)]
             raise NotImplementedError(method)
 
     class LLM:
-        def __init__(self, model: str, dtype: str = "auto", seed: int = 0, enable_prefix_caching: bool | None = None,
-                     max_model_len: int | None = None, gpu_memory_utilization: float = 0.9,
-                     trust_remote_code: bool = False, **rest) -> None:
-            self.kwargs = dict(model=model, dtype=dtype, seed=seed, enable_prefix_caching=enable_prefix_caching,
-                               max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
-                               trust_remote_code=trust_remote_code, **rest)
-            in_process = not release.v1 or os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
+        def __init__(
+            self, model: str, dtype: str = "auto", seed: int = 0,
+            enable_prefix_caching: bool | None = None, max_model_len: int | None = None,
+            gpu_memory_utilization: float = 0.9, trust_remote_code: bool = False, **rest
+        ) -> None:
+            self.kwargs = dict(
+                model=model, dtype=dtype, seed=seed, enable_prefix_caching=enable_prefix_caching,
+                max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization,
+                trust_remote_code=trust_remote_code, **rest
+            )
+            in_process = (
+                not release.v1 or os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
+            )
             self.environment = {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING",
                                                                "VLLM_ALLOW_INSECURE_SERIALIZATION")}
             hf, self.tokenizer = load_model(model, torch.device("cpu"), torch.float32)
@@ -136,7 +153,8 @@ def make_module(version: str, loaded: list) -> types.ModuleType:
             self.llm_engine = Engine(self.model, in_process)
             self.caching = release.v1 if enable_prefix_caching is None else enable_prefix_caching
             self.max_model_len = max_model_len or hf.config.max_position_embeddings
-            self.cache: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}  # full-block prefix -> weights then
+            # full-block prefix -> weights then
+            self.cache: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
             self.requests: list[tuple[list[int], SamplingParams]] = []
             random.seed(seed)  # what vLLM's in-process worker does
             np.random.seed(seed)
@@ -145,7 +163,8 @@ def make_module(version: str, loaded: list) -> types.ModuleType:
 
         if release.apply_model == "executor":
             def apply_model(self, func):
-                return self.llm_engine.model_executor.apply_model(func)  # AttributeError out of process
+                # AttributeError out of process
+                return self.llm_engine.model_executor.apply_model(func)
         elif release.apply_model == "rpc":
             def apply_model(self, func):
                 return self.llm_engine.collective_rpc("apply_model", args=(func,))
@@ -160,15 +179,27 @@ def make_module(version: str, loaded: list) -> types.ModuleType:
 
         # -- requests --------------------------------------------------------------------------
         def generate(self, prompts, sampling_params=None, use_tqdm=True, **kwargs):
-            params = sampling_params if isinstance(sampling_params, list) else [sampling_params] * len(prompts)
-            return [self._one(prompt["prompt_token_ids"], p) for prompt, p in zip(prompts, params, strict=True)]
+            params = (
+                sampling_params
+                if isinstance(sampling_params, list)
+                else [sampling_params] * len(prompts)
+            )
+            return [
+                self._one(prompt["prompt_token_ids"], p)
+                for prompt, p in zip(prompts, params, strict=True)
+            ]
 
         def _weights_for(self, ids: list[int], reads: bool) -> dict[str, torch.Tensor] | None:
-            """Weights a cached prefix was computed with (None: the current ones); writes the cache."""
+            """Weights a cached prefix was computed with (None: the current ones); writes the
+            cache."""
             if not self.caching:
                 return None
             blocks = [tuple(ids[: BLOCK * n]) for n in range(len(ids) // BLOCK, 0, -1)]
-            stale = next((self.cache[key] for key in blocks if key in self.cache), None) if reads else None
+            stale = (
+                next((self.cache[key] for key in blocks if key in self.cache), None)
+                if reads
+                else None
+            )
             current = {k: v.clone() for k, v in self.model.hf.state_dict().items()}
             for key in blocks:
                 self.cache.setdefault(key, current)
@@ -179,13 +210,17 @@ def make_module(version: str, loaded: list) -> types.ModuleType:
             with torch.no_grad():
                 if weights is None:
                     return model(input_ids=torch.tensor([ids])).logits[0]
-                return functional_call(model, weights, (), {"input_ids": torch.tensor([ids])}).logits[0]
+                return functional_call(
+                    model, weights, (), {"input_ids": torch.tensor([ids])}
+                ).logits[0]
 
         def _one(self, ids: list[int], params: SamplingParams):
             ids = list(ids)
             self.requests.append((ids, params))
             if len(ids) > self.max_model_len:
-                raise ValueError(f"prompt length {len(ids)} is longer than max_model_len {self.max_model_len}")
+                raise ValueError(
+                    f"prompt length {len(ids)} is longer than max_model_len {self.max_model_len}"
+                )
             if params.prompt_logprobs is not None and self.caching and not release.v1:
                 raise AssertionError("prefix caching is not supported with prompt_logprobs")
             weights = self._weights_for(ids, reads=params.prompt_logprobs is None)
@@ -211,12 +246,15 @@ def make_module(version: str, loaded: list) -> types.ModuleType:
                 else:
                     k = params.top_k if params.top_k > 0 else row.numel()
                     values, indices = row.topk(k)
-                    token = int(indices[torch.multinomial(torch.softmax(values / params.temperature, -1), 1,
-                                                          generator=generator)])
+                    token = int(indices[torch.multinomial(
+                        torch.softmax(values / params.temperature, -1), 1, generator=generator
+                    )])
                 new.append(token)
                 if token in stops:
                     break
-            text = self.tokenizer.decode([t for t in new if t not in stops], skip_special_tokens=True)
+            text = self.tokenizer.decode(
+                [t for t in new if t not in stops], skip_special_tokens=True
+            )
             return SimpleNamespace(prompt_token_ids=ids, prompt_logprobs=prompt_logprobs,
                                    outputs=[SimpleNamespace(text=text, token_ids=tuple(new))])
 
@@ -232,7 +270,8 @@ def make_module(version: str, loaded: list) -> types.ModuleType:
 
 
 def install(monkeypatch, version: str) -> list:
-    """Put the fake ``vllm`` of ``version`` in ``sys.modules``; returns the list of LLMs it builds."""
+    """Put the fake ``vllm`` of ``version`` in ``sys.modules``; returns the list of LLMs it
+    builds."""
     loaded: list = []
     module = make_module(version, loaded)
     monkeypatch.setitem(sys.modules, "vllm", module)

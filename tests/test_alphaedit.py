@@ -29,14 +29,17 @@ def test_projection_is_symmetric_idempotent_and_kills_preserved_directions():
 
 
 def _config(threshold: float, **extra) -> AlphaEditConfig:
-    settings = dict(layers=(0, 1), v_steps=30, clamp_norm_factor=20.0, v_weight_decay=0.0, context_prefixes=0,
-                    nullspace_threshold=threshold, l2=1e-3, mom2_n_samples=200)
+    settings = dict(
+        layers=(0, 1), v_steps=30, clamp_norm_factor=20.0, v_weight_decay=0.0, context_prefixes=0,
+        nullspace_threshold=threshold, l2=1e-3, mom2_n_samples=200
+    )
     return AlphaEditConfig(**{**settings, **extra})
 
 
 def _relative_threshold(ctx, config: AlphaEditConfig) -> float:
     """A threshold between the zero and the non-zero eigenvalues of the micro model's key moments
-    (its keys are far smaller than a trained model's, so the published 2e-2 would keep everything)."""
+    (its keys are far smaller than a trained model's, so the published 2e-2 would keep
+    everything)."""
     probe = AlphaEdit(config, ctx)
     probe.prepare()
     top = max(float(torch.linalg.eigvalsh(s.mom2).max()) for s in probe.stats.values())
@@ -49,11 +52,14 @@ def test_outputs_on_preserved_keys_are_unchanged(micro_model_path, tmp_path):
     method = AlphaEdit(config, ctx)
     method.prepare()
     assert all(0 < float(torch.trace(p)) < p.shape[0] for p in method.projections.values())
-    keys_before = [token_keys(ctx, module, PRESERVED) for module in method.modules]  # from the unedited model
+    # from the unedited model
+    keys_before = [token_keys(ctx, module, PRESERVED) for module in method.modules]
     outputs_before = [ctx.model.get_submodule(m)(k) for m, k in zip(method.modules, keys_before)]
     weights_before = [ctx.parameter(n).clone() for n in method.edited_parameters()]
     method.apply(RECORDS)
-    for module, keys, before, weight in zip(method.modules, keys_before, outputs_before, weights_before):
+    for module, keys, before, weight in zip(
+        method.modules, keys_before, outputs_before, weights_before
+    ):
         assert not torch.equal(ctx.parameter(f"{module}.weight"), weight)  # the layer was edited
         after = ctx.model.get_submodule(module)(keys)
         assert float((after - before).norm() / before.norm()) < 1e-4
@@ -105,20 +111,24 @@ def test_state_dict_round_trip(micro_gpt2, tmp_path):
 
 def test_published_presets():
     assert set(AlphaEdit.presets) == {"gpt2-xl", "gpt-j-6b", "llama-3-8b", "gpt-j", "llama3-8b"}
-    llama = build_config(AlphaEditConfig, {k: str(v) for k, v in AlphaEdit.presets["llama3-8b"].items()},
-                         owner="alphaedit@llama3-8b")
+    llama = build_config(
+        AlphaEditConfig, {k: str(v) for k, v in AlphaEdit.presets["llama3-8b"].items()},
+        owner="alphaedit@llama3-8b"
+    )
     assert llama.layers == (4, 5, 6, 7, 8) and llama.v_steps == 25 and llama.v_lr == 0.1
     assert llama.nullspace_threshold == 2e-2 and llama.l2 == 10 and llama.mom2_n_samples == 100_000
     assert llama.context_prefixes == 5 and llama.stats_corpus == "hub"
-    gpt2 = build_config(AlphaEditConfig, {k: str(v) for k, v in AlphaEdit.presets["gpt2-xl"].items()}, owner="x")
+    gpt2 = build_config(
+        AlphaEditConfig, {k: str(v) for k, v in AlphaEdit.presets["gpt2-xl"].items()}, owner="x"
+    )
     assert gpt2.layers == (13, 14, 15, 16, 17) and gpt2.v_steps == 20 and gpt2.v_lr == 0.5
     with pytest.raises(ValueError, match="nullspace_threshold"):
         AlphaEditConfig(nullspace_threshold=0)
 
 
 def test_a_failed_run_resumes_to_the_uninterrupted_result(tmp_path, micro_llama, monkeypatch):
-    """Lifelong state goes through the runner's snapshots: a run that stops after two checkpoints and
-    is rerun scores every checkpoint as a run that never stopped."""
+    """Lifelong state goes through the runner's snapshots: a run that stops after two checkpoints
+    and is rerun scores every checkpoint as a run that never stopped."""
     import pandas as pd
 
     from editbench.core.store import load_results
@@ -127,12 +137,15 @@ def test_a_failed_run_resumes_to_the_uninterrupted_result(tmp_path, micro_llama,
     from editbench.harness.running.runner import Runner
 
     params = {"pocket": {"n_entities": "20"},
-              "alphaedit": {"layers": "0,1", "v_steps": "5", "context_prefixes": "1", "mom2_n_samples": "300",
-                            "l2": "1e-5", "clamp_norm_factor": "20"}}
+              "alphaedit": {"layers": "0,1", "v_steps": "5", "context_prefixes": "1",
+                            "mom2_n_samples": "300", "l2": "1e-5", "clamp_norm_factor": "20"}}
 
     def spec(out):
-        return RunSpec(methods=("alphaedit",), task="pocket", model=str(micro_llama), edits=8, batch_size=2,
-                       checkpoints="2,4,6,8", device="cpu", params=params, out=out, cache_dir=tmp_path / "cache")
+        return RunSpec(
+            methods=("alphaedit",), task="pocket", model=str(micro_llama), edits=8, batch_size=2,
+            checkpoints="2,4,6,8", device="cpu", params=params, out=out,
+            cache_dir=tmp_path / "cache"
+        )
 
     assert Runner(resolve(spec(tmp_path / "clean"))).run().ok
     calls = {"n": 0}

@@ -22,9 +22,11 @@ def edits_file(tmp_path_factory):
 def api_run(tmp_path_factory, edits_file, micro_gpt2):
     """One run through the API: ft-m on the micro model, its model saved after 3 edits."""
     out = tmp_path_factory.mktemp("api-run")
-    store = editbench.run({"task": str(edits_file), "methods": ["ft-m"], "batch_size": 3, "device": "cpu",
-                           "checkpoints": [3, 6]},
-                          model=str(micro_gpt2), out=out, save_model=3, gen_eval=False)
+    store = editbench.run(
+        {"task": str(edits_file), "methods": ["ft-m"], "batch_size": 3, "device": "cpu",
+         "checkpoints": [3, 6]},
+        model=str(micro_gpt2), out=out, save_model=3, gen_eval=False
+    )
     with store:
         return out, store.summary(), store.scores(), store.runs()
 
@@ -40,7 +42,11 @@ def test_the_run_keeps_its_resolved_file_which_repeats_it(api_run, micro_gpt2):
     out, *_ = api_run
     (stored,) = (out / "run-files").iterdir()
     data = yaml.safe_load(stored.read_text())
-    assert data["methods"] == ["ft-m"] and data["save_model"] == 3 and data["model"] == str(micro_gpt2)
+    assert (
+        data["methods"] == ["ft-m"]
+        and data["save_model"] == 3
+        and data["model"] == str(micro_gpt2)
+    )
     assert data["out"] == str(out) and data["gen_eval"] is False
     again = CliRunner().invoke(main, ["run", "--config", str(stored), "--dump-config"])
     assert yaml.safe_load(again.output) == data
@@ -57,20 +63,27 @@ def test_the_saved_model_reloads_and_scores_as_the_live_one_did(api_run, micro_g
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     base = AutoModelForCausalLM.from_pretrained(micro_gpt2)
-    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), base.state_dict().values())
+    )
     probe = HFProbe(model, AutoTokenizer.from_pretrained(folder), torch.device("cpu"))
     stored = scores[(scores["n_edits"] == 3) & (scores["metric"] == "efficacy_acc")]
     assert len(stored) == 3
     by_uid = {e["uid"]: e for e in EDITS}
-    live = probe.score([ScoringPair(by_uid[uid]["prompt"], by_uid[uid]["target_new"]) for uid in stored["uid"]])
+    live = probe.score(
+        [ScoringPair(by_uid[uid]["prompt"], by_uid[uid]["target_new"]) for uid in stored["uid"]]
+    )
     assert [s.token_accuracy for s in live] == pytest.approx(list(stored["value"]))
     assert not (out / "models" / runs["run_id"].iloc[0] / "ft-m" / "edits-6").exists()
 
 
 def test_save_model_must_name_a_checkpoint(tmp_path, edits_file, micro_gpt2):
-    result = CliRunner().invoke(main, ["run", "--task", str(edits_file), "--model", str(micro_gpt2), "--methods",
-                                       "ft-m", "--batch-size", "3", "--checkpoints", "3,6", "--save-model", "4",
-                                       "--out", str(tmp_path), "--device", "cpu"])
+    result = CliRunner().invoke(main, [
+        "run", "--task", str(edits_file), "--model", str(micro_gpt2), "--methods", "ft-m",
+        "--batch-size", "3", "--checkpoints", "3,6", "--save-model", "4",
+        "--out", str(tmp_path), "--device", "cpu",
+    ])
     assert result.exit_code != 0 and "--save-model 4" in result.output and "3,6" in result.output
 
 
@@ -84,7 +97,9 @@ def test_edit_changes_a_held_model_without_a_runner(micro_gpt2):
     tokenizer = AutoTokenizer.from_pretrained(micro_gpt2)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     pairs = [ScoringPair(e["prompt"], e["target_new"]) for e in EDITS[:4]]
-    unedited = [s.token_accuracy for s in HFProbe(model, tokenizer, torch.device("cpu")).score(pairs)]
+    unedited = [
+        s.token_accuracy for s in HFProbe(model, tokenizer, torch.device("cpu")).score(pairs)
+    ]
 
     method = editbench.edit(model, tokenizer, "ft-m", EDITS[:4], params={"lr": 1e-2}, batch_size=2)
 
@@ -97,7 +112,10 @@ def test_edit_changes_a_held_model_without_a_runner(micro_gpt2):
 def test_edit_refuses_bad_input_in_one_line(micro_gpt2):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model, tokenizer = AutoModelForCausalLM.from_pretrained(micro_gpt2), AutoTokenizer.from_pretrained(micro_gpt2)
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(micro_gpt2),
+        AutoTokenizer.from_pretrained(micro_gpt2),
+    )
     with pytest.raises(ValueError, match="record 0: needs subject"):
         editbench.edit(model, tokenizer, "ft-m", [{"prompt": "a b", "target_new": "c"}])
     with pytest.raises(ValueError, match="did you mean 'lr'"):
@@ -128,16 +146,19 @@ def test_a_resume_past_the_saved_checkpoint_says_the_model_is_not_saved(tmp_path
 
 
 def test_edit_works_in_a_fresh_interpreter_that_imported_nothing_else(micro_gpt2):
-    """The registry of methods fills on import of editbench.methods; edit() must not rely on a caller
-    (or an earlier test) having imported it."""
+    """The registry of methods fills on import of editbench.methods; edit() must not rely on a
+    caller (or an earlier test) having imported it."""
     import subprocess
     import sys
 
     code = ("import editbench, transformers as tf\n"
             f"m = tf.AutoModelForCausalLM.from_pretrained({str(micro_gpt2)!r})\n"
             f"t = tf.AutoTokenizer.from_pretrained({str(micro_gpt2)!r})\n"
-            "r = [{'prompt': 'Kalo Mirve0 lives in', 'subject': 'Kalo Mirve0', 'target_new': 'Fengal Vale'}]\n"
+            "r = [{'prompt': 'Kalo Mirve0 lives in', 'subject': 'Kalo Mirve0',"
+            " 'target_new': 'Fengal Vale'}]\n"
             "print(editbench.edit(m, t, 'ft-m', r).edited_parameters())\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "weight" in result.stdout

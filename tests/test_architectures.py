@@ -1,4 +1,5 @@
-"""Published models, built from their published configs on the ``meta`` device (no memory, no weights).
+"""Published models, built from their published configs on the ``meta`` device (no memory, no
+weights).
 
 ``tests/configs/*.json`` hold the values of each model's ``config.json`` that shape it. These tests
 check that editbench recognises each model and edits the modules its methods' releases edit.
@@ -42,15 +43,20 @@ def test_an_unpublished_shape_is_not_recognised(micro_llama):
 
 
 @pytest.mark.parametrize("method, name, expected", [
-    ("mend", "gpt2-xl", [f"transformer.h.{i}.mlp.{m}" for i in (45, 46, 47) for m in ("c_fc", "c_proj")]),
-    ("mend", "gpt-j-6b", [f"transformer.h.{i}.mlp.{m}" for i in (25, 26, 27) for m in ("fc_in", "fc_out")]),
+    ("mend", "gpt2-xl",
+     [f"transformer.h.{i}.mlp.{m}" for i in (45, 46, 47) for m in ("c_fc", "c_proj")]),
+    ("mend", "gpt-j-6b",
+     [f"transformer.h.{i}.mlp.{m}" for i in (25, 26, 27) for m in ("fc_in", "fc_out")]),
     ("malmen", "gpt-j-6b", [f"transformer.h.{i}.mlp.fc_out" for i in range(22, 28)]),
-    ("rledit", "llama-3-8b", [f"model.layers.{i}.mlp.{m}" for i in range(22, 31) for m in ("gate_proj", "up_proj")]),
-    ("rledit", "gemma-2-9b", [f"model.layers.{i}.mlp.{m}" for i in range(32, 41) for m in ("gate_proj", "up_proj")]),
+    ("rledit", "llama-3-8b",
+     [f"model.layers.{i}.mlp.{m}" for i in range(22, 31) for m in ("gate_proj", "up_proj")]),
+    ("rledit", "gemma-2-9b",
+     [f"model.layers.{i}.mlp.{m}" for i in range(32, 41) for m in ("gate_proj", "up_proj")]),
     ("rledit", "mistral-7b", ["model.layers.17.mlp.down_proj", "model.layers.18.mlp.down_proj"]),
     ("rledit", "gpt2-xl", [f"transformer.h.{i}.mlp.c_proj" for i in range(32, 41)]),
     ("rledit", "gpt-j-6b", [f"transformer.h.{i}.mlp.fc_out" for i in range(22, 28)]),
-    ("malmen", "llama-3-8b", [f"model.layers.{i}.mlp.{m}" for i in range(22, 31) for m in ("gate_proj", "up_proj")]),
+    ("malmen", "llama-3-8b",
+     [f"model.layers.{i}.mlp.{m}" for i in range(22, 31) for m in ("gate_proj", "up_proj")]),
 ])
 def test_hypernetworks_edit_the_modules_their_releases_edit(method, name, expected):
     model = meta_model(name)
@@ -63,10 +69,16 @@ def test_a_model_no_release_covers_gets_the_default_band():
     model = meta_model("qwen2.5-7b")
     assert ("rledit", recognise(model.config)) not in PUBLISHED_MODULES
     names = [m.name for m in select_modules(model, ModelLayout.of(model), ())]
-    assert names[0] == "model.layers.20.mlp.gate_proj" and names[-1] == "model.layers.26.mlp.up_proj"
+    assert (
+        names[0] == "model.layers.20.mlp.gate_proj" and names[-1] == "model.layers.26.mlp.up_proj"
+    )
 
 
-@pytest.mark.parametrize("label, name", [("rledit", "llama-3-8b"), ("mend", "gpt-j-6b"), ("rledit@release", "mistral-7b")])
+@pytest.mark.parametrize("label, name", [
+    ("rledit", "llama-3-8b"),
+    ("mend", "gpt-j-6b"),
+    ("rledit@release", "mistral-7b"),
+])
 def test_the_published_modules_are_the_model_s_preset(label, name):
     """The runner passes the model's architecture: its release's modules come with every preset."""
     from editbench.core.method import MethodRef
