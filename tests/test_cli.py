@@ -15,31 +15,39 @@ def test_list_shows_methods_and_tasks():
 def test_run_help_documents_every_option():
     result = CliRunner().invoke(main, ["run", "--help"])
     assert result.exit_code == 0
-    for option in ("--methods", "--task", "--data", "--edits", "--batch-size", "--checkpoints", "--eval-sample",
-                   "--model", "--dtype", "--device", "--seed", "--out", "--param", "--trust-remote-code", "--restart"):
+    for option in ("--methods", "--task", "--data", "--edits", "--batch-size", "--checkpoints",
+                   "--eval-sample", "--model", "--dtype", "--device", "--seed", "--out", "--param",
+                   "--trust-remote-code", "--restart"):
         assert option in result.output
     assert "--debug" in CliRunner().invoke(main, ["--help"]).output
 
 
 def test_run_on_a_user_jsonl_task_prints_the_summary(tmp_path, micro_gpt2):
     path = tmp_path / "mine.jsonl"
-    lines = [{"prompt": f"Fact: Kalo Mirve{i} lives in", "subject": f"Kalo Mirve{i}", "target_new": "Fengal Vale",
-              "paraphrases": [f"Kalo Mirve{i} has a house in"],
-              "neighbours": [{"prompt": "Wensel Quitho lives in", "answer": "Brajar Port"}]} for i in range(6)]
+    lines = [{"prompt": f"Fact: Kalo Mirve{i} lives in", "subject": f"Kalo Mirve{i}",
+              "target_new": "Fengal Vale", "paraphrases": [f"Kalo Mirve{i} has a house in"],
+              "neighbours": [{"prompt": "Wensel Quitho lives in", "answer": "Brajar Port"}]}
+             for i in range(6)]
     path.write_text("\n".join(json.dumps(x) for x in lines))
-    result = CliRunner().invoke(main, ["run", "--task", str(path), "--model", str(micro_gpt2), "--methods", "ft-m",
-                                       "--batch-size", "3", "--out", str(tmp_path / "out"), "--device", "cpu"])
+    result = CliRunner().invoke(main, [
+        "run", "--task", str(path), "--model", str(micro_gpt2), "--methods", "ft-m",
+        "--batch-size", "3", "--out", str(tmp_path / "out"), "--device", "cpu",
+    ])
     assert result.exit_code == 0, result.output
     assert "ft-m" in result.output and "efficacy" in result.output
     assert "task=jsonl" in result.output
 
 
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, micro_gpt2):
-    result = CliRunner().invoke(main, ["run", "--model", str(micro_gpt2), "--param", "pocket.n_entities=20",
-                                       "--edits", "5000", "--out", str(tmp_path)])
+    result = CliRunner().invoke(main, [
+        "run", "--model", str(micro_gpt2), "--param", "pocket.n_entities=20",
+        "--edits", "5000", "--out", str(tmp_path),
+    ])
     assert result.exit_code != 0
     assert "--edits 5000" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["run", "--task", str(tmp_path / "missing.jsonl"), "--model", str(micro_gpt2)])
+    result = CliRunner().invoke(
+        main, ["run", "--task", str(tmp_path / "missing.jsonl"), "--model", str(micro_gpt2)]
+    )
     assert result.exit_code != 0 and "missing.jsonl" in result.output
 
 
@@ -75,7 +83,8 @@ def test_list_shows_presets_and_which_the_model_picks():
     assert "for gpt-j-6b" in brief.output and "(picked by the model)" in brief.output
     full = CliRunner().invoke(main, ["list", "--presets"])
     assert full.exit_code == 0, full.output
-    assert "@llama-3-8b (picked by the model): layer=21" in full.output  # ft-m, EasyEdit's Llama-3 settings
+    # ft-m, EasyEdit's Llama-3 settings
+    assert "@llama-3-8b (picked by the model): layer=21" in full.output
     assert "@release: " in full.output and "tasks:" not in full.output
 
 

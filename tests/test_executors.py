@@ -18,8 +18,10 @@ POCKET = {"pocket": {"n_entities": "20"}}
 
 
 def test_a_local_sweep_runs_every_method_and_seed(tmp_path, micro_llama):
-    spec = RunSpec(methods=("ft-m", "ft-l"), model=str(micro_llama), edits=6, batch_size=3, out=tmp_path / "o",
-                   device="cpu", cache_dir=tmp_path, params=POCKET)
+    spec = RunSpec(
+        methods=("ft-m", "ft-l"), model=str(micro_llama), edits=6, batch_size=3, out=tmp_path / "o",
+        device="cpu", cache_dir=tmp_path, params=POCKET
+    )
     results = run_local(resolve_sweep(replace(spec, seed=(0, 1))))
     assert all(outcome.ok for _, outcome in results)
     cells = load_results(spec.out).cells()
@@ -27,8 +29,10 @@ def test_a_local_sweep_runs_every_method_and_seed(tmp_path, micro_llama):
 
 
 def test_merging_a_worker_store_is_idempotent(tmp_path, micro_llama):
-    spec = RunSpec(methods=("ft-m",), model=str(micro_llama), edits=4, batch_size=2, out=tmp_path / "w",
-                   device="cpu", cache_dir=tmp_path, params=POCKET)
+    spec = RunSpec(
+        methods=("ft-m",), model=str(micro_llama), edits=4, batch_size=2, out=tmp_path / "w",
+        device="cpu", cache_dir=tmp_path, params=POCKET
+    )
     run_local(resolve_sweep(spec))
     with ResultsStore(tmp_path / "main") as main:
         main.merge_from(spec.out / "results.sqlite")
@@ -48,13 +52,16 @@ def _checkpoints(db: Path) -> int:
 def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'editbench[ray]'")
     out = tmp_path / "sweep"
-    args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--executor", "ray", "--methods", "ft-m,ft-l",
-            "--seed", "0,1", "--model", str(micro_llama), "--param", "pocket.n_entities=20", "--edits", "40",
-            "--batch-size", "2", "--checkpoints", ",".join(str(n) for n in range(4, 41, 4)), "--device", "cpu",
+    args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--executor", "ray",
+            "--methods", "ft-m,ft-l", "--seed", "0,1", "--model", str(micro_llama),
+            "--param", "pocket.n_entities=20", "--edits", "40", "--batch-size", "2",
+            "--checkpoints", ",".join(str(n) for n in range(4, 41, 4)), "--device", "cpu",
             "--param", "ft-m.stop_loss=0", "--param", "ft-l.stop_loss=0", "--out", str(out)]
     env = {**os.environ, "EDITBENCH_NO_PROGRESS": "1", "EDITBENCH_CACHE": str(tmp_path / "cache"),
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    driver = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     killed = None
     deadline = time.time() + 300
     while killed is None and time.time() < deadline and driver.poll() is None:
@@ -80,15 +87,18 @@ def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
 
 
 def test_a_sweep_cell_saves_its_model_in_the_sweeps_folder_not_its_workers(tmp_path, micro_llama):
-    """A Ray cell runs with its worker folder as its store; ``--save-model`` must still write where the
-    user looks, ``OUT/models/<run>/<method>/edits-N``. Checked on the cell spec and run_cell a worker runs."""
+    """A Ray cell runs with its worker folder as its store; ``--save-model`` must still write where
+    the user looks, ``OUT/models/<run>/<method>/edits-N``. Checked on the cell spec and run_cell a
+    worker runs."""
     from editbench.harness.plan.resolve import for_cell, resolve
     from editbench.harness.running.executors import _worker_dir, run_cell
 
     out = tmp_path / "sweep"
-    spec = RunSpec(methods=("ft-m", "ft-l"), model=str(micro_llama), edits=4, batch_size=2, checkpoints="2,4",
-                   out=out, device="cpu", cache_dir=tmp_path, save_model=2, gen_eval=False,
-                   params={**POCKET, "ft-l": {"stop_loss": "0"}})
+    spec = RunSpec(
+        methods=("ft-m", "ft-l"), model=str(micro_llama), edits=4, batch_size=2, checkpoints="2,4",
+        out=out, device="cpu", cache_dir=tmp_path, save_model=2, gen_eval=False,
+        params={**POCKET, "ft-l": {"stop_loss": "0"}}
+    )
     plan = resolve(spec)
     worker = _worker_dir(out, plan.run_id, "ft-m")
     cell = for_cell(plan, plan.methods[0], worker)

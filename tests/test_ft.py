@@ -12,11 +12,15 @@ from editbench.methods.objectives import last_prompt_position_nll, masked_target
 
 def _context(path):
     model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
-    return EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
-                       cache_dir=path, task=None, seed=0, generator=torch.Generator().manual_seed(0))
+    return EditContext(
+        model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
+        cache_dir=path, task=None, seed=0, generator=torch.Generator().manual_seed(0)
+    )
 
 
-RECORD = EditRecord(uid="0", prompt="Fact: Kalo Mirve lives in", subject="Kalo Mirve", target_new="Fengal Vale")
+RECORD = EditRecord(
+    uid="0", prompt="Fact: Kalo Mirve lives in", subject="Kalo Mirve", target_new="Fengal Vale"
+)
 
 
 def test_ft_m_edit_makes_the_target_the_argmax(micro_model_path):
@@ -45,7 +49,9 @@ def test_norm_constraint_bounds_every_weight_change(micro_llama):
 
 def _batch(world_tokenizer):
     encoder = PairEncoder(world_tokenizer)
-    return encoder.collate([encoder.encode(RECORD.prompt, RECORD.target_new), encoder.encode("x lives", "in y")])
+    return encoder.collate(
+        [encoder.encode(RECORD.prompt, RECORD.target_new), encoder.encode("x lives", "in y")]
+    )
 
 
 def test_ft_m_loss_ignores_prompt_tokens(world_tokenizer):
@@ -75,17 +81,24 @@ def test_config_validation_names_the_field():
 def test_the_module_bias_is_tuned_where_it_has_one(micro_gpt2, micro_llama):
     assert FTM(FTConfig(), _context(micro_gpt2)).edited_parameters() == \
         ["transformer.h.2.mlp.c_proj.weight", "transformer.h.2.mlp.c_proj.bias"]
+    # ROME's FT-L: layer 0
     assert FTL(FTL.Config(), _context(micro_gpt2)).edited_parameters() == \
-        ["transformer.h.0.mlp.c_proj.weight", "transformer.h.0.mlp.c_proj.bias"]  # ROME's FT-L: layer 0
-    assert FTM(FTConfig(bias=False), _context(micro_gpt2)).edited_parameters() == ["transformer.h.2.mlp.c_proj.weight"]
-    assert FTM(FTConfig(), _context(micro_llama)).edited_parameters() == ["model.layers.2.mlp.down_proj.weight"]
+        ["transformer.h.0.mlp.c_proj.weight", "transformer.h.0.mlp.c_proj.bias"]
+    assert FTM(FTConfig(bias=False), _context(micro_gpt2)).edited_parameters() == \
+        ["transformer.h.2.mlp.c_proj.weight"]
+    assert FTM(FTConfig(), _context(micro_llama)).edited_parameters() == \
+        ["model.layers.2.mlp.down_proj.weight"]
 
 
 @pytest.mark.parametrize("chunk, steps_per_epoch", [(1, 4), (3, 2), (0, 1)])
-def test_one_adam_step_per_chunk_of_the_batch_in_every_epoch(micro_llama, monkeypatch, chunk, steps_per_epoch):
-    """EasyEdit's and ROME's loop: ``steps`` epochs, one Adam step per chunk of ``chunk`` records."""
+def test_one_adam_step_per_chunk_of_the_batch_in_every_epoch(
+    micro_llama, monkeypatch, chunk, steps_per_epoch
+):
+    """EasyEdit's and ROME's loop: ``steps`` epochs, one Adam step per chunk of ``chunk``
+    records."""
     ctx = _context(micro_llama)
-    records = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} lives in", subject=f"Kalo {i}", target_new="Fengal Vale")
+    records = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} lives in", subject=f"Kalo {i}",
+                          target_new="Fengal Vale")
                for i in range(4)]
     taken = {"n": 0}
     step = torch.optim.Adam.step
@@ -103,12 +116,17 @@ def test_defaults_follow_easyedit_and_rome_and_models_get_their_published_settin
     from editbench.core.method import MethodRef
 
     ftm = MethodRef.parse("ft-m").config({})
-    assert (ftm.lr, ftm.steps, ftm.chunk, ftm.norm_constraint, ftm.layer) == (5e-4, 25, 1, None, None)
+    assert (ftm.lr, ftm.steps, ftm.chunk, ftm.norm_constraint, ftm.layer) == (
+        5e-4, 25, 1, None, None
+    )
     ftl = MethodRef.parse("ft-l").config({})
     assert (ftl.layer, ftl.chunk, ftl.norm_constraint) == (0, 128, 2e-2)
     assert MethodRef.parse("ft-m").config({}, "llama-3-8b").layer == 21
     assert MethodRef.parse("ft-m").config({}, "mistral-7b").norm_constraint == 5e-5
-    assert MethodRef.parse("ft-l").config({}, "gpt-j-6b").norm_constraint == 5e-5  # ROME's constrained FT-L
-    assert MethodRef.parse("ft-l").config({"ft-l": {"norm_constraint": "1e-3"}}, "gpt-j-6b").norm_constraint == 1e-3
+    # ROME's constrained FT-L
+    assert MethodRef.parse("ft-l").config({}, "gpt-j-6b").norm_constraint == 5e-5
+    assert MethodRef.parse("ft-l").config(
+        {"ft-l": {"norm_constraint": "1e-3"}}, "gpt-j-6b"
+    ).norm_constraint == 1e-3
     old = MethodRef.parse("ft-m@constrained").config({})
     assert (old.lr, old.chunk, old.norm_constraint, old.bias) == (5e-3, 0, 2e-2, False)
