@@ -27,24 +27,30 @@ CHECKPOINTS = (2, 4, 6, 8, 10, 12)
 
 
 def _args(model: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket", "--param", "pocket.n_entities=20",
+    return [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket",
+            "--param", "pocket.n_entities=20",
             "--model", str(model), "--methods", "ft-m", "--edits", "12", "--batch-size", "2",
-            "--checkpoints", ",".join(map(str, CHECKPOINTS)), "--device", "cpu", "--param", "ft-m.stop_loss=0",
+            "--checkpoints", ",".join(map(str, CHECKPOINTS)), "--device", "cpu",
+            "--param", "ft-m.stop_loss=0",
             "--out", str(out), *extra]
 
 
 def _env(cache: Path, fault: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "EDITBENCH_NO_PROGRESS": "1", "EDITBENCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "EDITBENCH_NO_PROGRESS": "1", "EDITBENCH_CACHE": str(cache),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("EDITBENCH_FAULT", None)
     if fault:
         env["EDITBENCH_FAULT"] = fault
     return env
 
 
-def _run(model: Path, out: Path, cache: Path, fault: str | None = None, preexec=None, extra=()) -> subprocess.CompletedProcess:
-    return subprocess.run(_args(model, out, *extra), env=_env(cache, fault), capture_output=True, text=True,
-                          timeout=300, preexec_fn=preexec)
+def _run(
+    model: Path, out: Path, cache: Path, fault: str | None = None, preexec=None, extra=()
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _args(model, out, *extra), env=_env(cache, fault), capture_output=True, text=True,
+        timeout=300, preexec_fn=preexec
+    )
 
 
 def scores(folder: Path) -> pd.DataFrame:
@@ -91,12 +97,15 @@ def clean_run(tmp_path_factory, micro_llama) -> Path:
 def clean(clean_run) -> pd.DataFrame:
     """The scores of an uninterrupted run, the reference every interrupted run must equal."""
     frame = scores(clean_run)
-    per_edit = frame["metric"].nunique()  # the pocket world's teacher-forced, locality, portability and generated
+    # the pocket world's teacher-forced, locality, portability and generated
+    per_edit = frame["metric"].nunique()
     assert per_edit >= 9 and len(frame) == per_edit * sum(CHECKPOINTS)
     return frame
 
 
-def test_kills_at_every_point_of_a_checkpoint_then_resume_equals_an_uninterrupted_run(tmp_path, micro_llama, clean):
+def test_kills_at_every_point_of_a_checkpoint_then_resume_equals_an_uninterrupted_run(
+    tmp_path, micro_llama, clean
+):
     out, cache = tmp_path / "out", tmp_path / "cache"
     # killed while the second snapshot is being written: its staging folder is left behind
     assert _run(micro_llama, out, cache, "snapshot-staged:2").returncode == FAULT_EXIT
@@ -105,7 +114,8 @@ def test_kills_at_every_point_of_a_checkpoint_then_resume_equals_an_uninterrupte
     # killed with the snapshot of 4 in place but its checkpoint not committed
     assert _run(micro_llama, out, cache, "after-snapshot:1").returncode == FAULT_EXIT
     assert checkpoints(out) == [2]
-    assert not any(name.startswith(".edits-") for name in snapshot_entries(out))  # the resume removed it
+    # the resume removed it
+    assert not any(name.startswith(".edits-") for name in snapshot_entries(out))
     # killed inside the checkpoint's transaction: nothing of it is stored
     assert _run(micro_llama, out, cache, "in-checkpoint:1").returncode == FAULT_EXIT
     assert checkpoints(out) == [2]
@@ -115,7 +125,8 @@ def test_kills_at_every_point_of_a_checkpoint_then_resume_equals_an_uninterrupte
     final = _run(micro_llama, out, cache)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "resuming after 6 stored edits" in final.stderr
-    pd.testing.assert_frame_equal(scores(out), clean)  # nothing lost, nothing twice, the same values
+    # nothing lost, nothing twice, the same values
+    pd.testing.assert_frame_equal(scores(out), clean)
     assert snapshot_entries(out) == ["edits-000000012"]  # no staging folder, no stale snapshot
 
 
@@ -133,7 +144,9 @@ def _wait_stopped(proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-def test_a_second_run_on_the_same_store_stops_at_once_and_the_first_finishes(tmp_path, micro_llama, clean):
+def test_a_second_run_on_the_same_store_stops_at_once_and_the_first_finishes(
+    tmp_path, micro_llama, clean
+):
     out, cache = tmp_path / "out", tmp_path / "cache"
     first = subprocess.Popen(_args(micro_llama, out), env=_env(cache, "after-checkpoint:1:stop"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -158,15 +171,19 @@ from pathlib import Path
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 from editbench.tasks.pocket import PocketConfig, PocketWorld
 from editbench.tasks.pocket_model import PocketModelConfig, ensure_pocket_model
-config = PocketModelConfig(vocab_size=300, hidden_size=16, intermediate_size=32, n_layers=1, n_heads=2, steps=8,
+config = PocketModelConfig(vocab_size=300, hidden_size=16, intermediate_size=32, n_layers=1, \
+n_heads=2, steps=8,
                            batch_size=8)
-print(ensure_pocket_model(PocketWorld(PocketConfig(n_entities=20)), Path(sys.argv[1]), config), flush=True)
+print(ensure_pocket_model(PocketWorld(PocketConfig(n_entities=20)), Path(sys.argv[1]), config), \
+flush=True)
 """
 
 
 def _pocket(cache: Path, fault: str | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", POCKET_SCRIPT, str(cache)], env=_env(cache, fault),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", POCKET_SCRIPT, str(cache)], env=_env(cache, fault),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
@@ -185,7 +202,8 @@ def test_the_pocket_model_is_trained_once_and_killed_training_leaves_nothing(tmp
     try:
         _wait_stopped(first)
         staging = entries()
-        assert len(staging) == 1 and staging[0].name.startswith(".pocket-")  # the killed one's is gone
+        # the killed one's is gone
+        assert len(staging) == 1 and staging[0].name.startswith(".pocket-")
         second = _pocket(cache)
         waited = second.stderr.readline()  # it blocks on the lock and says for whom
         while waited and "waiting for" not in waited:
@@ -197,7 +215,10 @@ def test_the_pocket_model_is_trained_once_and_killed_training_leaves_nothing(tmp
     out_second, log_second = second.communicate(timeout=300)
     assert first.returncode == 0 and second.returncode == 0, log_second
     assert out_first == out_second
-    assert "training the pocket model" not in log_second and "loaded the cached pocket model" in log_second
+    assert (
+        "training the pocket model" not in log_second
+        and "loaded the cached pocket model" in log_second
+    )
     assert [p.name for p in entries()] == [Path(out_first.strip()).name]
 
 
@@ -216,7 +237,8 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_loses_nothing(tmp_path, micr
     stored = checkpoints(out)
     assert 0 < len(stored) < len(CHECKPOINTS)  # it failed mid-run
     status = load_results(out).cells()["status"].tolist()
-    assert status == ["failed"] or "recording the failure" in full.stderr  # recorded, or said in one line
+    # recorded, or said in one line
+    assert status == ["failed"] or "recording the failure" in full.stderr
     resumed = _run(micro_llama, out, cache)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     pd.testing.assert_frame_equal(scores(out), clean)
@@ -244,8 +266,10 @@ def _writable(folder: Path) -> None:
 
 
 def _cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "editbench.harness.cli.group", *args], env=_env(cache),
-                          capture_output=True, text=True, timeout=300, preexec_fn=_without_file_permission_override)
+    return subprocess.run(
+        [sys.executable, "-m", "editbench.harness.cli.group", *args], env=_env(cache),
+        capture_output=True, text=True, timeout=300, preexec_fn=_without_file_permission_override
+    )
 
 
 WAL_LEFT_BEHIND = """
@@ -253,20 +277,26 @@ import os, sys
 from editbench.core.records import ScoreRow
 from editbench.core.store import ResultsStore
 store = ResultsStore(sys.argv[1])
-store.ensure_run("r1", task="pocket", model="m", config={}, versions={}, device="cpu", seed=0, git_sha=None,
+store.ensure_run("r1", task="pocket", model="m", config={}, versions={}, device="cpu", seed=0, \
+git_sha=None,
                  dataset_hash="h", n_edits=4)
 store.start_cell("r1", "ft-m", {}, "c")
 for n in (2, 4):
-    store.commit_checkpoint("r1", "ft-m", n, [ScoreRow(p, f"u{p}", "efficacy_acc", 1.0) for p in range(n)], [], 1)
+    store.commit_checkpoint("r1", "ft-m", n, [ScoreRow(p, f"u{p}", "efficacy_acc", 1.0) \
+for p in range(n)], [], 1)
 os._exit(9)  # killed: the committed checkpoints are in the WAL only
 """
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="drops root's capabilities with prctl")
-def test_a_read_only_store_is_reported_and_refuses_a_writer_in_one_line(tmp_path, micro_llama, clean, clean_run):
+def test_a_read_only_store_is_reported_and_refuses_a_writer_in_one_line(
+    tmp_path, micro_llama, clean, clean_run
+):
     out, cache = clean_run, tmp_path / "cache"
     killed = tmp_path / "killed"
-    assert subprocess.run([sys.executable, "-c", WAL_LEFT_BEHIND, str(killed)], env=_env(cache)).returncode == 9
+    assert subprocess.run(
+        [sys.executable, "-c", WAL_LEFT_BEHIND, str(killed)], env=_env(cache)
+    ).returncode == 9
     assert (killed / "results.sqlite-wal").stat().st_size > 0
     # as archived or copied: the finished store without SQLite's side files, the killed one with its
     # WAL but without the WAL index; a reader in a read-only folder cannot recreate either
@@ -283,10 +313,15 @@ def test_a_read_only_store_is_reported_and_refuses_a_writer_in_one_line(tmp_path
         assert wal.returncode == 0, wal.stderr[-3000:]
         csv = pd.read_csv(tmp_path / "killed.csv")
         assert set(csv["n_edits"]) == {2, 4}  # what the WAL held was read
-        writer = subprocess.run(_args(micro_llama, out), env=_env(cache), capture_output=True, text=True,
-                                timeout=300, preexec_fn=_without_file_permission_override)
+        writer = subprocess.run(
+            _args(micro_llama, out), env=_env(cache), capture_output=True, text=True,
+            timeout=300, preexec_fn=_without_file_permission_override
+        )
         error = one_line_error(writer)
-        assert f"cannot write the results folder {out}" in error and "choose a writable --out" in error
+        assert (
+            f"cannot write the results folder {out}" in error
+            and "choose a writable --out" in error
+        )
         assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     finally:
         _writable(out)
