@@ -9,14 +9,18 @@ from editbench.core.generate import StopRule, greedy_decode
 from editbench.core.models import load_model
 from editbench.core.tokenize import PairEncoder
 
-PROMPTS = ["Fact: Kalo Ved lives in", "The profession of Mirve Dan is", "x", "In short, the instrument of Brathe Ruqui is the",
-           "As everyone knows, Selgal Hu was raised speaking", "Zu plays the", "A b c d e f g h i j k l m n o p"]
+PROMPTS = ["Fact: Kalo Ved lives in", "The profession of Mirve Dan is", "x",
+           "In short, the instrument of Brathe Ruqui is the",
+           "As everyone knows, Selgal Hu was raised speaking", "Zu plays the",
+           "A b c d e f g h i j k l m n o p"]
 
 
 def _reference(model, encoder: PairEncoder, prompt: str, budget: int, stop: StopRule) -> list[int]:
     ids = torch.tensor([encoder.encode_prompt(prompt)])
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=budget,
-                         eos_token_id=sorted(stop.ids), pad_token_id=encoder.pad_id)
+    out = model.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=budget,
+        eos_token_id=sorted(stop.ids), pad_token_id=encoder.pad_id
+    )
     new = out[0, ids.shape[1]:].tolist()
     return new[:-1] if new and new[-1] in stop.ids else new
 
@@ -27,7 +31,9 @@ def test_batched_greedy_decoding_equals_generate_one_prompt_at_a_time(micro_mode
     encoder = PairEncoder(tokenizer)
     stop = StopRule.for_model(model, tokenizer)
     budgets = [1, 3, 12, 6, 9, 2, 5]
-    got = greedy_decode(model, encoder, PROMPTS, budgets, stop, torch.device("cpu"), max_tokens=max_tokens)
+    got = greedy_decode(
+        model, encoder, PROMPTS, budgets, stop, torch.device("cpu"), max_tokens=max_tokens
+    )
     expected = [_reference(model, encoder, p, b, stop) for p, b in zip(PROMPTS, budgets)]
     assert got == expected
     assert sum(map(len, got)) >= 20  # most rows decode to their budget: the comparison is not empty
@@ -62,14 +68,17 @@ def test_rows_stop_at_end_of_sequence_or_a_newline_and_not_before(micro_llama, s
         for handle in handles:
             handle.remove()
     assert got == reference
-    # one token (unless the model's first choice already stops it), then the stop token, which is not kept
+    # one token (unless the model's first choice already stops it), then the stop token, which is
+    # not kept
     assert all(len(answer) <= 1 for answer in got) and sum(map(len, got)) >= len(PROMPTS) - 2
 
 
 def test_a_model_that_never_stops_is_cut_at_its_budget(micro_gpt2):
     model, tokenizer = load_model(micro_gpt2, torch.device("cpu"), torch.float32)
-    got = greedy_decode(model, PairEncoder(tokenizer), PROMPTS[:3], [0, 4, 7], StopRule(frozenset()),
-                        torch.device("cpu"))
+    got = greedy_decode(
+        model, PairEncoder(tokenizer), PROMPTS[:3], [0, 4, 7], StopRule(frozenset()),
+        torch.device("cpu")
+    )
     assert [len(g) for g in got] == [0, 4, 7]
 
 

@@ -1,4 +1,5 @@
-"""Generated metrics: answer normalisation, exact and prefix match, and scoring through a backend."""
+"""Generated metrics: answer normalisation, exact and prefix match, and scoring through a
+backend."""
 
 from __future__ import annotations
 
@@ -60,22 +61,34 @@ class PlainTask:
 def test_each_generated_metric_from_scripted_answers():
     record = EditRecord("u1", "Kalo lives in", "Kalo", "Ostwen Ford", "Mir Vale",
                         paraphrases=("Fact: Kalo lives in", "In short, Kalo lives in"),
-                        neighbours=(Neighbour("Dan lives in", "Mir Vale"), Neighbour("Ru lives in", "Sel Hill")))
-    probe = ScriptedProbe({"Kalo lives in": "Ostwen Ford.", "Fact: Kalo lives in": "Ostwen Ford and more",
-                           "In short, Kalo lives in": "Mir Vale.", "Dan lives in": "Mir Vale.", "Ru lives in": "Ostwen"})
+                        neighbours=(Neighbour("Dan lives in", "Mir Vale"),
+                                    Neighbour("Ru lives in", "Sel Hill")))
+    probe = ScriptedProbe({
+        "Kalo lives in": "Ostwen Ford.", "Fact: Kalo lives in": "Ostwen Ford and more",
+        "In short, Kalo lives in": "Mir Vale.", "Dan lives in": "Mir Vale.",
+        "Ru lives in": "Ostwen",
+    })
     unedited = {"Dan lives in": "Mir Vale", "Ru lives in": "Sel Hill."}
-    rows = {r.metric: r.value for r in score_generated(probe, PlainTask(), unedited, [record], [0], 20)}
-    assert rows == {"efficacy_gen_em": 1.0, "efficacy_gen_prefix": 1.0, "generalization_gen_em": 0.0,
-                    "generalization_gen_prefix": 0.5, "specificity_gen_agree": 0.5}
+    rows = {
+        r.metric: r.value for r in score_generated(probe, PlainTask(), unedited, [record], [0], 20)
+    }
+    assert rows == {"efficacy_gen_em": 1.0, "efficacy_gen_prefix": 1.0,
+                    "generalization_gen_em": 0.0, "generalization_gen_prefix": 0.5,
+                    "specificity_gen_agree": 0.5}
 
 
 def test_a_portability_answer_counts_when_it_matches_any_alias():
-    questions = (Portability("Q: capital? A:", "Rome", "London", "multi_hop", ("Roma", "the Eternal City")),
-                 Portability("Q: head? A:", "Zoran", None, "multi_hop"))
+    questions = (
+        Portability("Q: capital? A:", "Rome", "London", "multi_hop", ("Roma", "the Eternal City")),
+        Portability("Q: head? A:", "Zoran", None, "multi_hop"),
+    )
     record = EditRecord("u1", "Kalo lives in", "Kalo", "Ostwen Ford", portability=questions)
-    probe = ScriptedProbe({"Kalo lives in": "Ostwen Ford", "Q: capital? A:": "Eternal City.", "Q: head? A:": "Roma"})
+    probe = ScriptedProbe(
+        {"Kalo lives in": "Ostwen Ford", "Q: capital? A:": "Eternal City.", "Q: head? A:": "Roma"}
+    )
     rows = {r.metric: r.value for r in score_generated(probe, PlainTask(), {}, [record], [0], 20)}
-    assert rows["portability_gen_em"] == 0.5  # "the Eternal City" normalises as "eternal city"; "Roma" is not Zoran's
+    # "the Eternal City" normalises as "eternal city"; "Roma" is not Zoran's
+    assert rows["portability_gen_em"] == 0.5
 
 
 def test_the_hf_backend_decodes_answers_within_their_budget(micro_llama):
@@ -84,7 +97,10 @@ def test_the_hf_backend_decodes_answers_within_their_budget(micro_llama):
     pairs = [ScoringPair("Kalo lives in", "Ostwen Ford"), ScoringPair("x", "y")]
     answers = probe.generate_answers(pairs, max_new_tokens=3)
     stop = StopRule.for_model(model, tokenizer)
-    ids = greedy_decode(model, probe.encoder, ["Kalo lives in", "x"], [3, 3], stop, torch.device("cpu"))
-    assert answers == tokenizer.batch_decode(ids, skip_special_tokens=True)  # budgets: min(3, n + 3)
+    ids = greedy_decode(
+        model, probe.encoder, ["Kalo lives in", "x"], [3, 3], stop, torch.device("cpu")
+    )
+    # budgets: min(3, n + 3)
+    assert answers == tokenizer.batch_decode(ids, skip_special_tokens=True)
     assert probe.forward_seconds > 0
     assert answer_budget(1, 50) == 4 and answer_budget(60, 50) == 50

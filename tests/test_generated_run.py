@@ -25,8 +25,10 @@ def pocket_model(small_pocket):
 
 
 def test_a_run_stores_generated_metrics_and_the_report_shows_the_gap(pocket_model, tmp_path):
-    spec = RunSpec(methods=("ft-m",), model=str(pocket_model), edits=8, batch_size=4, out=tmp_path / "out",
-                   device="cpu", cache_dir=tmp_path, params={"pocket": WORLD, "ft-m": {"lr": "1e-2"}})
+    spec = RunSpec(
+        methods=("ft-m",), model=str(pocket_model), edits=8, batch_size=4, out=tmp_path / "out",
+        device="cpu", cache_dir=tmp_path, params={"pocket": WORLD, "ft-m": {"lr": "1e-2"}}
+    )
     runner = Runner(resolve(spec))
     assert runner.run().ok
     store = load_results(spec.out)
@@ -42,7 +44,9 @@ def test_a_run_stores_generated_metrics_and_the_report_shows_the_gap(pocket_mode
     metrics = set(store.scores()["metric"])
     assert {"efficacy_acc", "efficacy_gen_em", "efficacy_gen_prefix", "generalization_gen_em",
             "specificity_gen_agree"} <= metrics
-    assert len(store.load_base_generations(runner.run_id)) == len({n.prompt for r in runner.records for n in r.neighbours})
+    assert len(store.load_base_generations(runner.run_id)) == len(
+        {n.prompt for r in runner.records for n in r.neighbours}
+    )
     assert "generated" in store.runs()["config"][0]
     result = CliRunner().invoke(main, ["report", str(spec.out), "--html", str(tmp_path / "html")])
     assert result.exit_code == 0, result.output
@@ -55,8 +59,10 @@ def test_a_run_stores_generated_metrics_and_the_report_shows_the_gap(pocket_mode
 
 
 def test_generated_evaluation_can_be_turned_off(pocket_model, tmp_path):
-    spec = RunSpec(methods=("ft-m",), model=str(pocket_model), edits=4, batch_size=4, out=tmp_path / "out",
-                   device="cpu", cache_dir=tmp_path, params={"pocket": WORLD}, gen_eval=False)
+    spec = RunSpec(
+        methods=("ft-m",), model=str(pocket_model), edits=4, batch_size=4, out=tmp_path / "out",
+        device="cpu", cache_dir=tmp_path, params={"pocket": WORLD}, gen_eval=False
+    )
     assert Runner(resolve(spec)).run().ok
     store = load_results(spec.out)
     assert not {m for m in store.scores()["metric"] if "_gen_" in m}

@@ -21,9 +21,11 @@ TINY = PocketConfig(n_entities=20)
 def make_context(path, tmp_path=None):
     model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
     task = PocketTask(TaskOptions(), TINY)
-    return EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
-                       cache_dir=tmp_path or path, task=task, seed=0, generator=torch.Generator().manual_seed(0),
-                       train_records=lambda: task.load("train"))
+    return EditContext(
+        model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
+        cache_dir=tmp_path or path, task=task, seed=0, generator=torch.Generator().manual_seed(0),
+        train_records=lambda: task.load("train")
+    )
 
 
 def test_default_layers_follow_the_authors_band():
@@ -55,7 +57,9 @@ def test_cached_keys_and_gradients_decompose_the_weight_gradient(micro_model_pat
     batch = ctx.encoder.collate([ctx.encoder.encode(r.prompt, r.target_new) for r in records])
     everywhere = type(batch)(batch.input_ids, batch.attention_mask, batch.labels,
                              batch.attention_mask.bool(), batch.prompt_last)
-    cached = keys_and_grads(ctx.model, modules, everywhere, lambda logits, _: masked_target_nll(logits, batch))
+    cached = keys_and_grads(
+        ctx.model, modules, everywhere, lambda logits, _: masked_target_nll(logits, batch)
+    )
     weights = [ctx.parameter(m.parameter) for m in modules]
     for w in weights:
         w.requires_grad_(True)
@@ -108,7 +112,11 @@ def test_untrained_network_is_the_normaliser_and_its_blocks_learn_from_the_first
                           net.normaliser(torch.cat((keys, grads), -1)), atol=1e-6)
     (pseudo_keys.sum() + pseudo_grads.pow(2).sum()).backward()
     for block in net.blocks:
-        assert block.B.grad.abs().sum() > 0 and block.bias.grad.abs().sum() > 0 and block.shift.grad.abs().sum() > 0
+        assert (
+            block.B.grad.abs().sum() > 0
+            and block.bias.grad.abs().sum() > 0
+            and block.shift.grad.abs().sum() > 0
+        )
     at_zero = torch.zeros(3, requires_grad=True)
     at_zero.clamp(min=0).sum().backward()
     assert at_zero.grad.tolist() == [1.0, 1.0, 1.0]
@@ -125,8 +133,8 @@ def test_the_rank_cap_is_editbench_s_and_the_releases_turn_it_off():
 
 
 def test_the_release_normaliser_merges_as_released():
-    """MALMEN's merge adds n_b * var_b (unbiased): more than the exact sum of squares, by n_b/(n_b-1)
-    on each batch's own spread; a one-row batch makes the statistics NaN, as there."""
+    """MALMEN's merge adds n_b * var_b (unbiased): more than the exact sum of squares, by
+    n_b/(n_b-1) on each batch's own spread; a one-row batch makes the statistics NaN, as there."""
     torch.manual_seed(0)
     chunks = [torch.randn(n, 3) for n in (4, 5)]
     exact, release = RunningNormaliser(3), RunningNormaliser(3, "release")
@@ -145,11 +153,15 @@ def test_mend_update_has_rank_at_most_the_number_of_rows():
     torch.manual_seed(0)
     for n in (1, 3, 5):
         pseudo_keys, pseudo_grads = torch.randn(n, 16), torch.randn(n, 12)
-        factors = mend_update(torch.randn(n, 16), pseudo_keys, pseudo_grads, torch.tensor(0.1), torch.tensor(0.0))
+        factors = mend_update(
+            torch.randn(n, 16), pseudo_keys, pseudo_grads, torch.tensor(0.1), torch.tensor(0.0)
+        )
         assert factors.shape == (16, 12) and factors.nbytes() == n * (16 + 12) * 4
         update = factors.dense()
         assert torch.linalg.matrix_rank(update) == n
-        assert torch.allclose(update, -0.1 * sum(torch.outer(k, g) for k, g in zip(pseudo_keys, pseudo_grads)))
+        assert torch.allclose(
+            update, -0.1 * sum(torch.outer(k, g) for k, g in zip(pseudo_keys, pseudo_grads))
+        )
 
 
 def test_a_mend_edit_of_n_edits_has_rank_at_most_n_per_module(micro_llama):
@@ -157,7 +169,9 @@ def test_a_mend_edit_of_n_edits_has_rank_at_most_n_per_module(micro_llama):
     ctx = make_context(micro_llama)
     method = MEND(MENDConfig(edit_lr=1e-2), ctx)
     multi = ctx.train_records()[:3]
-    words = {w.strip(".,") for r in ctx.train_records() for w in f"{r.prompt} {r.target_true}".split()}
+    words = {
+        w.strip(".,") for r in ctx.train_records() for w in f"{r.prompt} {r.target_true}".split()
+    }
     one_token = sorted(w for w in words if ctx.encoder.encode(multi[0].prompt, w).n_target == 1)
     single = [dataclasses.replace(r, target_new=w) for r, w in zip(multi, one_token)]
     for records in (single[:2], multi):
@@ -176,13 +190,16 @@ def test_a_mend_edit_of_n_edits_has_rank_at_most_n_per_module(micro_llama):
 def test_malmen_update_solves_its_normal_equations(n):
     torch.manual_seed(n)
     keys = torch.randn(n, 16, dtype=torch.float64)
-    pseudo_keys, pseudo_grads = torch.randn(n, 16, dtype=torch.float64), torch.randn(n, 12, dtype=torch.float64)
+    pseudo_keys, pseudo_grads = (
+        torch.randn(n, 16, dtype=torch.float64), torch.randn(n, 12, dtype=torch.float64)
+    )
     lr, log_ridge = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-1.5, dtype=torch.float64)
     update = malmen_update(keys, pseudo_keys, pseudo_grads, lr, log_ridge).dense()
     values = -lr * (keys * pseudo_keys).sum(-1, keepdim=True) * pseudo_grads
     lhs = (keys.T @ keys + log_ridge.exp() * torch.eye(16, dtype=torch.float64)) @ update
     assert torch.allclose(lhs, keys.T @ values, atol=1e-10, rtol=1e-10)
-    assert not torch.allclose(update, torch.linalg.lstsq(keys, values).solution, atol=1e-3)  # the ridge acts
+    # the ridge acts
+    assert not torch.allclose(update, torch.linalg.lstsq(keys, values).solution, atol=1e-3)
 
 
 def test_malmen_edit_on_a_model_satisfies_the_normal_equations(micro_gpt2):
@@ -198,13 +215,23 @@ def test_malmen_edit_on_a_model_satisfies_the_normal_equations(micro_gpt2):
         net = method.nets[key]
         keys = cached.keys[module.name].double()
         with torch.no_grad():
-            pseudo_keys, pseudo_grads = net(cached.keys[module.name], cached.grads[module.name], index)
-        values = -net.lr[index].double() * (keys * pseudo_keys.double()).sum(-1, keepdim=True) * pseudo_grads.double()
+            pseudo_keys, pseudo_grads = net(
+                cached.keys[module.name], cached.grads[module.name], index
+            )
+        values = (
+            -net.lr[index].double() * (keys * pseudo_keys.double()).sum(-1, keepdim=True)
+            * pseudo_grads.double()
+        )
         eye = torch.eye(module.key_size, dtype=torch.float64)
-        residual = (keys.T @ keys + net.log_ridge[index].double().exp() * eye) @ shifts[module.name].dense().double() \
+        residual = (
+            (keys.T @ keys + net.log_ridge[index].double().exp() * eye)
+            @ shifts[module.name].dense().double()
             - keys.T @ values
+        )
         assert residual.abs().max() <= 1e-4 * (keys.T @ values).abs().max()
-    assert ridge_solve(keys, values, torch.tensor(0.0, dtype=torch.float64)).shape == (module.key_size, 32)
+    assert ridge_solve(keys, values, torch.tensor(0.0, dtype=torch.float64)).shape == (
+        module.key_size, 32
+    )
 
 
 def test_state_dict_round_trip_and_normaliser_updates_at_edit(micro_llama):
@@ -238,7 +265,8 @@ def test_keys_and_gradients_do_not_depend_on_the_batch_size(family, micro_llama,
     for size in (20, 10, 5):
         parts = [method.read_keys_and_grads(records[s:s + size]) for s in range(0, 20, size)]
         by_size[size] = {m.name: (torch.cat([p.keys[m.name] for p in parts]),
-                                  torch.cat([p.grads[m.name] for p in parts])) for m in method.modules}
+                                  torch.cat([p.grads[m.name] for p in parts]))
+                         for m in method.modules}
     for module in method.modules:
         keys, grads = by_size[20][module.name]
         assert grads.abs().max() > 0
@@ -272,11 +300,17 @@ def test_release_sub_batches_are_length_sorted_with_one_token_mean_loss_each(mic
     parts = []
     for start in range(0, 5, 2):
         chunk = [records[i] for i in order[start:start + 2]]
-        parts.append(keys_and_grads(ctx.model, method.modules, method.encode([(r.prompt, r.target_new) for r in chunk]),
-                                    token_mean_target_nll))
+        parts.append(keys_and_grads(
+            ctx.model, method.modules, method.encode([(r.prompt, r.target_new) for r in chunk]),
+            token_mean_target_nll
+        ))
     assert observed.groups == tuple(p.groups[0] for p in parts) and len(observed.groups) == 3
     for module in method.modules:
-        assert torch.allclose(observed.grads[module.name], torch.cat([p.grads[module.name] for p in parts]), atol=1e-7)
+        assert torch.allclose(
+            observed.grads[module.name],
+            torch.cat([p.grads[module.name] for p in parts]),
+            atol=1e-7,
+        )
     before = method.nets[next(iter(method.nets))].normaliser.count.item()
     release = MALMEN(MALMENConfig(sub_batch=2, normaliser="release"), ctx)
     release.update_normalisers(observed)
