@@ -25,7 +25,9 @@ CONFIG = RLEditConfig(rank=8, n_blocks=2, train_batch=2, depth=3)
 
 def _cached_warm_up(method, trainer):
     """The warm-up as it was before streaming: every batch's rows held at once, then one rule."""
-    observed = [method.read_keys_and_grads(records) for records in trainer._batches(trainer.train, None)]
+    observed = [
+        method.read_keys_and_grads(records) for records in trainer._batches(trainer.train, None)
+    ]
     for c in observed:
         method.update_normalisers(c)
     chosen = {}
@@ -38,7 +40,9 @@ def _cached_warm_up(method, trainer):
             weight = trainer.pristine[m.parameter].float()
             outputs = keys @ (weight if m.conv1d else weight.T)
             alignment = (keys * pseudo_keys).sum(-1).mean().clamp_min(1e-12)
-            chosen[m.name] = float(method.config.edit_scale * outputs.pow(2).mean().sqrt() / alignment)
+            chosen[m.name] = float(
+                method.config.edit_scale * outputs.pow(2).mean().sqrt() / alignment
+            )
     return chosen
 
 
@@ -53,9 +57,17 @@ def test_streamed_warm_up_equals_the_cached_computation(micro_model_path, tmp_pa
         assert abs(chosen[name] - value) <= 1e-5 * abs(value), name
     for key, net in streamed.nets.items():
         for name, buffer in net.normaliser.named_buffers():
-            assert torch.allclose(buffer, dict(cached.nets[key].normaliser.named_buffers())[name], rtol=1e-10)
-        index = {streamed.slots[m.name][1]: m.name for m in streamed.modules if streamed.slots[m.name][0] == key}
-        assert torch.allclose(net.lr, torch.tensor([expected[index[i]] for i in range(len(net.lr))]), rtol=1e-5)
+            assert torch.allclose(
+                buffer, dict(cached.nets[key].normaliser.named_buffers())[name], rtol=1e-10
+            )
+        index = {
+            streamed.slots[m.name][1]: m.name
+            for m in streamed.modules
+            if streamed.slots[m.name][0] == key
+        }
+        assert torch.allclose(
+            net.lr, torch.tensor([expected[index[i]] for i in range(len(net.lr))]), rtol=1e-5
+        )
 
 
 def _peak_live_reads(micro_llama, tmp_path, n_records):
@@ -116,17 +128,23 @@ def _dense_forward(trainer):
                 extra = sum(u.dense() - u.dense().detach() for u in updates[m.name])
                 live = live + (extra if m.conv1d else extra.T).to(live.dtype)
             weights[m.parameter] = live
-        return functional_call(model, weights, args=(),
-                               kwargs={"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}).logits
+        return functional_call(
+            model, weights, args=(),
+            kwargs={"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        ).logits
 
     return forward
 
 
 @pytest.mark.parametrize("method_class", [RLEdit, MEND])
-def test_low_rank_window_gives_the_dense_losses_and_gradients(micro_model_path, tmp_path, method_class):
+def test_low_rank_window_gives_the_dense_losses_and_gradients(
+    micro_model_path, tmp_path, method_class
+):
     ctx = make_context(micro_model_path, tmp_path)
     config = dataclasses.replace(CONFIG, edit_lr=1e-2, reg_coef=1.0)
-    method = method_class(method_class.Config(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}), ctx)
+    method = method_class(method_class.Config(
+        **{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    ), ctx)
     trainer = Trainer(method, ctx.train_records(), tmp_path / "run")
     trainer._warm_up()
     window, reference, _ = _window(method, trainer, n_steps=4)
@@ -162,22 +180,30 @@ def test_the_window_holds_rows_times_key_plus_value_numbers(micro_llama, tmp_pat
             assert step.shifts[m.name].nbytes() < m.key_size * m.value_size * 4
 
 
-def test_large_models_train_on_a_capped_sample_by_default(micro_llama, tmp_path, monkeypatch, caplog):
-    assert CONFIG.train_record_cap(8_030_000_000)[0] == method_module.LARGE_MODEL_TRAIN_RECORDS  # Llama-3-8B
+def test_large_models_train_on_a_capped_sample_by_default(
+    micro_llama, tmp_path, monkeypatch, caplog
+):
+    # Llama-3-8B
+    assert CONFIG.train_record_cap(8_030_000_000)[0] == method_module.LARGE_MODEL_TRAIN_RECORDS
     assert "8.0B" in CONFIG.train_record_cap(8_030_000_000)[1]
     assert CONFIG.train_record_cap(124_000_000)[0] == 0  # GPT-2 small: all records
-    assert dataclasses.replace(CONFIG, max_train_records=0).train_record_cap(8_030_000_000)[0] == 0  # said: all
+    # said: all
+    assert dataclasses.replace(CONFIG, max_train_records=0).train_record_cap(8_030_000_000)[0] == 0
     assert dataclasses.replace(CONFIG, max_train_records=500).train_record_cap(10**6)[0] == 500
     ctx = make_context(micro_llama, tmp_path)
     given = ctx.train_records()
     monkeypatch.setattr(method_module, "LARGE_MODEL_TRAIN_RECORDS", 6)
     assert len(Trainer(RLEdit(CONFIG, ctx), given, tmp_path / "a").records) == len(given)
     n_parameters = sum(p.numel() for p in ctx.model.parameters())
-    monkeypatch.setattr(method_module, "LARGE_MODEL_PARAMETERS", n_parameters)  # the micro model is "large"
+    # the micro model is "large"
+    monkeypatch.setattr(method_module, "LARGE_MODEL_PARAMETERS", n_parameters)
     with caplog.at_level(logging.INFO):
         capped = Trainer(RLEdit(CONFIG, ctx), given, tmp_path / "b")
     assert len(capped.train) + len(capped.val) == 6 < len(given)
-    assert "training on 6 of the" in caplog.text and "max_train_records=0 trains on all" in caplog.text
+    assert (
+        "training on 6 of the" in caplog.text
+        and "max_train_records=0 trains on all" in caplog.text
+    )
 
 
 def _widths(ctx, records) -> tuple[int, int, float]:
@@ -191,10 +217,15 @@ def _widths(ctx, records) -> tuple[int, int, float]:
             sum(e.n_target for e in edits) / len(edits))
 
 
-@pytest.mark.parametrize(("family", "method_class"), [("llama", RLEdit), ("gpt2", RLEdit), ("llama", MALMEN),
-                                                      ("llama", MEND)])
-def test_memory_formula_is_within_a_quarter_of_the_measured_peak(family, method_class, micro_llama, micro_gpt2,
-                                                                 tmp_path):
+@pytest.mark.parametrize(("family", "method_class"), [
+    ("llama", RLEdit),
+    ("gpt2", RLEdit),
+    ("llama", MALMEN),
+    ("llama", MEND),
+])
+def test_memory_formula_is_within_a_quarter_of_the_measured_peak(
+    family, method_class, micro_llama, micro_gpt2, tmp_path
+):
     """Live tensor storages (``LiveTensors``) over a whole training run and over one batch of edits,
     against ``training_peak`` and ``editing_peak`` for the batches the run walked."""
     ctx = make_context({"llama": micro_llama, "gpt2": micro_gpt2}[family], tmp_path)
@@ -206,7 +237,9 @@ def test_memory_formula_is_within_a_quarter_of_the_measured_peak(family, method_
         trainer = Trainer(method, ctx.train_records(), tmp_path / "run")
         trainer.backward_by_batch = True  # as on a large model, which the formula is for
         trainer.run()
-    walked = [r for step in range(trainer.max_steps) for batch in trainer._sequence(step) for r in batch]
+    walked = [
+        r for step in range(trainer.max_steps) for batch in trainer._sequence(step) for r in batch
+    ]
     width, neighbour_width, answers = _widths(ctx, walked)
     shapes = ModelShapes.of(ctx.model, method.config)
     workload = Workload(width, round(answers), neighbour_tokens_per_record=neighbour_width)
@@ -217,8 +250,10 @@ def test_memory_formula_is_within_a_quarter_of_the_measured_peak(family, method_
     with LiveTensors([*existing, *method.nets.parameters(), *method.nets.buffers()]) as editing:
         method.apply(edits)
     encoded = [ctx.encoder.encode(r.prompt, r.target_new) for r in edits]
-    workload = Workload(max(len(e.ids) for e in encoded), round(sum(e.n_target for e in encoded) / len(edits)),
-                        edit_batch=len(edits))
+    workload = Workload(
+        max(len(e.ids) for e in encoded), round(sum(e.n_target for e in encoded) / len(edits)),
+        edit_batch=len(edits)
+    )
     predicted = editing_peak(shapes, method.config, workload).total
     assert 0.75 <= predicted / editing.total_peak <= 1.25, (predicted, editing.total_peak)
 
@@ -250,6 +285,8 @@ def test_llama_3_8b_in_bf16_trains_and_edits_within_80_gb_by_the_formula(method_
     shapes = ModelShapes.of(model, config, torch.bfloat16)
     assert shapes.n_parameters == 8_030_261_248 and len(shapes.edited) == 18
     workload = Workload(tokens_per_record=32, answer_tokens_per_record=6, edit_batch=100)
-    training, editing = training_peak(shapes, config, workload), editing_peak(shapes, config, workload)
+    training, editing = (
+        training_peak(shapes, config, workload), editing_peak(shapes, config, workload)
+    )
     assert training.terms["weights"] == 2 * shapes.n_parameters
     assert 16e9 < training.total < 80e9 and 16e9 < editing.total < 80e9

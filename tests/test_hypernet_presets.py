@@ -1,4 +1,5 @@
-"""The presets pin a schedule: optimiser steps taken, what learns, whether editing moves the normaliser."""
+"""The presets pin a schedule: optimiser steps taken, what learns, whether editing moves the
+normaliser."""
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from editbench.methods.hypernet.training import Trainer
 SMALL = {"rank": "8", "n_blocks": "1", "train_batch": "2"}
 PAPER = {"max_steps": "4", "val_every": "2", "patience": "10"}
 
-# label -> optimiser steps on the tiny world (16 train records: 12 train, 4 validation = 6 batches of 2)
+# label -> optimiser steps on the tiny world (16 train records: 12 train, 4 validation = 6 batches
+# of 2)
 STEPS = {
     "mend@release": 6,  # one epoch, one step per batch
     "malmen@release": 6,
@@ -45,18 +47,27 @@ def test_each_preset_takes_its_number_of_optimiser_steps(label, micro_llama, tmp
 
     monkeypatch.setattr(torch.optim.Adam, "step", counting)
     before = {k: v.clone() for k, v in method.nets.state_dict().items()}
-    method.fit(tmp_path / "editor", method.ctx.train_records()[:16])  # the 16 the counts above assume
+    # the 16 the counts above assume
+    method.fit(tmp_path / "editor", method.ctx.train_records()[:16])
     assert steps["n"] == STEPS[label]
     after = method.nets.state_dict()
-    moved = {k.rsplit(".", 1)[-1] for k in after if "normaliser" not in k and not torch.equal(after[k], before[k])}
+    moved = {
+        k.rsplit(".", 1)[-1]
+        for k in after
+        if "normaliser" not in k and not torch.equal(after[k], before[k])
+    }
     if label == "rledit@lr-only":
         assert moved == {"lr"}
     elif label == "rledit@untrained":
         assert moved <= {"lr"}  # set by the scaling rule, never trained
     elif "release" in label:
         assert {"B", "bias", "shift"} <= moved  # the released init learns at once (clamp, not relu)
-        lr = after[next(k for k in after if k.endswith(".lr"))]  # starts at 1e-6; Adam moves it ~1e-5 a step
-        assert ((lr - 1e-6).abs() <= STEPS[label] * 1e-5 * 1.01).all() and ((lr - 1e-6).abs() > 5e-6).all()
+        # starts at 1e-6; Adam moves it ~1e-5 a step
+        lr = after[next(k for k in after if k.endswith(".lr"))]
+        assert (
+            ((lr - 1e-6).abs() <= STEPS[label] * 1e-5 * 1.01).all()
+            and ((lr - 1e-6).abs() > 5e-6).all()
+        )
     else:
         assert {"B", "bias", "shift", "lr"} <= moved
 
@@ -67,7 +78,11 @@ def test_whether_editing_updates_the_normaliser(label, moves, micro_llama, tmp_p
     method = _method(label, micro_llama, tmp_path)
     records = method.ctx.train_records()
     trainer = Trainer(method, records, tmp_path / "unused")
-    trainer._warm_up() if method.config.warm_up else method.update_normalisers(method.read_keys_and_grads(records[:4]))
+    (
+        trainer._warm_up()
+        if method.config.warm_up
+        else method.update_normalisers(method.read_keys_and_grads(records[:4]))
+    )
     before = method.state_dict()
     method.apply(records[4:8])
     after = method.state_dict()
@@ -79,19 +94,27 @@ def test_release_presets_carry_the_released_settings():
         (plan,) = method_setups(RunSpec(methods=(label,)))
         return plan.config
 
-    malmen, mend, rledit = config("malmen@release"), config("mend@release"), config("rledit@release")
+    malmen, mend, rledit = (
+        config("malmen@release"), config("mend@release"), config("rledit@release")
+    )
     for c in (malmen, mend, rledit):
         assert (c.edit_lr, c.meta_lr, c.lr_meta_lr, c.max_grad_norm) == (1e-6, 1e-5, 1e-5, 1.0)
         assert c.normaliser == "release" and not c.cap_rank and not c.warm_up and not c.select_best
-    assert (malmen.train_batch, malmen.sub_batch, malmen.max_epochs, malmen.max_steps) == (512, 32, 1, None)
+    assert (malmen.train_batch, malmen.sub_batch, malmen.max_epochs, malmen.max_steps) == (
+        512, 32, 1, None
+    )
     assert (malmen.rank, malmen.n_blocks, malmen.loc_coef) == (1920, 2, 1.0)
     assert mend.tokens == "all" and (mend.train_batch, mend.sub_batch) == (512, 32)
-    assert (rledit.train_batch, rledit.sub_batch, rledit.sequence_length, rledit.max_steps) == (20, 4, 400, 1)
+    assert (rledit.train_batch, rledit.sub_batch, rledit.sequence_length, rledit.max_steps) == (
+        20, 4, 400, 1
+    )
     assert rledit.clip_every_step and not rledit.reg_grad and not rledit.backtrack_grad
-    assert (rledit.rank, rledit.n_blocks, rledit.depth, rledit.decay, rledit.loc_coef) == (1024, 4, 10, 0.95, 0.6)
+    assert (rledit.rank, rledit.n_blocks, rledit.depth, rledit.decay, rledit.loc_coef) == (
+        1024, 4, 10, 0.95, 0.6
+    )
     baseline = config("malmen@rledit-release")
-    assert (baseline.rank, baseline.n_blocks, baseline.loc_coef, baseline.train_batch, baseline.sub_batch) == \
-        (1024, 4, 0.6, 20, 4)
+    assert (baseline.rank, baseline.n_blocks, baseline.loc_coef, baseline.train_batch,
+            baseline.sub_batch) == (1024, 4, 0.6, 20, 4)
     assert config("mend").max_steps == 600 and config("mend").normaliser == "exact"
 
 
@@ -107,7 +130,9 @@ def test_the_releases_sum_token_means_over_length_sorted_sub_batches():
 
 
 @pytest.mark.parametrize("label, clips", [("rledit@release", 6 + 1), ("rledit@paper", 1)])
-def test_rledit_release_clips_after_every_step_of_its_sequence(label, clips, micro_llama, tmp_path, monkeypatch):
+def test_rledit_release_clips_after_every_step_of_its_sequence(
+    label, clips, micro_llama, tmp_path, monkeypatch
+):
     method = _method(label, micro_llama, tmp_path)
     trainer = Trainer(method, method.ctx.train_records(), tmp_path / "run")
     calls = {"n": 0}

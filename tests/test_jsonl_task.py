@@ -7,7 +7,8 @@ from editbench.tasks import TaskOptions
 from editbench.tasks.jsonl import JsonlTask
 
 GOOD = {"prompt": "The mother tongue of Danielle Darrieux is", "subject": "Danielle Darrieux",
-        "target_new": "English", "target_true": "French", "paraphrases": ["Danielle Darrieux spoke"],
+        "target_new": "English", "target_true": "French",
+        "paraphrases": ["Danielle Darrieux spoke"],
         "neighbours": [{"prompt": "The mother tongue of Léon Blum is", "answer": "French"}]}
 
 
@@ -52,15 +53,19 @@ def test_invalid_json_names_the_line(tmp_path):
 
 def test_lines_are_counted_past_blank_lines_and_a_byte_order_mark(tmp_path):
     path = tmp_path / "edits.jsonl"
-    path.write_text("\ufeff" + json.dumps(GOOD) + "\n\n" + json.dumps({**GOOD, "target_new": ""}) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        "\ufeff" + json.dumps(GOOD) + "\n\n" + json.dumps({**GOOD, "target_new": ""}) + "\n",
+        encoding="utf-8"
+    )
     with pytest.raises(RecordError, match="edits.jsonl:3: field 'target_new'"):
         _records(path)
 
 
 def test_text_that_is_not_utf8_names_the_file_and_line(tmp_path):
     path = tmp_path / "edits.jsonl"
-    bad = json.dumps({**GOOD, "subject": "Léon", "prompt": "Léon is"}, ensure_ascii=False).encode("latin-1")
+    bad = json.dumps(
+        {**GOOD, "subject": "Léon", "prompt": "Léon is"}, ensure_ascii=False
+    ).encode("latin-1")
     path.write_bytes(json.dumps(GOOD).encode() + b"\n" + bad)
     with pytest.raises(RecordError, match=r"edits.jsonl:2: not UTF-8 text \(byte \d+ is 0xe9\)"):
         _records(path)
@@ -72,10 +77,14 @@ def test_a_repeated_uid_is_refused(tmp_path):
 
 
 def test_it_is_a_file_task_lenient_loading_and_a_held_out_train_split(tmp_path):
-    path = _write(tmp_path, *[{**GOOD, "uid": f"e{i}"} for i in range(40)], {**GOOD, "target_new": 3})
+    path = _write(
+        tmp_path, *[{**GOOD, "uid": f"e{i}"} for i in range(40)], {**GOOD, "target_new": 3}
+    )
     with pytest.raises(RecordError):
         _records(path)
-    lenient = JsonlTask(TaskOptions(data=str(path), lenient=True), JsonlTask.Config(train_fraction=0.5))
+    lenient = JsonlTask(
+        TaskOptions(data=str(path), lenient=True), JsonlTask.Config(train_fraction=0.5)
+    )
     train, scored = lenient.load("train"), lenient.load("eval")
     assert len(train) + len(scored) == 40 and train and scored
     assert not {r.uid for r in train} & {r.uid for r in scored}
