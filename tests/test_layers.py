@@ -1,4 +1,5 @@
-"""The layers import in one direction: core at the bottom, methods/tasks/reports on it, the harness on top.
+"""The layers import in one direction: core at the bottom, methods/tasks/reports on it, the harness
+on top.
 
 Every import statement of the package is read (including the ones inside functions), resolved to
 the top-level folder it reaches, and checked against what that folder may import. The same
@@ -37,7 +38,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             if node.level:
                 base = list(folder[: len(folder) - node.level + 1])
                 target = base + (node.module.split(".") if node.module else [])
-                if not target and node.module is None:  # `from .. import x`: x may itself be a folder
+                # `from .. import x`: x may itself be a folder
+                if not target and node.module is None:
                     target = [alias.name for alias in node.names][:1]
                 found.append((node.lineno, target[0] if target else ""))
             elif node.module and node.module.split(".")[0] == "editbench":
@@ -64,7 +66,10 @@ def test_each_layer_imports_only_the_layers_below_it(layer):
         for line, target in _imports(path):
             if target in LAYERS and target != layer and target not in ALLOWED[layer]:
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
-    assert not bad, f"{layer}/ may import only {sorted(ALLOWED[layer]) or 'nothing of editbench'}:\n" + "\n".join(bad)
+    assert not bad, (
+        f"{layer}/ may import only {sorted(ALLOWED[layer]) or 'nothing of editbench'}:\n"
+        + "\n".join(bad)
+    )
 
 
 def _module_name(path: Path) -> str:
@@ -72,8 +77,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-PACKAGE_FILES = sorted(p for p in ROOT.rglob("*.py")
-                       if not {"tests", ".venv", "build", "docs", ".pkgroot"} & set(p.relative_to(ROOT).parts))
+PACKAGE_FILES = sorted(
+    p for p in ROOT.rglob("*.py")
+    if not {"tests", ".venv", "build", "docs", ".pkgroot"} & set(p.relative_to(ROOT).parts)
+)
 MODULES = {_module_name(p): p for p in PACKAGE_FILES}
 
 
@@ -86,7 +93,10 @@ def _module_imports(path: Path) -> set[str]:
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+        if (
+            isinstance(node, ast.If)
+            and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+        ):
             for child in node.orelse:
                 visit(child)
             return
@@ -95,7 +105,9 @@ def _module_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                base = ".".join(
+                    parts[: len(parts) - node.level + 1] + ([node.module] if node.module else [])
+                )
             else:
                 base = node.module or ""
             if base.split(".")[0] == "editbench":
@@ -152,7 +164,10 @@ def test_no_module_imports_itself_back_through_others():
     graph = {name: _module_imports(path) for name, path in MODULES.items()}
     assert sum(len(targets) for targets in graph.values()) > 200  # the walk did read the imports
     cycles = _cycles(graph)
-    assert not cycles, "import cycles (imports inside functions count):\n" + "\n".join(" <-> ".join(c) for c in cycles)
+    assert not cycles, (
+        "import cycles (imports inside functions count):\n"
+        + "\n".join(" <-> ".join(c) for c in cycles)
+    )
 
 
 def test_nothing_outside_the_command_line_imports_it():
@@ -163,15 +178,25 @@ def test_nothing_outside_the_command_line_imports_it():
 
 
 def _loaded_after(code: str) -> set[str]:
-    script = code + "\nimport sys\nprint('MODULES:', *sorted({m.split('.')[0] for m in sys.modules}))"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    script = (
+        code + "\nimport sys\nprint('MODULES:', *sorted({m.split('.')[0] for m in sys.modules}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
     return set(result.stdout.rpartition("MODULES:")[2].split())
 
 
 def test_reports_load_no_torch():
-    modules = " ".join(f"editbench.reports.{p.stem}" for p in (ROOT / "reports").glob("*.py") if p.stem != "__init__")
-    loaded = _loaded_after(f"import importlib\nfor m in {modules!r}.split(): importlib.import_module(m)")
+    modules = " ".join(
+        f"editbench.reports.{p.stem}"
+        for p in (ROOT / "reports").glob("*.py")
+        if p.stem != "__init__"
+    )
+    loaded = _loaded_after(
+        f"import importlib\nfor m in {modules!r}.split(): importlib.import_module(m)"
+    )
     assert "pandas" in loaded  # the imports did happen
     assert "torch" not in loaded
 

@@ -1,4 +1,5 @@
-"""The shared locate-then-edit core: subject location, key statistics and their cache, target values."""
+"""The shared locate-then-edit core: subject location, key statistics and their cache, target
+values."""
 
 import logging
 
@@ -32,14 +33,18 @@ class TextTask:
 def context(path, cache_dir, texts=None):
     model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
     task = TextTask(texts if texts is not None else tiny_world().training_sentences())
-    return EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
-                       cache_dir=cache_dir, task=task, seed=0, generator=torch.Generator().manual_seed(0))
+    return EditContext(
+        model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
+        cache_dir=cache_dir, task=task, seed=0, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def token_keys(ctx, module, texts):
     """Inputs of ``module`` at every token of ``texts``, one unpadded forward pass per text."""
     captured = []
-    handle = ctx.model.get_submodule(module).register_forward_hook(lambda _m, args, _o: captured.append(args[0][0]))
+    handle = ctx.model.get_submodule(module).register_forward_hook(
+        lambda _m, args, _o: captured.append(args[0][0])
+    )
     with torch.no_grad():
         for text in texts:
             ctx.model(input_ids=torch.tensor([ctx.encoder.encode_prompt(text)]))
@@ -48,8 +53,10 @@ def token_keys(ctx, module, texts):
 
 
 RECORDS = [
-    EditRecord(uid="0", prompt="Fact: Kalo Mirve lives in", subject="Kalo Mirve", target_new="Fengal Vale"),
-    EditRecord(uid="1", prompt="The profession of Danve Rusel is", subject="Danve Rusel", target_new="weaver"),
+    EditRecord(uid="0", prompt="Fact: Kalo Mirve lives in", subject="Kalo Mirve",
+               target_new="Fengal Vale"),
+    EditRecord(uid="1", prompt="The profession of Danve Rusel is", subject="Danve Rusel",
+               target_new="weaver"),
 ]
 
 
@@ -76,7 +83,9 @@ def test_mean_keys_weighs_bare_and_prefixed_contexts_equally():
     from editbench.core.tokenize import PairBatch
     from editbench.methods.locate.prompts import LocatedBatch
 
-    empty = PairBatch(*(torch.zeros(5, 1, dtype=torch.long) for _ in range(4)), torch.zeros(5, dtype=torch.long))
+    empty = PairBatch(
+        *(torch.zeros(5, 1, dtype=torch.long) for _ in range(4)), torch.zeros(5, dtype=torch.long)
+    )
     located = LocatedBatch(empty, torch.zeros(5, dtype=torch.long), torch.tensor([0, 0, 0, 1, 1]),
                            torch.tensor([0, 1, 1, 0, 1]))
     keys = torch.tensor([[2.0], [4.0], [8.0], [1.0], [3.0]])
@@ -89,7 +98,9 @@ def test_second_moment_is_the_mean_outer_product_over_real_tokens(micro_model_pa
     module = ctx.layout.mlp_out_name(1)
     corpus = Corpus("t", texts)
     # tiny token budget: many padded batches of different widths
-    small = key_second_moments(ctx.model, ctx.encoder, [module], corpus, 40, tmp_path / "a", ctx.device, 64)[module]
+    small = key_second_moments(
+        ctx.model, ctx.encoder, [module], corpus, 40, tmp_path / "a", ctx.device, 64
+    )[module]
     every = token_keys(ctx, module, texts)
     assert small.n_tokens == every.shape[0] and small.n_samples == 40
     torch.testing.assert_close(small.mom2, every.T @ every / every.shape[0], rtol=1e-4, atol=1e-7)
@@ -107,11 +118,14 @@ def test_key_statistics_are_cached_and_reused(micro_llama, tmp_path, monkeypatch
 
     monkeypatch.setattr(stats_module, "_accumulate", recompute)
     with caplog.at_level(logging.INFO, logger="editbench.methods.locate.stats"):
-        second = key_second_moments(ctx.model, ctx.encoder, modules, corpus, 300, tmp_path, ctx.device)
+        second = key_second_moments(
+            ctx.model, ctx.encoder, modules, corpus, 300, tmp_path, ctx.device
+        )
     assert caplog.text.count("loaded cached key statistics from") == 2
     for module in modules:
         assert torch.equal(first[module].mom2, second[module].mom2)
-    with pytest.raises(AssertionError, match="recomputed"):  # another sample count is another statistic
+    # another sample count is another statistic
+    with pytest.raises(AssertionError, match="recomputed"):
         key_second_moments(ctx.model, ctx.encoder, modules, corpus, 200, tmp_path, ctx.device)
     with torch.no_grad():  # so is another model
         ctx.model.get_parameter(f"{ctx.layout.block_name(0)}.mlp.up_proj.weight").mul_(2)
@@ -141,9 +155,13 @@ def test_values_optimised_together_equal_values_optimised_one_by_one(micro_llama
     ctx = context(micro_llama, tmp_path)
     config = LocateConfig(layers=(1,), v_steps=8, context_prefixes=0)
     block = ctx.layout.block_name(1)
-    together = optimise_values(ctx.model, ctx.encoder, block, RECORDS, ["Hello there. "], config, ctx.device)
-    alone = torch.cat([optimise_values(ctx.model, ctx.encoder, block, [r], ["Hello there. "], config, ctx.device)
-                       for r in RECORDS])
+    together = optimise_values(
+        ctx.model, ctx.encoder, block, RECORDS, ["Hello there. "], config, ctx.device
+    )
+    alone = torch.cat([
+        optimise_values(ctx.model, ctx.encoder, block, [r], ["Hello there. "], config, ctx.device)
+        for r in RECORDS
+    ])
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
     located = locate(ctx.encoder, RECORDS, (), with_target=False)
     _, before = read_at(ctx.model, located, block=block)

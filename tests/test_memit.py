@@ -18,7 +18,9 @@ STRONG = dict(layers=(0, 1), v_steps=60, v_lr=0.5, clamp_norm_factor=20.0, v_wei
 #: The subject ends the prompt, so the value written at its last token predicts the target itself: a
 #: random micro model's attention carries too little from the subject to later positions for a
 #: longer prompt (tests/test_locate.py covers subjects inside prompts).
-ENDS_WITH_SUBJECT = EditRecord(uid="s", prompt="Fact: Kalo Mirve", subject="Kalo Mirve", target_new="in")
+ENDS_WITH_SUBJECT = EditRecord(
+    uid="s", prompt="Fact: Kalo Mirve", subject="Kalo Mirve", target_new="in"
+)
 
 
 def test_a_single_memit_edit_makes_the_target_the_argmax(micro_model_path, tmp_path):
@@ -64,7 +66,9 @@ def test_mom2_weight_trades_edit_strength_for_preservation(micro_llama, tmp_path
     assert misfit[0] * 1.1 < misfit[1] and misfit[1] * 1.1 < misfit[2], misfit
     # with lambda -> 0 the keys are written exactly (K has full column rank)
     method.config = MEMITConfig(**{**STRONG, "mom2_update_weight": 1e-4 * balance})
-    torch.testing.assert_close(method.layer_delta(0, keys, residual) @ keys, residual, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(
+        method.layer_delta(0, keys, residual) @ keys, residual, rtol=1e-3, atol=1e-3
+    )
 
 
 def test_state_dict_round_trip_and_resume_match(micro_gpt2, tmp_path):
@@ -92,7 +96,9 @@ def test_state_dict_round_trip_and_resume_match(micro_gpt2, tmp_path):
 
 def test_published_presets_build(micro_llama):
     for preset, values in MEMIT.presets.items():
-        config = build_config(MEMITConfig, {k: str(v) for k, v in values.items()}, owner=f"memit@{preset}")
+        config = build_config(
+            MEMITConfig, {k: str(v) for k, v in values.items()}, owner=f"memit@{preset}"
+        )
         assert len(config.layers) >= 5 and config.mom2_n_samples == 100_000
     assert MEMIT.presets["gpt2-xl"]["mom2_update_weight"] == 20000
     assert METHODS.get("memit") is MEMIT

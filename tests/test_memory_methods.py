@@ -16,15 +16,19 @@ from editbench.methods.wise import Wise, WiseConfig, ties_merge
 
 def _context(path, train=()):
     model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
-    return EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
-                       cache_dir=path, task=None, seed=0, generator=torch.Generator().manual_seed(0),
-                       train_records=lambda: list(train))
+    return EditContext(
+        model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
+        cache_dir=path, task=None, seed=0, generator=torch.Generator().manual_seed(0),
+        train_records=lambda: list(train)
+    )
 
 
 RECORDS = [
-    EditRecord(uid="0", prompt="Fact: Kalo Mirve lives in", subject="Kalo Mirve", target_new="Fengal Vale",
+    EditRecord(uid="0", prompt="Fact: Kalo Mirve lives in", subject="Kalo Mirve",
+               target_new="Fengal Vale",
                neighbours=(Neighbour("Fact: Dara Voss lives in", "Orun Bay"),)),
-    EditRecord(uid="1", prompt="Fact: Tesk Aunor works as", subject="Tesk Aunor", target_new="a baker",
+    EditRecord(uid="1", prompt="Fact: Tesk Aunor works as", subject="Tesk Aunor",
+               target_new="a baker",
                neighbours=(Neighbour("Fact: Milo Brandt works as", "a smith"),)),
 ]
 
@@ -40,7 +44,9 @@ def _logits(ctx, prompt):
 
 
 # -- retrieval -----------------------------------------------------------------------------------
-def test_retrieval_changes_no_weight_and_leaves_a_prompt_with_no_relevant_edit_unchanged(micro_llama):
+def test_retrieval_changes_no_weight_and_leaves_a_prompt_with_no_relevant_edit_unchanged(
+    micro_llama
+):
     ctx = _context(micro_llama)
     before = _weights(ctx.model)
     method = Retrieval(RetrievalConfig(), ctx)
@@ -63,7 +69,9 @@ def test_retrieval_state_survives_a_resume_and_the_probe_scores_the_rewritten_pr
     probe = HFProbe(ctx.model, ctx.tokenizer, ctx.device)
     pair = ScoringPair(prompt, "a baker")
     wrapped = RewrittenPrompts(probe, resumed.scoring_prompt)
-    assert wrapped.score([pair]) == probe.score([ScoringPair(resumed.scoring_prompt(prompt), "a baker")])
+    assert wrapped.score([pair]) == probe.score(
+        [ScoringPair(resumed.scoring_prompt(prompt), "a baker")]
+    )
 
 
 def test_bm25_ranks_the_document_sharing_the_rarest_terms_first():
@@ -76,7 +84,9 @@ def test_bm25_ranks_the_document_sharing_the_rarest_terms_first():
 
 
 # -- GRACE ---------------------------------------------------------------------------------------
-def test_grace_is_bit_identical_outside_every_radius_and_returns_the_codebook_value_inside(micro_llama):
+def test_grace_is_bit_identical_outside_every_radius_and_returns_the_codebook_value_inside(
+    micro_llama
+):
     ctx = _context(micro_llama)
     unrelated = "The weather is nice"
     reference = _logits(ctx, unrelated)
@@ -87,7 +97,8 @@ def test_grace_is_bit_identical_outside_every_radius_and_returns_the_codebook_va
     assert len(method.labels) == 2
     assert torch.equal(_logits(ctx, unrelated), reference)  # outside: the very same output
     seen = {}
-    handle = module.register_forward_hook(lambda m, a, o: seen.update(out=o))  # after GRACE's own hook
+    # after GRACE's own hook
+    handle = module.register_forward_hook(lambda m, a, o: seen.update(out=o))
     try:
         encoded = ctx.encoder.encode(RECORDS[0].prompt, RECORDS[0].target_new)
         with torch.no_grad():
@@ -100,8 +111,8 @@ def test_grace_is_bit_identical_outside_every_radius_and_returns_the_codebook_va
 
 
 def test_grace_teaches_the_edit_at_the_key_token(micro_llama):
-    """A radius small enough to hold the last prompt token alone: its value is trained to predict the
-    target's first token there (one value at one layer is what a GRACE entry is)."""
+    """A radius small enough to hold the last prompt token alone: its value is trained to predict
+    the target's first token there (one value at one layer is what a GRACE entry is)."""
     ctx = _context(micro_llama)
     method = Grace(GraceConfig(layer=1, eps=0.01, n_iter=100), ctx)
     method.prepare()
@@ -122,7 +133,8 @@ def test_grace_splits_radii_for_a_conflicting_edit_and_expands_for_the_same_targ
     assert method.place(key, "a") == 0
     near = key.clone()
     near[0] = 0.6  # within eps + radius of key 0
-    assert method.place(near, "b") == 1  # another target: a new entry, both radii halve the distance
+    # another target: a new entry, both radii halve the distance
+    assert method.place(near, "b") == 1
     assert torch.allclose(method.radii, torch.tensor([0.3 - 1e-5, 0.3]))
     farther = key.clone()
     farther[1] = 0.5
@@ -133,17 +145,19 @@ def test_grace_splits_radii_for_a_conflicting_edit_and_expands_for_the_same_targ
 
 
 def test_grace_keeps_an_expanded_keys_query_inside_its_radius_in_a_batch_of_any_shape(micro_llama):
-    """A radius set to a query's distance must hold that query when the layer tests it among many rows
-    (cdist's matrix-product form rounds differently by shape; a miss left the trained value without a
-    gradient)."""
-    method = Grace(GraceConfig(eps=0.3), _context(micro_llama))  # queries below lie 0.3-0.6 off: coverage
+    """A radius set to a query's distance must hold that query when the layer tests it among many
+    rows (cdist's matrix-product form rounds differently by shape; a miss left the trained value
+    without a gradient)."""
+    # queries below lie 0.3-0.6 off: coverage
+    method = Grace(GraceConfig(eps=0.3), _context(micro_llama))
     generator = torch.Generator().manual_seed(0)
     keys = torch.randn(40, 256, generator=generator) * 3  # far apart: each query below adds a key
     for i, key in enumerate(keys):
         method.place(key, f"t{i}")
     misses = 0
     for i in range(40):
-        query = keys[i] + torch.randn(256, generator=generator) * 0.03  # near key i, same target: coverage
+        # near key i, same target: coverage
+        query = keys[i] + torch.randn(256, generator=generator) * 0.03
         assert method.place(query, f"t{i}") == i and float(method.radii[i]) > 0.3
         batch = torch.cat([torch.randn(18, 256, generator=generator) * 3, query[None]])
         nearest, inside = method.lookup(batch)
@@ -151,14 +165,18 @@ def test_grace_keeps_an_expanded_keys_query_inside_its_radius_in_a_batch_of_any_
     assert misses == 0
 
 
-def test_grace_holds_a_keys_query_whose_distance_another_device_rounds_a_few_ulps_larger(micro_llama):
-    """The radius is set on the CPU and tested where the layer runs: on an H200 a key's own query came
-    out a few ulps outside and its value got no gradient. A few ulps stay inside; a thousandth does not."""
+def test_grace_holds_a_keys_query_whose_distance_another_device_rounds_a_few_ulps_larger(
+    micro_llama
+):
+    """The radius is set on the CPU and tested where the layer runs: on an H200 a key's own query
+    came out a few ulps outside and its value got no gradient. A few ulps stay inside; a thousandth
+    does not."""
     method = Grace(GraceConfig(eps=1.0), _context(micro_llama))
     key = torch.randn(256, generator=torch.Generator().manual_seed(0))
     method.place(key, "a")
     query = key.clone()
-    query[0] += 1.5  # beyond eps from nothing else: the same target expands the radius to this distance
+    # beyond eps from nothing else: the same target expands the radius to this distance
+    query[0] += 1.5
     method.place(query, "a")
     radius = method.radii[0].clone()
     for _ in range(8):  # as if the other device's norm came out 8 ulps larger
@@ -169,8 +187,9 @@ def test_grace_holds_a_keys_query_whose_distance_another_device_rounds_a_few_ulp
 
 
 def test_grace_bounds_its_distance_matrix_by_the_number_of_keys(micro_llama, monkeypatch):
-    """The lookup's rows x keys distance matrix stays within DISTANCE_ELEMENTS as the codebook grows,
-    with the same nearest keys and the same inside/outside answers as one unbounded matrix."""
+    """The lookup's rows x keys distance matrix stays within DISTANCE_ELEMENTS as the codebook
+    grows, with the same nearest keys and the same inside/outside answers as one unbounded
+    matrix."""
     import editbench.methods.grace as grace
 
     method = Grace(GraceConfig(eps=1.0), _context(micro_llama))
@@ -181,11 +200,17 @@ def test_grace_bounds_its_distance_matrix_by_the_number_of_keys(micro_llama, mon
     expected = method.lookup(rows)
     sizes = []
     cdist = torch.cdist
-    monkeypatch.setattr(grace.torch, "cdist", lambda a, b: sizes.append(a.shape[0] * b.shape[0]) or cdist(a, b))
+    monkeypatch.setattr(
+        grace.torch, "cdist", lambda a, b: sizes.append(a.shape[0] * b.shape[0]) or cdist(a, b)
+    )
     monkeypatch.setattr(grace, "DISTANCE_ELEMENTS", 300)  # 10 rows of 30 keys at a time
     nearest, inside = method.lookup(rows)
     assert max(sizes) <= 300 and len(sizes) == 10
-    assert torch.equal(nearest, expected[0]) and torch.equal(inside, expected[1]) and bool(inside[:10].all())
+    assert (
+        torch.equal(nearest, expected[0])
+        and torch.equal(inside, expected[1])
+        and bool(inside[:10].all())
+    )
 
 
 def test_grace_state_roundtrip_restores_the_codebook_behind_the_hook(micro_llama):
@@ -205,16 +230,18 @@ def test_grace_state_roundtrip_restores_the_codebook_behind_the_hook(micro_llama
 # -- WISE ----------------------------------------------------------------------------------------
 #: train-split facts: WISE's unrelated rows
 TRAIN = [
-    EditRecord(uid="t0", prompt="Fact: Orla Pense lives in", subject="Orla Pense", target_new="Vey Moor",
-               target_true="Ash Ford"),
-    EditRecord(uid="t1", prompt="Fact: Brin Talo works as", subject="Brin Talo", target_new="a poet",
-               target_true="a miller"),
+    EditRecord(uid="t0", prompt="Fact: Orla Pense lives in", subject="Orla Pense",
+               target_new="Vey Moor", target_true="Ash Ford"),
+    EditRecord(uid="t1", prompt="Fact: Brin Talo works as", subject="Brin Talo",
+               target_new="a poet", target_true="a miller"),
 ]
 
 
 def _wise(micro_llama, **settings):
     ctx = _context(micro_llama, TRAIN)
-    config = WiseConfig(**{"layer": 1, "n_iter": 30, "n_templates": 2, "act_margin": (0.5, 2.0, 1.0), **settings})
+    config = WiseConfig(
+        **{"layer": 1, "n_iter": 30, "n_templates": 2, "act_margin": (0.5, 2.0, 1.0), **settings}
+    )
     method = Wise(config, ctx)
     method.prepare()
     return ctx, method
@@ -232,7 +259,8 @@ def test_wise_routes_unrelated_prompts_to_main_memory_and_the_edit_to_the_side(m
     method.apply([record])
     assert method.routes([f"{record.prompt} {record.target_new}"]) == [0]
     assert method.routes(unrelated) == [-1, -1, -1]
-    assert all(torch.equal(_logits(ctx, p), r) for p, r in zip(unrelated, reference))  # main memory, untouched
+    # main memory, untouched
+    assert all(torch.equal(_logits(ctx, p), r) for p, r in zip(unrelated, reference))
     assert method.edited_parameters() == []
 
 
@@ -258,9 +286,14 @@ def test_wise_trains_on_no_prompt_that_specificity_or_generalization_scores(micr
 
     ctx.encoder.encode_many = recording
     method.apply(edits)
-    scored_elsewhere = {n.prompt for r in edits for n in r.neighbours} | {p for r in edits for p in r.paraphrases}
+    scored_elsewhere = (
+        {n.prompt for r in edits for n in r.neighbours}
+        | {p for r in edits for p in r.paraphrases}
+    )
     assert trained and not set(trained) & scored_elsewhere
-    unrelated = set(trained) - {template.format(r.prompt) for template in method.templates for r in edits}
+    unrelated = set(trained) - {
+        template.format(r.prompt) for template in method.templates for r in edits
+    }
     assert unrelated and unrelated <= {r.prompt for r in train}
 
 
@@ -271,7 +304,8 @@ def test_wise_takes_the_highest_scoring_memory_above_its_threshold(micro_llama):
     main = method._project(x, weight)
     strong, weak = weight + 1.0, weight + 0.01
     method.memories, method.memory_min = [weak, strong], [0.0, 1e9]
-    assert method._choose(x, main).tolist() == [0]  # the strong memory's score is below its threshold
+    # the strong memory's score is below its threshold
+    assert method._choose(x, main).tolist() == [0]
     method.memory_min = [0.0, 0.0]
     assert method._choose(x, main).tolist() == [1]  # both qualify: the higher score wins
     method.memory_min = [1e9, 1e9]
@@ -293,7 +327,8 @@ def test_ties_merge_keeps_the_top_entries_and_averages_those_agreeing_in_sign():
     a = torch.tensor([1.0, -2.0, 0.1, 3.0])
     b = torch.tensor([3.0, 1.0, 0.2, -1.0])
     merged = ties_merge(base, [a, b], [0.5, 0.5], density=0.5)
-    # a keeps -2 and 3; b keeps 3, 1 and -1 (a tie at the cut); elected signs +, -, 0, +; the agreeing mean
+    # a keeps -2 and 3; b keeps 3, 1 and -1 (a tie at the cut); elected signs +, -, 0, +; the
+    # agreeing mean
     assert torch.allclose(merged, torch.tensor([3.0, -2.0, 0.0, 3.0]))
 
 
@@ -311,7 +346,8 @@ def test_locft_touches_only_its_layer(micro_llama):
 
 def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
     ctx = _context(micro_llama)
-    records = [EditRecord(uid=str(i), prompt=f"Fact: person {i} lives in", subject=str(i), target_new="Vale")
+    records = [EditRecord(uid=str(i), prompt=f"Fact: person {i} lives in", subject=str(i),
+                          target_new="Vale")
                for i in range(5)]
     seen: list[list[str]] = []
     method = LocFTBF(LocFTConfig(steps=3, chunk=2, stop_loss=0), ctx)
@@ -319,7 +355,8 @@ def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
     method._loss = lambda chunk: (seen.append([r.uid for r in chunk]), original(chunk))[1]
     method.apply(records)
     epochs = [sum(seen[3 * e:3 * e + 3], []) for e in range(3)]
-    assert all(sorted(epoch) == [r.uid for r in records] for epoch in epochs)  # every edit once per epoch
+    # every edit once per epoch
+    assert all(sorted(epoch) == [r.uid for r in records] for epoch in epochs)
     assert len({tuple(epoch) for epoch in epochs}) > 1  # in a fresh order
     assert method.target(records[0]) == "Vale</s>"
     whole = []
@@ -331,8 +368,10 @@ def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
 
 
 # -- the runner's side of the protocol -----------------------------------------------------------
-def test_the_runner_scores_a_forward_changing_method_with_hf_and_a_rewriting_one_through_its_rewrite(
-        micro_llama, caplog):
+def \
+test_the_runner_scores_a_forward_changing_method_with_hf_and_a_rewriting_one_through_its_rewrite(
+    micro_llama, caplog
+):
     import logging
     from types import SimpleNamespace
 
@@ -341,16 +380,25 @@ def test_the_runner_scores_a_forward_changing_method_with_hf_and_a_rewriting_one
     from editbench.harness.running.runner import Runner
 
     ctx = _context(micro_llama)
-    runner = SimpleNamespace(backend="vllm", device=ctx.device, _probe=lambda *a: pytest.fail("asked for vLLM"))
+    runner = SimpleNamespace(
+        backend="vllm", device=ctx.device, _probe=lambda *a: pytest.fail("asked for vLLM")
+    )
     with caplog.at_level(logging.INFO):
-        probe = Runner._method_probe(runner, Grace(GraceConfig(), ctx), ctx.model, ctx.tokenizer, [])
+        probe = Runner._method_probe(
+            runner, Grace(GraceConfig(), ctx), ctx.model, ctx.tokenizer, []
+        )
     assert isinstance(probe, HFProbe)
     assert "grace: scored with the HF backend instead of vllm" in caplog.text
     engine = HFProbe(ctx.model, ctx.tokenizer, ctx.device)
     runner._probe = lambda *a: engine
-    wrapped = Runner._method_probe(runner, Retrieval(RetrievalConfig(), ctx), ctx.model, ctx.tokenizer, [])
-    assert isinstance(wrapped, RewrittenPrompts) and wrapped.inner is engine  # retrieval runs on vLLM too
-    assert Runner._method_probe(runner, LocFTBF(LocFTConfig(), ctx), ctx.model, ctx.tokenizer, []) is engine
+    wrapped = Runner._method_probe(
+        runner, Retrieval(RetrievalConfig(), ctx), ctx.model, ctx.tokenizer, []
+    )
+    # retrieval runs on vLLM too
+    assert isinstance(wrapped, RewrittenPrompts) and wrapped.inner is engine
+    assert Runner._method_probe(
+        runner, LocFTBF(LocFTConfig(), ctx), ctx.model, ctx.tokenizer, []
+    ) is engine
 
 
 def test_every_published_preset_builds_and_names_a_known_model_or_a_release():
@@ -360,6 +408,9 @@ def test_every_published_preset_builds_and_names_a_known_model_or_a_release():
     known = {a.name for a in ARCHITECTURES}
     for cls in (Grace, Wise, Retrieval, LocFTBF):
         for preset in cls.presets:
-            assert preset in known or preset in ("release", "wikibigedit", "small-model"), (cls.name, preset)
+            assert preset in known or preset in ("release", "wikibigedit", "small-model"), (
+                cls.name, preset
+            )
             MethodRef.parse(f"{cls.name}@{preset}").config({})
-    assert MethodRef.parse("locft-bf").config({}, "mistral-7b").scope == "block"  # the release tunes block 23
+    # the release tunes block 23
+    assert MethodRef.parse("locft-bf").config({}, "mistral-7b").scope == "block"
