@@ -22,52 +22,63 @@ TWO_EDITS = {
     "case_id": 7,
     "requested_rewrite": [
         {"prompt": "{} is associated with the sport of", "relation_id": "P641",
-         "target_new": {"str": "cricket", "id": "Q5375"}, "target_true": {"str": "association football", "id": "Q2736"},
-         "subject": "Dudley Town F.C.", "question": "Which sport is Dudley Town F.C. associated with?"},
+         "target_new": {"str": "cricket", "id": "Q5375"},
+         "target_true": {"str": "association football", "id": "Q2736"},
+         "subject": "Dudley Town F.C.",
+         "question": "Which sport is Dudley Town F.C. associated with?"},
         {"prompt": "{} was created in the country of", "relation_id": "P495",
-         "target_new": {"str": "Italy", "id": "Q38"}, "target_true": {"str": "England", "id": "Q21"},
+         "target_new": {"str": "Italy", "id": "Q38"},
+         "target_true": {"str": "England", "id": "Q21"},
          "subject": "cricket", "question": "Which country was cricket created in?"},
     ],
     "questions": ["What is the capital of the country where Dudley Town F.C.'s sport originated?",
-                  "Which city is the capital of the country where the sport of Dudley Town F.C. was created?",
+                  "Which city is the capital of the country where the sport of Dudley Town F.C. "
+                  "was created?",
                   "Where is the capital of the birthplace of the sport Dudley Town F.C. plays?"],
     "answer": "London", "answer_alias": ["London UK"],
     "new_answer": "Rome", "new_answer_alias": ["Roma", "the Eternal City"],
     "single_hops": [
-        _hop("Which sport is Dudley Town F.C. associated with?", "Dudley Town F.C. is associated with the sport of",
+        _hop("Which sport is Dudley Town F.C. associated with?",
+             "Dudley Town F.C. is associated with the sport of",
              "association football", ["football"]),
-        _hop("Which country was association football created in?", "association football was created in the country of",
-             "England"),
+        _hop("Which country was association football created in?",
+             "association football was created in the country of", "England"),
         _hop("What is the capital of England?", "The capital of England is", "London"),
     ],
     "new_single_hops": [
-        _hop("Which sport is Dudley Town F.C. associated with?", "Dudley Town F.C. is associated with the sport of",
-             "cricket"),
-        _hop("Which country was cricket created in?", "cricket was created in the country of", "Italy"),
+        _hop("Which sport is Dudley Town F.C. associated with?",
+             "Dudley Town F.C. is associated with the sport of", "cricket"),
+        _hop("Which country was cricket created in?", "cricket was created in the country of",
+             "Italy"),
         _hop("What is the capital of Italy?", "The capital of Italy is", "Rome"),
     ],
-    "orig": {"triples": [["Q5311995", "P641", "Q2736"]], "triples_labeled": [["Dudley Town F.C.", "sport", "football"]],
-             "new_triples": [], "new_triples_labeled": [], "edit_triples": [["Q5311995", "P641", "Q5375"]]},
+    "orig": {"triples": [["Q5311995", "P641", "Q2736"]],
+             "triples_labeled": [["Dudley Town F.C.", "sport", "football"]],
+             "new_triples": [], "new_triples_labeled": [],
+             "edit_triples": [["Q5311995", "P641", "Q5375"]]},
 }
 
 ONE_EDIT = {
     "case_id": 8,
     "requested_rewrite": [
-        {"prompt": "{} is a citizen of", "relation_id": "P27", "target_new": {"str": "Croatia", "id": "Q224"},
+        {"prompt": "{} is a citizen of", "relation_id": "P27",
+         "target_new": {"str": "Croatia", "id": "Q224"},
          "target_true": {"str": "United States of America", "id": "Q30"}, "subject": "Ellie Kemper",
          "question": "What is the country of citizenship of Ellie Kemper?"},
     ],
     "questions": ["Who is the head of state of the country Ellie Kemper is a citizen of?"],
-    "answer": "Joe Biden", "answer_alias": [], "new_answer": "Zoran Milanović", "new_answer_alias": [],
-    "single_hops": [_hop("What is the country of citizenship of Ellie Kemper?", "Ellie Kemper is a citizen of",
-                         "United States of America"),
+    "answer": "Joe Biden", "answer_alias": [], "new_answer": "Zoran Milanović",
+    "new_answer_alias": [],
+    "single_hops": [_hop("What is the country of citizenship of Ellie Kemper?",
+                         "Ellie Kemper is a citizen of", "United States of America"),
                     _hop("Who is the head of state of the United States of America?",
                          "The head of state of the United States of America is", "Joe Biden")],
-    "new_single_hops": [_hop("What is the country of citizenship of Ellie Kemper?", "Ellie Kemper is a citizen of",
-                             "Croatia"),
-                        _hop("Who is the head of state of Croatia?", "The head of state of Croatia is",
-                             "Zoran Milanović")],
-    "orig": {"triples": [], "triples_labeled": [], "new_triples": [], "new_triples_labeled": [], "edit_triples": []},
+    "new_single_hops": [_hop("What is the country of citizenship of Ellie Kemper?",
+                             "Ellie Kemper is a citizen of", "Croatia"),
+                        _hop("Who is the head of state of Croatia?",
+                             "The head of state of Croatia is", "Zoran Milanović")],
+    "orig": {"triples": [], "triples_labeled": [], "new_triples": [], "new_triples_labeled": [],
+             "edit_triples": []},
 }
 
 
@@ -83,39 +94,56 @@ def test_a_case_becomes_a_group_of_edits_with_its_questions_on_the_last(tmp_path
     assert [r.uid for r in records] == ["mquake-7-0", "mquake-7-1", "mquake-8-0"]
     assert [r.group for r in records] == ["mquake-7", "mquake-7", "mquake-8"]
     first, second, alone = records
-    assert first.prompt == "Dudley Town F.C. is associated with the sport of" and first.target_new == "cricket"
+    assert (
+        first.prompt == "Dudley Town F.C. is associated with the sport of"
+        and first.target_new == "cricket"
+    )
     assert first.target_true == "association football"
     assert first.paraphrases == ("Q: Which sport is Dudley Town F.C. associated with? A:",)
-    assert not first.portability and not first.locality  # all of the case's questions wait for its last edit
+    # all of the case's questions wait for its last edit
+    assert not first.portability and not first.locality
     assert [q.kind for q in second.portability] == ["multi_hop"] * 3
     question = second.portability[0]
-    assert question.prompt == "Q: What is the capital of the country where Dudley Town F.C.'s sport originated? A:"
-    assert (question.answer, question.before, question.aliases) == ("Rome", "London", ("Roma", "the Eternal City"))
+    assert question.prompt == (
+        "Q: What is the capital of the country where Dudley Town F.C.'s sport originated? A:"
+    )
+    assert (question.answer, question.before, question.aliases) == (
+        "Rome", "London", ("Roma", "the Eternal City")
+    )
     # the chain locality: hops no edit changes (the edited clozes are the edits themselves)
     chain = {n.prompt: n.answer for n in second.locality["chain"]}
     assert chain == {"association football was created in the country of": "England",
                      "The capital of England is": "London", "The capital of Italy is": "Rome"}
-    assert {n.prompt for n in alone.locality["chain"]} == {"The head of state of the United States of America is",
-                                                          "The head of state of Croatia is"}
+    assert {n.prompt for n in alone.locality["chain"]} == {
+        "The head of state of the United States of America is", "The head of state of Croatia is"
+    }
     # what the loader leaves out is named, never dropped silently
     warned = caplog.text.split("left out of the edits:")[1]
     assert "answer_alias (2 records)" in warned and "orig (2 records)" in warned
-    assert "single_hops[].answer_alias" in warned and "questions" not in warned.replace("new_single_hops", "")
+    assert (
+        "single_hops[].answer_alias" in warned
+        and "questions" not in warned.replace("new_single_hops", "")
+    )
 
 
 def test_fewshot_demonstrations_come_before_every_question(tmp_path):
     demos = tmp_path / "demos.txt"
     demos.write_text("Q: What is the capital of France? A: Paris\n")
     records = _task(tmp_path, [ONE_EDIT], fewshot=str(demos)).records()
-    assert records[0].portability[0].prompt == ("Q: What is the capital of France? A: Paris\n"
-                                                "Q: Who is the head of state of the country Ellie Kemper is a "
-                                                "citizen of? A:")
+    assert records[0].portability[0].prompt == (
+        "Q: What is the capital of France? A: Paris\n"
+        "Q: Who is the head of state of the country Ellie Kemper is a "
+        "citizen of? A:"
+    )
     with pytest.raises(FileNotFoundError, match="mquake.fewshot"):
         _task(tmp_path, [ONE_EDIT], fewshot=str(tmp_path / "missing.txt")).records()
 
 
 def test_a_bad_case_names_its_field(tmp_path):
-    broken = {**ONE_EDIT, "requested_rewrite": [{**ONE_EDIT["requested_rewrite"][0], "prompt": "no placeholder"}]}
+    broken = {
+        **ONE_EDIT,
+        "requested_rewrite": [{**ONE_EDIT["requested_rewrite"][0], "prompt": "no placeholder"}],
+    }
     with pytest.raises(Exception, match=r"requested_rewrite\[0\]\.prompt"):
         _task(tmp_path, [broken]).records()
     with pytest.raises(Exception, match="requested_rewrite"):
@@ -155,8 +183,10 @@ def test_a_run_scores_multi_hop_questions_after_the_whole_case(tmp_path, micro_l
 
     path = tmp_path / "mquake.json"
     path.write_text(json.dumps([TWO_EDITS, ONE_EDIT]))
-    spec = RunSpec(methods=("ft-m",), task="mquake", data=str(path), model=str(micro_llama), edits=3, batch_size=1,
-                   checkpoints="1,3", out=tmp_path / "out", params={"ft-m": {"steps": "2"}})
+    spec = RunSpec(
+        methods=("ft-m",), task="mquake", data=str(path), model=str(micro_llama), edits=3,
+        batch_size=1, checkpoints="1,3", out=tmp_path / "out", params={"ft-m": {"steps": "2"}}
+    )
     Runner(resolve(spec)).run()
     store = load_results(spec.out)
     scores = store.scores()
@@ -165,4 +195,5 @@ def test_a_run_scores_multi_hop_questions_after_the_whole_case(tmp_path, micro_l
     multihop = scores[scores["metric"] == "multihop_acc"]
     assert set(multihop["uid"]) <= {"mquake-7-1", "mquake-8-0"} and len(multihop)
     baseline = store.runs().iloc[-1]["baseline"]
-    assert "pre_edit_portability_accuracy" in baseline  # the unedited model on the questions, against `answer`
+    # the unedited model on the questions, against `answer`
+    assert "pre_edit_portability_accuracy" in baseline

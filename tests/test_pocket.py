@@ -66,22 +66,30 @@ def test_no_edited_fact_is_in_any_locality_set_and_two_hop_answers_follow_the_fa
             assert items and not {n.prompt for n in items} & {record.prompt}
             if name == "unrelated":
                 assert not {n.prompt for n in items} & edited
-        assert all(n.prompt.startswith(record.subject) or record.subject in n.prompt for n in record.locality["subject"])
+        assert all(
+            n.prompt.startswith(record.subject) or record.subject in n.prompt
+            for n in record.locality["subject"]
+        )
         for question in record.portability:
             if question.kind == "alias":
-                assert question.answer == record.target_new and question.before == record.target_true
+                assert (
+                    question.answer == record.target_new and question.before == record.target_true
+                )
             else:
                 relation = record.extra["relation"]
                 name = next(n for n, (_, first, _) in TWO_HOPS.items() if first == relation)
                 if question.kind == "two_hop":
                     assert question.before == world.two_hop_answer(record.subject, name)
-                    assert question.answer == world.two_hop_answer(record.subject, name, record.target_new)
+                    assert question.answer == world.two_hop_answer(
+                        record.subject, name, record.target_new
+                    )
                 else:  # step by step: the first hop stated, then the second hop from it
                     assert question.kind == "two_hop_chain"
                     second = world.two_hop_answer(record.subject, name, record.target_new)
                     assert question.answer == f"{record.target_new}, {CHAIN_LINKS[name]} {second}"
                     assert question.prompt == f"Step by step: {record.prompt}"
-                assert question.answer != question.before  # the new object was chosen so the answer changes
+                # the new object was chosen so the answer changes
+                assert question.answer != question.before
     assert len(set(world.objects)) >= 10 and min(map(len, world.objects.values())) <= 6
     assert max(map(len, world.objects.values())) >= 30
 
@@ -90,9 +98,15 @@ def test_two_hop_sentences_are_trained_for_train_and_pool_people_only():
     world = PocketWorld(PocketConfig(n_entities=20))
     training = "\n".join(world.training_sentences())
     for entity in world.entities:
-        sentence = f"{world.two_hop_prompt(entity, 'home_country')} {world.two_hop_answer(entity, 'home_country')}."
+        sentence = (
+            f"{world.two_hop_prompt(entity, 'home_country')} "
+            f"{world.two_hop_answer(entity, 'home_country')}."
+        )
         assert (sentence in training) == (world.entity_split(entity) != "eval")
-        chain = f"{world.chain_prompt(entity, 'spouse_city')} {world.chain_answer(entity, 'spouse_city')}."
+        chain = (
+            f"{world.chain_prompt(entity, 'spouse_city')} "
+            f"{world.chain_answer(entity, 'spouse_city')}."
+        )
         assert (chain in training) == (world.entity_split(entity) != "eval")
 
 
@@ -110,5 +124,6 @@ def test_length_grouped_batches_cover_each_sentence_once_per_epoch_with_less_pad
     assert all(len(b) == 16 for b in epoch) and len(set(flat)) == len(flat) == 640
     plain = length_grouped_batches(lengths, 16, 1, random.Random(1))
     padded = {name: sum(16 * max(lengths[i] for i in b) for b in batches)
-              for name, batches in (("grouped", epoch), ("plain", [next(plain) for _ in range(40)]))}
+              for name, batches in (("grouped", epoch),
+                                    ("plain", [next(plain) for _ in range(40)]))}
     assert padded["grouped"] < 0.75 * padded["plain"]

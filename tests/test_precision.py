@@ -43,7 +43,8 @@ def test_master_copies_survive_a_snapshot_round_trip():
     state, masters = split_state({"method.count": torch.tensor(3), **writer.state_dict()})
     assert list(state) == ["method.count"]
     resumed = _micro_llama(0).to(torch.bfloat16)
-    resumed.get_parameter(name).data.copy_(model.get_parameter(name))  # the snapshot's rounded weights
+    # the snapshot's rounded weights
+    resumed.get_parameter(name).data.copy_(model.get_parameter(name))
     again = MasterWeights(resumed)
     again.load_state_dict(masters)
     assert torch.equal(again.copies[name], writer.copies[name])
@@ -61,12 +62,16 @@ def test_fine_tuning_a_bf16_model_trains_the_float32_master_copy(micro_llama):
     from editbench.methods.ft import FTM
 
     model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.bfloat16)
-    ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
-                      cache_dir=micro_llama, task=None, seed=0, generator=torch.Generator())  # type: ignore[arg-type]
+    ctx = EditContext(
+        model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
+        cache_dir=micro_llama, task=None, seed=0, generator=torch.Generator()
+    )  # type: ignore[arg-type]
     method = FTM(FTM.Config(steps=3, lr=1e-3), ctx)
     (name,) = method.edited_parameters()
     before = model.get_parameter(name).detach().clone()
-    method.apply([EditRecord(uid="e0", prompt="Kalo Mirve lives in", target_new=" Fengal Vale", subject="Kalo Mirve")])
+    method.apply([EditRecord(
+        uid="e0", prompt="Kalo Mirve lives in", target_new=" Fengal Vale", subject="Kalo Mirve"
+    )])
     master = ctx.masters.copies[name]
     weight = model.get_parameter(name)
     assert torch.equal(weight, master.to(torch.bfloat16))  # the model holds the rounded copy
@@ -83,8 +88,10 @@ def test_selfcheck_on_a_cpu_says_what_it_skipped_and_runs_the_rest(tmp_path):
 
     from editbench.harness.cli.group import main
 
-    result = CliRunner().invoke(main, ["selfcheck", "--device", "cpu", "--families", "gpt2", "--bench-sizes", "20",
-                                       "--bench-methods", "ultraedit,retrieval", "--out", str(tmp_path / "selfcheck.json")])
+    result = CliRunner().invoke(main, [
+        "selfcheck", "--device", "cpu", "--families", "gpt2", "--bench-sizes", "20",
+        "--bench-methods", "ultraedit,retrieval", "--out", str(tmp_path / "selfcheck.json"),
+    ])
     assert result.exit_code == 0, result.output
     assert "skipped on CPU" in result.output
     assert "vLLM parity: skipped (needs a CUDA GPU)" in result.output

@@ -21,8 +21,11 @@ def test_target_positions_follow_the_prompt(world_tokenizer):
 
 def test_scores_match_a_direct_unpadded_computation(micro_model_path):
     model, tokenizer = load_model(micro_model_path, torch.device("cpu"), torch.float32)
-    probe = HFProbe(model, tokenizer, torch.device("cpu"), max_tokens=64)  # forces several padded batches
-    pairs = [ScoringPair("A b c", "d e f g"), ScoringPair("Hello", "world"), ScoringPair("q", "r s")] * 3
+    # forces several padded batches
+    probe = HFProbe(model, tokenizer, torch.device("cpu"), max_tokens=64)
+    pairs = [
+        ScoringPair("A b c", "d e f g"), ScoringPair("Hello", "world"), ScoringPair("q", "r s")
+    ] * 3
     scores = probe.score(pairs)
     encoder = PairEncoder(tokenizer)
     for pair, score in zip(pairs, scores):
@@ -34,7 +37,9 @@ def test_scores_match_a_direct_unpadded_computation(micro_model_path):
         argmax = [int(logprobs[i].argmax()) for i in positions]
         assert score.predictions == tuple(argmax)
         assert score.n_tokens == len(labels)
-        assert abs(score.logprob - sum(float(logprobs[i, lab]) for i, lab in zip(positions, labels))) < 1e-4
+        assert abs(
+            score.logprob - sum(float(logprobs[i, lab]) for i, lab in zip(positions, labels))
+        ) < 1e-4
         assert score.token_accuracy == sum(a == lab for a, lab in zip(argmax, labels)) / len(labels)
     assert probe.head_only  # the batches after the first took the head-only path and still agree
 
@@ -43,7 +48,8 @@ def test_a_model_whose_logits_the_head_alone_does_not_give_is_scored_from_full_l
     model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
     pairs = [ScoringPair("A b c", "d e f g"), ScoringPair("Hello", "world")] * 4
     expected = HFProbe(model, tokenizer, torch.device("cpu")).score(pairs)
-    model.config.final_logit_softcapping = 0.5  # Llama's forward ignores it; the head-only path would not
+    # Llama's forward ignores it; the head-only path would not
+    model.config.final_logit_softcapping = 0.5
     probe = HFProbe(model, tokenizer, torch.device("cpu"), max_tokens=16)
     assert probe.score(pairs) == expected
     assert probe.head_only is False
@@ -68,7 +74,9 @@ def test_token_accuracy_right_wrong_and_half_right():
             return {"input_ids": [ids(t) for t in text] if isinstance(text, list) else ids(text)}
 
     probe = HFProbe(Always5(), Tok(), torch.device("cpu"))
-    right, wrong, half = probe.score([ScoringPair("1 2", "5 5"), ScoringPair("1 2", "3 4"), ScoringPair("1", "5 7")])
+    right, wrong, half = probe.score(
+        [ScoringPair("1 2", "5 5"), ScoringPair("1 2", "3 4"), ScoringPair("1", "5 7")]
+    )
     assert (right.token_accuracy, wrong.token_accuracy, half.token_accuracy) == (1.0, 0.0, 0.5)
     assert right.predictions == (5, 5)
 
@@ -79,9 +87,12 @@ def test_agreement_counts_matching_tokens():
 
 
 def test_the_fast_path_of_the_encoder_gives_the_tokenizers_own_ids(world_tokenizer):
-    texts = ["Fact: somebody lives in", "Fact: somebody lives in Ostwen Ford", "x y", "héllo  wörld"]
+    texts = [
+        "Fact: somebody lives in", "Fact: somebody lives in Ostwen Ford", "x y", "héllo  wörld"
+    ]
     assert world_tokenizer.is_fast
-    expected = [world_tokenizer.encode(t) for t in texts]  # with its special tokens, as the encoder keeps them
+    # with its special tokens, as the encoder keeps them
+    expected = [world_tokenizer.encode(t) for t in texts]
     assert PairEncoder(world_tokenizer)._ids_many(texts) == expected
 
 
@@ -92,7 +103,9 @@ def test_pair_encoder_batches_match_single_encodings_and_masks_mark_target_predi
         def __call__(self, text, add_special_tokens=True):
             def ids(one):
                 words = one.replace("= ", "=").split()
-                return ([1] if add_special_tokens else []) + [10 + sum(map(ord, w)) % 50 for w in words]
+                return ([1] if add_special_tokens else []) + [
+                    10 + sum(map(ord, w)) % 50 for w in words
+                ]
 
             return {"input_ids": [ids(t) for t in text] if isinstance(text, list) else ids(text)}
 
@@ -100,12 +113,15 @@ def test_pair_encoder_batches_match_single_encodings_and_masks_mark_target_predi
     batched = PairEncoder(Tok()).encode_many(pairs)
     assert batched == [PairEncoder(Tok()).encode(p, t) for p, t in pairs]
     assert [(len(e.ids), e.n_prompt) for e in batched] == [(5, 4), (4, 2), (4, 3), (4, 2)]
-    assert batched[2].ids[-1] == Tok()(" y", add_special_tokens=False)["input_ids"][0]  # merged: pieces
+    # merged: pieces
+    assert batched[2].ids[-1] == Tok()(" y", add_special_tokens=False)["input_ids"][0]
     batch = PairEncoder(Tok()).collate(batched[:2])
     ids = batched[1].ids
     assert batch.input_ids[1].tolist() == [*ids, 0]
     assert batch.attention_mask.tolist() == [[1] * 5, [1, 1, 1, 1, 0]]
-    assert batch.target_mask.tolist() == [[False, False, False, True, False], [False, True, True, False, False]]
+    assert batch.target_mask.tolist() == [
+        [False, False, False, True, False], [False, True, True, False, False]
+    ]
     assert batch.labels[1, :3].tolist() == list(ids[1:]) and batch.labels[1, 3:].tolist() == [0, 0]
     assert batch.prompt_last.tolist() == [3, 1]
 
@@ -120,9 +136,14 @@ def test_generation_uses_the_task_settings_whatever_the_checkpoint_asks(micro_ll
     model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
     probe = HFProbe(model, tokenizer, torch.device("cpu"))
     prompts = ["Fact: somebody lives in", "The profession of x is"]
-    for settings in (GenerationSettings(max_new_tokens=6, top_k=1), GenerationSettings(max_new_tokens=6, top_k=5)):
+    for settings in (
+        GenerationSettings(max_new_tokens=6, top_k=1),
+        GenerationSettings(max_new_tokens=6, top_k=5),
+    ):
         plain = probe.generate(prompts, settings)
-        own = GenerationConfig(do_sample=True, temperature=0.05, top_p=0.2, repetition_penalty=8.0, max_new_tokens=2)
+        own = GenerationConfig(
+            do_sample=True, temperature=0.05, top_p=0.2, repetition_penalty=8.0, max_new_tokens=2
+        )
         model.generation_config = own
         assert probe.generate(prompts, settings) == plain
         assert model.generation_config is own  # the checkpoint's own config is left as it was
