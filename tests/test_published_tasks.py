@@ -28,9 +28,13 @@ def test_zsre_sample_maps_every_field(shared_data):
     assert len(records) == 300
     first = records[0]
     assert first.prompt == "What is the product made by UniFirst?"
-    assert (first.subject, first.target_new, first.target_true) == ("UniFirst", "unmanned aircraft", "uniform")
+    assert (first.subject, first.target_new, first.target_true) == (
+        "UniFirst", "unmanned aircraft", "uniform"
+    )
     assert first.paraphrases == ("What will be the product of UniFirst?",)
-    assert first.neighbours[0].prompt == "nq question: john goodman's character in the big lebowski?"
+    assert first.neighbours[0].prompt == (
+        "nq question: john goodman's character in the big lebowski?"
+    )
     assert first.neighbours[0].answer == "Walter Sobchak"
 
 
@@ -39,7 +43,8 @@ def test_zsre_reads_the_file_rome_reads_and_edits_towards_either_papers_target(s
 
     assert ZsreTask.default_data == "https://rome.baulab.info/data/dsets/zsre_mend_eval.json"
     first = _task("zsre", shared_data / "zsre.json", target="answers").records()[0]
-    assert (first.target_new, first.target_true) == ("uniform", None)  # ROME, MEMIT, AlphaEdit: answers[0]
+    # ROME, MEMIT, AlphaEdit: answers[0]
+    assert (first.target_new, first.target_true) == ("uniform", None)
     with pytest.raises(ValueError, match="target must be one of alt, answers"):
         _task("zsre", shared_data / "zsre.json", target="truth")
 
@@ -61,9 +66,13 @@ def test_consistency_has_one_tfidf_space_per_run_whatever_is_generated(shared_da
 def test_consistency_reads_rome_s_published_idf_and_snippets(shared_data, tmp_path):
     import numpy as np
 
-    (tmp_path / "tfidf_vocab.json").write_text(json.dumps({"english": 0, "language": 1, "french": 2}))
+    (tmp_path / "tfidf_vocab.json").write_text(
+        json.dumps({"english": 0, "language": 1, "french": 2})
+    )
     np.save(tmp_path / "idf.npy", np.array([2.0, 1.0, 3.0]))
-    snippets = {"P103": {"Q1860": [{"name": "Someone", "text": "Someone speaks English, the language."}]}}
+    snippets = {
+        "P103": {"Q1860": [{"name": "Someone", "text": "Someone speaks English, the language."}]}
+    }
     (tmp_path / "snippets.json").write_text(json.dumps(snippets))
     task = _task("counterfact", shared_data / "counterfact.json", idf=str(tmp_path),
                  snippets=str(tmp_path / "snippets.json"))
@@ -91,21 +100,26 @@ def test_counterfact_reads_both_published_layouts(shared_data):
 
 
 def test_fever_accepts_the_published_key_variants(tmp_path):
-    malmen = [{"prompt": "Claim: the sky is green.", "equiv_prompt": ["Claim: green is the sky."], "alt": "SUPPORTS",
-               "unrel_prompt": "nq question: who wrote hamlet?", "unrel_ans": "Shakespeare"}]
-    mend = {"input": "Claim: water is dry.", "alternatives": ["SUPPORTS"], "filtered_rephrases": ["Water: dry."],
-            "prediction": "REFUTES", "logit": -1.2}
+    malmen = [{"prompt": "Claim: the sky is green.", "equiv_prompt": ["Claim: green is the sky."],
+               "alt": "SUPPORTS", "unrel_prompt": "nq question: who wrote hamlet?",
+               "unrel_ans": "Shakespeare"}]
+    mend = {"input": "Claim: water is dry.", "alternatives": ["SUPPORTS"],
+            "filtered_rephrases": ["Water: dry."], "prediction": "REFUTES", "logit": -1.2}
     (tmp_path / "fever.json").write_text(json.dumps(malmen))
     (tmp_path / "fever.jsonl").write_text(json.dumps(mend) + "\n")
     a = _task("fever", tmp_path / "fever.json").records()[0]
     b = _task("fever", tmp_path / "fever.jsonl").records()[0]
-    assert (a.target_new, a.paraphrases, a.neighbours[0].answer) == ("SUPPORTS", ("Claim: green is the sky.",), "Shakespeare")
-    assert (b.prompt, b.target_new, b.target_true, b.neighbours) == ("Claim: water is dry.", "SUPPORTS", "REFUTES", ())
+    assert (a.target_new, a.paraphrases, a.neighbours[0].answer) == (
+        "SUPPORTS", ("Claim: green is the sky.",), "Shakespeare"
+    )
+    assert (b.prompt, b.target_new, b.target_true, b.neighbours) == (
+        "Claim: water is dry.", "SUPPORTS", "REFUTES", ()
+    )
 
 
 def _broken_zsre(tmp_path):
-    good = {"subject": "X", "src": "What is X?", "rephrase": "X is what?", "alt": "a", "answers": ["b"],
-            "loc": "nq question: q", "loc_ans": "c"}
+    good = {"subject": "X", "src": "What is X?", "rephrase": "X is what?", "alt": "a",
+            "answers": ["b"], "loc": "nq question: q", "loc_ans": "c"}
     bad = {k: v for k, v in good.items() if k != "alt"}
     path = tmp_path / "zsre_bad.json"
     path.write_text(json.dumps([good, bad, {**good, "rephrase": 3}, good]))
@@ -113,7 +127,10 @@ def _broken_zsre(tmp_path):
 
 
 def test_a_malformed_record_names_file_index_and_field(tmp_path):
-    with pytest.raises(RecordError, match=r"zsre_bad.json: record 1: field 'alt': is required \(accepted names: alt, ans\)"):
+    with pytest.raises(
+        RecordError,
+        match=r"zsre_bad.json: record 1: field 'alt': is required \(accepted names: alt, ans\)",
+    ):
         _task("zsre", _broken_zsre(tmp_path)).records()
 
 
@@ -136,8 +153,10 @@ def test_train_split_never_overlaps_eval(shared_data, tmp_path):
 
 def test_the_runner_refuses_a_train_split_that_overlaps(shared_data, tmp_path, micro_gpt2):
     data = str(shared_data / "zsre.json")
-    spec = RunSpec(task="zsre", data=data, model=str(micro_gpt2), edits=5, out=tmp_path / "o", device="cpu",
-                   params={"zsre": {"train_data": data}}, cache_dir=tmp_path)
+    spec = RunSpec(
+        task="zsre", data=data, model=str(micro_gpt2), edits=5, out=tmp_path / "o", device="cpu",
+        params={"zsre": {"train_data": data}}, cache_dir=tmp_path
+    )
     with pytest.raises(ValueError, match="overlaps the evaluated edits"):
         Runner(resolve(spec)).train_records()
 
@@ -145,8 +164,9 @@ def test_the_runner_refuses_a_train_split_that_overlaps(shared_data, tmp_path, m
 def test_loads_from_a_url_once_then_from_the_cache(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    (served / "cf.json").write_text(json.dumps([{"case_id": 5, "prompt": "P of S is", "subject": "S",
-                                                  "target_new": "a", "ground_truth": "b"}]))
+    (served / "cf.json").write_text(json.dumps([{"case_id": 5, "prompt": "P of S is",
+                                                  "subject": "S", "target_new": "a",
+                                                  "ground_truth": "b"}]))
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -168,7 +188,8 @@ def test_loads_a_hugging_face_datasets_id(monkeypatch):
 
     def load_dataset(name, split):
         calls.append((name, split))
-        return [{"case_id": 1, "prompt": "P of S is", "subject": "S", "target_new": "a", "ground_truth": "b"}]
+        return [{"case_id": 1, "prompt": "P of S is", "subject": "S", "target_new": "a",
+                 "ground_truth": "b"}]
 
     fake.load_dataset = load_dataset
     monkeypatch.setitem(sys.modules, "datasets", fake)
@@ -176,22 +197,36 @@ def test_loads_a_hugging_face_datasets_id(monkeypatch):
     assert calls == [("someone/counterfact", "test")] and records[0].uid == "cf-1"
 
 
-@pytest.mark.parametrize("task, file, edits", [("zsre", "zsre.json", 6), ("counterfact", "counterfact.json", 4),
-                                                ("counterfact", "counterfact_knowedit.json", 6)])
-def test_a_few_edits_end_to_end_store_every_metric_of_the_task(shared_data, tmp_path, micro_gpt2, task, file, edits):
-    spec = RunSpec(methods=("ft-m",), task=task, data=str(shared_data / file), model=str(micro_gpt2), edits=edits,
-                   batch_size=2, out=tmp_path / "out", device="cpu", cache_dir=tmp_path,
-                   params={"counterfact": {"gen_max_new_tokens": "8", "gen_prompts": "2"}} if task == "counterfact" else {})
+@pytest.mark.parametrize("task, file, edits", [
+    ("zsre", "zsre.json", 6),
+    ("counterfact", "counterfact.json", 4),
+    ("counterfact", "counterfact_knowedit.json", 6),
+])
+def test_a_few_edits_end_to_end_store_every_metric_of_the_task(
+    shared_data, tmp_path, micro_gpt2, task, file, edits
+):
+    spec = RunSpec(
+        methods=("ft-m",), task=task, data=str(shared_data / file), model=str(micro_gpt2),
+        edits=edits, batch_size=2, out=tmp_path / "out", device="cpu", cache_dir=tmp_path,
+        params=(
+            {"counterfact": {"gen_max_new_tokens": "8", "gen_prompts": "2"}}
+            if task == "counterfact"
+            else {}
+        )
+    )
     assert Runner(resolve(spec)).run().ok
     metrics = set(load_results(spec.out).scores()["metric"])
     expected = {"efficacy_acc", "generalization_acc", "specificity_agree", "specificity_acc"}
     if task == "counterfact":
-        expected |= {"efficacy_success", "efficacy_magnitude", "generalization_success", "specificity_magnitude"}
+        expected |= {"efficacy_success", "efficacy_magnitude", "generalization_success",
+                     "specificity_magnitude"}
     if file == "counterfact.json":
         expected |= {"fluency_ngram_entropy", "consistency_tfidf"}
     assert expected <= metrics
     if task == "counterfact":  # the task's metric descriptions reach the report through the store
-        result = CliRunner().invoke(main, ["report", str(spec.out), "--html", str(tmp_path / "html")])
+        result = CliRunner().invoke(
+            main, ["report", str(spec.out), "--html", str(tmp_path / "html")]
+        )
         assert result.exit_code == 0, result.output
         page = html.unescape((tmp_path / "html" / "index.html").read_text(encoding="utf-8"))
         assert "P(new) > P(true) at the edit prompt (ROME ES)" in page
@@ -199,11 +234,16 @@ def test_a_few_edits_end_to_end_store_every_metric_of_the_task(shared_data, tmp_
 
 
 def test_fever_end_to_end_from_a_file_the_test_makes(tmp_path, micro_gpt2):
-    rows = [{"prompt": f"Claim {i}: the moon is cheese.", "equiv_prompt": [f"Claim {i}: cheese is the moon."],
-             "alt": "SUPPORTS", "unrel_prompt": "nq question: who wrote hamlet?", "unrel_ans": "Shakespeare"}
+    rows = [{"prompt": f"Claim {i}: the moon is cheese.",
+             "equiv_prompt": [f"Claim {i}: cheese is the moon."],
+             "alt": "SUPPORTS", "unrel_prompt": "nq question: who wrote hamlet?",
+             "unrel_ans": "Shakespeare"}
             for i in range(4)]
     (tmp_path / "fever_eval.json").write_text(json.dumps(rows))
-    spec = RunSpec(methods=("ft-l",), task="fever", data=str(tmp_path / "fever_eval.json"), model=str(micro_gpt2),
-                   edits=4, batch_size=2, out=tmp_path / "out", device="cpu", cache_dir=tmp_path)
+    spec = RunSpec(
+        methods=("ft-l",), task="fever", data=str(tmp_path / "fever_eval.json"),
+        model=str(micro_gpt2), edits=4, batch_size=2, out=tmp_path / "out", device="cpu",
+        cache_dir=tmp_path
+    )
     assert Runner(resolve(spec)).run().ok
     assert len(load_results(spec.out).checkpoints()) == 2

@@ -29,7 +29,9 @@ def test_entry_point_plugins_are_loaded_lazily(monkeypatch):
 
     import editbench.core.registry as module
 
-    monkeypatch.setattr(module, "entry_points", lambda group: [FakeEntryPoint()] if group == "g" else [])
+    monkeypatch.setattr(
+        module, "entry_points", lambda group: [FakeEntryPoint()] if group == "g" else []
+    )
     registry = Registry("thing", "g")
     assert registry.get("plugin") == "the plugin"
     assert registry.names() == ["plugin"]
@@ -50,7 +52,9 @@ class Example:
 
 
 def test_build_config_converts_each_declared_type():
-    config = build_config(Example, {"lr": "1e-3", "steps": "7", "layer": "none", "layers": "2,3", "flag": "true"}, "m")
+    config = build_config(
+        Example, {"lr": "1e-3", "steps": "7", "layer": "none", "layers": "2,3", "flag": "true"}, "m"
+    )
     assert config == Example(lr=1e-3, steps=7, layer=None, layers=(2, 3), flag=True)
 
 
@@ -139,7 +143,10 @@ def test_a_param_for_a_method_or_task_not_in_the_run_is_an_error(tmp_path):
     from editbench.harness.plan.settings import RunSpec
 
     spec = RunSpec(methods=("ft-l",), params={"ftm": {"lr": "1"}}, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match=r"'ftm' is neither the task nor a method of this run \(selected: ft-l, pocket\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"'ftm' is neither the task nor a method of this run \(selected: ft-l, pocket\)",
+    ):
         check_param_owners(spec, resolve_task(spec), method_setups(spec))
 
 

@@ -33,34 +33,50 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
                 device: str = "cpu (test)") -> Path:
     """A run of 40 edits in batches of 10 with checkpoints at 10 and 40. ``methods`` maps a label
     to the success rate of each metric; per-edit scores are seeded Bernoulli draws."""
-    methods = methods or {"strong": {"efficacy_acc": 0.95, "generalization_acc": 0.5, "specificity_agree": 0.9},
-                          "weak": {"efficacy_acc": 0.3, "generalization_acc": 0.5, "specificity_agree": 0.9},
-                          EVIL: {"efficacy_acc": 0.6, "generalization_acc": 0.5, "specificity_agree": 0.9}}
+    methods = methods or {
+        "strong": {"efficacy_acc": 0.95, "generalization_acc": 0.5, "specificity_agree": 0.9},
+        "weak": {"efficacy_acc": 0.3, "generalization_acc": 0.5, "specificity_agree": 0.9},
+        EVIL: {"efficacy_acc": 0.6, "generalization_acc": 0.5, "specificity_agree": 0.9},
+    }
     config = {"edits": 40, "batch_size": BATCH, "checkpoints": list(CHECKPOINTS), "seed": seed,
               "note": "</script><script>window.__pwned = 4</script>"}
     rng = np.random.default_rng(seed)
     with ResultsStore(folder) as store:
         store.ensure_run(run_id, task=task, model=model, config=config, versions={"torch": "2.x"},
                          device=device, seed=seed, git_sha="abc123", dataset_hash="d5", n_edits=40)
-        store.set_baseline(run_id, {"pre_edit_accuracy": 0.97, "pre_edit_paraphrase_accuracy": float("nan")})
-        store.save_run_outline(run_id, [Metric("efficacy_acc", f"edit success {EVIL}"), Metric("generalization_acc", "g"),
-                                     Metric("specificity_agree", "agreement with the unedited model")],
-                            [(start, start + BATCH) for start in range(0, 40, BATCH)])
+        store.set_baseline(
+            run_id, {"pre_edit_accuracy": 0.97, "pre_edit_paraphrase_accuracy": float("nan")}
+        )
+        store.save_run_outline(
+            run_id,
+            [Metric("efficacy_acc", f"edit success {EVIL}"), Metric("generalization_acc", "g"),
+             Metric("specificity_agree", "agreement with the unedited model")],
+            [(start, start + BATCH) for start in range(0, 40, BATCH)],
+        )
         for index, (label, rates) in enumerate(methods.items()):
             store.start_cell(run_id, label, {"lr": 0.1, "label": label}, f"h{index}")
             done = 0
             for n_edits in CHECKPOINTS:
-                times = [PhaseTime("edit", step, 0.2 + 0.01 * (index + step)) for step in range(done // BATCH, n_edits // BATCH)]
-                rows = [ScoreRow(p, EVIL_UID if p == 0 else f"u{p}", metric, float(rng.random() < rate))
-                        for p in range(n_edits) for metric, rate in rates.items()]
-                evaluation = [PhaseTime("eval", n_edits, 0.1), PhaseTime("eval_forward", n_edits, 0.06)]
+                times = [
+                    PhaseTime("edit", step, 0.2 + 0.01 * (index + step))
+                    for step in range(done // BATCH, n_edits // BATCH)
+                ]
+                rows = [
+                    ScoreRow(p, EVIL_UID if p == 0 else f"u{p}", metric, float(rng.random() < rate))
+                    for p in range(n_edits) for metric, rate in rates.items()
+                ]
+                evaluation = [
+                    PhaseTime("eval", n_edits, 0.1), PhaseTime("eval_forward", n_edits, 0.06)
+                ]
                 store.commit_checkpoint(run_id, label, n_edits, rows, [*times, *evaluation],
                                         (100 + 10 * index) * 2**20)
                 done = n_edits
             store.finish_cell(run_id, label, "done")
         store.start_cell(run_id, "boom", {}, "hb")
-        store.commit_checkpoint(run_id, "boom", 10, [ScoreRow(p, f"u{p}", "efficacy_acc", 1.0) for p in range(10)],
-                                [PhaseTime("edit", 0, 0.5)], 2**20)
+        store.commit_checkpoint(
+            run_id, "boom", 10, [ScoreRow(p, f"u{p}", "efficacy_acc", 1.0) for p in range(10)],
+            [PhaseTime("edit", 0, 0.5)], 2**20
+        )
         store.finish_cell(run_id, "boom", "diverged", diverged_at=20)
         store.start_cell(run_id, "crash", {}, "hc")
         store.finish_cell(run_id, "crash", "failed", error=EVIL_ERROR)
@@ -88,13 +104,19 @@ def _row(board, label, n_edits):
 def test_the_winner_is_marked_within_each_edit_count_and_overlaps_are_ties(store_dir):
     (board,) = build_boards(collect([store_dir]))
     assert board.task == "pocket" and board.edit_counts == [10, 40]
-    assert [c.key for c in board.columns][:3] == ["efficacy_acc", "generalization_acc", "specificity_agree"]
+    assert [c.key for c in board.columns][:3] == [
+        "efficacy_acc", "generalization_acc", "specificity_agree"
+    ]
     assert _row(board, "strong", 40).cells["efficacy_acc"].mark == "best"
     assert _row(board, "weak", 40).cells["efficacy_acc"].mark == ""
     # all three have the same generalization rate: whoever leads is only tied
-    assert {_row(board, m, 40).cells["generalization_acc"].mark for m in ("strong", "weak", EVIL)} <= {"tie", ""}
-    assert _row(board, "strong", 40).cells["generalization_acc"].mark or _row(board, "weak", 40).cells[
-        "generalization_acc"].mark
+    assert {
+        _row(board, m, 40).cells["generalization_acc"].mark for m in ("strong", "weak", EVIL)
+    } <= {"tie", ""}
+    assert (
+        _row(board, "strong", 40).cells["generalization_acc"].mark
+        or _row(board, "weak", 40).cells["generalization_acc"].mark
+    )
     # at 10 edits the diverged method (all 1.0) competes only with rows of 10 edits
     assert _row(board, "boom", 10).cells["efficacy_acc"].interval.mean == 1.0
     assert _row(board, "boom", 10).status == "diverged"
@@ -108,7 +130,8 @@ def test_time_has_an_interval_over_batches_and_memory_is_one_measurement(store_d
     time = strong.cells["seconds_per_edit"].interval
     assert time.mean == pytest.approx(sum(0.2 + 0.01 * s for s in range(4)) / 40)
     assert time.n == 4 and time.low < time.mean < time.high
-    assert _row(board, "strong", 10).cells["seconds_per_edit"].interval.low is None  # one batch: no interval
+    # one batch: no interval
+    assert _row(board, "strong", 10).cells["seconds_per_edit"].interval.low is None
     memory = _row(board, "weak", 40).cells["peak_memory_bytes"]
     assert memory.interval.mean == 110 * 2**20 and memory.interval.low is None
     # on a CPU it is the whole process's resident memory: shown, not ranked
@@ -118,7 +141,9 @@ def test_time_has_an_interval_over_batches_and_memory_is_one_measurement(store_d
 
 
 def test_gpu_peak_memory_is_ranked(tmp_path):
-    (board,) = build_boards(collect([build_store(tmp_path / "gpu", device="NVIDIA H100 80GB HBM3")]))
+    (board,) = build_boards(
+        collect([build_store(tmp_path / "gpu", device="NVIDIA H100 80GB HBM3")])
+    )
     assert _row(board, "strong", 40).cells["peak_memory_bytes"].mark == "best"
 
 
@@ -138,12 +163,18 @@ def test_seeds_of_a_sweep_are_pooled_and_other_setups_kept_apart(tmp_path):
     (board,) = build_boards(collect([first, second]))
     row = _row(board, "ft", 40)
     assert row.seeds == (0, 1) and set(row.run_ids) == {"run-1", "run-2"}
-    pooled = collect([first, second]).scores.query("method == 'ft' and n_edits == 40 and metric == 'efficacy_acc'")
+    pooled = collect([first, second]).scores.query(
+        "method == 'ft' and n_edits == 40 and metric == 'efficacy_acc'"
+    )
     assert row.cells["efficacy_acc"].interval.n == 80
     assert row.cells["efficacy_acc"].interval.mean == pytest.approx(pooled["value"].mean())
     time = row.cells["seconds_per_edit"].interval
-    assert time.n == 8 and time.mean == pytest.approx(2 * sum(0.2 + 0.01 * s for s in range(4)) / 80)
-    assert {n.label for n in board.notes} == {"boom (seed 0)", "boom (seed 1)", "crash (seed 0)", "crash (seed 1)"}
+    assert time.n == 8 and time.mean == pytest.approx(
+        2 * sum(0.2 + 0.01 * s for s in range(4)) / 80
+    )
+    assert {n.label for n in board.notes} == {
+        "boom (seed 0)", "boom (seed 1)", "crash (seed 0)", "crash (seed 1)"
+    }
 
     other = build_store(tmp_path / "c", run_id="run-3", seed=0, methods=one, model="org/other")
     (board,) = build_boards(collect([first, other]))
@@ -163,7 +194,8 @@ def _scripts(html: str) -> list[str]:
 
 
 def test_every_page_escapes_strings_from_the_data(site):
-    pages = [site / "index.html", site / "tasks" / "pocket.html", *sorted((site / "runs").glob("*.html"))]
+    pages = [site / "index.html", site / "tasks" / "pocket.html",
+             *sorted((site / "runs").glob("*.html"))]
     assert len(pages) == 3
     for page in pages:
         html = page.read_text()
@@ -185,7 +217,8 @@ def test_the_page_allows_only_its_own_script(site):
     (script,) = _scripts(html)
     policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
     assert f"script-src '{script_hash(script)}'" in policy and "default-src 'none'" in policy
-    assert "http://" not in html.replace("http-equiv", "") and "https://" not in html  # nothing from a CDN
+    # nothing from a CDN
+    assert "http://" not in html.replace("http-equiv", "") and "https://" not in html
 
 
 def test_the_site_has_index_task_and_run_pages_plots_and_json(site):
@@ -198,12 +231,16 @@ def test_the_site_has_index_task_and_run_pages_plots_and_json(site):
     assert 'href="tasks/pocket.html"' in index and 'href="runs/run-a.html"' in index
     data = json.loads((site / "leaderboard.json").read_text())
     (board,) = data["boards"]
-    cell = next(r for r in board["rows"] if r["label"] == "strong" and r["n_edits"] == 40)["cells"]["efficacy_acc"]
+    cell = next(
+        r for r in board["rows"] if r["label"] == "strong" and r["n_edits"] == 40
+    )["cells"]["efficacy_acc"]
     assert cell["mark"] == "best" and cell["low"] <= cell["mean"] <= cell["high"]
     assert {r["run_id"] for r in data["runs"]} == {"run-a"}
     assert data["runs"][0]["baseline"]["pre_edit_paraphrase_accuracy"] is None  # NaN is not JSON
     run_page = (site / "runs" / "run-a.html").read_text()
-    for shown in ("abc123", "d5", "cpu (test)", "diverged", "at 20 edits", "baseline", "Phase timings"):
+    for shown in (
+        "abc123", "d5", "cpu (test)", "diverged", "at 20 edits", "baseline", "Phase timings"
+    ):
         assert shown in run_page, shown
 
 
@@ -214,21 +251,30 @@ def test_report_writes_html_markdown_latex_and_csv(store_dir, tmp_path):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     index = (out / "html" / "index.html").read_text()
-    assert "plots/pocket-metrics.svg" in index and 'class="board sortable"' in index  # plots on the one page
+    # plots on the one page
+    assert "plots/pocket-metrics.svg" in index and 'class="board sortable"' in index
     md = (out / "board.md").read_text()
     assert "| strong | 40 | **" in md and "\\<script\\>" in md and "<script>" not in md
     tex = (out / "board.tex").read_text()
-    assert r"\textbf{" in tex and r"\textless{}script\textgreater{}" in tex and "<script>" not in tex
+    assert (
+        r"\textbf{" in tex
+        and r"\textless{}script\textgreater{}" in tex
+        and "<script>" not in tex
+    )
     csv = (out / "board.csv").read_text().splitlines()
     assert csv[0] == "task,run_id,method,n_edits,status,column,mean,low,high,n,mark"
-    assert any(line.startswith("pocket,run-a,strong,40,done,efficacy_acc,") and line.endswith(",best")
-               for line in csv)
+    assert any(
+        line.startswith("pocket,run-a,strong,40,done,efficacy_acc,") and line.endswith(",best")
+        for line in csv
+    )
 
 
 def test_report_prints_markdown_and_names_a_missing_store(store_dir, tmp_path):
     result = CliRunner().invoke(main, ["report", str(store_dir)])
     assert result.exit_code == 0 and "## pocket" in result.output
-    missing = CliRunner().invoke(main, ["report", str(tmp_path / "nowhere"), "--html", str(tmp_path / "x")])
+    missing = CliRunner().invoke(
+        main, ["report", str(tmp_path / "nowhere"), "--html", str(tmp_path / "x")]
+    )
     assert missing.exit_code != 0 and "nowhere holds no editbench results" in missing.output
 
 
@@ -250,15 +296,22 @@ def test_markdown_and_latex_escapes_keep_tables_intact(store_dir):
 
 
 def test_capability_sets_get_a_column_with_a_wilson_interval(tmp_path):
-    folder = build_store(tmp_path / "r", methods={"a": {"efficacy_acc": 0.5}, "b": {"efficacy_acc": 0.5}})
+    folder = build_store(
+        tmp_path / "r", methods={"a": {"efficacy_acc": 0.5}, "b": {"efficacy_acc": 0.5}}
+    )
     with ResultsStore(folder) as store:
         store.save_unedited_capability("run-a", {"sst2": (200, 0.8)})
         for method, accuracy in (("a", 0.78), ("b", 0.4)):
-            store.commit_checkpoint("run-a", method, 80, [], [], 1, capability={"sst2": (200, accuracy)})
+            store.commit_checkpoint(
+                "run-a", method, 80, [], [], 1, capability={"sst2": (200, accuracy)}
+            )
     (board,) = build_boards(collect([folder]))
     column = next(c for c in board.columns if c.key == "capability:sst2")
     assert column.higher_is_better and "unedited model: 0.800" in column.description
-    a, b = _row(board, "a", 80).cells["capability:sst2"], _row(board, "b", 80).cells["capability:sst2"]
+    a, b = (
+        _row(board, "a", 80).cells["capability:sst2"],
+        _row(board, "b", 80).cells["capability:sst2"],
+    )
     assert a.mark == "best" and b.mark == "" and a.interval.low < 0.78 < a.interval.high
     assert _row(board, "a", 40).cells["capability:sst2"].interval is None  # not probed at 40
     from editbench.reports.site import run_views
@@ -284,34 +337,45 @@ def test_mirage_gap_collapse_point_and_retention_auc(tmp_path):
     folder = tmp_path / "r"
     rates = {"fading": {10: (1.0, 0.8), 40: (1.0, 0.3)}, "steady": {10: (0.9, 0.9), 40: (0.9, 0.9)}}
     with ResultsStore(folder) as store:
-        store.ensure_run("g", task="pocket", model="m", config={}, versions={}, device="cpu", seed=0, git_sha=None,
-                         dataset_hash="d", n_edits=40)
+        store.ensure_run("g", task="pocket", model="m", config={}, versions={}, device="cpu",
+                         seed=0, git_sha=None, dataset_hash="d", n_edits=40)
         store.save_run_outline("g", [Metric("efficacy_acc", "tf"), Metric("efficacy_gen_em", "gen"),
-                                  Metric("specificity_gen_agree", "agree")], [(0, 10), (10, 20), (20, 30), (30, 40)])
+                                  Metric("specificity_gen_agree", "agree")],
+                               [(0, 10), (10, 20), (20, 30), (30, 40)])
         for method, by_n in rates.items():
             store.start_cell("g", method, {}, method)
             for n_edits, (acc, gen) in by_n.items():
                 rows = []
                 for p in range(n_edits):
-                    generated = float(p < round(gen * n_edits))  # the first edits hold: retention falls to the right
-                    rows += [ScoreRow(p, f"u{p}", "efficacy_acc", acc), ScoreRow(p, f"u{p}", "efficacy_gen_em", generated),
+                    # the first edits hold: retention falls to the right
+                    generated = float(p < round(gen * n_edits))
+                    rows += [ScoreRow(p, f"u{p}", "efficacy_acc", acc),
+                             ScoreRow(p, f"u{p}", "efficacy_gen_em", generated),
                              ScoreRow(p, f"u{p}", "specificity_gen_agree", 1.0)]
                 store.commit_checkpoint("g", method, n_edits, rows, [], 1)
             store.finish_cell("g", method, "done")
     (board,) = build_boards(collect([folder]))
     gap = next(c for c in board.columns if c.key == "efficacy_mirage_gap")
     assert not gap.ranked and not gap.higher_is_better
-    assert _row(board, "fading", 40).cells["efficacy_mirage_gap"].interval.mean == pytest.approx(0.7)
+    assert (
+        _row(board, "fading", 40).cells["efficacy_mirage_gap"].interval.mean
+        == pytest.approx(0.7)
+    )
     assert {r.cells["efficacy_mirage_gap"].mark for r in board.rows} == {""}
     summary = {s.label: s for s in board.lifelong}
     assert summary["fading"].efficacy == "efficacy_gen_em"
     assert (summary["fading"].collapse_at, summary["fading"].collapse_reason) == (40, "efficacy")
-    assert summary["steady"].collapse_at is None and summary["steady"].collapse_text == "none up to 40"
+    assert (
+        summary["steady"].collapse_at is None
+        and summary["steady"].collapse_text == "none up to 40"
+    )
     assert summary["fading"].auc["efficacy_gen_em"] == pytest.approx(0.3)
     assert summary["steady"].auc["efficacy_acc"] == pytest.approx(0.9)
     assert "none up to 40" in markdown([board]) and "collapse point" in latex([board])
-    result = CliRunner().invoke(main, ["report", str(folder), "--html", str(tmp_path / "html"), "--csv",
-                                       str(tmp_path / "cells.csv")])
+    result = CliRunner().invoke(main, [
+        "report", str(folder), "--html", str(tmp_path / "html"),
+        "--csv", str(tmp_path / "cells.csv"),
+    ])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "html" / "leaderboard.json").read_text())
     assert data["boards"][0]["lifelong"][0]["collapse_at"] == 40
@@ -321,13 +385,19 @@ def test_mirage_gap_collapse_point_and_retention_auc(tmp_path):
 
 
 def test_md_latex_and_csv_without_a_file_print_to_standard_output(store_dir, tmp_path):
-    for option, start in (("--md", "# editbench leaderboard"), ("--latex", "% editbench leaderboard"),
+    for option, start in (("--md", "# editbench leaderboard"),
+                          ("--latex", "% editbench leaderboard"),
                           ("--csv", "task,run_id,method")):
         result = CliRunner().invoke(main, ["report", str(store_dir), option])
         assert result.exit_code == 0, result.output
         assert result.output.startswith(start)
-    written = CliRunner().invoke(main, ["report", str(store_dir), "--md", str(tmp_path / "board.md")])
-    assert written.exit_code == 0 and (tmp_path / "board.md").read_text().startswith("# editbench leaderboard")
+    written = CliRunner().invoke(
+        main, ["report", str(store_dir), "--md", str(tmp_path / "board.md")]
+    )
+    assert (
+        written.exit_code == 0
+        and (tmp_path / "board.md").read_text().startswith("# editbench leaderboard")
+    )
 
 
 def test_share_metrics_are_plotted_on_the_whole_zero_to_one_scale(store_dir):
