@@ -28,12 +28,14 @@ def _chromium() -> str | None:
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is not installed (pip install -e '.[test]' brings it)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api",
+        reason="playwright is not installed (pip install -e '.[test]' brings it)",
+    )
     executable = _chromium()
     if executable is None:
-        pytest.skip("no Chromium executable on PATH (Debian: apt-get install chromium; .ci/run installs it), "
-                    "or set EDITBENCH_CHROMIUM to one")
+        pytest.skip("no Chromium executable on PATH (Debian: apt-get install chromium; "
+                    ".ci/run installs it), or set EDITBENCH_CHROMIUM to one")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, headless=True,
                                              args=["--no-sandbox", "--disable-gpu"])
@@ -57,7 +59,10 @@ class Visit:
         self.requests: list[str] = []
         self.dialogs: list[str] = []
         self.page = browser.new_page(viewport={"width": 1300, "height": 900})
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type in ("error", "warning") else None)
+        self.page.on(
+            "console",
+            lambda m: self.errors.append(m.text) if m.type in ("error", "warning") else None,
+        )
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
@@ -68,7 +73,8 @@ class Visit:
         outside = [u for u in self.requests if not u.startswith(("file:", "data:"))]
         assert outside == [], f"network requests: {outside}"
         assert self.dialogs == []
-        assert self.page.evaluate("typeof window.__pwned") == "undefined"  # injected markup did not run
+        # injected markup did not run
+        assert self.page.evaluate("typeof window.__pwned") == "undefined"
 
 
 def _column(page, table: str, index: int) -> list[str]:
@@ -83,13 +89,17 @@ def test_the_report_loads_clean_sorts_filters_and_shows_its_plots(browser, repor
     visit.check_clean()
 
     table = "board-pocket"
-    headers = page.eval_on_selector_all(f"#{table} thead th", "hs => hs.map(h => h.textContent.trim())")
+    headers = page.eval_on_selector_all(
+        f"#{table} thead th", "hs => hs.map(h => h.textContent.trim())"
+    )
     efficacy = next(i for i, h in enumerate(headers) if h.startswith("efficacy"))
     before = _column(page, table, efficacy)
     page.click(f"#{table} thead th:nth-child({efficacy + 1}) button")
     after = [float(v) for v in _column(page, table, efficacy) if v]
     assert after == sorted(after, reverse=True) and after != [float(v) for v in before if v]
-    assert page.get_attribute(f"#{table} thead th:nth-child({efficacy + 1})", "aria-sort") == "descending"
+    assert page.get_attribute(
+        f"#{table} thead th:nth-child({efficacy + 1})", "aria-sort"
+    ) == "descending"
     page.click(f"#{table} thead th:nth-child({efficacy + 1}) button")
     assert [float(v) for v in _column(page, table, efficacy) if v] == sorted(after)
 
@@ -102,7 +112,9 @@ def test_the_report_loads_clean_sorts_filters_and_shows_its_plots(browser, repor
         image = plots.nth(i)
         image.scroll_into_view_if_needed()
         assert image.is_visible()
-        assert image.evaluate("img => img.complete && img.naturalWidth > 0"), image.get_attribute("src")
+        assert image.evaluate("img => img.complete && img.naturalWidth > 0"), (
+            image.get_attribute("src")
+        )
         assert image.bounding_box()["width"] > 300
     visit.check_clean()
     page.close()

@@ -1,4 +1,5 @@
-"""The statistics behind the leaderboard: bootstrap intervals, winners and ties, the Pareto front."""
+"""The statistics behind the leaderboard: bootstrap intervals, winners and ties, the Pareto
+front."""
 
 import numpy as np
 import pytest

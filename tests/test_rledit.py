@@ -48,7 +48,9 @@ def test_loss_at_step_t_reaches_the_network_outputs_of_the_last_depth_steps(micr
     grads = torch.autograd.grad(loss, outputs, allow_unused=True)
     assert grads[0] is None  # step t-3 is beyond the back-tracking depth
     for back in (1, 2, 3):  # steps t, t-1, t-2
-        assert grads[-back] is not None and grads[-back].abs().sum() > 0, f"no gradient {back - 1} steps back"
+        assert grads[-back] is not None and grads[-back].abs().sum() > 0, (
+            f"no gradient {back - 1} steps back"
+        )
 
 
 def test_without_back_tracking_the_past_gets_no_gradient(micro_llama, tmp_path):
@@ -60,7 +62,9 @@ def test_without_back_tracking_the_past_gets_no_gradient(micro_llama, tmp_path):
 
 
 def _net_gradient(micro_llama, tmp_path, **changes):
-    method, trainer = _trainer(micro_llama, tmp_path, dataclasses.replace(CONFIG, depth=1, **changes))
+    method, trainer = _trainer(
+        micro_llama, tmp_path, dataclasses.replace(CONFIG, depth=1, **changes)
+    )
     window, _ = _walk(method, trainer, n_steps=1)
     loss, parts = trainer.step_loss(window, None)
     loss.backward()
@@ -81,9 +85,12 @@ def test_caps_on_train_and_validation_records_sample_a_seeded_subset(micro_llama
     given = ctx.train_records()
     config = dataclasses.replace(CONFIG, max_train_records=12, max_val_records=4, val_fraction=0.5)
     first, second = (Trainer(RLEdit(config, ctx), given, tmp_path / "run") for _ in range(2))
-    assert len(first.val) == 4 and len(first.train) == 8  # the share would be 6; the cap holds it to 4
+    # the share would be 6; the cap holds it to 4
+    assert len(first.val) == 4 and len(first.train) == 8
     assert {r.uid for r in first.train + first.val} <= {r.uid for r in given}
     assert [r.uid for r in first.train] == [r.uid for r in second.train]  # seeded
     assert first.records == given  # the training is identified by the records it was given
-    uncapped = Trainer(RLEdit(dataclasses.replace(config, max_train_records=0), ctx), given, tmp_path / "run")
+    uncapped = Trainer(
+        RLEdit(dataclasses.replace(config, max_train_records=0), ctx), given, tmp_path / "run"
+    )
     assert len(uncapped.train) + len(uncapped.val) == len(given) > 12

@@ -35,11 +35,14 @@ def test_run_file_round_trips_and_flags_override_it(tmp_path):
     data = dump("--config", str(path), "--edits", "30", "--param", "ft-m.lr=0.01", "--seed", "3")
     assert data["methods"] == ["ft-m", "memit@llama3-8b"]
     assert data["edits"] == 30 and data["seed"] == 3  # the flags win
-    assert data["batch_size"] == 5 and data["checkpoints"] == [5, 10, 20] and data["save_model"] == 10
+    assert (
+        data["batch_size"] == 5 and data["checkpoints"] == [5, 10, 20] and data["save_model"] == 10
+    )
     # --param merges field by field: lr from the flag, steps and the task's setting from the file
     assert data["params"] == {"ft-m": {"lr": "0.01", "steps": "5"}, "pocket": {"n_entities": "40"}}
     assert data["gen_eval"] is False and data["lenient"] is True
-    assert data["device"] == "auto" and data["out"] == "editbench-results"  # every option, defaults included
+    # every option, defaults included
+    assert data["device"] == "auto" and data["out"] == "editbench-results"
 
     dumped = tmp_path / "dumped.yaml"
     dumped.write_text(yaml.safe_dump(data))
@@ -56,7 +59,12 @@ def test_a_json_run_file_is_read_too(tmp_path):
 
 def test_without_a_file_the_dump_is_the_defaults():
     data = dump()
-    assert data["methods"] == [] and data["batch_size"] == 10 and data["seed"] == 0 and data["params"] == {}
+    assert (
+        data["methods"] == []
+        and data["batch_size"] == 10
+        and data["seed"] == 0
+        and data["params"] == {}
+    )
 
 
 @pytest.mark.parametrize("text, message", [
@@ -80,15 +88,20 @@ def test_a_run_from_a_file_uses_it_under_the_flags_and_keeps_it(tmp_path, micro_
 
     out = tmp_path / "out"
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"task": str(write_edits(tmp_path / "mine.jsonl", 6)), "model": str(micro_gpt2),
-                                    "methods": ["ft-m"], "batch_size": 3, "edits": 6, "device": "cpu",
-                                    "gen_eval": False, "params": {"ft-m": {"steps": 2}}, "out": str(out)}))
-    result = CliRunner().invoke(main, ["run", "--config", str(path), "--edits", "3", "--param", "ft-m.lr=0.01"])
+    path.write_text(yaml.safe_dump({
+        "task": str(write_edits(tmp_path / "mine.jsonl", 6)), "model": str(micro_gpt2),
+        "methods": ["ft-m"], "batch_size": 3, "edits": 6, "device": "cpu",
+        "gen_eval": False, "params": {"ft-m": {"steps": 2}}, "out": str(out),
+    }))
+    result = CliRunner().invoke(
+        main, ["run", "--config", str(path), "--edits", "3", "--param", "ft-m.lr=0.01"]
+    )
     assert result.exit_code == 0, result.output
     with load_results(out) as store:
         assert list(store.checkpoints()["n_edits"]) == [3]  # --edits 3 over the file's 6
         config = store.cells()["method_config"].iloc[0]
     config = json.loads(config) if isinstance(config, str) else config
-    assert config["steps"] == 2 and config["lr"] == 0.01  # the file's and the flag's settings, merged
+    # the file's and the flag's settings, merged
+    assert config["steps"] == 2 and config["lr"] == 0.01
     (kept,) = (out / "run-files").iterdir()
     assert yaml.safe_load(kept.read_text())["edits"] == 3

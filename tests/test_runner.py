@@ -56,20 +56,26 @@ def recorders():
 
 
 def _spec(tmp_path, model, **kw):
-    base = dict(task="pocket", model=str(model), edits=20, batch_size=4, out=tmp_path / "out", params=POCKET,
-                device="cpu", cache_dir=tmp_path / "cache")
+    base = dict(
+        task="pocket", model=str(model), edits=20, batch_size=4, out=tmp_path / "out",
+        params=POCKET, device="cpu", cache_dir=tmp_path / "cache"
+    )
     base.update(kw)
     return RunSpec(**base)
 
 
 def test_every_method_sees_the_same_edits_in_the_same_batches(tmp_path, micro_llama, recorders):
-    outcome = Runner(resolve(_spec(tmp_path, micro_llama, methods=("rec-a", "rec-b"), checkpoints="6,20"))).run()
+    outcome = Runner(resolve(
+        _spec(tmp_path, micro_llama, methods=("rec-a", "rec-b"), checkpoints="6,20")
+    )).run()
     assert outcome.ok
     assert SEEN["rec-a"] == SEEN["rec-b"]
     assert [len(b) for b in SEEN["rec-a"]] == [4, 2, 4, 4, 4, 2]  # cut at the checkpoint 6
     assert len({u for b in SEEN["rec-a"] for u in b}) == 20
     SEEN.clear()
-    Runner(resolve(_spec(tmp_path, micro_llama, methods=("rec-a",), seed=1, out=tmp_path / "other"))).run()
+    Runner(resolve(
+        _spec(tmp_path, micro_llama, methods=("rec-a",), seed=1, out=tmp_path / "other")
+    )).run()
     assert SEEN["rec-a"] != SEEN.get("rec-b", [])  # another seed, another order
 
 
@@ -91,7 +97,9 @@ def test_a_method_without_a_cost_model_plans_and_runs(tmp_path, micro_llama, rec
     from editbench.harness.cli.run import format_plan
     from editbench.harness.plan.preflight import preflight
 
-    plan = resolve(_spec(tmp_path, micro_llama, methods=("rec-a", "ft-m"), edits=4, checkpoints="4"))
+    plan = resolve(
+        _spec(tmp_path, micro_llama, methods=("rec-a", "ft-m"), edits=4, checkpoints="4")
+    )
     costs = {item.label: item.cost for item in plan.estimates}
     assert costs["rec-a"] is None and costs["ft-m"] is not None
     assert preflight(plan) == [] and plan.planned_peak("rec-a") is None
@@ -119,7 +127,9 @@ def test_bad_input_names_the_option(tmp_path, micro_llama):
     with pytest.raises(KeyError, match="registered methods: .*ft-m"):
         Runner(resolve(_spec(tmp_path, micro_llama, methods=("nope",))))
     with pytest.raises(ValueError, match="method ft-m has no setting 'lrr'"):
-        Runner(resolve(_spec(tmp_path, micro_llama, methods=("ft-m",), params={**POCKET, "ft-m": {"lrr": "1"}})))
+        Runner(resolve(_spec(
+            tmp_path, micro_llama, methods=("ft-m",), params={**POCKET, "ft-m": {"lrr": "1"}}
+        )))
 
 
 def _cli(*args):
@@ -152,10 +162,14 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, micro_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 3 <= stored < 20
-    resumed = subprocess.run(_cli(*args, "--out", str(killed_out)), env=env, capture_output=True, text=True)
+    resumed = subprocess.run(
+        _cli(*args, "--out", str(killed_out)), env=env, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
-    clean = subprocess.run(_cli(*args, "--out", str(clean_out)), env=env, capture_output=True, text=True)
+    clean = subprocess.run(
+        _cli(*args, "--out", str(clean_out)), env=env, capture_output=True, text=True
+    )
     assert clean.returncode == 0, clean.stderr
 
     def scores(folder):
@@ -163,7 +177,8 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, micro_
             ["method", "n_edits", "position", "metric"]).reset_index(drop=True)
 
     a, b = scores(killed_out), scores(clean_out)
-    # 4 teacher-forced, 2 x 2 locality sets, portability, and 5 + 1 generated metrics: no duplicates, nothing lost
+    # 4 teacher-forced, 2 x 2 locality sets, portability, and 5 + 1 generated metrics: no
+    # duplicates, nothing lost
     assert len(a) == len(b) == 2 * sum(range(4, 41, 4)) * 15
     pd.testing.assert_frame_equal(a, b)
     assert len(load_results(killed_out).checkpoints()) == 20
@@ -188,11 +203,17 @@ def test_progress_off_a_terminal_is_log_lines_with_an_estimate(caplog, monkeypat
     assert len(lines) == 4 + 3  # one per update at interval 0, and close repeats none
 
 
-def test_every_checkpoint_logs_a_line_with_elapsed_time_and_what_is_left(tmp_path, micro_llama, caplog):
+def test_every_checkpoint_logs_a_line_with_elapsed_time_and_what_is_left(
+    tmp_path, micro_llama, caplog
+):
     spec = RunSpec(methods=("ft-l",), task="pocket", model=str(micro_llama), edits=8, batch_size=4,
-                   out=tmp_path / "out", params=POCKET, device="cpu", cache_dir=tmp_path, gen_eval=False)
+                   out=tmp_path / "out", params=POCKET, device="cpu", cache_dir=tmp_path,
+                   gen_eval=False)
     with caplog.at_level("INFO", logger="editbench.harness.running.runner"):
         assert Runner(resolve(spec)).run().ok
     lines = [r.getMessage() for r in caplog.records if "checkpoint stored" in r.getMessage()]
-    assert len(lines) == 2 and lines[0].startswith("ft-l: 5 of 8 edits, checkpoint stored (efficacy_acc ")
+    assert (
+        len(lines) == 2
+        and lines[0].startswith("ft-l: 5 of 8 edits, checkpoint stored (efficacy_acc ")
+    )
     assert "s so far, about" in lines[0]
