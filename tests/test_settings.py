@@ -38,7 +38,8 @@ def test_one_set_of_defaults():
     assert RunSpec.from_mapping(yaml.safe_load(dumped.output)) == RunSpec() == api.settings()
     shown = {p.name: p for p in run_command.params}
     defaults = RunSpec()
-    for item in settings_fields():  # what --help shows is the field's default, not one of the CLI's own
+    # what --help shows is the field's default, not one of the CLI's own
+    for item in settings_fields():
         option, default = shown[item.name], getattr(defaults, item.name)
         if option.default is None or option.multiple:
             assert default in (None, (), {}), item.name
@@ -47,13 +48,16 @@ def test_one_set_of_defaults():
 
 
 def test_a_spec_reads_back_from_its_run_file_and_its_flags():
-    spec = RunSpec(methods=("ft-m", "memit@llama3-8b"), seed=(0, 2), checkpoints=(5, 10), gen_eval=False,
-                   params={"ft-m": {"lr": "0.01"}}, editors={"mend": Path("trained")}, master_copy=False,
-                   capability=("sst2",), capability_at=(10,), lenient=True, batch_size=5, edits=10)
+    spec = RunSpec(
+        methods=("ft-m", "memit@llama3-8b"), seed=(0, 2), checkpoints=(5, 10), gen_eval=False,
+        params={"ft-m": {"lr": "0.01"}}, editors={"mend": Path("trained")}, master_copy=False,
+        capability=("sst2",), capability_at=(10,), lenient=True, batch_size=5, edits=10
+    )
     assert RunSpec.from_mapping(spec.to_mapping()) == spec
     assert RunSpec.from_mapping(yaml.safe_load(yaml.safe_dump(spec.to_mapping()))) == spec
-    flags = ["--methods", "ft-m,memit@llama3-8b", "--seed", "0,2", "--checkpoints", "5,10", "--gen-eval", "off",
-             "--param", "ft-m.lr=0.01", "--editor", "mend=trained", "--no-master-copy", "--capability", "sst2",
+    flags = ["--methods", "ft-m,memit@llama3-8b", "--seed", "0,2", "--checkpoints", "5,10",
+             "--gen-eval", "off", "--param", "ft-m.lr=0.01", "--editor", "mend=trained",
+             "--no-master-copy", "--capability", "sst2",
              "--capability-at", "10", "--lenient", "--batch-size", "5", "--edits", "10"]
     dumped = CliRunner().invoke(main, ["run", *flags, "--dump-config"])
     assert dumped.exit_code == 0, dumped.output

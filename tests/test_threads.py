@@ -26,15 +26,24 @@ def test_a_small_model_on_the_cpu_gets_one_thread_and_says_so(calls, caplog):
 def test_a_large_model_keeps_its_threads(calls):
     large = torch.nn.Linear(5000, 5000, device="meta")  # 25M parameters, no memory
     assert threads.fit_threads_to_model(large, torch.device("cpu")) is None and calls == []
-    assert threads.fit_threads_to_model(torch.nn.Linear(4, 4), torch.device("cuda")) is None and calls == []
+    assert (
+        threads.fit_threads_to_model(torch.nn.Linear(4, 4), torch.device("cuda")) is None
+        and calls == []
+    )
 
 
 def test_the_users_choice_wins(calls, monkeypatch):
     threads.mark_explicit(True)
-    assert threads.fit_threads_to_model(torch.nn.Linear(4, 4), torch.device("cpu")) is None and calls == []
+    assert (
+        threads.fit_threads_to_model(torch.nn.Linear(4, 4), torch.device("cpu")) is None
+        and calls == []
+    )
     monkeypatch.setattr(threads, "_explicit", None)  # the Python API: OMP_NUM_THREADS tells
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert threads.fit_threads_to_model(torch.nn.Linear(4, 4), torch.device("cpu")) is None and calls == []
+    assert (
+        threads.fit_threads_to_model(torch.nn.Linear(4, 4), torch.device("cpu")) is None
+        and calls == []
+    )
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert threads.fit_threads_to_model(torch.nn.Linear(4, 4), torch.device("cpu")) == 1
 

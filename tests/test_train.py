@@ -49,12 +49,15 @@ def _fit(path, folder, cls, config, interrupt_after=None, monkeypatch=None):
         method.fit(folder, ctx.train_records())
     finally:
         monkeypatch is not None and monkeypatch.undo()
-    assert all(torch.equal(ctx.parameter(n), w) for n, w in before.items())  # the model is left unedited
+    # the model is left unedited
+    assert all(torch.equal(ctx.parameter(n), w) for n, w in before.items())
     return method
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_an_interrupted_training_resumes_to_the_uninterrupted_result(name, micro_llama, tmp_path, monkeypatch):
+def test_an_interrupted_training_resumes_to_the_uninterrupted_result(
+    name, micro_llama, tmp_path, monkeypatch
+):
     cls, config = CASES[name]
     _fit(micro_llama, tmp_path / "straight" / "ed", cls, config)
     broken = tmp_path / "broken" / "ed"
@@ -65,7 +68,10 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_result(name, micro
     _fit(micro_llama, broken, cls, config)
     straight = load_file(tmp_path / "straight" / "ed" / "editor.safetensors")
     resumed = load_file(broken / "editor.safetensors")
-    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert (
+        straight.keys() == resumed.keys()
+        and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    )
     summary = json.loads((broken / "history.json").read_text())
     assert summary == json.loads((tmp_path / "straight" / "ed" / "history.json").read_text())
     assert [h["step"] for h in summary["history"]] == [0, 2, 4, 6] and summary["steps"] == 6
@@ -84,7 +90,8 @@ def test_a_folder_refuses_training_with_other_settings(micro_llama, tmp_path):
 def test_loading_checks_method_and_architecture(micro_llama, tmp_path):
     folder = tmp_path / "ed"
     trained = _fit(micro_llama, folder, MALMEN, MALMENConfig(**{**FAST, "max_steps": 2}))
-    load_editor(trained, folder)  # as prepare() does: the network kept (the best by validation, not the last)
+    # as prepare() does: the network kept (the best by validation, not the last)
+    load_editor(trained, folder)
     fresh = MALMEN(MALMENConfig(**FAST), make_context(micro_llama))
     load_editor(fresh, folder)
     ours = {k: v for k, v in fresh.nets.state_dict().items()}
@@ -102,9 +109,14 @@ def test_train_refuses_a_train_split_that_overlaps_the_scored_one():
     b = EditRecord(uid="2", prompt="q is", subject="q", target_new="y")
     check_disjoint([a], [b], "t", "eval")
     with pytest.raises(ValueError, match="overlaps its 'eval' split.*'1'"):
-        check_disjoint([a], [b, EditRecord(uid="1", prompt="other", subject="o", target_new="z")], "t", "its 'eval' split")
+        check_disjoint(
+            [a], [b, EditRecord(uid="1", prompt="other", subject="o", target_new="z")], "t",
+            "its 'eval' split"
+        )
     with pytest.raises(ValueError, match="prompt 'q is'"):
-        check_disjoint([EditRecord(uid="9", prompt="q is", subject="q", target_new="w")], [b], "t", "eval")
+        check_disjoint(
+            [EditRecord(uid="9", prompt="q is", subject="q", target_new="w")], [b], "t", "eval"
+        )
 
 
 POCKET = ["--param", "pocket.n_entities=20"]
@@ -113,30 +125,41 @@ POCKET = ["--param", "pocket.n_entities=20"]
 def test_train_command_then_run_with_the_checkpoint(micro_llama, tmp_path):
     settings = [f"--param=mend.{k}={v}" for k, v in FAST.items()]
     out = tmp_path / "mend-editor"
-    result = CliRunner().invoke(main, ["train", "--method", "mend", "--model", str(micro_llama), *POCKET, *settings,
-                                       "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(main, [
+        "train", "--method", "mend", "--model", str(micro_llama), *POCKET, *settings,
+        "--out", str(out), "--device", "cpu",
+    ])
     assert result.exit_code == 0, result.output
     assert "kept the network of step" in result.output and (out / "editor.safetensors").is_file()
     saved = json.loads((out / "config.json").read_text())
     assert saved["method"] == "mend" and saved["identity"]["config"]["rank"] == 8
     assert set(saved["edit_lr"]) == {name for name, *_ in saved["modules"]}
     assert all(lr > 0 for lr in saved["edit_lr"].values())
-    result = CliRunner().invoke(main, ["run", "--methods", "mend", "--editor", f"mend={out}",
-                                       "--model", str(micro_llama), *POCKET, *settings, "--edits", "8",
-                                       "--batch-size", "4", "--out", str(tmp_path / "run"), "--device", "cpu"])
+    result = CliRunner().invoke(main, [
+        "run", "--methods", "mend", "--editor", f"mend={out}", "--model", str(micro_llama),
+        *POCKET, *settings, "--edits", "8", "--batch-size", "4",
+        "--out", str(tmp_path / "run"), "--device", "cpu",
+    ])
     assert result.exit_code == 0, result.output
     assert "mend" in result.output
-    bad = CliRunner().invoke(main, ["train", "--method", "ft-m", "--model", str(micro_llama), *POCKET,
-                                    "--out", str(tmp_path / "x")])
+    bad = CliRunner().invoke(main, [
+        "train", "--method", "ft-m", "--model", str(micro_llama), *POCKET,
+        "--out", str(tmp_path / "x"),
+    ])
     assert bad.exit_code != 0 and "learns nothing" in bad.output and "rledit" in bad.output
 
 
 def test_run_trains_once_then_loads_from_the_cache(micro_llama, tmp_path, monkeypatch):
-    params = {"pocket": {"n_entities": "20"}, "malmen": {k: str(v) for k, v in {**FAST, "max_steps": 2}.items()}}
+    params = {
+        "pocket": {"n_entities": "20"},
+        "malmen": {k: str(v) for k, v in {**FAST, "max_steps": 2}.items()},
+    }
 
     def spec(out):
-        return RunSpec(methods=("malmen",), model=str(micro_llama), edits=8, batch_size=4, params=params,
-                       out=tmp_path / out, device="cpu", cache_dir=tmp_path / "cache")
+        return RunSpec(
+            methods=("malmen",), model=str(micro_llama), edits=8, batch_size=4, params=params,
+            out=tmp_path / out, device="cpu", cache_dir=tmp_path / "cache"
+        )
 
     assert Runner(resolve(spec("first"))).run().ok
     (cached,) = (tmp_path / "cache" / "hypernets").glob("malmen-*")
@@ -154,6 +177,11 @@ def test_two_trainings_into_one_folder_do_not_interleave(micro_llama, tmp_path):
     from editbench.harness.running.train import train_editor
 
     out = tmp_path / "editor"
-    with exclusive_lock(out / ".lock", "another training", wait=False), pytest.raises(Busy, match="training into"):
-        train_editor("malmen", out, model=str(micro_llama), params={"pocket": {"n_entities": "20"}}, device="cpu",
-                     cache_dir=tmp_path / "cache")
+    with (
+        exclusive_lock(out / ".lock", "another training", wait=False),
+        pytest.raises(Busy, match="training into"),
+    ):
+        train_editor(
+            "malmen", out, model=str(micro_llama), params={"pocket": {"n_entities": "20"}},
+            device="cpu", cache_dir=tmp_path / "cache"
+        )

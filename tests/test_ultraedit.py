@@ -59,7 +59,9 @@ def test_lifelong_statistics_after_n_turns_equal_a_direct_computation_over_all_t
     assert len(seen) == 4
     assert counts[0] != counts[-1]  # never reset: every turn adds its rows
     for key, normaliser in method.normalisers().items():
-        rows = torch.cat([block for observed in seen for block in rows_by_shape(method, observed, key)])
+        rows = torch.cat(
+            [block for observed in seen for block in rows_by_shape(method, observed, key)]
+        )
         assert normaliser.count.item() == rows.shape[0]
         assert torch.allclose(normaliser.mean, rows.mean(0), rtol=1e-9, atol=1e-9)
         assert torch.allclose(normaliser.std, rows.std(0), rtol=1e-7, atol=1e-9)
@@ -85,7 +87,9 @@ def test_the_release_merge_after_n_turns_equals_its_closed_form(micro_llama):
 
 @pytest.mark.parametrize("ridge", [1.0, 10.0])
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_each_turn_adds_the_solution_of_its_normal_equations(family, ridge, micro_llama, micro_gpt2):
+def test_each_turn_adds_the_solution_of_its_normal_equations(
+    family, ridge, micro_llama, micro_gpt2
+):
     """(K^T K + ridge I) delta W = K^T V with raw keys K and V = -lr ||k^||^2 g^, the rows
     normalised by statistics that already hold this turn; delta W is what lands in the weight."""
     ctx = make_context({"llama": micro_llama, "gpt2": micro_gpt2}[family])
@@ -102,7 +106,9 @@ def test_each_turn_adds_the_solution_of_its_normal_equations(family, ridge, micr
         key, _ = method.slots[module.name]
         normaliser = method.normalisers()[key]
         keys, grads = observed.keys[module.name].double(), observed.grads[module.name].double()
-        normalised = (torch.cat((keys, grads), -1) - normaliser.mean) / (normaliser.std + normaliser.eps)
+        normalised = (
+            (torch.cat((keys, grads), -1) - normaliser.mean) / (normaliser.std + normaliser.eps)
+        )
         keys_hat, grads_hat = normalised.split([module.key_size, module.value_size], -1)
         values = -lr * (keys_hat ** 2).sum(-1, keepdim=True) * grads_hat
         after = weight_as_out_in(ctx.model.get_submodule(module.name), module.conv1d).detach()
@@ -161,7 +167,8 @@ def test_resuming_from_weights_and_state_equals_an_uninterrupted_run(micro_llama
 
 def test_the_default_lr_edits_a_small_model_where_the_release_lr_does_not(micro_llama):
     """One turn lowers the edits' own summed target NLL (0.31 nats on this seeded micro model) at
-    the default lr; the release's 1e-6, sized for 4096-wide keys, moves it by a thousandth of that."""
+    the default lr; the release's 1e-6, sized for 4096-wide keys, moves it by a thousandth of
+    that."""
 
     def drop(lr: float) -> float:
         ctx = make_context(micro_llama)
@@ -171,7 +178,9 @@ def test_the_default_lr_edits_a_small_model_where_the_release_lr_does_not(micro_
 
         def nll() -> float:
             with torch.no_grad():
-                logits = ctx.model(input_ids=encoded.input_ids, attention_mask=encoded.attention_mask).logits
+                logits = ctx.model(
+                    input_ids=encoded.input_ids, attention_mask=encoded.attention_mask
+                ).logits
                 return summed_target_nll(logits, encoded).item()
 
         before = nll()
@@ -188,8 +197,11 @@ def test_module_names_choose_modules_by_path_and_name_a_missing_one(micro_llama)
     method = UltraEdit(UltraEditConfig(module_names=names), ctx)
     assert [m.name for m in method.modules] == list(names)
     assert len(method.normalisers()) == 1  # gate and up share a shape, so one normaliser
-    with pytest.raises(ValueError, match="module_names: the model has no module 'model.layers.9.mlp.up_proj'"):
-        UltraEdit(UltraEditConfig(module_names=("model.layers.9.mlp.up_proj",)), make_context(micro_llama))
+    with pytest.raises(
+        ValueError, match="module_names: the model has no module 'model.layers.9.mlp.up_proj'"
+    ):
+        UltraEdit(UltraEditConfig(module_names=("model.layers.9.mlp.up_proj",)),
+                  make_context(micro_llama))
 
 
 def test_presets_follow_the_release_run_scripts():
@@ -197,10 +209,16 @@ def test_presets_follow_the_release_run_scripts():
     for name in RELEASE_MODULES:
         assert name.partition("-fever")[0].partition("-wikibigedit")[0] in architectures
     mistral = MethodRef.parse("ultraedit").config({}, "mistral-7b")
-    assert mistral.module_names == ("model.layers.29.mlp.down_proj", "model.layers.30.mlp.down_proj")
+    assert mistral.module_names == (
+        "model.layers.29.mlp.down_proj", "model.layers.30.mlp.down_proj"
+    )
     assert mistral.lr == 1e-6 and mistral.sub_batch == 10 and mistral.ridge == 1.0
     llama = MethodRef.parse("ultraedit").config({}, "llama-3-8b").module_names
-    assert len(llama) == 12 and llama[0] == "model.layers.11.mlp.gate_proj" and llama[-1] == "model.layers.24.mlp.up_proj"
+    assert (
+        len(llama) == 12
+        and llama[0] == "model.layers.11.mlp.gate_proj"
+        and llama[-1] == "model.layers.24.mlp.up_proj"
+    )
     release = MethodRef.parse("ultraedit@release").config({}, "mistral-7b")
     assert release.normaliser == "release" and release.module_names == mistral.module_names
     assert MethodRef.parse("ultraedit").config({}).normaliser == "exact"
@@ -214,11 +232,14 @@ def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(tmp_
     import sys
 
     def run(out, fault=None):
-        args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket", "--param",
-                "pocket.n_entities=20", "--model", str(micro_llama), "--methods", "ultraedit", "--edits", "12",
-                "--batch-size", "3", "--checkpoints", "3,6,9,12", "--device", "cpu", "--out", str(out)]
-        return subprocess.run(args, env=fault_env(tmp_path / "cache", fault), capture_output=True, text=True,
-                              timeout=300)
+        args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket",
+                "--param", "pocket.n_entities=20", "--model", str(micro_llama),
+                "--methods", "ultraedit", "--edits", "12", "--batch-size", "3",
+                "--checkpoints", "3,6,9,12", "--device", "cpu", "--out", str(out)]
+        return subprocess.run(
+            args, env=fault_env(tmp_path / "cache", fault), capture_output=True, text=True,
+            timeout=300
+        )
 
     clean = run(tmp_path / "clean")
     assert clean.returncode == 0, clean.stderr[-3000:]

@@ -8,10 +8,12 @@ from editbench.core.task import TaskOptions
 from editbench.tasks.counterfact import CounterFactTask
 from editbench.tasks.zsre import ZsreTask
 
-ZSRE = {"subject": "Watts Humphrey", "src": "What university did Watts Humphrey attend?", "pred": "Trinity College",
-        "rephrase": "What university did Watts Humphrey take part in?", "alt": "University of Michigan",
-        "answers": ["Illinois Institute of Technology"], "loc": "nq question: who played desmond doss father",
-        "loc_ans": "Hugo Weaving", "cond": "Trinity College >> University of Michigan || What university?"}
+ZSRE = {"subject": "Watts Humphrey", "src": "What university did Watts Humphrey attend?",
+        "pred": "Trinity College",
+        "rephrase": "What university did Watts Humphrey take part in?",
+        "alt": "University of Michigan", "answers": ["Illinois Institute of Technology"],
+        "loc": "nq question: who played desmond doss father", "loc_ans": "Hugo Weaving",
+        "cond": "Trinity College >> University of Michigan || What university?"}
 
 
 def _load(task_cls, records, tmp_path):
@@ -22,7 +24,11 @@ def _load(task_cls, records, tmp_path):
 
 def test_an_unused_field_is_named_in_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING"):
-        records = _load(ZsreTask, [ZSRE, {**ZSRE, "src": "Which school did Watts Humphrey attend?", "novel": 1}], tmp_path)
+        records = _load(
+            ZsreTask,
+            [ZSRE, {**ZSRE, "src": "Which school did Watts Humphrey attend?", "novel": 1}],
+            tmp_path,
+        )
     assert len(records) == 2
     assert "cond (2 records)" in caplog.text and "novel (1 records)" in caplog.text
     assert "src" not in caplog.text.split("left out of the edits:")[1]
@@ -32,7 +38,8 @@ def test_nested_fields_are_reported_by_path(tmp_path, caplog):
     record = {"case_id": 0, "pararel_idx": 2796,
               "requested_rewrite": {"prompt": "The mother tongue of {} is", "relation_id": "P103",
                                     "target_new": {"str": "English", "id": "Q1860"},
-                                    "target_true": {"str": "French", "id": "Q150"}, "subject": "Danielle Darrieux",
+                                    "target_true": {"str": "French", "id": "Q150"},
+                                    "subject": "Danielle Darrieux",
                                     "extra_key": "x"},
               "paraphrase_prompts": ["Danielle Darrieux's mother tongue is"],
               "neighborhood_prompts": ["Michel Rocard's mother tongue is"], "attribute_prompts": [],
@@ -51,6 +58,8 @@ def test_published_samples_warn_about_what_they_drop(name, shared_data, caplog):
     task_cls = ZsreTask if name == "zsre.json" else CounterFactTask
     with caplog.at_level("WARNING"):
         task_cls(TaskOptions(data=str(path))).records()
-    expected = {"zsre.json": "cond", "counterfact.json": "pararel_idx", "counterfact_knowedit.json": None}[name]
+    expected = {
+        "zsre.json": "cond", "counterfact.json": "pararel_idx", "counterfact_knowedit.json": None
+    }[name]
     if expected:
         assert f"{expected} (" in caplog.text

@@ -32,8 +32,8 @@ def hf(micro_llama):
 
 def build(monkeypatch, version, micro_llama, tokenizer, **kwargs):
     loaded = install(monkeypatch, version)
-    probe = VLLMProbe(str(micro_llama), tokenizer, torch.float32, 0.3, max_model_len=kwargs.pop("max_model_len", 96),
-                      **kwargs)
+    probe = VLLMProbe(str(micro_llama), tokenizer, torch.float32, 0.3,
+                      max_model_len=kwargs.pop("max_model_len", 96), **kwargs)
     return probe, loaded[-1]
 
 
@@ -72,7 +72,9 @@ def test_the_stand_in_refuses_the_old_route_out_of_process(monkeypatch, micro_ll
 
 
 @pytest.mark.parametrize("version", ["0.8.5", "0.11.0"])
-def test_an_engine_out_of_process_is_refused_with_a_clear_error(monkeypatch, micro_llama, hf, version):
+def test_an_engine_out_of_process_is_refused_with_a_clear_error(
+    monkeypatch, micro_llama, hf, version
+):
     from contextlib import nullcontext
 
     from editbench.core import probe_vllm
@@ -84,7 +86,9 @@ def test_an_engine_out_of_process_is_refused_with_a_clear_error(monkeypatch, mic
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_sync_reaches_the_engine_and_restores_what_an_earlier_sync_changed(monkeypatch, micro_llama, hf, version):
+def test_sync_reaches_the_engine_and_restores_what_an_earlier_sync_changed(
+    monkeypatch, micro_llama, hf, version
+):
     model, tokenizer = hf
     probe, llm = build(monkeypatch, version, micro_llama, tokenizer)
     engine_weight = llm.model.hf.get_parameter(EDITED)
@@ -136,7 +140,8 @@ def test_generation_uses_the_hf_backends_sampling_settings(monkeypatch, micro_ll
     probe.generate(["Fact: Kalo"], GenerationSettings(max_new_tokens=6, top_k=1, seed=3))
     greedy = llm.requests[-1][1]
     assert greedy.temperature == 0.0 and greedy.max_tokens == 6 and greedy.seed == 3
-    assert greedy.top_k == 0 and greedy.top_p == 1.0 and greedy.repetition_penalty == 1.0  # no top-k cut
+    # no top-k cut
+    assert greedy.top_k == 0 and greedy.top_p == 1.0 and greedy.repetition_penalty == 1.0
     assert greedy.stop_token_ids == [model.generation_config.eos_token_id]
     probe.generate(["Fact: Kalo"], GenerationSettings(max_new_tokens=6, top_k=5, seed=3))
     sampled = llm.requests[-1][1]
@@ -157,13 +162,17 @@ def test_greedy_texts_equal_the_hf_backend(monkeypatch, micro_llama, hf):
 
 def test_answers_stop_as_the_hf_backend_stops(monkeypatch, micro_llama, hf):
     """Each answer gets its own budget, stops at end of sequence or a newline token, and the stop
-    token is not part of it (the stand-in returns the stop token among the new ids, as vLLM does)."""
+    token is not part of it (the stand-in returns the stop token among the new ids, as vLLM
+    does)."""
     from editbench.core.generate import StopRule, answer_budget
 
     model, tokenizer = hf
     probe, llm = build(monkeypatch, "0.8.5", micro_llama, tokenizer)
     probe.sync(model, [])
-    pairs = [ScoringPair("Fact: Kalo", "Fengal"), ScoringPair("Fact: Kalo", "Fengal Vale lives in the")]
+    pairs = [
+        ScoringPair("Fact: Kalo", "Fengal"),
+        ScoringPair("Fact: Kalo", "Fengal Vale lives in the"),
+    ]
     probe.generate_answers(pairs, 5)
     rule = StopRule.for_model(model, tokenizer)
     sent = [params for _, params in llm.requests[-2:]]
@@ -171,8 +180,12 @@ def test_answers_stop_as_the_hf_backend_stops(monkeypatch, micro_llama, hf):
     budgets = [answer_budget(probe.encoder.encode(p.prompt, p.target).n_target, 5) for p in pairs]
     assert [p.max_tokens for p in sent] == budgets
     stop = next(iter(rule.ids - {tokenizer.eos_token_id}))
-    llm._one = lambda ids, params: type("Out", (), {"outputs": [type("C", (), {"token_ids": (5, 6, stop)})]})()
-    assert probe.generate_answers(pairs[:1], 5) == [tokenizer.decode([5, 6], skip_special_tokens=True)]
+    llm._one = lambda ids, params: type(
+        "Out", (), {"outputs": [type("C", (), {"token_ids": (5, 6, stop)})]}
+    )()
+    assert probe.generate_answers(pairs[:1], 5) == [
+        tokenizer.decode([5, 6], skip_special_tokens=True)
+    ]
 
 
 def test_building_the_engine_leaves_the_global_generators_alone(monkeypatch, micro_llama, hf):
@@ -185,9 +198,16 @@ def test_building_the_engine_leaves_the_global_generators_alone(monkeypatch, mic
     assert (torch.rand(1).item(), random.random()) == expected
 
 
-@pytest.mark.parametrize("version, problem", [("0.6.3", False), ("0.8.5", False), ("0.11.1.dev3+gabc", False),
-                                              ("0.33.0", False), ("0.6.2", True), ("0.5.4", True), ("0.34.0", True),
-                                              ("1.0.0", True)])
+@pytest.mark.parametrize("version, problem", [
+    ("0.6.3", False),
+    ("0.8.5", False),
+    ("0.11.1.dev3+gabc", False),
+    ("0.33.0", False),
+    ("0.6.2", True),
+    ("0.5.4", True),
+    ("0.34.0", True),
+    ("1.0.0", True),
+])
 def test_supported_range(version, problem):
     found = version_problem(version)
     assert (found is not None) == problem
@@ -220,7 +240,9 @@ def test_engine_length_holds_the_longest_text_and_the_generation(hf):
 def test_a_prompt_longer_than_the_engine_is_refused_by_name(monkeypatch, micro_llama, hf):
     probe, _ = build(monkeypatch, "0.33.0", micro_llama, hf[1], max_model_len=16)
     with pytest.raises(ValueError, match="max_model_len 16"):
-        probe.score([ScoringPair("Fact: Kalo Mirve lives in Fengal Vale and Fengal Vale is", "Fengal")])
+        probe.score(
+            [ScoringPair("Fact: Kalo Mirve lives in Fengal Vale and Fengal Vale is", "Fengal")]
+        )
 
 
 def test_run_texts_cover_every_prompt_the_run_scores():
@@ -231,8 +253,8 @@ def test_run_texts_cover_every_prompt_the_run_scores():
         def generation_prompt(self, prompt):
             return f"Q: {prompt} A:"
 
-    record = EditRecord("0", "P", "s", "new", "a much longer true answer", ("para",), (Neighbour("N", "n"),),
-                        {"generation_prompts": ["G1", "G2"], "other": 3})
+    record = EditRecord("0", "P", "s", "new", "a much longer true answer", ("para",),
+                        (Neighbour("N", "n"),), {"generation_prompts": ["G1", "G2"], "other": 3})
     shots = CapabilitySet("set", "shot text\n\n", [("question", ["a", "bbb"], 0)])
     texts = set(run_texts(Task(), [record], [shots]))
     for prompt in ("P", "para", "N"):
@@ -307,8 +329,8 @@ def test_a_run_scored_by_the_engine_equals_one_scored_by_hf(monkeypatch, tmp_pat
 
     def run(out, backend):
         spec = RunSpec(task="pocket", model=str(micro_llama), edits=8, batch_size=4, out=out,
-                       params={"pocket": {"n_entities": "20"}}, device="cpu", cache_dir=tmp_path / "cache",
-                       methods=("ft-m", "ft-l"))
+                       params={"pocket": {"n_entities": "20"}}, device="cpu",
+                       cache_dir=tmp_path / "cache", methods=("ft-m", "ft-l"))
         runner = Runner(resolve(spec))
         runner.backend = backend  # the resolver asks for CUDA; the stand-in engine runs on CPU
         runner.run()

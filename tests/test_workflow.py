@@ -16,12 +16,15 @@ import pytest
 
 from editbench.harness.cli.group import main
 
-yaml = pytest.importorskip("yaml", reason="PyYAML (installed with transformers) parses the workflow")
+yaml = pytest.importorskip(
+    "yaml", reason="PyYAML (installed with transformers) parses the workflow"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "leaderboard.yml"
-BUILD_STEPS = ["Check out", "Set up Python", "Install editbench with CPU torch", "Restore the pocket model",
-               "Run a small pocket-world benchmark", "Build the site", "Upload the site"]
+BUILD_STEPS = ["Check out", "Set up Python", "Install editbench with CPU torch",
+               "Restore the pocket model", "Run a small pocket-world benchmark", "Build the site",
+               "Upload the site"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,9 @@ def test_it_runs_on_pushes_to_main_with_only_the_pages_permissions(workflow):
     assert triggers["push"]["branches"] == ["main"]
     assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
     text = WORKFLOW.read_text()
-    assert not re.search(r"secrets\.(?!GITHUB_TOKEN)", text), "the workflow may use no secret but the Pages token"
+    assert not re.search(r"secrets\.(?!GITHUB_TOKEN)", text), (
+        "the workflow may use no secret but the Pages token"
+    )
 
 
 def test_the_jobs_build_then_deploy_with_named_pinned_steps(workflow):
@@ -48,7 +53,9 @@ def test_the_jobs_build_then_deploy_with_named_pinned_steps(workflow):
             assert step.get("name"), step
             assert ("uses" in step) != ("run" in step), step["name"]
             if "uses" in step:
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+@(v\d+(\.\d+)*|[0-9a-f]{40})", step["uses"]), step["uses"]
+                assert re.fullmatch(
+                    r"[\w.-]+/[\w.-]+@(v\d+(\.\d+)*|[0-9a-f]{40})", step["uses"]
+                ), step["uses"]
     upload = next(s for s in build["steps"] if s["name"] == "Upload the site")
     publish = next(s for s in build["steps"] if s["name"] == "Build the site")
     assert upload["uses"].startswith("actions/upload-pages-artifact@")
@@ -56,13 +63,15 @@ def test_the_jobs_build_then_deploy_with_named_pinned_steps(workflow):
 
 
 def test_every_editbench_command_it_runs_parses_with_the_current_cli(workflow):
-    lines = [line.strip() for step in workflow["jobs"]["build"]["steps"] for line in step.get("run", "").splitlines()
+    lines = [line.strip() for step in workflow["jobs"]["build"]["steps"]
+             for line in step.get("run", "").splitlines()
              if line.strip().startswith("editbench ")]
     assert {shlex.split(line)[1] for line in lines} == {"run", "publish"}
     for line in lines:
         _, name, *args = shlex.split(line)
         command = main.commands[name]
-        command.make_context(name, args)  # raises click.UsageError on an unknown or malformed option
+        # raises click.UsageError on an unknown or malformed option
+        command.make_context(name, args)
 
 
 def test_ci_installs_chromium_before_the_test_command_and_survives_without_apt():
