@@ -368,8 +368,7 @@ def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
 
 
 # -- the runner's side of the protocol -----------------------------------------------------------
-def \
-test_the_runner_scores_a_forward_changing_method_with_hf_and_a_rewriting_one_through_its_rewrite(
+def test_the_runner_scores_a_hook_method_with_hf_and_a_rewriting_one_through_its_rewrite(
     micro_llama, caplog
 ):
     import logging
