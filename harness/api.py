@@ -76,15 +76,18 @@ def as_record(item: EditRecord | Mapping[str, Any], index: int) -> EditRecord:
     if isinstance(item, EditRecord):
         return item
     if not isinstance(item, Mapping):
-        raise ValueError(f"record {index}: expected an EditRecord or a mapping, got {type(item).__name__}")
+        raise ValueError(f"record {index}: expected an EditRecord or a mapping, "
+                         f"got {type(item).__name__}")
     fields = dict(item)
     missing = [name for name in ("prompt", "subject", "target_new") if not fields.get(name)]
     if missing:
         raise ValueError(f"record {index}: needs {', '.join(missing)}")
     neighbours = fields.pop("neighbours", ())
     try:
-        return EditRecord(uid=str(fields.pop("uid", index)), paraphrases=tuple(fields.pop("paraphrases", ())),
-                          neighbours=tuple(n if isinstance(n, Neighbour) else Neighbour(n["prompt"], n["answer"])
+        return EditRecord(uid=str(fields.pop("uid", index)),
+                          paraphrases=tuple(fields.pop("paraphrases", ())),
+                          neighbours=tuple(n if isinstance(n, Neighbour)
+                                           else Neighbour(n["prompt"], n["answer"])
                                            for n in neighbours), **fields)
     except (TypeError, KeyError) as exc:
         raise ValueError(f"record {index}: {exc}") from None
@@ -110,8 +113,8 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
          task=None, editor: str | Path | None = None, train_records: Sequence[EditRecord] = (),
          cache_dir: str | Path | None = None):
     """Edit ``model`` in place with ``method`` (``NAME`` or ``NAME@PRESET``) so that it holds every
-    record, ``batch_size`` records at a time (default: all in one batch); returns the method. As in a
-    run, a published model (GPT-2 XL, GPT-J, Llama 3 8B...) gets the settings the method's release
+    record, ``batch_size`` records at a time (default: all in one batch); returns the method. As in
+    a run, a published model (GPT-2 XL, GPT-J, Llama 3 8B...) gets the settings the method's release
     published for it first, then the preset named, then ``params``.
 
     ``params`` sets the method's fields (``{"lr": 1e-3}``); ``editor`` is a trained editor's folder
@@ -127,11 +130,13 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
     from ..core.models import ModelLayout
 
     ref = MethodRef.parse(method)
-    architecture = recognise(getattr(model, "config", None))  # a published model: its release's settings first
+    # a published model: its release's settings first
+    architecture = recognise(getattr(model, "config", None))
     config = ref.config({ref.label: {key: to_text(value) for key, value in (params or {}).items()}},
                         architecture)
     if architecture in ref.cls.presets:
-        log.info("%s: taking the settings published for %s, under those given in params", ref.label, architecture)
+        log.info("%s: taking the settings published for %s, under those given in params",
+                 ref.label, architecture)
     chosen = [as_record(item, i) for i, item in enumerate(records)]
     if not chosen:
         raise ValueError("editbench.edit(): give at least one record")
@@ -143,7 +148,8 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
     ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=device,
                       cache_dir=Path(cache_dir) if cache_dir else cache_root(),
                       task=task if task is not None else _records_task(chosen), seed=seed,
-                      generator=torch.Generator().manual_seed(seed), train_records=lambda: list(train_records),
+                      generator=torch.Generator().manual_seed(seed),
+                      train_records=lambda: list(train_records),
                       trained_editor=Path(editor) if editor else None)
     editing = ref.cls(config, ctx)
     editing.prepare()

@@ -56,11 +56,14 @@ def micro_config(family: str, vocab: int):
     if family == "gpt2":
         return tf.GPT2Config(n_layer=4, n_embd=HIDDEN, n_head=4, n_positions=256, **common)
     if family == "gptj":
-        return tf.GPTJConfig(n_layer=4, n_embd=HIDDEN, n_head=4, rotary_dim=16, n_positions=256, **common)
-    cls = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config, "gemma2": tf.Gemma2Config}[family]
+        return tf.GPTJConfig(n_layer=4, n_embd=HIDDEN, n_head=4, rotary_dim=16, n_positions=256,
+                             **common)
+    cls = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "qwen2": tf.Qwen2Config,
+           "gemma2": tf.Gemma2Config}[family]
     extra = {"head_dim": 32} if family == "gemma2" else {}
-    return cls(hidden_size=HIDDEN, intermediate_size=int(3.5 * HIDDEN), num_hidden_layers=4, num_attention_heads=4,
-               num_key_value_heads=4, max_position_embeddings=256, **extra, **common)
+    return cls(hidden_size=HIDDEN, intermediate_size=int(3.5 * HIDDEN), num_hidden_layers=4,
+               num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256, **extra,
+               **common)
 
 
 class _Corpus:
@@ -87,8 +90,8 @@ class CostCheck:
 
 @dataclass(frozen=True)
 class _Workload:
-    """What both checks edit and score: a tiny pocket world's records, a tokenizer trained on it, the
-    pairs scored, the run's sizes and a key-statistics corpus of long samples."""
+    """What both checks edit and score: a tiny pocket world's records, a tokenizer trained on it,
+    the pairs scored, the run's sizes and a key-statistics corpus of long samples."""
 
     records: list
     tokenizer: object
@@ -107,8 +110,8 @@ def _workload() -> _Workload:
     tokenizer = train_tokenizer(sentences, vocab_size=300)
     pairs = [ScoringPair(r.prompt, r.target_new) for r in records] * 40
     tokens = sum(len(tokenizer(p.prompt + " " + p.target)["input_ids"]) for p in pairs[:100]) // 100
-    run = RunShape(edits=10, batch_size=10, scored_records=len(pairs), pairs_per_record=1, tokens_per_record=tokens,
-                   generated=False)
+    run = RunShape(edits=10, batch_size=10, scored_records=len(pairs), pairs_per_record=1,
+                   tokens_per_record=tokens, generated=False)
     # the key statistics' corpus: long samples, so that its batches fill as a real corpus's do
     corpus = [" ".join(sentences[i:i + 60]) for i in range(0, 40 * 60, 60)]
     return _Workload(records, tokenizer, pairs, run, corpus)
@@ -118,20 +121,23 @@ def _weights(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def _evaluation_check(label: str, shape: ModelShape, model, work: _Workload, device: torch.device) -> CostCheck:
+def _evaluation_check(label: str, shape: ModelShape, model, work: _Workload,
+                      device: torch.device) -> CostCheck:
     probe = HFProbe(model, work.tokenizer, device)
     probe.score(work.pairs[:20])  # the first call builds caches that are no part of a phase
     with PeakMemory(device) as meter:
         probe.score(work.pairs)
     weights = _weights(model)
-    return CostCheck(label, "evaluation", weights + meter.peak, weights + evaluation_cost(shape, work.run).transient_bytes)
+    return CostCheck(label, "evaluation", weights + meter.peak,
+                     weights + evaluation_cost(shape, work.run).transient_bytes)
 
 
-def _edit(model, work: _Workload, device: torch.device, label: str, params, architecture: str | None,
-          cache: Path) -> None:
+def _edit(model, work: _Workload, device: torch.device, label: str, params,
+          architecture: str | None, cache: Path) -> None:
     """Build the method as a run would, prepare it and apply one batch."""
     ref = MethodRef.parse(label)
-    ctx = EditContext(model=model, tokenizer=work.tokenizer, layout=ModelLayout.of(model), device=device,
+    ctx = EditContext(model=model, tokenizer=work.tokenizer, layout=ModelLayout.of(model),
+                      device=device,
                       cache_dir=cache, task=_Corpus(work.corpus), seed=0,  # type: ignore[arg-type]
                       generator=torch.Generator(), train_records=lambda: work.records[60:])
     method = ref.cls(ref.config(params, architecture), ctx)
@@ -139,14 +145,16 @@ def _edit(model, work: _Workload, device: torch.device, label: str, params, arch
     method.apply(work.records[:10])
 
 
-def _planned_peak(shape: ModelShape, run: RunShape, label: str, params, device: torch.device) -> int:
+def _planned_peak(shape: ModelShape, run: RunShape, label: str, params,
+                  device: torch.device) -> int:
     """The plan's peak over the method's own phases (evaluation is checked apart); on a CPU the
     measurement counts host memory too."""
     from ..plan.estimate import estimate_methods
 
     cost = estimate_methods(shape, run, [label], params)[0].cost
     assert cost is not None
-    return max(cost.peak(p, host_shared=device.type == "cpu") for p in cost.phases if p.phase != "evaluation")
+    return max(cost.peak(p, host_shared=device.type == "cpu")
+               for p in cost.phases if p.phase != "evaluation")
 
 
 def check_family(family: str, device: torch.device | str = "cpu",
@@ -162,7 +170,8 @@ def check_family(family: str, device: torch.device | str = "cpu",
     work = _workload()
     config = micro_config(family, len(work.tokenizer))
     torch.manual_seed(0)
-    model = tf.AutoModelForCausalLM.from_config(config).to(device).eval().requires_grad_(False)  # as loaded for a run
+    # as loaded for a run
+    model = tf.AutoModelForCausalLM.from_config(config).to(device).eval().requires_grad_(False)
     shape = ModelShape.from_config(config, torch.float32, family)
     weights = _weights(model)
     checks = [_evaluation_check(family, shape, model, work, device)]
@@ -206,21 +215,25 @@ def check_at_scale(config_path: str, device: torch.device | str,
     work = _workload()
     torch.manual_seed(0)
     with torch.device(device):
-        model = tf.AutoModelForCausalLM.from_config(shape.meta.config, dtype=dtype).eval().requires_grad_(False)
+        model = (tf.AutoModelForCausalLM.from_config(shape.meta.config, dtype=dtype)
+                 .eval().requires_grad_(False))
     weights = _weights(model)
     yield _evaluation_check(shape.label, shape, model, work, device)
     params = {name: {**settings, "max_train_records": "20"} if settings == TRAINED else settings
               for name, settings in check_params().items()}  # warm on 20 records, edit one batch
-    params.update({name: {**PARAMS[name], "stats_corpus": "task"} for name in ("memit", "alphaedit")})
+    params.update({name: {**PARAMS[name], "stats_corpus": "task"}
+                   for name in ("memit", "alphaedit")})
     with tempfile.TemporaryDirectory() as scratch:
         for label in methods:
             try:
                 with PeakMemory(device) as meter:
-                    _edit(model, work, device, label, params, shape.architecture, Path(scratch) / label)
+                    _edit(model, work, device, label, params, shape.architecture,
+                          Path(scratch) / label)
             except Exception as exc:  # noqa: BLE001  (reported, and the next method runs)
                 yield f"{shape.label} {label}: {type(exc).__name__}: {exc}"
                 continue
             finally:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()  # the next method's peak starts from the weights alone
-            yield CostCheck(shape.label, label, weights + meter.peak, _planned_peak(shape, work.run, label, params, device))
+            yield CostCheck(shape.label, label, weights + meter.peak,
+                            _planned_peak(shape, work.run, label, params, device))

@@ -1,5 +1,5 @@
-"""Does a long stream of small edits survive a bf16 model? The check behind ``tests/test_precision.py``
-and ``editbench selfcheck``.
+"""Does a long stream of small edits survive a bf16 model? The check behind
+``tests/test_precision.py`` and ``editbench selfcheck``.
 
 It applies the same seeded stream of small rank-1 updates (each about 1/1000 of a weight's size, the
 scale of one batch of a lifelong editor's update) to three copies of one micro Llama model: float32;
@@ -53,7 +53,8 @@ def _relative(a: torch.Tensor, b: torch.Tensor, moved: torch.Tensor) -> float:
 def precision_check(device: str | torch.device = "cpu", batches: int = 2000, seed: int = 0,
                     update_scale: float = 1e-3) -> PrecisionReport:
     device = torch.device(device)
-    # every copy starts from the same bf16-representable weights, so only the edits' rounding differs
+    # every copy starts from the same bf16-representable weights, so only the edits' rounding
+    # differs
     base = _micro_llama(seed).to(torch.bfloat16).float()
     name = f"{ModelLayout.of(base).mlp_out_name(1)}.weight"
     models = {"fp32": base.to(device), "master": _micro_llama(seed).to(device, torch.bfloat16),
@@ -61,10 +62,12 @@ def precision_check(device: str | torch.device = "cpu", batches: int = 2000, see
     writers = {"fp32": MasterWeights(models["fp32"]), "master": MasterWeights(models["master"]),
                "rounded": MasterWeights(models["rounded"], enabled=False)}
     start = models["fp32"].get_parameter(name).detach().clone()
-    tokens = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(seed)).to(device)
+    tokens = torch.randint(0, 256, (4, 16),
+                           generator=torch.Generator().manual_seed(seed)).to(device)
     logits_start = models["fp32"](tokens).logits.float()
     out_size, in_size = start.shape
-    scale = update_scale * float(start.abs().mean()) * (out_size * in_size) ** 0.5  # per element ~ 1e-3 of |w|
+    # per element ~ 1e-3 of |w|
+    scale = update_scale * float(start.abs().mean()) * (out_size * in_size) ** 0.5
     stream = torch.Generator().manual_seed(seed + 1)
     for _ in range(batches):
         u = torch.randn(out_size, 1, generator=stream)
@@ -73,7 +76,8 @@ def precision_check(device: str | torch.device = "cpu", batches: int = 2000, see
         for writer in writers.values():
             writer.add(name, delta)
     final = {key: model.get_parameter(name).detach().clone() for key, model in models.items()}
-    # forward in float32 (the bf16 weights exactly), so the figure measures the weights, not bf16 arithmetic
+    # forward in float32 (the bf16 weights exactly), so the figure measures the weights, not bf16
+    # arithmetic
     logits = {key: model.float()(tokens).logits for key, model in models.items()}
     moved, logits_moved = final["fp32"] - start, logits["fp32"] - logits_start
     return PrecisionReport(

@@ -1,4 +1,5 @@
-"""Does the vLLM probe backend see what the Hugging Face backend sees, before and after weight syncs?
+"""Does the vLLM probe backend see what the Hugging Face backend sees, before and after weight
+syncs?
 
 The failures this looks for are silent: a sync that never reaches the engine's model (scores stay
 those of the base checkpoint), a restore that is not sent (the next method is scored with the
@@ -39,9 +40,10 @@ LOGPROB_TOLERANCE = 2e-3
 #: still break differently under other kernels).
 GENERATION_AGREEMENT = 0.9
 
-SHARED_PREFIX = "In the valley of the river the old town keeps its market, its bridge and its tower, and"
-SUBJECTS = ("the miller", "the baker", "the smith", "the weaver", "the fisher", "the potter", "the mason",
-            "the tanner")
+SHARED_PREFIX = ("In the valley of the river the old town keeps its market, its bridge and its "
+                 "tower, and")
+SUBJECTS = ("the miller", "the baker", "the smith", "the weaver", "the fisher", "the potter",
+            "the mason", "the tanner")
 TARGETS = ("lives by the gate", "sells bread", "works the iron", "weaves the cloth")
 NEW_TOKENS = 8
 
@@ -68,31 +70,42 @@ class ParityReport:
     edit_moved_engine: float = 0.0  # largest change of an engine score from phase a to b
     restore_diff: float = 0.0  # largest difference of an engine score between phases a and c
 
-    def problems(self, tolerance: float = LOGPROB_TOLERANCE, agreement: float = GENERATION_AGREEMENT) -> list[str]:
+    def problems(self, tolerance: float = LOGPROB_TOLERANCE,
+                 agreement: float = GENERATION_AGREEMENT) -> list[str]:
         """What is wrong, one line each; empty when the backends agree."""
         found = []
         if self.shared_prefix_tokens <= 2 * KV_BLOCK:
-            found.append(f"the shared prefix is {self.shared_prefix_tokens} tokens, not more than two KV blocks")
+            found.append(f"the shared prefix is {self.shared_prefix_tokens} tokens, "
+                         "not more than two KV blocks")
         for phase in self.phases:
             if phase.max_logprob_diff > tolerance:
-                found.append(f"{phase.name}: log-probabilities differ by {phase.max_logprob_diff:.2e} > {tolerance:g}")
+                found.append(f"{phase.name}: log-probabilities differ by "
+                             f"{phase.max_logprob_diff:.2e} > {tolerance:g}")
             if phase.predictions_agree < phase.pairs:
-                found.append(f"{phase.name}: argmax tokens differ on {phase.pairs - phase.predictions_agree} pairs")
-            for what, agree in (("generate", phase.generations_agree), ("generate_answers", phase.answers_agree)):
+                found.append(f"{phase.name}: argmax tokens differ on "
+                             f"{phase.pairs - phase.predictions_agree} pairs")
+            for what, agree in (("generate", phase.generations_agree),
+                                ("generate_answers", phase.answers_agree)):
                 if agree < agreement * phase.pairs:
-                    found.append(f"{phase.name}: {what} gives the same text on only {agree}/{phase.pairs}")
+                    found.append(f"{phase.name}: {what} gives the same text on only "
+                                 f"{agree}/{phase.pairs}")
         if self.edit_moved_engine <= tolerance:
-            found.append("the edit sync did not change the engine's scores: it never reached the engine's model")
+            found.append("the edit sync did not change the engine's scores: "
+                         "it never reached the engine's model")
         if self.restore_diff > tolerance:
-            found.append(f"after the restoring sync the engine scores differ from the base by {self.restore_diff:.2e}")
+            found.append("after the restoring sync the engine scores differ from the base by "
+                         f"{self.restore_diff:.2e}")
         return found
 
     def lines(self) -> list[str]:
         """The report as ``selfcheck`` prints it."""
-        out = [f"vLLM {self.vllm_version} on {self.device}: prompts of {self.prompt_tokens[0]}-{self.prompt_tokens[1]} "
+        out = [f"vLLM {self.vllm_version} on {self.device}: prompts of "
+               f"{self.prompt_tokens[0]}-{self.prompt_tokens[1]} "
                f"tokens sharing a {self.shared_prefix_tokens}-token prefix"]
-        out += [f"  {p.name}: max |logprob diff| {p.max_logprob_diff:.2e}, argmax {p.predictions_agree}/{p.pairs}, "
-                f"generate {p.generations_agree}/{p.pairs}, answers {p.answers_agree}/{p.pairs}" for p in self.phases]
+        out += [f"  {p.name}: max |logprob diff| {p.max_logprob_diff:.2e}, "
+                f"argmax {p.predictions_agree}/{p.pairs}, "
+                f"generate {p.generations_agree}/{p.pairs}, answers {p.answers_agree}/{p.pairs}"
+                for p in self.phases]
         out.append(f"  edit moved the engine's scores by up to {self.edit_moved_engine:.3g}; "
                    f"after the restore they differ from the base by {self.restore_diff:.2e}")
         problems = self.problems()
@@ -105,7 +118,8 @@ def parity_pairs(tokenizer) -> tuple[list[ScoringPair], int]:
     prefix = SHARED_PREFIX
     while len(tokenizer(prefix)["input_ids"]) <= 2 * KV_BLOCK + 4:
         prefix = f"{prefix} {SHARED_PREFIX}"
-    pairs = [ScoringPair(f"{prefix} {subject}", target) for subject in SUBJECTS for target in TARGETS[:2]]
+    pairs = [ScoringPair(f"{prefix} {subject}", target)
+             for subject in SUBJECTS for target in TARGETS[:2]]
     return pairs, len(tokenizer(prefix)["input_ids"])
 
 
@@ -125,17 +139,21 @@ def edit_tensors(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tenso
     return originals
 
 
-def _compare(name: str, hf: HFProbe, engine: VLLMProbe, pairs: list[ScoringPair]) -> tuple[Phase, list[float]]:
+def _compare(name: str, hf: HFProbe, engine: VLLMProbe,
+             pairs: list[ScoringPair]) -> tuple[Phase, list[float]]:
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS, top_k=1)
     # generation first: after a sync it would read a prefix cache that the previous phase wrote
     prompts = [p.prompt for p in pairs]
     generated = zip(hf.generate(prompts, settings), engine.generate(prompts, settings), strict=True)
-    answers = zip(hf.generate_answers(pairs, NEW_TOKENS), engine.generate_answers(pairs, NEW_TOKENS), strict=True)
+    answers = zip(hf.generate_answers(pairs, NEW_TOKENS),
+                  engine.generate_answers(pairs, NEW_TOKENS), strict=True)
     hf_scores, engine_scores = hf.score(pairs), engine.score(pairs)
     phase = Phase(
         name=name,
-        max_logprob_diff=max(abs(a.logprob - b.logprob) for a, b in zip(hf_scores, engine_scores, strict=True)),
-        predictions_agree=sum(a.predictions == b.predictions for a, b in zip(hf_scores, engine_scores, strict=True)),
+        max_logprob_diff=max(abs(a.logprob - b.logprob)
+                             for a, b in zip(hf_scores, engine_scores, strict=True)),
+        predictions_agree=sum(a.predictions == b.predictions
+                              for a, b in zip(hf_scores, engine_scores, strict=True)),
         generations_agree=sum(a == b for a, b in generated),
         answers_agree=sum(a == b for a, b in answers),
         pairs=len(pairs),
@@ -143,7 +161,8 @@ def _compare(name: str, hf: HFProbe, engine: VLLMProbe, pairs: list[ScoringPair]
     return phase, [s.logprob for s in engine_scores]
 
 
-def vllm_parity(model_source: str | Path, device: torch.device | None = None, dtype: torch.dtype = torch.float32,
+def vllm_parity(model_source: str | Path, device: torch.device | None = None,
+                dtype: torch.dtype = torch.float32,
                 gpu_memory_utilization: float = 0.3) -> ParityReport:
     """Build both backends on ``model_source`` and compare them through an edit and its restore."""
     device = device or torch.device("cuda")
@@ -152,8 +171,12 @@ def vllm_parity(model_source: str | Path, device: torch.device | None = None, dt
     lengths = [len(tokenizer(f"{p.prompt} {p.target}")["input_ids"]) for p in pairs]
     hf = HFProbe(model, tokenizer, device)
     engine = VLLMProbe(str(model_source), tokenizer, dtype, gpu_memory_utilization,
-                       max_model_len=engine_length(tokenizer, [f"{p.prompt} {p.target}" for p in pairs], NEW_TOKENS))
-    report = ParityReport(engine.version, torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+                       max_model_len=engine_length(tokenizer,
+                                                   [f"{p.prompt} {p.target}" for p in pairs],
+                                                   NEW_TOKENS))
+    report = ParityReport(engine.version,
+                          torch.cuda.get_device_name(device) if device.type == "cuda"
+                          else str(device),
                           (min(lengths), max(lengths)), prefix_tokens)
     engine.sync(model, [])
     phase, base = _compare("a. base", hf, engine, pairs)

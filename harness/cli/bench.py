@@ -1,4 +1,5 @@
-"""``editbench bench``: measure editbench itself (the measurements: ``harness/checks/bench.py``)."""
+"""``editbench bench``: measure editbench itself (the measurements:
+``harness/checks/bench.py``)."""
 
 from __future__ import annotations
 
@@ -24,25 +25,34 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def print_throughput(rows: list[dict]) -> None:
     click.echo("\nedit throughput and peak memory:")
-    click.echo(_table(rows, ["method", "edits", "status", "edits_per_second", "ms_per_edit", "peak_memory_mib"]))
+    click.echo(_table(rows, ["method", "edits", "status", "edits_per_second", "ms_per_edit",
+                             "peak_memory_mib"]))
 
 
 @click.command()
-@click.option("--methods", default=None, metavar="A,B", help="Methods to measure; default: every method that needs no download.")
-@click.option("--sizes", default="100,1000,5000,20000", show_default=True, help="Edit counts to report.")
-@click.option("--batch-size", type=int, default=100, show_default=True, help="Edits applied per batch.")
-@click.option("--eval-sample", type=int, default=50, show_default=True, help="Edits scored at each size.")
-@click.option("--pairs", type=int, default=2000, show_default=True, help="Pairs for the scoring-throughput test.")
+@click.option("--methods", default=None, metavar="A,B",
+              help="Methods to measure; default: every method that needs no download.")
+@click.option("--sizes", default="100,1000,5000,20000", show_default=True,
+              help="Edit counts to report.")
+@click.option("--batch-size", type=int, default=100, show_default=True,
+              help="Edits applied per batch.")
+@click.option("--eval-sample", type=int, default=50, show_default=True,
+              help="Edits scored at each size.")
+@click.option("--pairs", type=int, default=2000, show_default=True,
+              help="Pairs for the scoring-throughput test.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Scoring timings are the best of this many.")
 @click.option("--gen-edits", type=int, default=200, show_default=True,
               help="Edits for the cost of generated against teacher-forced evaluation.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE", help="Method settings, as for run.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-bench"), show_default=True)
-def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int, repeats: int,
-          gen_edits: int, device: str, params: tuple[str, ...], out: Path) -> None:
-    """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json and OUT/bench.png)."""
+@click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
+              help="Method settings, as for run.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-bench"),
+              show_default=True)
+def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int,
+          repeats: int, gen_edits: int, device: str, params: tuple[str, ...], out: Path) -> None:
+    """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json and
+    OUT/bench.png)."""
     import torch
 
     from ...core.models import resolve_device
@@ -58,31 +68,41 @@ def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pa
         raise click.ClickException(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
     resolved = resolve_device(device)
-    model_path = build_micro_model(out / "micro-model", default_task(0).corpus() or [], MicroModel())
+    model_path = build_micro_model(out / "micro-model", default_task(0).corpus() or [],
+                                   MicroModel())
     scoring = scoring_throughput(model_path, resolved, pairs, repeats)
     generation = generation_cost(model_path, resolved, gen_edits, repeats=repeats)
-    throughput = edit_throughput(model_path, out, method_list, size_list, batch_size, eval_sample, device, overrides)
-    result = {"device": device_name(resolved), "torch": torch.__version__, "python": platform.python_version(),
-              "micro_model": vars(MicroModel()), "batch_size": batch_size, "eval_sample": eval_sample,
+    throughput = edit_throughput(model_path, out, method_list, size_list, batch_size, eval_sample,
+                                 device, overrides)
+    result = {"device": device_name(resolved), "torch": torch.__version__,
+              "python": platform.python_version(), "micro_model": vars(MicroModel()),
+              "batch_size": batch_size, "eval_sample": eval_sample,
               "scoring": scoring, "generation": generation, "edit_throughput": throughput}
     atomic_write_bytes(out / "bench.json", (json.dumps(result, indent=2) + "\n").encode())
     plots = bench_plots(result, out)
     click.echo(f"device: {result['device']}")
-    click.echo(f"\nscoring {scoring['pairs']} pairs: one at a time {scoring['one_at_a_time_s']:.2f} s; batched "
+    click.echo(f"\nscoring {scoring['pairs']} pairs: one at a time "
+               f"{scoring['one_at_a_time_s']:.2f} s; batched "
                f"{scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x, "
-               f"{scoring['batched_forward_share']:.0%} of it in forward passes), repeated with the pairs "
-               f"encoded {scoring['batched_repeat_s']:.2f} s ({scoring['speedup_repeat']:.1f}x); "
+               f"{scoring['batched_forward_share']:.0%} of it in forward passes), repeated with "
+               f"the pairs encoded {scoring['batched_repeat_s']:.2f} s "
+               f"({scoring['speedup_repeat']:.1f}x); "
                f"{scoring['prediction_mismatches']} prediction mismatches, log-probs within "
                f"{scoring['max_logprob_difference']:.1e}")
     click.echo(f"\ngenerated evaluation of {generation['edits']} edits: teacher-forced metrics "
-               f"{generation['teacher_forced_s']:.2f} s, generated metrics {generation['generated_s']:.2f} s "
-               f"({generation['generated_over_teacher_forced']:.2f}x); greedy decoding of {generation['prompts']} "
-               f"prompts: batched {generation['batched_decoder_s']:.2f} s, one at a time with generate() "
+               f"{generation['teacher_forced_s']:.2f} s, generated metrics "
+               f"{generation['generated_s']:.2f} s "
+               f"({generation['generated_over_teacher_forced']:.2f}x); greedy decoding of "
+               f"{generation['prompts']} prompts: batched {generation['batched_decoder_s']:.2f} s, "
+               "one at a time with generate() "
                f"{generation['one_at_a_time_s']:.2f} s ({generation['decoder_speedup']:.1f}x), "
                f"{generation['decoder_mismatches']} different outputs")
     print_throughput(throughput)
     per_method = {r["method"]: r for r in throughput}
-    click.echo("\nharness overhead (whole run, share of wall time outside apply, prepare and forward passes):")
+    click.echo("\nharness overhead (whole run, share of wall time outside apply, prepare and "
+               "forward passes):")
     click.echo(_table(list(per_method.values()),
-                      ["method", "run_wall_s", "apply_s", "prepare_s", "forward_s", "eval_s", "load_s", "overhead_share"]))
-    click.echo(f"\nwritten: {out / 'bench.json'}" + "".join(f", {plot.png}, {plot.svg}" for plot in plots))
+                      ["method", "run_wall_s", "apply_s", "prepare_s", "forward_s", "eval_s",
+                       "load_s", "overhead_share"]))
+    click.echo(f"\nwritten: {out / 'bench.json'}"
+               + "".join(f", {plot.png}, {plot.svg}" for plot in plots))

@@ -26,28 +26,30 @@ from ..running.threads import mark_explicit as mark_threads_explicit
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _class(module: str, name: str) -> type | None:
-    """An exception class of a module that is already loaded (an error from it cannot come otherwise),
-    so explaining an error imports nothing heavy."""
+    """An exception class of a module that is already loaded (an error from it cannot come
+    otherwise), so explaining an error imports nothing heavy."""
     return getattr(sys.modules.get(module), name, None)
 
 
-_OUT_OF_MEMORY = ("reduce --batch-size or --eval-sample, choose --dtype bfloat16 or a smaller model, "
-                  "or free memory; rerun the same command to resume")
+_OUT_OF_MEMORY = ("reduce --batch-size or --eval-sample, choose --dtype bfloat16 or a smaller "
+                  "model, or free memory; rerun the same command to resume")
 
 
 def _explain_os_error(exc: OSError) -> str:
     where = exc.filename or "a file"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return (f"no space left writing {where} ({exc.strerror}); free disk space (or choose another --out or "
-                "EDITBENCH_CACHE) and rerun the same command to resume")
+        return (f"no space left writing {where} ({exc.strerror}); free disk space (or choose "
+                "another --out or EDITBENCH_CACHE) and rerun the same command to resume")
     if exc.errno == errno.EROFS:
-        return f"{where} is on a read-only file system; choose a writable --out (and EDITBENCH_CACHE)"
+        return (f"{where} is on a read-only file system; choose a writable --out "
+                "(and EDITBENCH_CACHE)")
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"permission denied: {where}; choose a folder you can write (--out, EDITBENCH_CACHE)"
     if exc.errno == errno.ENOTDIR:
@@ -60,10 +62,11 @@ def _explain_os_error(exc: OSError) -> str:
 
 
 def explain(exc: BaseException) -> str | None:
-    """One line for an error a user can fix, naming the file or setting and what would work; ``None``
-    for anything else (a bug, which keeps its traceback)."""
+    """One line for an error a user can fix, naming the file or setting and what would work;
+    ``None`` for anything else (a bug, which keeps its traceback)."""
     message: str | None = None
-    busy, store_error = _class("editbench.core.cache", "Busy"), _class("editbench.core.store", "StoreError")
+    busy, store_error = (_class("editbench.core.cache", "Busy"),
+                         _class("editbench.core.store", "StoreError"))
     snapshot_error = _class("editbench.core.snapshot", "SnapshotError")
     artifact_error = _class("editbench.core.artifacts", "ArtifactError")
     torch_oom = _class("torch.cuda", "OutOfMemoryError")
@@ -71,12 +74,17 @@ def explain(exc: BaseException) -> str | None:
                                                                   artifact_error)):
         message = str(exc)
     elif isinstance(exc, MemoryError) or (torch_oom is not None and isinstance(exc, torch_oom)) or (
-            isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc))):
-        message = f"out of memory ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {_OUT_OF_MEMORY}"
+            isinstance(exc, RuntimeError) and ("out of memory" in str(exc)
+                                               or "can't allocate memory" in str(exc))):
+        message = ("out of memory "
+                   f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                   f"{_OUT_OF_MEMORY}")
     elif isinstance(exc, KeyError):
         message = str(exc).strip("'\"")
-    elif isinstance(exc, OSError) and (exc.filename is not None or not isinstance(exc, FileNotFoundError)):
-        message = _explain_os_error(exc)  # our own FileNotFoundErrors carry a whole sentence and no filename
+    elif isinstance(exc, OSError) and (exc.filename is not None
+                                       or not isinstance(exc, FileNotFoundError)):
+        # our own FileNotFoundErrors carry a whole sentence and no filename
+        message = _explain_os_error(exc)
     elif isinstance(exc, (ValueError, FileNotFoundError)):
         message = str(exc)
     elif isinstance(exc, sqlite3.Error):
@@ -91,7 +99,8 @@ GLOBAL_VALUED = ("--threads",)
 
 def hoist_global_options(args: list[str], commands: set[str]) -> list[str]:
     """Move the group's own options from after the command name to before it, so that
-    ``editbench run --threads 1`` means ``editbench --threads 1 run``; everything else keeps its order."""
+    ``editbench run --threads 1`` means ``editbench --threads 1 run``; everything else keeps its
+    order."""
     start = next((i for i, arg in enumerate(args) if arg in commands), None)
     if start is None:
         return args
@@ -134,17 +143,19 @@ class EditbenchGroup(click.Group):
 
 @click.group(cls=EditbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
-@click.option("--debug", is_flag=True, help="Log debug messages and show the full traceback of any error.")
+@click.option("--debug", is_flag=True,
+              help="Log debug messages and show the full traceback of any error.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch, stored with each run (default: OMP_NUM_THREADS if set, else one for "
-                   "a model under 0.5M parameters on the CPU, else torch's own choice: one per core). Scores "
-                   "move slightly with it (README, 'Same numbers on every machine'); it never depends on what "
-                   "else runs.")
+              help="CPU threads for torch, stored with each run (default: OMP_NUM_THREADS if set, "
+                   "else one for a model under 0.5M parameters on the CPU, else torch's own "
+                   "choice: one per core). Scores move slightly with it (README, 'Same numbers on "
+                   "every machine'); it never depends on what else runs.")
 @click.version_option(package_name="editbench")
 def main(verbose: bool, debug: bool, threads: int | None) -> None:
     """editbench: benchmark lifelong knowledge editing of language models."""
     _setup_logging(verbose or debug)
-    mark_threads_explicit(threads is not None or "OMP_NUM_THREADS" in os.environ)  # harness/running/threads.py
+    # harness/running/threads.py
+    mark_threads_explicit(threads is not None or "OMP_NUM_THREADS" in os.environ)
     if threads is not None:
         import torch
 
@@ -154,16 +165,19 @@ def main(verbose: bool, debug: bool, threads: int | None) -> None:
         if waiting:  # read by OpenMP when torch is first imported; it changes speed, never a score
             os.environ.update(waiting)
             logging.getLogger(__name__).info(
-                "other editbench processes run here: torch's threads sleep when idle instead of spinning "
-                "(OMP_WAIT_POLICY=PASSIVE); --threads N shares the cores out (scores move slightly with it)")
+                "other editbench processes run here: torch's threads sleep when idle instead of "
+                "spinning (OMP_WAIT_POLICY=PASSIVE); --threads N shares the cores out (scores move "
+                "slightly with it)")
 
 
-#: the commands that run models (the others need no thread setting, and need not look for other processes)
+#: the commands that run models (the others need no thread setting, and need not look for other
+#: processes)
 COMPUTING = ("run", "train", "bench")
 
 
 def other_editbench_processes() -> int:
-    """How many other editbench commands run on this machine (a sweep, a test suite beside a run)."""
+    """How many other editbench commands run on this machine (a sweep, a test suite beside a
+    run)."""
     import psutil
 
     own = {os.getpid(), os.getppid()}
@@ -172,7 +186,8 @@ def other_editbench_processes() -> int:
         cmdline = proc.info.get("cmdline") or []
         if proc.info["pid"] in own or not cmdline:
             continue
-        if any(Path(part).name == "editbench" or part.startswith("editbench.") for part in cmdline[:3]):
+        if any(Path(part).name == "editbench" or part.startswith("editbench.")
+               for part in cmdline[:3]):
             count += 1
     return count
 
@@ -194,7 +209,8 @@ def wait_policy(others: int, environ: dict[str, str]) -> dict[str, str]:
 @click.option("--methods", "only_methods", is_flag=True, help="Only methods.")
 @click.option("--tasks", "only_tasks", is_flag=True, help="Only tasks.")
 @click.option("--presets", "with_presets", is_flag=True,
-              help="Each method's presets with their settings (those named after a model are picked by the model).")
+              help="Each method's presets with their settings (those named after a model are "
+                   "picked by the model).")
 def list_(only_methods: bool, only_tasks: bool, with_presets: bool) -> None:
     """Show the registered methods (with their presets) and tasks, one line each."""
     from ...core.architectures import ARCHITECTURES
@@ -214,16 +230,20 @@ def list_(only_methods: bool, only_tasks: bool, with_presets: bool) -> None:
             if with_presets:
                 for preset, settings in cls.presets.items():
                     values = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the defaults"
-                    click.echo(f"  {'':<12} @{preset}{' (picked by the model)' if preset in models else ''}: {values}")
+                    click.echo(f"  {'':<12} @{preset}"
+                               f"{' (picked by the model)' if preset in models else ''}: {values}")
             elif cls.presets:
                 click.echo(f"  {'':<12} presets: {', '.join(f'@{p}' for p in named) or '-'}"
-                           f"{'; for ' + ', '.join(by_model) + ' (picked by the model)' if by_model else ''}")
+                           f"""{'; for ' + ', '.join(by_model) + ' (picked by the model)'
+                                if by_model else ''}""")
     if only_tasks or (both and not with_presets):
         click.echo("tasks:")
         default = TASKS.default()
         for name, cls in TASKS.items():
             click.echo(f"  {name:<12} {cls.description}{' (default)' if name == default else ''}")
-            click.echo(f"  {'':<12} metrics: {', '.join(m.name for m in (*CORE_METRICS, *GENERATED_METRICS, *cls.metrics))}")
+            click.echo(
+                f"  {'':<12} metrics: "
+                f"{', '.join(m.name for m in (*CORE_METRICS, *GENERATED_METRICS, *cls.metrics))}")
 
 
 def _add_subcommands() -> None:

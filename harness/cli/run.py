@@ -105,15 +105,18 @@ def format_plan(plan, findings: list[str]) -> str:
 
 
 def _unedited_line(baseline: dict, scored: int) -> str:
-    """What the unedited model knows of the edits that are scored, saying which answer each figure is on."""
+    """What the unedited model knows of the edits that are scored, saying which answer each figure
+    is on."""
     parts = []
     if "pre_edit_accuracy" in baseline:
-        generated = f", generated {baseline['pre_edit_gen_em']:.3f}" if "pre_edit_gen_em" in baseline else ""
+        generated = f", generated {baseline['pre_edit_gen_em']:.3f}" \
+            if "pre_edit_gen_em" in baseline else ""
         parts.append(f"true answers: teacher-forced {baseline['pre_edit_accuracy']:.3f}{generated}")
     if "pre_edit_efficacy_acc" in baseline:
         generated = f", generated {baseline['pre_edit_efficacy_gen_em']:.3f}" \
             if "pre_edit_efficacy_gen_em" in baseline else ""
-        parts.append(f"new targets (before editing): teacher-forced {baseline['pre_edit_efficacy_acc']:.3f}{generated}")
+        parts.append("new targets (before editing): teacher-forced "
+                     f"{baseline['pre_edit_efficacy_acc']:.3f}{generated}")
     return f"unedited model on the {scored} scored edits: " + "; ".join(parts) if parts else ""
 
 
@@ -134,21 +137,26 @@ def _print_run(store, runner, outcome) -> None:
     sessions = store.sessions()
     numerics = sessions.loc[sessions["run_id"] == outcome.run_id, "numerics"]
     summaries = "; ".join(dict.fromkeys(describe_numerics(n) for n in numerics))
-    click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  edits={runner.edits}  "
+    click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  "
+               f"edits={runner.edits}  "
                f"seed={runner.seed}  device={runs.loc[outcome.run_id, 'device']}"
                + (f"  numerics={summaries}" if summaries else ""))
-    click.echo(_unedited_line(baseline, len({p for scored in runner.positions.values() for p in scored})))
+    click.echo(_unedited_line(baseline,
+                              len({p for scored in runner.positions.values() for p in scored})))
     board = run_board(runner.spec.out, outcome.run_id)
     click.echo(format_table(board_frame(board)))
     extra = board_frame(board, [m.name for m in runner.task.metrics])
     if not extra.empty:
         click.echo(f"\n{runner.task.name} metrics:")
         click.echo(format_table(extra))
-    capability = board_frame(board, [c.key for c in board.columns if c.key.startswith(CAPABILITY_PREFIX)])
+    capability = board_frame(board, [c.key for c in board.columns
+                                     if c.key.startswith(CAPABILITY_PREFIX)])
     if not capability.empty:
         unedited = unedited_capability(store, outcome.run_id)
-        click.echo("\ngeneral capability (accuracy; the unedited model: "
-                   f"{', '.join(f'{name} {value:.3f}' for name, value in sorted(unedited.items())) or '-'}):")
+        click.echo(
+            "\ngeneral capability (accuracy; the unedited model: "
+            f"{', '.join(f'{name} {value:.3f}' for name, value in sorted(unedited.items())) or '-'}"
+            "):")
         click.echo(format_table(capability))
     if board.rows:
         click.echo(MARKS_NOTE)

@@ -1,11 +1,11 @@
 """``editbench selfcheck``: the checks that need a GPU, in one command, with figures to record.
 
 On a machine with a CUDA GPU it runs the float32 master-copy check on the GPU
-(``harness/checks/precision_check.py``), the plan-against-measurement check on micro models of every
-architecture with the CUDA allocator's exact peak (``harness/checks/cost_check.py``), and the vLLM parity
-check when vLLM is installed, then a small ``editbench bench`` (scoring speed and a short lifelong
-run per method that needs no training). On a CPU it says what it skipped and runs what a CPU can. Its output
-(with the GPU's name) goes into docs/benchmarks.md.
+(``harness/checks/precision_check.py``), the plan-against-measurement check on micro models of
+every architecture with the CUDA allocator's exact peak (``harness/checks/cost_check.py``), and
+the vLLM parity check when vLLM is installed, then a small ``editbench bench`` (scoring speed and
+a short lifelong run per method that needs no training). On a CPU it says what it skipped and runs
+what a CPU can. Its output (with the GPU's name) goes into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -32,22 +32,29 @@ def bench_methods() -> tuple[str, ...]:
 
 
 @click.command()
-@click.option("--device", default="auto", show_default=True, help="auto (a CUDA GPU when there is one), cpu or cuda:N.")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the figures as JSON here.")
-@click.option("--vllm-model", default=None, help="Model for the vLLM parity check (default: a micro model made here).")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (a CUDA GPU when there is one), cpu or cuda:N.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Also write the figures as JSON here.")
+@click.option("--vllm-model", default=None,
+              help="Model for the vLLM parity check (default: a micro model made here).")
 @click.option("--scale-config", default=None, metavar="CONFIG_JSON",
-              help="Also compare plan and measurement on a random-weight bf16 model of this published config "
-                   "(e.g. tests/configs/llama-3-8b.json; needs the memory of the real model).")
+              help="Also compare plan and measurement on a random-weight bf16 model of this "
+                   "published config (e.g. tests/configs/llama-3-8b.json; needs the memory of the "
+                   "real model).")
 @click.option("--families", default=None, metavar="A,B",
-              help="Architectures for the plan check (default: llama, gpt2, gptj, mistral, qwen2, gemma2).")
+              help="Architectures for the plan check (default: llama, gpt2, gptj, mistral, qwen2, "
+                   "gemma2).")
 @click.option("--bench-sizes", default="100,500", show_default=True,
-              help="Edit counts of the small bench (as `editbench bench --sizes`); empty to skip it.")
+              help="Edit counts of the small bench (as `editbench bench --sizes`); empty to skip "
+                   "it.")
 @click.option("--bench-methods", default=None, metavar="A,B",
               help="Methods of the small bench; default: every method that edits without training "
                    "or a download (the ones that train are left to `editbench bench`).")
 def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None,
               families: str | None, bench_sizes: str, bench_methods: str | None) -> None:
-    """Run the GPU checks (precision, plan against measured memory, vLLM parity, a small bench) and print their figures."""
+    """Run the GPU checks (precision, plan against measured memory, vLLM parity, a small bench) and
+    print their figures."""
     import torch
 
     from ...core.models import resolve_device
@@ -55,18 +62,23 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
     from ..checks.precision_check import precision_check
 
     where = resolve_device(device)
-    name = torch.cuda.get_device_name(where) if where.type == "cuda" else platform.processor() or "CPU"
+    name = (torch.cuda.get_device_name(where) if where.type == "cuda"
+            else platform.processor() or "CPU")
     figures: dict = {"device": str(where), "name": name, "torch": torch.__version__}
     click.echo(f"device: {where} ({name}), torch {torch.__version__}")
     if where.type != "cuda":
-        click.echo("skipped on CPU: the CUDA allocator's exact peaks and the vLLM parity check (they need a CUDA GPU)")
+        click.echo("skipped on CPU: the CUDA allocator's exact peaks and the vLLM parity check "
+                   "(they need a CUDA GPU)")
 
     started = time.perf_counter()
     report = precision_check(where, batches=2000)
     figures["precision"] = report.as_dict()
-    ok = abs(report.weight_error_master - report.weight_error_one_rounding) < 1e-6 and report.weight_error_rounded > 0.5
-    click.echo(f"precision, 2,000 small batches on bf16: error with master copies {report.weight_error_master:.4f} "
-               f"(one rounding {report.weight_error_one_rounding:.4f}), without {report.weight_error_rounded:.4f}; "
+    ok = (abs(report.weight_error_master - report.weight_error_one_rounding) < 1e-6
+          and report.weight_error_rounded > 0.5)
+    click.echo("precision, 2,000 small batches on bf16: error with master copies "
+               f"{report.weight_error_master:.4f} "
+               f"(one rounding {report.weight_error_one_rounding:.4f}), "
+               f"without {report.weight_error_rounded:.4f}; "
                f"logits {report.logit_error_master:.4f} / {report.logit_error_rounded:.4f} "
                f"[{'ok' if ok else 'FAILED'}, {time.perf_counter() - started:.1f} s]")
 
@@ -78,9 +90,11 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
                 click.echo(f"  at scale, FAILED: {check}")
                 scale.append({"error": check})
             else:
-                scale.append({"model": check.family, "what": check.what, "measured_gib": check.measured / 2**30,
+                scale.append({"model": check.family, "what": check.what,
+                              "measured_gib": check.measured / 2**30,
                               "planned_gib": check.planned / 2**30, "ratio": check.ratio})
-                click.echo(f"  {check.family} bf16 {check.what:<11} measured {check.measured / 2**30:7.2f} GiB  plan "
+                click.echo(f"  {check.family} bf16 {check.what:<11} "
+                           f"measured {check.measured / 2**30:7.2f} GiB  plan "
                            f"{check.planned / 2**30:7.2f} GiB  ratio {check.ratio:.2f}")
             figures["plan_vs_measured_at_scale"] = scale
             _write(out, figures)  # as it goes: a later check may run out of time
@@ -95,7 +109,8 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
     worst = max(rows, key=lambda r: abs(r["ratio"] - 1))
     click.echo("plan against measured peak (MB), micro models:")
     for row in rows:
-        click.echo(f"  {row['family']:<8} {row['what']:<11} measured {row['measured_mb']:8.2f}  plan {row['planned_mb']:8.2f}"
+        click.echo(f"  {row['family']:<8} {row['what']:<11} measured {row['measured_mb']:8.2f}  "
+                   f"plan {row['planned_mb']:8.2f}"
                    f"  ratio {row['ratio']:.2f}")
     click.echo(f"worst ratio {worst['ratio']:.2f} ({worst['family']} {worst['what']}) "
                f"[{'ok' if 0.75 <= worst['ratio'] <= 1.25 else 'outside 25%'}]")
@@ -111,7 +126,9 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
             for line in parity.lines():
                 click.echo(f"vLLM parity: {line}")
     else:
-        click.echo("vLLM parity: skipped (" + ("vLLM is not installed" if where.type == "cuda" else "needs a CUDA GPU") + ")")
+        click.echo("vLLM parity: skipped ("
+                   + ("vLLM is not installed" if where.type == "cuda" else "needs a CUDA GPU")
+                   + ")")
     _write(out, figures)
 
     if bench_sizes:
@@ -125,10 +142,10 @@ def _write(out: Path | None, figures: dict) -> None:
 
 
 def _small_bench(where, sizes: str, methods: str | None) -> dict:
-    """``editbench bench``'s scoring and edit-throughput measurements, small: the batched probe against
-    one pair per forward pass, and a short lifelong run per method on the same micro model. Its stores
-    live in a fresh temporary folder: a kept one would be resumed next time, and its old figures read
-    back as new."""
+    """``editbench bench``'s scoring and edit-throughput measurements, small: the batched probe
+    against one pair per forward pass, and a short lifelong run per method on the same micro model.
+    Its stores live in a fresh temporary folder: a kept one would be resumed next time, and its old
+    figures read back as new."""
     import tempfile
 
     from ...core.micro import MicroModel, build_micro_model
@@ -138,11 +155,14 @@ def _small_bench(where, sizes: str, methods: str | None) -> dict:
     size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
     with tempfile.TemporaryDirectory(prefix="editbench-selfcheck-") as scratch:
         folder = Path(scratch)
-        model_path = build_micro_model(folder / "micro-model", default_task(0).corpus() or [], MicroModel())
+        model_path = build_micro_model(folder / "micro-model", default_task(0).corpus() or [],
+                                       MicroModel())
         scoring = scoring_throughput(model_path, where, 2000, repeats=3)
-        click.echo(f"bench, scoring {scoring['pairs']} pairs: one at a time {scoring['one_at_a_time_s']:.2f} s, "
-                   f"batched {scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x; {scoring['speedup_repeat']:.1f}x "
-                   f"with the pairs encoded), {scoring['prediction_mismatches']} prediction mismatches")
+        click.echo(f"bench, scoring {scoring['pairs']} pairs: one at a time "
+                   f"{scoring['one_at_a_time_s']:.2f} s, "
+                   f"batched {scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x; "
+                   f"{scoring['speedup_repeat']:.1f}x with the pairs encoded), "
+                   f"{scoring['prediction_mismatches']} prediction mismatches")
         chosen = tuple(m for m in (methods or "").split(",") if m) or bench_methods()
         rows = edit_throughput(model_path, folder, chosen, size_list, batch_size=100,
                                eval_sample=50, device=str(where), params={})

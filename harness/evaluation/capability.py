@@ -5,10 +5,10 @@ and the RLEdit authors, editbench asks the model SST-2, MRPC, CoLA, RTE, NLI and
 with a few solved examples in front, compares the log-probability of each answer's tokens, and
 reports accuracy at chosen checkpoints next to the unedited model's.
 
-Data: ``--capability-data DIR`` holding ``NAME.json`` or ``NAME.jsonl`` in the field layout of the RLEdit
-authors' subsets (sst2/cola: sentence, label; mrpc/rte: sentence1, sentence2, label; nli: sentence1,
-sentence2, label "entailment"/"not_entailment"; mmlu: question, choices, answer), or, without it,
-the Hugging Face datasets named in ``HUB_SOURCES``.
+Data: ``--capability-data DIR`` holding ``NAME.json`` or ``NAME.jsonl`` in the field layout of the
+RLEdit authors' subsets (sst2/cola: sentence, label; mrpc/rte: sentence1, sentence2, label; nli:
+sentence1, sentence2, label "entailment"/"not_entailment"; mmlu: question, choices, answer), or,
+without it, the Hugging Face datasets named in ``HUB_SOURCES``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def _sst2(r: dict) -> Example:
 
 
 def _cola(r: dict) -> Example:
-    return f"Sentence: {r['sentence'].strip()}\nIs this sentence grammatical?\nAnswer:", ["No", "Yes"], int(r["label"])
+    return (f"Sentence: {r['sentence'].strip()}\nIs this sentence grammatical?\nAnswer:",
+            ["No", "Yes"], int(r["label"]))
 
 
 def _mrpc(r: dict) -> Example:
@@ -40,22 +41,27 @@ def _mrpc(r: dict) -> Example:
 
 def _entailment(r: dict) -> Example:
     label = r["label"]
-    gold = (0 if label == "entailment" else 1) if isinstance(label, str) else int(label)  # GLUE: 0 = entailment
-    return f"{r['sentence1'].strip()}\nQuestion: {r['sentence2'].strip()} True or False?\nAnswer:", ["True", "False"], gold
+    # GLUE: 0 = entailment
+    gold = (0 if label == "entailment" else 1) if isinstance(label, str) else int(label)
+    return (f"{r['sentence1'].strip()}\nQuestion: {r['sentence2'].strip()} True or False?\nAnswer:",
+            ["True", "False"], gold)
 
 
 def _mmlu(r: dict) -> Example:
     letters = "ABCD"
     options = "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(r["choices"]))
-    return f"{r['question'].strip()}\n{options}\nAnswer:", list(letters[: len(r["choices"])]), int(r["answer"])
+    return (f"{r['question'].strip()}\n{options}\nAnswer:", list(letters[: len(r["choices"])]),
+            int(r["answer"]))
 
 
 CAPABILITY_SETS: dict[str, Callable[[dict], Example]] = {
-    "sst2": _sst2, "mrpc": _mrpc, "cola": _cola, "rte": _entailment, "nli": _entailment, "mmlu": _mmlu,
+    "sst2": _sst2, "mrpc": _mrpc, "cola": _cola, "rte": _entailment, "nli": _entailment,
+    "mmlu": _mmlu,
 }
 HUB_SOURCES: dict[str, str] = {
     "sst2": "nyu-mll/glue/sst2:validation", "mrpc": "nyu-mll/glue/mrpc:validation",
-    "cola": "nyu-mll/glue/cola:validation", "rte": "nyu-mll/glue/rte:validation", "mmlu": "cais/mmlu/all:test",
+    "cola": "nyu-mll/glue/cola:validation", "rte": "nyu-mll/glue/rte:validation",
+    "mmlu": "cais/mmlu/all:test",
 }
 
 
@@ -70,7 +76,8 @@ class CapabilitySettings:
     def __post_init__(self) -> None:
         unknown = [name for name in self.sets if name not in CAPABILITY_SETS]
         if unknown:
-            raise ValueError(f"--capability: unknown set {unknown[0]!r}; known: {', '.join(CAPABILITY_SETS)}")
+            raise ValueError(f"--capability: unknown set {unknown[0]!r}; "
+                             f"known: {', '.join(CAPABILITY_SETS)}")
         if self.limit < 1 or self.shots < 0:
             raise ValueError("--capability-limit must be at least 1")
 
@@ -86,12 +93,14 @@ def _load_raw(name: str, settings: CapabilitySettings) -> tuple[str, list[dict]]
                 return str(path), read_json_records(path)
         raise FileNotFoundError(f"--capability-data {folder}: no {name}.json or {name}.jsonl there")
     if name not in HUB_SOURCES:
-        raise FileNotFoundError(f"--capability {name}: no hub source is known; pass --capability-data DIR with {name}.json")
+        raise FileNotFoundError(f"--capability {name}: no hub source is known; "
+                                f"pass --capability-data DIR with {name}.json")
     ident, _, split = HUB_SOURCES[name].partition(":")
     owner, dataset, config = ident.split("/")
     import datasets  # only reached without local data
 
-    return ident, [dict(r) for r in datasets.load_dataset(f"{owner}/{dataset}", config, split=split)]
+    return ident, [dict(r)
+                   for r in datasets.load_dataset(f"{owner}/{dataset}", config, split=split)]
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,8 @@ def load_capability_sets(settings: CapabilitySettings) -> list[CapabilitySet]:
         try:
             examples = [CAPABILITY_SETS[name](r) for r in raw]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: records do not have the {name} field layout ({exc!r})") from None
+            raise ValueError(f"{source}: records do not have the {name} field layout "
+                             f"({exc!r})") from None
         order = list(range(len(examples)))
         random.Random(f"{settings.seed}-{name}").shuffle(order)
         shots = [examples[i] for i in order[: settings.shots]]
@@ -119,8 +129,10 @@ def load_capability_sets(settings: CapabilitySettings) -> list[CapabilitySet]:
     return sets
 
 
-def capability_accuracy(probe: ProbeBackend, sets: Sequence[CapabilitySet]) -> dict[str, tuple[int, float]]:
-    """set name -> (questions asked, accuracy), answer picked by the highest answer log-probability."""
+def capability_accuracy(probe: ProbeBackend,
+                        sets: Sequence[CapabilitySet]) -> dict[str, tuple[int, float]]:
+    """set name -> (questions asked, accuracy), answer picked by the highest answer
+    log-probability."""
     pairs, spans = [], []
     for question_set in sets:
         for query, choices, gold in question_set.questions:
@@ -131,4 +143,5 @@ def capability_accuracy(probe: ProbeBackend, sets: Sequence[CapabilitySet]) -> d
     for name, start, n, gold in spans:
         logprobs = [scores[start + i].logprob for i in range(n)]
         correct[name].append(max(range(n), key=logprobs.__getitem__) == gold)
-    return {name: (len(hits), sum(hits) / len(hits) if hits else 0.0) for name, hits in correct.items()}
+    return {name: (len(hits), sum(hits) / len(hits) if hits else 0.0)
+            for name, hits in correct.items()}

@@ -31,24 +31,29 @@ from ...core.probe import ProbeBackend
 from ...core.records import EditRecord, Metric, ScoreRow, ScoringPair
 from ...core.task import Task
 
-_DECODING = ("greedy decoding from the prompt until an end-of-sequence token, a newline or the target's "
-             "length plus three tokens")
-_NORMALISED = "after normalisation (lower case, articles removed, spaces collapsed, outer punctuation stripped)"
+_DECODING = ("greedy decoding from the prompt until an end-of-sequence token, a newline or the "
+             "target's length plus three tokens")
+_NORMALISED = ("after normalisation (lower case, articles removed, spaces collapsed, outer "
+               "punctuation stripped)")
 
 GENERATED_METRICS: tuple[Metric, ...] = (
-    Metric("efficacy_gen_em", f"{_DECODING} at the edit prompt; 1 if the answer equals target_new {_NORMALISED}"),
+    Metric("efficacy_gen_em",
+           f"{_DECODING} at the edit prompt; 1 if the answer equals target_new {_NORMALISED}"),
     Metric("generalization_gen_em", "the same at each paraphrase, mean over paraphrases"),
-    Metric("efficacy_gen_prefix", f"{_DECODING} at the edit prompt; 1 if the answer starts with target_new at a "
-                                  f"word boundary, {_NORMALISED}"),
-    Metric("generalization_gen_prefix", f"{_DECODING} at each paraphrase; 1 if the answer starts with target_new "
-                                        f"at a word boundary, {_NORMALISED}; mean over paraphrases"),
-    Metric("specificity_gen_agree", f"{_DECODING} at each neighbourhood prompt; 1 if the answer equals the unedited "
-                                    f"model's answer {_NORMALISED}; mean over neighbours"),
+    Metric("efficacy_gen_prefix", f"{_DECODING} at the edit prompt; 1 if the answer starts with "
+                                  f"target_new at a word boundary, {_NORMALISED}"),
+    Metric("generalization_gen_prefix", f"{_DECODING} at each paraphrase; 1 if the answer starts "
+                                        f"with target_new at a word boundary, {_NORMALISED}; "
+                                        "mean over paraphrases"),
+    Metric("specificity_gen_agree", f"{_DECODING} at each neighbourhood prompt; 1 if the answer "
+                                    f"equals the unedited model's answer {_NORMALISED}; "
+                                    "mean over neighbours"),
 )
 
 PORTABILITY_GEN_METRIC = Metric(
-    "portability_gen_em", f"{_DECODING} at each portability question; 1 if the answer equals the answer the edit "
-                          f"implies {_NORMALISED}; mean over the edit's questions")
+    "portability_gen_em", f"{_DECODING} at each portability question; 1 if the answer equals the "
+                          f"answer the edit implies {_NORMALISED}; "
+                          "mean over the edit's questions")
 
 
 def record_generated_metrics(records: Sequence[EditRecord]) -> tuple[Metric, ...]:
@@ -76,7 +81,8 @@ def prefix_match(generated: str, target: str) -> float:
     """The generation starts with the target, at a word boundary ("paris, france" for "Paris";
     not "parisian")."""
     got, want = normalise_answer(generated), normalise_answer(target)
-    return float(got == want or (bool(want) and got.startswith(want) and not got[len(want)].isalnum()))
+    return float(got == want or (bool(want) and got.startswith(want)
+                                 and not got[len(want)].isalnum()))
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -91,22 +97,28 @@ def unedited_generations(probe: ProbeBackend, task: Task, records: Sequence[Edit
     return dict(zip((p.prompt for p in pairs), probe.generate_answers(pairs, max_new_tokens)))
 
 
-def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str], records: Sequence[EditRecord],
-                    positions: Sequence[int], max_new_tokens: int) -> list[ScoreRow]:
+def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str],
+                    records: Sequence[EditRecord], positions: Sequence[int],
+                    max_new_tokens: int) -> list[ScoreRow]:
     """Generated metrics for the edits at ``positions``, in one batched decoding call."""
     chosen = [records[p] for p in positions]
     pairs: list[ScoringPair] = []
     for record in chosen:
         pairs.append(ScoringPair(task.generation_prompt(record.prompt), record.target_new))
-        pairs.extend(ScoringPair(task.generation_prompt(p), record.target_new) for p in record.paraphrases)
-        pairs.extend(ScoringPair(task.generation_prompt(n.prompt), n.answer) for n in record.neighbours)
-        pairs.extend(ScoringPair(task.generation_prompt(q.prompt), q.answer) for q in record.portability)
+        pairs.extend(ScoringPair(task.generation_prompt(p), record.target_new)
+                     for p in record.paraphrases)
+        pairs.extend(ScoringPair(task.generation_prompt(n.prompt), n.answer)
+                     for n in record.neighbours)
+        pairs.extend(ScoringPair(task.generation_prompt(q.prompt), q.answer)
+                     for q in record.portability)
     answers = iter(probe.generate_answers(pairs, max_new_tokens))
     rows: list[ScoreRow] = []
     for position, record in zip(positions, chosen):
         own = next(answers)
-        rows += [ScoreRow(position, record.uid, "efficacy_gen_em", exact_match(own, record.target_new)),
-                 ScoreRow(position, record.uid, "efficacy_gen_prefix", prefix_match(own, record.target_new))]
+        rows += [ScoreRow(position, record.uid, "efficacy_gen_em",
+                          exact_match(own, record.target_new)),
+                 ScoreRow(position, record.uid, "efficacy_gen_prefix",
+                          prefix_match(own, record.target_new))]
         paraphrased = [next(answers) for _ in record.paraphrases]
         if paraphrased:
             rows += [ScoreRow(position, record.uid, "generalization_gen_em",
@@ -115,9 +127,11 @@ def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str]
                               _mean([prefix_match(a, record.target_new) for a in paraphrased]))]
         neighbours = [(n, next(answers)) for n in record.neighbours]
         if neighbours:
-            agree = [exact_match(a, unedited[task.generation_prompt(n.prompt)]) for n, a in neighbours]
+            agree = [exact_match(a, unedited[task.generation_prompt(n.prompt)])
+                     for n, a in neighbours]
             rows.append(ScoreRow(position, record.uid, "specificity_gen_agree", _mean(agree)))
-        ported = [max(exact_match(answer, a) for a in q.answers) for q, answer in zip(record.portability, answers)]
+        ported = [max(exact_match(answer, a) for a in q.answers)
+                  for q, answer in zip(record.portability, answers)]
         if ported:
             rows.append(ScoreRow(position, record.uid, "portability_gen_em", _mean(ported)))
     return rows
@@ -125,18 +139,23 @@ def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str]
 
 def pre_edit_generated(probe: ProbeBackend, task: Task, records: Sequence[EditRecord],
                        max_new_tokens: int) -> dict[str, float]:
-    """What the unedited model generates: exact match with the true answers, and with the new targets."""
+    """What the unedited model generates: exact match with the true answers, and with the new
+    targets."""
     summary: dict[str, float] = {}
     known = [r for r in records if r.target_true]
     if known:
         pairs = [ScoringPair(task.generation_prompt(r.prompt), r.target_true) for r in known]
         answers = probe.generate_answers(pairs, max_new_tokens)
-        summary["pre_edit_gen_em"] = _mean([exact_match(a, p.target) for a, p in zip(answers, pairs)])
+        summary["pre_edit_gen_em"] = _mean([exact_match(a, p.target)
+                                            for a, p in zip(answers, pairs)])
     pairs = [ScoringPair(task.generation_prompt(r.prompt), r.target_new) for r in records]
     answers = probe.generate_answers(pairs, max_new_tokens)
-    summary["pre_edit_efficacy_gen_em"] = _mean([exact_match(a, p.target) for a, p in zip(answers, pairs)])
-    pairs = [ScoringPair(task.generation_prompt(q.prompt), q.before) for r in records for q in r.portability if q.before]
+    summary["pre_edit_efficacy_gen_em"] = _mean([exact_match(a, p.target)
+                                                 for a, p in zip(answers, pairs)])
+    pairs = [ScoringPair(task.generation_prompt(q.prompt), q.before)
+             for r in records for q in r.portability if q.before]
     if pairs:
         answers = probe.generate_answers(pairs, max_new_tokens)
-        summary["pre_edit_portability_gen_em"] = _mean([exact_match(a, p.target) for a, p in zip(answers, pairs)])
+        summary["pre_edit_portability_gen_em"] = _mean([exact_match(a, p.target)
+                                                        for a, p in zip(answers, pairs)])
     return summary

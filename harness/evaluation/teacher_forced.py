@@ -20,16 +20,20 @@ from ...core.task import Task
 
 CORE_METRICS: tuple[Metric, ...] = (
     Metric("efficacy_acc", "teacher-forced top-1 token accuracy of target_new at the edit prompt"),
-    Metric("generalization_acc", "teacher-forced top-1 token accuracy of target_new, mean over paraphrases"),
+    Metric("generalization_acc",
+           "teacher-forced top-1 token accuracy of target_new, mean over paraphrases"),
     Metric("specificity_agree",
-           "share of neighbourhood answer tokens where the edited model's top-1 equals the unedited model's"),
-    Metric("specificity_acc", "teacher-forced top-1 token accuracy of the dataset answer at neighbourhood prompts"),
+           "share of neighbourhood answer tokens where the edited model's top-1 equals the "
+           "unedited model's"),
+    Metric("specificity_acc",
+           "teacher-forced top-1 token accuracy of the dataset answer at neighbourhood prompts"),
 )
 
 
-PORTABILITY_METRIC = Metric("portability_acc", "teacher-forced top-1 token accuracy, at questions that follow "
-                                                "from the edit (an alias, a second hop), of the answer the edit "
-                                                "implies; mean over the edit's questions")
+PORTABILITY_METRIC = Metric("portability_acc", "teacher-forced top-1 token accuracy, at questions "
+                                                "that follow from the edit (an alias, a second "
+                                                "hop), of the answer the edit implies; mean over "
+                                                "the edit's questions")
 
 
 def locality_metric_name(name: str) -> str:
@@ -44,7 +48,8 @@ def _locality_items(record: EditRecord) -> list[Neighbour]:
 
 def neighbour_pairs(records: Sequence[EditRecord]) -> list[ScoringPair]:
     """Every prompt whose unedited answer an edit must keep: neighbours and every locality set."""
-    return [ScoringPair(n.prompt, n.answer) for r in records for n in (*r.neighbours, *_locality_items(r))]
+    return [ScoringPair(n.prompt, n.answer)
+            for r in records for n in (*r.neighbours, *_locality_items(r))]
 
 
 def record_metrics(task: Task, records: Sequence[EditRecord]) -> tuple[Metric, ...]:
@@ -55,10 +60,11 @@ def record_metrics(task: Task, records: Sequence[EditRecord]) -> tuple[Metric, .
     for name in names:
         what = task.locality_descriptions.get(name, f"the data's locality set {name!r}")
         metric = locality_metric_name(name)
-        metrics += [Metric(f"{metric}_agree", f"share of answer tokens where the edited model's top-1 equals the "
-                                              f"unedited model's, at prompts of {what}"),
-                    Metric(f"{metric}_acc", f"teacher-forced top-1 token accuracy of the dataset answer at prompts of "
-                                            f"{what}")]
+        metrics += [Metric(f"{metric}_agree", "share of answer tokens where the edited model's "
+                                              "top-1 equals the unedited model's, at prompts of "
+                                              f"{what}"),
+                    Metric(f"{metric}_acc", "teacher-forced top-1 token accuracy of the dataset "
+                                            f"answer at prompts of {what}")]
     if any(r.portability for r in records):
         metrics.append(PORTABILITY_METRIC)
     return tuple(metrics)
@@ -66,8 +72,9 @@ def record_metrics(task: Task, records: Sequence[EditRecord]) -> tuple[Metric, .
 
 @dataclass
 class Baseline:
-    """The unedited model's predictions on neighbourhood pairs, computed once per run, and its greedy
-    answers at neighbourhood prompts (for the generated metrics; empty when they are off)."""
+    """The unedited model's predictions on neighbourhood pairs, computed once per run, and its
+    greedy answers at neighbourhood prompts (for the generated metrics; empty when they are
+    off)."""
 
     predictions: dict[tuple[str, str], PairScore]
     generations: dict[str, str] = field(default_factory=dict)
@@ -88,7 +95,8 @@ def pre_edit_summary(probe: ProbeBackend, records: Sequence[EditRecord]) -> dict
         para = [ScoringPair(p, r.target_true) for r in known for p in r.paraphrases]
         if para:
             scores = probe.score(para)
-            summary["pre_edit_paraphrase_accuracy"] = sum(s.token_accuracy for s in scores) / len(scores)
+            summary["pre_edit_paraphrase_accuracy"] = (sum(s.token_accuracy for s in scores)
+                                                       / len(scores))
     scores = probe.score([ScoringPair(r.prompt, r.target_new) for r in records])
     summary["pre_edit_efficacy_acc"] = sum(s.token_accuracy for s in scores) / len(scores)
     summary.update(pre_edit_portability(probe, records))
@@ -127,24 +135,29 @@ def score_edits(probe: ProbeBackend, baseline: Baseline, records: Sequence[EditR
         start = len(pairs)
         pairs.append(ScoringPair(record.prompt, record.target_new))
         pairs.extend(ScoringPair(p, record.target_new) for p in record.paraphrases)
-        pairs.extend(ScoringPair(n.prompt, n.answer) for n in (*record.neighbours, *_locality_items(record)))
+        pairs.extend(ScoringPair(n.prompt, n.answer)
+                     for n in (*record.neighbours, *_locality_items(record)))
         pairs.extend(ScoringPair(q.prompt, q.answer) for q in record.portability)
         spans.append(start)
     scores = probe.score(pairs)
     rows: list[ScoreRow] = []
     for position, record, start in zip(positions, chosen, spans):
-        rows += _locality_and_portability(position, record, baseline,
-                                          scores[start + 1 + len(record.paraphrases) + len(record.neighbours):])
+        rows += _locality_and_portability(
+            position, record, baseline,
+            scores[start + 1 + len(record.paraphrases) + len(record.neighbours):])
         n_para, n_nbr = len(record.paraphrases), len(record.neighbours)
         rows.append(ScoreRow(position, record.uid, "efficacy_acc", scores[start].token_accuracy))
         para = scores[start + 1 : start + 1 + n_para]
         if para:
-            rows.append(ScoreRow(position, record.uid, "generalization_acc", _mean([s.token_accuracy for s in para])))
+            rows.append(ScoreRow(position, record.uid, "generalization_acc",
+                                 _mean([s.token_accuracy for s in para])))
         if n_nbr:
             nbr = scores[start + 1 + n_para : start + 1 + n_para + n_nbr]
-            agree = [s.agreement(baseline.predictions[(n.prompt, n.answer)]) for s, n in zip(nbr, record.neighbours)]
+            agree = [s.agreement(baseline.predictions[(n.prompt, n.answer)])
+                     for s, n in zip(nbr, record.neighbours)]
             rows.append(ScoreRow(position, record.uid, "specificity_agree", _mean(agree)))
-            rows.append(ScoreRow(position, record.uid, "specificity_acc", _mean([s.token_accuracy for s in nbr])))
+            rows.append(ScoreRow(position, record.uid, "specificity_acc",
+                                 _mean([s.token_accuracy for s in nbr])))
     return rows
 
 
@@ -160,11 +173,14 @@ def _locality_and_portability(position: int, record: EditRecord, baseline: Basel
             continue
         got = scores[start : start + len(items)]
         start += len(items)
-        agree = [s.agreement(baseline.predictions[(n.prompt, n.answer)]) for s, n in zip(got, items)]
+        agree = [s.agreement(baseline.predictions[(n.prompt, n.answer)])
+                 for s, n in zip(got, items)]
         metric = locality_metric_name(name)
         rows += [ScoreRow(position, record.uid, f"{metric}_agree", _mean(agree)),
-                 ScoreRow(position, record.uid, f"{metric}_acc", _mean([s.token_accuracy for s in got]))]
+                 ScoreRow(position, record.uid, f"{metric}_acc",
+                          _mean([s.token_accuracy for s in got]))]
     if record.portability:
         got = scores[start : start + len(record.portability)]
-        rows.append(ScoreRow(position, record.uid, "portability_acc", _mean([s.token_accuracy for s in got])))
+        rows.append(ScoreRow(position, record.uid, "portability_acc",
+                             _mean([s.token_accuracy for s in got])))
     return rows

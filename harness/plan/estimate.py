@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class _NoTokenizer:
-    """What :class:`EditContext` needs of a tokenizer when the plan builds a method: nothing is encoded."""
+    """What :class:`EditContext` needs of a tokenizer when the plan builds a method: nothing is
+    encoded."""
 
     pad_token_id = 0
 
@@ -52,17 +53,20 @@ def read_config(source: str, trust_remote_code: bool = False):
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"--model {source}: cannot read its config ({reason}); give a hub name (with network), "
-                         "a local model folder or a config.json") from None
+        raise ValueError(f"--model {source}: cannot read its config ({reason}); give a hub name "
+                         "(with network), a local model folder or a config.json") from None
 
 
 def model_shape(source: str, dtype: str = "auto", trust_remote_code: bool = False) -> ModelShape:
     config = read_config(source, trust_remote_code)
-    if dtype == "auto":  # what ``--dtype auto`` loads: the checkpoint's own dtype, float32 if it names none
+    # what ``--dtype auto`` loads: the checkpoint's own dtype, float32 if it names none
+    if dtype == "auto":
         named = getattr(config, "torch_dtype", None) or getattr(config, "dtype", None)
-        chosen = named if isinstance(named, torch.dtype) else getattr(torch, str(named or "float32"), torch.float32)
+        chosen = (named if isinstance(named, torch.dtype)
+                  else getattr(torch, str(named or "float32"), torch.float32))
     else:
-        chosen = resolve_dtype(dtype, torch.device("cuda"))  # the plan is for the device the model will edit on
+        # the plan is for the device the model will edit on
+        chosen = resolve_dtype(dtype, torch.device("cuda"))
     path = Path(source)
     label = path.stem if path.is_file() else path.name  # llama-3-8b.json -> llama-3-8b
     return ModelShape.from_config(config, chosen, label=label or source)
@@ -116,9 +120,12 @@ def estimate_methods(shape: ModelShape, run: RunShape, labels: Sequence[str],
                 method = ref.cls(config, ctx)
             cost = method.cost(shape, run)
             if cost is not None:
-                scored = replace(run, tokens_per_record=round(run.tokens_per_record * cost.evaluation_tokens))
-                cost = replace(cost, method=ref.label, phases=(*cost.phases, evaluation_cost(shape, scored)))
-            out.append(MethodEstimate(ref.label, cost, tuple(method.requirements()) if task is not None else ()))
+                scored = replace(run, tokens_per_record=round(run.tokens_per_record
+                                                              * cost.evaluation_tokens))
+                cost = replace(cost, method=ref.label,
+                               phases=(*cost.phases, evaluation_cost(shape, scored)))
+            out.append(MethodEstimate(ref.label, cost,
+                                      tuple(method.requirements()) if task is not None else ()))
     return out
 
 
@@ -138,7 +145,8 @@ def plan_table(shape: ModelShape, run: RunShape, planned: Sequence[MethodEstimat
     """The plan as a Markdown table: one row per method and phase, peak memory and time."""
     lines = [f"Plan for {shape.label} ({shape.n_params / 1e9:,.2f}B parameters, "
              f"{str(shape.dtype).removeprefix('torch.')}"
-             f"{', recognised as ' + shape.architecture if shape.architecture else ''}): {run.edits:,} edits in batches "
+             f"{', recognised as ' + shape.architecture if shape.architecture else ''}): "
+             f"{run.edits:,} edits in batches "
              f"of {run.batch_size}, {_gib(run.device_bytes)} GiB device memory, "
              f"{run.flops_per_second / 1e12:,.0f} TFLOP/s sustained", "",
              "| method | phase | peak GiB | time | fits | note |", "|---|---|---:|---:|---|---|"]
@@ -148,11 +156,14 @@ def plan_table(shape: ModelShape, run: RunShape, planned: Sequence[MethodEstimat
             continue
         for phase in item.cost.phases:
             peak = item.cost.peak(phase)
-            lines.append(f"| {item.label} | {phase.phase} | {_gib(peak)} | {_duration(item.cost.seconds(phase, run))} "
+            lines.append(f"| {item.label} | {phase.phase} | {_gib(peak)} "
+                         f"| {_duration(item.cost.seconds(phase, run))} "
                          f"| {'yes' if peak <= run.device_bytes else '**no**'} | {phase.note} |")
-    hosted = [f"{item.label} {_gib(item.cost.host_bytes)} GiB" for item in planned if item.cost and item.cost.host_bytes]
+    hosted = [f"{item.label} {_gib(item.cost.host_bytes)} GiB"
+              for item in planned if item.cost and item.cost.host_bytes]
     if hosted:
-        lines += ["", "Host memory besides (key statistics, not on the device): " + ", ".join(hosted)]
+        lines += ["", "Host memory besides (key statistics, not on the device): "
+                  + ", ".join(hosted)]
     return "\n".join(lines)
 
 

@@ -236,8 +236,8 @@ def choose_backend(asked: str, device: torch.device) -> str:
 def check_save_model(n_edits: int | None, checkpoints: Sequence[int]) -> None:
     """The model is saved as the checkpoint is stored, so N must be one of the run's checkpoints."""
     if n_edits is not None and n_edits not in checkpoints:
-        raise ValueError(f"--save-model {n_edits}: the model is saved at a checkpoint; choose among "
-                         f"{','.join(map(str, checkpoints))} (or set --checkpoints)")
+        raise ValueError(f"--save-model {n_edits}: the model is saved at a checkpoint; choose "
+                         f"among {','.join(map(str, checkpoints))} (or set --checkpoints)")
 
 
 def _capability(spec: RunSpec, seed: int, edits: int, checkpoints: Sequence[int]):
@@ -302,8 +302,8 @@ def _estimate(spec: RunSpec, task: Task, records: Sequence[EditRecord],
     estimates = estimate_methods(shape, run, [s.label for s in setups], spec.params, task=task,
                                  train_records=train_records, editors=spec.editors)
     if share < 1 and spec.probe_backend == "auto" and not all(e.fits(run) for e in estimates):
-        note = (f"scoring with the Hugging Face backend: beside vLLM's {100 * spec.vllm_memory:.0f}% "
-                "of the GPU (--vllm-memory) the plan does not fit")
+        note = ("scoring with the Hugging Face backend: beside vLLM's "
+                f"{100 * spec.vllm_memory:.0f}% of the GPU (--vllm-memory) the plan does not fit")
         log.info("%s", note)
         notes.append(note)
         return shape, tuple(estimates), "hf", whole
@@ -399,7 +399,8 @@ def resolve_sweep(spec: RunSpec) -> tuple[RunPlan, ...]:
 def for_cell(plan: RunPlan, setup: MethodSetup, out: Path) -> RunPlan:
     """One method of ``plan`` as a sweep cell: its store in its own ``out`` folder (the driver
     merges it) and only its own settings; everything else as resolved."""
-    owners = (plan.task.name, setup.label, setup.ref.name)  # the other methods' --params are not its
+    # the other methods' --params are not its
+    owners = (plan.task.name, setup.label, setup.ref.name)
     spec = replace(plan.spec, methods=(setup.label,), out=out, restart=(),
                    params={k: v for k, v in plan.spec.params.items() if k in owners})
     return replace(plan, spec=spec, methods=(setup,),

@@ -384,8 +384,8 @@ def keys_to_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
             names = sorted(known)
             close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"{where + ': ' if where else ''}unknown option {raw_key!r}; {hint}options: "
-                             f"{', '.join(names)}")
+            raise ValueError(f"{where + ': ' if where else ''}unknown option {raw_key!r}; "
+                             f"{hint}options: {', '.join(names)}")
         try:
             out[key] = coerce(known[key], value)
         except ValueError as exc:  # the flags' own layer needs no "where": the flag names it

@@ -103,7 +103,8 @@ def _run_ray(ray, plans: Sequence[RunPlan], address: str | None, gpus_per_cell: 
                     continue
                 cell = for_cell(plan, setup, worker)
                 gpus = gpus_for_cell(plan, setup.label, gpus_per_cell)
-                submit = remote_cell if gpus == gpus_per_cell else remote_cell.options(num_gpus=gpus)
+                submit = (remote_cell if gpus == gpus_per_cell
+                          else remote_cell.options(num_gpus=gpus))
                 pending[submit.remote(cell, out)] = cell
         for ref in pending:  # wait for all, then merge: a failed cell must not hide the others
             try:

@@ -69,8 +69,10 @@ class RunOutcome:
         return all(s in ("done", "diverged") for s in self.statuses.values())
 
 
-#: errors of the machine rather than of a method: the run stops, since every later method would meet them
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+#: errors of the machine rather than of a method: the run stops, since every later method would
+#: meet them
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.EIO}
 
 
 def is_storage_error(exc: BaseException) -> bool:
@@ -95,24 +97,28 @@ def _versions(device: torch.device) -> dict[str, str]:
 
     import transformers
 
-    versions = {"editbench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                "python": platform.python_version()}
+    versions = {"editbench": __version__, "torch": torch.__version__,
+                "transformers": transformers.__version__, "python": platform.python_version()}
     if device.type == "cuda":
         versions["cuda"] = str(torch.version.cuda)
     return versions
 
 
-def run_texts(task: Task, records: Sequence[EditRecord], capability_sets: Sequence[CapabilitySet]) -> Iterator[str]:
+def run_texts(task: Task, records: Sequence[EditRecord],
+              capability_sets: Sequence[CapabilitySet]) -> Iterator[str]:
     """Every text the run scores or generates from, each prompt joined with its record's longest
     answer: what the vLLM engine's ``max_model_len`` must hold."""
     for record in records:
-        answers = [record.target_new, record.target_true or "", *(n.answer for n in record.neighbours)]
+        answers = [record.target_new, record.target_true or "",
+                   *(n.answer for n in record.neighbours)]
         longest = max(answers, key=len)
         for prompt in (record.prompt, *record.paraphrases, *(n.prompt for n in record.neighbours)):
             yield f"{prompt} {longest}"
             yield f"{task.generation_prompt(prompt)} {longest}"
-        for value in record.extra.values():  # a task's own prompts (CounterFact's generation prompts)
-            yield from (item for item in (value if isinstance(value, list | tuple) else [value]) if isinstance(item, str))
+        # a task's own prompts (CounterFact's generation prompts)
+        for value in record.extra.values():
+            yield from (item for item in (value if isinstance(value, list | tuple) else [value])
+                        if isinstance(item, str))
     for question_set in capability_sets:
         for query, choices, _ in question_set.questions:
             yield f"{question_set.shots_text}{query} {max(choices, key=len)}"
@@ -203,35 +209,40 @@ class Runner:
         shutil.rmtree(self.snapshot_root(plan), ignore_errors=True)
 
     def _probe(self, model, tokenizer, edited: list[str]) -> ProbeBackend:
-        """The run's probe backend looking at ``model``: HF scores the live model; the vLLM engine is
-        built once per run and receives the edited tensors (see ``core/probe_vllm.py``)."""
+        """The run's probe backend looking at ``model``: HF scores the live model; the vLLM engine
+        is built once per run and receives the edited tensors (see ``core/probe_vllm.py``)."""
         if self.backend == "hf":
             return HFProbe(model, tokenizer, self.device)
         if self._engine is None:
             from ...core.probe_vllm import GENERATION_HEADROOM, VLLMProbe, engine_length
 
-            limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-            length = engine_length(tokenizer, run_texts(self.task, self.records, self.capability_sets),
+            limit = (getattr(model.config, "max_position_embeddings", None)
+                     or getattr(model.config, "n_positions", None))
+            length = engine_length(tokenizer,
+                                   run_texts(self.task, self.records, self.capability_sets),
                                    max(self.spec.gen_max_tokens, GENERATION_HEADROOM), limit)
-            self._engine = VLLMProbe(str(self.model_source), tokenizer, self.dtype, self.spec.vllm_memory,
-                                     self.spec.trust_remote_code, max_model_len=length)
+            self._engine = VLLMProbe(str(self.model_source), tokenizer, self.dtype,
+                                     self.spec.vllm_memory, self.spec.trust_remote_code,
+                                     max_model_len=length)
         self._engine.sync(model, edited)
         return self._engine
 
-    def _method_probe(self, method: EditMethod, model, tokenizer, edited: list[str]) -> ProbeBackend:
-        """The run's backend for one method: HF where the method changes the forward computation the
-        chosen backend cannot run (logged), and the method's prompt rewrite in front where it has one."""
+    def _method_probe(self, method: EditMethod, model, tokenizer,
+                      edited: list[str]) -> ProbeBackend:
+        """The run's backend for one method: HF where the method changes the forward computation
+        the chosen backend cannot run (logged), and the method's prompt rewrite in front where it
+        has one."""
         if self.backend in method.scoring_backends:
             probe = self._probe(model, tokenizer, edited)
         else:
-            log.info("%s: scored with the HF backend instead of %s, which cannot run the forward computation "
-                     "it changes", method.name, self.backend)
+            log.info("%s: scored with the HF backend instead of %s, which cannot run the forward "
+                     "computation it changes", method.name, self.backend)
             probe = HFProbe(model, tokenizer, self.device)
         return RewrittenPrompts(probe, method.scoring_prompt) if method.rewrites_prompts else probe
 
     def _load(self):
-        model, tokenizer = load_model(self.model_source, self.device, self.dtype, self.spec.trust_remote_code,
-                                      device_map=self.spec.device_map)
+        model, tokenizer = load_model(self.model_source, self.device, self.dtype,
+                                      self.spec.trust_remote_code, device_map=self.spec.device_map)
         fit_threads_to_model(model, self.device)  # one thread for a small model (threads.py)
         return model, tokenizer
 
@@ -246,18 +257,23 @@ class Runner:
                    if self.spec.gen_eval else set())
         if wanted <= stored.keys() and answers <= generations.keys() and \
                 store.runs().set_index("run_id").loc[self.run_id, "baseline"]:
-            return Baseline({k: PairScore(v[1], 0.0, len(v[0]), v[0]) for k, v in stored.items()}, generations)
+            return Baseline({k: PairScore(v[1], 0.0, len(v[0]), v[0]) for k, v in stored.items()},
+                            generations)
         timer = PhaseTimer(self.device)
         with timer.phase("baseline"):
             model, tokenizer = self._load()
             probe = self._probe(model, tokenizer, [])
             forward_before = probe.forward_seconds
             baseline = Baseline.compute(probe, records)
-            summary = pre_edit_summary(probe, records)  # over the edits that are scored, as the metrics are
+            # over the edits that are scored, as the metrics are
+            summary = pre_edit_summary(probe, records)
             if self.spec.gen_eval:
-                baseline.generations = unedited_generations(probe, self.task, records, self.spec.gen_max_tokens)
-                summary.update(pre_edit_generated(probe, self.task, records, self.spec.gen_max_tokens))
-            unedited = capability_accuracy(probe, self.capability_sets) if self.capability_sets else None
+                baseline.generations = unedited_generations(probe, self.task, records,
+                                                            self.spec.gen_max_tokens)
+                summary.update(pre_edit_generated(probe, self.task, records,
+                                                  self.spec.gen_max_tokens))
+            unedited = (capability_accuracy(probe, self.capability_sets) if self.capability_sets
+                        else None)
         self._note_session(store, "", resuming=False)
         timer.record("baseline_forward", 0, probe.forward_seconds - forward_before)
         del model
@@ -270,20 +286,21 @@ class Runner:
         store.record_timings(self.run_id, "", timer.drain())
         log.info("unedited model: %s", ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
         if summary.get("pre_edit_accuracy", 1.0) < 0.5:
-            log.warning("the unedited model gets only %.0f%% of the true answers right; specificity against "
-                        "dataset answers will be low whatever the method", 100 * summary["pre_edit_accuracy"])
+            log.warning("the unedited model gets only %.0f%% of the true answers right; "
+                        "specificity against dataset answers will be low whatever the method",
+                        100 * summary["pre_edit_accuracy"])
         return baseline
 
     def _note_session(self, store: ResultsStore, label: str, resuming: bool) -> None:
-        """Store the kernels, threads and flags this stretch of work runs under (``core/numerics.py``);
-        a resume under others says so, since its scores may then differ slightly from an
-        uninterrupted run's."""
+        """Store the kernels, threads and flags this stretch of work runs under
+        (``core/numerics.py``); a resume under others says so, since its scores may then differ
+        slightly from an uninterrupted run's."""
         now = current_numerics(self.device)
         before = store.record_session(self.run_id, label, now)
         change = numerics_difference(before, now) if resuming and before is not None else None
         if change:
-            log.warning("%s: resumed under other numerics than its stored edits (%s); later scores may differ "
-                        "slightly from an uninterrupted run's", label, change)
+            log.warning("%s: resumed under other numerics than its stored edits (%s); later scores "
+                        "may differ slightly from an uninterrupted run's", label, change)
 
     def _run_method(self, store: ResultsStore, plan: MethodSetup, baseline: Baseline) -> str:
         state = store.cell(self.run_id, plan.label)
@@ -296,14 +313,17 @@ class Runner:
         try:
             with MemoryMonitor(self.device) as memory:
                 memory.reset()
-                status = self._edit_stream(store, plan, baseline, done, self.snapshot_root(plan), timer, memory)
+                status = self._edit_stream(store, plan, baseline, done, self.snapshot_root(plan),
+                                           timer, memory)
         except Exception as exc:  # one broken method must not stop the comparison
             message = str(exc) if isinstance(exc, SnapshotError) else f"{type(exc).__name__}: {exc}"
-            if is_storage_error(exc):  # the disk, not the method: every later method would fail the same way
+            # the disk, not the method: every later method would fail the same way
+            if is_storage_error(exc):
                 self._record_failure(store, plan, message)
                 raise
             if isinstance(exc, ROUTINE_FAILURES):
-                log.error("%s failed: %s", plan.label, message, exc_info=log.isEnabledFor(logging.DEBUG))
+                log.error("%s failed: %s", plan.label, message,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
             else:
                 log.exception("%s failed", plan.label)
             self._record_failure(store, plan, message)
@@ -316,16 +336,17 @@ class Runner:
         try:
             store.finish_cell(self.run_id, plan.label, "failed", error=message)
         except (StoreError, OSError) as exc:
-            log.error("%s failed, and recording the failure in %s failed too (%s); rerun the same command "
-                      "to resume it", plan.label, store.path, exc)
+            log.error("%s failed, and recording the failure in %s failed too (%s); rerun the same "
+                      "command to resume it", plan.label, store.path, exc)
 
     def _edit_stream(self, store, plan, baseline, done, snapshots, timer, memory) -> str:
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         with timer.phase("load"):
             model, tokenizer = self._load()
-        ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=self.device,
-                          cache_dir=self.cache_dir, task=self.task, seed=self.seed, generator=generator,
+        ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model),
+                          device=self.device, cache_dir=self.cache_dir, task=self.task,
+                          seed=self.seed, generator=generator,
                           train_records=self.train_records, trained_editor=plan.editor,
                           master_copies=self.spec.master_copy)
         method = plan.cls(plan.config, ctx)
@@ -334,16 +355,19 @@ class Runner:
         edited = method.edited_parameters()
         if done:
             checksums = store.snapshot_checksums(self.run_id, plan.label, done)
-            state, masters = split_state(load_snapshot(snapshots, done, model, generator, checksums, plan.label))
+            state, masters = split_state(load_snapshot(snapshots, done, model, generator, checksums,
+                                                       plan.label))
             method.load_state_dict(state)
             ctx.masters.load_state_dict(masters)
             log.info("%s: resuming after %d stored edits", plan.label, done)
             warn_if_passed(self.spec.save_model, done,
-                           saved_model_folder(self.models_folder, self.run_id, plan.label, self.spec.save_model or 0))
+                           saved_model_folder(self.models_folder, self.run_id, plan.label,
+                                              self.spec.save_model or 0))
         self._note_session(store, plan.label, resuming=bool(done))
         store.record_timings(self.run_id, plan.label, timer.drain())
         probe = self._method_probe(method, model, tokenizer, edited)
-        self._stream_start = (time.monotonic(), done)  # for the checkpoint lines' estimate of what is left
+        # for the checkpoint lines' estimate of what is left
+        self._stream_start = (time.monotonic(), done)
         bar = progress(total=self.edits, initial=done, desc=f"{plan.label} edits", unit="edit")
         try:
             for index, (start, end) in enumerate(self.batches):
@@ -358,18 +382,21 @@ class Runner:
                     store.finish_cell(self.run_id, plan.label, "diverged", diverged_at=end)
                     return "diverged"
                 if end in self.positions:
-                    self._checkpoint(store, plan, baseline, probe, method, end, snapshots, timer, memory)
+                    self._checkpoint(store, plan, baseline, probe, method, end, snapshots, timer,
+                                     memory)
         finally:
             bar.close()
         store.finish_cell(self.run_id, plan.label, "done")
         prune_snapshots(snapshots, keep=self.edits)
         return "done"
 
-    def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer, memory) -> None:
+    def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer,
+                    memory) -> None:
         capability = None
         forward_before = probe.forward_seconds
         with timer.phase("eval", n_edits):
-            probe.sync(method.ctx.model, method.edited_parameters())  # a vLLM engine receives the edited tensors
+            # a vLLM engine receives the edited tensors
+            probe.sync(method.ctx.model, method.edited_parameters())
             rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
             if self.spec.gen_eval:
                 rows += score_generated(probe, self.task, baseline.generations, self.records,
@@ -383,14 +410,16 @@ class Runner:
         if bad:
             raise FloatingPointError(f"metric {bad[0].metric} of edit {bad[0].uid} is not finite")
         checksums = save_snapshot(snapshots, n_edits, method.ctx.model, method.edited_parameters(),
-                                  {**method.state_dict(), **method.ctx.masters.state_dict()}, method.ctx.generator)
+                                  {**method.state_dict(), **method.ctx.masters.state_dict()},
+                                  method.ctx.generator)
         fault_point("after-snapshot")
-        store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(), memory.peak_bytes(),
-                                capability=capability, snapshot=checksums)
+        store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(),
+                                memory.peak_bytes(), capability=capability, snapshot=checksums)
         fault_point("after-checkpoint")
         if n_edits == self.spec.save_model:
             save_edited_model(method.ctx.model, method.ctx.tokenizer,
-                              saved_model_folder(self.models_folder, self.run_id, plan.label, n_edits))
+                              saved_model_folder(self.models_folder, self.run_id, plan.label,
+                                                 n_edits))
         prune_snapshots(snapshots, keep=n_edits)
         started, first = self._stream_start
         elapsed = time.monotonic() - started
@@ -400,5 +429,5 @@ class Runner:
             if r.metric in means:
                 means[r.metric].append(r.value)
         scores = ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in means.items() if v)
-        log.info("%s: %d of %d edits, checkpoint stored (%s); %.0f s so far, about %.0f s to go", plan.label,
-                 n_edits, self.edits, scores or "no scores", elapsed, left)
+        log.info("%s: %d of %d edits, checkpoint stored (%s); %.0f s so far, about %.0f s to go",
+                 plan.label, n_edits, self.edits, scores or "no scores", elapsed, left)

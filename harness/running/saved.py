@@ -19,14 +19,17 @@ def saved_model_folder(out: Path, run_id: str, label: str, n_edits: int) -> Path
 
 
 def warn_if_passed(n_edits: int | None, resumed_at: int, folder: Path) -> None:
-    """A run resumed after checkpoint N does not come back to it: say so if its model was never saved."""
+    """A run resumed after checkpoint N does not come back to it: say so if its model was never
+    saved."""
     if n_edits is not None and resumed_at >= n_edits and not folder.exists():
-        log.warning("--save-model %d: this run resumes after %d edits, so the model at %d edits is not saved; "
-                    "rerun with --restart METHOD to save it", n_edits, resumed_at, n_edits)
+        log.warning("--save-model %d: this run resumes after %d edits, so the model at %d edits is "
+                    "not saved; rerun with --restart METHOD to save it", n_edits, resumed_at,
+                    n_edits)
 
 
 def save_edited_model(model, tokenizer, folder: Path) -> Path:
-    """Write ``model`` and ``tokenizer`` into ``folder`` (a half-written folder is replaced whole)."""
+    """Write ``model`` and ``tokenizer`` into ``folder`` (a half-written folder is replaced
+    whole)."""
     import shutil
 
     partial = folder.with_name(folder.name + ".partial")

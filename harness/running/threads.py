@@ -8,7 +8,8 @@ logged. ``--threads N`` or ``OMP_NUM_THREADS`` set by the user override it.
 The count depends only on the model and the user's choice, never on what else runs: scores move
 slightly with it (summation order), so a number must not depend on the machine's load. Each run
 stores the count it used (``core/numerics.py``). Several processes on one machine are the user's
-to share out with ``--threads`` (torch's default then oversubscribes the cores: slower, same scores).
+to share out with ``--threads`` (torch's default then oversubscribes the cores: slower, same
+scores).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ _explicit: bool | None = None
 
 
 def mark_explicit(chosen: bool) -> None:
-    """The CLI says whether the user chose the thread count (``--threads`` or ``OMP_NUM_THREADS``)."""
+    """The CLI says whether the user chose the thread count (``--threads`` or
+    ``OMP_NUM_THREADS``)."""
     global _explicit
     _explicit = chosen
 
@@ -40,7 +42,8 @@ def chosen_by_user() -> bool:
 
 
 def fit_threads_to_model(model, device) -> int | None:
-    """Give a small model on the CPU one thread, unless the user chose; returns the count set, if any."""
+    """Give a small model on the CPU one thread, unless the user chose; returns the count set, if
+    any."""
     import torch
 
     if chosen_by_user() or device.type != "cpu" or torch.get_num_threads() == 1:

@@ -15,8 +15,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
-def train_editor(method: str, out: Path, task: str | None = None, data: str | None = None, split: str = "eval",
-                 model: str | None = None, params: Mapping[str, Mapping[str, str]] | None = None, seed: int = 0,
+def train_editor(method: str, out: Path, task: str | None = None, data: str | None = None,
+                 split: str = "eval", model: str | None = None,
+                 params: Mapping[str, Mapping[str, str]] | None = None, seed: int = 0,
                  device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
                  cache_dir: Path | None = None) -> Path:
     """Train ``method`` (``NAME`` or ``NAME@PRESET``) on the task's train split into ``out``."""
@@ -31,7 +32,8 @@ def train_editor(method: str, out: Path, task: str | None = None, data: str | No
     from ..plan.settings import RunSpec
     from .threads import fit_threads_to_model
 
-    spec = RunSpec(methods=(method,), task=task, data=data, split=split, model=model, params=params or {},
+    spec = RunSpec(methods=(method,), task=task, data=data, split=split, model=model,
+                   params=params or {},
                    seed=seed, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                    cache_dir=cache_dir, out=Path(out))
     task_obj = resolve_task(spec)
@@ -43,17 +45,23 @@ def train_editor(method: str, out: Path, task: str | None = None, data: str | No
                          f"trainable methods: {', '.join(trainable)}")
     source = spec.model or task_obj.default_model()
     if source is None:
-        raise ValueError(f"the {task_obj.name} task has no built-in model: pass --model NAME_OR_PATH")
+        raise ValueError(f"the {task_obj.name} task has no built-in model: "
+                         "pass --model NAME_OR_PATH")
     train_records = task_obj.load("train")
-    check_disjoint(train_records, task_obj.load(spec.split), task_obj.name, f"its {spec.split!r} split")
+    check_disjoint(train_records, task_obj.load(spec.split), task_obj.name,
+                   f"its {spec.split!r} split")
     torch_device = resolve_device(device)
-    lm, tokenizer = load_model(source, torch_device, resolve_dtype(dtype, torch_device), trust_remote_code)
+    lm, tokenizer = load_model(source, torch_device, resolve_dtype(dtype, torch_device),
+                               trust_remote_code)
     fit_threads_to_model(lm, torch_device)  # one thread for a small model (threads.py)
     ctx = EditContext(model=lm, tokenizer=tokenizer, layout=ModelLayout.of(lm), device=torch_device,
                       cache_dir=cache_dir or cache_root(), task=task_obj, seed=seed,
-                      generator=torch.Generator().manual_seed(seed), train_records=lambda: train_records)
+                      generator=torch.Generator().manual_seed(seed),
+                      train_records=lambda: train_records)
     editor = setup.cls(setup.config, ctx)
-    log.info("training %s on %d %s train records with %s", setup.label, len(train_records), task_obj.name, source)
-    with exclusive_lock(Path(out) / ".lock", f"training into {out}", wait=False):  # one trainer per folder
+    log.info("training %s on %d %s train records with %s", setup.label, len(train_records),
+             task_obj.name, source)
+    # one trainer per folder
+    with exclusive_lock(Path(out) / ".lock", f"training into {out}", wait=False):
         editor.fit(Path(out), train_records)
     return Path(out)
