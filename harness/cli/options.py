@@ -50,10 +50,17 @@ def _option(item: dataclasses.Field) -> click.Option:
                         show_default=shown is not None, **common)
 
 
-def run_options() -> list[click.Option]:
-    """Every setting of a run as a click option, in the order the fields are declared
-    (``click.command(params=run_options())``; decorated options follow them)."""
-    return [_option(item) for item in settings_fields()]
+def run_options(names: tuple[str, ...] | None = None,
+                help: dict[str, str] | None = None) -> list[click.Option]:
+    """Every setting of a run (or those ``names``, for a command that takes a few, such as
+    ``train``) as a click option, in the order the fields are declared; ``help`` rewords an
+    option for that command. ``click.command(params=run_options())``."""
+    chosen = [item for item in settings_fields() if names is None or item.name in names]
+    options = [_option(item) for item in chosen]
+    for option in options:
+        if help and option.name in help:
+            option.help = help[option.name]
+    return options
 
 
 def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +68,8 @@ def given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
     natural values for :class:`RunSpec` to read; a default click filled in is left out."""
     chosen = {}
     for item in settings_fields():
+        if item.name not in values:
+            continue
         source = ctx.get_parameter_source(item.name)
         if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             value = values[item.name]

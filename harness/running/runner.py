@@ -198,15 +198,15 @@ class Runner:
                         for setup in self.methods}
         return RunOutcome(self.run_id, store.path, statuses)
 
-    def snapshot_root(self, plan: MethodSetup) -> Path:
-        return self.spec.out / "snapshots" / self.run_id / plan.label.replace("/", "_")
+    def snapshot_root(self, setup: MethodSetup) -> Path:
+        return self.spec.out / "snapshots" / self.run_id / setup.label.replace("/", "_")
 
-    def drop_method(self, store: ResultsStore, plan: MethodSetup) -> None:
+    def drop_method(self, store: ResultsStore, setup: MethodSetup) -> None:
         """``--restart``: forget the method's stored results and snapshots in this run."""
-        if store.cell(self.run_id, plan.label) is not None:
-            log.info("%s: --restart drops its stored results in %s", plan.label, store.path)
-        store.drop_cell(self.run_id, plan.label)
-        shutil.rmtree(self.snapshot_root(plan), ignore_errors=True)
+        if store.cell(self.run_id, setup.label) is not None:
+            log.info("%s: --restart drops its stored results in %s", setup.label, store.path)
+        store.drop_cell(self.run_id, setup.label)
+        shutil.rmtree(self.snapshot_root(setup), ignore_errors=True)
 
     def _probe(self, model, tokenizer, edited: list[str]) -> ProbeBackend:
         """The run's probe backend looking at ``model``: HF scores the live model; the vLLM engine
@@ -302,44 +302,44 @@ class Runner:
             log.warning("%s: resumed under other numerics than its stored edits (%s); later scores "
                         "may differ slightly from an uninterrupted run's", label, change)
 
-    def _run_method(self, store: ResultsStore, plan: MethodSetup, baseline: Baseline) -> str:
-        state = store.cell(self.run_id, plan.label)
+    def _run_method(self, store: ResultsStore, setup: MethodSetup, baseline: Baseline) -> str:
+        state = store.cell(self.run_id, setup.label)
         if state is not None and state.status in ("done", "diverged"):
-            log.info("%s: already %s in the store, skipped", plan.label, state.status)
+            log.info("%s: already %s in the store, skipped", setup.label, state.status)
             return state.status
         done = state.last_checkpoint if state is not None else 0
-        store.start_cell(self.run_id, plan.label, config_dict(plan.config), plan.config_hash)
+        store.start_cell(self.run_id, setup.label, config_dict(setup.config), setup.config_hash)
         timer = PhaseTimer(self.device)
         try:
             with MemoryMonitor(self.device) as memory:
                 memory.reset()
-                status = self._edit_stream(store, plan, baseline, done, self.snapshot_root(plan),
+                status = self._edit_stream(store, setup, baseline, done, self.snapshot_root(setup),
                                            timer, memory)
         except Exception as exc:  # one broken method must not stop the comparison
             message = str(exc) if isinstance(exc, SnapshotError) else f"{type(exc).__name__}: {exc}"
             # the disk, not the method: every later method would fail the same way
             if is_storage_error(exc):
-                self._record_failure(store, plan, message)
+                self._record_failure(store, setup, message)
                 raise
             if isinstance(exc, ROUTINE_FAILURES):
-                log.error("%s failed: %s", plan.label, message,
+                log.error("%s failed: %s", setup.label, message,
                           exc_info=log.isEnabledFor(logging.DEBUG))
             else:
-                log.exception("%s failed", plan.label)
-            self._record_failure(store, plan, message)
+                log.exception("%s failed", setup.label)
+            self._record_failure(store, setup, message)
             return "failed"
         return status
 
-    def _record_failure(self, store: ResultsStore, plan: MethodSetup, message: str) -> None:
+    def _record_failure(self, store: ResultsStore, setup: MethodSetup, message: str) -> None:
         """Mark the method failed; if even that cannot be written (a full disk), say so in one line:
         the cell then stays 'running' and the next run resumes it from its last checkpoint."""
         try:
-            store.finish_cell(self.run_id, plan.label, "failed", error=message)
+            store.finish_cell(self.run_id, setup.label, "failed", error=message)
         except (StoreError, OSError) as exc:
             log.error("%s failed, and recording the failure in %s failed too (%s); rerun the same "
-                      "command to resume it", plan.label, store.path, exc)
+                      "command to resume it", setup.label, store.path, exc)
 
-    def _edit_stream(self, store, plan, baseline, done, snapshots, timer, memory) -> str:
+    def _edit_stream(self, store, setup, baseline, done, snapshots, timer, memory) -> str:
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         with timer.phase("load"):
@@ -347,28 +347,28 @@ class Runner:
         ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model),
                           device=self.device, cache_dir=self.cache_dir, task=self.task,
                           seed=self.seed, generator=generator,
-                          train_records=self.train_records, trained_editor=plan.editor,
+                          train_records=self.train_records, trained_editor=setup.editor,
                           master_copies=self.spec.master_copy)
-        method = plan.cls(plan.config, ctx)
+        method = setup.cls(setup.config, ctx)
         with timer.phase("prepare"):
             method.prepare()
         edited = method.edited_parameters()
         if done:
-            checksums = store.snapshot_checksums(self.run_id, plan.label, done)
+            checksums = store.snapshot_checksums(self.run_id, setup.label, done)
             state, masters = split_state(load_snapshot(snapshots, done, model, generator, checksums,
-                                                       plan.label))
+                                                       setup.label))
             method.load_state_dict(state)
             ctx.masters.load_state_dict(masters)
-            log.info("%s: resuming after %d stored edits", plan.label, done)
+            log.info("%s: resuming after %d stored edits", setup.label, done)
             warn_if_passed(self.spec.save_model, done,
-                           saved_model_folder(self.models_folder, self.run_id, plan.label,
+                           saved_model_folder(self.models_folder, self.run_id, setup.label,
                                               self.spec.save_model or 0))
-        self._note_session(store, plan.label, resuming=bool(done))
-        store.record_timings(self.run_id, plan.label, timer.drain())
+        self._note_session(store, setup.label, resuming=bool(done))
+        store.record_timings(self.run_id, setup.label, timer.drain())
         probe = self._method_probe(method, model, tokenizer, edited)
         # for the checkpoint lines' estimate of what is left
         self._stream_start = (time.monotonic(), done)
-        bar = progress(total=self.edits, initial=done, desc=f"{plan.label} edits", unit="edit")
+        bar = progress(total=self.edits, initial=done, desc=f"{setup.label} edits", unit="edit")
         try:
             for index, (start, end) in enumerate(self.batches):
                 if end <= done:
@@ -377,20 +377,20 @@ class Runner:
                     method.apply(self.records[start:end])
                 bar.update(end - start)
                 if not _finite(model, edited):
-                    log.warning("%s diverged: non-finite weights after %d edits", plan.label, end)
-                    store.record_timings(self.run_id, plan.label, timer.drain())
-                    store.finish_cell(self.run_id, plan.label, "diverged", diverged_at=end)
+                    log.warning("%s diverged: non-finite weights after %d edits", setup.label, end)
+                    store.record_timings(self.run_id, setup.label, timer.drain())
+                    store.finish_cell(self.run_id, setup.label, "diverged", diverged_at=end)
                     return "diverged"
                 if end in self.positions:
-                    self._checkpoint(store, plan, baseline, probe, method, end, snapshots, timer,
+                    self._checkpoint(store, setup, baseline, probe, method, end, snapshots, timer,
                                      memory)
         finally:
             bar.close()
-        store.finish_cell(self.run_id, plan.label, "done")
+        store.finish_cell(self.run_id, setup.label, "done")
         prune_snapshots(snapshots, keep=self.edits)
         return "done"
 
-    def _checkpoint(self, store, plan, baseline, probe, method, n_edits, snapshots, timer,
+    def _checkpoint(self, store, setup, baseline, probe, method, n_edits, snapshots, timer,
                     memory) -> None:
         capability = None
         forward_before = probe.forward_seconds
@@ -413,12 +413,12 @@ class Runner:
                                   {**method.state_dict(), **method.ctx.masters.state_dict()},
                                   method.ctx.generator)
         fault_point("after-snapshot")
-        store.commit_checkpoint(self.run_id, plan.label, n_edits, rows, timer.drain(),
+        store.commit_checkpoint(self.run_id, setup.label, n_edits, rows, timer.drain(),
                                 memory.peak_bytes(), capability=capability, snapshot=checksums)
         fault_point("after-checkpoint")
         if n_edits == self.spec.save_model:
             save_edited_model(method.ctx.model, method.ctx.tokenizer,
-                              saved_model_folder(self.models_folder, self.run_id, plan.label,
+                              saved_model_folder(self.models_folder, self.run_id, setup.label,
                                                  n_edits))
         prune_snapshots(snapshots, keep=n_edits)
         started, first = self._stream_start
@@ -430,4 +430,4 @@ class Runner:
                 means[r.metric].append(r.value)
         scores = ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in means.items() if v)
         log.info("%s: %d of %d edits, checkpoint stored (%s); %.0f s so far, about %.0f s to go",
-                 plan.label, n_edits, self.edits, scores or "no scores", elapsed, left)
+                 setup.label, n_edits, self.edits, scores or "no scores", elapsed, left)
