@@ -8,7 +8,8 @@ the sequence takes the side weight's output when the score reaches that memory's
 smallest in-scope score seen while it was edited, times ``act_ratio``, ``:523-550``); otherwise the
 layer's own output, untouched. This is WISE-Retrieve (``retrieve: True``, the default of every
 EasyEdit and WikiBigEdit file): the current shard is tried first, then every stored memory, the
-highest score above its own threshold winning (``:531-550``).
+highest score above its own threshold winning, and a memory must outscore the current shard even
+when the shard is below its threshold (``:531-550``).
 
 One edit (``edit``, ``:140-248``) trains the current shard alone on 1 + ``n_templates`` rows (the
 prompt, and the prompt behind short prefixes the unedited model generates greedily,
@@ -274,14 +275,21 @@ class Wise(LayerMemoryMethod):
         return current + list(zip(self.memories, self.memory_min))
 
     def _choose(self, x: torch.Tensor, main: torch.Tensor) -> torch.Tensor:
-        """Per row, the index into ``_candidates()`` it is routed to, -1 for main memory: the
-        highest score among those at or above their threshold (WISE-Retrieve)."""
+        """Per row, the index into ``_candidates()`` it is routed to, -1 for main memory
+        (WISE-Retrieve, ``WISE.py:531-550``): the current shard when its score clears its
+        threshold; a stored memory when its score clears its own threshold and beats the best so
+        far, which starts at the current shard's score whether or not that cleared its threshold
+        (a memory must outscore the shard in training, as in the release)."""
         chosen = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
-        best = torch.full((x.shape[0],), -math.inf, device=x.device)
+        best = torch.zeros((x.shape[0],), device=x.device)  # an empty shard scores 0: no distance
         with torch.no_grad():
             for index, (weight, least) in enumerate(self._candidates()):
                 s = self.score(x, main, weight.to(x.device)).float()
-                better = (s >= least * self.config.act_ratio) & (s > best)
+                if index == 0 and self.shard_min < math.inf:  # the current shard
+                    chosen = torch.where(s >= least * self.config.act_ratio, index, chosen)
+                    best = s
+                    continue
+                better = (s > least * self.config.act_ratio) & (s > best)
                 chosen = torch.where(better, index, chosen)
                 best = torch.where(better, s, best)
         return chosen

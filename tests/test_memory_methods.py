@@ -312,6 +312,21 @@ def test_wise_takes_the_highest_scoring_memory_above_its_threshold(micro_llama):
     assert method._choose(x, main).tolist() == [-1]  # none qualifies: main memory
 
 
+def test_a_wise_memory_must_outscore_the_current_shard_even_below_its_threshold(micro_llama):
+    """The release (``WISE.py:531-550``) starts the best score at the current shard's, whether or
+    not the shard clears its own threshold: a memory that qualifies but scores below the shard
+    leaves the sequence in main memory (editbench used to route it to that memory)."""
+    ctx, method = _wise(micro_llama)
+    weight = method.original
+    x = torch.randn(1, 3, weight.shape[1])
+    main = method._project(x, weight)
+    method.side, method.shard_min = weight + 1.0, 1e9  # a strong shard, below its threshold
+    method.memories, method.memory_min = [weight + 0.01], [0.0]  # a weak memory, above its own
+    assert method._choose(x, main).tolist() == [-1]
+    method.side = weight + 0.001  # the shard now scores below the memory
+    assert method._choose(x, main).tolist() == [1]
+
+
 def test_wise_stores_shards_and_merges_them(micro_llama):
     ctx, method = _wise(micro_llama, save_freq=1, merge_freq=2, n_iter=5)
     method.apply(RECORDS)
