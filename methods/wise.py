@@ -51,6 +51,8 @@ from .objectives import target_token_nll
 
 log = logging.getLogger(__name__)
 
+FLOAT32_BYTES = 4
+
 
 @dataclass(frozen=True)
 class WiseConfig(MethodConfig):
@@ -195,20 +197,22 @@ class Wise(LayerMemoryMethod):
         """The side copy and the original, and the shards (and their masks) kept until a merge."""
         numel = out_in[0] * out_in[1]
         shards = self.config.merge_freq // self.config.save_freq
-        return numel * shape.dtype_bytes * (2 + shards) + numel * shards
+        return numel * FLOAT32_BYTES * (2 + shards) + numel * shards  # float32 copies (prepare)
 
     def trained_bytes(self, shape, out_in) -> int:
-        # the side copy's gradient and Adam's moments
-        return 3 * out_in[0] * out_in[1] * shape.dtype_bytes
+        # the float32 side copy's working copy, its gradient and SGD's update
+        return 3 * out_in[0] * out_in[1] * FLOAT32_BYTES
 
     # -- setup -----------------------------------------------------------------------------------
     def prepare(self) -> None:
         if self._handles:
             return
         self.templates = ["{}"] + self._context_templates()
-        weight = self.hooked_module().weight.detach()
-        self.original = weight.clone()
-        self.side = weight.clone()  # the current shard
+        # the side memories live and train in float32 whatever the model's dtype, as in the
+        # release, which edits a float32 model (EasyEdit ``editor.py:115``); on a float32 model
+        # this is the weight itself
+        self.original = self.hooked_module().weight.detach().float().clone()
+        self.side = self.original.clone()  # the current shard
         self.shard_mask = self._new_mask()
         self.shard_min = math.inf  # smallest in-scope score of the shard's edits
         self.memories: list[torch.Tensor] = []

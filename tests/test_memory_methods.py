@@ -297,6 +297,27 @@ def test_wise_trains_on_no_prompt_that_specificity_or_generalization_scores(micr
     assert unrelated and unrelated <= {r.prompt for r in train}
 
 
+def test_wise_side_memory_trains_in_float32_on_a_bf16_model(micro_llama):
+    """The release edits a float32 model (EasyEdit ``editor.py:115``): on a bf16 model the side
+    memory still trains in float32, so updates finer than bf16's spacing are kept."""
+    model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.bfloat16)
+    ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model),
+                      device=torch.device("cpu"), cache_dir=micro_llama, task=None, seed=0,
+                      generator=torch.Generator().manual_seed(0), train_records=lambda: TRAIN,
+                      master_copies=True)
+    method = Wise(WiseConfig(layer=1, n_iter=5, n_templates=1, lr=1e-3), ctx)
+    method.prepare()
+    weight = method.hooked_module().weight
+    assert method.original.dtype == method.side.dtype == torch.float32
+    assert torch.equal(method.original, weight.float())
+    method.apply(RECORDS[:1])
+    delta = method.side - method.original
+    lost_in_bf16 = method.side.bfloat16().float() - method.original
+    assert method.side.dtype == torch.float32 and bool(delta.any())
+    assert int((delta != 0).sum()) > int((lost_in_bf16 != 0).sum())  # bf16 would round some away
+    assert weight.dtype == torch.bfloat16 and method.edited_parameters() == []
+
+
 def test_wise_takes_the_highest_scoring_memory_above_its_threshold(micro_llama):
     ctx, method = _wise(micro_llama)
     weight = method.original
