@@ -151,7 +151,7 @@ class EditMethod(ABC):
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost | None:
         """Resident memory and each phase's transient memory and work, from the formulas of
-        ``core/costs.py`` (``editbench plan`` builds the method on a ``meta``-device model to ask);
+        ``core/costs.py`` (a run's plan builds the method on a ``meta``-device model to ask);
         None where the method has no cost model yet, which the plan says."""
         return None
 

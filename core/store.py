@@ -234,7 +234,7 @@ class ResultsStore:
     def _migrate(self) -> None:
         """Bring a version-1 store up to date before writing to it: version 2 calls the
         general-capability sets' column ``name`` (it was ``probe``) and adds the metric catalogue
-        and the batch plan, which older runs simply lack (reports then show plainer headers and no
+        and the edit batches, which older runs simply lack (reports then show plainer headers and no
         time intervals)."""
         if self._version() != 1:
             return
