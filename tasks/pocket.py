@@ -230,7 +230,11 @@ class PocketWorld:
         return {3: "train", 4: "pool"}.get(entity_index % 5, "eval")
 
     def entity_split(self, entity: str) -> str:
-        return self.split_of(self.entities.index(entity))
+        return self.split_of(self._entity_index[entity])
+
+    @cached_property
+    def _entity_index(self) -> dict[str, int]:
+        return {entity: index for index, entity in enumerate(self.entities)}
 
     def _crossed(self, template_prompt, obj: str) -> list[str]:
         return [f"{template_prompt(prefix, phrasing)} {obj}." for prefix in range(len(PREFIXES))
@@ -286,11 +290,11 @@ class PocketWorld:
         """A counterfactual object; a new city is in another country and a new spouse lives in
         another city, so that the two-hop answer changes too."""
         choices = [o for o in self.objects[fact.relation] if o != fact.obj and o != fact.entity]
-        for name, (_, first, _) in TWO_HOPS.items():
+        for name, (_, first, second) in TWO_HOPS.items():
             if first == fact.relation:
                 old = self.two_hop_answer(fact.entity, name)
-                choices = [o for o in choices
-                           if self.two_hop_answer(fact.entity, name, o) != old] or choices
+                # the second hop from each candidate, by one dictionary lookup (two_hop_answer)
+                choices = [o for o in choices if self.lookup[(o, second)] != old] or choices
         return rng.choice(choices)
 
     @cached_property

@@ -1,11 +1,16 @@
-"""``editbench plan``, the command (``harness/plan/estimate.py`` is the library; this module stays
-light so that ``editbench --help`` loads no torch)."""
+"""``editbench plan``: a run's plan at a scale and on a device of your choosing.
+
+It resolves the run a ``editbench run`` with these settings would make (``RunPlan``: the default
+task sized for ``--edits``, the schedule, each method's setup for the model's architecture), then
+estimates each method's cost on the device named here rather than this machine's
+(``harness/plan/estimate.py``). ``--tokens-per-record`` and ``--pairs-per-record`` replace what the
+plan measured on its records, for data of another shape. Reads no weights."""
 
 from __future__ import annotations
 
 import click
 
-from ...core.configs import DTYPE_CHOICES, parse_overrides
+from ...core.configs import DTYPE_CHOICES
 
 
 @click.command()
@@ -24,10 +29,12 @@ from ...core.configs import DTYPE_CHOICES, parse_overrides
               help="GiB on the device.")
 @click.option("--tflops", type=float, default=400.0, show_default=True,
               help="Sustained TFLOP/s of the device (400: about 40% of an H100's dense bf16 peak).")
-@click.option("--tokens-per-record", type=int, default=32, show_default=True,
-              help="Prompt and answer tokens of a record.")
-@click.option("--pairs-per-record", type=int, default=3, show_default=True,
-              help="Pairs scored per evaluated edit (the edit, its paraphrases, its neighbours).")
+@click.option("--tokens-per-record", type=int, default=None,
+              help="Prompt and answer tokens of a record (default: the plan's records', by the "
+                   "model's tokenizer, or about one per four characters for a bare config).")
+@click.option("--pairs-per-record", type=int, default=None,
+              help="Pairs scored per evaluated edit (default: the plan's records': the edit, its "
+                   "paraphrases, its neighbours).")
 @click.option("--train-records", type=int, default=10000, show_default=True,
               help="Records the trained editors learn from (their max_train_records caps it).")
 @click.option("--gen-eval", default="on", show_default=True, type=click.Choice(["on", "off"]))
@@ -36,27 +43,38 @@ from ...core.configs import DTYPE_CHOICES, parse_overrides
               help="Method settings, as for run.")
 @click.option("--trust-remote-code", is_flag=True)
 def plan(model: str, methods: str | None, edits: int, batch_size: int, checkpoints: str | None,
-         eval_sample: int, dtype: str, device_memory: float, tflops: float, tokens_per_record: int,
-         pairs_per_record: int, train_records: int, gen_eval: str, master_copy: bool,
-         params: tuple[str, ...], trust_remote_code: bool) -> None:
-    """Print each method's peak memory and time per phase for a model, before anything runs."""
-    from ...core.costs import GiB, RunShape
-    from ...methods import METHODS
-    from ..plan.estimate import estimate_methods, model_shape, plan_table, scored_records
-    from ..plan.settings import RunSpec
+         eval_sample: int, dtype: str, device_memory: float, tflops: float,
+         tokens_per_record: int | None, pairs_per_record: int | None, train_records: int,
+         gen_eval: str, master_copy: bool, params: tuple[str, ...],
+         trust_remote_code: bool) -> None:
+    """Print each method's peak memory and time per phase for a model at a scale and on a device
+    of your choosing, before anything runs."""
+    from dataclasses import replace
 
-    counts = RunSpec(checkpoints=checkpoints).checkpoints if checkpoints else ()
-    shape = model_shape(model, dtype, trust_remote_code)
-    run = RunShape(edits=edits, batch_size=batch_size,
-                   scored_records=scored_records(edits, batch_size, counts, eval_sample),
-                   pairs_per_record=pairs_per_record, tokens_per_record=tokens_per_record,
-                   train_records=train_records, generated=gen_eval == "on",
-                   flops_per_second=tflops * 1e12, device_bytes=int(device_memory * GiB),
-                   master_copies=master_copy)
-    labels = ([m.strip() for m in methods.split(",")] if methods
-              else [n for n, c in METHODS.items() if not c.needs_download])
-    planned = estimate_methods(shape, run, labels, parse_overrides(params))
-    click.echo(plan_table(shape, run, planned))
+    from ...core.costs import GiB
+    from ...tasks import TASKS
+    from ..plan.estimate import estimate_methods, plan_table
+    from ..plan.resolve import resolve
+    from ..plan.settings import RunSpec, layered
+
+    task = TASKS.default()
+    overrides = layered([({"params": list(params)}, "")]).get("params", {})
+    sized = {**TASKS[task].sized_for(edits), **overrides.get(task, {})}  # enough records
+    spec = RunSpec(model=model, methods=methods or (), edits=edits, batch_size=batch_size,
+                   checkpoints=checkpoints or (), eval_sample=eval_sample, dtype=dtype,
+                   gen_eval=gen_eval == "on", master_copy=master_copy, device="cpu",
+                   params={**overrides, task: sized}, trust_remote_code=trust_remote_code)
+    run_plan = resolve(spec)
+    if run_plan.model_shape is None or run_plan.run_shape is None:
+        raise ValueError(f"--model {model}: its config cannot be read, so nothing can be planned")
+    measured = run_plan.run_shape
+    run = replace(measured, device_bytes=int(device_memory * GiB), flops_per_second=tflops * 1e12,
+                  tokens_per_record=tokens_per_record or measured.tokens_per_record,
+                  pairs_per_record=pairs_per_record or measured.pairs_per_record,
+                  train_records=train_records)
+    planned = estimate_methods(run_plan.model_shape, run, [m.label for m in run_plan.methods],
+                               spec.params)
+    click.echo(plan_table(run_plan.model_shape, run, planned))
     misfits = [p.label for p in planned if not p.fits(run)]
     if misfits:
         click.echo(f"does not fit in {device_memory:g} GiB: {', '.join(misfits)}", err=True)

@@ -86,6 +86,10 @@ class RunPlan:
     run_id: str
     dataset_hash: str
     notes: tuple[str, ...] = field(default=())  # decisions the resolve step took, for the log
+    #: the model's meta-device twin and the run's sizes the estimates were made from (None where
+    #: the model's config cannot be read)
+    model_shape: ModelShape | None = None
+    run_shape: RunShape | None = None
 
     @property
     def edits(self) -> int:
@@ -285,7 +289,7 @@ def _estimate(spec: RunSpec, task: Task, records: Sequence[EditRecord],
               positions: Mapping[int, list[int]], source: str, device: torch.device,
               dtype: torch.dtype, backend: str, setups: Sequence[MethodSetup],
               train_records: Callable[[], list], notes: list[str],
-              ) -> tuple[ModelShape | None, tuple[MethodEstimate, ...], str, int]:
+              ) -> tuple[ModelShape | None, RunShape | None, tuple[MethodEstimate, ...], str, int]:
     """Each method's cost on the model's meta-device twin and what it lacks; and the backend
     again: vLLM chosen by default gives way to HF when the plan does not fit beside it."""
     from .estimate import device_memory, estimate_methods, model_shape
@@ -295,7 +299,7 @@ def _estimate(spec: RunSpec, task: Task, records: Sequence[EditRecord],
         shape = model_shape(source, str(dtype).removeprefix("torch."), spec.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:  # loading the model explains it, with the fix
         log.debug("no estimates: the model's config cannot be read (%s)", exc)
-        return None, (), backend, device_memory(device)
+        return None, None, (), backend, device_memory(device)
     whole = device_memory(device)
     share = 1 - spec.vllm_memory if backend == "vllm" else 1.0  # the vLLM engine takes its share
     run = _run_shape(spec, records, positions, tokens, int(whole * share))
@@ -306,8 +310,8 @@ def _estimate(spec: RunSpec, task: Task, records: Sequence[EditRecord],
                 f"{100 * spec.vllm_memory:.0f}% of the GPU (--vllm-memory) the plan does not fit")
         log.info("%s", note)
         notes.append(note)
-        return shape, tuple(estimates), "hf", whole
-    return shape, tuple(estimates), backend, int(whole * share)
+        return shape, replace(run, device_bytes=whole), tuple(estimates), "hf", whole
+    return shape, run, tuple(estimates), backend, int(whole * share)
 
 
 # -- the step ----------------------------------------------------------------------------------
@@ -357,9 +361,9 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
         check_disjoint(train, records, task.name, "the evaluated edits")
         return train
 
-    shape, estimates, backend, capacity = _estimate(spec, task, records, positions, source,
-                                                    device, dtype, backend, setups,
-                                                    train_records, notes)
+    shape, run_shape, estimates, backend, capacity = _estimate(
+        spec, task, records, positions, source, device, dtype, backend, setups, train_records,
+        notes)
     if architecture is None and shape is not None:
         architecture = shape.architecture
     digest = dataset_hash(list(records))
@@ -388,7 +392,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
                    cache_dir=spec.cache_dir or cache_root(), capability=capability,
                    capability_at=capability_at, estimates=estimates, capacity=capacity,
                    run_config=run_config, run_id=config_hash(run_config), dataset_hash=digest,
-                   notes=tuple(notes))
+                   notes=tuple(notes), model_shape=shape, run_shape=run_shape)
 
 
 def resolve_sweep(spec: RunSpec) -> tuple[RunPlan, ...]:
