@@ -120,3 +120,15 @@ def test_a_sharded_ray_cell_asks_for_the_gpus_its_plan_needs(monkeypatch):
     single = SimpleNamespace(spec=SimpleNamespace(device_map=None), device=torch.device("cuda"),
                              planned_peak={"memit": 150 * 2**30}.get)
     assert gpus_for_cell(single, "memit", 1.0) == 1.0
+
+
+def test_a_sharded_run_without_accelerate_is_refused_before_loading(
+        tmp_path, micro_llama, monkeypatch):
+    import importlib.util
+
+    _never_load(monkeypatch)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "accelerate" else real(name, *a))
+    _refused(resolve(_spec(tmp_path, micro_llama, methods=("ft-m",), device_map="auto")),
+             r'--device-map auto .*editbench\[shard\]')

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
         click.echo("skipped on CPU: the CUDA allocator's exact peaks and the vLLM parity check "
                    "(they need a CUDA GPU)")
 
+    failed: list[str] = []  # every check that fails: the command then exits with status 1
     started = time.perf_counter()
     report = precision_check(where, batches=2000)
     figures["precision"] = report.as_dict()
@@ -81,6 +83,8 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
                f"without {report.weight_error_rounded:.4f}; "
                f"logits {report.logit_error_master:.4f} / {report.logit_error_rounded:.4f} "
                f"[{'ok' if ok else 'FAILED'}, {time.perf_counter() - started:.1f} s]")
+    if not ok:
+        failed.append("precision")
 
     _write(out, figures)
     if scale_config:
@@ -89,6 +93,7 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
             if isinstance(check, str):
                 click.echo(f"  at scale, FAILED: {check}")
                 scale.append({"error": check})
+                failed.append(f"at scale: {check}")
             else:
                 scale.append({"model": check.family, "what": check.what,
                               "measured_gib": check.measured / 2**30,
@@ -112,8 +117,11 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
         click.echo(f"  {row['family']:<8} {row['what']:<11} measured {row['measured_mb']:8.2f}  "
                    f"plan {row['planned_mb']:8.2f}"
                    f"  ratio {row['ratio']:.2f}")
+    within = 0.75 <= worst["ratio"] <= 1.25
     click.echo(f"worst ratio {worst['ratio']:.2f} ({worst['family']} {worst['what']}) "
-               f"[{'ok' if 0.75 <= worst['ratio'] <= 1.25 else 'outside 25%'}]")
+               f"[{'ok' if within else 'outside 25%'}]")
+    if not within:
+        failed.append(f"plan against measured peak: {worst['family']} {worst['what']}")
 
     if where.type == "cuda" and importlib.util.find_spec("vllm") is not None:
         try:
@@ -134,6 +142,9 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
     if bench_sizes:
         figures["bench"] = _small_bench(where, bench_sizes, bench_methods)
         _write(out, figures)
+    if failed:
+        click.echo(f"selfcheck: {len(failed)} check(s) failed: {'; '.join(failed)}", err=True)
+        sys.exit(1)
 
 
 def _write(out: Path | None, figures: dict) -> None:

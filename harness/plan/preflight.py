@@ -11,6 +11,7 @@ ones).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def memory_findings(plan: RunPlan) -> list[str]:
 def preflight(plan: RunPlan) -> list[str]:
     """Every reason the run would fail or not fit, one line each; empty when it can run."""
     findings = [line for item in plan.estimates for line in item.missing]
+    if plan.spec.device_map and importlib.util.find_spec("accelerate") is None:
+        findings.append('--device-map auto shards the model with accelerate: '
+                        'pip install "editbench[shard]"')
     if Path(plan.model_source).is_file():
         findings.append(f"--model {plan.model_source} is a file: a dry run plans a config.json, "
                         "a run needs the model's folder (save_pretrained) or a hub name")
