@@ -1,0 +1,142 @@
+"""The side-by-side tables: EasyEdit's end-of-stream scores (run_easyedit.py's JSON files) against
+editbench's at checkpoint 100 (its results.sqlite), per seed, with the verdict of README.md's rule.
+
+    python table.py RESULTS_DIR > results.md
+
+RESULTS_DIR holds ee-METHOD-sSEED.json and eb-METHOD/results.sqlite (run_all.sh writes them).
+Token accuracies are shown in % (0-100).
+"""
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+METRICS = {"ES": "efficacy_acc", "GS": "generalization_acc", "LS": "specificity_agree"}
+SEEDS = (0, 1, 2)
+TOLERANCE = 2.0  # points
+
+
+def editbench_scores(store: Path, method: str) -> dict[int, dict]:
+    con = sqlite3.connect(store)
+    out = {}
+    for run_id, seed in con.execute("SELECT run_id, seed FROM runs"):
+        row = {}
+        for short, metric in METRICS.items():
+            value = con.execute(
+                "SELECT avg(value) FROM scores WHERE run_id=? AND method=? AND n_edits=100 "
+                "AND metric=?", (run_id, method, metric)).fetchone()[0]
+            row[short] = None if value is None else 100 * value
+        timing = con.execute(
+            "SELECT edit_seconds, eval_seconds FROM checkpoints WHERE run_id=? AND method=? "
+            "AND n_edits=100", (run_id, method)).fetchone()
+        if timing is not None and row["ES"] is not None:
+            row["edit_s"], row["eval_s"] = timing
+            out[seed] = row
+    return out
+
+
+def easyedit_scores(folder: Path, method: str, suffix: str = "", key: str = "end_of_stream",
+                    prefix: str = "ee", seeds=SEEDS) -> dict[int, dict]:
+    out = {}
+    for seed in seeds:
+        path = folder / f"{prefix}-{method}{suffix}-s{seed}.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            if not data.get(key):
+                continue
+            row = {k: 100 * v for k, v in data[key].items()}
+            row["immediate"] = {k: 100 * v for k, v in data["release_immediate"].items()}
+            row["edit_s"], row["eval_s"] = data["edit_and_immediate_eval_s"], data["end_eval_s"]
+            out[seed] = row
+    return out
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def table(method: str, label: str, ee: dict, eb: dict, seeds=SEEDS) -> str:
+    lines = [f"### {label}", "",
+             "| seed | EE ES | EE GS | EE LS | eb ES | eb GS | eb LS | EE edit+eval s | "
+             "eb edit s + eval s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for seed in seeds:
+        e, b = ee.get(seed), eb.get(seed)
+        cells = [fmt(e[k]) if e else "-" for k in METRICS] + \
+                [fmt(b[k]) if b else "-" for k in METRICS]
+        t_e = f"{e['edit_s']:.0f} + {e['eval_s']:.0f}" if e else "-"
+        t_b = f"{b['edit_s']:.0f} + {b['eval_s']:.0f}" if b else "-"
+        lines.append(f"| {seed} | " + " | ".join(cells) + f" | {t_e} | {t_b} |")
+    common = sorted(set(ee) & set(eb))
+    if not common:
+        return "\n".join(lines + ["", "no seed ran on both sides", ""])
+    lines += ["", "| metric | EE mean | eb mean | eb - EE | EE seed range | tolerance | verdict |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts = []
+    for k in METRICS:
+        e_vals = [ee[s][k] for s in common]
+        b_vals = [eb[s][k] for s in common]
+        e_mean, b_mean = sum(e_vals) / len(e_vals), sum(b_vals) / len(b_vals)
+        spread = max(e_vals) - min(e_vals)
+        tol = max(TOLERANCE, spread)
+        ok = abs(b_mean - e_mean) <= tol
+        verdicts.append(ok)
+        lines.append(f"| {k} | {e_mean:.1f} | {b_mean:.1f} | {b_mean - e_mean:+.1f} | "
+                     f"{spread:.1f} | {tol:.1f} | {'agree' if ok else 'DIFFER'} |")
+    lines += ["", f"Seeds on both sides: {common}. Verdict: "
+              + ("**agrees** on ES, GS and LS" if all(verdicts) else "**differs**"), ""]
+    imm = [ee[s]["immediate"] for s in common]
+    lines += ["EasyEdit's own per-edit numbers (each edit scored right after it is applied, "
+              "editor.py:403-406), mean over seeds: "
+              + ", ".join(f"{k} {sum(i[k] for i in imm) / len(imm):.1f}" for k in METRICS), ""]
+    return "\n".join(lines)
+
+
+def main():
+    folder = Path(sys.argv[1])
+    parts = ["# EasyEdit 14cea82 against editbench on the pocket world, 100 sequential edits", ""]
+    for method, label in (("wise", "WISE"), ("grace", "GRACE"), ("ft-m", "FT-M")):
+        store = folder / f"eb-{method}" / "results.sqlite"
+        eb = editbench_scores(store, method) if store.exists() else {}
+        generated = folder / "eb-grace-generated.json"
+        if method == "grace" and generated.exists():
+            eb_gen = {int(k): {**{m: 100 * v[m] for m in METRICS}, "edit_s": v["edit_s"],
+                               "eval_s": 0.0}
+                      for k, v in json.loads(generated.read_text()).items()}
+            parts.append(table(method, "GRACE, both sides scored as EasyEdit scores GRACE "
+                               "(generated tokens, answer tokenized after a space; editbench "
+                               "side: editbench_grace_generated.py, eval time not measured)",
+                               easyedit_scores(folder, method, key="grace_spaced"), eb_gen))
+        if method == "grace":
+            parts.append(table(method, "GRACE (EasyEdit's generated-token score, answer tokenized "
+                               "after a space; see README)",
+                               easyedit_scores(folder, method, key="grace_spaced"), eb))
+            label = "GRACE: EasyEdit's score as released (bare answer tokenized)"
+        parts.append(table(method, label, easyedit_scores(folder, method), eb))
+        unshimmed = easyedit_scores(folder, method, "-noshim")
+        if unshimmed:
+            parts.append(table(method, f"{label}: EasyEdit without the sequential_edit shim",
+                               unshimmed, eb))
+    for flag in ("templates-period", "loc-own", "mask-pads", "all3"):
+        diag = easyedit_scores(folder, "wise", suffix=f"-{flag}", prefix="diag")
+        if diag:
+            store = folder / "eb-wise" / "results.sqlite"
+            eb = editbench_scores(store, "wise") if store.exists() else {}
+            flags = ("--templates-period --loc-own --mask-pads" if flag == "all3"
+                     else f"--{flag}")
+            parts.append(table("wise", f"Diagnostic, not the release: EasyEdit WISE with "
+                               f"{flags}", diag, eb))
+    extra_store = folder / "eb-wise-extra" / "results.sqlite"
+    extra_ee = easyedit_scores(folder, "wise", prefix="extra", seeds=(3, 4))
+    if extra_store.exists() and extra_ee:
+        both_ee = {**easyedit_scores(folder, "wise"), **extra_ee}
+        both_eb = {**editbench_scores(folder / "eb-wise" / "results.sqlite", "wise"),
+                   **editbench_scores(extra_store, "wise")}
+        parts.append(table("wise", "Supplement, not under the rule: WISE over seeds 0-4",
+                           both_ee, both_eb, seeds=(0, 1, 2, 3, 4)))
+    print("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
