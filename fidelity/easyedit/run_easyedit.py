@@ -109,9 +109,9 @@ def main():
     seed = int(seed)
     data = json.loads(Path(data_path).read_text())
     hparams = HPARAMS[method].from_hparams(hparams_path)
-    # the release writes logs/run.log into the working folder (editor.py:34-38, called at :110): run in
-    # fidelity/easyedit/work, with the model's path made absolute (not resolved: BaseEditor reads
-    # "llama" in the link's name)
+    # the release writes logs/run.log into the working folder (editor.py:34-38, called at :110):
+    # run in fidelity/easyedit/work, with the model's path made absolute (not resolved:
+    # BaseEditor reads "llama" in the link's name)
     hparams.model_name = str(Path(hparams.model_name).absolute())
     out_path = str(Path(out_path).absolute())
     work = Path(__file__).resolve().parent / "work"
