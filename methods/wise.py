@@ -228,7 +228,8 @@ class Wise(LayerMemoryMethod):
 
     def _context_templates(self) -> list[str]:
         """Greedy prefixes of 5 and 10 tokens from EasyEdit's five starts, made by the unedited
-        model."""
+        model, each followed by a space and the prompt (``utils.py:447``: ``prefix + ' {}'``;
+        editbench joined them with ". " before 2026-12-05)."""
         wanted = [
             (start, length) for length in (5, 10) for start in TEMPLATE_STARTS
         ][: self.config.n_templates]
@@ -246,7 +247,7 @@ class Wise(LayerMemoryMethod):
                     .replace("{", "")
                     .replace("}", "")
                 )
-                templates.append(text.strip() + ". {}")
+                templates.append(text.strip() + " {}")
         return templates
 
     def _new_mask(self) -> torch.Tensor:

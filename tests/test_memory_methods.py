@@ -318,6 +318,15 @@ def test_wise_side_memory_trains_in_float32_on_a_bf16_model(micro_llama):
     assert weight.dtype == torch.bfloat16 and method.edited_parameters() == []
 
 
+def test_wise_templates_put_the_prompt_after_a_space_as_the_release_does(micro_llama):
+    """EasyEdit's context templates are the generated prefix, a space and the prompt
+    (``utils.py:447``); editbench once put ". " between them."""
+    ctx, method = _wise(micro_llama, n_templates=3)
+    assert method.templates[0] == "{}" and len(method.templates) == 4
+    ctx.tokenizer.decode = lambda *args, **kwargs: "I went to the {market}"  # the generated prefix
+    assert method._context_templates() == ["I went to the market {}"] * 3
+
+
 def test_wise_takes_the_highest_scoring_memory_above_its_threshold(micro_llama):
     ctx, method = _wise(micro_llama)
     weight = method.original
