@@ -41,12 +41,14 @@ def checked_methods() -> tuple[str, ...]:
                  if cls.cost is not EditMethod.cost and not cls.needs_download)
 
 
-def check_params() -> dict[str, dict[str, str]]:
-    """:data:`PARAMS`, and :data:`TRAINED` for every trainable method."""
+def check_params(**trained: str) -> dict[str, dict[str, str]]:
+    """:data:`PARAMS`, and :data:`TRAINED` (with ``trained`` over it) for every trainable
+    method."""
     from ...core.method import is_trainable
     from ...methods import METHODS
 
-    return {**{name: dict(TRAINED) for name, cls in METHODS.items() if is_trainable(cls)}, **PARAMS}
+    return {**{name: {**TRAINED, **trained} for name, cls in METHODS.items()
+               if is_trainable(cls)}, **PARAMS}
 
 
 def micro_config(family: str, vocab: int):
@@ -219,8 +221,7 @@ def check_at_scale(config_path: str, device: torch.device | str,
                  .eval().requires_grad_(False))
     weights = _weights(model)
     yield _evaluation_check(shape.label, shape, model, work, device)
-    params = {name: {**settings, "max_train_records": "20"} if settings == TRAINED else settings
-              for name, settings in check_params().items()}  # warm on 20 records, edit one batch
+    params = check_params(max_train_records="20")  # warm on 20 records, edit one batch
     params.update({name: {**PARAMS[name], "stats_corpus": "task"}
                    for name in ("memit", "alphaedit")})
     with tempfile.TemporaryDirectory() as scratch:

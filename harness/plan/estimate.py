@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ...core.costs import GiB, MethodCost, ModelShape, RunShape, evaluation_cost
+from ...core.costs import GiB, MethodCost, ModelShape, PhaseCost, RunShape, evaluation_cost
 from ...core.method import EditContext, MethodRef
 from ...core.models import resolve_dtype
 from ...core.schedule import checkpoint_ladder, eval_positions
@@ -87,6 +87,14 @@ class MethodEstimate:
 
     def fits(self, run: RunShape) -> bool:
         return self.cost is None or self.cost.fits(run)
+
+    def largest_phase(self, host_shared: bool = False) -> tuple[PhaseCost, int] | None:
+        """The phase that peaks highest and its peak bytes (``host_shared``: a CPU run, whose
+        one memory holds the host's share too); None without a cost model."""
+        if self.cost is None:
+            return None
+        phase = max(self.cost.phases, key=self.cost.peak)
+        return phase, self.cost.peak(phase, host_shared=host_shared)
 
     def describe(self, host_shared: bool = False) -> dict[str, object]:
         """Peak bytes per phase, as plain data (None: the method has no cost model)."""

@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 def log_peaks(plan: RunPlan) -> None:
     """Each method's planned peak, in the log of the run (the record of what was expected)."""
     for item in plan.estimates:
-        if item.cost is not None:
-            phase = max(item.cost.phases, key=item.cost.peak)
-            peak = item.cost.peak(phase, host_shared=plan.device.type == "cpu")
+        largest = item.largest_phase(plan.device.type == "cpu")
+        if largest is not None:
+            phase, peak = largest
             log.info("plan: %s peaks at %.1f GiB (%s) of %.1f GiB%s", item.label, peak / GiB,
                      phase.phase, plan.capacity / GiB,
                      " on the HF side of the GPU" if plan.backend == "vllm" else "")
@@ -37,10 +37,10 @@ def memory_findings(plan: RunPlan) -> list[str]:
     findings = []
     beside = " beside vLLM (--vllm-memory)" if plan.backend == "vllm" else ""
     for item in plan.estimates:
-        if item.cost is None:
+        largest = item.largest_phase(plan.device.type == "cpu")
+        if largest is None:
             continue
-        phase = max(item.cost.phases, key=item.cost.peak)
-        peak = item.cost.peak(phase, host_shared=plan.device.type == "cpu")
+        phase, peak = largest
         if peak > plan.capacity:
             findings.append(
                 f"{item.label} needs about {peak / GiB:.1f} GiB ({phase.phase}) but the device has "
@@ -62,3 +62,10 @@ def preflight(plan: RunPlan) -> list[str]:
     if not plan.spec.ignore_plan:
         findings += memory_findings(plan)
     return findings
+
+
+def refuse(plan: RunPlan) -> None:
+    """Stop, in one line, a plan that :func:`preflight` finds would fail or not fit."""
+    findings = preflight(plan)
+    if findings:
+        raise ValueError("; ".join(findings))

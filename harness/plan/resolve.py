@@ -98,9 +98,9 @@ class RunPlan:
     def planned_peak(self, label: str) -> int | None:
         """The planned peak bytes of a method's largest phase (Ray sizes a cell's GPUs by it)."""
         for item in self.estimates:
-            if item.label == label and item.cost is not None:
-                phase = max(item.cost.phases, key=item.cost.peak)
-                return item.cost.peak(phase, host_shared=self.device.type == "cpu")
+            largest = item.largest_phase(self.device.type == "cpu") if item.label == label else None
+            if largest is not None:
+                return largest[1]
         return None
 
     def restarts(self, setup: MethodSetup) -> bool:
@@ -108,10 +108,8 @@ class RunPlan:
         return setup.label in self.spec.restart or setup.ref.name in self.spec.restart
 
     def train_records(self) -> list[EditRecord]:
-        """The task's train split, refused if it shares any record with the edits of this run."""
-        train = self.task.load("train")
-        check_disjoint(train, self.records, self.task.name, "the evaluated edits")
-        return train
+        """The task's train split, checked against this run's edits (:func:`train_split`)."""
+        return train_split(self.task, self.records)
 
     def describe(self) -> dict[str, object]:
         """The plan as plain data (``editbench run --dry-run``, and a record of what was run)."""
@@ -135,6 +133,13 @@ class RunPlan:
 
 
 # -- the pieces --------------------------------------------------------------------------------
+def train_split(task: Task, records: Sequence[EditRecord]) -> list[EditRecord]:
+    """The task's train split, refused if it shares any record with the edits of the run."""
+    train = task.load("train")
+    check_disjoint(train, records, task.name, "the evaluated edits")
+    return train
+
+
 def resolve_task(spec: RunSpec) -> Task:
     from ...core.task import TaskOptions
     from ...tasks import TASKS
@@ -356,14 +361,9 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
     capability, capability_at = _capability(spec, seed, edits, checkpoints)
     backend = choose_backend(spec.probe_backend, device)
 
-    def train_records() -> list[EditRecord]:
-        train = task.load("train")
-        check_disjoint(train, records, task.name, "the evaluated edits")
-        return train
-
     shape, run_shape, estimates, backend, capacity = _estimate(
-        spec, task, records, positions, source, device, dtype, backend, setups, train_records,
-        notes)
+        spec, task, records, positions, source, device, dtype, backend, setups,
+        lambda: train_split(task, records), notes)
     if architecture is None and shape is not None:
         architecture = shape.architecture
     digest = dataset_hash(list(records))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...core.store import ResultsStore, hold_store
-from ..plan.preflight import preflight
+from ..plan.preflight import refuse
 from ..plan.resolve import RunPlan, for_cell
 from .runner import Runner, RunOutcome
 
@@ -78,9 +78,7 @@ def _run_ray(ray, plans: Sequence[RunPlan], address: str | None, gpus_per_cell: 
              max_retries: int) -> list[tuple[Runner, RunOutcome]]:
     out = plans[0].spec.out
     for plan in plans:  # refused here, before any cell is submitted
-        findings = preflight(plan)
-        if findings:
-            raise ValueError("; ".join(findings))
+        refuse(plan)
     if gpus_per_cell is None:
         gpus_per_cell = 1.0 if plans[0].device.type == "cuda" else 0.0
     if not ray.is_initialized():

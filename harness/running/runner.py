@@ -50,7 +50,7 @@ from ..evaluation.teacher_forced import (
     record_metrics,
     score_edits,
 )
-from ..plan.preflight import log_peaks, preflight
+from ..plan.preflight import log_peaks, refuse
 from ..plan.resolve import MethodSetup, RunPlan
 from .saved import save_edited_model, saved_model_folder, warn_if_passed
 from .threads import fit_threads_to_model
@@ -159,9 +159,7 @@ class Runner:
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
         """Run (or resume) every method; the results folder is this process's alone meanwhile."""
-        findings = preflight(self.plan)  # what each method lacks, whether the plan fits
-        if findings:
-            raise ValueError("; ".join(findings))
+        refuse(self.plan)  # what each method lacks, whether the plan fits
         log_peaks(self.plan)
         spec = self.spec
         if spec.model is None:  # the task's own model: built (once, cached) if it is not shipped

@@ -75,10 +75,9 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
         train_tokens = config.train_batch * run.tokens_per_record
         window = max(1, config.depth)
         records = run.train_records or 10_000
-        steps = (
-            max(1, records // config.train_batch) if config.max_steps is None else config.max_steps
-        )
-        per_epoch = max(1, records // config.train_batch)  # a sequence is at most one pass
+        per_epoch = max(1, records // config.train_batch)
+        steps = per_epoch if config.max_steps is None else config.max_steps
+        # a sequence is at most one pass (training.py, _sequence_length)
         length = min(config.sequence_length, per_epoch) if config.sequence_length else per_epoch
         flops = steps * length * train_tokens * per_token * (2 + window)
         phases.insert(
