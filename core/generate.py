@@ -23,6 +23,34 @@ from torch import nn
 from .tokenize import PairEncoder, pad, token_budget_batches
 
 
+@dataclass(frozen=True)
+class AnswerRule:
+    """How a generated answer is decoded: its budget of new tokens and the texts that end it.
+
+    ``editbench``: the target's tokens and three more (:func:`answer_budget`), ending at a newline
+    or end of sequence. ``wild`` (LocFT-BF's evaluation, ``eval_edit_metric.py:77-81``, and
+    QAEdit's "in the wild" setting): up to ``cap`` new tokens whatever the target's length, ending
+    at ".", a newline or end of sequence, the stop text left out (vLLM's ``stop`` strings)."""
+
+    name: str
+    stop_texts: tuple[str, ...] = ()
+    #: whether the budget follows the target's length (else every answer may take ``cap`` tokens)
+    target_sized: bool = True
+
+    def budget(self, target_tokens: int, cap: int) -> int:
+        return answer_budget(target_tokens, cap) if self.target_sized else max(1, cap)
+
+    def cut(self, text: str) -> str:
+        """The answer up to the first stop text, which is left out."""
+        for stop in self.stop_texts:
+            text = text.split(stop, 1)[0]
+        return text
+
+
+ANSWER_RULES = {"editbench": AnswerRule("editbench"),
+                "wild": AnswerRule("wild", stop_texts=(".",), target_sized=False)}
+
+
 def answer_budget(target_tokens: int, cap: int) -> int:
     """New tokens a generated answer may take: the target's tokens and three more (a closing full
     stop, one token of slack for another segmentation of the same text, and one that shows the
@@ -49,16 +77,22 @@ class StopRule:
     ids: frozenset[int]
 
     @classmethod
-    def for_model(cls, model: nn.Module, tokenizer) -> StopRule:
-        return cls.with_eos(eos_ids(model, tokenizer), tokenizer)
+    def for_model(cls, model: nn.Module, tokenizer, answer: AnswerRule | None = None
+                  ) -> StopRule:
+        return cls.with_eos(eos_ids(model, tokenizer), tokenizer, answer)
 
     @classmethod
-    def with_eos(cls, eos: Iterable[int], tokenizer) -> StopRule:
+    def with_eos(cls, eos: Iterable[int], tokenizer, answer: AnswerRule | None = None
+                 ) -> StopRule:
         """The rule for a model whose end-of-sequence ids are ``eos`` (a backend that holds no
-        model, such as the vLLM engine, keeps the ids instead of the model)."""
+        model, such as the vLLM engine, keeps the ids instead of the model). Under an answer rule
+        with stop texts, a token whose text starts with one ends the answer too (the text before
+        it is whole; a stop text inside a token is cut by :meth:`AnswerRule.cut`)."""
         texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        newline = {i for i, text in enumerate(texts) if "\n" in text}
-        return cls(frozenset(set(eos) | newline))
+        stops = answer.stop_texts if answer is not None else ()
+        ending = {i for i, text in enumerate(texts)
+                  if "\n" in text or (stops and text.startswith(stops))}
+        return cls(frozenset(set(eos) | ending))
 
     def mask(self, vocab_size: int, device: torch.device) -> torch.Tensor:
         stop = torch.zeros(vocab_size, dtype=torch.bool, device=device)

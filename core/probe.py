@@ -17,7 +17,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .generate import StopRule, answer_budget, greedy_decode
+from .generate import ANSWER_RULES, AnswerRule, StopRule, greedy_decode
 from .progress import progress
 from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder, pad, token_budget_batches
@@ -55,10 +55,11 @@ class ProbeBackend(Protocol):
         model has nothing to do."""
         ...
 
-    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
-        """Greedy decoding from each pair's prompt until an end-of-sequence token, a newline, or
-        ``answer_budget`` new tokens for the pair's target (``core/generate.py``); the text of the
-        continuation, without its stop token."""
+    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int,
+                         rule: AnswerRule = ANSWER_RULES["editbench"]) -> list[str]:
+        """Greedy decoding from each pair's prompt until an end-of-sequence token, a newline, a
+        stop text of ``rule`` or its budget of new tokens (``core/generate.py``); the text of the
+        continuation, without its stop token or text."""
         ...
 
 
@@ -117,7 +118,8 @@ class HFProbe:
         self.head_only: bool | None = None
         #: prompts already reported as longer than the model's positions
         self.warned_long: set[str] = set()
-        self._stop: StopRule | None = None  # what ends a generated answer, found on first use
+        #: what ends a generated answer under each answer rule, found on first use
+        self._stops: dict[str, StopRule] = {}
 
     def sync(self, model: nn.Module, names: Sequence[str]) -> None:
         """Nothing to do: this backend scores the live model itself."""
@@ -235,17 +237,21 @@ class HFProbe:
                 torch.cuda.set_rng_state_all(cuda_state)
         return texts
 
-    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
+    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int,
+                         rule: AnswerRule = ANSWER_RULES["editbench"]) -> list[str]:
         """Batched greedy decoding with a KV cache (``core/generate.py``)."""
-        if self._stop is None:
-            self._stop = StopRule.for_model(self.model, self.encoder.tokenizer)
-        budgets = [answer_budget(e.n_target, max_new_tokens)
+        stop = self._stops.get(rule.name)
+        if stop is None:
+            stop = self._stops[rule.name] = StopRule.for_model(self.model, self.encoder.tokenizer,
+                                                               rule)
+        budgets = [rule.budget(e.n_target, max_new_tokens)
                    for e in self.encoder.encode_many([(p.prompt, p.target) for p in pairs])]
         started = time.perf_counter()
         ids = greedy_decode(self.model, self.encoder, [p.prompt for p in pairs], budgets,
-                            self._stop, self.device, self.max_tokens)
+                            stop, self.device, self.max_tokens)
         self.forward_seconds += time.perf_counter() - started
-        return self.encoder.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [rule.cut(text) for text in
+                self.encoder.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
 class RewrittenPrompts:
@@ -272,6 +278,7 @@ class RewrittenPrompts:
     def sync(self, model: nn.Module, names: Sequence[str]) -> None:
         self.inner.sync(model, names)
 
-    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
+    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int,
+                         rule: AnswerRule = ANSWER_RULES["editbench"]) -> list[str]:
         return self.inner.generate_answers(
-            [ScoringPair(self.rewrite(p.prompt), p.target) for p in pairs], max_new_tokens)
+            [ScoringPair(self.rewrite(p.prompt), p.target) for p in pairs], max_new_tokens, rule)

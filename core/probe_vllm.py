@@ -52,7 +52,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .generate import StopRule, answer_budget, eos_ids
+from .generate import ANSWER_RULES, AnswerRule, StopRule, eos_ids
 from .probe import GenerationSettings
 from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder
@@ -230,7 +230,8 @@ class VLLMProbe:
         self._dirty: set[str] = set()  # tensors that differ from the base checkpoint in the engine
         self._eos: frozenset[int] = (frozenset() if tokenizer.eos_token_id is None
                                      else frozenset({tokenizer.eos_token_id}))
-        self._stop: StopRule | None = None  # what ends a generated answer, found on first use
+        #: what ends a generated answer under each answer rule, found on first use
+        self._stops: dict[str, StopRule] = {}
         self.forward_seconds = 0.0
         log.info("vLLM %s probe backend: engine in this process, prefix caching off, "
                  "max_model_len %s", self.version, max_model_len)
@@ -240,7 +241,7 @@ class VLLMProbe:
         to the engine, then drop any cached keys and values computed under the old weights."""
         eos = eos_ids(model, self.encoder.tokenizer)
         if eos != self._eos:
-            self._eos, self._stop = eos, None
+            self._eos, self._stops = eos, {}
         wanted = sorted(self._dirty | set(names))
         if wanted:
             weights = [(name, model.get_parameter(name).detach()) for name in wanted]
@@ -312,19 +313,22 @@ class VLLMProbe:
         return [decode(list(ids) + list(out.outputs[0].token_ids), skip_special_tokens=True)
                 for ids, out in zip(encoded, outputs, strict=True)]
 
-    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int) -> list[str]:
+    def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int,
+                         rule: AnswerRule = ANSWER_RULES["editbench"]) -> list[str]:
         """Greedy decoding with the HF backend's stop rule (``StopRule``: the model's
-        end-of-sequence ids and every token whose text holds a newline, the stop token left out),
-        each request with its own ``answer_budget``; the answer is decoded from its token ids as
-        the HF backend does."""
+        end-of-sequence ids, every token whose text holds a newline and, under a rule with stop
+        texts, every token that starts with one, the stop token left out), each request with the
+        rule's budget; the answer is decoded from its token ids and cut as the HF backend does."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if self._stop is None:
-            self._stop = StopRule.with_eos(self._eos, self.encoder.tokenizer)
-        stop_ids = sorted(self._stop.ids)
+        stop = self._stops.get(rule.name)
+        if stop is None:
+            stop = self._stops[rule.name] = StopRule.with_eos(self._eos, self.encoder.tokenizer,
+                                                              rule)
+        stop_ids = sorted(stop.ids)
         encoded = self.encoder.encode_many([(p.prompt, p.target) for p in pairs])
-        budgets = [answer_budget(e.n_target, max_new_tokens) for e in encoded]
+        budgets = [rule.budget(e.n_target, max_new_tokens) for e in encoded]
         for pair, enc, budget in zip(pairs, encoded, budgets, strict=True):
             self._check_length(pair.prompt, enc.n_prompt + budget)
         params = [SamplingParams(temperature=0.0, max_tokens=budget, stop_token_ids=stop_ids)
@@ -336,7 +340,8 @@ class VLLMProbe:
         answers = []
         for out in outputs:
             ids = list(out.outputs[0].token_ids)
-            if ids and ids[-1] in self._stop.ids:
+            if ids and ids[-1] in stop.ids:
                 ids.pop()
             answers.append(ids)
-        return self.encoder.tokenizer.batch_decode(answers, skip_special_tokens=True)
+        return [rule.cut(text) for text in
+                self.encoder.tokenizer.batch_decode(answers, skip_special_tokens=True)]

@@ -1,10 +1,13 @@
-"""The leaderboard: for each task, methods x edit counts, every cell a mean with its 95% interval.
+"""The leaderboard: for each task and protocol, methods x edit counts, every cell a mean with its
+95% interval.
 
-Winners are picked within an edit count (efficacy after 10 edits is not comparable to efficacy
-after 1000), per column, and a winner whose interval overlaps a rival's is shown as a tie. Runs
-that differ only by seed (a sweep) are pooled: one row per method, its interval resampling edits
-within each seed. This module computes; the HTML, Markdown, LaTeX, CSV and JSON writers only
-present what it returns.
+A board holds the runs of one task under one protocol (``core/protocol.py``): a number obtained in
+turns of 100 is never ranked against one obtained one edit at a time, nor a teacher-forced score
+against a generated one. Winners are picked within an edit count (efficacy after 10 edits is not
+comparable to efficacy after 1000), per column, and a winner whose interval overlaps a rival's is
+shown as a tie. Runs that differ only by seed (a sweep) are pooled: one row per method, its
+interval resampling edits within each seed. This module computes; the HTML, Markdown, LaTeX, CSV
+and JSON writers only present what it returns.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core.protocol import Protocol, from_record
 from .collect import Results
 from .derived import derive
 from .lifelong import EFFICACY, Lifelong, lifelong_summaries
@@ -63,6 +67,19 @@ class Note:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A number the protocol's paper reports for a row's model, task and method, beside the
+    measured one."""
+
+    label: str
+    n_edits: int
+    metric: str
+    value: float
+    measured: float | None
+    source: str
+
+
+@dataclass(frozen=True)
 class Board:
     task: str
     columns: list[Column]
@@ -73,6 +90,21 @@ class Board:
     notes: list[Note] = field(default_factory=list)
     # collapse point and retention AUC per label
     lifelong: list[Lifelong] = field(default_factory=list)
+    #: the protocol every run of the board ran under (a board never mixes two)
+    protocol: Protocol = field(default_factory=lambda: from_record(None))
+    published: list[Published] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        """``zsre · ultraedit``: the task and the protocol's label."""
+        return f"{self.task} · {self.protocol.label}"
+
+    @property
+    def name(self) -> str:
+        """A name for files and anchors: the task, with the protocol where it is not the default
+        card unchanged."""
+        default = self.protocol.name == "editbench" and not self.protocol.modified
+        return self.task if default else f"{self.task}-{self.protocol.label}"
 
     @property
     def final_edits(self) -> int:
@@ -211,8 +243,32 @@ def _worst(statuses: list[str]) -> str:
                default="done")
 
 
-def build_board(results: Results, task: str, seed: int = 0) -> Board:
+def run_protocol(config: dict[str, Any] | None) -> Protocol:
+    """The protocol a stored run ran under (a run stored before protocols: editbench's, at its
+    turn size)."""
+    config = config or {}
+    return from_record(config.get("protocol"), config.get("batch_size"))
+
+
+def protocols_of(runs: pd.DataFrame) -> dict[str, Protocol]:
+    """The protocols of ``runs``, by board key, in the order runs were created."""
+    found: dict[str, Protocol] = {}
+    for config in runs.sort_values("created")["config"] if len(runs) else []:
+        protocol = run_protocol(config)
+        found.setdefault(protocol.board_key(), protocol)
+    return found
+
+
+def build_board(results: Results, task: str, seed: int = 0,
+                protocol: Protocol | None = None) -> Board:
+    """The board of ``task``'s runs under ``protocol`` (default: its runs' only protocol, or the
+    first one run; :func:`build_boards` makes one board per protocol)."""
     runs = results.runs[results.runs["task"] == task]
+    if protocol is None:
+        found = protocols_of(runs)
+        protocol = next(iter(found.values())) if found else from_record(None)
+    key = protocol.board_key()
+    runs = runs[[run_protocol(c).board_key() == key for c in runs["config"]]]
     run_ids = list(runs["run_id"])
     checkpoints = results.checkpoints[results.checkpoints["run_id"].isin(run_ids)]
     scores = results.scores[results.scores["run_id"].isin(run_ids)]
@@ -223,7 +279,9 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
     unedited = capability[capability["method"] == ""]
     reference = dict(zip(unedited["name"], unedited["accuracy"])) if len(run_ids) == 1 else {}
     catalogue = metric_catalogue(results.metrics, run_ids)
-    columns = (metric_columns(scores["metric"].unique(), catalogue)
+    headline = protocol.headline_metrics()  # the protocol's headline columns lead
+    columns = (sorted(metric_columns(scores["metric"].unique(), catalogue),
+                      key=lambda c: headline.index(c.key) if c.key in headline else len(headline))
                + capability_columns(edited["name"].unique(), reference)
                + cost_columns(on_cpu=bool(runs["device"].astype(str).str.startswith("cpu").any())))
     asked = {(r, m, int(n), name): (int(k), float(a)) for r, m, n, name, k, a in
@@ -307,12 +365,32 @@ def build_board(results: Results, task: str, seed: int = 0) -> Board:
                               "(rerun the same command to resume)"))
     # a local model is shown by its folder's name; its path stays on the run's page
     return Board(task, columns, rows, run_ids, sorted({short_model(m) for m in runs["model"]}),
-                 sorted({r.n_edits for r in rows}), notes)
+                 sorted({r.n_edits for r in rows}), notes, protocol=protocol,
+                 published=_published(protocol, task, rows, dict(zip(runs["run_id"],
+                                                                     runs["model"]))))
+
+
+def _published(protocol: Protocol, task: str, rows: list[Row],
+               models: dict[str, str]) -> list[Published]:
+    """The card's published numbers for each row's model and method at the row's edit count,
+    beside the measured mean."""
+    found = []
+    for row in rows:
+        for number in protocol.published_for(models.get(row.run_id, ""), task, row.method):
+            if number.edits != row.n_edits:
+                continue
+            cell = row.cells.get(number.metric)
+            measured = cell.interval.mean if cell is not None and cell.interval else None
+            found.append(Published(row.label, row.n_edits, number.metric, number.value, measured,
+                                   number.source))
+    return found
 
 
 def build_boards(results: Results, seed: int = 0) -> list[Board]:
+    """One board per task and protocol."""
     results = derive(results)
-    boards = [build_board(results, task, seed) for task in results.tasks]
+    boards = [build_board(results, task, seed, protocol) for task in results.tasks
+              for protocol in protocols_of(results.runs[results.runs["task"] == task]).values()]
     return [replace(board, lifelong=lifelong_summaries(results, board, seed)) for board in boards]
 
 
@@ -327,6 +405,7 @@ def board_to_dict(board: Board) -> dict[str, Any]:
     """A plain, JSON-ready form of a board, for other tools (the site's ``leaderboard.json``)."""
     return {
         "task": board.task,
+        "protocol": board.protocol.record(),
         "models": board.models,
         "runs": board.run_ids,
         "columns": [{"key": c.key, "label": c.label, "description": c.description,
@@ -341,6 +420,9 @@ def board_to_dict(board: Board) -> dict[str, Any]:
                       "collapse_reason": s.collapse_reason or None,
                       "collapse_metrics": [s.efficacy, s.specificity],
                       "retention_auc": s.auc} for s in board.lifelong],
+        "published": [{"label": p.label, "n_edits": p.n_edits, "metric": p.metric,
+                       "published": p.value, "measured": p.measured, "source": p.source}
+                      for p in board.published],
     }
 
 
@@ -352,7 +434,8 @@ def boards_frame(boards: list[Board]) -> pd.DataFrame:
             for column in board.columns:
                 cell = row.cells[column.key]
                 iv = cell.interval
-                records.append({"task": board.task, "run_id": ";".join(row.run_ids),
+                records.append({"task": board.task, "protocol": board.protocol.label,
+                                "run_id": ";".join(row.run_ids),
                                 "method": row.label, "n_edits": row.n_edits, "status": row.status,
                                 "column": column.key,
                                 "mean": iv.mean if iv else None, "low": iv.low if iv else None,
@@ -362,9 +445,11 @@ def boards_frame(boards: list[Board]) -> pd.DataFrame:
             values = {"collapse_at": summary.collapse_at,
                       **{f"retention_auc:{metric}": auc for metric, auc in summary.auc.items()}}
             for column, value in values.items():
-                records.append({"task": board.task, "run_id": "", "method": summary.label,
+                records.append({"task": board.task, "protocol": board.protocol.label,
+                                "run_id": "", "method": summary.label,
                                 "n_edits": summary.final_edits, "status": "", "column": column,
                                 "mean": value, "low": None, "high": None, "n": 1, "mark": ""})
-    return pd.DataFrame.from_records(records, columns=["task", "run_id", "method", "n_edits",
+    return pd.DataFrame.from_records(records, columns=["task", "protocol", "run_id", "method",
+                                                       "n_edits",
                                                        "status", "column", "mean", "low", "high",
                                                        "n", "mark"])

@@ -265,7 +265,7 @@ def board_plots(results: Results, board: Board, folder: Path, seed: int = 0,
             fig = draw()
             if fig is None:
                 continue
-            stem = f"{name or slug(board.task)}-{kind}"
+            stem = f"{name or slug(board.name)}-{kind}"
             svg, png = _save(fig, folder, stem)
             plots.append(Plot(stem, title, caption, svg, png))
     return plots

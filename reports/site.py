@@ -257,7 +257,7 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
     sections = []
     taken: set[str] = set()
     for board in boards:
-        task_slug = slug(board.task)
+        task_slug = slug(board.name)
         while task_slug in taken:  # two task names that differ only in characters a file name drops
             task_slug += "-"
         taken.add(task_slug)
@@ -268,7 +268,7 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
     nav = [{"href": "index.html#metrics", "text": "metrics"},
            {"href": "index.html#runs", "text": "runs"}]
     if site:
-        nav = [{"href": s.page, "text": s.board.task} for s in sections] + nav
+        nav = [{"href": s.page, "text": s.board.title} for s in sections] + nav
     common = {"site": info, "nav": nav, "run_pages": run_pages}
     written = [out / "index.html"]
     (out / "index.html").write_text(render("index.html", root="", sections=sections,

@@ -48,7 +48,7 @@ class ScriptedProbe:
     def __init__(self, answers: dict[str, str]) -> None:
         self.answers, self.asked = answers, []
 
-    def generate_answers(self, pairs, max_new_tokens):
+    def generate_answers(self, pairs, max_new_tokens, rule=None):
         self.asked.append(list(pairs))
         return [self.answers.get(p.prompt, "") for p in pairs]
 

@@ -30,7 +30,7 @@ BATCH = 10
 
 def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed: int = 0,
                 methods: dict[str, dict[str, float]] | None = None, model: str = "org/<b>model</b>",
-                device: str = "cpu (test)") -> Path:
+                device: str = "cpu (test)", config_extra: dict | None = None) -> Path:
     """A run of 40 edits in batches of 10 with checkpoints at 10 and 40. ``methods`` maps a label
     to the success rate of each metric; per-edit scores are seeded Bernoulli draws."""
     methods = methods or {
@@ -39,7 +39,7 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
         EVIL: {"efficacy_acc": 0.6, "generalization_acc": 0.5, "specificity_agree": 0.9},
     }
     config = {"edits": 40, "batch_size": BATCH, "checkpoints": list(CHECKPOINTS), "seed": seed,
-              "note": "</script><script>window.__pwned = 4</script>"}
+              "note": "</script><script>window.__pwned = 4</script>", **(config_extra or {})}
     rng = np.random.default_rng(seed)
     with ResultsStore(folder) as store:
         store.ensure_run(run_id, task=task, model=model, config=config, versions={"torch": "2.x"},
@@ -262,9 +262,10 @@ def test_report_writes_html_markdown_latex_and_csv(store_dir, tmp_path):
         and "<script>" not in tex
     )
     csv = (out / "board.csv").read_text().splitlines()
-    assert csv[0] == "task,run_id,method,n_edits,status,column,mean,low,high,n,mark"
+    assert csv[0] == "task,protocol,run_id,method,n_edits,status,column,mean,low,high,n,mark"
     assert any(
-        line.startswith("pocket,run-a,strong,40,done,efficacy_acc,") and line.endswith(",best")
+        line.startswith("pocket,editbench,run-a,strong,40,done,efficacy_acc,")
+        and line.endswith(",best")
         for line in csv
     )
 
@@ -387,7 +388,7 @@ def test_mirage_gap_collapse_point_and_retention_auc(tmp_path):
 def test_md_latex_and_csv_without_a_file_print_to_standard_output(store_dir, tmp_path):
     for option, start in (("--md", "# editbench leaderboard"),
                           ("--latex", "% editbench leaderboard"),
-                          ("--csv", "task,run_id,method")):
+                          ("--csv", "task,protocol,run_id,method")):
         result = CliRunner().invoke(main, ["report", str(store_dir), option])
         assert result.exit_code == 0, result.output
         assert result.output.startswith(start)

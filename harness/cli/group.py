@@ -211,8 +211,15 @@ def wait_policy(others: int, environ: dict[str, str]) -> dict[str, str]:
 @click.option("--presets", "with_presets", is_flag=True,
               help="Each method's presets with their settings (those named after a model are "
                    "picked by the model).")
-def list_(only_methods: bool, only_tasks: bool, with_presets: bool) -> None:
-    """Show the registered methods (with their presets) and tasks, one line each."""
+@click.option("--protocols", "only_protocols", is_flag=True,
+              help="Only the protocols (editbench run --protocol NAME): what each fixes, its "
+                   "source, and how many published numbers it carries.")
+def list_(only_methods: bool, only_tasks: bool, with_presets: bool,
+          only_protocols: bool) -> None:
+    """Show the registered methods (with their presets), tasks and protocols, one line each."""
+    if only_protocols:
+        _list_protocols()
+        return
     from ...core.architectures import ARCHITECTURES
     from ...methods import METHODS
     from ...tasks import TASKS
@@ -244,6 +251,34 @@ def list_(only_methods: bool, only_tasks: bool, with_presets: bool) -> None:
             click.echo(
                 f"  {'':<12} metrics: "
                 f"{', '.join(m.name for m in (*CORE_METRICS, *GENERATED_METRICS, *cls.metrics))}")
+
+
+def _list_protocols() -> None:
+    import shutil
+    import textwrap
+
+    from ...core.protocol import PROTOCOLS
+
+    width = max(60, min(100, shutil.get_terminal_size((100, 24)).columns))
+
+    def line(text: str, first: str = "") -> None:
+        click.echo(textwrap.fill(text, width, initial_indent=f"  {first:<10} ",
+                                 subsequent_indent=" " * 13))
+
+    click.echo("protocols:")
+    for card in PROTOCOLS.values():
+        line(card.title, card.name)
+        line(card.describe().split(": ", 1)[1])
+        if card.method_params:
+            line("method settings: " + "; ".join(
+                f"{m}: " + ", ".join(f"{k}={v}" for k, v in p.items())
+                for m, p in card.method_params.items()))
+        if card.edits:
+            line(f"default --edits {card.edits}"
+                 + (f"; published on {', '.join(card.tasks)}" if card.tasks else ""))
+        if card.citation:
+            line(f"source: {card.citation}")
+        line(f"published numbers: {len(card.published) or 'none transcribed yet'}")
 
 
 def _add_subcommands() -> None:

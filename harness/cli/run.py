@@ -76,8 +76,9 @@ def format_plan(plan, findings: list[str]) -> str:
               else "every edit so far")
     lines = [
         f"plan of run {plan.run_id} (seed {plan.seed}); nothing is loaded or written",
+        f"  protocol {plan.protocol.describe()}",
         f"  task {plan.task.name} ({plan.spec.split} split), {plan.edits} edits in "
-        f"{len(plan.batches)} batches of up to {plan.spec.batch_size}; first: "
+        f"{len(plan.batches)} turns of up to {plan.spec.batch_size}; first: "
         f"{', '.join(r.uid for r in plan.records[:3])}",
         f"  checkpoints {','.join(map(str, plan.checkpoints))}; scored: {sample}"
         f" ({min(scored)}-{max(scored)} edits)" if scored else "",
@@ -144,6 +145,7 @@ def _print_run(store, runner, outcome) -> None:
     click.echo(_unedited_line(baseline,
                               len({p for scored in runner.positions.values() for p in scored})))
     board = run_board(runner.spec.out, outcome.run_id)
+    click.echo(f"protocol {board.protocol.describe()}")
     click.echo(format_table(board_frame(board)))
     extra = board_frame(board, [m.name for m in runner.task.metrics])
     if not extra.empty:

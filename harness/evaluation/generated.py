@@ -19,6 +19,11 @@ stores both, side by side, at every checkpoint:
   edit implies, exact match, mean over the edit's questions.
 
 A task may put the prompt into a format for generation (``Task.generation_prompt``).
+
+Under the ``wild`` rule (``--gen-rule wild``; QAEdit's and LocFT-BF's evaluation) an answer may take
+up to ``--gen-max-tokens`` (32) new tokens whatever the target's length, ends at ".", a newline or
+end of sequence, and is compared after LocFT-BF's normalisation (``eval_edit_metric.py:16-33``:
+lower case, every punctuation character removed, articles removed, spaces collapsed).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 
+from ...core.generate import ANSWER_RULES
 from ...core.probe import ProbeBackend
 from ...core.records import EditRecord, Metric, ScoreRow, ScoringPair
 from ...core.task import Task
@@ -56,6 +62,20 @@ PORTABILITY_GEN_METRIC = Metric(
                           "mean over the edit's questions")
 
 
+_WILD = ("greedy decoding from the prompt until '.', a newline, an end-of-sequence token or "
+         "the run's token cap (the wild rule)")
+_WILD_NORMALISED = ("after normalisation (lower case, all punctuation removed, articles removed, "
+                    "spaces collapsed)")
+
+
+def generated_metrics(rule: str = "editbench") -> tuple[Metric, ...]:
+    """The generated metrics' catalogue entries, described under the run's answer rule."""
+    if rule == "editbench":
+        return GENERATED_METRICS
+    return tuple(Metric(m.name, m.description.replace(_DECODING, _WILD)
+                        .replace(_NORMALISED, _WILD_NORMALISED)) for m in GENERATED_METRICS)
+
+
 def record_generated_metrics(records: Sequence[EditRecord]) -> tuple[Metric, ...]:
     """Catalogue entries for the generated metrics that depend on what the records carry."""
     return (PORTABILITY_GEN_METRIC,) if any(r.portability for r in records) else ()
@@ -73,14 +93,30 @@ def normalise_answer(text: str) -> str:
     return " ".join(text.split()).strip(_SURROUNDING)
 
 
-def exact_match(generated: str, target: str) -> float:
-    return float(normalise_answer(generated) == normalise_answer(target))
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
-def prefix_match(generated: str, target: str) -> float:
+def normalise_wild(text: str) -> str:
+    """The wild rule's normalisation (LocFT-BF, ``eval_edit_metric.py:16-30``): lower case, every
+    punctuation character removed ("St. Louis" and "St Louis" agree), articles removed, runs of
+    whitespace made one space."""
+    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION))
+    return " ".join(text.split())
+
+
+NORMALISERS = {"editbench": normalise_answer, "wild": normalise_wild}
+
+
+def exact_match(generated: str, target: str, rule: str = "editbench") -> float:
+    normalise = NORMALISERS[rule]
+    return float(normalise(generated) == normalise(target))
+
+
+def prefix_match(generated: str, target: str, rule: str = "editbench") -> float:
     """The generation starts with the target, at a word boundary ("paris, france" for "Paris";
     not "parisian")."""
-    got, want = normalise_answer(generated), normalise_answer(target)
+    normalise = NORMALISERS[rule]
+    got, want = normalise(generated), normalise(target)
     return float(got == want or (bool(want) and got.startswith(want)
                                  and not got[len(want)].isalnum()))
 
@@ -90,16 +126,17 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def unedited_generations(probe: ProbeBackend, task: Task, records: Sequence[EditRecord],
-                         max_new_tokens: int) -> dict[str, str]:
+                         max_new_tokens: int, rule: str = "editbench") -> dict[str, str]:
     """The unedited model's answer at every neighbourhood prompt of ``records`` (prompt -> text)."""
     pairs = list(dict.fromkeys(ScoringPair(task.generation_prompt(n.prompt), n.answer)
                                for r in records for n in r.neighbours))
-    return dict(zip((p.prompt for p in pairs), probe.generate_answers(pairs, max_new_tokens)))
+    return dict(zip((p.prompt for p in pairs),
+                    probe.generate_answers(pairs, max_new_tokens, ANSWER_RULES[rule])))
 
 
 def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str],
                     records: Sequence[EditRecord], positions: Sequence[int],
-                    max_new_tokens: int) -> list[ScoreRow]:
+                    max_new_tokens: int, rule: str = "editbench") -> list[ScoreRow]:
     """Generated metrics for the edits at ``positions``, in one batched decoding call."""
     chosen = [records[p] for p in positions]
     pairs: list[ScoringPair] = []
@@ -111,26 +148,28 @@ def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str]
                      for n in record.neighbours)
         pairs.extend(ScoringPair(task.generation_prompt(q.prompt), q.answer)
                      for q in record.portability)
-    answers = iter(probe.generate_answers(pairs, max_new_tokens))
+    answers = iter(probe.generate_answers(pairs, max_new_tokens, ANSWER_RULES[rule]))
     rows: list[ScoreRow] = []
     for position, record in zip(positions, chosen):
         own = next(answers)
         rows += [ScoreRow(position, record.uid, "efficacy_gen_em",
-                          exact_match(own, record.target_new)),
+                          exact_match(own, record.target_new, rule)),
                  ScoreRow(position, record.uid, "efficacy_gen_prefix",
-                          prefix_match(own, record.target_new))]
+                          prefix_match(own, record.target_new, rule))]
         paraphrased = [next(answers) for _ in record.paraphrases]
         if paraphrased:
             rows += [ScoreRow(position, record.uid, "generalization_gen_em",
-                              _mean([exact_match(a, record.target_new) for a in paraphrased])),
+                              _mean([exact_match(a, record.target_new, rule)
+                                     for a in paraphrased])),
                      ScoreRow(position, record.uid, "generalization_gen_prefix",
-                              _mean([prefix_match(a, record.target_new) for a in paraphrased]))]
+                              _mean([prefix_match(a, record.target_new, rule)
+                                     for a in paraphrased]))]
         neighbours = [(n, next(answers)) for n in record.neighbours]
         if neighbours:
-            agree = [exact_match(a, unedited[task.generation_prompt(n.prompt)])
+            agree = [exact_match(a, unedited[task.generation_prompt(n.prompt)], rule)
                      for n, a in neighbours]
             rows.append(ScoreRow(position, record.uid, "specificity_gen_agree", _mean(agree)))
-        ported = [max(exact_match(answer, a) for a in q.answers)
+        ported = [max(exact_match(answer, a, rule) for a in q.answers)
                   for q, answer in zip(record.portability, answers)]
         if ported:
             rows.append(ScoreRow(position, record.uid, "portability_gen_em", _mean(ported)))
@@ -138,24 +177,24 @@ def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str]
 
 
 def pre_edit_generated(probe: ProbeBackend, task: Task, records: Sequence[EditRecord],
-                       max_new_tokens: int) -> dict[str, float]:
+                       max_new_tokens: int, rule: str = "editbench") -> dict[str, float]:
     """What the unedited model generates: exact match with the true answers, and with the new
     targets."""
     summary: dict[str, float] = {}
     known = [r for r in records if r.target_true]
     if known:
         pairs = [ScoringPair(task.generation_prompt(r.prompt), r.target_true) for r in known]
-        answers = probe.generate_answers(pairs, max_new_tokens)
-        summary["pre_edit_gen_em"] = _mean([exact_match(a, p.target)
+        answers = probe.generate_answers(pairs, max_new_tokens, ANSWER_RULES[rule])
+        summary["pre_edit_gen_em"] = _mean([exact_match(a, p.target, rule)
                                             for a, p in zip(answers, pairs)])
     pairs = [ScoringPair(task.generation_prompt(r.prompt), r.target_new) for r in records]
-    answers = probe.generate_answers(pairs, max_new_tokens)
-    summary["pre_edit_efficacy_gen_em"] = _mean([exact_match(a, p.target)
+    answers = probe.generate_answers(pairs, max_new_tokens, ANSWER_RULES[rule])
+    summary["pre_edit_efficacy_gen_em"] = _mean([exact_match(a, p.target, rule)
                                                  for a, p in zip(answers, pairs)])
     pairs = [ScoringPair(task.generation_prompt(q.prompt), q.before)
              for r in records for q in r.portability if q.before]
     if pairs:
-        answers = probe.generate_answers(pairs, max_new_tokens)
-        summary["pre_edit_portability_gen_em"] = _mean([exact_match(a, p.target)
+        answers = probe.generate_answers(pairs, max_new_tokens, ANSWER_RULES[rule])
+        summary["pre_edit_portability_gen_em"] = _mean([exact_match(a, p.target, rule)
                                                         for a, p in zip(answers, pairs)])
     return summary

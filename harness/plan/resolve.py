@@ -24,6 +24,7 @@ from ..._version import __version__
 from ...core.configs import build_config, config_dict, config_hash
 from ...core.records import EditRecord, check_disjoint, dataset_hash
 from ...core.schedule import batch_bounds, checkpoint_ladder, eval_positions
+from .protocol import apply_protocol
 from .settings import RunSpec
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from ...core.costs import ModelShape, RunShape
     from ...core.method import EditMethod, MethodConfig, MethodRef
+    from ...core.protocol import Protocol
     from ...core.task import Task
     from ..evaluation.capability import CapabilitySettings
     from .estimate import MethodEstimate
@@ -60,7 +62,8 @@ class MethodSetup:
 class RunPlan:
     """One seed's run, resolved. Protocols and provenance add their fields here."""
 
-    spec: RunSpec  # the settings, for this plan's seed alone
+    #: the settings, for this plan's seed alone, with the protocol's where the user gave none
+    spec: RunSpec
     seed: int
     task: Task
     #: the records edited, in their seeded stream order (``records[i]`` is the i-th edit)
@@ -85,6 +88,8 @@ class RunPlan:
     run_config: Mapping[str, object]
     run_id: str
     dataset_hash: str
+    #: how the run is turned and scored: the card named, with the user's changes to it
+    protocol: Protocol
     notes: tuple[str, ...] = field(default=())  # decisions the resolve step took, for the log
     #: the model's meta-device twin and the run's sizes the estimates were made from (None where
     #: the model's config cannot be read)
@@ -116,6 +121,7 @@ class RunPlan:
         return {
             "format": PLAN_FORMAT, "editbench": __version__, "run_id": self.run_id,
             "seed": self.seed, "task": self.task.name, "model": self.model_source,
+            "protocol": self.protocol.record(),
             "architecture": self.architecture, "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."), "backend": self.backend,
             "edits": self.edits, "batches": len(self.batches),
@@ -332,7 +338,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
             raise ValueError(f"--seed {','.join(map(str, spec.seed))}: several seeds make several "
                              "runs; resolve_sweep gives one plan per seed")
         seed = spec.seed[0]
-    spec = spec.with_seed(seed)
+    spec, protocol = apply_protocol(spec.with_seed(seed), spec.methods or default_methods())
     notes: list[str] = []
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
@@ -341,13 +347,22 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
     check_param_owners(spec, task, setups)
     check_restart(spec, setups)
     available = task.records()
-    edits = spec.edits if spec.edits is not None else min(task.default_edits(), len(available))
+    edits = spec.edits
+    if edits is None:  # the protocol's edit count, else the task's, up to the records there are
+        wanted = protocol.edits or task.default_edits()
+        edits = min(wanted, len(available))
+        if protocol.edits and edits < wanted:
+            note = (f"{edits} edits: the {protocol.name} protocol edits {wanted}, but the "
+                    f"{task.name} task's {spec.split} split has {len(available)} records")
+            log.warning("%s", note)
+            notes.append(note)
     if edits > len(available):
         raise ValueError(f"--edits {edits}: the {task.name} task's {spec.split} split has only "
                          f"{len(available)} records")
     order = stream_order(available, seed)  # one seeded order, shared by every method
     records = tuple(available[i] for i in order[:edits])
-    checkpoints = checkpoint_ladder(spec.checkpoints, edits, spec.batch_size)
+    chosen = spec.checkpoints or ((edits,) if protocol.scoring_at == "end" else ())
+    checkpoints = checkpoint_ladder(chosen, edits, spec.batch_size)
     batches = tuple(batch_bounds(edits, spec.batch_size, checkpoints))
     positions = {n: eval_positions(n, spec.eval_sample, seed) for n in checkpoints}
     check_save_model(spec.save_model, checkpoints)
@@ -372,7 +387,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
         "split": spec.split, "limit": spec.limit, "edits": edits, "batch_size": spec.batch_size,
         "checkpoints": list(checkpoints), "eval_sample": spec.eval_sample, "model": source,
         "dtype": str(dtype).removeprefix("torch."), "seed": seed, "dataset_hash": digest,
-        "skipped_records": task.skipped_records(),
+        "skipped_records": task.skipped_records(), "protocol": protocol.record(),
     }
     if capability is not None:
         run_config["capability"] = {**config_dict(capability), "at": sorted(capability_at)}
@@ -385,14 +400,16 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
         run_config["master_copy"] = False
     if spec.gen_eval:
         run_config["generated"] = {"max_new_tokens": spec.gen_max_tokens,
-                                   "prompt_format": task.generation_prompt("{prompt}")}
+                                   "prompt_format": task.generation_prompt("{prompt}"),
+                                   **({"rule": spec.gen_rule} if spec.gen_rule != "editbench"
+                                      else {})}
     return RunPlan(spec=spec, seed=seed, task=task, records=records, checkpoints=checkpoints,
                    batches=batches, positions=positions, methods=setups, model_source=source,
                    architecture=architecture, device=device, dtype=dtype, backend=backend,
                    cache_dir=spec.cache_dir or cache_root(), capability=capability,
                    capability_at=capability_at, estimates=estimates, capacity=capacity,
                    run_config=run_config, run_id=config_hash(run_config), dataset_hash=digest,
-                   notes=tuple(notes), model_shape=shape, run_shape=run_shape)
+                   protocol=protocol, notes=tuple(notes), model_shape=shape, run_shape=run_shape)
 
 
 def resolve_sweep(spec: RunSpec) -> tuple[RunPlan, ...]:

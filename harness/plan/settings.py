@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.configs import DTYPE_CHOICES, PROBE_BACKENDS, parse_overrides
+from ...core.protocol import GENERATION_RULES, LOCALITY_REFERENCES, PROTOCOLS
 
 #: the value kinds a setting may have; each has one way to read text and natural values
 KINDS = ("text", "int", "float", "flag", "switch", "on-off", "names", "counts", "seeds",
@@ -230,10 +231,16 @@ class RunSpec:
                                 at_least=1)
     edits: int | None = setting(None, "Number of edits; default: the task's default (200 for "
                                 "pocket).", "int", at_least=1)
-    batch_size: int = setting(10, "Edits applied per batch.", "int", at_least=1)
+    protocol: str = setting(
+        "editbench", "The protocol: how edits are turned and scored, a named setup from a paper "
+        "(editbench list --protocols). It sets the options below that are left out; any that is "
+        "given is stored as a change to it.", choices=tuple(PROTOCOLS))
+    batch_size: int | None = setting(
+        None, "Edits applied per turn; default: the protocol's (10 under editbench).", "int",
+        at_least=1)
     checkpoints: tuple[int, ...] = setting(
-        (), "Edit counts at which to evaluate; default: a 1-2-5 ladder up to --edits.", "counts",
-        metavar="N,N,...", at_least=1)
+        (), "Edit counts at which to evaluate; default: the protocol's (a 1-2-5 ladder up to "
+        "--edits, or the end alone).", "counts", metavar="N,N,...", at_least=1)
     eval_sample: int | None = setting(
         None, "Evaluate a seeded sample of N edits (stratified by position) instead of all edits "
         "so far.", "int", at_least=2)
@@ -281,12 +288,22 @@ class RunSpec:
     restart: tuple[str, ...] = setting(
         (), "Drop these methods' stored results and snapshots in --out (this run's settings) and "
         "run them again, e.g. after a damaged snapshot.", "names", metavar="A,B")
-    gen_eval: bool = setting(
-        True, "Also score greedily generated answers (exact match, prefix, agreement with the "
-        "unedited model) beside the teacher-forced scores.", "on-off")
-    gen_max_tokens: int = setting(
-        16, "At most this many new tokens per generated answer (the target's length plus three "
-        "otherwise).", "int", at_least=1)
+    gen_eval: bool | None = setting(
+        None, "Also score greedily generated answers (exact match, prefix, agreement with the "
+        "unedited model) beside the teacher-forced scores; default: the protocol's (on under "
+        "editbench).", "on-off")
+    gen_rule: str | None = setting(
+        None, "How a generated answer is decoded and matched: editbench (stop at a newline, the "
+        "target's length plus three tokens, outer punctuation ignored) or wild (QAEdit and "
+        "LocFT-BF: up to 32 tokens, stop at '.', all punctuation ignored); default: the "
+        "protocol's.", choices=tuple(r for r in GENERATION_RULES if r != "off"))
+    gen_max_tokens: int | None = setting(
+        None, "At most this many new tokens per generated answer; default: the rule's (16 for "
+        "editbench, 32 for wild).", "int", at_least=1)
+    locality: str | None = setting(
+        None, "The headline locality: agreement with the unedited model (agree) or accuracy "
+        "against the dataset's answers (answers); both are stored. Default: the protocol's.",
+        choices=LOCALITY_REFERENCES)
     ignore_plan: bool = setting(
         False, "Run even when the plan (editbench run --dry-run) says a method will not fit the "
         "device's memory.", "flag")

@@ -36,7 +36,7 @@ from ...core.task import Task
 from ...core.timing import MemoryMonitor, PhaseTimer, device_name
 from ..evaluation.capability import CapabilitySet, capability_accuracy, load_capability_sets
 from ..evaluation.generated import (
-    GENERATED_METRICS,
+    generated_metrics,
     pre_edit_generated,
     record_generated_metrics,
     score_generated,
@@ -176,8 +176,8 @@ class Runner:
                 versions=_versions(self.device), device=device_name(self.device), seed=self.seed,
                 git_sha=_git_sha(), dataset_hash=self.plan.dataset_hash, n_edits=self.edits,
             )
-            generated = ((*GENERATED_METRICS, *record_generated_metrics(self.records))
-                         if spec.gen_eval else ())
+            generated = ((*generated_metrics(spec.gen_rule),
+                          *record_generated_metrics(self.records)) if spec.gen_eval else ())
             store.save_run_outline(self.run_id, (*CORE_METRICS,
                                                  *record_metrics(self.task, self.records),
                                                  *generated, *self.task.metrics), self.batches)
@@ -267,9 +267,10 @@ class Runner:
             summary = pre_edit_summary(probe, records)
             if self.spec.gen_eval:
                 baseline.generations = unedited_generations(probe, self.task, records,
-                                                            self.spec.gen_max_tokens)
+                                                            self.spec.gen_max_tokens,
+                                                            self.spec.gen_rule)
                 summary.update(pre_edit_generated(probe, self.task, records,
-                                                  self.spec.gen_max_tokens))
+                                                  self.spec.gen_max_tokens, self.spec.gen_rule))
             unedited = (capability_accuracy(probe, self.capability_sets) if self.capability_sets
                         else None)
         self._note_session(store, "", resuming=False)
@@ -398,7 +399,8 @@ class Runner:
             rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
             if self.spec.gen_eval:
                 rows += score_generated(probe, self.task, baseline.generations, self.records,
-                                        self.positions[n_edits], self.spec.gen_max_tokens)
+                                        self.positions[n_edits], self.spec.gen_max_tokens,
+                                        self.spec.gen_rule)
             rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
             if self.capability_sets and n_edits in self.plan.capability_at:
                 capability = capability_accuracy(probe, self.capability_sets)
