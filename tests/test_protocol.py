@@ -200,3 +200,31 @@ def test_a_board_shows_the_card_s_published_number_beside_the_measured_one(tmp_p
     board = build_board(collect([folder]), "zsre", protocol=shifted)
     [beside] = board.published
     assert beside.value == pytest.approx(0.3462) and 0.7 < beside.measured <= 1.0
+
+
+# -- a run under each card -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(PROTOCOLS))
+def test_a_run_under_each_card_stores_its_protocol_and_follows_it(name, small_pocket, tmp_path):
+    from conftest import SMALL_POCKET_WORLD
+
+    from editbench.core.store import load_results
+    from editbench.harness.running.runner import Runner
+
+    world = {k: str(v) for k, v in SMALL_POCKET_WORLD.items()}
+    spec = RunSpec(methods=("ft-m",), model=str(small_pocket[3]), edits=4, protocol=name,
+                   out=tmp_path / "out", device="cpu", cache_dir=tmp_path,
+                   params={"pocket": world})
+    plan = resolve(spec)
+    turn = min(card(name).edits_per_turn, 4)
+    assert all(stop - start <= turn for start, stop in plan.batches)
+    assert Runner(plan).run().ok
+    store = load_results(spec.out)
+    config = store.runs()["config"][0]
+    assert config["protocol"]["name"] == name and "modified" not in config["protocol"]
+    checkpoints = sorted(set(store.checkpoints()["n_edits"]))
+    assert checkpoints == ([4] if card(name).scoring_at == "end" else list(plan.checkpoints))
+    metrics = set(store.scores()["metric"])
+    assert ("efficacy_gen_em" in metrics) == (card(name).generation != "off")
+    [board] = build_boards(collect([spec.out]))
+    assert board.protocol.name == name
+    assert board.columns[0].key == card(name).headline_metrics()[0]

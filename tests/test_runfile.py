@@ -61,7 +61,8 @@ def test_without_a_file_the_dump_is_the_defaults():
     data = dump()
     assert (
         data["methods"] == []
-        and data["batch_size"] == 10
+        and data["protocol"] == "editbench"
+        and data["batch_size"] is None  # the protocol's (10 under editbench)
         and data["seed"] == 0
         and data["params"] == {}
     )
