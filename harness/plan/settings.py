@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.configs import DTYPE_CHOICES, PROBE_BACKENDS, parse_overrides
+from ...core.prompts import PROMPT_FORMATS
 
 #: the value kinds a setting may have; each has one way to read text and natural values
 KINDS = ("text", "int", "float", "flag", "switch", "on-off", "names", "counts", "seeds",
@@ -284,6 +285,11 @@ class RunSpec:
     gen_eval: bool = setting(
         True, "Also score greedily generated answers (exact match, prefix, agreement with the "
         "unedited model) beside the teacher-forced scores.", "on-off")
+    prompt_format: str = setting(
+        "raw", "How prompts are shown to the model, when editing and scoring alike: raw; chat "
+        "(the tokenizer's chat template, the answer starting the assistant's turn); qa (QAEdit's "
+        "'Please answer the question: Q: ... A:'); fewshot (three solved examples from the "
+        "task's train split first). See docs/prompt-formats.md.", choices=PROMPT_FORMATS)
     gen_max_tokens: int = setting(
         16, "At most this many new tokens per generated answer (the target's length plus three "
         "otherwise).", "int", at_least=1)
