@@ -22,6 +22,7 @@ from .configs import build_config
 from .costs import MethodCost, ModelShape, RunShape
 from .models import ModelLayout
 from .precision import MasterWeights
+from .prompts import RAW, PromptFormat
 from .records import EditRecord
 from .registry import Registry
 from .task import Task
@@ -91,9 +92,12 @@ class EditContext:
     #: Keep float32 master copies of edited bf16/fp16 tensors (``core/precision.py``); off only to
     #: measure what rounding costs (``--no-master-copy``).
     master_copies: bool = True
+    #: how prompts are shown to the model (``--prompt-format``): the encoder applies it to every
+    #: (prompt, target) pair a method trains on, as the probes do when they score
+    prompt_format: PromptFormat = RAW
 
     def __post_init__(self) -> None:
-        self.encoder = PairEncoder(self.tokenizer)
+        self.encoder = PairEncoder(self.tokenizer, self.prompt_format)
         self.masters = MasterWeights(self.model, enabled=self.master_copies)
 
     def parameter(self, name: str) -> nn.Parameter:

@@ -31,6 +31,25 @@ def train_tokenizer(sentences: Sequence[str], vocab_size: int):
                                    pad_token="<pad>")
 
 
+#: The chat template of micro models that stand in for instruction-tuned ones
+#: (``--prompt-format chat``): BOS, each message between its role's token and ``<|end|>``, and
+#: the assistant's token where its answer starts.
+MICRO_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>"
+    "{{ message['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>"
+    "{% endif %}"
+)
+MICRO_CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+
+
+def add_chat_template(tokenizer):
+    """``tokenizer`` with the micro chat template and its role tokens (before a model is sized by
+    ``len(tokenizer)``)."""
+    tokenizer.add_special_tokens({"additional_special_tokens": list(MICRO_CHAT_TOKENS)})
+    tokenizer.chat_template = MICRO_CHAT_TEMPLATE
+    return tokenizer
+
+
 @dataclass(frozen=True)
 class MicroModel:
     """The size of a random-weight Llama-architecture model."""
@@ -39,6 +58,7 @@ class MicroModel:
     layers: int = 4
     vocab: int = 400
     max_positions: int = 128
+    chat_template: bool = False  # a tokenizer with MICRO_CHAT_TEMPLATE
 
 
 def build_micro_model(folder: Path, texts: Sequence[str], spec: MicroModel = MicroModel(),
@@ -51,6 +71,8 @@ def build_micro_model(folder: Path, texts: Sequence[str], spec: MicroModel = Mic
     if (folder / "config.json").exists():
         return folder
     tokenizer = train_tokenizer(texts, spec.vocab)
+    if spec.chat_template:
+        add_chat_template(tokenizer)
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden,
                          intermediate_size=4 * spec.hidden, num_hidden_layers=spec.layers,

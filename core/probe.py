@@ -19,6 +19,7 @@ from torch import nn
 
 from .generate import ANSWER_RULES, AnswerRule, StopRule, greedy_decode
 from .progress import progress
+from .prompts import RAW, PromptFormat
 from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder, pad, token_budget_batches
 
@@ -104,9 +105,9 @@ class HFProbe:
     padded."""
 
     def __init__(self, model: nn.Module, tokenizer, device: torch.device,
-                 max_tokens: int = 8192) -> None:
+                 max_tokens: int = 8192, prompt_format: PromptFormat = RAW) -> None:
         self.model = model
-        self.encoder = PairEncoder(tokenizer)
+        self.encoder = PairEncoder(tokenizer, prompt_format)
         self.device = device
         self.max_tokens = max_tokens
         #: time spent in the model's forward passes (and reading their results back), for overhead
@@ -212,7 +213,6 @@ class HFProbe:
                  batch_size: int = 32) -> list[str]:
         """Left-padded batched generation, seeded without disturbing the global RNG that methods
         use."""
-        tokenizer = self.encoder.tokenizer
         rng_state = torch.get_rng_state()
         cuda_state = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
         torch.manual_seed(settings.seed)
@@ -222,14 +222,15 @@ class HFProbe:
         self.model.generation_config = self._generation_config(settings)
         try:
             for start in range(0, len(prompts), batch_size):
-                chunk = [self.encoder.encode_prompt(p) for p in prompts[start : start + batch_size]]
-                ids, mask = pad(chunk, self.encoder.pad_id, left=True)
+                chunk = prompts[start : start + batch_size]
+                encoded = [self.encoder.encode_prompt(p) for p in chunk]
+                ids, mask = pad(encoded, self.encoder.pad_id, left=True)
                 width = ids.shape[1]
                 out = self.model.generate(input_ids=ids.to(self.device),
                                           attention_mask=mask.to(self.device),
                                           generation_config=self.model.generation_config)
-                texts.extend(tokenizer.decode(row[width - len(seq):], skip_special_tokens=True)
-                             for row, seq in zip(out.cpu(), chunk))
+                texts.extend(self.encoder.generated_text(prompt, seq, row[width:].tolist())
+                             for prompt, row, seq in zip(chunk, out.cpu(), encoded))
         finally:
             self.model.generation_config = own
             torch.set_rng_state(rng_state)

@@ -54,6 +54,7 @@ from torch import nn
 
 from .generate import ANSWER_RULES, AnswerRule, StopRule, eos_ids
 from .probe import GenerationSettings
+from .prompts import RAW, PromptFormat
 from .records import PairScore, ScoringPair
 from .tokenize import PairEncoder
 
@@ -209,7 +210,7 @@ class VLLMProbe:
 
     def __init__(self, model_source: str, tokenizer, dtype: torch.dtype,
                  gpu_memory_utilization: float = 0.4, trust_remote_code: bool = False,
-                 max_model_len: int | None = None) -> None:
+                 max_model_len: int | None = None, prompt_format: PromptFormat = RAW) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise RuntimeError("--probe-backend vllm needs `pip install \"editbench[vllm]\"` "
                                f"({SUPPORTED_SPEC})")
@@ -226,7 +227,7 @@ class VLLMProbe:
                                 enable_prefix_caching=False, max_model_len=max_model_len, seed=0)
         self._on_model = model_access(self.llm)
         self.max_model_len = max_model_len
-        self.encoder = PairEncoder(tokenizer)
+        self.encoder = PairEncoder(tokenizer, prompt_format)
         self._dirty: set[str] = set()  # tensors that differ from the base checkpoint in the engine
         self._eos: frozenset[int] = (frozenset() if tokenizer.eos_token_id is None
                                      else frozenset({tokenizer.eos_token_id}))
@@ -293,7 +294,8 @@ class VLLMProbe:
 
     def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
         """Prompt plus continuation, sampled as :meth:`HFProbe.generate` samples (see the module
-        docstring); the text is the prompt's tokens and the new ones decoded together, as there."""
+        docstring); the text is made from the prompt and the new tokens as there
+        (``PairEncoder.generated_text``)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -309,9 +311,8 @@ class VLLMProbe:
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in encoded],
                                     params, use_tqdm=False)
         self.forward_seconds += time.perf_counter() - started
-        decode = self.encoder.tokenizer.decode
-        return [decode(list(ids) + list(out.outputs[0].token_ids), skip_special_tokens=True)
-                for ids, out in zip(encoded, outputs, strict=True)]
+        return [self.encoder.generated_text(prompt, ids, out.outputs[0].token_ids)
+                for prompt, ids, out in zip(prompts, encoded, outputs, strict=True)]
 
     def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int,
                          rule: AnswerRule = ANSWER_RULES["editbench"]) -> list[str]:

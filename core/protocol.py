@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .prompts import PROMPT_FORMATS
+
 #: when a run is scored: the 1-2-5 ladder of edit counts up to the end, the end alone, or the
 #: edit counts a run chose (``--checkpoints``); every one of them includes the end
 SCORING_TIMES = ("ladder", "end", "chosen")
@@ -32,8 +34,6 @@ HEADLINES = ("teacher-forced", "generated")
 #: the locality reference: agreement with the unedited model, or accuracy against the dataset's
 #: answers (both are stored; this names the one a board leads with)
 LOCALITY_REFERENCES = ("agree", "answers")
-#: how a prompt is shown to the model (``core/prompts.py``)
-PROMPT_FORMATS = ("raw", "chat", "qa", "fewshot")
 
 #: the fields that decide whether two numbers at the same edit count are comparable; the others
 #: (when scoring happens, the card's default edit count) change what is measured, not its value

@@ -3,7 +3,9 @@
 Probes and every method that trains on targets share this, so "which positions predict the
 target" is defined once: the target follows the prompt after one space (the ROME/MEMIT and MEND
 convention), and its tokens are found by tokenizing the joined text, so tokenizers that merge
-across the boundary still get the ids the model would actually see.
+across the boundary still get the ids the model would actually see. What the model is shown of
+a prompt (raw, a chat template, a question, behind solved examples) is the encoder's
+:class:`~.prompts.PromptFormat`; the target follows the shown prompt after its ``separator``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from .prompts import RAW, PromptFormat, check_chat_template
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,16 @@ def token_budget_batches(lengths: Sequence[int], budget: int,
 
 
 class PairEncoder:
-    """Encodes pairs for one tokenizer, keeping its leading special tokens (BOS) once."""
+    """Encodes pairs for one tokenizer and prompt format, keeping leading special tokens (BOS)
+    once: the tokenizer's own, or those a chat template writes."""
 
     CACHE_LIMIT = 1_000_000  # pairs; a lifelong run re-scores the same pairs at every checkpoint
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, prompt_format: PromptFormat = RAW) -> None:
         self.tokenizer = tokenizer
+        self.format = prompt_format
+        if prompt_format.name == "chat":
+            check_chat_template(tokenizer)
         with_specials = tokenizer("x")["input_ids"]
         without = tokenizer("x", add_special_tokens=False)["input_ids"]
         self.prefix = list(with_specials[: len(with_specials) - len(without)])
@@ -96,9 +104,10 @@ class PairEncoder:
     def _ids(self, text: str) -> list[int]:
         return self._ids_many([text])[0]
 
-    def _ids_many(self, texts: Sequence[str]) -> list[list[int]]:
+    def _ids_many(self, texts: Sequence[str], specials: bool = True) -> list[list[int]]:
         """One tokenizer call for many texts: fast tokenizers encode a list in one Rust call, which
-        is most of what batched scoring saves over a call per record."""
+        is most of what batched scoring saves over a call per record. ``specials``: the
+        tokenizer's leading special tokens in front (not for a text that writes its own)."""
         if not texts:
             return []
         backend = (getattr(self.tokenizer, "backend_tokenizer", None)
@@ -109,10 +118,39 @@ class PairEncoder:
             encoded = [e.ids for e in backend.encode_batch(list(texts), add_special_tokens=False)]
         else:
             encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [self.prefix + list(ids) for ids in encoded]
+        prefix = self.prefix if specials else []
+        return [prefix + list(ids) for ids in encoded]
+
+    def _shown_ids(self, shown: Sequence[str]) -> list[list[int]]:
+        return self._ids_many(shown, specials=not self.format.own_special_tokens)
+
+    def shown(self, prompt: str) -> str:
+        """The text the model is shown for ``prompt`` under the encoder's format."""
+        return self.format.render(prompt, self.tokenizer)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Plain text as it is, whatever the format (a corpus, the start of a generated prefix)."""
+        return self._ids(text)
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        return self._ids(prompt)
+        """The ids the model reads for ``prompt`` (what generation starts from)."""
+        return self._shown_ids([self.shown(prompt)])[0]
+
+    def tokens_through(self, prompt: str, end: int) -> int:
+        """How many tokens the model has read of ``prompt``'s shown text when it has read
+        ``prompt[:end]`` (the text up to there tokenized on its own, as ROME finds a subject)."""
+        at = 0 if self.format.is_raw else self.format.offset(prompt, self.tokenizer)
+        return len(self._shown_ids([self.shown(prompt)[: at + end]])[0])
+
+    def generated_text(self, prompt: str, prompt_ids: Sequence[int],
+                       new_ids: Sequence[int]) -> str:
+        """A generation as text: the prompt and its continuation. Raw, the two are decoded
+        together; under another format the caller's prompt is kept in front of the decoded
+        continuation, so the text holds no template."""
+        decode = self.tokenizer.decode
+        if self.format.is_raw:
+            return decode(list(prompt_ids) + list(new_ids), skip_special_tokens=True)
+        return f"{prompt} {decode(list(new_ids), skip_special_tokens=True).lstrip()}"
 
     def encode(self, prompt: str, target: str) -> EncodedPair:
         return self.encode_many([(prompt, target)])[0]
@@ -120,8 +158,10 @@ class PairEncoder:
     def encode_many(self, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
         """Encode (prompt, target) pairs, tokenizing the ones not cached yet in one batch."""
         missing = list(dict.fromkeys(key for key in pairs if key not in self._cache))
-        prompt_ids = self._ids_many([prompt for prompt, _ in missing])
-        full_ids = self._ids_many([f"{prompt} {target}" for prompt, target in missing])
+        shown = [self.shown(prompt) for prompt, _ in missing]
+        prompt_ids = self._shown_ids(shown)
+        full_ids = self._shown_ids([f"{text}{self.format.separator}{target}"
+                                    for text, (_, target) in zip(shown, missing)])
         fresh = {key: self._join(key, p, f)
                  for key, p, f in zip(missing, prompt_ids, full_ids, strict=True)}
         if len(self._cache) + len(fresh) <= self.CACHE_LIMIT:
@@ -133,7 +173,8 @@ class PairEncoder:
             return EncodedPair(tuple(full), len(prompt_ids))
         # the tokenizer merged across the boundary: fall back to separate pieces
         prompt, target = key
-        target_ids = self.tokenizer(" " + target, add_special_tokens=False)["input_ids"]
+        target_ids = self.tokenizer(self.format.separator + target,
+                                    add_special_tokens=False)["input_ids"]
         if not target_ids:
             raise ValueError(f"target {target!r} of prompt {prompt!r} tokenizes to nothing")
         return EncodedPair(tuple(prompt_ids + list(target_ids)), len(prompt_ids))

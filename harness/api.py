@@ -111,7 +111,7 @@ def _records_task(records: Sequence[EditRecord]):
 def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[str, Any]], *,
          params: Mapping[str, Any] | None = None, batch_size: int | None = None, seed: int = 0,
          task=None, editor: str | Path | None = None, train_records: Sequence[EditRecord] = (),
-         cache_dir: str | Path | None = None):
+         cache_dir: str | Path | None = None, prompt_format: str = "raw"):
     """Edit ``model`` in place with ``method`` (``NAME`` or ``NAME@PRESET``) so that it holds every
     record, ``batch_size`` records at a time (default: all in one batch); returns the method. As in
     a run, a published model (GPT-2 XL, GPT-J, Llama 3 8B...) gets the settings the method's release
@@ -119,7 +119,9 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
 
     ``params`` sets the method's fields (``{"lr": 1e-3}``); ``editor`` is a trained editor's folder
     (``editbench train``), ``train_records`` what a learned method trains on when it has none;
-    ``task`` (a Task) supplies a key-statistics corpus where a method wants one.
+    ``task`` (a Task) supplies a key-statistics corpus where a method wants one;
+    ``prompt_format`` shows prompts as ``--prompt-format`` does (``fewshot`` takes its examples
+    from ``train_records``).
     """
     import torch
 
@@ -128,6 +130,7 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
     from ..core.cache import cache_root
     from ..core.method import EditContext, MethodRef
     from ..core.models import ModelLayout
+    from ..core.prompts import PromptFormat, fewshot_examples
 
     ref = MethodRef.parse(method)
     # a published model: its release's settings first
@@ -150,7 +153,8 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
                       task=task if task is not None else _records_task(chosen), seed=seed,
                       generator=torch.Generator().manual_seed(seed),
                       train_records=lambda: list(train_records),
-                      trained_editor=Path(editor) if editor else None)
+                      trained_editor=Path(editor) if editor else None,
+                      prompt_format=PromptFormat(prompt_format, fewshot_examples(train_records)))
     editing = ref.cls(config, ctx)
     editing.prepare()
     for start in range(0, len(chosen), size):

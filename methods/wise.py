@@ -239,7 +239,7 @@ class Wise(LayerMemoryMethod):
         templates = []
         with torch.no_grad():
             for start, length in wanted:
-                ids = torch.tensor([encoder.encode_prompt(start)], device=self.ctx.device)
+                ids = torch.tensor([encoder.encode_text(start)], device=self.ctx.device)
                 for _ in range(length):
                     ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
                 text = (

@@ -425,7 +425,8 @@ def test_the_runner_scores_a_hook_method_with_hf_and_a_rewriting_one_through_its
 
     ctx = _context(micro_llama)
     runner = SimpleNamespace(
-        backend="vllm", device=ctx.device, _probe=lambda *a: pytest.fail("asked for vLLM")
+        backend="vllm", device=ctx.device, _probe=lambda *a: pytest.fail("asked for vLLM"),
+        prompt_format=ctx.prompt_format,
     )
     with caplog.at_level(logging.INFO):
         probe = Runner._method_probe(

@@ -1,9 +1,9 @@
 """A run's protocol: the card it names, under the settings the user gave.
 
 ``--protocol NAME`` fills every setting the card fixes and the user left out (``--batch-size``,
-``--checkpoints``, ``--gen-eval``, ``--gen-rule``, ``--gen-max-tokens``, ``--locality``, a
-method's sub-batch; its edit count is the default of ``--edits``, up to the records the task
-has); a setting the user gave wins and is recorded as a change to the card
+``--checkpoints``, ``--gen-eval``, ``--gen-rule``, ``--gen-max-tokens``, ``--locality``,
+``--prompt-format``, a method's sub-batch; its edit count is the default of ``--edits``, up to
+the records the task has); a setting the user gave wins and is recorded as a change to the card
 (:attr:`~editbench.core.protocol.Protocol.modified`), so the board marks the run and ranks it
 only beside runs changed the same way. :func:`apply_protocol` returns the spec with every such
 setting concrete, which is what the rest of the plan reads.
@@ -57,7 +57,7 @@ def apply_protocol(spec: RunSpec, methods: Iterable[str]) -> tuple[RunSpec, Prot
         tokens = RULE_TOKENS.get(generation)  # another rule than the card's: that rule's budget
     protocol = with_changes(
         base, edits_per_turn=spec.batch_size, locality=spec.locality, generation=generation,
-        answer_tokens=tokens,
+        answer_tokens=tokens, prompt_format=spec.prompt_format,
         # no generated scoring: the card's generated headline gives way to teacher forcing
         headline="teacher-forced" if generation == "off" else None,
         method_params=method_params if changed_params else None,
@@ -71,5 +71,5 @@ def apply_protocol(spec: RunSpec, methods: Iterable[str]) -> tuple[RunSpec, Prot
         spec, batch_size=protocol.edits_per_turn,
         gen_eval=generation != "off", gen_rule=None if generation == "off" else generation,
         gen_max_tokens=protocol.answer_tokens or RULE_TOKENS.get(generation, 16),
-        locality=protocol.locality, params=params)
+        locality=protocol.locality, prompt_format=protocol.prompt_format, params=params)
     return effective, protocol

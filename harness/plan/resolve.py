@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..._version import __version__
 from ...core.configs import build_config, config_dict, config_hash
+from ...core.prompts import RAW, PromptFormat, fewshot_examples, format_warning
 from ...core.records import EditRecord, check_disjoint, dataset_hash
 from ...core.schedule import batch_bounds, checkpoint_ladder, eval_positions
 from .protocol import apply_protocol
@@ -95,6 +96,8 @@ class RunPlan:
     #: the model's config cannot be read)
     model_shape: ModelShape | None = None
     run_shape: RunShape | None = None
+    #: how prompts are shown to the model (``--prompt-format``), with ``fewshot``'s examples
+    prompt_format: PromptFormat = RAW
 
     @property
     def edits(self) -> int:
@@ -269,18 +272,48 @@ def _capability(spec: RunSpec, seed: int, edits: int, checkpoints: Sequence[int]
     return settings, frozenset(at)
 
 
-def _tokens_per_record(source: str, trust_remote_code: bool, records: Sequence[EditRecord],
-                       built_later: bool) -> int:
-    """Mean prompt-and-answer tokens of a record, by the model's tokenizer. A bare config.json has
-    none, nor has a task's own model that the run will build (``built_later``): then about one
-    token per four characters."""
+def _model_tokenizer(source: str, trust_remote_code: bool, built_later: bool):
+    """The model's tokenizer; None for a bare config.json, or a task's own model that the run will
+    build (``built_later``)."""
     from ...core.models import load_tokenizer
 
-    texts = [f"{r.prompt} {r.target_new}" for r in records[:200]] or [""]
     if Path(source).is_file() or (built_later and not Path(source).exists()):
+        return None
+    return load_tokenizer(source, trust_remote_code)  # a model that cannot be found stops here
+
+
+def _tokens_per_record(tokenizer, records: Sequence[EditRecord], shown: PromptFormat) -> int:
+    """Mean prompt-and-answer tokens of a record as the model is shown them, by the model's
+    tokenizer; without one, about one token per four characters."""
+    if tokenizer is None:
+        texts = [f"{r.prompt} {r.target_new}" for r in records[:200]] or [""]
         return max(1, round(mean(len(t) for t in texts) / 4))
-    tokenizer = load_tokenizer(source, trust_remote_code)  # a model that cannot be found stops here
-    return max(1, round(mean(len(tokenizer(t)["input_ids"]) for t in texts)))
+    texts = [f"{shown.render(r.prompt, tokenizer)}{shown.separator}{r.target_new}"
+             for r in records[:200]] or [""]
+    specials = not shown.own_special_tokens
+    return max(1, round(mean(len(tokenizer(t, add_special_tokens=specials)["input_ids"])
+                             for t in texts)))
+
+
+def _prompt_format(spec: RunSpec, task: Task, records: Sequence[EditRecord], tokenizer,
+                   warn: bool, notes: list[str]) -> PromptFormat:
+    """``--prompt-format`` as the run applies it: refused for a model without the chat template it
+    asks for, a warning (once per sweep: ``warn``) for a model with one run raw, and ``fewshot``'s
+    examples drawn from the task's train split (``core/prompts.py``)."""
+    message = format_warning(spec.prompt_format, tokenizer) if tokenizer is not None else None
+    if message is not None and warn:
+        log.warning("%s", message)
+    if message is not None:
+        notes.append(message)
+    if spec.prompt_format != "fewshot":
+        return PromptFormat(spec.prompt_format)
+    try:
+        train = train_split(task, records)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        log.info("fewshot: the built-in examples, the %s task's train split being unusable (%s)",
+                 task.name, exc)
+        train = []
+    return PromptFormat("fewshot", fewshot_examples(train))
 
 
 def _run_shape(spec: RunSpec, records: Sequence[EditRecord], positions: Mapping[int, list[int]],
@@ -299,13 +332,14 @@ def _run_shape(spec: RunSpec, records: Sequence[EditRecord], positions: Mapping[
 def _estimate(spec: RunSpec, task: Task, records: Sequence[EditRecord],
               positions: Mapping[int, list[int]], source: str, device: torch.device,
               dtype: torch.dtype, backend: str, setups: Sequence[MethodSetup],
-              train_records: Callable[[], list], notes: list[str],
+              train_records: Callable[[], list], notes: list[str], tokenizer=None,
+              shown: PromptFormat = RAW,
               ) -> tuple[ModelShape | None, RunShape | None, tuple[MethodEstimate, ...], str, int]:
     """Each method's cost on the model's meta-device twin and what it lacks; and the backend
     again: vLLM chosen by default gives way to HF when the plan does not fit beside it."""
     from .estimate import device_memory, estimate_methods, model_shape
 
-    tokens = _tokens_per_record(source, spec.trust_remote_code, records, spec.model is None)
+    tokens = _tokens_per_record(tokenizer, records, shown)
     try:
         shape = model_shape(source, str(dtype).removeprefix("torch."), spec.trust_remote_code)
     except (OSError, ValueError, KeyError) as exc:  # loading the model explains it, with the fix
@@ -338,6 +372,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
             raise ValueError(f"--seed {','.join(map(str, spec.seed))}: several seeds make several "
                              "runs; resolve_sweep gives one plan per seed")
         seed = spec.seed[0]
+    first_seed = seed == spec.seed[0]
     spec, protocol = apply_protocol(spec.with_seed(seed), spec.methods or default_methods())
     notes: list[str] = []
     device = resolve_device(spec.device)
@@ -375,10 +410,12 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
         setups = method_setups(spec, architecture, notes)
     capability, capability_at = _capability(spec, seed, edits, checkpoints)
     backend = choose_backend(spec.probe_backend, device)
+    tokenizer = _model_tokenizer(source, spec.trust_remote_code, spec.model is None)
+    shown = _prompt_format(spec, task, records, tokenizer, first_seed, notes)
 
     shape, run_shape, estimates, backend, capacity = _estimate(
         spec, task, records, positions, source, device, dtype, backend, setups,
-        lambda: train_split(task, records), notes)
+        lambda: train_split(task, records), notes, tokenizer, shown)
     if architecture is None and shape is not None:
         architecture = shape.architecture
     digest = dataset_hash(list(records))
@@ -388,6 +425,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
         "checkpoints": list(checkpoints), "eval_sample": spec.eval_sample, "model": source,
         "dtype": str(dtype).removeprefix("torch."), "seed": seed, "dataset_hash": digest,
         "skipped_records": task.skipped_records(), "protocol": protocol.record(),
+        **shown.config(),  # nothing for raw (the protocol record names the format)
     }
     if capability is not None:
         run_config["capability"] = {**config_dict(capability), "at": sorted(capability_at)}
@@ -409,7 +447,8 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
                    cache_dir=spec.cache_dir or cache_root(), capability=capability,
                    capability_at=capability_at, estimates=estimates, capacity=capacity,
                    run_config=run_config, run_id=config_hash(run_config), dataset_hash=digest,
-                   protocol=protocol, notes=tuple(notes), model_shape=shape, run_shape=run_shape)
+                   protocol=protocol, notes=tuple(notes), model_shape=shape, run_shape=run_shape,
+                   prompt_format=shown)
 
 
 def resolve_sweep(spec: RunSpec) -> tuple[RunPlan, ...]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.configs import DTYPE_CHOICES, PROBE_BACKENDS, parse_overrides
+from ...core.prompts import PROMPT_FORMATS
 from ...core.protocol import GENERATION_RULES, LOCALITY_REFERENCES, PROTOCOLS
 
 #: the value kinds a setting may have; each has one way to read text and natural values
@@ -292,6 +293,12 @@ class RunSpec:
         None, "Also score greedily generated answers (exact match, prefix, agreement with the "
         "unedited model) beside the teacher-forced scores; default: the protocol's (on under "
         "editbench).", "on-off")
+    prompt_format: str | None = setting(
+        None, "How prompts are shown to the model, when editing and scoring alike: raw; chat "
+        "(the tokenizer's chat template, the answer starting the assistant's turn); qa (QAEdit's "
+        "'Please answer the question: Q: ... A:'); fewshot (three solved examples from the "
+        "task's train split first). See docs/prompt-formats.md. Default: the protocol's (raw "
+        "under every card).", choices=PROMPT_FORMATS)
     gen_rule: str | None = setting(
         None, "How a generated answer is decoded and matched: editbench (stop at a newline, the "
         "target's length plus three tokens, outer punctuation ignored) or wild (QAEdit and "

@@ -14,7 +14,7 @@ import math
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from ...core.snapshot import SnapshotError, load_snapshot, prune_snapshots, save
 from ...core.store import ResultsStore, StoreError, hold_store
 from ...core.task import Task
 from ...core.timing import MemoryMonitor, PhaseTimer, device_name
+from ...core.tokenize import PairEncoder
 from ..evaluation.capability import CapabilitySet, capability_accuracy, load_capability_sets
 from ..evaluation.generated import (
     generated_metrics,
@@ -105,23 +106,26 @@ def _versions(device: torch.device) -> dict[str, str]:
 
 
 def run_texts(task: Task, records: Sequence[EditRecord],
-              capability_sets: Sequence[CapabilitySet]) -> Iterator[str]:
-    """Every text the run scores or generates from, each prompt joined with its record's longest
-    answer: what the vLLM engine's ``max_model_len`` must hold."""
+              capability_sets: Sequence[CapabilitySet],
+              shown: Callable[[str], str] = lambda prompt: prompt) -> Iterator[str]:
+    """Every text the run scores or generates from, each prompt as the model is ``shown`` it
+    (``--prompt-format``) joined with its record's longest answer: what the vLLM engine's
+    ``max_model_len`` must hold."""
     for record in records:
         answers = [record.target_new, record.target_true or "",
                    *(n.answer for n in record.neighbours)]
         longest = max(answers, key=len)
         for prompt in (record.prompt, *record.paraphrases, *(n.prompt for n in record.neighbours)):
-            yield f"{prompt} {longest}"
-            yield f"{task.generation_prompt(prompt)} {longest}"
+            yield f"{shown(prompt)} {longest}"
+            yield f"{shown(task.generation_prompt(prompt))} {longest}"
         # a task's own prompts (CounterFact's generation prompts)
         for value in record.extra.values():
-            yield from (item for item in (value if isinstance(value, list | tuple) else [value])
+            yield from (shown(item)
+                        for item in (value if isinstance(value, list | tuple) else [value])
                         if isinstance(item, str))
     for question_set in capability_sets:
         for query, choices, _ in question_set.questions:
-            yield f"{question_set.shots_text}{query} {max(choices, key=len)}"
+            yield f"{shown(question_set.shots_text + query)} {max(choices, key=len)}"
 
 
 def _finite(model: torch.nn.Module, names: list[str]) -> bool:
@@ -147,6 +151,7 @@ class Runner:
         self.device, self.dtype, self.backend = plan.device, plan.dtype, plan.backend
         self.cache_dir = plan.cache_dir
         self.run_id, self.run_config = plan.run_id, plan.run_config
+        self.prompt_format = plan.prompt_format
         #: where ``--save-model`` writes (``models/...``): a sweep's cell keeps its store in its
         #: own worker folder but saves its models in the sweep's
         self.models_folder = models_folder or plan.spec.out
@@ -210,18 +215,19 @@ class Runner:
         """The run's probe backend looking at ``model``: HF scores the live model; the vLLM engine
         is built once per run and receives the edited tensors (see ``core/probe_vllm.py``)."""
         if self.backend == "hf":
-            return HFProbe(model, tokenizer, self.device)
+            return HFProbe(model, tokenizer, self.device, prompt_format=self.prompt_format)
         if self._engine is None:
             from ...core.probe_vllm import GENERATION_HEADROOM, VLLMProbe, engine_length
 
             limit = (getattr(model.config, "max_position_embeddings", None)
                      or getattr(model.config, "n_positions", None))
             length = engine_length(tokenizer,
-                                   run_texts(self.task, self.records, self.capability_sets),
+                                   run_texts(self.task, self.records, self.capability_sets,
+                                             PairEncoder(tokenizer, self.prompt_format).shown),
                                    max(self.spec.gen_max_tokens, GENERATION_HEADROOM), limit)
             self._engine = VLLMProbe(str(self.model_source), tokenizer, self.dtype,
                                      self.spec.vllm_memory, self.spec.trust_remote_code,
-                                     max_model_len=length)
+                                     max_model_len=length, prompt_format=self.prompt_format)
         self._engine.sync(model, edited)
         return self._engine
 
@@ -235,7 +241,7 @@ class Runner:
         else:
             log.info("%s: scored with the HF backend instead of %s, which cannot run the forward "
                      "computation it changes", method.name, self.backend)
-            probe = HFProbe(model, tokenizer, self.device)
+            probe = HFProbe(model, tokenizer, self.device, prompt_format=self.prompt_format)
         return RewrittenPrompts(probe, method.scoring_prompt) if method.rewrites_prompts else probe
 
     def _load(self):
@@ -347,7 +353,7 @@ class Runner:
                           device=self.device, cache_dir=self.cache_dir, task=self.task,
                           seed=self.seed, generator=generator,
                           train_records=self.train_records, trained_editor=setup.editor,
-                          master_copies=self.spec.master_copy)
+                          master_copies=self.spec.master_copy, prompt_format=self.prompt_format)
         method = setup.cls(setup.config, ctx)
         with timer.phase("prepare"):
             method.prepare()

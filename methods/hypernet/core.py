@@ -280,7 +280,9 @@ class HypernetMethod(EditorCore):
         config: HypernetConfig = self.config  # type: ignore[assignment]
         return {"method": self.name, "format": FORMAT_VERSION, "config": config.training_fields(),
                 "model": model_fingerprint(self.ctx.model),
-                "train_data": dataset_hash(records), "seed": self.ctx.seed}
+                "train_data": dataset_hash(records), "seed": self.ctx.seed,
+                # the prompts it trains on are shown in the run's format (none: raw, as before)
+                **self.ctx.prompt_format.config()}
 
     def cache_folder(self) -> Path:
         identity = self.training_identity(self.ctx.train_records())

@@ -63,7 +63,7 @@ def mean_sample_tokens(encoder: PairEncoder, texts: Sequence[str], max_len: int)
     the corpus."""
     if not texts:
         raise ValueError("mean_sample_tokens needs at least one text")
-    return sum(min(len(encoder.encode_prompt(text)), max_len) for text in texts) / len(texts)
+    return sum(min(len(encoder.encode_text(text)), max_len) for text in texts) / len(texts)
 
 
 def key_stats_cost(

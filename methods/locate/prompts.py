@@ -24,12 +24,13 @@ def subject_last_index(encoder: PairEncoder, text: str, subject: str, start: int
     """Token index of the last token of the first ``subject`` at or after character ``start``.
 
     The text up to the end of the subject is tokenised on its own, as ROME does, so the index is
-    that of the token the model has just read when the subject ends.
+    that of the token the model has just read when the subject ends; under a prompt format it is
+    counted in the shown text (a chat template's header first).
     """
     at = text.find(subject, start)
     if at < 0:
         raise ValueError(f"the subject {subject!r} does not occur in the prompt {text[start:]!r}")
-    return len(encoder.encode_prompt(text[: at + len(subject)])) - 1
+    return encoder.tokens_through(text, at + len(subject)) - 1
 
 
 @torch.no_grad()
@@ -41,7 +42,7 @@ def generate_prefixes(model: nn.Module, encoder: PairEncoder, n: int, length: in
     generator = torch.Generator(device="cpu").manual_seed(seed)
     prefixes = []
     for i in range(n):
-        ids = encoder.encode_prompt(PREFIX_STARTS[i % len(PREFIX_STARTS)])
+        ids = encoder.encode_text(PREFIX_STARTS[i % len(PREFIX_STARTS)])
         while len(ids) < length:
             logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float().cpu()
             top = torch.topk(logits, k=min(5, logits.numel()))

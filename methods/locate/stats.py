@@ -258,7 +258,7 @@ def _accumulate(
         or getattr(model.config, "n_positions", 1024)
     )
     max_len = min(max_len, batch_tokens)
-    ids = [encoder.encode_prompt(t)[:max_len] for t in texts]
+    ids = [encoder.encode_text(t)[:max_len] for t in texts]
     total = sum(len(seq) for seq in ids)
     sums: dict[str, torch.Tensor] = {}
     mask_now: list[torch.Tensor] = []
