@@ -150,6 +150,42 @@ class ScoreRow:
     value: float
 
 
+#: the prompts a generated answer is stored for, in the order they are decoded for an edit: its
+#: edit prompt (index 0), each paraphrase, each neighbourhood prompt, each portability question
+SAMPLE_KINDS = ("edit", "paraphrase", "neighbour", "portability")
+
+
+@dataclass(frozen=True)
+class SamplePrompt:
+    """One scored prompt of a run, stored once: what was asked (the prompt as decoded), the answer
+    it is scored against (the new target; a neighbour's dataset answer; a portability question's
+    answer) and the unedited model's greedy answer to it."""
+
+    position: int
+    uid: str
+    kind: str  # one of SAMPLE_KINDS
+    index: int
+    prompt: str
+    target: str
+    unedited: str
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """The edited model's greedy answer to one scored prompt at one checkpoint, with both verdicts:
+    ``generated_pass`` is the prompt's generated exact match (agreement with the unedited model's
+    answer at a neighbourhood prompt), ``teacher_forced_pass`` that every target token is the
+    model's top-1 (token accuracy 1.0; agreement 1.0 with the unedited model at a neighbourhood
+    prompt)."""
+
+    position: int
+    kind: str
+    index: int
+    text: str
+    generated_pass: bool
+    teacher_forced_pass: bool
+
+
 @dataclass(frozen=True)
 class PhaseTime:
     """Wall time of one phase of a run, as stored."""

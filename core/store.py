@@ -26,9 +26,9 @@ import pandas as pd
 
 from .cache import hold_folder
 from .faults import fault_point
-from .records import Metric, PhaseTime, ScoreRow
+from .records import SAMPLE_KINDS, Metric, PhaseTime, SamplePrompt, SampleRow, ScoreRow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "results.sqlite"
 
 SCHEMA = """
@@ -84,10 +84,23 @@ CREATE TABLE IF NOT EXISTS snapshot_files (
     run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL, file TEXT NOT NULL,
     sha256 TEXT NOT NULL, PRIMARY KEY (run_id, method, n_edits, file)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sample_prompts (
+    run_id TEXT NOT NULL, position INTEGER NOT NULL, kind INTEGER NOT NULL, idx INTEGER NOT NULL,
+    uid TEXT NOT NULL, prompt TEXT NOT NULL, target TEXT NOT NULL, unedited TEXT NOT NULL,
+    PRIMARY KEY (run_id, position, kind, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL, method TEXT NOT NULL, n_edits INTEGER NOT NULL,
+    position INTEGER NOT NULL, kind INTEGER NOT NULL, idx INTEGER NOT NULL,
+    verdict INTEGER NOT NULL, text TEXT,
+    PRIMARY KEY (run_id, method, n_edits, position, kind, idx)
+) WITHOUT ROWID;
 """
+#: ``samples.verdict`` bits: the generated answer passes; the prompt passes teacher-forced
+GENERATED_PASS, TEACHER_FORCED_PASS = 1, 2
 #: tables that hold one method's results in one run (``--restart METHOD`` empties them)
 METHOD_TABLES = ("cells", "checkpoints", "scores", "timings", "capability", "snapshot_files",
-                 "sessions")
+                 "sessions", "samples")
 
 
 class StoreError(RuntimeError):
@@ -149,6 +162,8 @@ class ResultsStore:
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
         self._resources = ExitStack()  # the writer's folder lock; a reader's private copy
+        #: run_id -> the unedited answers of its scored prompts, for compacting samples
+        self._unedited: dict[str, dict[tuple[int, int, int], str]] = {}
         try:
             if create:  # the writer sets the store up; a reader (report, publish) changes nothing
                 self.conn = self._open_writer()
@@ -232,14 +247,17 @@ class ResultsStore:
                                  (name,)).fetchone() is not None
 
     def _migrate(self) -> None:
-        """Bring a version-1 store up to date before writing to it: version 2 calls the
+        """Bring an older store up to date before writing to it. Version 2 calls the
         general-capability sets' column ``name`` (it was ``probe``) and adds the metric catalogue
         and the edit batches, which older runs simply lack (reports then show plainer headers and no
-        time intervals)."""
-        if self._version() != 1:
+        time intervals); version 3 adds the edited models' answers (``samples``, with the scored
+        prompts in ``sample_prompts``), which older checkpoints lack (``editbench samples`` says
+        so). The new tables themselves come from ``SCHEMA``."""
+        version = self._version()
+        if version is None or version >= SCHEMA_VERSION:
             return
         with self.transaction() as conn:
-            if self._has_table("capability"):
+            if version == 1 and self._has_table("capability"):
                 conn.execute("ALTER TABLE capability RENAME COLUMN probe TO name")
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
                          (str(SCHEMA_VERSION),))
@@ -363,10 +381,13 @@ class ResultsStore:
     def commit_checkpoint(self, run_id: str, method: str, n_edits: int, scores: Iterable[ScoreRow],
                           timings: Iterable[PhaseTime], peak_memory_bytes: int,
                           capability: dict[str, tuple[int, float]] | None = None,
-                          snapshot: dict[str, str] | None = None) -> None:
-        """Write one checkpoint's scores, timings, capability probes and the checksums of its
-        snapshot's files (``snapshot``: file name -> SHA-256), all or nothing."""
+                          snapshot: dict[str, str] | None = None,
+                          samples: Iterable[SampleRow] = ()) -> None:
+        """Write one checkpoint's scores, timings, capability probes, the checksums of its
+        snapshot's files (``snapshot``: file name -> SHA-256) and the edited model's answers
+        (``samples``, whose prompts :meth:`save_sample_prompts` stored), all or nothing."""
         timings = list(timings)
+        samples = self._compact_samples(run_id, method, n_edits, samples)
         with self.transaction() as conn:
             self._insert_capability(conn, run_id, method, n_edits, capability or {})
             self._insert_timings(conn, run_id, method, timings)
@@ -388,7 +409,34 @@ class ResultsStore:
             conn.executemany("INSERT INTO snapshot_files VALUES (?, ?, ?, ?, ?)",
                              [(run_id, method, n_edits, name, digest)
                               for name, digest in (snapshot or {}).items()])
+            conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)", samples)
             fault_point("in-checkpoint")
+
+    def _compact_samples(self, run_id: str, method: str, n_edits: int,
+                         samples: Iterable[SampleRow]) -> list[tuple]:
+        """Rows of the ``samples`` table. Compact: the kind is a small integer (its index in
+        ``SAMPLE_KINDS``), both verdicts share one integer, and an answer equal to the unedited
+        model's (most neighbourhood answers; any prompt an edit left alone) is stored as NULL."""
+        samples = list(samples)
+        if not samples:
+            return []
+        unedited = self._unedited.get(run_id)
+        if unedited is None:
+            unedited = self._unedited[run_id] = {
+                (p, k, i): text for p, k, i, text in self.conn.execute(
+                    "SELECT position, kind, idx, unedited FROM sample_prompts WHERE run_id=?",
+                    (run_id,))}
+        rows = []
+        for s in samples:
+            key = (s.position, SAMPLE_KINDS.index(s.kind), s.index)
+            if key not in unedited:
+                raise ValueError(f"edit {s.position}'s {s.kind} prompt {s.index} has no stored "
+                                 f"prompt in run {run_id}; save_sample_prompts comes first")
+            verdict = (GENERATED_PASS * s.generated_pass
+                       + TEACHER_FORCED_PASS * s.teacher_forced_pass)
+            rows.append((run_id, method, n_edits, *key, verdict,
+                         None if s.text == unedited[key] else s.text))
+        return rows
 
     @staticmethod
     def _insert_capability(conn, run_id: str, method: str, n_edits: int,
@@ -433,6 +481,24 @@ class ResultsStore:
                                  (run_id,))
         return dict(rows.fetchall())
 
+    def save_sample_prompts(self, run_id: str, prompts: Iterable[SamplePrompt]) -> None:
+        """The run's scored prompts, once: what was asked, the answer scored against and the
+        unedited model's answer (the samples of each checkpoint refer to them)."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO sample_prompts "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [(run_id, p.position, SAMPLE_KINDS.index(p.kind), p.index, p.uid,
+                               p.prompt, p.target, p.unedited) for p in prompts])
+        self._unedited.pop(run_id, None)
+
+    def sample_positions(self, run_id: str) -> set[int]:
+        """The edits whose scored prompts are stored (empty in a store from before samples)."""
+        if not self._has_table("sample_prompts"):
+            return set()
+        rows = self.conn.execute("SELECT DISTINCT position FROM sample_prompts WHERE run_id=?",
+                                 (run_id,))
+        return {p for (p,) in rows}
+
     def set_baseline(self, run_id: str, baseline: dict[str, float]) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE runs SET baseline=? WHERE run_id=?",
@@ -449,7 +515,8 @@ class ResultsStore:
         try:
             with self.transaction() as conn:
                 for table in ("runs", "checkpoints", "scores", "timings", "capability",
-                              "base_predictions", "base_generations", "metrics", "edit_batches"):
+                              "base_predictions", "base_generations", "metrics", "edit_batches",
+                              "sample_prompts", "samples"):
                     conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM worker.{table}")
                 conn.execute("INSERT OR REPLACE INTO cells SELECT * FROM worker.cells")
                 conn.execute("INSERT INTO sessions SELECT * FROM worker.sessions AS w "
@@ -514,6 +581,41 @@ class ResultsStore:
         """Per-edit scores in long form: run_id, method, n_edits, position, uid, metric, value."""
         return self._frame("SELECT * FROM scores "
                            "ORDER BY run_id, method, n_edits, position, metric")
+
+    def sample_checkpoints(self) -> pd.DataFrame:
+        """Where answers are stored: run_id, method, n_edits, samples (how many); empty for a store
+        from before samples, or runs without generated scoring."""
+        if not self._has_table("samples"):
+            return pd.DataFrame(columns=["run_id", "method", "n_edits", "samples"])
+        return self._frame("SELECT run_id, method, n_edits, COUNT(*) AS samples FROM samples "
+                           "GROUP BY run_id, method, n_edits ORDER BY run_id, method, n_edits")
+
+    def samples(self, run_id: str | None = None, method: str | None = None,
+                n_edits: int | None = None) -> pd.DataFrame:
+        """The edited models' answers, each beside its prompt: run_id, method, n_edits, position,
+        uid, kind (a name of ``SAMPLE_KINDS``), index, prompt, target, unedited (the unedited
+        model's answer), text (the edited model's), generated_pass, teacher_forced_pass; narrowed
+        to a run, a method and a checkpoint where they are given."""
+        columns = ["run_id", "method", "n_edits", "position", "uid", "kind", "index", "prompt",
+                   "target", "unedited", "text", "generated_pass", "teacher_forced_pass"]
+        if not self._has_table("samples"):
+            return pd.DataFrame(columns=columns)
+        where, params = [], []
+        for column, value in (("run_id", run_id), ("method", method), ("n_edits", n_edits)):
+            if value is not None:
+                where.append(f"s.{column}=?")
+                params.append(value)
+        frame = self._frame(
+            "SELECT s.run_id, s.method, s.n_edits, s.position, p.uid, s.kind, s.idx AS \"index\", "
+            "p.prompt, p.target, p.unedited, COALESCE(s.text, p.unedited) AS text, "
+            f"(s.verdict & {GENERATED_PASS}) > 0 AS generated_pass, "
+            f"(s.verdict & {TEACHER_FORCED_PASS}) > 0 AS teacher_forced_pass "
+            "FROM samples AS s JOIN sample_prompts AS p ON p.run_id=s.run_id "
+            "AND p.position=s.position AND p.kind=s.kind AND p.idx=s.idx"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY s.run_id, s.method, s.n_edits, s.position, s.kind, s.idx", tuple(params))
+        frame["kind"] = frame["kind"].map(lambda k: SAMPLE_KINDS[k])
+        return frame.astype({"generated_pass": bool, "teacher_forced_pass": bool})
 
     def per_edit(self) -> pd.DataFrame:
         """Per-edit scores, one column per metric."""

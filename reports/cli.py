@@ -1,5 +1,5 @@
-"""``editbench report`` and ``editbench publish``: read result stores, write tables, plots and
-a site.
+"""``editbench report``, ``editbench publish`` and ``editbench samples``: read result stores, write
+tables, plots and a site, or print what the edited models answered.
 
 Both only read the stores (HELM's split between computing and presenting): point them at a
 folder that a run is still writing and they show the checkpoints committed so far. pandas, seaborn
@@ -83,3 +83,34 @@ def publish(results: tuple[Path, ...], site: Path, seed: int) -> None:
 
     pages = write_pages(_collect(results), site, site=True, seed=seed)
     click.echo(f"site: {site / 'index.html'} ({len(pages)} pages)")
+
+
+@click.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--method", required=True, help="The method (its label in the run, e.g. ft-m).")
+@click.option("--edits", "n_edits", type=int, required=True,
+              help="The checkpoint: the edit count at which the answers were generated.")
+@click.option("--failed", is_flag=True,
+              help="Only answers whose generated verdict fails (gen FAIL).")
+@click.option("--run", "run_id", default=None,
+              help="Only this run of the store (default: every run that has the method).")
+def samples(results: Path, method: str, n_edits: int, failed: bool, run_id: str | None) -> None:
+    """Print what the edited model answered at every scored prompt at one checkpoint (the scored
+    sample where the run had --eval-sample), beside the target, the unedited model's answer and
+    both verdicts, one line per prompt.
+
+    \b
+    gen: the greedy answer's exact match with the target after normalisation (lower case,
+         articles and outer punctuation dropped); at a neighbourhood prompt, with the
+         unedited model's answer (the generated specificity).
+    tf:  teacher-forced: passes when every target token is the model's top-1 (token
+         accuracy 1.0); at a neighbourhood prompt, when every answer token's top-1 is the
+         unedited model's (agreement 1.0, the headline specificity).
+    Answers are shown with outer whitespace trimmed and control characters escaped."""
+    from .samples import format_samples, select_samples
+
+    try:
+        frame = select_samples(results, method, n_edits, failed=failed, run_id=run_id)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_samples(frame, failed=failed), nl=False)

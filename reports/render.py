@@ -1,9 +1,12 @@
 """Jinja2 rendering of the pages; the templates are files in ``reports/templates/``.
 
 Autoescaping is on for every template, so a method label, uid, error message or config string
-is shown as text, never run as markup. The one inline script is our own file; its SHA-256 goes
-into the page's Content-Security-Policy, so even markup that slipped past escaping could not run
-a script, load a resource from the network or submit a form.
+is shown as text, never run as markup; data for the page's script goes into a
+``<script type="application/json">`` block through Jinja's ``tojson``, which escapes ``<``, ``>``,
+``&`` and ``'``, so a stored text cannot close the block. The one inline script is our own files
+(``sort.js``, ``answers.js``); its SHA-256 goes into the page's Content-Security-Policy, so even
+markup that slipped past escaping could not run a script, load a resource from the network or
+submit a form.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def environment() -> Environment:
                       keep_trailing_newline=True)
     env.filters.update(value=format_value, interval=format_interval, pretty_json=pretty_json,
                        duration=duration, column_title=column_title)
-    script = _asset("sort.js")
+    script = _asset("sort.js") + _asset("answers.js")  # one inline script, one hash
     env.globals.update(inline_css=Markup(_asset("style.css")), inline_js=Markup(script),
                        script_hash=script_hash(script))
     return env

@@ -25,6 +25,7 @@ from .leaderboard import Board, board_to_dict, build_boards, setup_key, short_mo
 from .metrics import Column, metric_catalogue, metric_columns
 from .plots import Plot, board_plots, slug
 from .render import render
+from .samples import browser_data
 from .stats import N_BOOT
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,8 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
         (out / ".nojekyll").write_text("", "utf-8")
     for view in runs.values():
         page = out / "runs" / view.page
-        page.write_text(render("run.html", root="../", run=view, **common), "utf-8")
+        page.write_text(render("run.html", root="../", run=view,
+                               samples=browser_data(view.source, view.run_id), **common), "utf-8")
         written.append(page)
     (out / JSON_NAME).write_text(json.dumps(_plain(leaderboard_json(results, boards, runs)),
                                             indent=1, allow_nan=False, default=str)

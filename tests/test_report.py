@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from editbench.core.records import Metric, PhaseTime, ScoreRow
+from editbench.core.records import Metric, PhaseTime, SamplePrompt, SampleRow, ScoreRow
 from editbench.core.store import ResultsStore
 from editbench.harness.cli.group import main
 from editbench.reports.collect import collect
@@ -24,6 +24,8 @@ from editbench.reports.tables import latex, markdown, md_escape, tex_escape
 EVIL = '<script>window.__pwned = 1</script>'
 EVIL_UID = '<img src=x onerror="window.__pwned = 2">'
 EVIL_ERROR = 'boom </pre><script>window.__pwned = 3</script>'
+#: an edited model's answer that tries to close the page's JSON block
+EVIL_ANSWER = '</script><b>bold</b><script>window.__pwned = 5</script>'
 CHECKPOINTS = (10, 40)
 BATCH = 10
 
@@ -53,6 +55,10 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
              Metric("specificity_agree", "agreement with the unedited model")],
             [(start, start + BATCH) for start in range(0, 40, BATCH)],
         )
+        store.save_sample_prompts(run_id, [
+            SamplePrompt(p, EVIL_UID if p == 0 else f"u{p}", kind, 0, f"prompt {p} {kind}",
+                         f"target {p}", f"unedited {p}")
+            for p in range(40) for kind in ("edit", "neighbour")])
         for index, (label, rates) in enumerate(methods.items()):
             store.start_cell(run_id, label, {"lr": 0.1, "label": label}, f"h{index}")
             done = 0
@@ -68,8 +74,14 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
                 evaluation = [
                     PhaseTime("eval", n_edits, 0.1), PhaseTime("eval_forward", n_edits, 0.06)
                 ]
+                answers = [
+                    SampleRow(p, "edit", 0, EVIL_ANSWER if p == 0 else f"target {p}",
+                              rng.random() < rates["efficacy_acc"], p % 3 != 0)
+                    for p in range(n_edits)
+                ] + [SampleRow(p, "neighbour", 0, f"unedited {p}", True, True)
+                     for p in range(n_edits)]
                 store.commit_checkpoint(run_id, label, n_edits, rows, [*times, *evaluation],
-                                        (100 + 10 * index) * 2**20)
+                                        (100 + 10 * index) * 2**20, samples=answers)
                 done = n_edits
             store.finish_cell(run_id, label, "done")
         store.start_cell(run_id, "boom", {}, "hb")
@@ -190,7 +202,9 @@ def test_notes_say_which_method_diverged_or_failed(store_dir):
 
 
 def _scripts(html: str) -> list[str]:
-    return re.findall(r"<script\b[^>]*>(.*?)</script>", html, flags=re.S | re.I)
+    """The page's scripts that run (a ``type="application/json"`` block holds data)."""
+    return re.findall(r"<script(?![^>]*application/json)\b[^>]*>(.*?)</script>", html,
+                      flags=re.S | re.I)
 
 
 def test_every_page_escapes_strings_from_the_data(site):
@@ -201,12 +215,18 @@ def test_every_page_escapes_strings_from_the_data(site):
         html = page.read_text()
         scripts = _scripts(html)
         assert len(scripts) == 1 and "__pwned" not in scripts[0], page  # only our own script
-        assert "<img src=x" not in html and "<b>model</b>" not in html
-        assert "onerror=" not in html.replace("onerror=&#34;", "")  # only as escaped text
+        assert "<img src=x" not in html and "<b>model</b>" not in html and "<b>bold" not in html
+        # outside the answers' JSON block (checked below, where it holds no '<'): only as text
+        markup = re.sub(r'<script type="application/json".*?</script>', "", html, flags=re.S)
+        assert "onerror=" not in markup.replace("onerror=&#34;", "")
     index = (site / "index.html").read_text()
     assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in index  # shown, as text
     run_page = next((site / "runs").glob("*.html")).read_text()
     assert "boom &lt;/pre&gt;&lt;script&gt;" in run_page
+    # the answers' JSON block ends where the page says, and holds the stored text escaped
+    (data,) = re.findall(r'<script type="application/json" id="answers-data">(.*?)</script>',
+                         run_page, flags=re.S)
+    assert "<" not in data and json.loads(data)["texts"].count(EVIL_ANSWER) == 1
     assert "&lt;/script&gt;&lt;script&gt;window.__pwned = 4" in run_page
 
 

@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report import build_store
+from test_report import EVIL, EVIL_ANSWER, build_store
 
+from editbench.core.store import load_results
 from editbench.reports.collect import collect
 from editbench.reports.site import write_pages
 
@@ -44,8 +45,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    store = build_store(tmp_path_factory.mktemp("results"))
+def store(tmp_path_factory) -> Path:
+    return build_store(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
     write_pages(collect([store]), out, site=False)
     return out
@@ -128,3 +133,47 @@ def test_the_run_page_loads_clean_with_its_notes(browser, report):
     assert "diverged at 20 edits" in text and "failed with an error" in text
     assert "<script>window.__pwned = 3</script>" in text  # the error is shown as text
     visit.page.close()
+
+
+def _answers(page, attribute: str) -> list[str]:
+    return page.eval_on_selector_all(
+        "#answers-table tbody tr", f"rows => rows.map(r => r.getAttribute('data-{attribute}'))")
+
+
+def test_the_answer_browser_filters_by_method_edits_metric_and_verdict(browser, report, store):
+    stored = load_results(store).samples()
+    (run_page,) = (report / "runs").glob("*.html")
+    visit = Visit(browser, run_page.as_uri())
+    page = visit.page
+    assert page.inner_text("#answers-count").startswith(f"{len(stored)} of {len(stored)} answers")
+    assert len(_answers(page, "method")) == 200  # the first 200 of them shown
+
+    page.select_option("select[data-filter=method]", label="strong")
+    page.select_option("select[data-filter=edits]", "40")
+    page.select_option("select[data-filter=metric]", label="efficacy (edit prompts)")
+    assert set(_answers(page, "method")) == {"strong"} and set(_answers(page, "edits")) == {"40"}
+    assert _answers(page, "kind") == ["edit"] * 40
+
+    wanted = stored[(stored["method"] == "strong") & (stored["n_edits"] == 40)
+                    & (stored["kind"] == "edit")]
+    page.select_option("select[data-filter=verdict]", "gen-fail")
+    assert set(_answers(page, "gen")) == {"fail"}
+    assert len(_answers(page, "gen")) == (~wanted["generated_pass"]).sum() > 0
+    page.select_option("select[data-filter=verdict]", "tf-pass")
+    assert set(_answers(page, "tf")) == {"pass"}
+    assert len(_answers(page, "tf")) == wanted["teacher_forced_pass"].sum() > 0
+    page.select_option("select[data-filter=verdict]", "mirage")
+    assert len(_answers(page, "gen")) == (
+        wanted["teacher_forced_pass"] & ~wanted["generated_pass"]).sum()
+    assert set(zip(_answers(page, "gen"), _answers(page, "tf"))) <= {("fail", "pass")}
+
+    # a method whose label is markup, and an answer that tries to close the data block: text
+    page.select_option("select[data-filter=verdict]", "")
+    page.select_option("select[data-filter=method]", label=EVIL)
+    page.select_option("select[data-filter=edits]", "10")
+    first = page.locator("#answers-table tbody tr").first
+    assert first.locator("td").nth(0).inner_text() == EVIL
+    assert first.locator("td").nth(6).inner_text() == EVIL_ANSWER
+    assert page.locator("#answers-table b").count() == 0
+    visit.check_clean()
+    page.close()

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from editbench.core.records import PhaseTime, ScoreRow
-from editbench.core.store import ResultsStore, load_results
+from editbench.core.store import SCHEMA_VERSION, ResultsStore, load_results
 
 
 def _fill(store: ResultsStore) -> None:
@@ -113,5 +113,5 @@ def test_a_store_without_snapshot_checksums_gains_the_table_when_a_writer_opens_
         store.conn.execute("DROP TABLE snapshot_files")  # as an editbench before checksums wrote it
     with ResultsStore(tmp_path) as store:
         # resumes unchecked
-        assert store.version == 2 and store.snapshot_checksums("r1", "ft-m", 4) == {}
+        assert store.version == SCHEMA_VERSION and store.snapshot_checksums("r1", "ft-m", 4) == {}
         assert store.cell("r1", "ft-m").last_checkpoint == 4

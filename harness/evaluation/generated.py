@@ -24,6 +24,10 @@ Under the ``wild`` rule (``--gen-rule wild``; QAEdit's and LocFT-BF's evaluation
 up to ``--gen-max-tokens`` (32) new tokens whatever the target's length, ends at ".", a newline or
 end of sequence, and is compared after LocFT-BF's normalisation (``eval_edit_metric.py:16-33``:
 lower case, every punctuation character removed, articles removed, spaces collapsed).
+
+Every decoded answer is also kept (:func:`sample_rows`): the store holds, at each checkpoint, what
+the edited model said at each scored prompt with both verdicts, beside the unedited model's answer
+(:func:`unedited_prompts`, decoded once per run); ``editbench samples`` and the run page show them.
 """
 
 from __future__ import annotations
@@ -31,10 +35,19 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ...core.generate import ANSWER_RULES
 from ...core.probe import ProbeBackend
-from ...core.records import EditRecord, Metric, ScoreRow, ScoringPair
+from ...core.records import (
+    SAMPLE_KINDS,
+    EditRecord,
+    Metric,
+    SamplePrompt,
+    SampleRow,
+    ScoreRow,
+    ScoringPair,
+)
 from ...core.task import Task
 
 _DECODING = ("greedy decoding from the prompt until an end-of-sequence token, a newline or the "
@@ -134,46 +147,119 @@ def unedited_generations(probe: ProbeBackend, task: Task, records: Sequence[Edit
                     probe.generate_answers(pairs, max_new_tokens, ANSWER_RULES[rule])))
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The edited model's greedy answer to one scored prompt of an edit, and its verdict: exact
+    match with the target (with the unedited model's answer at a neighbourhood prompt; with any of
+    a portability question's answers)."""
+
+    position: int
+    kind: str  # one of SAMPLE_KINDS
+    index: int
+    target: str
+    text: str
+    passed: bool
+
+
+def scored_pairs(task: Task, record: EditRecord) -> list[tuple[str, int, ScoringPair]]:
+    """What is decoded for one edit, as (kind, index, pair) in ``SAMPLE_KINDS`` order: the edit
+    prompt, each paraphrase (against the new target), each neighbourhood prompt (its answer sets
+    only the length budget) and each portability question."""
+    def pair(prompt: str, target: str) -> ScoringPair:
+        return ScoringPair(task.generation_prompt(prompt), target)
+
+    return [("edit", 0, pair(record.prompt, record.target_new)),
+            *(("paraphrase", i, pair(p, record.target_new))
+              for i, p in enumerate(record.paraphrases)),
+            *(("neighbour", i, pair(n.prompt, n.answer)) for i, n in enumerate(record.neighbours)),
+            *(("portability", i, pair(q.prompt, q.answer))
+              for i, q in enumerate(record.portability))]
+
+
+def generate_answers(probe: ProbeBackend, task: Task, unedited: Mapping[str, str],
+                     records: Sequence[EditRecord], positions: Sequence[int],
+                     max_new_tokens: int, rule: str = "editbench") -> list[Answer]:
+    """The answers to every scored prompt of the edits at ``positions``, in one batched decoding
+    call, each with its verdict."""
+    asked = [(position, kind, index, pair) for position in positions
+             for kind, index, pair in scored_pairs(task, records[position])]
+    texts = probe.generate_answers([pair for *_, pair in asked], max_new_tokens,
+                                   ANSWER_RULES[rule])
+    answers = []
+    for (position, kind, index, pair), text in zip(asked, texts, strict=True):
+        if kind == "neighbour":
+            passed = exact_match(text, unedited[pair.prompt], rule)
+        elif kind == "portability":
+            passed = max(exact_match(text, a, rule)
+                         for a in records[position].portability[index].answers)
+        else:
+            passed = exact_match(text, pair.target, rule)
+        answers.append(Answer(position, kind, index, pair.target, text, bool(passed)))
+    return answers
+
+
+def generated_rows(records: Sequence[EditRecord], answers: Sequence[Answer],
+                   rule: str = "editbench") -> list[ScoreRow]:
+    """The generated metrics of each edit from its answers (means over paraphrases, neighbours
+    and portability questions)."""
+    by_edit: dict[int, dict[str, list[Answer]]] = {}
+    for answer in answers:
+        by_edit.setdefault(answer.position, {kind: [] for kind in SAMPLE_KINDS})[
+            answer.kind].append(answer)
+    rows: list[ScoreRow] = []
+    for position, kinds in by_edit.items():
+        uid = records[position].uid
+        (own,) = kinds["edit"]
+        rows += [ScoreRow(position, uid, "efficacy_gen_em", float(own.passed)),
+                 ScoreRow(position, uid, "efficacy_gen_prefix", prefix_match(own.text, own.target,
+                                                                    rule))]
+        if paraphrased := kinds["paraphrase"]:
+            rows += [ScoreRow(position, uid, "generalization_gen_em",
+                              _mean([float(a.passed) for a in paraphrased])),
+                     ScoreRow(position, uid, "generalization_gen_prefix",
+                              _mean([prefix_match(a.text, a.target, rule)
+                                     for a in paraphrased]))]
+        if neighbours := kinds["neighbour"]:
+            rows.append(ScoreRow(position, uid, "specificity_gen_agree",
+                                 _mean([float(a.passed) for a in neighbours])))
+        if ported := kinds["portability"]:
+            rows.append(ScoreRow(position, uid, "portability_gen_em",
+                                 _mean([float(a.passed) for a in ported])))
+    return rows
+
+
 def score_generated(probe: ProbeBackend, task: Task, unedited: Mapping[str, str],
                     records: Sequence[EditRecord], positions: Sequence[int],
                     max_new_tokens: int, rule: str = "editbench") -> list[ScoreRow]:
     """Generated metrics for the edits at ``positions``, in one batched decoding call."""
-    chosen = [records[p] for p in positions]
-    pairs: list[ScoringPair] = []
-    for record in chosen:
-        pairs.append(ScoringPair(task.generation_prompt(record.prompt), record.target_new))
-        pairs.extend(ScoringPair(task.generation_prompt(p), record.target_new)
-                     for p in record.paraphrases)
-        pairs.extend(ScoringPair(task.generation_prompt(n.prompt), n.answer)
-                     for n in record.neighbours)
-        pairs.extend(ScoringPair(task.generation_prompt(q.prompt), q.answer)
-                     for q in record.portability)
-    answers = iter(probe.generate_answers(pairs, max_new_tokens, ANSWER_RULES[rule]))
-    rows: list[ScoreRow] = []
-    for position, record in zip(positions, chosen):
-        own = next(answers)
-        rows += [ScoreRow(position, record.uid, "efficacy_gen_em",
-                          exact_match(own, record.target_new, rule)),
-                 ScoreRow(position, record.uid, "efficacy_gen_prefix",
-                          prefix_match(own, record.target_new, rule))]
-        paraphrased = [next(answers) for _ in record.paraphrases]
-        if paraphrased:
-            rows += [ScoreRow(position, record.uid, "generalization_gen_em",
-                              _mean([exact_match(a, record.target_new, rule)
-                                     for a in paraphrased])),
-                     ScoreRow(position, record.uid, "generalization_gen_prefix",
-                              _mean([prefix_match(a, record.target_new, rule)
-                                     for a in paraphrased]))]
-        neighbours = [(n, next(answers)) for n in record.neighbours]
-        if neighbours:
-            agree = [exact_match(a, unedited[task.generation_prompt(n.prompt)], rule)
-                     for n, a in neighbours]
-            rows.append(ScoreRow(position, record.uid, "specificity_gen_agree", _mean(agree)))
-        ported = [max(exact_match(answer, a, rule) for a in q.answers)
-                  for q, answer in zip(record.portability, answers)]
-        if ported:
-            rows.append(ScoreRow(position, record.uid, "portability_gen_em", _mean(ported)))
-    return rows
+    return generated_rows(records, generate_answers(probe, task, unedited, records, positions,
+                                                    max_new_tokens, rule), rule)
+
+
+def sample_rows(answers: Sequence[Answer],
+                teacher_forced_passed: Mapping[tuple[int, str, int], bool]) -> list[SampleRow]:
+    """The answers as the store keeps them, each with the teacher-forced verdict of its prompt
+    (keyed by position, kind and index, as ``teacher_forced.TeacherForced.passed``)."""
+    return [SampleRow(a.position, a.kind, a.index, a.text, a.passed,
+                      teacher_forced_passed[(a.position, a.kind, a.index)]) for a in answers]
+
+
+def unedited_prompts(probe: ProbeBackend, task: Task, unedited: Mapping[str, str],
+                     records: Sequence[EditRecord], positions: Sequence[int],
+                     max_new_tokens: int, rule: str = "editbench") -> list[SamplePrompt]:
+    """Every scored prompt of the edits at ``positions`` with the unedited model's answer: at a
+    neighbourhood prompt the one in ``unedited`` (:func:`unedited_generations`, the generated
+    specificity's reference), elsewhere decoded here, each distinct pair once, in one batched call
+    and with the budgets the checkpoints use."""
+    asked = [(position, kind, index, pair) for position in positions
+             for kind, index, pair in scored_pairs(task, records[position])]
+    todo = list(dict.fromkeys(pair for _, kind, _, pair in asked if kind != "neighbour"))
+    texts = (dict(zip(todo, probe.generate_answers(todo, max_new_tokens, ANSWER_RULES[rule]),
+                      strict=True))
+             if todo else {})
+    return [SamplePrompt(position, records[position].uid, kind, index, pair.prompt, pair.target,
+                         unedited[pair.prompt] if kind == "neighbour" else texts[pair])
+            for position, kind, index, pair in asked]
 
 
 def pre_edit_generated(probe: ProbeBackend, task: Task, records: Sequence[EditRecord],

@@ -125,9 +125,26 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+@dataclass(frozen=True)
+class TeacherForced:
+    """The core metrics of a checkpoint's edits, and whether each scored prompt passes
+    teacher-forced, keyed by (position, kind, index) as the generated samples are: every target
+    token is the model's top-1 (token accuracy 1.0); at a neighbourhood prompt, every answer
+    token's top-1 is the unedited model's (agreement 1.0), as the headline specificity counts."""
+
+    rows: list[ScoreRow]
+    passed: dict[tuple[int, str, int], bool]
+
+
 def score_edits(probe: ProbeBackend, baseline: Baseline, records: Sequence[EditRecord],
                 positions: Sequence[int]) -> list[ScoreRow]:
     """Core metrics for the edits at ``positions`` of the stream, in one batched probe call."""
+    return teacher_forced(probe, baseline, records, positions).rows
+
+
+def teacher_forced(probe: ProbeBackend, baseline: Baseline, records: Sequence[EditRecord],
+                   positions: Sequence[int]) -> TeacherForced:
+    """:func:`score_edits` with each prompt's verdict."""
     chosen = [records[p] for p in positions]
     pairs: list[ScoringPair] = []
     spans = []
@@ -141,16 +158,19 @@ def score_edits(probe: ProbeBackend, baseline: Baseline, records: Sequence[EditR
         spans.append(start)
     scores = probe.score(pairs)
     rows: list[ScoreRow] = []
+    passed: dict[tuple[int, str, int], bool] = {}
     for position, record, start in zip(positions, chosen, spans):
-        rows += _locality_and_portability(
-            position, record, baseline,
-            scores[start + 1 + len(record.paraphrases) + len(record.neighbours):])
         n_para, n_nbr = len(record.paraphrases), len(record.neighbours)
+        rows += _locality_and_portability(position, record, baseline,
+                                          scores[start + 1 + n_para + n_nbr:])
         rows.append(ScoreRow(position, record.uid, "efficacy_acc", scores[start].token_accuracy))
+        passed[(position, "edit", 0)] = scores[start].token_accuracy == 1.0
         para = scores[start + 1 : start + 1 + n_para]
         if para:
             rows.append(ScoreRow(position, record.uid, "generalization_acc",
                                  _mean([s.token_accuracy for s in para])))
+        passed.update(((position, "paraphrase", i), s.token_accuracy == 1.0)
+                      for i, s in enumerate(para))
         if n_nbr:
             nbr = scores[start + 1 + n_para : start + 1 + n_para + n_nbr]
             agree = [s.agreement(baseline.predictions[(n.prompt, n.answer)])
@@ -158,7 +178,11 @@ def score_edits(probe: ProbeBackend, baseline: Baseline, records: Sequence[EditR
             rows.append(ScoreRow(position, record.uid, "specificity_agree", _mean(agree)))
             rows.append(ScoreRow(position, record.uid, "specificity_acc",
                                  _mean([s.token_accuracy for s in nbr])))
-    return rows
+            passed.update(((position, "neighbour", i), a == 1.0) for i, a in enumerate(agree))
+        ported = start + 1 + n_para + n_nbr + len(_locality_items(record))
+        passed.update(((position, "portability", i), s.token_accuracy == 1.0)
+                      for i, s in enumerate(scores[ported : ported + len(record.portability)]))
+    return TeacherForced(rows, passed)
 
 
 def _locality_and_portability(position: int, record: EditRecord, baseline: Baseline,

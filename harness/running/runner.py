@@ -37,11 +37,14 @@ from ...core.timing import MemoryMonitor, PhaseTimer, device_name
 from ...core.tokenize import PairEncoder
 from ..evaluation.capability import CapabilitySet, capability_accuracy, load_capability_sets
 from ..evaluation.generated import (
+    generate_answers,
     generated_metrics,
+    generated_rows,
     pre_edit_generated,
     record_generated_metrics,
-    score_generated,
+    sample_rows,
     unedited_generations,
+    unedited_prompts,
 )
 from ..evaluation.teacher_forced import (
     CORE_METRICS,
@@ -49,7 +52,7 @@ from ..evaluation.teacher_forced import (
     neighbour_pairs,
     pre_edit_summary,
     record_metrics,
-    score_edits,
+    teacher_forced,
 )
 from ..plan.preflight import log_peaks, refuse
 from ..plan.resolve import MethodSetup, RunPlan
@@ -251,7 +254,9 @@ class Runner:
         return model, tokenizer
 
     def _baseline(self, store: ResultsStore) -> Baseline:
-        """Unedited predictions on neighbourhood prompts, computed once and kept in the store."""
+        """Unedited predictions on neighbourhood prompts, computed once and kept in the store; with
+        generated scoring, also the unedited model's answer to every scored prompt (the samples'
+        reference; a store from before samples gets them on resume)."""
         needed = sorted({p for positions in self.positions.values() for p in positions})
         records = [self.records[p] for p in needed]
         stored = store.load_base_predictions(self.run_id)
@@ -259,7 +264,8 @@ class Runner:
         wanted = {(p.prompt, p.target) for p in neighbour_pairs(records)}
         answers = ({self.task.generation_prompt(n.prompt) for r in records for n in r.neighbours}
                    if self.spec.gen_eval else set())
-        if wanted <= stored.keys() and answers <= generations.keys() and \
+        sampled = set(needed) <= store.sample_positions(self.run_id) or not self.spec.gen_eval
+        if wanted <= stored.keys() and answers <= generations.keys() and sampled and \
                 store.runs().set_index("run_id").loc[self.run_id, "baseline"]:
             return Baseline({k: PairScore(v[1], 0.0, len(v[0]), v[0]) for k, v in stored.items()},
                             generations)
@@ -275,6 +281,8 @@ class Runner:
                 baseline.generations = unedited_generations(probe, self.task, records,
                                                             self.spec.gen_max_tokens,
                                                             self.spec.gen_rule)
+                prompts = unedited_prompts(probe, self.task, baseline.generations, self.records,
+                                           needed, self.spec.gen_max_tokens, self.spec.gen_rule)
                 summary.update(pre_edit_generated(probe, self.task, records,
                                                   self.spec.gen_max_tokens, self.spec.gen_rule))
             unedited = (capability_accuracy(probe, self.capability_sets) if self.capability_sets
@@ -287,6 +295,8 @@ class Runner:
         store.save_base_predictions(self.run_id, [(p, t, s.predictions, s.token_accuracy)
                                                   for (p, t), s in baseline.predictions.items()])
         store.save_base_generations(self.run_id, baseline.generations)
+        if self.spec.gen_eval:
+            store.save_sample_prompts(self.run_id, prompts)
         store.set_baseline(self.run_id, summary)
         store.record_timings(self.run_id, "", timer.drain())
         log.info("unedited model: %s", ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
@@ -402,11 +412,14 @@ class Runner:
         with timer.phase("eval", n_edits):
             # a vLLM engine receives the edited tensors
             probe.sync(method.ctx.model, method.edited_parameters())
-            rows = score_edits(probe, baseline, self.records, self.positions[n_edits])
-            if self.spec.gen_eval:
-                rows += score_generated(probe, self.task, baseline.generations, self.records,
-                                        self.positions[n_edits], self.spec.gen_max_tokens,
-                                        self.spec.gen_rule)
+            scored = teacher_forced(probe, baseline, self.records, self.positions[n_edits])
+            rows, samples = scored.rows, []
+            if self.spec.gen_eval:  # the answers are kept, beside both verdicts
+                answers = generate_answers(probe, self.task, baseline.generations, self.records,
+                                           self.positions[n_edits], self.spec.gen_max_tokens,
+                                           self.spec.gen_rule)
+                rows += generated_rows(self.records, answers, self.spec.gen_rule)
+                samples = sample_rows(answers, scored.passed)
             rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
             if self.capability_sets and n_edits in self.plan.capability_at:
                 capability = capability_accuracy(probe, self.capability_sets)
@@ -420,7 +433,8 @@ class Runner:
                                   method.ctx.generator)
         fault_point("after-snapshot")
         store.commit_checkpoint(self.run_id, setup.label, n_edits, rows, timer.drain(),
-                                memory.peak_bytes(), capability=capability, snapshot=checksums)
+                                memory.peak_bytes(), capability=capability, snapshot=checksums,
+                                samples=samples)
         fault_point("after-checkpoint")
         if n_edits == self.spec.save_model:
             save_edited_model(method.ctx.model, method.ctx.tokenizer,
