@@ -40,6 +40,8 @@ def editbench_side(folder: Path) -> dict:
     times = store.timings()
     times = times[times.method == label]
     out = {name: 100 * rows[col].mean() for name, col in METRICS}
+    out["per_record"] = {row.uid: {name: 100 * getattr(row, col) for name, col in METRICS}
+                         for row in rows.itertuples()}
     out.update(label=label, n=len(rows),
                edit_s=float(times[times.phase == "edit"].seconds.sum()),
                eval_s=float(times[times.phase == "eval"].seconds.sum()),
@@ -61,6 +63,18 @@ def main() -> None:
         lines.append(f"| {side} | **mean** | " + " | ".join(
             f"**{mean(r[k] for r in results):.2f}**"
             for k in ("ES", "GS", "LS", "edit_s", "eval_s")) + " |")
+    same, worst, total = 0, 0.0, 0
+    for r, e in zip(rel, eb):
+        theirs = json.loads((work / "release" / f"s{r['seed']}" / "per_record.json").read_text())
+        assert set(theirs) == set(e["per_record"]), "the sides scored other records"
+        for uid, scores in theirs.items():
+            for metric, _ in METRICS:
+                gap = abs(scores[metric] - e["per_record"][uid][metric])
+                total += 1
+                same += gap < 1e-4
+                worst = max(worst, gap)
+    lines += ["", f"per-edit scores (3 seeds x 300 edits x ES, GS, LS): {same} of {total} "
+              f"identical (within 1e-4 points); largest difference {worst:.2f} points"]
     lines += ["", "| metric | release mean | editbench mean | difference | release spread | "
               "allowed | within |", "| --- | --- | --- | --- | --- | --- | --- |"]
     verdict = True
@@ -73,7 +87,9 @@ def main() -> None:
     lines += ["", f"verdict ({name}): {'agrees' if verdict else 'differs'}"]
     print("\n".join(lines))
     (work / "table.json").write_text(json.dumps(
-        {"variant": name, "release": rel, "editbench": eb,
+        {"variant": name, "release": rel,
+         "editbench": [{k: v for k, v in e.items() if k != "per_record"} for e in eb],
+         "per_edit_identical": [same, total], "per_edit_max_diff": worst,
          "verdict": "agrees" if verdict else "differs"}, indent=1, default=str))
 
 
