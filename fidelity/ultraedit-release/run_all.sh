@@ -36,13 +36,19 @@ for s in 0 1 2; do
     editbench "bf16-lr$lr" $s $lr --dtype bfloat16
     same_release "bf16-nomaster-lr$lr" "bf16-lr$lr" $s
     editbench "bf16-nomaster-lr$lr" $s $lr --dtype bfloat16 --no-master-copy
+    # diagnostic: the release's edit loss on float32 logits, against the no-master-copy runs
+    release "bf16-floatloss-lr$lr" $s $lr --bf16 --float-loss
+    mkdir -p "$WORK/bf16-floatloss-lr$lr/editbench"
+    rm -rf "$WORK/bf16-floatloss-lr$lr/editbench/s$s"
+    cp -r "$WORK/bf16-nomaster-lr$lr/editbench/s$s" "$WORK/bf16-floatloss-lr$lr/editbench/s$s"
   done
 done
 # the unedited model, scored by the release (edit lr 0): the same at every order
 release unedited 0 0
 release unedited-bf16 0 0 --bf16
 for v in fp32-lr1e-6 fp32-lr1e-3 fp32-lr3e-3 fp32-lr1e-2 fp32-lr3e-3-exact bf16-lr3e-3 \
-    bf16-lr1e-2 bf16-nomaster-lr3e-3 bf16-nomaster-lr1e-2; do
+    bf16-lr1e-2 bf16-nomaster-lr3e-3 bf16-nomaster-lr1e-2 bf16-floatloss-lr3e-3 \
+    bf16-floatloss-lr1e-2; do
   "$PY" "$HERE/collect.py" "$WORK/$v"
   echo
 done > "$WORK/tables.md"
