@@ -93,6 +93,11 @@ RELEASE_MODULES: dict[str, tuple[str, ...]] = {
 #: What the release does beyond the modules: lr 1e-6 (``config/editor/ultraedit.yaml:2``), the
 #: MALMEN/RLEdit merge of the normaliser, once per module and sub-batch (``nets.py:16-24``,
 #: ``editor/ultraedit.py:116-120``), sub-batches of 10 (``run.sh``, ``dataset.batch_size=10``).
+#: Its turn is ``dataset.n_edits`` = 100 edits (``run.sh``, ``data/base.py:39-58``): one solve
+#: over the rows of 10 sub-batches. A turn is one ``apply``, i.e. the run's ``--batch-size``,
+#: which no method preset sets: the release's turns are ``ultraedit@release --batch-size 100``
+#: (fidelity/ultraedit-release/release-turns.yaml); at the default ``--batch-size 10`` each turn
+#: is a single sub-batch.
 RELEASE_SETTINGS: dict[str, object] = {
     "lr": 1e-6,
     "normaliser": "release",
