@@ -50,7 +50,11 @@ class LocFTConfig(FTConfig):
             raise ValueError(f"scope must be mlp_out or block, got {self.scope!r}")
 
 
-#: ICT-STAR/LocFT hparams/*.yaml (51db785): batch_size 100, 25 epochs each.
+#: ICT-STAR/LocFT hparams/*.yaml (51db785): batch_size 100, 25 epochs each. Each file is for one
+#: checkpoint (its ``model_name_or_path``, line 1; ``CHECKPOINTS``), its layer located by the
+#: paper's sweep on that checkpoint; editbench picks a preset by the model's shape, so a base
+#: Llama-3-8B or a Mistral-7B-Instruct gets the settings tuned for the other checkpoint of that
+#: shape.
 PRESETS = {
     "llama-3-8b": {"layer": 22, "lr": 5e-4},  # llama3-8b.yaml: model.layers.22.mlp.down_proj.weight
     "qwen2.5-7b": {"layer": 6, "lr": 5e-4},  # qwen2.5-7b.yaml: model.layers.6.mlp.down_proj.weight
@@ -59,6 +63,12 @@ PRESETS = {
     # editbench's: ten times the lr, for small models, where a lifelong batch of 10 edits gets 25
     # small steps
     "small-model": {"lr": 5e-3},
+}
+#: The checkpoint each release file names (``hparams/*.yaml:1``).
+CHECKPOINTS = {
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B-Instruct (hparams/llama3-8b.yaml)",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct (hparams/qwen2.5-7b.yaml)",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1 (hparams/mistral-7b.yaml)",
 }
 
 
@@ -70,6 +80,7 @@ class LocFTBF(FineTune):
     )
     Config = LocFTConfig
     presets = PRESETS
+    preset_checkpoints = CHECKPOINTS
     objective = staticmethod(masked_target_nll)
     default_depth = (22, 32)
 
