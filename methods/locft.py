@@ -12,9 +12,10 @@ and tune layers chosen for ROME; LocFT-BF keeps the EOS in the target (the relea
 The loop is FT's (``methods/ft.py``): a chunk whose loss is below 1e-2 takes no step (``:175-177``)
 and an epoch whose loss, weighted by chunk size, is below 1e-2 ends it (``:173``, ``:182-184``).
 The per-epoch shuffle draws from the run's seeded generator (the release's ``random.shuffle`` is
-unseeded), so a resumed run repeats it. The release edits its whole data file in one call; in a
-lifelong run each batch is one call, so a batch of at most ``chunk`` edits is one mini-batch per
-epoch and every step sees every edit of the batch.
+unseeded), so a resumed run repeats it. The release edits its whole data file in one call
+(``main_exp.sh:49-52``), which is ``--batch-size`` equal to ``--edits``; in a lifelong run each
+batch is one call, so a batch of at most ``chunk`` edits is one mini-batch per epoch and every
+step sees every edit of the batch (fidelity/locft-release/README.md measures both).
 """
 
 from __future__ import annotations
