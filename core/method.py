@@ -119,6 +119,12 @@ class EditMethod(ABC):
     #: Named settings bundles, selected as ``METHOD@PRESET`` (e.g. ``rledit@release``); each maps
     #: config fields to values and is stored with the results under that label.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: For a preset named after an architecture, the checkpoint its release tuned it for, where the
+    #: release names one (``"Meta-Llama-3-8B-Instruct (hparams/llama3-8b.yaml)"``). Architectures
+    #: are recognised by their config's shape (``core/architectures.py``), so every checkpoint of
+    #: that shape (base, Instruct, a later point release) gets the preset: the notes that say a
+    #: preset was picked, and ``editbench list --presets``, name this checkpoint.
+    preset_checkpoints: ClassVar[dict[str, str]] = {}
     #: Scoring backends that see what the method does. A vLLM engine only receives the weights named
     #: by ``edited_parameters``, so a method that changes the forward computation (a hook or a
     #: wrapped module: GRACE, WISE) lists "hf" alone, and the runner scores it with HF (and says
@@ -198,6 +204,18 @@ class Trainable(Protocol):
 
 def is_trainable(cls: type[EditMethod]) -> bool:
     return issubclass(cls, Trainable)
+
+
+def picked_preset_note(label: str, name: str, architecture: str,
+                       checkpoint: str | None) -> str:
+    """What a run says when it takes the preset named after ``architecture``: the checkpoint the
+    release tuned it for, where known, since any model of that shape is matched."""
+    note = (f"{label}: taking the settings published for {architecture} "
+            f"(preset {name}@{architecture})")
+    if checkpoint:
+        note += (f", which the release tuned for {checkpoint}; every {architecture}-shaped "
+                 "checkpoint is matched")
+    return note
 
 
 def _as_text(value: Any) -> str:

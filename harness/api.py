@@ -128,7 +128,7 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
     from .. import methods as _registered  # noqa: F401  (registers the built-in methods)
     from ..core.architectures import recognise
     from ..core.cache import cache_root
-    from ..core.method import EditContext, MethodRef
+    from ..core.method import EditContext, MethodRef, picked_preset_note
     from ..core.models import ModelLayout
     from ..core.prompts import PromptFormat, fewshot_examples
 
@@ -138,8 +138,9 @@ def edit(model, tokenizer, method: str, records: Sequence[EditRecord | Mapping[s
     config = ref.config({ref.label: {key: to_text(value) for key, value in (params or {}).items()}},
                         architecture)
     if architecture in ref.cls.presets:
-        log.info("%s: taking the settings published for %s, under those given in params",
-                 ref.label, architecture)
+        log.info("%s, under those given in params",
+                 picked_preset_note(ref.label, ref.name, architecture,
+                                    ref.cls.preset_checkpoints.get(architecture)))
     chosen = [as_record(item, i) for i, item in enumerate(records)]
     if not chosen:
         raise ValueError("editbench.edit(): give at least one record")

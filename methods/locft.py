@@ -12,9 +12,10 @@ and tune layers chosen for ROME; LocFT-BF keeps the EOS in the target (the relea
 The loop is FT's (``methods/ft.py``): a chunk whose loss is below 1e-2 takes no step (``:175-177``)
 and an epoch whose loss, weighted by chunk size, is below 1e-2 ends it (``:173``, ``:182-184``).
 The per-epoch shuffle draws from the run's seeded generator (the release's ``random.shuffle`` is
-unseeded), so a resumed run repeats it. The release edits its whole data file in one call; in a
-lifelong run each batch is one call, so a batch of at most ``chunk`` edits is one mini-batch per
-epoch and every step sees every edit of the batch.
+unseeded), so a resumed run repeats it. The release edits its whole data file in one call
+(``main_exp.sh:49-52``), which is ``--batch-size`` equal to ``--edits``; in a lifelong run each
+batch is one call, so a batch of at most ``chunk`` edits is one mini-batch per epoch and every
+step sees every edit of the batch (fidelity/locft-release/README.md measures both).
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ class LocFTConfig(FTConfig):
             raise ValueError(f"scope must be mlp_out or block, got {self.scope!r}")
 
 
-#: ICT-STAR/LocFT hparams/*.yaml (51db785): batch_size 100, 25 epochs each.
+#: ICT-STAR/LocFT hparams/*.yaml (51db785): batch_size 100, 25 epochs each. Each file is for one
+#: checkpoint (its ``model_name_or_path``, line 1; ``CHECKPOINTS``), its layer located by the
+#: paper's sweep on that checkpoint; editbench picks a preset by the model's shape, so a base
+#: Llama-3-8B or a Mistral-7B-Instruct gets the settings tuned for the other checkpoint of that
+#: shape.
 PRESETS = {
     "llama-3-8b": {"layer": 22, "lr": 5e-4},  # llama3-8b.yaml: model.layers.22.mlp.down_proj.weight
     "qwen2.5-7b": {"layer": 6, "lr": 5e-4},  # qwen2.5-7b.yaml: model.layers.6.mlp.down_proj.weight
@@ -59,6 +64,12 @@ PRESETS = {
     # editbench's: ten times the lr, for small models, where a lifelong batch of 10 edits gets 25
     # small steps
     "small-model": {"lr": 5e-3},
+}
+#: The checkpoint each release file names (``hparams/*.yaml:1``).
+CHECKPOINTS = {
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B-Instruct (hparams/llama3-8b.yaml)",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B-Instruct (hparams/qwen2.5-7b.yaml)",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1 (hparams/mistral-7b.yaml)",
 }
 
 
@@ -70,6 +81,7 @@ class LocFTBF(FineTune):
     )
     Config = LocFTConfig
     presets = PRESETS
+    preset_checkpoints = CHECKPOINTS
     objective = staticmethod(masked_target_nll)
     default_depth = (22, 32)
 

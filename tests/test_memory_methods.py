@@ -459,3 +459,30 @@ def test_every_published_preset_builds_and_names_a_known_model_or_a_release():
             MethodRef.parse(f"{cls.name}@{preset}").config({})
     # the release tunes block 23
     assert MethodRef.parse("locft-bf").config({}, "mistral-7b").scope == "block"
+
+
+def test_locft_presets_name_the_checkpoint_the_release_tuned_them_for(caplog):
+    """The release's yamls are for Meta-Llama-3-8B-Instruct, Qwen2.5-7B-Instruct and
+    Mistral-7B-v0.1 (hparams/*.yaml:1); editbench matches them by shape, and says which checkpoint
+    the settings were tuned for when it picks one."""
+    from click.testing import CliRunner
+
+    from editbench.harness.cli.group import main
+    from editbench.harness.plan.resolve import method_setups
+    from editbench.harness.plan.settings import RunSpec
+
+    assert set(LocFTBF.preset_checkpoints) == {"llama-3-8b", "qwen2.5-7b", "mistral-7b"}
+    notes: list[str] = []
+    with caplog.at_level("INFO"):
+        (setup,) = method_setups(RunSpec(methods=("locft-bf",)), "llama-3-8b", notes)
+    assert setup.config.layer == 22
+    assert "locft-bf@llama-3-8b), which the release tuned for meta-llama/Meta-Llama-3-8B-Instruct" \
+        in notes[0]
+    assert "every llama-3-8b-shaped checkpoint is matched" in notes[0]
+    listed = CliRunner().invoke(main, ["list", "--presets"]).output
+    assert ("@mistral-7b (picked by the model; tuned for mistralai/Mistral-7B-v0.1 "
+            "(hparams/mistral-7b.yaml)): layer=23") in listed
+    # a method without a named checkpoint keeps the old note
+    (ftm,) = method_setups(RunSpec(methods=("ft-m",)), "llama-3-8b", notes)
+    assert notes[-1] == ("ft-m: taking the settings published for llama-3-8b (preset "
+                         "ft-m@llama-3-8b), under anything set by hand")

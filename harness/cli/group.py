@@ -237,8 +237,10 @@ def list_(only_methods: bool, only_tasks: bool, with_presets: bool,
             if with_presets:
                 for preset, settings in cls.presets.items():
                     values = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the defaults"
-                    click.echo(f"  {'':<12} @{preset}"
-                               f"{' (picked by the model)' if preset in models else ''}: {values}")
+                    source = cls.preset_checkpoints.get(preset)
+                    picked = ("" if preset not in models else " (picked by the model)"
+                              if not source else f" (picked by the model; tuned for {source})")
+                    click.echo(f"  {'':<12} @{preset}{picked}: {values}")
             elif cls.presets:
                 click.echo(f"  {'':<12} presets: {', '.join(f'@{p}' for p in named) or '-'}"
                            f"""{'; for ' + ', '.join(by_model) + ' (picked by the model)'

@@ -173,15 +173,16 @@ def method_setups(spec: RunSpec, architecture: str | None = None,
     """Each method of the run with its settings; on a published model (``architecture``) its
     release's settings for it come first (``MethodRef.config``), which is noted."""
     from ... import methods as _registered  # noqa: F401  (registers the built-in methods)
-    from ...core.method import MethodRef
+    from ...core.method import MethodRef, picked_preset_note
 
     setups = []
     for label in spec.methods or default_methods():
         ref = MethodRef.parse(label)
         config = ref.config(spec.params, architecture)
         if architecture in ref.cls.presets:
-            note = (f"{ref.label}: taking the settings published for {architecture} (preset "
-                    f"{ref.name}@{architecture}), under anything set by hand")
+            note = (picked_preset_note(ref.label, ref.name, architecture,
+                                       ref.cls.preset_checkpoints.get(architecture))
+                    + ", under anything set by hand")
             log.info("%s", note)
             if notes is not None:
                 notes.append(note)
