@@ -72,6 +72,11 @@ PRESETS = {
     "llama-3-8b": {"layer": 27, "n_iter": 100},
     "qwen2.5-7b": {"layer": 18, "n_iter": 50},
     "gpt-j-6b": {"layer": 25, "n_iter": 200},
+    # no EasyEdit file for these two; each of its files for a 3-9B decoder (llama-7b, llama3.2-3b,
+    # qwen2-7b, qwen2.5-7b, qwen3.5-9b) trains 50 steps, where the pocket default (10) would be
+    # far too few on a 7B model; the layer stays editbench's default (issue 28)
+    "mistral-7b": {"n_iter": 50},
+    "gemma-2-9b": {"n_iter": 50},
     "release": {"n_iter": 100},  # Thartvigsen/GRACE grace/config/editor/grace.yaml
 }
 

@@ -486,3 +486,17 @@ def test_locft_presets_name_the_checkpoint_the_release_tuned_them_for(caplog):
     (ftm,) = method_setups(RunSpec(methods=("ft-m",)), "llama-3-8b", notes)
     assert notes[-1] == ("ft-m: taking the settings published for llama-3-8b (preset "
                          "ft-m@llama-3-8b), under anything set by hand")
+
+
+def test_grace_on_a_published_7b_model_without_an_easyedit_file_trains_easyedit_s_7b_steps():
+    """Issue 28: Mistral-7B got the pocket model's 10 steps; every EasyEdit file for a 3-9B decoder
+    uses 50."""
+    from editbench.core.architectures import ARCHITECTURES
+    from editbench.core.method import MethodRef
+
+    pocket = MethodRef.parse("grace").config({}, None).n_iter
+    for arch in ARCHITECTURES:
+        if arch.name in ("gpt2", "gpt2-xl"):
+            continue
+        steps = MethodRef.parse("grace").config({}, arch.name).n_iter
+        assert steps >= 50 > pocket, arch.name
