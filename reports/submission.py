@@ -98,20 +98,23 @@ def _compact(value: float | None) -> float | int | None:
     return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
-def score_rows(doc: dict[str, Any]) -> Iterable[tuple[str, int, int, str, str, float | None]]:
-    """(method, n_edits, position, uid, metric, value) for every per-edit score of a document."""
+def score_rows(doc: dict[str, Any]) -> Iterable[tuple[str, int, int, str, str, float]]:
+    """(method, n_edits, position, uid, metric, value) for every per-edit score of a document:
+    the rows of the store's ``scores`` table. A null is a metric the edit was not scored on (a
+    store holds no row for it, and cannot hold a NaN)."""
     uids = doc["scores"]["uids"]
     for cell in doc["scores"]["cells"]:
-        for metric, values in cell["values"].items():
+        for metric, values in sorted(cell["values"].items()):
             for position, value in zip(cell["positions"], values):
-                yield (cell["method"], cell["n_edits"], position, uids[position], metric,
-                       _number(value))
+                number = _number(value)
+                if number is not None:
+                    yield cell["method"], cell["n_edits"], position, uids[position], metric, number
 
 
 def scores_hash(doc: dict[str, Any]) -> str:
     """SHA-256 over the per-edit scores in one canonical form, whatever their layout in the file:
-    one JSON line per score, sorted by method, checkpoint, position and metric, values as floats
-    (``null`` for a missing one)."""
+    one JSON line per score, sorted by method, checkpoint, position and metric, values as
+    floats."""
     digest = hashlib.sha256()
     for row in sorted(score_rows(doc), key=lambda r: r[:3] + (r[4],)):
         digest.update(json.dumps(list(row), ensure_ascii=True).encode() + b"\n")
@@ -571,13 +574,8 @@ def submission_frames(doc: dict[str, Any], source: Path) -> dict[str, pd.DataFra
     def frame(rows: list, columns: list[str]) -> pd.DataFrame:
         return pd.DataFrame([[run_id, *r] for r in rows], columns=["run_id", *columns])
 
-    cells = doc["scores"]["cells"]
-    uids = doc["scores"]["uids"]
-    score_rows_ = [(c["method"], c["n_edits"], p, uids[p], metric,
-                    math.nan if v is None else float(v))
-                   for c in cells for metric, values in sorted(c["values"].items())
-                   for p, v in zip(c["positions"], values)]
-    scores = frame(score_rows_, ["method", "n_edits", "position", "uid", "metric", "value"])
+    scores = frame(list(score_rows(doc)),
+                   ["method", "n_edits", "position", "uid", "metric", "value"])
     runs = pd.DataFrame([{
         "run_id": run_id, "created": run["created"], "task": run["task"], "model": run["model"],
         "config": run["config"], "versions": code["versions"], "device": doc["hardware"]["device"],

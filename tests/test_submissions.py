@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 from test_report import EVIL, build_store
 
+from editbench.core.records import Metric, PhaseTime, ScoreRow
 from editbench.core.store import ResultsStore, load_results
 from editbench.harness.cli.group import main
 from editbench.reports.collect import collect
@@ -117,6 +118,34 @@ def test_a_submission_reads_into_the_boards_its_store_gives(store_dir, submitted
     assert [board_to_dict(b) for b in build_boards(collect([submitted.parent]))] == from_store
     both = collect([submitted.parent, store_dir])
     assert len(both.runs) == 1 and both.runs["source"][0] == str(submitted)
+
+
+def test_a_metric_scored_on_some_edits_only_round_trips(tmp_path):
+    """Edits without a metric (a record with no portability question) have no row in the store:
+    the submission writes null there, and reads back no row, not a NaN."""
+    config = {"edits": 6, "batch_size": 3, "checkpoints": [6], "seed": 0}
+    run_id = run_id_of(config)
+    with ResultsStore(tmp_path / "store") as store:
+        store.ensure_run(run_id, task="t", model="m", config=config, versions={}, device="cpu",
+                         seed=0, git_sha=None, dataset_hash="d", n_edits=6)
+        store.save_run_outline(run_id, [Metric("efficacy_acc", "e"),
+                                        Metric("portability_acc", "p")], [(0, 3), (3, 6)])
+        store.start_cell(run_id, "ft", {}, "h")
+        store.commit_checkpoint(run_id, "ft", 6, [
+            *(ScoreRow(p, f"u{p}", "efficacy_acc", float(p % 2)) for p in range(6)),
+            *(ScoreRow(p, f"u{p}", "portability_acc", 0.5) for p in (0, 3))],
+            [PhaseTime("edit", 0, 0.1), PhaseTime("edit", 1, 0.1)], 2**20)
+        store.finish_cell(run_id, "ft", "done")
+    result = invoke("submit", tmp_path / "store", "--into", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "out").iterdir()
+    doc = read(path)
+    assert _first_cell(doc, "portability_acc").count(None) == 4
+    assert {(s["metric"], s["n"]) for s in doc["summaries"]} == {("efficacy_acc", 6),
+                                                                  ("portability_acc", 2)}
+    assert len(collect([path]).scores) == len(collect([tmp_path / "store"]).scores) == 8
+    assert ([board_to_dict(b) for b in build_boards(collect([path]))]
+            == [board_to_dict(b) for b in build_boards(collect([tmp_path / "store"]))])
 
 
 def test_a_changed_score_is_refused(submitted, tmp_path):
