@@ -1,5 +1,6 @@
-"""``editbench report``, ``editbench publish`` and ``editbench samples``: read result stores, write
-tables, plots and a site, or print what the edited models answered.
+"""``editbench report``, ``publish``, ``samples``, ``submit`` and ``validate``: read result stores
+(and submissions), write tables, plots and a site, print what the edited models answered, or turn
+a run into a leaderboard submission and check one.
 
 Both only read the stores (HELM's split between computing and presenting): point them at a
 folder that a run is still writing and they show the checkpoints committed so far. pandas, seaborn
@@ -22,7 +23,7 @@ def _collect(results: tuple[Path, ...]):
 
     try:
         return collect(results)
-    except (FileNotFoundError, RuntimeError) as exc:
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -46,7 +47,8 @@ def _collect(results: tuple[Path, ...]):
 @_SEED
 def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: Path | None,
            csv: Path | None, seed: int) -> None:
-    """Render one or more result stores (RESULTS folders) as a leaderboard with plots.
+    """Render one or more result stores (RESULTS folders) or submissions (files, or folders of
+    them such as leaderboard/submissions) as a leaderboard with plots.
 
     With no output option, prints the Markdown leaderboard."""
     from .leaderboard import build_boards
@@ -77,8 +79,10 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
               help="Folder for the static site.")
 @_SEED
 def publish(results: tuple[Path, ...], site: Path, seed: int) -> None:
-    """Build the static leaderboard site from result stores: index = leaderboard, a page per task
-    and per run, plots, and leaderboard.json; ready for GitHub Pages."""
+    """Build the static leaderboard site from result stores or submissions (files, or folders of
+    them such as leaderboard/submissions; each is validated first): index = leaderboard, a page
+    per task and per run with its provenance, plots, and leaderboard.json; ready for GitHub
+    Pages."""
     from .site import write_pages
 
     pages = write_pages(_collect(results), site, site=True, seed=seed)
@@ -114,3 +118,91 @@ def samples(results: Path, method: str, n_edits: int, failed: bool, run_id: str 
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_samples(frame, failed=failed), nl=False)
+
+
+@click.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("--run", "run_ids", multiple=True,
+              help="Submit only this run of the store (repeatable; default: every run).")
+@click.option("--into", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the submission files (default: leaderboard/submissions under the "
+                   "current folder, the repository's root).")
+@click.option("--gzip", "compress", is_flag=True,
+              help="Write NAME.json.gz (about a tenth of the size; for runs of thousands of edits) "
+                   "instead of NAME.json, which a pull request's diff can show.")
+def submit(results: Path, run_ids: tuple[str, ...], into: Path | None, compress: bool) -> None:
+    """Turn each run of a result store (RESULTS folder) into a leaderboard submission: one JSON
+    file with the per-edit scores, their summaries and hashes, and the run record (protocol,
+    model and its revision, dataset hash, code version and identity, hardware, timings); no
+    snapshots or answers. Nothing is overwritten. Open a pull request that adds the files; the
+    leaderboard workflow validates them (editbench validate) and publishes them."""
+    from ..core.store import load_results
+    from .submission import DEFAULT_FOLDER, SubmissionError, build, file_name, problems, write
+
+    into = into if into is not None else DEFAULT_FOLDER
+    try:
+        store = load_results(results)
+        try:
+            stored = list(store.runs()["run_id"])
+        finally:
+            store.close()
+        chosen = list(run_ids) or stored
+        docs = [build(results, run_id) for run_id in chosen]  # all or nothing: build every one
+        refused = [f"run {doc['run']['run_id']}: {field}: {text}"
+                   for doc in docs for field, text in problems(doc)]
+        if refused:  # a store whose record does not hold together (edited by hand, or a bug)
+            for line in refused:
+                click.echo(line, err=True)
+            raise SubmissionError(f"{results}: {len(refused)} problem(s) above; nothing was "
+                                  "submitted")
+        taken = [into / name for doc in docs
+                 if (into / (name := file_name(doc, compress))).exists()]
+        if taken:
+            raise SubmissionError(f"{taken[0]} exists (its run was submitted before); remove it "
+                                  "to submit the run again, or choose another --into")
+        for doc in docs:
+            path = write(doc, into, compress)
+            click.echo(f"submitted run {doc['run']['run_id']} ({doc['run']['task']}, "
+                       f"{len(doc['methods'])} methods): {path}")
+    except (FileNotFoundError, RuntimeError, SubmissionError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Check submissions (files, or folders of them such as leaderboard/submissions): the schema,
+    the hashes, the summaries recomputed from the per-edit scores, the run id recomputed from its
+    config, and that no two files hold one run. Prints one line per problem, naming the file and
+    the field, and exits non-zero when there is any."""
+    import os
+
+    from .submission import duplicates, is_submission, submission_files
+    from .submission import validate as check
+
+    files: list[Path] = []
+    lines: list[tuple[Path, str]] = []  # (file, line)
+    for path in paths:
+        if path.is_dir():
+            files += submission_files(path)
+        elif is_submission(path):
+            files.append(path)
+        elif path.exists():
+            lines.append((path, f"{path}: not a submission (a .json or .json.gz file is "
+                                "expected)"))
+        else:
+            lines.append((path, f"{path}: no such file or folder"))
+    for path in files:
+        found = check(path)
+        lines += [(path, line) for line in found]
+        if not found:
+            click.echo(f"{path}: valid")
+    lines += duplicates(files)
+    annotate = os.environ.get("GITHUB_ACTIONS") == "true"  # shown on the pull request's files
+    for path, line in lines:
+        click.echo(f"::error file={path}::{line}" if annotate else line, err=True)
+    if lines:
+        raise click.ClickException(f"{len(lines)} problem{'s' if len(lines) != 1 else ''} in "
+                                   f"{len(paths)} path{'s' if len(paths) != 1 else ''}; "
+                                   "the site is built from valid submissions only")
+    click.echo(f"{len(files)} submission{'s' if len(files) != 1 else ''} valid")

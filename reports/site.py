@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -27,6 +28,7 @@ from .plots import Plot, board_plots, slug
 from .render import render
 from .samples import browser_data
 from .stats import N_BOOT
+from .submission import stored_identity
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,13 @@ class RunView:
     capability: list[dict[str, Any]] = field(default_factory=list)
     #: each distinct set of numerics the run's work ran under: summary, the record, who ran under it
     numerics: list[dict[str, Any]] = field(default_factory=list)
+    #: the hash of the editbench source that ran it (None: a run stored before identities were)
+    code_identity: str | None = None
+    model_revision: str | None = None
+    #: where the run came from when it is a submission: file, submitted, hashes, submitted_with
+    submission: dict[str, Any] | None = None
+    #: the submission file's copy on the site, relative to the run's page
+    submission_href: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,8 @@ def run_views(results: Results) -> dict[str, RunView]:
                       for (method, n_edits), g in asked.groupby(["method", "n_edits"], sort=True)]
         baseline = run.baseline or {}
         sessions = results.sessions[results.sessions["run_id"] == run.run_id]
+        submission = getattr(run, "submission", None)
+        submission = submission if isinstance(submission, dict) else None
         views[run.run_id] = RunView(
             run_id=run.run_id, page=f"{slug(run.run_id)}.html", task=run.task, model=run.model,
             model_short=short_model(run.model), created=run.created, device=run.device,
@@ -165,7 +176,12 @@ def run_views(results: Results) -> dict[str, RunView]:
             pre_edit_accuracy=baseline.get("pre_edit_accuracy"), source=run.source, methods=methods,
             metrics=metrics, checkpoints_table=table, phase_names=phase_names, phases=phases,
             capability_sets=sorted(asked["name"].unique()), capability=capability,
-            numerics=numerics_views(sessions))
+            numerics=numerics_views(sessions),
+            code_identity=(stored_identity(run.versions or {}, config)
+                           or (submission or {}).get("code_identity")),
+            model_revision=config.get("model_revision"), submission=submission,
+            submission_href=(f"../submissions/{slug(Path(submission['file']).name)}"
+                             if submission else None))
     return views
 
 
@@ -240,7 +256,13 @@ def leaderboard_json(results: Results, boards: list[Board],
                   "versions": r.versions, "baseline": r.baseline,
                   "numerics": [{"numerics": n["numerics"], "methods": n["methods"]}
                                for n in r.numerics],
-                  "methods": {m.method: m.status for m in r.methods}} for r in runs.values()],
+                  "methods": {m.method: m.status for m in r.methods},
+                  "code_identity": r.code_identity, "model_revision": r.model_revision,
+                  "submission": ({k: r.submission[k] for k in ("submitted", "scores_sha256",
+                                                                "content_sha256")}
+                                 | {"file": r.submission_href.removeprefix("../")}
+                                 if r.submission else None)}
+                 for r in runs.values()],
     }
 
 
@@ -285,8 +307,13 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
         (out / ".nojekyll").write_text("", "utf-8")
     for view in runs.values():
         page = out / "runs" / view.page
-        page.write_text(render("run.html", root="../", run=view,
-                               samples=browser_data(view.source, view.run_id), **common), "utf-8")
+        if view.submission is not None:  # its provenance, as submitted, beside its page
+            (out / "submissions").mkdir(exist_ok=True)
+            shutil.copyfile(view.submission["file"],
+                            out / "submissions" / Path(view.submission_href).name)
+        answers = None if view.submission is not None else browser_data(view.source, view.run_id)
+        page.write_text(render("run.html", root="../", run=view, samples=answers, **common),
+                        "utf-8")
         written.append(page)
     (out / JSON_NAME).write_text(json.dumps(_plain(leaderboard_json(results, boards, runs)),
                                             indent=1, allow_nan=False, default=str)
