@@ -62,6 +62,31 @@ def release_scores(folder: Path, alg: str, edits: int, turn: int, tag: str = "")
     return out
 
 
+def per_edit_differences(folder: Path, alg: str, method: str, edits: int, turn: int, tag: str,
+                         store: Path) -> dict[int, dict[str, int]]:
+    """Per seed, how many edits' ES/GS/LS differ between the sides (release's verdict scores
+    against editbench's per-edit rows)."""
+    if not store.exists():
+        return {}
+    con = sqlite3.connect(store)
+    out = {}
+    for seed in SEEDS:
+        path = folder / f"rel-{alg}{tag}-n{edits}-t{turn}-s{seed}.json"
+        run = con.execute("SELECT run_id FROM runs WHERE seed=?", (seed,)).fetchone()
+        if not path.exists() or run is None:
+            continue
+        rows = json.loads(path.read_text())["per_edit"]
+        counts = {}
+        for short, metric in EB_METRICS.items():
+            eb = dict(con.execute(
+                "SELECT uid, value FROM scores WHERE run_id=? AND method=? AND n_edits=? "
+                "AND metric=?", (run[0], method, edits, metric)))
+            counts[short] = sum(abs(r[VERDICT_KEYS[short]] - eb[r["uid"]]) > 1e-6
+                                for r in rows if r["uid"] in eb)
+        out[seed] = counts
+    return out
+
+
 def fmt(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -128,9 +153,19 @@ def main() -> None:
     parts = [f"## {edits} edits in turns of {turn}{' (' + tag + ')' if tag else ''}", ""]
     for alg, method in METHODS:
         rel = release_scores(folder, alg, edits, turn, tag)
-        eb = editbench_scores(folder / f"eb-{method}{tag}-n{edits}-t{turn}" / "results.sqlite",
-                              method, edits)
+        # a store per run of run_editbench.sh; seeds run apart go in stores named with a suffix
+        stores = sorted(folder.glob(f"eb-{method}{tag}-n{edits}-t{turn}*/results.sqlite"))
+        eb = {seed: row for store in stores
+              for seed, row in editbench_scores(store, method, edits).items()}
         parts.append(table(f"{alg} (release) / {method} (editbench)", rel, eb))
+        diffs = {seed: counts for store in stores
+                 for seed, counts in per_edit_differences(folder, alg, method, edits, turn, tag,
+                                                          store).items()}
+        if diffs:
+            parts.append(f"Edits (of {edits}) whose score differs between the sides, per seed: "
+                         + "; ".join(f"seed {seed}: " + ", ".join(f"{k} {v}" for k, v in c.items())
+                                     for seed, c in diffs.items()))
+            parts.append("")
     print("\n".join(parts))
 
 

@@ -199,6 +199,20 @@ def main() -> None:
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--save-stats", help="save the release's E[kk^T] per layer here (.pt)")
+    parser.add_argument("--templates-clean", action="store_true",
+                        help="diagnostic, not the release: the generated context templates with "
+                        "the '<s>'/'</s>' text that generate.py:149 keeps taken out (as editbench "
+                        "decodes its prefixes)")
+    parser.add_argument("--templates-from", help="diagnostic, not the release: a JSON list of "
+                        "prefixes (editbench's, from its log) used as the release's context "
+                        "templates, each as 'PREFIX{}' (the release builds 'TEXT. {}')")
+    parser.add_argument("--no-templates", action="store_true",
+                        help="not the release: no generated context templates, only '{}' "
+                        "(editbench's pocket default context_prefixes=0)")
+    parser.add_argument("--solve-float32", action="store_true",
+                        help="diagnostic, not the release: Tensor.double() returns float32 while "
+                        "editing, so MEMIT's update (memit_main.py:190-201) solves in float32 as "
+                        "editbench does")
     args = parser.parse_args()
     torch.set_num_threads(1)
     CORPUS[:] = json.loads(Path(args.corpus).read_text())
@@ -248,6 +262,21 @@ def main() -> None:
     stats_s = time.perf_counter() - t0
 
     torch.manual_seed(args.seed)
+    from AlphaEdit import AlphaEdit_main
+    from memit import memit_main
+    main_module = AlphaEdit_main if args.alg == "AlphaEdit" else memit_main
+    if args.templates_clean:
+        templates = main_module.get_context_templates(model, tok)
+        main_module.CONTEXT_TEMPLATES_CACHE = [
+            [t.replace(tok.bos_token, "").replace(tok.eos_token, "") for t in kind]
+            for kind in templates]
+    if args.no_templates:
+        main_module.CONTEXT_TEMPLATES_CACHE = [["{}"]]
+    if args.templates_from:
+        prefixes = json.loads(Path(args.templates_from).read_text())
+        main_module.CONTEXT_TEMPLATES_CACHE = [["{}"], [p + "{}" for p in prefixes]]
+    if args.solve_float32:
+        torch.Tensor.double = lambda self, *a, **k: self.float()
     edit_s, turns = 0.0, 0
     requests_all = [{"case_id": r["case_id"], **r["requested_rewrite"]} for r in recs]
     for start in range(0, len(requests_all), args.turn):  # evaluate.py:223 chunks(ds, num_edits)
@@ -266,11 +295,12 @@ def main() -> None:
     rows = score(model, tok, recs, zsre, acc)
     eval_s = time.perf_counter() - t0
 
-    from AlphaEdit import AlphaEdit_main
-    from memit import memit_main
-    templates = (AlphaEdit_main if args.alg == "AlphaEdit" else memit_main).CONTEXT_TEMPLATES_CACHE
+    templates = main_module.CONTEXT_TEMPLATES_CACHE
     out = {
-        "alg": args.alg, "seed": args.seed, "edits": len(recs), "turn": args.turn,
+        "alg": args.alg, "seed": args.seed, "templates_clean": args.templates_clean,
+        "templates_from": args.templates_from, "no_templates": args.no_templates,
+        "solve_float32": args.solve_float32,
+        "edits": len(recs), "turn": args.turn,
         "turns": turns, "hparams": json.loads(Path(args.hparams).read_text()),
         "pre_edit": pre, "end_of_stream": mean_rows(rows), "per_edit": rows,
         "context_templates": templates,

@@ -16,7 +16,7 @@ for alg in ${ALGS//,/ }; do
     name="rel-$alg$TAG-n$EDITS-t$TURN-s$seed"
     "$REL_PY" "$HERE/run_release.py" --alg "$alg" --hparams "${HPARAMS_DIR:-$HERE/hparams}/$alg-pocket.json" \
       --data "$DATA/pocket-n$EDITS-seed$seed.json" --seed "$seed" --turn "$TURN" --model "$MODEL" \
-      --corpus "$DATA/corpus.json" --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+      --corpus "$DATA/corpus.json" ${REL_FLAGS:-} --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
     tail -1 "$OUT/$name.log"
   done
 done
