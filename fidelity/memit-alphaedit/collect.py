@@ -28,25 +28,45 @@ TOLERANCE = 2.0  # points
 METHODS = (("MEMIT", "memit"), ("AlphaEdit", "alphaedit"))
 
 
-def editbench_scores(store: Path, method: str, edits: int) -> dict[int, dict]:
-    if not store.exists():
-        return {}
+def store_cells(store: Path, method: str, edits: int) -> dict[int, dict]:
+    """Per seed of one editbench store: the mean scores (%), timings and every edit's scores."""
     con = sqlite3.connect(store)
     out = {}
     for run_id, seed in con.execute("SELECT run_id, seed FROM runs"):
-        row = {}
-        for short, metric in EB_METRICS.items():
-            value = con.execute(
-                "SELECT avg(value) FROM scores WHERE run_id=? AND method=? AND n_edits=? "
-                "AND metric=?", (run_id, method, edits, metric)).fetchone()[0]
-            row[short] = None if value is None else 100 * value
         timing = con.execute(
             "SELECT edit_seconds, eval_seconds FROM checkpoints WHERE run_id=? AND method=? "
             "AND n_edits=?", (run_id, method, edits)).fetchone()
-        if timing is not None and row["ES"] is not None:
-            row["edit_s"], row["eval_s"] = timing
-            out[seed] = row
+        if timing is None:
+            continue
+        per_edit: dict[str, dict[str, float]] = {}
+        for short, metric in EB_METRICS.items():
+            for uid, value in con.execute(
+                    "SELECT uid, value FROM scores WHERE run_id=? AND method=? AND n_edits=? "
+                    "AND metric=?", (run_id, method, edits, metric)):
+                per_edit.setdefault(uid, {})[short] = value
+        out[seed] = {"edit_s": timing[0], "eval_s": timing[1], "per_edit": per_edit}
     return out
+
+
+def editbench_cells(folder: Path, method: str, tag: str, edits: int, turn: int) -> dict[int, dict]:
+    """editbench's side of a table: from the stores ``eb-METHOD{tag}-nN-tT*`` (one per run of
+    run_editbench.sh; seeds run apart sit in stores named with a suffix) or, where there are
+    none, from ``editbench.json`` (gather.sh: the same cells keyed ``STORE/METHOD/seedS``)."""
+    prefix = f"eb-{method}{tag}-n{edits}-t{turn}"
+    cells: dict[int, dict] = {}
+    for store in sorted(folder.glob(f"{prefix}*/results.sqlite")):
+        cells.update(store_cells(store, method, edits))
+    saved = folder / "editbench.json"
+    if not cells and saved.exists():
+        for key, cell in json.loads(saved.read_text()).items():
+            store, cell_method, seed = key.split("/")
+            if store.startswith(prefix) and cell_method == method:
+                cells[int(seed.removeprefix("seed"))] = cell
+    for cell in cells.values():
+        for short in EB_METRICS:
+            values = [e[short] for e in cell["per_edit"].values() if short in e]
+            cell[short] = 100 * sum(values) / len(values) if values else None
+    return {seed: cell for seed, cell in cells.items() if cell["ES"] is not None}
 
 
 def release_scores(folder: Path, alg: str, edits: int, turn: int, tag: str = "") -> dict:
@@ -62,28 +82,20 @@ def release_scores(folder: Path, alg: str, edits: int, turn: int, tag: str = "")
     return out
 
 
-def per_edit_differences(folder: Path, alg: str, method: str, edits: int, turn: int, tag: str,
-                         store: Path) -> dict[int, dict[str, int]]:
+def per_edit_differences(folder: Path, alg: str, edits: int, turn: int, tag: str,
+                         eb: dict[int, dict]) -> dict[int, dict[str, int]]:
     """Per seed, how many edits' ES/GS/LS differ between the sides (release's verdict scores
     against editbench's per-edit rows)."""
-    if not store.exists():
-        return {}
-    con = sqlite3.connect(store)
     out = {}
     for seed in SEEDS:
         path = folder / f"rel-{alg}{tag}-n{edits}-t{turn}-s{seed}.json"
-        run = con.execute("SELECT run_id FROM runs WHERE seed=?", (seed,)).fetchone()
-        if not path.exists() or run is None:
+        if not path.exists() or seed not in eb:
             continue
         rows = json.loads(path.read_text())["per_edit"]
-        counts = {}
-        for short, metric in EB_METRICS.items():
-            eb = dict(con.execute(
-                "SELECT uid, value FROM scores WHERE run_id=? AND method=? AND n_edits=? "
-                "AND metric=?", (run[0], method, edits, metric)))
-            counts[short] = sum(abs(r[VERDICT_KEYS[short]] - eb[r["uid"]]) > 1e-6
-                                for r in rows if r["uid"] in eb)
-        out[seed] = counts
+        theirs = eb[seed]["per_edit"]
+        out[seed] = {short: sum(abs(r[VERDICT_KEYS[short]] - theirs[r["uid"]][short]) > 1e-6
+                                for r in rows if r["uid"] in theirs)
+                     for short in EB_METRICS}
     return out
 
 
@@ -153,14 +165,9 @@ def main() -> None:
     parts = [f"## {edits} edits in turns of {turn}{' (' + tag + ')' if tag else ''}", ""]
     for alg, method in METHODS:
         rel = release_scores(folder, alg, edits, turn, tag)
-        # a store per run of run_editbench.sh; seeds run apart go in stores named with a suffix
-        stores = sorted(folder.glob(f"eb-{method}{tag}-n{edits}-t{turn}*/results.sqlite"))
-        eb = {seed: row for store in stores
-              for seed, row in editbench_scores(store, method, edits).items()}
+        eb = editbench_cells(folder, method, tag, edits, turn)
         parts.append(table(f"{alg} (release) / {method} (editbench)", rel, eb))
-        diffs = {seed: counts for store in stores
-                 for seed, counts in per_edit_differences(folder, alg, method, edits, turn, tag,
-                                                          store).items()}
+        diffs = per_edit_differences(folder, alg, edits, turn, tag, eb)
         if diffs:
             parts.append(f"Edits (of {edits}) whose score differs between the sides, per seed: "
                          + "; ".join(f"seed {seed}: " + ", ".join(f"{k} {v}" for k, v in c.items())
