@@ -220,7 +220,7 @@ class RunSpec:
 
     methods: tuple[str, ...] = setting(
         (), "Comma-separated methods, NAME or NAME@PRESET (see `editbench list --presets`); "
-        "default: every method that needs no download.", "names", metavar="A,B")
+        "default: every registered method.", "names", metavar="A,B")
     task: str | None = setting(
         None, "A registered task (default: the built-in pocket world), or a path to a JSONL file "
         "of your own edits.")
