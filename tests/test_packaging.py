@@ -75,3 +75,13 @@ def test_the_license_is_shipped_and_the_backend_reads_its_metadata():
 def test_device_map_auto_has_an_extra_for_accelerate():
     assert any(r.startswith("accelerate") for r in
                PROJECT["project"]["optional-dependencies"]["shard"])
+
+
+def test_the_claimed_oldest_python_parses_every_shipped_file():
+    """``requires-python`` claims 3.10: no 3.11+ syntax (``except*``, ...) in the shipped source,
+    and the one 3.11 module the tests use (``tomllib``) is skipped there."""
+    oldest = _lower_bound(PROJECT["project"]["requires-python"])
+    assert oldest == (3, 10)
+    for relative in identity.source_files(ROOT):
+        if relative.endswith(".py"):
+            ast.parse(identity.read_source(ROOT, relative), relative, feature_version=oldest[:2])
