@@ -168,7 +168,7 @@ class Runner:
         if self.plan.capability is not None:
             self.capability_sets = load_capability_sets(self.plan.capability)
         with hold_store(spec.out), ResultsStore(spec.out) as store:
-            self._check_code(store)
+            self.check_code(store)
             fresh = store.ensure_run(
                 self.run_id, task=self.task.name, model=str(self.model_source),
                 config={**self.run_config, "methods": [m.label for m in self.methods]},
@@ -195,7 +195,7 @@ class Runner:
                         for setup in self.methods}
         return RunOutcome(self.run_id, store.path, statuses)
 
-    def _check_code(self, store: ResultsStore) -> None:
+    def check_code(self, store: ResultsStore) -> None:
         """A stored run resumes only under the code that made it (``core/identity.py``): else one
         line naming both, unless ``--allow-code-change`` (stored, and marked on the board) or
         ``--restart`` of every method it holds (the run is then dropped whole, baseline too)."""
