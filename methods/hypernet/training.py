@@ -408,9 +408,10 @@ class Trainer:
             theirs = saved.get("identity") or {}
             differing = sorted(k for k in {*identity, *theirs} if identity.get(k) != theirs.get(k))
             raise ValueError(
-                f"{folder} holds training of {saved.get('method')} with other "
-                f"{', '.join(differing)} (code: other editbench source, docs/provenance.md); use "
-                "another --out or the settings and code it was started with"
+                f"{folder} holds training of {saved.get('method')} with other settings, model, "
+                f"data or code (here: {', '.join(differing)}; code is editbench's source, "
+                "docs/provenance.md); use another --out or the settings and code it was started "
+                "with"
             )
         latest = storage.latest_state(folder) if saved is not None else None
         if latest is not None:
