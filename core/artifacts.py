@@ -8,27 +8,36 @@ default run needs are built once by the project (``editbench artifacts --rebuild
 under ``artifacts/`` and installed with the package; the cache looks here first and uses a
 shipped entry in place, read-only, once every file's SHA-256 matches ``MANIFEST.json``.
 
-An entry is named by the path it would have in the cache (``models/pocket-<digest>``,
-``hypernets/mend-<digest>``), and that path is a hash of everything that made it (world, model
-config, training settings, model fingerprint, data, seed), so a shipped entry is only ever used
-where the cache would have used its own build. ``EDITBENCH_NO_SHIPPED=1`` skips the shipped
-entries (a user who wants to train on their own machine; the rebuild itself).
+An entry is named by the path it would have in the cache without its code hash
+(``models/pocket-<digest>``, ``hypernets/mend-<digest>``), and that path is a hash of everything
+that made it (world, model config, training settings, model fingerprint, data, seed), so a shipped
+entry is only ever used where the cache would have used its own build. The code that builds an
+entry is the other half of its identity (``core/identity.py``): the manifest records each entry's
+``code`` (the hash of the modules its build runs) and an entry is used only while this editbench's
+code hash for it is the same; otherwise the cache builds its own, under the name with the code hash
+appended (:func:`coded`), and says so once. ``EDITBENCH_NO_SHIPPED=1`` skips the shipped entries (a
+user who wants to train on their own machine; the rebuild itself).
 
 ``tests/test_artifacts.py`` fails when the default world, its model settings or an editor's settings
-change without a rebuild (the keys no longer match). A change to the training *code* alone leaves
-the keys as they are until they carry a hash of the code (the provenance issue): such a change
-must rebuild, as it must bump the hand-kept ``FORMAT_VERSION`` of the cache.
+change without a rebuild (the keys no longer match), and when the code that builds an entry changes
+(its code hash no longer matches the manifest's): ``editbench artifacts --rebuild`` then builds the
+world again with the new code. When the new code builds the same bytes (a change that does not
+touch the numbers) only the manifest's code hashes change; when it does not, the shipped world
+changes, which is a change to commit and to say (``harness/checks/artifacts.py``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from .cache import file_sha256
+
+log = logging.getLogger(__name__)
 
 #: where the shipped entries lie: ``artifacts/`` beside the package's ``core/`` (the repository root
 #: in a checkout or an editable install, ``site-packages/editbench/`` in a wheel)
@@ -48,6 +57,20 @@ class ShippedEntry:
     name: str  # the entry's cache path, e.g. "models/pocket-3f2a..."
     files: dict[str, str]  # file path inside the entry -> SHA-256
     description: str
+    #: the code hash of what built it (``core/identity.py``); None in a manifest from before
+    code: str | None = None
+
+
+def coded(name: str, code: str) -> str:
+    """The cache's name for entry ``name`` built by code ``code``: builds by other code never share
+    a folder, so none is reused by code that would have built it otherwise."""
+    return f"{name}-{code}"
+
+
+def uncoded(name: str) -> tuple[str, str]:
+    """(shipped name, code hash) of a cache name written by :func:`coded`."""
+    entry, _, code = name.rpartition("-")
+    return entry, code
 
 
 def folder_files(folder: Path) -> list[str]:
@@ -76,7 +99,7 @@ def read_manifest(root: Path = SHIPPED_ROOT) -> dict:
 
 def entries(root: Path = SHIPPED_ROOT) -> dict[str, ShippedEntry]:
     return {
-        name: ShippedEntry(name, dict(e["files"]), e.get("description", ""))
+        name: ShippedEntry(name, dict(e["files"]), e.get("description", ""), e.get("code"))
         for name, e in read_manifest(root).get("entries", {}).items()
     }
 
@@ -114,22 +137,40 @@ def _verified(name: str, root: Path) -> Path | None:
     return None if entry is None else verify(entry, root)
 
 
-def shipped(name: str, root: Path = SHIPPED_ROOT) -> Path | None:
-    """The shipped, verified folder for cache entry ``name`` (``models/pocket-…``), or None when the
-    package ships no such entry or ``EDITBENCH_NO_SHIPPED`` is set. Checked once per process."""
+def _current(name: str, code: str, root: Path) -> ShippedEntry | None:
+    """The manifest's entry ``name`` where its code hash is ``code``; a shipped entry built by other
+    code is passed over (and said once), since a cache entry from other code is never reused."""
     if os.environ.get(SKIP_VARIABLE, "") not in ("", "0"):
         return None
-    return _verified(name, root)
+    entry = entries(root).get(name)
+    if entry is None or entry.code == code:
+        return entry
+    if (name, code) not in _passed_over:
+        _passed_over.add((name, code))
+        log.warning("the shipped %s was built by other code (code %s; this editbench's is %s): "
+                    "building it on this machine instead (`editbench artifacts --rebuild` renews "
+                    "the shipped one)", name, entry.code or "not recorded", code)
+    return None
 
 
-def located(name: str, root: Path = SHIPPED_ROOT) -> Path | None:
+_passed_over: set[tuple[str, str]] = set()
+
+
+def shipped(name: str, root: Path = SHIPPED_ROOT, *, code: str) -> Path | None:
+    """The shipped, verified folder for cache entry ``name`` (``models/pocket-…``) built by code
+    ``code``, or None when the package ships no such entry, ships it from other code, or
+    ``EDITBENCH_NO_SHIPPED`` is set. Checked once per process."""
+    entry = _current(name, code, root)
+    return None if entry is None else _verified(name, root)
+
+
+def located(name: str, root: Path = SHIPPED_ROOT, *, code: str) -> Path | None:
     """Where :func:`shipped` would find entry ``name``, without reading its files (a dry run
     reads no weights); None as for :func:`shipped`."""
-    if os.environ.get(SKIP_VARIABLE, "") not in ("", "0") or name not in entries(root):
-        return None
-    return root / name
+    return None if _current(name, code, root) is None else root / name
 
 
 def forget_verified() -> None:
     """Check again on the next call (after a rebuild wrote new files)."""
     _verified.cache_clear()
+    _passed_over.clear()

@@ -106,7 +106,7 @@ class ModelShape:
         from .architectures import recognise
 
         with torch.device("meta"):
-            meta = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+            meta = AutoModelForCausalLM.from_config(config, dtype=dtype)
         text = getattr(config, "get_text_config", lambda: config)()
         hidden = getattr(text, "hidden_size", None) or text.n_embd
         inner = (getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None)

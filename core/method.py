@@ -114,8 +114,6 @@ class EditMethod(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
-    #: True when ``prepare`` needs the network (a published checkpoint, a hub corpus).
-    needs_download: ClassVar[bool] = False
     #: Named settings bundles, selected as ``METHOD@PRESET`` (e.g. ``rledit@release``); each maps
     #: config fields to values and is stored with the results under that label.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}

@@ -39,8 +39,9 @@ def current_numerics(device: Any) -> dict[str, object]:
 
 
 def numerics_difference(before: dict[str, object], now: dict[str, object]) -> str | None:
-    """``"threads 2 -> 1, cpu_capability AVX512 -> AVX2"`` where the two differ, else None."""
-    keys = sorted(set(before) | set(now))
+    """``"threads 2 -> 1, cpu_capability AVX512 -> AVX2"`` where the two differ, else None. The
+    session's code hash is not numerics: a run resumed under other code is the runner's to stop."""
+    keys = sorted((set(before) | set(now)) - {"code"})
     changed = [
         f"{k} {before.get(k, '-')} -> {now.get(k, '-')}"
         for k in keys
@@ -58,4 +59,6 @@ def describe_numerics(numerics: dict[str, object]) -> str:
     if numerics.get("deterministic"):
         parts.append("deterministic algorithms")
     parts += [f"{name}={value}" for name, value in dict(numerics.get("environment") or {}).items()]
+    if numerics.get("code"):  # the session's code hash (core/identity.py)
+        parts.append(f"code {numerics['code']}")
     return ", ".join(parts)

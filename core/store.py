@@ -101,6 +101,9 @@ GENERATED_PASS, TEACHER_FORCED_PASS = 1, 2
 #: tables that hold one method's results in one run (``--restart METHOD`` empties them)
 METHOD_TABLES = ("cells", "checkpoints", "scores", "timings", "capability", "snapshot_files",
                  "sessions", "samples")
+#: every table that holds rows of a run
+RUN_TABLES = ("runs", "metrics", "edit_batches", "base_predictions", "base_generations",
+              "sample_prompts", *METHOD_TABLES)
 
 
 class StoreError(RuntimeError):
@@ -305,6 +308,38 @@ class ResultsStore:
             conn.execute(f"INSERT INTO runs ({', '.join(columns)}) "
                          f"VALUES ({', '.join('?' * len(columns))})", values)
         return True
+
+    def run_versions(self, run_id: str) -> dict[str, Any] | None:
+        """The versions (and code identity, ``core/identity.py``) a stored run records; None for a
+        run not stored here."""
+        row = self.conn.execute("SELECT versions FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def note_code_change(self, run_id: str, now: dict[str, str]) -> None:
+        """A run resumed under other code (``--allow-code-change``): its versions take the new code
+        and ``code_changes`` keeps each change, which the board marks."""
+        versions = self.run_versions(run_id) or {}
+        change = (f"code {versions.get('code') or 'not recorded'} (editbench "
+                  f"{versions.get('editbench', '?')}) -> code {now['code']} (editbench "
+                  f"{now['editbench']}) on {_now()[:10]}")
+        earlier = versions.get("code_changes")
+        versions.update(now, code_changes=f"{earlier}; {change}" if earlier else change)
+        with self.transaction() as conn:
+            conn.execute("UPDATE runs SET versions=? WHERE run_id=?",
+                         (json.dumps(versions), run_id))
+
+    def drop_run(self, run_id: str) -> None:
+        """Forget a run whole, its baseline too (``--restart`` of every method of a run made by
+        other code)."""
+        with self.transaction() as conn:
+            for table in RUN_TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+
+    def stored_methods(self, run_id: str) -> list[str]:
+        """The methods with results (or a started cell) in a run."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT method FROM cells WHERE run_id=? UNION SELECT method FROM checkpoints "
+            "WHERE run_id=? ORDER BY 1", (run_id, run_id))]
 
     def save_run_outline(self, run_id: str, metrics: Iterable[Metric],
                           batches: Iterable[tuple[int, int]]) -> None:

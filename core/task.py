@@ -47,7 +47,6 @@ class Task(ABC):
     #: what each named locality set of the task's records holds (``EditRecord.locality``), for the
     #: catalogue's descriptions of ``locality_<set>_agree``/``_acc``
     locality_descriptions: ClassVar[dict[str, str]] = {}
-    needs_download: ClassVar[bool] = False
 
     def __init__(self, options: TaskOptions, config: TaskConfig | None = None) -> None:
         self.options = options

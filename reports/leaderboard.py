@@ -348,6 +348,7 @@ def build_board(results: Results, task: str, seed: int = 0,
 
     notes = []
     seeds = dict(zip(runs["run_id"], runs["seed"]))
+    versions = dict(zip(runs["run_id"], runs["versions"]))
     for c in cells.itertuples(index=False):
         entry = entries[(c.run_id, c.method)]
         label = labels[entry] + (f" (seed {seeds[c.run_id]})" if len(entry.run_ids) > 1 else "")
@@ -363,6 +364,11 @@ def build_board(results: Results, task: str, seed: int = 0,
             notes.append(Note(c.run_id, label, c.status,
                               "still running, or stopped before it finished "
                               "(rerun the same command to resume)"))
+        changes = (versions.get(c.run_id) or {}).get("code_changes")
+        if changes:  # resumed with --allow-code-change (core/identity.py)
+            notes.append(Note(c.run_id, label, "code-change",
+                              f"resumed under other editbench code with --allow-code-change "
+                              f"({changes}): its checkpoints were not all made by one code"))
     # a local model is shown by its folder's name; its path stays on the run's page
     return Board(task, columns, rows, run_ids, sorted({short_model(m) for m in runs["model"]}),
                  sorted({r.n_edits for r in rows}), notes, protocol=protocol,

@@ -55,21 +55,20 @@ class SubmissionError(ValueError):
 
 
 # -- identity ----------------------------------------------------------------------------------
-def code_identity() -> str | None:
-    """The hash of the installed editbench source (``core/identity.py``, issue 30), or ``None``
-    where this editbench has no such module. Recorded as what *submitted* the run; the identity of
-    the code that *ran* it is the store's (:func:`stored_identity`)."""
-    try:
-        from ..core import identity
-    except ImportError:
-        return None
-    return identity.code_identity()
+def code_identity() -> str:
+    """The hash of the installed editbench source (``core/identity.py``, issue 30). Recorded as
+    what *submitted* the run; the identity of the code that *ran* it is the store's
+    (:func:`stored_identity`)."""
+    from ..core import identity
+
+    return identity.code_identity()["code"]
 
 
 def stored_identity(versions: dict[str, Any], config: dict[str, Any]) -> str | None:
     """The code identity a store recorded for a run (in its versions, else its config); ``None``
     for a run stored before identities were."""
-    found = versions.get("code_identity") or config.get("code_identity")
+    found = (versions.get("code") or versions.get("code_identity")
+             or config.get("code_identity"))
     return str(found) if found else None
 
 

@@ -2,7 +2,9 @@
 
 A byte-level BPE tokenizer is trained on the world's sentences and a Llama-architecture model
 built from a config learns them with AdamW and a one-cycle schedule. Nothing is downloaded. The
-result is cached by a hash of the world and training settings, so later runs load it. Training
+result is cached by a hash of the world and training settings and of the code that trains it
+(this module and the world's, with what they import: ``core/identity.py``), so later runs load it
+and a change of that code trains again. Training
 holds the cache entry's lock: a second process waits for the first and loads its model.
 """
 
@@ -17,17 +19,19 @@ from pathlib import Path
 
 import torch
 
-from ..core.artifacts import located, shipped
+from ..core.artifacts import coded, located, shipped
 from ..core.cache import building, cache_root, publish_dir, staging_dir
 from ..core.configs import config_hash
 from ..core.faults import fault_point
+from ..core.identity import component_code
 from ..core.micro import train_tokenizer
 from ..core.progress import progress
 from ..core.tokenize import pad
 
 log = logging.getLogger(__name__)
 
-# 3: the world's step-by-step sentences (the hash covers the world's config, not its text)
+#: part of the shipped model's name (3: the world's step-by-step sentences). A change of the code
+#: that trains it (or writes the world's sentences) needs no bump: the cache key carries its hash
 FORMAT_VERSION = 3
 
 
@@ -125,21 +129,27 @@ def train_pocket_model(sentences: list[str], config: PocketModelConfig, out_dir:
     tokenizer.save_pretrained(out_dir)
 
 
+def building_code(world_type: type) -> str:
+    """The hash of the code a pocket model's training runs: this module, the world's module (its
+    sentences are the training text) and what they import."""
+    return component_code(__name__, world_type.__module__)
+
+
 def ensure_pocket_model(world, cache_dir: Path | None = None,
                         config: PocketModelConfig | None = None, build: bool = True) -> Path:
     """The model folder for ``world``: the package's shipped build where it ships this one, else the
     cache's, trained first if it is not there yet (``build=False``: only the folder, unchecked)."""
     config = config or PocketModelConfig()
     digest = config_hash(FORMAT_VERSION, asdict(world.config), asdict(config))
-    entry = f"models/pocket-{digest}"
+    entry, code = f"models/pocket-{digest}", building_code(type(world))
+    final = (cache_dir or cache_root()) / coded(entry, code)
     if not build:
-        return located(entry) or (cache_dir or cache_root()) / entry
+        return located(entry, code=code) or final
     # the package's own build, the same on every machine (core/artifacts.py)
-    packaged = shipped(entry)
+    packaged = shipped(entry, code=code)
     if packaged is not None:
         log.info("loaded the shipped pocket model from %s", packaged)
         return packaged
-    final = (cache_dir or cache_root()) / entry
     if not (final / "config.json").exists():
         with building(final, f"the pocket model {final}"):
             # another process may have built it while we waited

@@ -34,7 +34,8 @@ def _fake_root(tmp_path):
     manifest = {
         "format": artifacts.MANIFEST_FORMAT,
         "entries": {
-            "models/pocket-abc": {"description": "test", "files": artifacts.folder_digests(folder)}
+            "models/pocket-abc": {"description": "test", "files": artifacts.folder_digests(folder),
+                                  "code": "c0de"}
         },
     }
     (root / artifacts.MANIFEST).write_text(json.dumps(manifest))
@@ -45,16 +46,16 @@ def _fake_root(tmp_path):
 def test_a_sound_entry_is_used_and_a_damaged_one_is_refused_naming_the_file(tmp_path, monkeypatch):
     monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
     root, folder = _fake_root(tmp_path)
-    assert artifacts.shipped("models/pocket-abc", root) == folder
-    assert artifacts.shipped("models/pocket-other", root) is None
+    assert artifacts.shipped("models/pocket-abc", root, code="c0de") == folder
+    assert artifacts.shipped("models/pocket-other", root, code="c0de") is None
     (folder / "model.safetensors").write_bytes(b"weightz")
     artifacts.forget_verified()
     with pytest.raises(artifacts.ArtifactError, match=r"model\.safetensors has SHA-256"):
-        artifacts.shipped("models/pocket-abc", root)
+        artifacts.shipped("models/pocket-abc", root, code="c0de")
     (folder / "model.safetensors").unlink()
     artifacts.forget_verified()
     with pytest.raises(artifacts.ArtifactError, match=r"model\.safetensors is missing"):
-        artifacts.shipped("models/pocket-abc", root)
+        artifacts.shipped("models/pocket-abc", root, code="c0de")
 
 
 def test_a_file_the_manifest_does_not_list_is_refused(tmp_path, monkeypatch):
@@ -62,13 +63,37 @@ def test_a_file_the_manifest_does_not_list_is_refused(tmp_path, monkeypatch):
     root, folder = _fake_root(tmp_path)
     (folder / "extra.bin").write_bytes(b"x")
     with pytest.raises(artifacts.ArtifactError, match="extra.bin"):
-        artifacts.shipped("models/pocket-abc", root)
+        artifacts.shipped("models/pocket-abc", root, code="c0de")
+
+
+def test_an_entry_built_by_other_code_is_passed_over_and_said_once(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
+    root, folder = _fake_root(tmp_path)
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            assert artifacts.shipped("models/pocket-abc", root, code="f1xed") is None
+            assert artifacts.located("models/pocket-abc", root, code="f1xed") is None
+    said = [r.getMessage() for r in caplog.records if "other code" in r.getMessage()]
+    assert len(said) == 1 and "c0de" in said[0] and "f1xed" in said[0]
+    assert artifacts.located("models/pocket-abc", root, code="c0de") == folder
+
+
+def test_the_shipped_world_was_built_by_this_code():
+    """Each entry records the code hash of what built it; a change to that code (the training, the
+    world, anything they import: core/identity.py) must come with `editbench artifacts --rebuild`,
+    which records the new hash (and new bytes where the new code builds others)."""
+    from editbench.harness.checks.artifacts import expected_code
+
+    stale = {name: (entry.code, expected_code(name))
+             for name, entry in artifacts.entries().items() if entry.code != expected_code(name)}
+    assert not stale, f"shipped entries built by other code (manifest, now): {stale}; rebuild " \
+        "them with `editbench artifacts --rebuild` and say in the commit whether the bytes changed"
 
 
 def test_the_skip_variable_builds_locally(tmp_path, monkeypatch):
     root, _ = _fake_root(tmp_path)
     monkeypatch.setenv(artifacts.SKIP_VARIABLE, "1")
-    assert artifacts.shipped("models/pocket-abc", root) is None
+    assert artifacts.shipped("models/pocket-abc", root, code="c0de") is None
 
 
 def test_the_package_ships_a_sound_world():
@@ -120,7 +145,8 @@ def test_every_trained_editor_of_the_default_run_is_shipped(monkeypatch, tmp_pat
         method = METHODS[name](
             MethodRef.parse(name).config({}, None), ctx
         )  # as the runner makes it
-        assert f"hypernets/{method.cache_folder().name}" in shipped, name
+        entry, code = method.cache_entry()
+        assert entry in shipped and shipped[entry].code == code, name
 
 
 def test_the_artifacts_command_checks_every_entry():
@@ -130,29 +156,42 @@ def test_the_artifacts_command_checks_every_entry():
     assert "kernels" in result.output
 
 
+def test_the_artifacts_command_fails_on_an_entry_this_code_would_not_use(monkeypatch):
+    from editbench.harness.cli import artifacts as command
+
+    monkeypatch.setattr(command, "expected_code", lambda name: "f1xed")
+    result = CliRunner().invoke(main, ["artifacts"])
+    assert result.exit_code == 1
+    assert result.output.count("NOT USED: built by other code") == len(artifacts.entries())
+    assert "f1xed" in result.output and "--rebuild" in result.output
+
+
 def test_a_rebuild_lays_out_what_a_short_default_run_built_with_a_fresh_manifest(
     tmp_path, monkeypatch
 ):
     """--rebuild runs the default run's trainable methods in a fresh cache (shipped entries off) and
     copies what that built; here the run is a stand-in that builds two entries."""
     from editbench.harness.checks import artifacts as command
+    from editbench.harness.checks.artifacts import expected_code
     from editbench.harness.running import runner
 
     seen = {}
 
     class FakeRunner:
         def __init__(self, plan):
-            seen["plan"], seen["skip"] = plan, artifacts.shipped(DEFAULT_POCKET) is None
+            seen["plan"] = plan
+            seen["skip"] = artifacts.shipped(DEFAULT_POCKET, code=expected_code(DEFAULT_POCKET)) \
+                is None
 
         def run(self):
             cache = seen["plan"].cache_dir
-            model = cache / "models" / "pocket-new"
-            editor = cache / "hypernets" / "mend-new"
+            model = cache / "models" / "pocket-new-c0de"
+            editor = cache / "hypernets" / "mend-new-f1xed"
             for folder in (model, editor / "state-000010"):
                 folder.mkdir(parents=True)
             (model / "config.json").write_text("{}")
             (editor / "config.json").write_text(
-                json.dumps({"model": f"{cache.as_posix()}/models/pocket-new"})
+                json.dumps({"model": f"{cache.as_posix()}/models/pocket-new-c0de"})
             )
             (editor / "editor.safetensors").write_bytes(b"net")
             (editor / "state-000010" / "net.safetensors").write_bytes(b"partial")
@@ -165,13 +204,15 @@ def test_a_rebuild_lays_out_what_a_short_default_run_built_with_a_fresh_manifest
     assert seen["skip"] and artifacts.SKIP_VARIABLE not in os.environ
     assert {m.label for m in seen["plan"].methods} == {"mend", "malmen", "rledit"}
     assert seen["plan"].seed == 0
-    assert set(manifest["entries"]) == {"models/pocket-new", "hypernets/mend-new"}
+    # named as the package ships them, each with the code hash of what built it
+    assert {n: e["code"] for n, e in manifest["entries"].items()} == {
+        "models/pocket-new": "c0de", "hypernets/mend-new": "f1xed"}
     assert (
         not (into / "models" / "pocket-old").exists()
         and not (into / "hypernets/mend-new/state-000010").exists()
     )
     assert json.loads((into / "hypernets/mend-new/config.json").read_text()) == {
-        "model": "models/pocket-new"
+        "model": "models/pocket-new-c0de"
     }
     for entry in artifacts.entries(into).values():
         artifacts.verify(entry, into)

@@ -5,6 +5,9 @@ The package ships the default run's pocket model and the editors its hypernetwor
 machine, into a fresh cache, and writes them with a new manifest. A rebuild on another CPU, or
 with another thread count, trains another world: the default table then moves by more than the
 tolerance the README states, so a rebuild is a change to commit and to say, never a routine step.
+Each entry's manifest line records the code hash of what built it (``core/identity.py``): after a
+change to that code the shipped entry is passed over until a rebuild records the new hash (and, if
+the new code builds other bytes, the new world).
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
             into.mkdir(parents=True, exist_ok=True)
             entries = {}
             for folder in built:
-                name = folder.relative_to(cache).as_posix()
+                # the cache keeps each code's build apart; the package ships one, under its name
+                name, code = artifacts.uncoded(folder.relative_to(cache).as_posix())
                 target = into / name
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(folder, target, ignore=shutil.ignore_patterns(".*", "state-*"))
@@ -65,6 +69,7 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
                     text = written.read_text()
                     written.write_text(text.replace(f"{cache.as_posix()}/", ""))
                 entries[name] = {
+                    "code": code,
                     "description": _describe(name),
                     "files": artifacts.folder_digests(target),
                 }
@@ -95,6 +100,23 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
     (into / artifacts.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     artifacts.forget_verified()
     return manifest
+
+
+def expected_code(name: str) -> str | None:
+    """The code hash this editbench builds shipped entry ``name`` with (None: an entry of a kind it
+    does not know): what the manifest must record for the entry to be used."""
+    kind, _, key = name.partition("/")
+    if kind == "models":
+        from ...tasks.pocket import PocketWorld
+        from ...tasks.pocket_model import building_code
+
+        return building_code(PocketWorld)
+    if kind == "hypernets":
+        from ...methods import METHODS
+
+        method = key.rsplit("-", 1)[0]
+        return METHODS[method].training_code() if method in METHODS else None
+    return None
 
 
 def _describe(name: str) -> str:

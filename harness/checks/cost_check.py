@@ -32,13 +32,13 @@ TRAINED = {"max_steps": "0"}
 
 
 def checked_methods() -> tuple[str, ...]:
-    """Every registered method that has a cost model and needs no download (the registry, not a
+    """Every registered method that has a cost model (the registry, not a
     list: a new method is checked as soon as it plans its cost)."""
     from ...core.method import EditMethod
     from ...methods import METHODS
 
     return tuple(name for name, cls in METHODS.items()
-                 if cls.cost is not EditMethod.cost and not cls.needs_download)
+                 if cls.cost is not EditMethod.cost)
 
 
 def check_params(**trained: str) -> dict[str, dict[str, str]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..checks.artifacts import build_artifacts
+from ..checks.artifacts import build_artifacts, expected_code
 
 
 @click.command("artifacts")
@@ -31,7 +31,8 @@ from ..checks.artifacts import build_artifacts
     help="Seeds whose trained editors --rebuild includes (the default run uses seed 0).",
 )
 def artifacts_command(rebuild: bool, into: Path | None, seeds: str) -> None:
-    """Check the shipped pocket model and trained editors (SHA-256), or rebuild them."""
+    """Check the shipped pocket model and trained editors (SHA-256, and that this code builds
+    them), or rebuild them."""
     from ...core import artifacts
 
     if rebuild:
@@ -65,7 +66,11 @@ def artifacts_command(rebuild: bool, into: Path | None, seeds: str) -> None:
     for name, entry in artifacts.entries().items():
         try:
             artifacts.verify(entry)
-            state = "ok"
+            expected = expected_code(name)
+            state = "ok" if expected in (None, entry.code) else (
+                f"NOT USED: built by other code (code {entry.code or 'not recorded'}, this "
+                f"editbench's is {expected}); `editbench artifacts --rebuild` renews it")
+            damaged += state != "ok"
         except artifacts.ArtifactError as exc:
             state, damaged = f"DAMAGED: {exc}", damaged + 1
         size = sum(

@@ -31,7 +31,7 @@ def print_throughput(rows: list[dict]) -> None:
 
 @click.command()
 @click.option("--methods", default=None, metavar="A,B",
-              help="Methods to measure; default: every method that needs no download.")
+              help="Methods to measure; default: every registered method.")
 @click.option("--sizes", default="100,1000,5000,20000", show_default=True,
               help="Edit counts to report.")
 @click.option("--batch-size", type=int, default=100, show_default=True,

@@ -23,13 +23,13 @@ from ...core.cache import atomic_write_bytes
 
 
 def bench_methods() -> tuple[str, ...]:
-    """The small bench's methods: every registered method that edits without training or a
-    download (the trained ones are left to ``editbench bench``)."""
+    """The small bench's methods: every registered method that edits without training (the trained
+    ones are left to ``editbench bench``)."""
     from ...core.method import is_trainable
     from ...methods import METHODS
 
     return tuple(name for name, cls in METHODS.items()
-                 if not cls.needs_download and not is_trainable(cls))
+                 if not is_trainable(cls))
 
 
 @click.command()
@@ -51,7 +51,7 @@ def bench_methods() -> tuple[str, ...]:
                    "it.")
 @click.option("--bench-methods", default=None, metavar="A,B",
               help="Methods of the small bench; default: every method that edits without training "
-                   "or a download (the ones that train are left to `editbench bench`).")
+                   "(the ones that train are left to `editbench bench`).")
 def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None,
               families: str | None, bench_sizes: str, bench_methods: str | None) -> None:
     """Run the GPU checks (precision, plan against measured memory, vLLM parity, a small bench) and

@@ -162,10 +162,12 @@ def resolve_task(spec: RunSpec) -> Task:
 
 
 def default_methods() -> tuple[str, ...]:
-    """Every registered method that needs no download."""
+    """Every registered method. Whether one needs the network is the run's to say, not the method's
+    (MEMIT's statistics come from the task's text where it has some, from the hub otherwise), and
+    the preflight names what a method lacks (``requirements``)."""
     from ...methods import METHODS
 
-    return tuple(name for name, cls in METHODS.items() if not cls.needs_download)
+    return tuple(METHODS.names())
 
 
 def method_setups(spec: RunSpec, architecture: str | None = None,

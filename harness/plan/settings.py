@@ -220,7 +220,7 @@ class RunSpec:
 
     methods: tuple[str, ...] = setting(
         (), "Comma-separated methods, NAME or NAME@PRESET (see `editbench list --presets`); "
-        "default: every method that needs no download.", "names", metavar="A,B")
+        "default: every registered method.", "names", metavar="A,B")
     task: str | None = setting(
         None, "A registered task (default: the built-in pocket world), or a path to a JSONL file "
         "of your own edits.")
@@ -328,6 +328,10 @@ class RunSpec:
     cache_dir: Path | None = setting(
         None, "Cache folder for built models, trained editors and key statistics (default: "
         "EDITBENCH_CACHE, else the user's cache folder).", "path", metavar="DIR")
+    allow_code_change: bool = setting(
+        False, "Resume a run in --out that other editbench code made (another version or source "
+        "hash) instead of stopping; the run records the change and the board marks its rows.",
+        "flag")
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: every value in the field's own type

@@ -89,6 +89,7 @@ def _run_ray(ray, plans: Sequence[RunPlan], address: str | None, gpus_per_cell: 
     pending = {}
     with ResultsStore(out) as main:
         for plan in plans:
+            Runner(plan).check_code(main)  # the run in the main store, made by other code?
             for setup in plan.methods:
                 worker = _worker_dir(out, plan.run_id, setup.label)
                 if plan.restarts(setup):  # the cell's results, here and in its worker's store

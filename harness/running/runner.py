@@ -12,7 +12,6 @@ import errno
 import logging
 import math
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from ..._version import __version__
 from ...core.configs import config_dict
 from ...core.faults import fault_point
+from ...core.identity import code_identity, describe_code, git_commit, package_code
 from ...core.method import EditContext, EditMethod
 from ...core.models import ModelLayout, load_model
 from ...core.numerics import current_numerics, numerics_difference
@@ -87,21 +86,12 @@ def is_storage_error(exc: BaseException) -> bool:
 ROUTINE_FAILURES = (SnapshotError, MemoryError, FloatingPointError, torch.cuda.OutOfMemoryError)
 
 
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def _versions(device: torch.device) -> dict[str, str]:
     import platform
 
     import transformers
 
-    versions = {"editbench": __version__, "torch": torch.__version__,
+    versions = {**code_identity(), "torch": torch.__version__,
                 "transformers": transformers.__version__, "python": platform.python_version()}
     if device.type == "cuda":
         versions["cuda"] = str(torch.version.cuda)
@@ -178,11 +168,12 @@ class Runner:
         if self.plan.capability is not None:
             self.capability_sets = load_capability_sets(self.plan.capability)
         with hold_store(spec.out), ResultsStore(spec.out) as store:
+            self.check_code(store)
             fresh = store.ensure_run(
                 self.run_id, task=self.task.name, model=str(self.model_source),
                 config={**self.run_config, "methods": [m.label for m in self.methods]},
                 versions=_versions(self.device), device=device_name(self.device), seed=self.seed,
-                git_sha=_git_sha(), dataset_hash=self.plan.dataset_hash, n_edits=self.edits,
+                git_sha=git_commit(), dataset_hash=self.plan.dataset_hash, n_edits=self.edits,
             )
             generated = ((*generated_metrics(spec.gen_rule),
                           *record_generated_metrics(self.records)) if spec.gen_eval else ())
@@ -203,6 +194,34 @@ class Runner:
             statuses = {setup.label: self._run_method(store, setup, baseline)
                         for setup in self.methods}
         return RunOutcome(self.run_id, store.path, statuses)
+
+    def check_code(self, store: ResultsStore) -> None:
+        """A stored run resumes only under the code that made it (``core/identity.py``): else one
+        line naming both, unless ``--allow-code-change`` (stored, and marked on the board) or
+        ``--restart`` of every method it holds (the run is then dropped whole, baseline too)."""
+        stored, now = store.run_versions(self.run_id), code_identity()
+        if stored is None or stored.get("code") == now["code"]:
+            return
+        held = store.stored_methods(self.run_id)
+        restarted = {s.label for s in self.methods if self.plan.restarts(s)}
+        if self.spec.allow_code_change:
+            log.warning("resuming run %s, made by %s, under %s (--allow-code-change: stored, and "
+                        "marked on the board)", self.run_id, describe_code(stored),
+                        describe_code(now))
+            store.note_code_change(self.run_id, now)
+        elif set(held) <= restarted:
+            log.info("run %s was made by %s; %s drops it whole (its baseline too) and runs it "
+                     "again under %s", self.run_id, describe_code(stored),
+                     f"--restart {','.join(held)}" if held else "holding no results, it",
+                     describe_code(now))
+            store.drop_run(self.run_id)
+            shutil.rmtree(self.spec.out / "snapshots" / self.run_id, ignore_errors=True)
+        else:
+            raise ValueError(
+                f"{store.path} holds run {self.run_id} made by {describe_code(stored)}, and this "
+                f"is {describe_code(now)}: pass --restart {','.join(held)} to run it again, "
+                "--allow-code-change to resume it under this code (marked on the board), or "
+                "another --out")
 
     def snapshot_root(self, setup: MethodSetup) -> Path:
         return self.spec.out / "snapshots" / self.run_id / setup.label.replace("/", "_")
@@ -310,7 +329,7 @@ class Runner:
         """Store the kernels, threads and flags this stretch of work runs under
         (``core/numerics.py``); a resume under others says so, since its scores may then differ
         slightly from an uninterrupted run's."""
-        now = current_numerics(self.device)
+        now = {**current_numerics(self.device), "code": package_code()}
         before = store.record_session(self.run_id, label, now)
         change = numerics_difference(before, now) if resuming and before is not None else None
         if change:

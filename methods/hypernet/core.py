@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...core.artifacts import shipped
+from ...core.artifacts import coded, shipped
 from ...core.cache import building
 from ...core.costs import MethodCost, ModelShape, RunShape
+from ...core.identity import component_code
 from ...core.method import EditContext, EditMethod
 from ...core.models import model_fingerprint
 from ...core.records import EditRecord, dataset_hash
@@ -251,13 +252,14 @@ class HypernetMethod(EditorCore):
         if self.ctx.trained_editor is not None:
             load_editor(self, Path(self.ctx.trained_editor))
             return
-        folder = self.cache_folder()
-        # the package's own build (core/artifacts.py)
-        packaged = shipped(f"hypernets/{folder.name}")
+        entry, code = self.cache_entry()
+        # the package's own build (core/artifacts.py), where the code that trains is the same
+        packaged = shipped(entry, code=code)
         if packaged is not None:
             log.info("%s: using the shipped trained network %s", self.name, packaged)
             load_editor(self, packaged)
             return
+        folder = Path(self.ctx.cache_dir) / coded(entry, code)
         if not is_complete(folder):
             # one process trains, others wait
             with building(folder, f"the trained {self.name} editor {folder}"):
@@ -276,17 +278,31 @@ class HypernetMethod(EditorCore):
         Trainer(self, list(records), folder).run()
 
     # -- identity of a trained network -------------------------------------------------------------
+    @classmethod
+    def training_code(cls) -> str:
+        """The hash of the code training runs: this method's module and everything it imports
+        (``core/identity.py``), so a fix there retrains and a fix elsewhere does not."""
+        return component_code(cls.__module__)
+
     def training_identity(self, records: Sequence[EditRecord]) -> dict[str, object]:
         config: HypernetConfig = self.config  # type: ignore[assignment]
         return {"method": self.name, "format": FORMAT_VERSION, "config": config.training_fields(),
                 "model": model_fingerprint(self.ctx.model),
                 "train_data": dataset_hash(records), "seed": self.ctx.seed,
                 # the prompts it trains on are shown in the run's format (none: raw, as before)
-                **self.ctx.prompt_format.config()}
+                **self.ctx.prompt_format.config(), "code": self.training_code()}
 
-    def cache_folder(self) -> Path:
+    def cache_entry(self) -> tuple[str, str]:
+        """(``hypernets/NAME-DIGEST``, code hash): the digest of everything but the code names a
+        shipped editor; the cache's own build is kept apart per code (``coded``)."""
         identity = self.training_identity(self.ctx.train_records())
+        code = str(identity.pop("code"))
         digest = hashlib.sha256(
             json.dumps(identity, sort_keys=True, default=str).encode()
         ).hexdigest()[:16]
-        return Path(self.ctx.cache_dir) / "hypernets" / f"{self.name}-{digest}"
+        return f"hypernets/{self.name}-{digest}", code
+
+    def cache_folder(self) -> Path:
+        """Where this editor is trained and cached when the package ships none."""
+        entry, code = self.cache_entry()
+        return Path(self.ctx.cache_dir) / coded(entry, code)

@@ -405,9 +405,13 @@ class Trainer:
             else None
         )
         if saved is not None and saved.get("identity") != identity:
+            theirs = saved.get("identity") or {}
+            differing = sorted(k for k in {*identity, *theirs} if identity.get(k) != theirs.get(k))
             raise ValueError(
-                f"{folder} holds training of {saved.get('method')} with other settings, model or "
-                "data; use another --out or the settings it was started with"
+                f"{folder} holds training of {saved.get('method')} with other settings, model, "
+                f"data or code (here: {', '.join(differing)}; code is editbench's source, "
+                "docs/provenance.md); use another --out or the settings and code it was started "
+                "with"
             )
         latest = storage.latest_state(folder) if saved is not None else None
         if latest is not None:

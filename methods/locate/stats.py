@@ -3,8 +3,10 @@
 MEMIT protects what a layer already stores through ``C0 = lambda * E[k k^T]`` over keys of generic
 text; AlphaEdit projects updates onto the null space of the same matrix. Both need it per edited
 layer, and it is costly on a real model (the published runs read 100,000 Wikipedia samples), so it
-is computed once per (model, layer, corpus, sample count) and kept under the editbench cache as
-safetensors, with the corpus, the sample count and the token count in the file's metadata. They are
+is computed once per (model, layer, corpus, sample count, code) and kept under the editbench cache
+as safetensors, with the corpus, the sample count, the token count and the code hash in the file's
+metadata. The code is the hash of this module and what it imports (``core/identity.py``): a fix to
+how keys are read or counted computes them again. They are
 computed under the cache entry's lock, so two runs never compute the same statistics at once.
 """
 
@@ -23,6 +25,7 @@ from safetensors.torch import save
 from torch import nn
 
 from ...core.cache import atomic_write_bytes, building, safe_name
+from ...core.identity import component_code
 from ...core.models import model_fingerprint
 from ...core.progress import progress
 from ...core.sources import read_records, read_text
@@ -142,8 +145,10 @@ class KeyStats:
 
 def _stats_folder(root: Path, model_id: str, corpus: str, n: int) -> Path:
     """Built from names a user may write (``stats_hub``, a file's stem): each part is made a
-    harmless path component, so the statistics stay inside the cache folder."""
-    return root / "key-stats" / safe_name(model_id) / safe_name(f"{corpus}-n{n}")
+    harmless path component, so the statistics stay inside the cache folder; statistics computed by
+    other code lie in another folder."""
+    return (root / "key-stats" / safe_name(model_id) / safe_name(f"{corpus}-n{n}")
+            / f"code-{component_code(__name__)}")
 
 
 def _stats_path(root: Path, model_id: str, corpus: str, n: int, module: str) -> Path:
@@ -191,6 +196,7 @@ def _compute_missing(model: nn.Module, encoder: PairEncoder, missing: list[str],
         for module, (mom2, tokens) in computed.items():
             stats = KeyStats(mom2, corpus.name, len(texts), tokens)
             meta = {"corpus": corpus.name, "n_samples": str(len(texts)), "n_tokens": str(tokens),
+                    "code": component_code(__name__),
                     "module": module, "model": model_id}
             atomic_write_bytes(paths[module], save({"mom2": mom2.contiguous()}, metadata=meta))
             log.info(
