@@ -154,7 +154,8 @@ class FineTune(EditMethod):
     def _loss(self, records: Sequence[EditRecord], encoded: dict[tuple[str, str], EncodedPair],
               lower: LowerBlocks) -> torch.Tensor:
         """The objective on one chunk: its pairs encoded once per batch (``encoded``), the blocks
-        below the tuned layer replayed after the chunk's first pass (``lower_blocks.py``)."""
+        below the tuned layer replayed once its records have been through them
+        (``lower_blocks.py``)."""
         pairs = [(r.prompt, self.target(r)) for r in records]
         batch = self.ctx.encoder.collate([encoded[pair] for pair in pairs]).to(self.ctx.device)
 
@@ -163,7 +164,8 @@ class FineTune(EditMethod):
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
             ).logits
 
-        return type(self).objective(lower(pairs, forward), batch)
+        logits = lower(pairs, [len(encoded[pair].ids) for pair in pairs], forward)
+        return type(self).objective(logits, batch)
 
     def epoch_chunks(self, batch: Sequence[EditRecord], size: int) -> list[Sequence[EditRecord]]:
         """One epoch's mini-batches, in order: ROME and EasyEdit keep the batch's order every

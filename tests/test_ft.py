@@ -136,12 +136,13 @@ def test_defaults_follow_easyedit_and_rome_and_models_get_their_published_settin
     ("ft-m", {"layer": 1, "chunk": 1}, True),  # EasyEdit's loop: each chunk again in each epoch
     ("ft-l", {"layer": 1, "chunk": 3}, True),  # ROME's: chunks of a fixed order
     ("locft-bf", {"layer": 1, "chunk": 100}, False),  # breadth-first: a fresh order every epoch
+    ("locft-bf", {"layer": 1, "chunk": 2}, False),  # and fresh chunks of it
 ])
 def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         method, settings, exact, micro_model_path, monkeypatch):
-    """The blocks below the tuned layer run once per chunk of records, not once per epoch, and the
-    edit is the one the releases' recomputation gives: bitwise where a chunk repeats in its order,
-    within float rounding where the order is reshuffled."""
+    """The blocks below the tuned layer run for a record once per batch, not once per epoch, and
+    the edit is the one the releases' recomputation gives: bitwise where a chunk repeats in its
+    order, within float rounding where the order is reshuffled."""
     from editbench.core.method import METHODS
     from editbench.methods import lower_blocks
 
@@ -159,7 +160,7 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         first.register_forward_hook(lambda *_: calls.append(1))
         if not replay:
             monkeypatch.setattr(lower_blocks.LowerBlocks, "__call__",
-                                lambda self, keys, forward: forward())
+                                lambda self, keys, lengths, forward: forward())
         instance.apply(records)
         monkeypatch.undo()
         names = instance.edited_parameters()
