@@ -22,9 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "artifacts" / "models" / "pocket-5cd5fddbcd24c6f2"
 ULTRA_MODULES = "model.layers.1.mlp.gate_proj,model.layers.2.mlp.up_proj"
-RLEDIT_PRESETS = ["--param", "rledit.edit_lr=1e-2", "--param", "malmen.edit_lr=1e-2",
-                  "--param", "mend.edit_lr=1e-2", "--edits", "100", "--batch-size", "20",
-                  "--checkpoints", "100", "--gen-eval", "off"]
+TURNS_OF_20 = ["--edits", "100", "--batch-size", "20", "--checkpoints", "100", "--gen-eval", "off"]
 #: name -> the run's options. The default runs are the brief's score check (``--edits 100 --seed
 #: 0``); the release-shaped ones are the fidelity suites' turn structures.
 CASES: dict[str, list[str]] = {
@@ -33,9 +31,12 @@ CASES: dict[str, list[str]] = {
         "--methods", "ultraedit@release", "--param", "ultraedit.lr=3e-3",
         "--param", f"ultraedit.module_names={ULTRA_MODULES}", "--edits", "300",
         "--batch-size", "100", "--checkpoints", "300", "--gen-eval", "off"],
-    "rledit@release turns of 20": ["--methods", "rledit@release", *RLEDIT_PRESETS],
-    "malmen@rledit-release turns of 20": ["--methods", "malmen@rledit-release", *RLEDIT_PRESETS],
-    "mend@rledit-release turns of 20": ["--methods", "mend@rledit-release", *RLEDIT_PRESETS],
+    "rledit@release turns of 20": ["--methods", "rledit@release",
+                                  "--param", "rledit.edit_lr=1e-2", *TURNS_OF_20],
+    "malmen@rledit-release turns of 20": ["--methods", "malmen@rledit-release",
+                                  "--param", "malmen.edit_lr=1e-2", *TURNS_OF_20],
+    "mend@rledit-release turns of 20": ["--methods", "mend@rledit-release",
+                                  "--param", "mend.edit_lr=1e-2", *TURNS_OF_20],
     "ft-m": ["--methods", "ft-m", "--edits", "100"],
     "ft-m one by one": ["--methods", "ft-m", "--edits", "100", "--batch-size", "1",
                         "--checkpoints", "100", "--gen-eval", "off"],

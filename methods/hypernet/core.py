@@ -116,7 +116,7 @@ class EditorCore(EditMethod):
         order = sorted(range(len(records)), key=lambda i: -len(encoded[i].ids))
         ordered = [encoded[i] for i in order]
         per_pass = size
-        if whole_turn and self._whole_turn_fits(ordered):
+        if whole_turn and len(ordered) > size and self._whole_turn_fits(ordered):
             per_pass = len(ordered)
 
         def loss(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
@@ -132,7 +132,11 @@ class EditorCore(EditMethod):
         read's memory formula (``memory.read_bytes``) at the turn's padded width."""
         from .memory import READ_SHARE, ModelShapes, free_bytes, read_bytes, records_per_read
 
-        shapes = ModelShapes.of(self.ctx.model, self.config, modules=self.modules)
+        shapes = getattr(self, "_read_shapes", None)
+        if shapes is None:  # the model's shapes, read once
+            shapes = self._read_shapes = ModelShapes.of(
+                self.ctx.model, self.config, modules=self.modules
+            )
         answer = max(1, -(-sum(e.n_target for e in ordered) // len(ordered)))
         need = read_bytes(shapes, len(ordered), len(ordered[0].ids), answer)
         fits = need <= READ_SHARE * free_bytes(self.ctx.device)
