@@ -104,7 +104,7 @@ class EditorCore(EditMethod):
         length and cut into sub-batches of that many, each with its token-mean loss. The releases
         run one forward and backward pass per sub-batch; with ``whole_turn`` (editing) the
         sub-batches share one pass, its loss the sum of their token means, so every row gets the
-        gradient its own pass would give (no row attends to another) at a tenth of the passes.
+        gradient its own pass would give (no row attends to another), one pass for the turn.
         That pass is taken only where the turn's read fits in ``READ_SHARE`` of the device's free
         memory (``memory.records_per_read``, which the plan's estimate follows); otherwise one
         sub-batch per pass, as the releases. Training keeps the releases' passes."""
