@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
+from editbench.core.models import load_model
 from editbench.core.probe import HFProbe
 from editbench.harness.api import edit
 from editbench.harness.evaluation.teacher_forced import Baseline, score_edits
@@ -39,7 +40,7 @@ from editbench.harness.plan.resolve import resolve
 from editbench.harness.plan.settings import RunSpec
 
 #: the hparams file's settings at the pocket model's layer (README, "editbench's side")
-PARAMS = {"layer": 3, "n_iter": 70, "lr": 1.0}
+PARAMS = {"layer": 3, "n_iter": 70, "n_templates": 10, "lr": 1.0}
 METRICS = {"ES": "efficacy_acc", "GS": "generalization_acc", "LS": "specificity_agree"}
 
 
@@ -86,9 +87,9 @@ def main():
     for seed in seeds:
         plan = resolve(RunSpec(methods=(method,), edits=100, seed=(seed,)))
         records, train = list(plan.records), plan.train_records()
-        model = AutoModelForCausalLM.from_pretrained(plan.model_source, dtype=torch.float32)
-        model.eval()
-        tok = AutoTokenizer.from_pretrained(plan.model_source)  # editbench's (pad 0, right)
+        # as a run loads it: float32, eval mode, weights frozen (a backward then stops at the
+        # hooked layer); editbench's tokenizer (pad 0, right)
+        model, tok = load_model(plan.model_source, torch.device("cpu"), torch.float32)
         ee_tok = release_tokenizer(plan.model_source)
         probe = HFProbe(model, tok, torch.device("cpu"))
         baseline = Baseline.compute(probe, records)

@@ -101,10 +101,23 @@ def wise_preset_tables(folder: Path) -> list[str]:
     ee, parts = easyedit_scores(folder, "wise"), []
     if not ee:
         return parts
-    store = folder / "eb-wise@easyedit" / "results.sqlite"
+    store, summary = (folder / "eb-wise@easyedit" / "results.sqlite",
+                      folder / "editbench-checkpoint-100.json")
+    preset = {}
     if store.exists():
+        preset = editbench_scores(store, "wise@easyedit")
+    elif summary.exists():  # results/ keeps the store's means, not the store
+        preset = {int(seed): row for seed, row
+                  in json.loads(summary.read_text()).get("wise@easyedit", {}).items()}
+    if preset:
         parts.append(table("wise", "WISE: editbench wise@easyedit (editbench run, its own "
-                           "scoring)", ee, editbench_scores(store, "wise@easyedit")))
+                           "scoring)", ee, preset))
+        own_row = easyedit_scores(folder, "wise", suffix="-loc-own", prefix="diag")
+        if len(own_row) == len(SEEDS):  # the one difference the preset keeps, taken out
+            parts.append(table("wise", "WISE: EasyEdit with editbench's unrelated row "
+                               "(--loc-own: a train record's own prompt and answer, no scored "
+                               "neighbour) against editbench wise@easyedit (editbench run)",
+                               own_row, preset))
     grouped = folder / "eb-wise-grouped.json"
     if grouped.exists():
         data = json.loads(grouped.read_text())
