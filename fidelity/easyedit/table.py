@@ -93,6 +93,46 @@ def table(method: str, label: str, ee: dict, eb: dict, seeds=SEEDS) -> str:
     return "\n".join(lines)
 
 
+def wise_preset_tables(folder: Path) -> list[str]:
+    """editbench's ``wise@easyedit`` (the release's computation, WISE-PRESET.md) against the
+    release: scored by ``editbench run`` (eb-wise@easyedit/results.sqlite), and, from
+    editbench_wise_grouped.py, scored with the release's evaluation calls (``grouped``) and by
+    editbench's own scorer on that same edited model (``editbench``)."""
+    ee, parts = easyedit_scores(folder, "wise"), []
+    if not ee:
+        return parts
+    store, summary = (folder / "eb-wise@easyedit" / "results.sqlite",
+                      folder / "editbench-checkpoint-100.json")
+    preset = {}
+    if store.exists():
+        preset = editbench_scores(store, "wise@easyedit")
+    elif summary.exists():  # results/ keeps the store's means, not the store
+        preset = {int(seed): row for seed, row
+                  in json.loads(summary.read_text()).get("wise@easyedit", {}).items()}
+    if preset:
+        parts.append(table("wise", "WISE: editbench wise@easyedit (editbench run, its own "
+                           "scoring)", ee, preset))
+        own_row = easyedit_scores(folder, "wise", suffix="-loc-own", prefix="diag")
+        if len(own_row) == len(SEEDS):  # the one difference the preset keeps, taken out
+            parts.append(table("wise", "WISE: EasyEdit with editbench's unrelated row "
+                               "(--loc-own: a train record's own prompt and answer, no scored "
+                               "neighbour) against editbench wise@easyedit (editbench run)",
+                               own_row, preset))
+    grouped = folder / "eb-wise-grouped.json"
+    if grouped.exists():
+        data = json.loads(grouped.read_text())
+        for key, label in (("grouped", "scored as the release's evaluation calls them: edit "
+                            "prompt and each paraphrase alone, an edit's neighbours in one "
+                            "left-padded call"),
+                           ("editbench", "editbench's own scoring of the same edited model")):
+            eb = {int(seed): {**{m: 100 * v[key][m] for m in METRICS}, "edit_s": v["edit_s"],
+                              "eval_s": v[f"{key}_eval_s"]}
+                  for seed, v in data.items() if seed.isdigit()}
+            parts.append(table("wise", f"WISE: editbench {data['method']} in process "
+                               f"(editbench_wise_grouped.py), {label}", ee, eb))
+    return parts
+
+
 def main():
     folder = Path(sys.argv[1])
     parts = ["# EasyEdit 14cea82 against editbench on the pocket world, 100 sequential edits", ""]
@@ -118,6 +158,7 @@ def main():
         if unshimmed:
             parts.append(table(method, f"{label}: EasyEdit without the sequential_edit shim",
                                unshimmed, eb))
+    parts += wise_preset_tables(folder)
     for flag in ("templates-period", "loc-own", "mask-pads", "all3"):
         diag = easyedit_scores(folder, "wise", suffix=f"-{flag}", prefix="diag")
         if diag:
