@@ -22,8 +22,8 @@ def spied(method: UltraEdit) -> list:
     seen = []
     read = method.read_keys_and_grads
 
-    def recording(records, **options):
-        observed = read(records, **options)
+    def recording(records):
+        observed = read(records)
         seen.append(observed)
         return observed
 
