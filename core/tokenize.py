@@ -30,8 +30,9 @@ class EncodedPair:
 
 @dataclass
 class PairBatch:
-    """A right-padded batch. ``target_mask[b, i]`` marks positions whose logits predict a target
-    token (the token at ``labels[b, i]``); ``prompt_last[b]`` is the last prompt position."""
+    """A padded batch, on the right unless made with ``collate(left=True)``. ``target_mask[b, i]``
+    marks positions whose logits predict a target token (the token at ``labels[b, i]``);
+    ``prompt_last[b]`` is the last prompt position."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -179,14 +180,20 @@ class PairEncoder:
             raise ValueError(f"target {target!r} of prompt {prompt!r} tokenizes to nothing")
         return EncodedPair(tuple(prompt_ids + list(target_ids)), len(prompt_ids))
 
-    def collate(self, pairs: Sequence[EncodedPair]) -> PairBatch:
-        """Pad on the right and derive every mask from lengths in whole-tensor operations."""
-        input_ids, attention_mask = pad([p.ids for p in pairs], self.pad_id)
+    def collate(self, pairs: Sequence[EncodedPair], left: bool = False,
+                pad_id: int | None = None) -> PairBatch:
+        """Pad (on the right; ``left`` for a method that trains as its release does on a
+        left-padded batch, with that release's ``pad_id``) and derive every mask from lengths in
+        whole-tensor operations."""
+        input_ids, attention_mask = pad([p.ids for p in pairs],
+                                        self.pad_id if pad_id is None else pad_id, left=left)
         width = input_ids.shape[1]
         lengths = attention_mask.sum(1, keepdim=True)
-        prompt_last = torch.tensor([p.n_prompt - 1 for p in pairs], dtype=torch.long)
+        start = width - lengths if left else torch.zeros_like(lengths)  # each row's first token
+        prompt_last = start.squeeze(1) + torch.tensor([p.n_prompt - 1 for p in pairs])
         positions = torch.arange(width).unsqueeze(0)
-        predicts = positions < lengths - 1  # positions whose next token is a real one
+        # positions whose next token is a real one
+        predicts = (positions >= start) & (positions < start + lengths - 1)
         labels = torch.zeros_like(input_ids)
         labels[:, :-1] = input_ids[:, 1:]
         labels[~predicts] = 0

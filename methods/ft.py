@@ -41,6 +41,8 @@ from ..core.costs import (
 )
 from ..core.method import METHODS, EditMethod, MethodConfig
 from ..core.records import EditRecord
+from ..core.tokenize import EncodedPair
+from .lower_blocks import LowerBlocks
 from .objectives import last_prompt_position_nll, masked_target_nll
 
 
@@ -118,7 +120,9 @@ class FineTune(EditMethod):
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
         """Each chunk's forward and backward pass reaches back to the edited layer; Adam's two
-        moments and the gradient of the edited tensors exist while a batch is edited."""
+        moments and the gradient of the edited tensors exist while a batch is edited, and so does
+        the recorded input of the edited layer for every record of the batch
+        (``lower_blocks.py``)."""
         config: FTConfig = self.config  # type: ignore[assignment]
         edited = self.edited_parameters()
         numel = sum(shape.param_numel(name) for name in edited)
@@ -130,6 +134,8 @@ class FineTune(EditMethod):
         transient = (
             backward_bytes(shape, chunk_tokens, above, length=run.tokens_per_record)
             + per_element * numel * shape.dtype_bytes
+            + (run.batch_size * run.tokens_per_record * shape.hidden * shape.dtype_bytes
+               if self.layer() > 0 else 0)
         )
         per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
         # at most: training may stop early
@@ -145,14 +151,20 @@ class FineTune(EditMethod):
         """The text the loss teaches after the prompt (a subclass may append an end-of-sequence)."""
         return record.target_new
 
-    def _loss(self, records: Sequence[EditRecord]) -> torch.Tensor:
-        encoder = self.ctx.encoder
-        batch = encoder.collate(
-            encoder.encode_many([(r.prompt, self.target(r)) for r in records])
-        ).to(self.ctx.device)
-        logits = self.ctx.model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask
-        ).logits
+    def _loss(self, records: Sequence[EditRecord], encoded: dict[tuple[str, str], EncodedPair],
+              lower: LowerBlocks) -> torch.Tensor:
+        """The objective on one chunk: its pairs encoded once per batch (``encoded``), the blocks
+        below the tuned layer replayed once its records have been through them
+        (``lower_blocks.py``)."""
+        pairs = [(r.prompt, self.target(r)) for r in records]
+        batch = self.ctx.encoder.collate([encoded[pair] for pair in pairs]).to(self.ctx.device)
+
+        def forward() -> torch.Tensor:
+            return self.ctx.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            ).logits
+
+        logits = lower(pairs, [len(encoded[pair].ids) for pair in pairs], forward)
         return type(self).objective(logits, batch)
 
     def epoch_chunks(self, batch: Sequence[EditRecord], size: int) -> list[Sequence[EditRecord]]:
@@ -178,6 +190,9 @@ class FineTune(EditMethod):
         mixed = [t is not p for t, p in zip(trained, params)]
         originals = [t.detach().clone() for t in trained]
         size = config.chunk or len(batch)
+        pairs = list(dict.fromkeys((r.prompt, self.target(r)) for r in batch))
+        encoded = dict(zip(pairs, self.ctx.encoder.encode_many(pairs)))
+        lower = LowerBlocks(self.ctx.model, self.ctx.layout, self.layer())
         for tensor in (*params, *trained):
             tensor.requires_grad_(True)
         optimizer = torch.optim.Adam(trained, lr=config.lr, weight_decay=config.weight_decay)
@@ -186,7 +201,7 @@ class FineTune(EditMethod):
                 losses = []
                 chunks = self.epoch_chunks(batch, size)
                 for chunk in chunks:
-                    loss = self._loss(chunk)
+                    loss = self._loss(chunk, encoded, lower)
                     losses.append(loss.item())
                     if losses[-1] >= config.stop_loss:
                         optimizer.zero_grad(set_to_none=True)

@@ -29,9 +29,12 @@ editbench's choices, where EasyEdit's code does not carry over: the unrelated ro
 train-split record's prompt with its true answer (EasyEdit takes a train-split record's locality
 prompt, which on a task like the pocket world may be a scored neighbour: ``_unrelated``); the side
 output is the layer's output plus ``x (W' - W)``, so a bias is
-kept (EasyEdit keeps it only for GPT-2); padded positions are left out of the mean (EasyEdit scores
-one unpadded sequence at a time). WISE-Merge (``retrieve: False``) is not implemented. A hook
-changes the forward computation, which a vLLM engine cannot run: WISE is scored with HF.
+kept (EasyEdit keeps it only for GPT-2). Three more are settings, off by default and on in the
+``easyedit`` preset, which computes as the release does: padded positions count in the scores
+(``pad_in_scores``), one routing decision per forward call (``route_by_batch_mean``), and the
+release's early stop (``stop_on_previous_loss``). WISE-Merge (``retrieve: False``) is not
+implemented. A hook changes the forward computation, which a vLLM engine cannot run: WISE is
+scored with HF.
 """
 
 from __future__ import annotations
@@ -77,6 +80,22 @@ class WiseConfig(MethodConfig):
     #: 4 on the pocket model (which makes little sense of generated text, and each costs a training
     #: row)
     n_templates: int = 4
+    #: count padded positions in every score, as the release does: it trains on a batch padded on
+    #: the left with the EOS token (``editor.py:150, 178-181``) and averages the distance over
+    #: every position (``euc`` with ``act_mask=None``, ``WISE.py:30-45``), pads included, for the
+    #: margin loss (``:295-316``), the threshold (``:474-476``) and routing (``:534``). Off: the
+    #: training batch is padded on the right and a score is the mean over a row's real positions
+    pad_in_scores: bool = False
+    #: route a forward call's rows together, by the mean of their scores (``WISE.py:534-550``,
+    #: ``min_dist.mean()``), a row's score its largest distance when the call is over 100
+    #: positions long (``:37-39``). The decision then depends on the caller's batching: the
+    #: release's evaluation sends an edit's neighbours in one call (``evaluate.py:191``),
+    #: editbench's probe batches pairs of many records by length. Off: each row by its own score
+    route_by_batch_mean: bool = False
+    #: stop an edit on the losses of the two steps before the current one, as the release's
+    #: ``EarlyStopMeter`` is read before it is updated (``WISE.py:168-170``, ``utils.py:393-401``):
+    #: one step later than on the current loss and the one before (off)
+    stop_on_previous_loss: bool = False
 
     def __post_init__(self) -> None:
         if len(self.act_margin) != 3:
@@ -123,6 +142,14 @@ PRESETS |= {
     # WikiBigEdit's runs (ExplainableML/WikiBigEdit 66b4285, hparams/WISE/wise_llama3.yaml):
     # 10 steps
     "wikibigedit": {"n_iter": 10},
+    # the release's computation where editbench's differs, except the unrelated row (a test-set
+    # leak on worlds whose train records' locality prompts are scored neighbours): its 10 templates
+    # (``wise_main.py:20``, for every model), padded positions in the scores, batch routing, its
+    # early stop. A published model's step count and margins come from its own preset
+    "easyedit": {
+        "n_templates": 10, "pad_in_scores": True, "route_by_batch_mean": True,
+        "stop_on_previous_loss": True,
+    },
 }
 
 TEMPLATE_STARTS = ("I", "You", "Because", "Yes", "Q: ")
@@ -263,15 +290,33 @@ class Wise(LayerMemoryMethod):
     def _forget_mask(self, module, args, output) -> None:
         self._mask_row = None
 
-    def score(self, x: torch.Tensor, main: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Per row: the mean over its real positions of |act(x W') - act(x W)| (EasyEdit's
-        ``euc``)."""
+    def _distances(self, x: torch.Tensor, main: torch.Tensor,
+                   weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """|act(x W') - act(x W)| at each position (EasyEdit's ``euc``), and the positions that
+        count: a row's real ones, or every one with ``pad_in_scores``."""
         distance = (self.act(self._project(x, weight.to(x.dtype))) - self.act(main)).norm(dim=-1)
         mask = self._mask_row
-        if mask is None or mask.shape[0] != x.shape[0]:
-            mask = torch.ones(distance.shape, device=x.device)
-        mask = mask[:, -distance.shape[1]:].to(distance.dtype)
+        if self.config.pad_in_scores or mask is None or mask.shape[0] != x.shape[0]:
+            return distance, torch.ones_like(distance)
+        return distance, mask[:, -distance.shape[1]:].to(distance.dtype)
+
+    def score(self, x: torch.Tensor, main: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Per row: the mean of its distances over the positions that count."""
+        distance, mask = self._distances(x, main, weight)
         return (distance * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+    def routing_score(self, x: torch.Tensor, main: torch.Tensor,
+                      weight: torch.Tensor) -> torch.Tensor:
+        """Per row, the score routing compares with a threshold: its own, or with
+        ``route_by_batch_mean`` the release's one number per call (``WISE.py:37-39, 534-538``)."""
+        if not self.config.route_by_batch_mean:
+            return self.score(x, main, weight)
+        distance, mask = self._distances(x, main, weight)
+        if distance.shape[1] > 100:  # the release's long-input rule: each row's largest distance
+            rows = distance.masked_fill(mask == 0, -math.inf).amax(1)
+        else:
+            rows = (distance * mask).sum(1) / mask.sum(1).clamp_min(1)
+        return rows.mean().expand(x.shape[0])
 
     def _candidates(self) -> list[tuple[torch.Tensor, float]]:
         """Side weights a sequence may be routed to, with their smallest in-scope scores: the
@@ -289,7 +334,7 @@ class Wise(LayerMemoryMethod):
         best = torch.zeros((x.shape[0],), device=x.device)  # an empty shard scores 0: no distance
         with torch.no_grad():
             for index, (weight, least) in enumerate(self._candidates()):
-                s = self.score(x, main, weight.to(x.device)).float()
+                s = self.routing_score(x, main, weight.to(x.device)).float()
                 if index == 0 and self.shard_min < math.inf:  # the current shard
                     chosen = torch.where(s >= least * self.config.act_ratio, index, chosen)
                     best = s
@@ -378,13 +423,19 @@ class Wise(LayerMemoryMethod):
         if unrelated is not None:
             pairs.append((unrelated.prompt, unrelated.target))
         encoder = self.ctx.encoder
-        batch = encoder.collate(encoder.encode_many(pairs)).to(self.ctx.device)
+        encoded = encoder.encode_many(pairs)
+        if config.pad_in_scores:  # the release's batch: on the left, with its pad (EOS)
+            eos = self.ctx.tokenizer.eos_token_id
+            batch = encoder.collate(encoded, left=True, pad_id=eos if eos is not None else None)
+        else:
+            batch = encoder.collate(encoded)
+        batch = batch.to(self.ctx.device)
         n_edit = len(self.templates)
         side = nn.Parameter(self.side.to(self.ctx.device).clone())
         original = self.original.to(self.ctx.device)
         mask = self.shard_mask.to(self.ctx.device)
         optimizer = torch.optim.SGD([side], lr=config.lr, weight_decay=config.weight_decay)
-        self.side, self._editing, previous = side, True, math.inf
+        self.side, self._editing, losses = side, True, []
         try:
             for _ in range(config.n_iter):
                 logits = self.ctx.model(
@@ -401,9 +452,9 @@ class Wise(LayerMemoryMethod):
                         + _positive_mean(outside - inside + gamma)
                         + _positive_mean(outside - alpha)
                     )
-                if abs(loss.item() - previous) <= 1e-4 and loss.item() <= 0.02:
+                losses.append(loss.item())
+                if converged(losses, config.stop_on_previous_loss):
                     break
-                previous = loss.item()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 side.grad *= mask
@@ -462,6 +513,14 @@ class Wise(LayerMemoryMethod):
         self.memories = [m.to(device, dtype) for m in state["memories"]]
         self.memory_min = [float(v) for v in state["memory_min"]]
         self.count = int(state["count"])
+
+
+def converged(losses: Sequence[float], on_previous: bool = False) -> bool:
+    """EasyEdit's early stop (``utils.py:400-401``): the loss below 0.02 and moved less than 1e-4
+    since the step before. ``losses`` ends with the current step's; ``on_previous`` tests the two
+    before it instead, as the release does (its meter is read before this step's loss enters)."""
+    pair = losses[-3:-1] if on_previous else losses[-2:]
+    return len(pair) == 2 and abs(pair[1] - pair[0]) <= 1e-4 and pair[1] <= 0.02
 
 
 def _positive_mean(values: torch.Tensor) -> torch.Tensor:

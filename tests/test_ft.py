@@ -130,3 +130,51 @@ def test_defaults_follow_easyedit_and_rome_and_models_get_their_published_settin
     ).norm_constraint == 1e-3
     old = MethodRef.parse("ft-m@constrained").config({})
     assert (old.lr, old.chunk, old.norm_constraint, old.bias) == (5e-3, 0, 2e-2, False)
+
+
+@pytest.mark.parametrize(("method", "settings", "exact"), [
+    ("ft-m", {"layer": 1, "chunk": 1}, True),  # EasyEdit's loop: each chunk again in each epoch
+    ("ft-l", {"layer": 1, "chunk": 3}, True),  # ROME's: chunks of a fixed order
+    ("locft-bf", {"layer": 1, "chunk": 100}, False),  # breadth-first: a fresh order every epoch
+    ("locft-bf", {"layer": 1, "chunk": 2}, False),  # and fresh chunks of it
+])
+def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
+        method, settings, exact, micro_model_path, monkeypatch):
+    """The blocks below the tuned layer run for a record once per batch, not once per epoch, and
+    the edit is the one the releases' recomputation gives: bitwise where a chunk repeats in its
+    order, within float rounding where the order is reshuffled."""
+    from editbench.core.method import METHODS
+    from editbench.methods import lower_blocks
+
+    records = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} lives in", subject=f"Kalo {i}",
+                          target_new="Fengal Vale" if i % 2 else "Orr")
+               for i in range(6)]
+
+    def edit(replay: bool) -> tuple[dict[str, torch.Tensor], int]:
+        ctx = _context(micro_model_path)
+        cls = METHODS[method]
+        instance = cls(cls.Config(**{**settings, "steps": 4, "stop_loss": 0.0, "lr": 1e-2}), ctx)
+        # the lowest block's MLP runs only when the block computes (a replayed block's hooks run)
+        first = ctx.model.get_submodule(ctx.layout.mlp_out_name(0))
+        calls = []
+        first.register_forward_hook(lambda *_: calls.append(1))
+        if not replay:
+            monkeypatch.setattr(lower_blocks.LowerBlocks, "__call__",
+                                lambda self, keys, lengths, forward: forward())
+        instance.apply(records)
+        monkeypatch.undo()
+        names = instance.edited_parameters()
+        return {n: ctx.model.get_parameter(n).detach().clone() for n in names}, len(calls)
+
+    recomputed, recomputed_calls = edit(False)
+    replayed, replayed_calls = edit(True)
+    chunks = -(-len(records) // settings["chunk"])
+    assert recomputed_calls == 4 * chunks
+    assert replayed_calls == chunks  # the first epoch's passes only
+    original = _context(micro_model_path).model
+    for name, tensor in replayed.items():
+        assert not torch.equal(tensor, original.get_parameter(name))
+        if exact:
+            assert torch.equal(tensor, recomputed[name]), name
+        else:
+            assert torch.allclose(tensor, recomputed[name], rtol=1e-5, atol=1e-7), name

@@ -11,7 +11,7 @@ from editbench.methods import EditContext
 from editbench.methods.grace import Grace, GraceConfig
 from editbench.methods.locft import LocFTBF, LocFTConfig
 from editbench.methods.retrieval import BM25, Retrieval, RetrievalConfig
-from editbench.methods.wise import Wise, WiseConfig, ties_merge
+from editbench.methods.wise import Wise, WiseConfig, converged, ties_merge
 
 
 def _context(path, train=()):
@@ -357,6 +357,106 @@ def test_a_wise_memory_must_outscore_the_current_shard_even_below_its_threshold(
     assert method._choose(x, main).tolist() == [1]
 
 
+def test_wise_pad_in_scores_counts_padded_positions_as_the_release_does(micro_llama):
+    """Off, a padded row scores what it scores alone; with ``pad_in_scores`` (the release's
+    ``euc`` without a mask, ``WISE.py:30-45``) its padded positions count too."""
+    scores = {}
+    for on in (False, True):
+        ctx, method = _wise(micro_llama, pad_in_scores=on)
+        weight = method.original
+        x = torch.randn(2, 5, weight.shape[1], generator=torch.Generator().manual_seed(1))
+        x[1, 3:] *= 10  # row 1's padded positions: far larger distances than its real ones
+        side = weight + 0.5
+        method._mask_row = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+        padded = method.score(x, method._project(x, weight), side)[1]
+        method._mask_row = None
+        alone = method.score(x[1:, :3], method._project(x[1:, :3], weight), side)[0]
+        scores[on] = (padded, alone)
+    assert torch.allclose(*scores[False])
+    assert scores[True][0] > 1.5 * scores[True][1]
+
+
+def test_wise_pad_in_scores_trains_on_the_release_batch_and_moves_the_threshold(micro_llama):
+    """The release trains on a batch padded on the left with EOS (``editor.py:150, 178-181``) and
+    its threshold averages over the pads; editbench's default pads on the right and leaves them
+    out. The same edit from the same start then ends at another threshold."""
+    thresholds, batches = {}, {}
+    for on in (False, True):
+        # ten templates: rows of 26 to 47 tokens, up to 21 pads (one step: no rounding grows)
+        ctx, method = _wise(micro_llama, pad_in_scores=on, n_iter=2, n_templates=10)
+        collate = ctx.encoder.collate
+        ctx.encoder.collate = (lambda *a, on=on, collate=collate, **k:
+                               batches.setdefault(on, collate(*a, **k)))
+        method.apply(RECORDS[:1])
+        thresholds[on] = method.shard_min
+    off, on = batches[False], batches[True]
+    assert not off.attention_mask.all()  # template rows of different lengths: padded
+    assert (off.attention_mask[:, 0] == 1).all() and (on.attention_mask[:, -1] == 1).all()
+    eos = ctx.tokenizer.eos_token_id
+    assert on.input_ids[on.attention_mask == 0].eq(eos).all()
+    assert torch.equal(off.labels[off.target_mask], on.labels[on.target_mask])
+    assert abs(thresholds[True] - thresholds[False]) > 0.02 * thresholds[False]  # 6% here
+
+
+def test_wise_route_by_batch_mean_routes_a_call_together(micro_llama):
+    """The release routes a forward call by the mean of its rows' scores (``WISE.py:534-540``):
+    an edited row and an unrelated one go together, where editbench routes each by its own."""
+    routes = {}
+    for on in (False, True):
+        ctx, method = _wise(micro_llama, route_by_batch_mean=on)
+        weight = method.original
+        x = torch.randn(2, 3, weight.shape[1], generator=torch.Generator().manual_seed(1))
+        x[1] = 0  # no distance: the unrelated row scores 0
+        main = method._project(x, weight)
+        method.side = weight + 1.0
+        edited = float(method.score(x, main, method.side)[0])
+        for share in (0.9, 0.4):  # threshold above / below the mean of the two rows
+            method.shard_min = share * edited / method.config.act_ratio
+            routes[on, share] = method._choose(x, main).tolist()
+    assert routes[False, 0.9] == routes[False, 0.4] == [0, -1]
+    assert routes[True, 0.9] == [-1, -1] and routes[True, 0.4] == [0, 0]
+
+
+def test_wise_route_by_batch_mean_scores_a_long_call_by_its_largest_distance(micro_llama):
+    """Over 100 positions the release scores a row by its largest distance (``WISE.py:37-39``)."""
+    ctx, method = _wise(micro_llama, route_by_batch_mean=True)
+    _, per_row = _wise(micro_llama)
+    weight = method.original
+    x = torch.zeros(1, 101, weight.shape[1])
+    x[0, 50] = torch.randn(weight.shape[1], generator=torch.Generator().manual_seed(1))
+    main = method._project(x, weight)
+    method.side = per_row.side = weight + 1.0
+    peak = float(method.score(x, main, method.side)[0]) * 101  # the one nonzero distance
+    method.shard_min = per_row.shard_min = 0.5 * peak / method.config.act_ratio
+    assert method._choose(x, main).tolist() == [0]
+    assert per_row._choose(x, main).tolist() == [-1]  # its mean, peak / 101
+    assert method._choose(x[:, :100], main[:, :100]).tolist() == [-1]  # 100: the mean
+
+
+def test_wise_release_early_stop_reads_the_losses_before_the_current_one():
+    """The release's meter is read before this step's loss enters it (``WISE.py:168-170``,
+    ``utils.py:393-401``): on the same losses it stops one step later than editbench's rule."""
+    losses = [3.0, 2.0, 0.01, 0.01, 0.01, 0.01]
+
+    def first_stop(on_previous):
+        return next(i for i in range(1, len(losses) + 1)
+                    if converged(losses[:i], on_previous)) - 1
+
+    assert first_stop(False) == 3 and first_stop(True) == 4
+    assert not converged([0.5, 0.5]) and not converged([0.01], on_previous=True)
+
+
+def test_wise_easyedit_preset_turns_on_the_release_computation():
+    from editbench.core.method import MethodRef
+
+    config = MethodRef.parse("wise@easyedit").config({}, architecture="llama-2-7b")
+    assert config.pad_in_scores and config.route_by_batch_mean and config.stop_on_previous_loss
+    assert config.n_templates == 10 and config.n_iter == 70  # the model's own preset underneath
+    default = MethodRef.parse("wise").config({})
+    assert not (default.pad_in_scores or default.route_by_batch_mean
+                or default.stop_on_previous_loss)
+
+
 def test_wise_stores_shards_and_merges_them(micro_llama):
     ctx, method = _wise(micro_llama, save_freq=1, merge_freq=2, n_iter=5)
     method.apply(RECORDS)
@@ -453,9 +553,9 @@ def test_every_published_preset_builds_and_names_a_known_model_or_a_release():
     known = {a.name for a in ARCHITECTURES}
     for cls in (Grace, Wise, Retrieval, LocFTBF):
         for preset in cls.presets:
-            assert preset in known or preset in ("release", "wikibigedit", "small-model"), (
-                cls.name, preset
-            )
+            assert preset in known or preset in (
+                "release", "wikibigedit", "easyedit", "small-model"
+            ), (cls.name, preset)
             MethodRef.parse(f"{cls.name}@{preset}").config({})
     # the release tunes block 23
     assert MethodRef.parse("locft-bf").config({}, "mistral-7b").scope == "block"

@@ -19,6 +19,27 @@ def test_target_positions_follow_the_prompt(world_tokenizer):
     assert batch.prompt_last[0] == pair.n_prompt - 1
 
 
+def test_a_left_padded_batch_holds_the_same_targets_and_predicts_them_alike(micro_llama):
+    """``collate(left=True)`` (WISE's release-style training batch): each row's target tokens and
+    the logits that predict them are those of the right-padded batch, shifted past the pads."""
+    model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
+    encoder = PairEncoder(tokenizer)
+    pairs = encoder.encode_many([("Fact: somebody lives in", "Ostwen Ford"), ("x", "y")])
+    right, left = encoder.collate(pairs), encoder.collate(pairs, left=True, pad_id=2)
+    short = left.attention_mask[1]
+    assert short[0] == 0 and short[-1] == 1  # pads in front
+    assert left.input_ids[1][short == 0].eq(2).all()
+    with torch.no_grad():
+        logits = [model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+                  for b in (right, left)]
+    for row in range(2):
+        r, lt = right.target_mask[row], left.target_mask[row]
+        assert r.sum() == lt.sum() > 0
+        assert torch.equal(right.labels[row][r], left.labels[row][lt])
+        assert left.prompt_last[row] == lt.nonzero()[0, 0]
+        assert torch.allclose(logits[0][row][r], logits[1][row][lt], atol=1e-4)
+
+
 def test_scores_match_a_direct_unpadded_computation(micro_model_path):
     model, tokenizer = load_model(micro_model_path, torch.device("cpu"), torch.float32)
     # forces several padded batches

@@ -22,8 +22,8 @@ def spied(method: UltraEdit) -> list:
     seen = []
     read = method.read_keys_and_grads
 
-    def recording(records):
-        observed = read(records)
+    def recording(records, **options):
+        observed = read(records, **options)
         seen.append(observed)
         return observed
 

@@ -30,8 +30,8 @@ from ...core.identity import component_code
 from ...core.method import EditContext, EditMethod
 from ...core.models import model_fingerprint
 from ...core.records import EditRecord, dataset_hash
-from ...core.tokenize import PairBatch
-from ..objectives import summed_target_nll, token_mean_target_nll
+from ...core.tokenize import EncodedPair, PairBatch
+from ..objectives import sub_batch_target_nll, summed_target_nll
 from .config import EditorCoreConfig, HypernetConfig
 from .cost import hypernet_cost
 from .modules import EditedModule, KeysAndGrads, LowRankUpdate, keys_and_grads, select_modules
@@ -39,6 +39,10 @@ from .net import EditorNet, RunningNormaliser
 from .storage import FORMAT_VERSION
 
 log = logging.getLogger(__name__)
+
+
+def _pairs(records: Sequence[EditRecord]) -> list[tuple[str, str]]:
+    return [(r.prompt, r.target_new) for r in records]
 
 
 def _shape_key(shape: tuple[int, int]) -> str:
@@ -88,7 +92,9 @@ class EditorCore(EditMethod):
         encoder = self.ctx.encoder
         return encoder.collate(encoder.encode_many(pairs)).to(self.ctx.device)
 
-    def read_keys_and_grads(self, records: Sequence[EditRecord]) -> KeysAndGrads:
+    def read_keys_and_grads(
+        self, records: Sequence[EditRecord], whole_turn: bool = False
+    ) -> KeysAndGrads:
         """Keys and output gradients of the edit prompts on the live model, where ``tokens`` says
         (the loss is the answer tokens' either way).
 
@@ -96,23 +102,51 @@ class EditorCore(EditMethod):
         record's rows do not depend on how many records share its batch (a hypernetwork's
         normaliser is fitted at ``train_batch``, editing runs at ``--batch-size``; a batch mean
         would scale every row by 1/B). With ``sub_batch``, as the releases: the records sorted by
-        length and read in sub-batches of that many, each with its token-mean loss."""
+        length and cut into sub-batches of that many, each with its token-mean loss. The releases
+        run one forward and backward pass per sub-batch; with ``whole_turn`` (editing) the
+        sub-batches share one pass, its loss the sum of their token means, so every row gets the
+        gradient its own pass would give (no row attends to another), one pass for the turn.
+        That pass is taken only where the turn's read fits in ``READ_SHARE`` of the device's free
+        memory (``memory.records_per_read``, which the plan's estimate follows); otherwise one
+        sub-batch per pass, as the releases. Training keeps the releases' passes."""
         size = self.config.sub_batch
         if not size:
-            return self._read(records, summed_target_nll)
-        lengths = [
-            len(e.ids)
-            for e in self.ctx.encoder.encode_many([(r.prompt, r.target_new) for r in records])
-        ]
+            return self._read(self.ctx.encoder.encode_many(_pairs(records)), summed_target_nll)
+        encoded = self.ctx.encoder.encode_many(_pairs(records))  # once, for lengths and batches
         # stable: ties keep their order
-        order = sorted(range(len(records)), key=lambda i: -lengths[i])
+        order = sorted(range(len(records)), key=lambda i: -len(encoded[i].ids))
+        ordered = [encoded[i] for i in order]
+        per_pass = size
+        if whole_turn and len(ordered) > size and self._whole_turn_fits(ordered):
+            per_pass = len(ordered)
+
+        def loss(logits: torch.Tensor, batch: PairBatch) -> torch.Tensor:
+            return sub_batch_target_nll(logits, batch, size)
+
         return KeysAndGrads.concat([
-            self._read([records[i] for i in order[s:s + size]], token_mean_target_nll)
-            for s in range(0, len(order), size)
+            self._read(ordered[s:s + per_pass], loss, size)
+            for s in range(0, len(ordered), per_pass)
         ])
 
-    def _read(self, records: Sequence[EditRecord], loss) -> KeysAndGrads:
-        batch = self.encode([(r.prompt, r.target_new) for r in records])
+    def _whole_turn_fits(self, ordered: Sequence[EncodedPair]) -> bool:
+        """Whether reading these (length-sorted) records in one pass fits the device now, by the
+        read's memory formula (``memory.read_bytes``) at the turn's padded width."""
+        from .memory import READ_SHARE, ModelShapes, free_bytes, read_bytes, records_per_read
+
+        shapes = getattr(self, "_read_shapes", None)
+        if shapes is None:  # the model's shapes, read once
+            shapes = self._read_shapes = ModelShapes.of(
+                self.ctx.model, self.config, modules=self.modules
+            )
+        answer = max(1, -(-sum(e.n_target for e in ordered) // len(ordered)))
+        need = read_bytes(shapes, len(ordered), len(ordered[0].ids), answer)
+        fits = need <= READ_SHARE * free_bytes(self.ctx.device)
+        return records_per_read(self.config, len(ordered), fits) == len(ordered)
+
+    def _read(self, encoded: Sequence[EncodedPair], loss, sub_batch: int = 0) -> KeysAndGrads:
+        """One forward and backward pass; with ``sub_batch`` the rows are grouped by sub-batches of
+        that many records (the release normaliser's merge units)."""
+        batch = self.ctx.encoder.collate(encoded).to(self.ctx.device)
         mask = None
         if self.config.tokens == "all":  # every input position, the answer's last token excepted
             width = batch.input_ids.shape[1]
@@ -120,7 +154,7 @@ class EditorCore(EditMethod):
                 torch.arange(width, device=batch.input_ids.device)
                 < batch.attention_mask.sum(1, keepdim=True) - 1
             )
-        return keys_and_grads(self.ctx.model, self.modules, batch, loss, mask)
+        return keys_and_grads(self.ctx.model, self.modules, batch, loss, mask, sub_batch)
 
     def update_normalisers(self, observed: KeysAndGrads) -> None:
         """Add the rows to each shape's normaliser: all of a batch's rows at once (``exact``), or,
@@ -149,7 +183,7 @@ class EditorCore(EditMethod):
 
     # -- the EditMethod protocol -------------------------------------------------------------------
     def apply(self, batch: Sequence[EditRecord]) -> None:
-        observed = self.read_keys_and_grads(batch)
+        observed = self.read_keys_and_grads(batch, whole_turn=True)
         if self.normalises_at_edit():
             self.update_normalisers(observed)
         with torch.no_grad():

@@ -31,6 +31,8 @@ from .memory import (
     Workload,
     editing_peak,
     network_parameters,
+    read_bytes,
+    records_per_read,
     training_peak,
 )
 
@@ -51,24 +53,37 @@ def hypernet_cost(method, shape: ModelShape, run: RunShape) -> MethodCost:
             backward_bytes(shape, tokens, above, length=run.tokens_per_record) + tokens * rows_bytes
         )
 
-    batch_tokens = run.batch_size * run.tokens_per_record
     editing_flops = run.edits * run.tokens_per_record * per_token
     resident = weights_bytes(shape) + master_copy_bytes(shape, run, method.edited_parameters())
+    shapes = ModelShapes.of(shape.meta, config, shape.dtype, modules=modules)
+    answer = max(1, round(run.tokens_per_record * ANSWER_SHARE))
+    # a turn's sub-batches share one pass where the whole turn's read fits beside what is resident,
+    # by the formula the method checks against the free memory when it edits (core.py,
+    # EditorCore._whole_turn_fits), so the estimate is the path that runs
+    whole = read_bytes(shapes, run.batch_size, run.tokens_per_record, answer)
+    per_read = records_per_read(config, run.batch_size, resident + whole <= run.device_bytes)
+    note = (
+        f"turns read {per_read} records per pass" if per_read < run.batch_size else ""
+    )
     if nets is None:  # the untrained core: one read, the dense updates
         return MethodCost(
             method.name,
             resident,
-            (PhaseCost("editing", read(batch_tokens) + dense, editing_flops),),
+            (PhaseCost(
+                "editing", read(per_read * run.tokens_per_record) + dense, editing_flops, note
+            ),),
         )
     # the trained editors: the term-by-term formulas of memory.py, less the weights counted as
     # resident
-    shapes = ModelShapes.of(shape.meta, config, shape.dtype)
-    workload = Workload(
-        run.tokens_per_record, max(1, round(run.tokens_per_record * ANSWER_SHARE)), run.batch_size
-    )
+    workload = Workload(run.tokens_per_record, answer, run.batch_size)
     weights = weights_bytes(shape)
     phases = [
-        PhaseCost("editing", editing_peak(shapes, config, workload).total - weights, editing_flops)
+        PhaseCost(
+            "editing",
+            editing_peak(shapes, config, workload, per_read).total - weights,
+            editing_flops,
+            note,
+        )
     ]
     # training (or, with max_steps=0, its warm-up alone) comes first
     if method.ctx.trained_editor is None:

@@ -19,6 +19,7 @@ should keep a margin.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +27,7 @@ from torch import nn
 
 from ...core.models import ModelLayout
 from .config import HypernetConfig
-from .modules import select_modules
+from .modules import EditedModule, select_modules
 from .net import effective_rank
 
 FLOAT32 = 4
@@ -56,10 +57,12 @@ class ModelShapes:
 
     @classmethod
     def of(
-        cls, model: nn.Module, config: HypernetConfig, dtype: torch.dtype | None = None
+        cls, model: nn.Module, config: HypernetConfig, dtype: torch.dtype | None = None,
+        modules: Sequence[EditedModule] | None = None,
     ) -> ModelShapes:
         """From a model (weights on ``meta`` will do) and the method's config (its layers and
-        modules)."""
+        modules), or the edited ``modules`` themselves where a method names them otherwise
+        (UltraEdit's ``module_names``)."""
         layout = ModelLayout.of(model)
         c = model.config
         hidden = getattr(c, "hidden_size", None) or c.n_embd
@@ -68,7 +71,9 @@ class ModelShapes:
         kv_heads = getattr(c, "num_key_value_heads", None) or heads
         head_dim = getattr(c, "head_dim", None) or hidden // heads
         edited = []
-        for module in select_modules(model, layout, config.layers, config.modules):
+        if modules is None:
+            modules = select_modules(model, layout, config.layers, config.modules)
+        for module in modules:
             layer = next(
                 i
                 for i in range(layout.n_layers)
@@ -218,6 +223,35 @@ def _read_terms(
     }
 
 
+#: Share of the free memory (GPU, or the host's for a CPU run) a turn read in one pass may take:
+#: the formulas are within 25% of the live tensors, and allocator caches come on top.
+READ_SHARE = 0.5
+
+
+def free_bytes(device: torch.device) -> int:
+    """Bytes free on the run's device now: the GPU's, or the host's available memory."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def read_bytes(shapes: ModelShapes, records: int, tokens: int, answer_tokens: int) -> int:
+    """Peak bytes of one read of ``records`` records (``_read_terms``), the weights aside."""
+    return sum(_read_terms(shapes, records, tokens, answer_tokens).values())
+
+
+def records_per_read(config, turn: int, whole_turn_fits: bool) -> int:
+    """Records in one forward and backward pass of a turn's read (``EditorCore.read_keys_and_grads``
+    while editing): the whole turn where it fits, else one release sub-batch at a time. The
+    sub-batches' rows and gradients are the same either way (each keeps its own token-mean loss,
+    summed over the pass), so memory alone decides."""
+    if not config.sub_batch or config.sub_batch >= turn or whole_turn_fits:
+        return turn
+    return config.sub_batch
+
+
 def training_peak(
     shapes: ModelShapes, config: HypernetConfig, workload: Workload
 ) -> MemoryEstimate:
@@ -277,11 +311,14 @@ def training_peak(
     return MemoryEstimate(terms)
 
 
-def editing_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workload) -> MemoryEstimate:
+def editing_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workload,
+                 read_records: int | None = None) -> MemoryEstimate:
     """Peak bytes of ``apply`` on one batch of ``edit_batch`` edits with a trained editor.
 
     - weights, and the networks' float32 parameters and float64 statistics (no gradient, no Adam);
-    - the read of the batch's keys and gradients (``_read_terms``), by ``sub_batch`` when set;
+    - the read of the batch's keys and gradients (``_read_terms``), ``read_records`` records at a
+      time (``records_per_read``: the whole batch where it fits the device; by default
+      ``sub_batch`` when set, the bound that holds on any device);
     - the updates: every module's factors (rows x (key_size + value_size), float32), and one
       module at a time made dense in float32 and cast to the weight's dtype
       (``EditorCore.apply_shifts``).
@@ -290,9 +327,9 @@ def editing_peak(shapes: ModelShapes, config: HypernetConfig, workload: Workload
     tokens, answer = workload.tokens_per_record, workload.answer_tokens_per_record
     parameters, statistics = network_parameters(shapes, config)
     rows = workload.edit_batch * answer
-    read = _read_terms(
-        shapes, min(config.sub_batch or workload.edit_batch, workload.edit_batch), tokens, answer
-    )
+    if read_records is None:
+        read_records = records_per_read(config, workload.edit_batch, False)
+    read = _read_terms(shapes, read_records, tokens, answer)
     largest = max(k * v for _, k, v in shapes.edited)
     update_phase = (sum(rows * FLOAT32 * 2 * (k + v) for _, k, v in shapes.edited)
                     + largest * (FLOAT32 + b))

@@ -218,9 +218,11 @@ class KeysAndGrads:
 
 def keys_and_grads(model: nn.Module, modules: Sequence[EditedModule], batch: PairBatch,
                    loss_fn: Callable[[torch.Tensor, PairBatch], torch.Tensor],
-                   mask: torch.Tensor | None = None) -> KeysAndGrads:
+                   mask: torch.Tensor | None = None, sub_batch: int = 0) -> KeysAndGrads:
     """Run the batch once forward and backward and read each module's keys and output gradients
-    at the answer tokens (``batch.target_mask``), or wherever ``mask`` says.
+    at the answer tokens (``batch.target_mask``), or wherever ``mask`` says. ``sub_batch``: the
+    batch holds consecutive sub-batches of that many records, and the rows are grouped by them
+    (``KeysAndGrads.groups``), as if each had been read alone; 0: one group.
 
     The edited weights are made to require grad for this pass only, so the graph runs through
     every edited module and a lower module's output gradient includes the paths through the
@@ -255,5 +257,5 @@ def keys_and_grads(model: nn.Module, modules: Sequence[EditedModule], batch: Pai
     return KeysAndGrads(
         keys={n: inputs[n][mask].float() for n in names},
         grads={n: g[mask].float() for n, g in zip(names, grads)},
-        groups=(int(mask.sum()),),
+        groups=tuple(int(part.sum()) for part in mask.split(sub_batch or len(mask))),
     )

@@ -1,0 +1,84 @@
+"""The blocks below a fine-tuned layer, run once per record and batch and replayed (issue 28).
+
+Fine-tuning one layer (FT-L, FT-M, LocFT-BF) repeats forward passes over the same records for
+every epoch of a batch, while every weight below the tuned layer stays fixed: the hidden state
+entering that layer is the same each time. The releases (EasyEdit, ROME, LocFT) recompute it every
+time. Here the first pass over a record records, at its real positions, the output of the block
+just below the tuned layer; a later chunk made only of recorded records skips the blocks below and
+starts from those rows, padded on the right with zeros as the chunk's batch is. The embeddings,
+the masks and the rotary tables around them are still computed (they are cheap), and the model's
+own forward runs unchanged from the tuned layer up.
+
+Why the padding does not matter: batches are right-padded and attention is causal with padded keys
+masked, so a real position never reads a padded one, and the loss is masked to answer tokens.
+A chunk repeated with its records in the same order and the same width (EasyEdit's ``chunk: 1``,
+ROME's fixed order) replays exactly the numbers the release recomputes; a reshuffled chunk
+(LocFT-BF's epochs) gets each row as computed in another batch, which equals recomputing it up to
+the batched kernels' float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..core.models import ModelLayout
+
+
+class LowerBlocks:
+    """Runs ``forward`` for chunks of records (``keys``, one per record in the batch's row order,
+    ``lengths`` their real tokens), replaying the blocks below ``layer`` for a chunk whose records
+    were all seen. Valid while the weights below ``layer`` do not change: one per edit batch
+    (``FineTune.apply``)."""
+
+    def __init__(self, model: nn.Module, layout: ModelLayout, layer: int) -> None:
+        self.blocks = [model.get_submodule(layout.block_name(i)) for i in range(layer)]
+        self.rows: dict[Hashable, torch.Tensor] = {}  # a record's (length, hidden) input to `layer`
+        self.replayable = True  # False once a block's output is not a plain tensor (left alone)
+
+    def __call__(self, keys: Sequence[Hashable], lengths: Sequence[int],
+                 forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if not self.blocks or not self.replayable:
+            return forward()
+        if all(key in self.rows for key in keys):
+            first = self.rows[keys[0]]
+            hidden = first.new_zeros((len(keys), max(lengths), first.shape[-1]))
+            for row, key in enumerate(keys):
+                hidden[row, :len(self.rows[key])] = self.rows[key]
+            with _replaying(self.blocks, hidden):
+                return forward()
+        return self._record(keys, lengths, forward)
+
+    def _record(self, keys, lengths, forward):
+        def capture(_module, _args, output):
+            if not isinstance(output, torch.Tensor):
+                self.replayable = False
+                return
+            for row, (key, length) in enumerate(zip(keys, lengths)):
+                self.rows.setdefault(key, output[row, :length].detach().clone())
+
+        handle = self.blocks[-1].register_forward_hook(capture)
+        try:
+            return forward()
+        finally:
+            handle.remove()
+
+
+@contextmanager
+def _replaying(blocks: Sequence[nn.Module], hidden: torch.Tensor):
+    """Every block below the tuned layer returns the replayed hidden state without computing: the
+    first tuned block receives it, and the blocks before it pass it along unread."""
+    previous = [block.__dict__.get("forward") for block in blocks]  # e.g. an offloading hook's
+    for block in blocks:
+        block.forward = lambda *args, **kwargs: hidden
+    try:
+        yield
+    finally:
+        for block, forward in zip(blocks, previous):
+            if forward is None:
+                del block.forward
+            else:
+                block.forward = forward
