@@ -497,7 +497,8 @@ def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
     seen: list[list[str]] = []
     method = LocFTBF(LocFTConfig(steps=3, chunk=2, stop_loss=0), ctx)
     original = method._loss
-    method._loss = lambda chunk: (seen.append([r.uid for r in chunk]), original(chunk))[1]
+    method._loss = lambda chunk, *rest: (seen.append([r.uid for r in chunk]),
+                                         original(chunk, *rest))[1]
     method.apply(records)
     epochs = [sum(seen[3 * e:3 * e + 3], []) for e in range(3)]
     # every edit once per epoch
@@ -507,7 +508,7 @@ def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
     whole = []
     method = LocFTBF(LocFTConfig(steps=2, stop_loss=0), _context(micro_llama))
     original = method._loss
-    method._loss = lambda chunk: (whole.append(len(chunk)), original(chunk))[1]
+    method._loss = lambda chunk, *rest: (whole.append(len(chunk)), original(chunk, *rest))[1]
     method.apply(records)
     assert whole == [5, 5]  # a batch within one mini-batch: every step sees every edit
 
