@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .prompts import PROMPT_FORMATS
@@ -178,17 +178,6 @@ def from_record(data: Mapping[str, Any] | None, batch_size: int | None = None) -
     if card is not None:
         return replace(card, **values, modified=modified)
     return Protocol(title=str(values.get("name", "unknown")), **values, modified=modified)
-
-
-def card_table() -> list[dict[str, Any]]:
-    """Every card as plain data (``editbench list --protocols``)."""
-    rows = []
-    for card in PROTOCOLS.values():
-        data = asdict(card)
-        data.pop("modified")
-        data["published"] = len(card.published)
-        rows.append(data)
-    return rows
 
 
 # -- the cards ---------------------------------------------------------------------------------
@@ -359,10 +348,6 @@ LOCFT_BF = Protocol(
 )
 
 PROTOCOLS: dict[str, Protocol] = _cards(EDITBENCH, RLEDIT, ULTRAEDIT, ALPHAEDIT, WILD, LOCFT_BF)
-
-
-def protocol_names() -> list[str]:
-    return list(PROTOCOLS)
 
 
 def card(name: str) -> Protocol:
