@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.configs import DTYPE_CHOICES, PROBE_BACKENDS, parse_overrides
+from ...core.outputs import check_work_folder
 from ...core.prompts import PROMPT_FORMATS
 from ...core.protocol import GENERATION_RULES, LOCALITY_REFERENCES, PROTOCOLS
 
@@ -164,6 +165,8 @@ def coerce(item: dataclasses.Field, value: Any) -> Any:
             raise ValueError(f"{name} {text!r} is not one of: {', '.join(option.choices)}")
         return text
     if kind == "path":
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise ValueError(f"{name} needs a path, got {value!r}")
         return Path(value)
     if kind == "int":
         number = _integer(value, name)
@@ -343,6 +346,7 @@ class RunSpec:
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {self.out} is a file; results go to a folder: choose another "
                              "--out")
+        check_work_folder(self.out, "--out")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"--methods lists a method twice: {','.join(self.methods)}")
         if not 0 < self.vllm_memory < 1:
