@@ -193,6 +193,58 @@ class RawRecords:
         return Where(self.source, index)
 
 
+class StrictJSONError(ValueError):
+    """JSON that parses but would be read wrong: a key given twice (the last would win
+    silently), NaN or Infinity (no JSON number; they break scores, hashes and the store), or a
+    lone surrogate escape (text no encoder can write)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise StrictJSONError(f"the key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise StrictJSONError(f"{name} is not a JSON number; write a number or null")
+
+
+def _surrogate_at(value: Any, path: str = "") -> str | None:
+    """The field (``a.b[2]``) of the first string in ``value`` with a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "the value"
+        return None
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        where = (f"{path}.{key}" if path else str(key)) if isinstance(value, dict) \
+            else f"{path}[{key}]"
+        if isinstance(value, dict) and _surrogate_at(key) is not None:
+            return where + " (its name)"
+        found = _surrogate_at(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` that refuses what :class:`StrictJSONError` describes, naming the key or
+    field; a syntax error stays a ``json.JSONDecodeError``."""
+    value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    if "\\u" in text:  # only an escape can make a lone surrogate out of UTF-8 text
+        field_name = _surrogate_at(value)
+        if field_name is not None:
+            raise StrictJSONError(f"field {field_name!r} holds a lone surrogate escape (\\udXXX "
+                                  "without its pair), which is not text")
+    return value
+
+
 def parse_records(data: bytes, source: str) -> RawRecords:
     """A JSON list, or JSON Lines (one object per line), told apart by content rather than
     extension. A byte-order mark is accepted in both; text that is not UTF-8 is an error naming
@@ -200,19 +252,23 @@ def parse_records(data: bytes, source: str) -> RawRecords:
     text = _decode(data, source)
     if text.lstrip().startswith("["):
         try:
-            parsed = json.loads(text)
+            parsed = strict_json(text)
         except json.JSONDecodeError as exc:
             raise RecordError(f"{source}: not valid JSON: {exc.msg} "
                               f"(line {exc.lineno}, column {exc.colno})") from None
+        except StrictJSONError as exc:
+            raise RecordError(f"{source}: {exc}") from None
         return RawRecords(source, parsed)
     items, lines = [], []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                items.append(json.loads(line))
+                items.append(strict_json(line))
             except json.JSONDecodeError as exc:
                 raise RecordError(f"{source}:{line_no}: not valid JSON: {exc.msg} "
                                   f"(column {exc.colno})") from None
+            except StrictJSONError as exc:
+                raise RecordError(f"{source}:{line_no}: {exc}") from None
             lines.append(line_no)
     if not items and text.strip():
         raise RecordError(f"{source}: neither a JSON list nor JSON Lines")

@@ -48,6 +48,9 @@ class Task(ABC):
     #: catalogue's descriptions of ``locality_<set>_agree``/``_acc``
     locality_descriptions: ClassVar[dict[str, str]] = {}
     needs_download: ClassVar[bool] = False
+    #: whether the task reads ``--data`` (a task that makes its records, as pocket does, would
+    #: otherwise ignore the file silently)
+    reads_data: ClassVar[bool] = False
 
     def __init__(self, options: TaskOptions, config: TaskConfig | None = None) -> None:
         self.options = options

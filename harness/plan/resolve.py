@@ -155,6 +155,10 @@ def resolve_task(spec: RunSpec) -> Task:
 
     name = spec.task or TASKS.default()
     cls = TASKS[name]
+    if spec.data is not None and not cls.reads_data:
+        raise ValueError(f"--data {spec.data}: the task {name} makes its own records and reads "
+                         "no data file; choose a task that reads one (editbench list --tasks) or "
+                         "leave --data out")
     options = TaskOptions(data=spec.data, split=spec.split, limit=spec.limit,
                           cache_dir=spec.cache_dir, lenient=spec.lenient)
     config = build_config(cls.Config, spec.params.get(name, {}), owner=f"task {name}")
@@ -173,7 +177,7 @@ def method_setups(spec: RunSpec, architecture: str | None = None,
     """Each method of the run with its settings; on a published model (``architecture``) its
     release's settings for it come first (``MethodRef.config``), which is noted."""
     from ... import methods as _registered  # noqa: F401  (registers the built-in methods)
-    from ...core.method import MethodRef, picked_preset_note
+    from ...core.method import MethodRef, is_trainable, picked_preset_note
 
     setups = []
     for label in spec.methods or default_methods():
@@ -187,6 +191,9 @@ def method_setups(spec: RunSpec, architecture: str | None = None,
             if notes is not None:
                 notes.append(note)
         editor = spec.editors.get(ref.label) or spec.editors.get(ref.name)
+        if editor is not None and not is_trainable(ref.cls):
+            raise ValueError(f"--editor {ref.label}={editor}: {ref.name} trains no editor, so "
+                             "there is nothing to load; leave --editor out for it")
         if editor is not None and not editor.exists():
             raise FileNotFoundError(f"--editor {ref.label}={editor}: no such folder")
         digest = config_hash(ref.name, config_dict(config), str(editor) if editor else None)
