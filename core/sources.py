@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import string
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -42,6 +43,10 @@ class Where:
                 else f"{self.source}: record {self.index}")
 
     def error(self, field_name: str, problem: str) -> RecordError:
+        """The error for one field; a problem that quotes a huge value is cut to one line's worth
+        (a 9.6 MB prompt once made a 9.6 MB error)."""
+        if len(problem) > 300:
+            problem = problem[:300] + f"… ({len(problem):,} characters)"
         return RecordError(f"{self}: field {field_name!r}: {problem}")
 
 
@@ -85,6 +90,29 @@ class Fields:
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise self.where.error(self._name(key), "must be a list of non-empty strings")
         return value
+
+    def first_str(self, *keys: str, allow_str: bool = False) -> str:
+        """The first of a list of strings (or of a lone string where ``allow_str``); an empty list
+        is an error naming the field, not an IndexError later."""
+        values = self.str_list(*keys, allow_str=allow_str)
+        if not values:
+            raise self.where.error(self._name(self.first_present(*keys)),
+                                   "must hold at least one string, got an empty list")
+        return values[0]
+
+    def subject_template(self, key: str) -> str:
+        """A prompt template with exactly one ``{}`` for the subject (``{{`` for a literal
+        brace): two slots, a named one or a lone brace would fail or fill wrongly later."""
+        template = self.str(key)
+        try:
+            slots = [(name, spec, conversion) for _, name, spec, conversion
+                     in string.Formatter().parse(template) if name is not None]
+        except ValueError:
+            slots = None
+        if slots != [("", "", None)]:
+            raise self.where.error(self._name(key), "must hold exactly one '{}' for the subject "
+                                   f"(write '{{{{' for a literal brace), got {template!r}")
+        return template
 
     def nested(self, key: str) -> Fields:
         if not isinstance(self.obj.get(key), dict):
@@ -172,6 +200,21 @@ def _decode(data: bytes, source: str) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise RecordError(f"{source}:{line}: not UTF-8 text (byte {exc.start} is "
                           f"{data[exc.start]:#04x}); save the file as UTF-8") from None
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """A local JSON file that must hold one object (a task's side file: snippets, a vocabulary);
+    anything else is a :class:`RecordError` naming ``what``, the file and the line."""
+    try:
+        value = strict_json(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{what} {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except StrictJSONError as exc:
+        raise RecordError(f"{what} {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise RecordError(f"{what} {path}: expected a JSON object, found a "
+                          f"{type(value).__name__}")
+    return value
 
 
 def read_text(path: Path) -> str:

@@ -97,10 +97,7 @@ class MquakeTask(FileTask):
         edits = []
         for i in range(len(rewrites)):
             rewrite = Fields(rewrites[i], where, prefix=f"requested_rewrite[{i}].")
-            template, subject = rewrite.str("prompt"), rewrite.str("subject")
-            if "{}" not in template:
-                raise where.error(f"requested_rewrite[{i}].prompt",
-                                  f"has no '{{}}' for the subject: {template!r}")
+            template, subject = rewrite.subject_template("prompt"), rewrite.str("subject")
             edits.append(EditRecord(
                 uid=f"{group}-{i}", prompt=template.format(subject), subject=subject,
                 target_new=rewrite.nested("target_new").str("str"),
