@@ -371,8 +371,10 @@ class _Read(dict):
     """A raw JSON object that remembers which keys a loader read, so that a field the loader does
     not use is reported rather than silently dropped."""
 
-    def __init__(self, data: dict, path: str = "") -> None:
-        super().__init__({k: _track(v, f"{path}{k}") for k, v in data.items()})
+    def __init__(self, data: Any = (), path: str = "") -> None:
+        # ``dataclasses.asdict`` copies a dict by calling its type with (key, value) pairs: a
+        # record whose ``extra`` holds a raw object then hashes and stores like any other
+        super().__init__({k: _track(v, f"{path}{k}") for k, v in dict(data).items()})
         self.path, self.read = path, set()
 
     def __getitem__(self, key):

@@ -213,3 +213,20 @@ def test_a_prompt_longer_than_the_context_is_refused_before_the_run(tmp_path, mi
                            "--out", tmp_path / "out", "--dry-run"))
     assert "record huge: field 'prompt'" in line and "beyond the context" in line
     assert "(512 tokens)" in line
+
+
+def test_a_record_whose_extra_holds_an_object_hashes_like_any_other(tmp_path):
+    """Found by the fuzzing suite: CounterFact keeps ``relation_id`` in ``extra`` as read, and an
+    object there broke the dataset hash (dataclasses.asdict could not copy the loader's dict)."""
+    from editbench.core.records import dataset_hash
+    from editbench.core.task import TaskOptions
+    from editbench.tasks import TASKS
+
+    record = {"case_id": 1, "requested_rewrite": {
+        "prompt": "{} lives in", "subject": "Ana", "relation_id": {"id": "P1"},
+        "target_new": {"str": "Rome"}, "target_true": {"str": "Oslo"}},
+        "paraphrase_prompts": ["Ana has a house in"], "neighborhood_prompts": ["Bo lives in"]}
+    data = tmp_path / "cf.json"
+    data.write_text(json.dumps([record]))
+    loaded = TASKS["counterfact"](TaskOptions(data=str(data))).records()
+    assert len(dataset_hash(loaded)) == 16

@@ -154,3 +154,14 @@ def test_a_damaged_store_is_one_line_and_stays_as_it_was(store, case, micro_gpt2
         "--methods", "ft-m", "--edits", "2", "--batch-size", "2", "--device", "cpu",
         "--out", store))
     assert store_bytes(store) == before
+
+
+def test_train_and_export_never_write_into_a_results_folder(store):
+    before = store_bytes(store)
+    inside = store / "snapshots" / "editor"
+    assert "inside the results folder" in error_line(
+        invoke("train", "--method", "rledit", "--out", inside))
+    for uri in (f"sqlite:///{store / 'results.sqlite'}", str(store / "run-files" / "mlruns")):
+        line = error_line(invoke("export", store, "--mlflow", uri))
+        assert "--mlflow" in line
+    assert store_bytes(store) == before and not inside.exists()

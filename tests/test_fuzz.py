@@ -232,7 +232,9 @@ def test_report_and_samples_under_generated_options(tmp_path_factory):
         holds(invoke("report", store, option, value), test="report")
         assert store_bytes(store) == before and theirs.read_bytes() == mine
 
-    @given(METHOD_TEXT, NUMBER_TEXT, st.sampled_from([None, "run-a", "", "x"]), st.booleans())
+    @given(st.one_of(st.sampled_from(["strong", "weak"]), METHOD_TEXT),
+           st.one_of(st.sampled_from(["10", "40"]), NUMBER_TEXT),
+           st.sampled_from([None, "run-a", "", "x"]), st.booleans())
     def samples(method, edits, run_id, failed):
         args = ["samples", store, "--method", method, "--edits", edits]
         args += ["--run", run_id] if run_id is not None else []
