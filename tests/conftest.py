@@ -21,7 +21,7 @@ try:  # the fuzzing suite's profiles (tests/test_fuzz.py): a few examples per te
               HealthCheck.filter_too_much, HealthCheck.data_too_large]
     settings.register_profile("default", max_examples=8, deadline=None, derandomize=True,
                               suppress_health_check=_QUIET, print_blob=True)
-    settings.register_profile("long", max_examples=200, deadline=None,
+    settings.register_profile("long", max_examples=400, deadline=None,
                               suppress_health_check=_QUIET, print_blob=True)
     settings.load_profile("default")
 except ImportError:  # hypothesis is in the test extra; without it test_fuzz.py is skipped

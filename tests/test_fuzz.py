@@ -416,8 +416,10 @@ def test_a_damaged_store_is_read_or_refused_and_left_as_it_is(tmp_path_factory):
         for kind, what in damages:
             _damage(store, kind, what)
         before = store_bytes(store)
-        holds(invoke("report", store), success="# editbench leaderboard", test="store")
-        holds(invoke("samples", store, "--method", "strong", "--edits", "10"), test="store")
+        holds(invoke("report", store), success="# editbench leaderboard",
+              test="store (report)")
+        holds(invoke("samples", store, "--method", "strong", "--edits", "10"),
+              test="store (samples)")
         try:
             reader = load_results(store)
             try:
@@ -431,4 +433,5 @@ def test_a_damaged_store_is_read_or_refused_and_left_as_it_is(tmp_path_factory):
         assert store_bytes(store) == before
 
     check()
-    report_tally("store")
+    report_tally("store (report)")
+    report_tally("store (samples)")
