@@ -108,6 +108,7 @@ class StoreError(RuntimeError):
 
 
 _COLUMNS: dict[str, dict[str, str]] = {}
+_NULLABLE: set[str] = set()
 
 
 def schema_columns() -> dict[str, dict[str, str]]:
@@ -118,8 +119,9 @@ def schema_columns() -> dict[str, dict[str, str]]:
         try:
             conn.executescript(SCHEMA)
             for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"):
-                _COLUMNS[table] = {row[1]: row[2] for row in
-                                   conn.execute(f"PRAGMA table_info({table})")}
+                info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+                _COLUMNS[table] = {row[1]: row[2] for row in info}
+                _NULLABLE.update(row[1] for row in info if not row[3] and not row[5])
         finally:
             conn.close()
     return _COLUMNS
@@ -128,6 +130,9 @@ def schema_columns() -> dict[str, dict[str, str]]:
 #: the tables every store has had; a later one may be absent from an older store (its readers
 #: then find it empty)
 _FIRST_TABLES = ("meta", "runs", "cells", "checkpoints", "scores", "timings")
+#: columns that are never empty in any table that has them: an empty one read back means a
+#: damaged file (SQLite does not notice every truncation)
+_NOT_NULL = {name for columns in schema_columns().values() for name in columns} - _NULLABLE
 #: tables with a row per scored prompt: their number columns are checked as they are read
 _LARGE_TABLES = ("scores", "samples", "sample_prompts", "base_predictions")
 #: columns that hold numbers in every table that has them (a damaged store may hold text there)
@@ -607,6 +612,10 @@ class ResultsStore:
         a :class:`StoreError` naming it, not a wrong mean or a TypeError later."""
         frame = pd.read_sql_query(sql, self.conn, params=params)
         for column in frame.columns:
+            if column in _NOT_NULL and frame[column].isna().any():
+                raise StoreError(f"{self.path} is damaged: column {column!r} is empty where a "
+                                 "value belongs (a truncated or overwritten file); restore the "
+                                 "store from a copy")
             if column in _NUMERIC and not pd.api.types.is_numeric_dtype(frame[column]):
                 numbers = pd.to_numeric(frame[column], errors="coerce")
                 bad = frame[column][numbers.isna() & frame[column].notna()]

@@ -110,7 +110,10 @@ class MquakeTask(FileTask):
         edited = {e.prompt for e in edits}
         chain: dict[str, str] = {}
         for name in ("single_hops", "new_single_hops"):
-            for index in range(len(fields.obj.get(name) or [])):
+            hops = fields.obj.get(name)
+            if hops is not None and not isinstance(hops, list):
+                raise where.error(name, f"must be a list of hops, got {type(hops).__name__}")
+            for index in range(len(hops or [])):
                 cloze, answer = _hop(fields, name, index)
                 if cloze not in edited:
                     chain.setdefault(cloze, answer)
