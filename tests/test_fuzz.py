@@ -47,6 +47,13 @@ def report_tally(test: str) -> None:
     print(f"\nfuzz {test}: {sum(counts.values())} examples ({counts})")
 
 
+@pytest.fixture(autouse=True)
+def _in_a_scratch_folder(tmp_path, monkeypatch):
+    """Generated paths may be relative ("-" as a folder of pages): they land here, never in the
+    checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def holds(result, *, success: str | None = None, test: str = "") -> str:
     """The property: exit 0 (with ``success`` in the output where given), or one ``Error:`` line
     and no traceback; returns the output."""
