@@ -200,6 +200,13 @@ class Trainable(Protocol):
     def fit(self, folder: Path, records: Sequence[EditRecord]) -> None: ...
 
 
+class MethodSetupError(ValueError):
+    """What a method was handed cannot serve it: a trained editor's folder that holds none or
+    belongs to another model or setting, key statistics or a projection file that are missing or
+    not what they claim, a corpus that cannot be read. The runner records the method as failed
+    with this one line and goes on; the traceback is shown only with ``--debug``."""
+
+
 def is_trainable(cls: type[EditMethod]) -> bool:
     return issubclass(cls, Trainable)
 

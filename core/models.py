@@ -197,6 +197,17 @@ def load_model(
         )
     except (OSError, ValueError) as exc:
         raise _load_error(source, "model", exc) from exc
+    except Exception as exc:  # a damaged or inconsistent checkpoint; memory stays an OOM error
+        if isinstance(exc, MemoryError) or "out of memory" in str(exc):
+            raise
+        if "mismatched_sizes" in str(exc) or "size mismatch" in str(exc):
+            raise ModelLoadError(f"--model {source!r}: its config.json disagrees with its weights "
+                                 "(tensor shapes differ); save the model again with "
+                                 "save_pretrained, or fix config.json") from exc
+        if type(exc).__name__ == "SafetensorError":
+            raise ModelLoadError(f"--model {source!r}: a weights file is damaged or truncated "
+                                 f"({_first_line(exc)}); copy or download it again") from exc
+        raise
     if not device_map:
         model.to(device)
     model.eval()

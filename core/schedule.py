@@ -23,17 +23,18 @@ def default_ladder(edits: int, batch_size: int) -> tuple[int, ...]:
     return tuple(sorted(set(ladder))) + (edits,)
 
 
-def checkpoint_ladder(chosen: Sequence[int], edits: int, batch_size: int) -> tuple[int, ...]:
-    """The edit counts at which a run is scored: ``chosen`` (``--checkpoints``), always ending at
-    ``edits``; none chosen: the 1-2-5 ladder."""
+def checkpoint_ladder(chosen: Sequence[int], edits: int, batch_size: int,
+                      option: str = "--checkpoints") -> tuple[int, ...]:
+    """The edit counts at which a run is scored: ``chosen`` (``--checkpoints``, or the setting
+    ``option`` names), always ending at ``edits``; none chosen: the 1-2-5 ladder."""
     if not chosen:
         return default_ladder(edits, batch_size)
     values = sorted(set(chosen))
     text = ",".join(map(str, chosen))
     if values[0] < 1:
-        raise ValueError(f"--checkpoints {text!r}: edit counts must be positive")
+        raise ValueError(f"{option} {text!r}: edit counts must be positive")
     if values[-1] > edits:
-        raise ValueError(f"--checkpoints {text!r}: {values[-1]} is beyond --edits {edits}")
+        raise ValueError(f"{option} {text!r}: {values[-1]} is beyond --edits {edits}")
     if values[-1] != edits:
         values.append(edits)
     return tuple(values)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -33,6 +34,21 @@ class SnapshotError(RuntimeError):
     the file and says how to start the method over."""
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``safetensors``' ``save_file``, whose failure to write (a full disk, a file-size limit)
+    comes as a ``SafetensorError`` naming no file: as the ``OSError`` it is, with the file, so it
+    is explained in one line like any other full disk (``cli/group.py``) and the run stops there
+    rather than failing method after method."""
+    try:
+        save_file(tensors, path)
+    except SafetensorError as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
 def snapshot_dir(root: Path, n_edits: int) -> Path:
     return root / f"edits-{n_edits:09d}"
 
@@ -49,11 +65,11 @@ def save_snapshot(root: Path, n_edits: int, model: nn.Module, parameter_names: l
     tmp = staging_dir(final)
     weights = {name: model.get_parameter(name).detach().to("cpu").contiguous()
                for name in parameter_names}
-    save_file(weights, tmp / "weights.safetensors")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in method_state.items()},
-              tmp / "state.safetensors")
-    save_file({"torch": torch.get_rng_state(), "generator": generator.get_state()},
-              tmp / "rng.safetensors")
+    save_tensors(weights, tmp / "weights.safetensors")
+    save_tensors({k: v.detach().to("cpu").contiguous() for k, v in method_state.items()},
+                 tmp / "state.safetensors")
+    save_tensors({"torch": torch.get_rng_state(), "generator": generator.get_state()},
+                 tmp / "rng.safetensors")
     (tmp / "meta.json").write_text(json.dumps({"n_edits": n_edits, "parameters": parameter_names}))
     checksums = {}
     for name in FILES:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import string
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -42,6 +43,10 @@ class Where:
                 else f"{self.source}: record {self.index}")
 
     def error(self, field_name: str, problem: str) -> RecordError:
+        """The error for one field; a problem that quotes a huge value is cut to one line's worth
+        (a 9.6 MB prompt once made a 9.6 MB error)."""
+        if len(problem) > 300:
+            problem = problem[:300] + f"… ({len(problem):,} characters)"
         return RecordError(f"{self}: field {field_name!r}: {problem}")
 
 
@@ -85,6 +90,29 @@ class Fields:
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise self.where.error(self._name(key), "must be a list of non-empty strings")
         return value
+
+    def first_str(self, *keys: str, allow_str: bool = False) -> str:
+        """The first of a list of strings (or of a lone string where ``allow_str``); an empty list
+        is an error naming the field, not an IndexError later."""
+        values = self.str_list(*keys, allow_str=allow_str)
+        if not values:
+            raise self.where.error(self._name(self.first_present(*keys)),
+                                   "must hold at least one string, got an empty list")
+        return values[0]
+
+    def subject_template(self, key: str) -> str:
+        """A prompt template with exactly one ``{}`` for the subject (``{{`` for a literal
+        brace): two slots, a named one or a lone brace would fail or fill wrongly later."""
+        template = self.str(key)
+        try:
+            slots = [(name, spec, conversion) for _, name, spec, conversion
+                     in string.Formatter().parse(template) if name is not None]
+        except ValueError:
+            slots = None
+        if slots != [("", "", None)]:
+            raise self.where.error(self._name(key), "must hold exactly one '{}' for the subject "
+                                   f"(write '{{{{' for a literal brace), got {template!r}")
+        return template
 
     def nested(self, key: str) -> Fields:
         if not isinstance(self.obj.get(key), dict):
@@ -174,6 +202,21 @@ def _decode(data: bytes, source: str) -> str:
                           f"{data[exc.start]:#04x}); save the file as UTF-8") from None
 
 
+def read_json_object(path: Path, what: str) -> dict:
+    """A local JSON file that must hold one object (a task's side file: snippets, a vocabulary);
+    anything else is a :class:`RecordError` naming ``what``, the file and the line."""
+    try:
+        value = strict_json(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{what} {path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except StrictJSONError as exc:
+        raise RecordError(f"{what} {path}: {exc}") from None
+    if not isinstance(value, dict):
+        raise RecordError(f"{what} {path}: expected a JSON object, found a "
+                          f"{type(value).__name__}")
+    return value
+
+
 def read_text(path: Path) -> str:
     """A local text file as UTF-8, with an error naming the file, line and byte where it is not."""
     return _decode(path.read_bytes(), str(path))
@@ -193,6 +236,58 @@ class RawRecords:
         return Where(self.source, index)
 
 
+class StrictJSONError(ValueError):
+    """JSON that parses but would be read wrong: a key given twice (the last would win
+    silently), NaN or Infinity (no JSON number; they break scores, hashes and the store), or a
+    lone surrogate escape (text no encoder can write)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise StrictJSONError(f"the key {key!r} appears twice in one object")
+        found[key] = value
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise StrictJSONError(f"{name} is not a JSON number; write a number or null")
+
+
+def _surrogate_at(value: Any, path: str = "") -> str | None:
+    """The field (``a.b[2]``) of the first string in ``value`` with a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "the value"
+        return None
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        where = (f"{path}.{key}" if path else str(key)) if isinstance(value, dict) \
+            else f"{path}[{key}]"
+        if isinstance(value, dict) and _surrogate_at(key) is not None:
+            return where + " (its name)"
+        found = _surrogate_at(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` that refuses what :class:`StrictJSONError` describes, naming the key or
+    field; a syntax error stays a ``json.JSONDecodeError``."""
+    value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    if "\\u" in text:  # only an escape can make a lone surrogate out of UTF-8 text
+        field_name = _surrogate_at(value)
+        if field_name is not None:
+            raise StrictJSONError(f"field {field_name!r} holds a lone surrogate escape (\\udXXX "
+                                  "without its pair), which is not text")
+    return value
+
+
 def parse_records(data: bytes, source: str) -> RawRecords:
     """A JSON list, or JSON Lines (one object per line), told apart by content rather than
     extension. A byte-order mark is accepted in both; text that is not UTF-8 is an error naming
@@ -200,19 +295,23 @@ def parse_records(data: bytes, source: str) -> RawRecords:
     text = _decode(data, source)
     if text.lstrip().startswith("["):
         try:
-            parsed = json.loads(text)
+            parsed = strict_json(text)
         except json.JSONDecodeError as exc:
             raise RecordError(f"{source}: not valid JSON: {exc.msg} "
                               f"(line {exc.lineno}, column {exc.colno})") from None
+        except StrictJSONError as exc:
+            raise RecordError(f"{source}: {exc}") from None
         return RawRecords(source, parsed)
     items, lines = [], []
     for line_no, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
-                items.append(json.loads(line))
+                items.append(strict_json(line))
             except json.JSONDecodeError as exc:
                 raise RecordError(f"{source}:{line_no}: not valid JSON: {exc.msg} "
                                   f"(column {exc.colno})") from None
+            except StrictJSONError as exc:
+                raise RecordError(f"{source}:{line_no}: {exc}") from None
             lines.append(line_no)
     if not items and text.strip():
         raise RecordError(f"{source}: neither a JSON list nor JSON Lines")
@@ -272,8 +371,10 @@ class _Read(dict):
     """A raw JSON object that remembers which keys a loader read, so that a field the loader does
     not use is reported rather than silently dropped."""
 
-    def __init__(self, data: dict, path: str = "") -> None:
-        super().__init__({k: _track(v, f"{path}{k}") for k, v in data.items()})
+    def __init__(self, data: Any = (), path: str = "") -> None:
+        # ``dataclasses.asdict`` copies a dict by calling its type with (key, value) pairs: a
+        # record whose ``extra`` holds a raw object then hashes and stores like any other
+        super().__init__({k: _track(v, f"{path}{k}") for k, v in dict(data).items()})
         self.path, self.read = path, set()
 
     def __getitem__(self, key):

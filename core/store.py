@@ -110,6 +110,40 @@ class StoreError(RuntimeError):
     """The store cannot be opened, read or written; the message names the file and what to do."""
 
 
+_COLUMNS: dict[str, dict[str, str]] = {}
+_NULLABLE: set[str] = set()
+
+
+def schema_columns() -> dict[str, dict[str, str]]:
+    """Each table of ``SCHEMA`` with its columns and their declared types, read from an empty
+    database made from it (so the check below cannot drift from the schema)."""
+    if not _COLUMNS:
+        conn = sqlite3.connect(":memory:")
+        try:
+            conn.executescript(SCHEMA)
+            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+                info = conn.execute(f"PRAGMA table_info({table})").fetchall()
+                _COLUMNS[table] = {row[1]: row[2] for row in info}
+                _NULLABLE.update(row[1] for row in info if not row[3] and not row[5])
+        finally:
+            conn.close()
+    return _COLUMNS
+
+
+#: the tables every store has had; a later one may be absent from an older store (its readers
+#: then find it empty)
+_FIRST_TABLES = ("meta", "runs", "cells", "checkpoints", "scores", "timings")
+#: columns that are never empty in any table that has them: an empty one read back means a
+#: damaged file (SQLite does not notice every truncation)
+_NOT_NULL = {name for columns in schema_columns().values() for name in columns} - _NULLABLE
+#: tables with a row per scored prompt: their number columns are checked as they are read
+_LARGE_TABLES = ("scores", "samples", "sample_prompts", "base_predictions")
+#: columns that hold numbers in every table that has them (a damaged store may hold text there)
+_NUMERIC = {name for table in ("checkpoints", "scores", "timings", "capability", "edit_batches",
+                               "metrics", "samples", "sample_prompts")
+            for name, kind in schema_columns()[table].items() if kind in ("INTEGER", "REAL")}
+
+
 def describe_sqlite_error(path: Path, exc: sqlite3.Error, reading: bool = False) -> str:
     """One line for a person: which store, what went wrong, what would work."""
     text = str(exc)
@@ -191,6 +225,8 @@ class ResultsStore:
             self.close()
             raise StoreError(f"{self.path} has schema version {self.version}; "
                              f"this editbench reads versions 1 to {SCHEMA_VERSION}")
+        if not create:
+            self._check_tables()
 
     def _open_writer(self) -> sqlite3.Connection:
         self._resources.enter_context(hold_store(self.folder))
@@ -199,6 +235,9 @@ class ResultsStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         self.conn = conn
+        if self._version() is not None:  # an existing store: damage is refused, never papered over
+            self.version = self._version()
+            self._check_tables(every_row=True)
         self._migrate()
         try:  # one transaction: a new store appears whole (and costs its WAL a few pages, not a
             # few per table)
@@ -244,6 +283,47 @@ class ResultsStore:
             return None
         found = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         return int(found[0]) if found else None
+
+    def _check_tables(self, every_row: bool = False) -> None:
+        """Refuse a store that lost a table or a column, or holds text where a number belongs
+        (edited or damaged outside editbench): read as it is, a dropped ``scores`` table would
+        report a finished run with no scores, and a writer would recreate it empty and call the
+        run done. A reader checks the rows of the large tables as it reads them (``_frame``); a
+        writer, about to add to them, checks them all first (a second or two per 10M rows)."""
+        tables = {name: {row[1] for row in self.conn.execute(f"PRAGMA table_info('{name}')")}
+                  for (name,) in self.conn.execute(
+                      "SELECT name FROM sqlite_master WHERE type='table'")}
+        for table, columns in schema_columns().items():
+            if table not in tables:
+                if table in _FIRST_TABLES:
+                    raise StoreError(f"{self.path} is damaged: its table {table!r} is missing; "
+                                     "restore the store from a copy, or use another --out")
+                continue
+            expected = set(columns)
+            if table == "capability" and self.version == 1:
+                expected = expected - {"name"} | {"probe"}
+            missing = sorted(expected - tables[table])
+            if missing:
+                raise StoreError(f"{self.path} is damaged: table {table!r} lacks the column "
+                                 f"{missing[0]!r}; restore the store from a copy, or use "
+                                 "another --out")
+            if table == "runs" and every_row:  # the JSON every reader parses (runs())
+                for run_id, *texts in self.conn.execute(
+                        "SELECT run_id, config, versions, baseline FROM runs"):
+                    for column, text in zip(("config", "versions", "baseline"), texts):
+                        self._json(text, run_id, column)
+            if table in _LARGE_TABLES and not every_row:
+                continue
+            for column, kind in columns.items():
+                if kind not in ("INTEGER", "REAL") or column not in tables[table]:
+                    continue
+                found = self.conn.execute(
+                    f"SELECT {column} FROM {table} WHERE typeof({column}) NOT IN "
+                    "('integer', 'real', 'null') LIMIT 1").fetchone()
+                if found is not None:
+                    raise StoreError(f"{self.path} is damaged: {table}.{column} holds "
+                                     f"{str(found[0])[:40]!r} where a number belongs; restore "
+                                     "the store from a copy, or use another --out")
 
     def _has_table(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
@@ -563,12 +643,43 @@ class ResultsStore:
 
     # -- reading ------------------------------------------------------------------------------
     def _frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
-        return pd.read_sql_query(sql, self.conn, params=params)
+        """A query's rows; a number column that holds text (a store changed outside editbench) is
+        a :class:`StoreError` naming it, not a wrong mean or a TypeError later."""
+        frame = pd.read_sql_query(sql, self.conn, params=params)
+        for column in frame.columns:
+            if column in _NOT_NULL and frame[column].isna().any():
+                raise StoreError(f"{self.path} is damaged: column {column!r} is empty where a "
+                                 "value belongs (a truncated or overwritten file); restore the "
+                                 "store from a copy")
+            if column in _NUMERIC and not pd.api.types.is_numeric_dtype(frame[column]):
+                numbers = pd.to_numeric(frame[column], errors="coerce")
+                bad = frame[column][numbers.isna() & frame[column].notna()]
+                if not bad.empty:
+                    raise StoreError(f"{self.path} is damaged: column {column!r} holds "
+                                     f"{str(bad.iloc[0])[:40]!r} where a number belongs; restore "
+                                     "the store from a copy")
+                frame[column] = numbers
+        return frame
+
+    def _json(self, text: Any, run_id: str, column: str) -> dict:
+        """A stored JSON column; empty where it is unset (a run that failed before its baseline
+        has none)."""
+        if not isinstance(text, str) or not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise StoreError(f"{self.path} is damaged: run {run_id}'s {column} is not a JSON "
+                             "object; restore the store from a copy")
+        return value
 
     def runs(self) -> pd.DataFrame:
         frame = self._frame("SELECT * FROM runs ORDER BY created")
         for column in ("config", "versions", "baseline"):
-            frame[column] = frame[column].map(lambda v: json.loads(v) if v else {})
+            frame[column] = [self._json(v, r, column) for v, r in zip(frame[column],
+                                                                       frame["run_id"])]
         return frame
 
     def sessions(self) -> pd.DataFrame:

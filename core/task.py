@@ -47,6 +47,9 @@ class Task(ABC):
     #: what each named locality set of the task's records holds (``EditRecord.locality``), for the
     #: catalogue's descriptions of ``locality_<set>_agree``/``_acc``
     locality_descriptions: ClassVar[dict[str, str]] = {}
+    #: whether the task reads ``--data`` (a task that makes its records, as pocket does, would
+    #: otherwise ignore the file silently)
+    reads_data: ClassVar[bool] = False
 
     def __init__(self, options: TaskOptions, config: TaskConfig | None = None) -> None:
         self.options = options

@@ -51,10 +51,17 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
     them such as leaderboard/submissions) as a leaderboard with plots.
 
     With no output option, prints the Markdown leaderboard."""
+    from ..core.outputs import check_output_file, check_pages_folder
     from .leaderboard import build_boards
     from .site import write_pages
     from .tables import csv_text, latex, markdown
 
+    # every output is checked before anything is read or written (core/outputs.py)
+    if html is not None:
+        check_pages_folder(html, "--html")
+    for path, option, fmt in ((md, "--md", "md"), (tex, "--latex", "latex"), (csv, "--csv", "csv")):
+        if path is not None and str(path) != "-":
+            check_output_file(path, option, fmt)
     found = _collect(results)
     boards = build_boards(found, seed=seed)
     if html is not None:
@@ -83,8 +90,10 @@ def publish(results: tuple[Path, ...], site: Path, seed: int) -> None:
     them such as leaderboard/submissions; each is validated first): index = leaderboard, a page
     per task and per run with its provenance, plots, and leaderboard.json; ready for GitHub
     Pages."""
+    from ..core.outputs import check_pages_folder
     from .site import write_pages
 
+    check_pages_folder(site, "--site")
     pages = write_pages(_collect(results), site, site=True, seed=seed)
     click.echo(f"site: {site / 'index.html'} ({len(pages)} pages)")
 

@@ -136,8 +136,16 @@ def mlflow_tracking_uri(uri: str) -> str:
     """A folder (``./mlruns``) or ``file:`` URI is MLflow's file store, which MLflow 3 keeps only
     when asked (``MLFLOW_ALLOW_FILE_STORE``): naming a folder asks for it. Other URIs (a server,
     ``sqlite:///mlflow.db``, Databricks) pass unchanged."""
+    from ..core.outputs import check_work_folder
+
+    if uri.startswith("sqlite:///"):  # MLflow's own database must not be a results store
+        check_work_folder(Path(uri.removeprefix("sqlite:///")).parent, "--mlflow")
+        if Path(uri.removeprefix("sqlite:///")).name == "results.sqlite":
+            raise ValueError(f"--mlflow {uri}: that is a results store's name; choose another "
+                             "database file")
     if ":" in uri and not uri.startswith("file:") and not Path(uri).drive:
         return uri
+    check_work_folder(Path(uri.removeprefix("file:")), "--mlflow")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return uri if uri.startswith("file:") else Path(uri).resolve().as_uri()
 

@@ -29,6 +29,13 @@ def md_escape(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
+def md_code(text: object) -> str:
+    """Text for a Markdown code span: a backtick would close the span and a newline end it (a
+    CommonMark renderer then reads what follows as Markdown, raw HTML included), so backticks
+    become quotes and every run of whitespace one space."""
+    return " ".join(str(text).replace("`", "'").split())
+
+
 def tex_escape(text: object) -> str:
     return "".join(_TEX_SPECIAL.get(ch, ch) for ch in " ".join(str(text).split()))
 
@@ -69,7 +76,8 @@ def text_environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=False,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
-    env.filters.update(md=md_escape, tex=tex_escape, md_cell=md_cell, tex_cell=tex_cell)
+    env.filters.update(md=md_escape, md_code=md_code, tex=tex_escape, md_cell=md_cell,
+                       tex_cell=tex_cell)
     return env
 
 

@@ -31,14 +31,13 @@ samples up to 100 tokens including the prompt with top-k 5 from every generation
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.metrics import TfIdf, ngram_entropy, prefers
 from ..core.probe import GenerationSettings
 from ..core.records import EditRecord, Metric, Neighbour, ScoreRow, ScoringPair
-from ..core.sources import Fields, Where, local_file, read_text
+from ..core.sources import Fields, Where, local_file, read_json_object
 from ..core.task import TASKS
 from .filetask import FileTask, FileTaskConfig
 from .knowedit import parse_knowedit
@@ -99,10 +98,7 @@ class CounterFactTask(FileTask):
 
     def _parse_rome(self, fields: Fields, obj, where: Where) -> EditRecord:
         rewrite = fields.nested("requested_rewrite")
-        template, subject = rewrite.str("prompt"), rewrite.str("subject")
-        if "{}" not in template:
-            raise where.error("requested_rewrite.prompt",
-                              f"has no '{{}}' for the subject: {template!r}")
+        template, subject = rewrite.subject_template("prompt"), rewrite.str("subject")
         target_true = rewrite.nested("target_true").str("str")
         return EditRecord(
             uid=self._uid(obj, where),
@@ -220,7 +216,7 @@ class CounterFactTask(FileTask):
             return None
         if "snippets" not in self._loaded:
             path = self._local(config.snippets)
-            self._loaded["snippets"] = json.loads(read_text(path))
+            self._loaded["snippets"] = read_json_object(path, "--param counterfact.snippets")
         return self._loaded["snippets"]
 
     def _tfidf_space(self) -> TfIdf:
@@ -239,7 +235,8 @@ class CounterFactTask(FileTask):
         import numpy as np
 
         base = source.rstrip("/")
-        vocab = json.loads(read_text(self._local(f"{base}/tfidf_vocab.json")))
+        vocab = read_json_object(self._local(f"{base}/tfidf_vocab.json"),
+                                 "--param counterfact.idf")
         idf = np.load(self._local(f"{base}/idf.npy"), allow_pickle=False)
         if not isinstance(vocab, dict) or len(vocab) != len(idf):
             raise ValueError(f"{source}: tfidf_vocab.json and idf.npy do not match "

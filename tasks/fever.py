@@ -32,7 +32,7 @@ class FeverTask(FileTask):
         fields = Fields(obj, where)
         prompt = fields.str("prompt", "input", "src")
         if fields.has("alternatives"):
-            target_new = fields.str_list("alternatives")[0]
+            target_new = fields.first_str("alternatives")
         else:
             target_new = fields.str("alt", "target_new")
         paraphrase_key = next((k for k in ("equiv_prompt", "filtered_rephrases", "rephrase")

@@ -41,6 +41,7 @@ class FileTask(Task):
     Config = FileTaskConfig
     #: where real users get the evaluation file when they pass no --data (None: --data is required)
     default_data: ClassVar[str | None] = None
+    reads_data = True
 
     def __init__(self, options, config=None) -> None:
         super().__init__(options, config)

@@ -97,10 +97,7 @@ class MquakeTask(FileTask):
         edits = []
         for i in range(len(rewrites)):
             rewrite = Fields(rewrites[i], where, prefix=f"requested_rewrite[{i}].")
-            template, subject = rewrite.str("prompt"), rewrite.str("subject")
-            if "{}" not in template:
-                raise where.error(f"requested_rewrite[{i}].prompt",
-                                  f"has no '{{}}' for the subject: {template!r}")
+            template, subject = rewrite.subject_template("prompt"), rewrite.str("subject")
             edits.append(EditRecord(
                 uid=f"{group}-{i}", prompt=template.format(subject), subject=subject,
                 target_new=rewrite.nested("target_new").str("str"),
@@ -113,7 +110,10 @@ class MquakeTask(FileTask):
         edited = {e.prompt for e in edits}
         chain: dict[str, str] = {}
         for name in ("single_hops", "new_single_hops"):
-            for index in range(len(fields.obj.get(name) or [])):
+            hops = fields.obj.get(name)
+            if hops is not None and not isinstance(hops, list):
+                raise where.error(name, f"must be a list of hops, got {type(hops).__name__}")
+            for index in range(len(hops or [])):
                 cloze, answer = _hop(fields, name, index)
                 if cloze not in edited:
                     chain.setdefault(cloze, answer)

@@ -51,7 +51,7 @@ class ZsreTask(FileTask):
         fields = Fields(obj, where)
         if self.config.target == "answers":
             # ROME/MEMIT: the true answer is the edit, and there is no other
-            target_new, target_true = fields.str_list("answers", allow_str=True)[0], None
+            target_new, target_true = fields.first_str("answers", allow_str=True), None
         else:
             answers = fields.str_list("answers", allow_str=True) if fields.has("answers") else []
             target_new, target_true = fields.str("alt", "ans"), (answers[0] if answers else None)

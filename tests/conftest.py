@@ -12,6 +12,20 @@ import torch
 os.environ.setdefault("EDITBENCH_NO_PROGRESS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+try:  # the fuzzing suite's profiles (tests/test_fuzz.py): a few examples per test by default,
+    # the same ones every run; `pytest --hypothesis-profile long` for a long random search
+    from hypothesis import HealthCheck, settings
+
+    _QUIET = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+              HealthCheck.filter_too_much, HealthCheck.data_too_large]
+    settings.register_profile("default", max_examples=8, deadline=None, derandomize=True,
+                              suppress_health_check=_QUIET, print_blob=True)
+    settings.register_profile("long", max_examples=400, deadline=None,
+                              suppress_health_check=_QUIET, print_blob=True)
+    settings.load_profile("default")
+except ImportError:  # hypothesis is in the test extra; without it test_fuzz.py is skipped
+    pass
 TINY_WORLD = {"n_entities": 20}
 
 

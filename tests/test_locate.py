@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import tiny_world
 
+from editbench.core.method import MethodSetupError
 from editbench.core.models import ModelLayout, load_model
 from editbench.core.records import EditRecord
 from editbench.methods import EditContext
@@ -184,5 +185,5 @@ def test_hub_corpus_without_datasets_says_what_to_do(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
     corpus = resolve_corpus("hub", "Salesforce/wikitext:wikitext-103-raw-v1", None)
-    with pytest.raises(RuntimeError, match="stats_corpus=PATH"):
+    with pytest.raises(MethodSetupError, match="stats_corpus=PATH"):
         corpus.take(10)

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 from test_hypernet import make_context
 
+from editbench.core.method import MethodSetupError
 from editbench.core.records import EditRecord, check_disjoint
 from editbench.harness.cli.group import main
 from editbench.harness.plan.resolve import resolve
@@ -100,7 +101,7 @@ def test_loading_checks_method_and_architecture(micro_llama, tmp_path):
         load_editor(MALMEN(MALMENConfig(**{**FAST, "rank": 4}), make_context(micro_llama)), folder)
     with pytest.raises(ValueError, match="holds a malmen editor"):
         load_editor(RLEdit(RLEditConfig(**FAST), make_context(micro_llama)), folder)
-    with pytest.raises(FileNotFoundError, match="no trained editor"):
+    with pytest.raises(MethodSetupError, match="no trained editor"):
         load_editor(fresh, tmp_path / "nothing")
 
 

@@ -13,6 +13,7 @@ from ...core.cache import atomic_write_bytes
 from ...core.configs import parse_overrides
 from ...core.micro import MicroModel, build_micro_model
 from ..checks.bench import default_task, edit_throughput, generation_cost, scoring_throughput
+from .values import COUNTS, NAMES
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -30,44 +31,47 @@ def print_throughput(rows: list[dict]) -> None:
 
 
 @click.command()
-@click.option("--methods", default=None, metavar="A,B",
+@click.option("--methods", type=NAMES, default=None, metavar="A,B",
               help="Methods to measure; default: every registered method.")
-@click.option("--sizes", default="100,1000,5000,20000", show_default=True,
+@click.option("--sizes", type=COUNTS, default="100,1000,5000,20000", show_default=True,
               help="Edit counts to report.")
-@click.option("--batch-size", type=int, default=100, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True,
               help="Edits applied per batch.")
-@click.option("--eval-sample", type=int, default=50, show_default=True,
+@click.option("--eval-sample", type=click.IntRange(min=2), default=50, show_default=True,
               help="Edits scored at each size.")
-@click.option("--pairs", type=int, default=2000, show_default=True,
+@click.option("--pairs", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Pairs for the scoring-throughput test.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Scoring timings are the best of this many.")
-@click.option("--gen-edits", type=int, default=200, show_default=True,
+@click.option("--gen-edits", type=click.IntRange(min=1), default=200, show_default=True,
               help="Edits for the cost of generated against teacher-forced evaluation.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
               help="Method settings, as for run.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-bench"),
               show_default=True)
-def bench(methods: str | None, sizes: str, batch_size: int, eval_sample: int, pairs: int,
-          repeats: int, gen_edits: int, device: str, params: tuple[str, ...], out: Path) -> None:
+def bench(methods: tuple[str, ...] | None, sizes: tuple[int, ...], batch_size: int,
+          eval_sample: int, pairs: int, repeats: int, gen_edits: int, device: str,
+          params: tuple[str, ...], out: Path) -> None:
     """Measure editbench's own speed and memory (prints tables, writes OUT/bench.json and
     OUT/bench.png)."""
     import torch
 
     from ...core.models import resolve_device
+    from ...core.outputs import check_work_folder
     from ...core.timing import device_name
+    from ...methods import METHODS
     from ...reports.plots import bench_plots
     from ..plan.resolve import default_methods
 
-    try:
-        size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
-        method_list = tuple(m for m in (methods or "").split(",") if m) or default_methods()
-        overrides = parse_overrides(params)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    out.mkdir(parents=True, exist_ok=True)
+    size_list = sizes
+    method_list = methods or default_methods()
+    overrides = parse_overrides(params)
+    for name in method_list:  # KeyError lists the registered methods, before minutes of scoring
+        METHODS[name]
+    check_work_folder(out, "--out")
     resolved = resolve_device(device)
+    out.mkdir(parents=True, exist_ok=True)
     model_path = build_micro_model(out / "micro-model", default_task(0).corpus() or [],
                                    MicroModel())
     scoring = scoring_throughput(model_path, resolved, pairs, repeats)

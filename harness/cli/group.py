@@ -141,11 +141,16 @@ class EditbenchGroup(click.Group):
             raise click.ClickException(message) from None
 
 
+#: torch ends in a segmentation fault when asked for tens of thousands of threads (99,999 did on
+#: 2 cores, 2026-12-05; 4,096 ran)
+MAX_THREADS = 1024
+
+
 @click.group(cls=EditbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 @click.option("--debug", is_flag=True,
               help="Log debug messages and show the full traceback of any error.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="CPU threads for torch, stored with each run (default: OMP_NUM_THREADS if set, "
                    "else one for a model under 0.5M parameters on the CPU, else torch's own "
                    "choice: one per core). Scores move slightly with it (README, 'Same numbers on "

@@ -11,38 +11,40 @@ from __future__ import annotations
 import click
 
 from ...core.configs import DTYPE_CHOICES
+from .values import COUNTS, NAMES, POSITIVE
 
 
 @click.command()
 @click.option("--model", required=True,
               help="Hub name, local folder or config.json of the model to edit.")
-@click.option("--methods", default=None, metavar="A,B",
+@click.option("--methods", type=NAMES, default=None, metavar="A,B",
               help="Methods (NAME or NAME@PRESET); default: every method.")
-@click.option("--edits", type=int, default=20000, show_default=True)
-@click.option("--batch-size", type=int, default=100, show_default=True)
-@click.option("--checkpoints", default=None, metavar="N,N,...",
+@click.option("--edits", type=click.IntRange(min=1), default=20000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--checkpoints", type=COUNTS, default=None, metavar="N,N,...",
               help="As for run; default: the 1-2-5 ladder.")
-@click.option("--eval-sample", type=int, default=1000, show_default=True,
+@click.option("--eval-sample", type=click.IntRange(min=2), default=1000, show_default=True,
               help="Edits scored at each checkpoint.")
 @click.option("--dtype", default="bfloat16", show_default=True, type=click.Choice(DTYPE_CHOICES))
-@click.option("--device-memory", type=float, default=80.0, show_default=True,
+@click.option("--device-memory", type=POSITIVE, default=80.0, show_default=True,
               help="GiB on the device.")
-@click.option("--tflops", type=float, default=400.0, show_default=True,
+@click.option("--tflops", type=POSITIVE, default=400.0, show_default=True,
               help="Sustained TFLOP/s of the device (400: about 40% of an H100's dense bf16 peak).")
-@click.option("--tokens-per-record", type=int, default=None,
+@click.option("--tokens-per-record", type=click.IntRange(min=1), default=None,
               help="Prompt and answer tokens of a record (default: the plan's records', by the "
                    "model's tokenizer, or about one per four characters for a bare config).")
-@click.option("--pairs-per-record", type=int, default=None,
+@click.option("--pairs-per-record", type=click.IntRange(min=1), default=None,
               help="Pairs scored per evaluated edit (default: the plan's records': the edit, its "
                    "paraphrases, its neighbours).")
-@click.option("--train-records", type=int, default=10000, show_default=True,
+@click.option("--train-records", type=click.IntRange(min=1), default=10000, show_default=True,
               help="Records the trained editors learn from (their max_train_records caps it).")
 @click.option("--gen-eval", default="on", show_default=True, type=click.Choice(["on", "off"]))
 @click.option("--master-copy/--no-master-copy", default=True, show_default=True)
 @click.option("--param", "params", multiple=True, metavar="NAME.FIELD=VALUE",
               help="Method settings, as for run.")
 @click.option("--trust-remote-code", is_flag=True)
-def plan(model: str, methods: str | None, edits: int, batch_size: int, checkpoints: str | None,
+def plan(model: str, methods: tuple[str, ...] | None, edits: int, batch_size: int,
+         checkpoints: tuple[int, ...] | None,
          eval_sample: int, dtype: str, device_memory: float, tflops: float,
          tokens_per_record: int | None, pairs_per_record: int | None, train_records: int,
          gen_eval: str, master_copy: bool, params: tuple[str, ...],

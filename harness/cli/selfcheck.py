@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from ...core.cache import atomic_write_bytes
+from .values import NAMES, Counts
 
 
 def bench_methods() -> tuple[str, ...]:
@@ -43,29 +44,43 @@ def bench_methods() -> tuple[str, ...]:
               help="Also compare plan and measurement on a random-weight bf16 model of this "
                    "published config (e.g. tests/configs/llama-3-8b.json; needs the memory of the "
                    "real model).")
-@click.option("--families", default=None, metavar="A,B",
+@click.option("--families", type=NAMES, default=None, metavar="A,B",
               help="Architectures for the plan check (default: llama, gpt2, gptj, mistral, qwen2, "
                    "gemma2).")
-@click.option("--bench-sizes", default="100,500", show_default=True,
+@click.option("--bench-sizes", type=Counts(allow_empty=True), default="100,500", show_default=True,
               help="Edit counts of the small bench (as `editbench bench --sizes`); empty to skip "
                    "it.")
-@click.option("--bench-methods", default=None, metavar="A,B",
+@click.option("--bench-methods", type=NAMES, default=None, metavar="A,B",
               help="Methods of the small bench; default: every method that edits without training "
                    "(the ones that train are left to `editbench bench`).")
 def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None,
-              families: str | None, bench_sizes: str, bench_methods: str | None) -> None:
+              families: tuple[str, ...] | None, bench_sizes: tuple[int, ...],
+              bench_methods: tuple[str, ...] | None) -> None:
     """Run the GPU checks (precision, plan against measured memory, vLLM parity, a small bench) and
     print their figures."""
     import torch
 
     from ...core.models import resolve_device
+    from ...core.outputs import check_output_file
+    from ...methods import METHODS
     from ..checks.cost_check import FAMILIES, check_at_scale, check_family
     from ..checks.precision_check import precision_check
 
+    # everything that can be refused is refused before minutes of checks (issue 31)
+    if out is not None:
+        check_output_file(out, "--out", "selfcheck")
+    unknown = [f for f in families or () if f not in FAMILIES]
+    if unknown:
+        raise click.BadParameter(f"unknown family {unknown[0]!r}; choose among "
+                                 f"{', '.join(FAMILIES)}", param_hint="--families")
+    for name in bench_methods or ():
+        METHODS[name]  # a KeyError that lists the registered methods
     where = resolve_device(device)
     name = (torch.cuda.get_device_name(where) if where.type == "cuda"
             else platform.processor() or "CPU")
-    figures: dict = {"device": str(where), "name": name, "torch": torch.__version__}
+    # the first key marks the file as editbench's (core/outputs.py), so a rerun may replace it
+    figures: dict = {"editbench": "selfcheck", "device": str(where), "name": name,
+                     "torch": torch.__version__}
     click.echo(f"device: {where} ({name}), torch {torch.__version__}")
     if where.type != "cuda":
         click.echo("skipped on CPU: the CUDA allocator's exact peaks and the vLLM parity check "
@@ -105,8 +120,8 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
             _write(out, figures)  # as it goes: a later check may run out of time
 
     rows = []
-    for family in (families.split(",") if families else FAMILIES):
-        for check in check_family(family.strip(), where):
+    for family in families or FAMILIES:
+        for check in check_family(family, where):
             rows.append({"family": family, "what": check.what, "measured_mb": check.measured / 1e6,
                          "planned_mb": check.planned / 1e6, "ratio": check.ratio})
     figures["plan_vs_measured"] = rows
@@ -152,7 +167,7 @@ def _write(out: Path | None, figures: dict) -> None:
         atomic_write_bytes(out, (json.dumps(figures, indent=2) + "\n").encode())
 
 
-def _small_bench(where, sizes: str, methods: str | None) -> dict:
+def _small_bench(where, size_list: tuple[int, ...], methods: tuple[str, ...] | None) -> dict:
     """``editbench bench``'s scoring and edit-throughput measurements, small: the batched probe
     against one pair per forward pass, and a short lifelong run per method on the same micro model.
     Its stores live in a fresh temporary folder: a kept one would be resumed next time, and its old
@@ -163,7 +178,6 @@ def _small_bench(where, sizes: str, methods: str | None) -> dict:
     from ..checks.bench import default_task, edit_throughput, scoring_throughput
     from .bench import print_throughput
 
-    size_list = tuple(sorted(int(s) for s in sizes.split(",") if s.strip()))
     with tempfile.TemporaryDirectory(prefix="editbench-selfcheck-") as scratch:
         folder = Path(scratch)
         model_path = build_micro_model(folder / "micro-model", default_task(0).corpus() or [],
@@ -174,7 +188,7 @@ def _small_bench(where, sizes: str, methods: str | None) -> dict:
                    f"batched {scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x; "
                    f"{scoring['speedup_repeat']:.1f}x with the pairs encoded), "
                    f"{scoring['prediction_mismatches']} prediction mismatches")
-        chosen = tuple(m for m in (methods or "").split(",") if m) or bench_methods()
+        chosen = methods or bench_methods()
         rows = edit_throughput(model_path, folder, chosen, size_list, batch_size=100,
                                eval_sample=50, device=str(where), params={})
     print_throughput(rows)

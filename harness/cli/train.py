@@ -31,8 +31,11 @@ TRAIN_SETTINGS = ("task", "data", "split", "model", "params", "seed", "device", 
 @click.pass_context
 def train(ctx: click.Context, method: str, out: Path, **values) -> None:
     """Train a learned editor on a task's train split (resumable), for `run --editor`."""
+    from ...core.outputs import check_work_folder
     from ..plan.settings import RunSpec, layered
     from ..running.train import train_editor
+
+    check_work_folder(out, "--out")
 
     # a bad option, file or model ends in one line: the group's error handling (group.py)
     spec = RunSpec(**layered([(given(ctx, values), "")]))

@@ -155,6 +155,10 @@ def resolve_task(spec: RunSpec) -> Task:
 
     name = spec.task or TASKS.default()
     cls = TASKS[name]
+    if spec.data is not None and not cls.reads_data:
+        raise ValueError(f"--data {spec.data}: the task {name} makes its own records and reads "
+                         "no data file; choose a task that reads one (editbench list --tasks) or "
+                         "leave --data out")
     options = TaskOptions(data=spec.data, split=spec.split, limit=spec.limit,
                           cache_dir=spec.cache_dir, lenient=spec.lenient)
     config = build_config(cls.Config, spec.params.get(name, {}), owner=f"task {name}")
@@ -175,7 +179,7 @@ def method_setups(spec: RunSpec, architecture: str | None = None,
     """Each method of the run with its settings; on a published model (``architecture``) its
     release's settings for it come first (``MethodRef.config``), which is noted."""
     from ... import methods as _registered  # noqa: F401  (registers the built-in methods)
-    from ...core.method import MethodRef, picked_preset_note
+    from ...core.method import MethodRef, is_trainable, picked_preset_note
 
     setups = []
     for label in spec.methods or default_methods():
@@ -189,6 +193,9 @@ def method_setups(spec: RunSpec, architecture: str | None = None,
             if notes is not None:
                 notes.append(note)
         editor = spec.editors.get(ref.label) or spec.editors.get(ref.name)
+        if editor is not None and not is_trainable(ref.cls):
+            raise ValueError(f"--editor {ref.label}={editor}: {ref.name} trains no editor, so "
+                             "there is nothing to load; leave --editor out for it")
         if editor is not None and not editor.exists():
             raise FileNotFoundError(f"--editor {ref.label}={editor}: no such folder")
         digest = config_hash(ref.name, config_dict(config), str(editor) if editor else None)
@@ -268,7 +275,8 @@ def _capability(spec: RunSpec, seed: int, edits: int, checkpoints: Sequence[int]
 
     settings = CapabilitySettings(spec.capability, spec.capability_data, spec.capability_limit,
                                   seed=seed)
-    at = set(checkpoint_ladder(spec.capability_at, edits, 1)) if spec.capability_at else {edits}
+    at = (set(checkpoint_ladder(spec.capability_at, edits, 1, "--capability-at"))
+          if spec.capability_at else {edits})
     if not at <= set(checkpoints):
         raise ValueError(f"--capability-at {','.join(map(str, spec.capability_at))}: the sets are "
                          f"asked at checkpoints; choose among {','.join(map(str, checkpoints))}")
@@ -296,6 +304,57 @@ def _tokens_per_record(tokenizer, records: Sequence[EditRecord], shown: PromptFo
     specials = not shown.own_special_tokens
     return max(1, round(mean(len(tokenizer(t, add_special_tokens=specials)["input_ids"])
                              for t in texts)))
+
+
+def _scored_texts(record: EditRecord):
+    """(field, prompt with its answer) of every pair a record has scored."""
+    yield "prompt", record.prompt, record.target_new
+    for i, text in enumerate(record.paraphrases):
+        yield f"paraphrases[{i}]", text, record.target_new
+    for name, pairs in (("neighbours", record.neighbours), *record.locality.items(),
+                        ("portability", record.portability)):
+        for i, pair in enumerate(pairs):
+            yield f"{name}[{i}]", pair.prompt, pair.answer
+
+
+def check_context(records: Sequence[EditRecord], tokenizer, shown: PromptFormat, source: str,
+                  trust_remote_code: bool) -> None:
+    """Refuse, before any weights are read, a record whose prompt and answer are longer than the
+    model's context: it would fail or be cut in the middle of a run (a 9.6 MB prompt ran at 9 GB
+    for minutes). A token covers at least a quarter of a character (a UTF-8 byte), so a text
+    that short enough is passed without tokenizing it, and a long one is tokenized only as far as
+    the limit needs."""
+    if tokenizer is None:
+        return
+    from .estimate import read_config
+
+    config = read_config(source, trust_remote_code)
+    limit = next((value for key in ("max_position_embeddings", "n_positions", "seq_length")
+                  if isinstance(value := getattr(config, key, None), int) and value > 0), None)
+    if limit is None:
+        return
+    specials = not shown.own_special_tokens
+
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=specials)["input_ids"])
+
+    overhead = tokens(shown.render("", tokenizer) + shown.separator) + 2
+    for record in records:
+        for field_name, prompt, answer in _scored_texts(record):
+            text = f"{prompt}{shown.separator if field_name == 'prompt' else ' '}{answer}"
+            if 4 * len(text) + overhead <= limit:
+                continue
+            # a prefix long enough to pass the limit settles it without the whole text
+            cut = text[: 64 * limit]
+            partial = len(cut) < len(text)
+            count = tokens(shown.render(cut, tokenizer))
+            if partial and count <= limit:
+                count, partial = tokens(shown.render(text, tokenizer)), False
+            if count > limit:
+                raise ValueError(
+                    f"record {record.uid}: field {field_name!r} with its answer is "
+                    f"{'at least ' if partial else ''}{count:,} tokens, beyond the context of "
+                    f"--model {source} ({limit:,} tokens); shorten or drop the record")
 
 
 def _prompt_format(spec: RunSpec, task: Task, records: Sequence[EditRecord], tokenizer,
@@ -415,6 +474,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
     backend = choose_backend(spec.probe_backend, device)
     tokenizer = _model_tokenizer(source, spec.trust_remote_code, spec.model is None)
     shown = _prompt_format(spec, task, records, tokenizer, first_seed, notes)
+    check_context(records, tokenizer, shown, source, spec.trust_remote_code)
 
     shape, run_shape, estimates, backend, capacity = _estimate(
         spec, task, records, positions, source, device, dtype, backend, setups,

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ...core.sources import StrictJSONError, strict_json
+
 log = logging.getLogger(__name__)
 
 #: where a run's resolved file is kept in its results folder
@@ -35,6 +37,26 @@ def yaml_module():
     return yaml
 
 
+def _unique_keys_loader(yaml):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last silently, so a run file's second ``edits:`` would quietly win)."""
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    break  # an unhashable or odd key: PyYAML's own error names it
+                if key in seen:
+                    raise StrictJSONError(f"the key {key!r} appears twice in one mapping "
+                                          f"(line {key_node.start_mark.line + 1})")
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
+
+
 def read_file(path: Path) -> dict[str, Any]:
     """A run file's mapping; JSON when the name ends in .json (YAML is a superset of it anyway)."""
     try:
@@ -44,9 +66,11 @@ def read_file(path: Path) -> dict[str, Any]:
     yaml = yaml_module()
     try:
         if path.suffix == ".json" or yaml is None:
-            data = json.loads(text)
+            data = strict_json(text)
         else:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_keys_loader(yaml))
+    except StrictJSONError as exc:
+        raise ValueError(f"--config {path}: {exc}") from None
     except (ValueError, getattr(yaml, "YAMLError", ValueError)) as exc:
         hint = ("" if yaml is not None or path.suffix == ".json"
                 else " (a YAML file needs `pip install pyyaml`)")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...core.configs import DTYPE_CHOICES, PROBE_BACKENDS, parse_overrides
+from ...core.outputs import check_work_folder
 from ...core.prompts import PROMPT_FORMATS
 from ...core.protocol import GENERATION_RULES, LOCALITY_REFERENCES, PROTOCOLS
 
@@ -82,24 +83,34 @@ def _items(value: Any, name: str, example: str) -> list[Any]:
     if isinstance(value, int) and not isinstance(value, bool):
         return [value]
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
+        parts = [part.strip() for part in value.split(",")]
+        if not all(parts):  # "" or ", ," never silently means the default
+            raise ValueError(f"{name} {value!r}: an empty item; expected comma-separated items "
+                             f"such as {example}")
+        return parts
     if isinstance(value, (list, tuple)):
         return list(value)
     raise ValueError(f"{name}: expected a list or comma-separated text such as {example}, "
                      f"got {value!r}")
 
 
+#: the largest integer the store (SQLite) and torch's generators hold
+LARGEST = 2**63 - 1
+
+
 def _integer(value: Any, name: str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{name}: expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+        value = int(value)
+    if not isinstance(value, int):
+        try:
+            value = int(str(value).strip())
+        except ValueError:
+            raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+    if abs(value) > LARGEST:
+        raise ValueError(f"{name}: {value} is too large (at most {LARGEST})")
+    return value
 
 
 def _boolean(value: Any, name: str, true: str = "true", false: str = "false") -> bool:
@@ -160,10 +171,14 @@ def coerce(item: dataclasses.Field, value: Any) -> Any:
     kind = option.kind
     if kind == "text":
         text = to_text(value)
+        if not text.strip():  # an empty --model or --task never silently means the default
+            raise ValueError(f"{name} needs a value, got {value!r}")
         if option.choices is not None and text not in option.choices:
             raise ValueError(f"{name} {text!r} is not one of: {', '.join(option.choices)}")
         return text
     if kind == "path":
+        if not isinstance(value, (str, Path)) or not str(value).strip():
+            raise ValueError(f"{name} needs a path, got {value!r}")
         return Path(value)
     if kind == "int":
         number = _integer(value, name)
@@ -196,9 +211,13 @@ def coerce(item: dataclasses.Field, value: Any) -> Any:
         example = "0,1,2" if kind == "seeds" else "10,100,1000"
         try:
             numbers = tuple(_integer(part, name) for part in _items(value, name, example))
-        except ValueError:
+        except ValueError as exc:
+            if "too large" in str(exc):
+                raise
             raise ValueError(f"{name} {to_text(value)!r}: expected comma-separated integers, "
                              f"e.g. {example}") from None
+        if kind == "seeds" and any(n < 0 for n in numbers):
+            raise ValueError(f"{name} {to_text(value)!r}: a seed is at least 0")
         if kind == "seeds" and not numbers:
             raise ValueError(f"{name}: name at least one seed")
         if option.at_least is not None and any(n < option.at_least for n in numbers):
@@ -347,6 +366,7 @@ class RunSpec:
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {self.out} is a file; results go to a folder: choose another "
                              "--out")
+        check_work_folder(self.out, "--out")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"--methods lists a method twice: {','.join(self.methods)}")
         if not 0 < self.vllm_memory < 1:

@@ -22,14 +22,15 @@ import torch
 from ...core.configs import config_dict
 from ...core.faults import fault_point
 from ...core.identity import code_identity, describe_code, git_commit, package_code
-from ...core.method import EditContext, EditMethod
-from ...core.models import ModelLayout, load_model
+from ...core.method import EditContext, EditMethod, MethodSetupError
+from ...core.models import ModelLayout, ModelLoadError, load_model
 from ...core.numerics import current_numerics, numerics_difference
 from ...core.precision import split_state
 from ...core.probe import HFProbe, ProbeBackend, RewrittenPrompts
 from ...core.progress import progress
 from ...core.records import EditRecord, PairScore
 from ...core.snapshot import SnapshotError, load_snapshot, prune_snapshots, save_snapshot
+from ...core.sources import RecordError
 from ...core.store import ResultsStore, StoreError, hold_store
 from ...core.task import Task
 from ...core.timing import MemoryMonitor, PhaseTimer, device_name
@@ -82,8 +83,11 @@ def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, StoreError) or (isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS)
 
 
+#: the typed errors whose message says it all (what the method or task was handed, naming it)
+EXPLAINED = (MethodSetupError, RecordError, ModelLoadError)
 #: failures that are a method's, explained in one line: the run records them and goes on
-ROUTINE_FAILURES = (SnapshotError, MemoryError, FloatingPointError, torch.cuda.OutOfMemoryError)
+ROUTINE_FAILURES = (SnapshotError, MemoryError, FloatingPointError, torch.cuda.OutOfMemoryError,
+                    *EXPLAINED)
 
 
 def _versions(device: torch.device) -> dict[str, str]:
@@ -350,7 +354,8 @@ class Runner:
                 status = self._edit_stream(store, setup, baseline, done, self.snapshot_root(setup),
                                            timer, memory)
         except Exception as exc:  # one broken method must not stop the comparison
-            message = str(exc) if isinstance(exc, SnapshotError) else f"{type(exc).__name__}: {exc}"
+            message = (str(exc) if isinstance(exc, (SnapshotError, *EXPLAINED))
+                       else f"{type(exc).__name__}: {exc}")
             # the disk, not the method: every later method would fail the same way
             if is_storage_error(exc):
                 self._record_failure(store, setup, message)

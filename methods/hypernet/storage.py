@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save, save_file
 
 from ...core.cache import atomic_write_bytes, publish_dir, staging_dir
+from ...core.method import MethodSetupError
 from ...core.models import model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -145,24 +146,25 @@ def load_editor(method, folder: Path) -> None:
     if not is_complete(folder):
         partial = " (training there is unfinished: rerun the same `editbench train` to finish it)" \
             if latest_state(folder) is not None else ""
-        raise FileNotFoundError(
+        raise MethodSetupError(
             f"{folder} holds no trained editor ({EDITOR_FILE} and {CONFIG_FILE}){partial}"
         )
     saved = read_json(folder / CONFIG_FILE)
     if saved.get("method") != method.name:
-        raise ValueError(f"{folder} holds a {saved.get('method')} editor, not {method.name}")
+        raise MethodSetupError(f"{folder} holds a {saved.get('method')} editor, not {method.name}")
     trained = saved["identity"]["config"]
     for field in sorted(method.config.ARCHITECTURE_FIELDS):
         ours = getattr(method.config, field)
         theirs = trained.get(field)
         if (list(ours) if isinstance(ours, tuple) else ours) != theirs:
-            raise ValueError(
+            raise MethodSetupError(
                 f"{folder} was trained with {field}={theirs!r} but this run asks for {ours!r}; "
                 f"pass --param {method.name}.{field}=... to match, or train again"
             )
     if saved["modules"] != describe_modules(method):
-        raise ValueError(f"{folder} was trained for modules {saved['modules']}, but this model has "
-                         f"{describe_modules(method)}: it belongs to another model")
+        raise MethodSetupError(f"{folder} was trained for modules {saved['modules']}, but this "
+                               f"model has {describe_modules(method)}: it belongs to another "
+                               "model")
     ours = json.loads(json.dumps(method.config.training_fields(), default=str))
     differing = sorted(k for k in ours if trained.get(k) != ours[k])
     if differing:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...core.method import MethodSetupError
 from .stats import KeyStats
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def find_release_stats(folder: Path, module: str, n_samples: int, name_or_path: 
     samples, then those in this model's folder; still several, or none, is an error naming what was
     found."""
     if not folder.is_dir():
-        raise ValueError(
+        raise MethodSetupError(
             f"stats_import={str(folder)!r} is not a folder (point it at the release's data/stats)"
         )
     pattern = _release_name(module)
@@ -71,7 +72,7 @@ def find_release_stats(folder: Path, module: str, n_samples: int, name_or_path: 
         if match and "mom2" in match.group(1).split("-"):
             found.append((path, int(match.group(2)) if match.group(2) else None))
     if not found:
-        raise ValueError(
+        raise MethodSetupError(
             f"stats_import={str(folder)!r}: no file {module}_<precision>_mom2[_<samples>].npz "
             f"under it (the MEMIT/ROME release's layer-stats name for {module})"
         )
@@ -82,7 +83,7 @@ def find_release_stats(folder: Path, module: str, n_samples: int, name_or_path: 
         kept = [(p, n) for p, n in found if keep(p, n)]
         found = kept or found
     if len(found) > 1:
-        raise ValueError(
+        raise MethodSetupError(
             f"stats_import={str(folder)!r}: several statistics files for {module} "
             f"({', '.join(str(p.relative_to(folder)) for p, _ in found)}); "
             "point it at one model's folder"
@@ -105,20 +106,21 @@ def read_release_stats(path: Path, module: str, width: int) -> KeyStats:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        raise MethodSetupError(f"{path}: not a readable .npz file ({exc})") from None
     missing = [key for key in ("mom2.mom2", "mom2.count") if key not in arrays]
     if missing:
-        raise ValueError(f"{path}: not MEMIT/ROME layer statistics: lacks {', '.join(missing)} "
-                         f"(holds {', '.join(sorted(arrays)) or 'nothing'})")
+        raise MethodSetupError(f"{path}: not MEMIT/ROME layer statistics: lacks "
+                               f"{', '.join(missing)} "
+                               f"(holds {', '.join(sorted(arrays)) or 'nothing'})")
     total, count = arrays["mom2.mom2"], int(arrays["mom2.count"])
     if total.shape != (width, width):
-        raise ValueError(
+        raise MethodSetupError(
             f"{path}: mom2 is {'x'.join(map(str, total.shape))} but {module} takes "
             f"{width}-wide keys ({width}x{width} expected); these statistics are of another "
             "model or layer"
         )
     if count < 1:
-        raise ValueError(f"{path}: mom2.count is {count}; the statistics are empty")
+        raise MethodSetupError(f"{path}: mom2.count is {count}; the statistics are empty")
     samples = arrays.get("sample_size")
     # NaN: the release's null
     n_samples = int(samples) if samples is not None and not math.isnan(float(samples)) else 0
@@ -141,11 +143,11 @@ def import_release_stats(folder: Path, modules: Sequence[str], widths: Sequence[
 def read_null_space_projection(path: Path, layers: Sequence[int], width: int) -> list[torch.Tensor]:
     """The projections of AlphaEdit's ``null_space_project.pt``, one per edited layer in order."""
     if not path.is_file():
-        raise ValueError(f"projection_file={str(path)!r} does not exist")
+        raise MethodSetupError(f"projection_file={str(path)!r} does not exist")
     try:  # mmap: Llama-3-8B's five 14336x14336 projections are 4 GB
         projection = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
-        raise ValueError(
+        raise MethodSetupError(
             f"{path}: not a tensor file torch.load can read safely ({str(exc).splitlines()[0]})"
         ) from None
     expected = (len(layers), width, width)
@@ -155,7 +157,7 @@ def read_null_space_projection(path: Path, layers: Sequence[int], width: int) ->
             if isinstance(projection, torch.Tensor)
             else f"a {type(projection).__name__}"
         )
-        raise ValueError(
+        raise MethodSetupError(
             f"{path}: holds {what}, but AlphaEdit's null_space_project.pt for layers "
             f"{','.join(map(str, layers))} of this model is {'x'.join(map(str, expected))} "
             "(one projection per edited layer, in order)"
@@ -163,7 +165,7 @@ def read_null_space_projection(path: Path, layers: Sequence[int], width: int) ->
     matrices = [matrix.float() for matrix in projection.unbind(0)]
     for layer, matrix in zip(layers, matrices):
         if not torch.allclose(matrix, matrix.T, atol=1e-4):
-            raise ValueError(
+            raise MethodSetupError(
                 f"{path}: the matrix for layer {layer} is not symmetric, so not a null-space "
                 "projection"
             )

@@ -26,6 +26,7 @@ from torch import nn
 
 from ...core.cache import atomic_write_bytes, building, safe_name
 from ...core.identity import component_code
+from ...core.method import MethodSetupError
 from ...core.models import model_fingerprint
 from ...core.progress import progress
 from ...core.sources import read_records, read_text
@@ -68,7 +69,7 @@ def _read_file(path: Path) -> list[str]:
         raw = read_records(path)
         for index, record in enumerate(raw.items):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(
+                raise MethodSetupError(
                     f"{raw.where(index)}: a key-statistics corpus record needs a string field "
                     "'text'"
                 )
@@ -80,7 +81,7 @@ def _stream_hub(dataset: str, config: str | None, n: int) -> list[str]:
     try:
         import datasets
     except ImportError:
-        raise RuntimeError(
+        raise MethodSetupError(
             f"key statistics need the {dataset!r} corpus from the Hugging Face hub, which needs "
             "the `datasets` package (pip install datasets) and network access; offline, pass a "
             "local text file with --param METHOD.stats_corpus=PATH (one sample per line) or use "
@@ -89,7 +90,7 @@ def _stream_hub(dataset: str, config: str | None, n: int) -> list[str]:
     try:
         stream = datasets.load_dataset(dataset, config, split="train", streaming=True)
     except Exception as exc:
-        raise RuntimeError(
+        raise MethodSetupError(
             f"could not open the key-statistics corpus {dataset!r} ({config}) from the hub: "
             f"{exc}; offline, pass --param METHOD.stats_corpus=PATH to a local text file"
         ) from exc
@@ -110,7 +111,7 @@ def resolve_corpus(spec: str, hub: str, task) -> Corpus:
         spec = "task" if task_texts is not None else "hub"
     if spec == "task":
         if task_texts is None:
-            raise ValueError(
+            raise MethodSetupError(
                 f"stats_corpus=task: the {getattr(task, 'name', 'given')} task supplies no text; "
                 "use stats_corpus=hub or a path to a local text file"
             )
@@ -124,7 +125,7 @@ def resolve_corpus(spec: str, hub: str, task) -> Corpus:
         )
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise ValueError(
+        raise MethodSetupError(
             f"stats_corpus={spec!r} is neither auto, task, hub nor an existing text file"
         )
     texts = _read_file(path)
@@ -293,5 +294,5 @@ def _accumulate(
             tokens += done
             bar.update(done)
     if tokens == 0:
-        raise ValueError("the key-statistics corpus is empty")
+        raise MethodSetupError("the key-statistics corpus is empty")
     return {m: ((sums[m] / tokens).cpu(), tokens) for m in modules}
