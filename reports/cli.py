@@ -215,3 +215,18 @@ def validate(paths: tuple[Path, ...]) -> None:
                                    f"{len(paths)} path{'s' if len(paths) != 1 else ''}; "
                                    "the site is built from valid submissions only")
     click.echo(f"{len(files)} submission{'s' if len(files) != 1 else ''} valid")
+
+
+@click.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+def claims(results: tuple[Path, ...]) -> None:
+    """Check the field's established results (MEMIT collapses, AlphaEdit outlasts it, RLEdit
+    holds where MEND and MALMEN fall, ...) on result stores, each by a rule registered before the
+    figures were seen (reports/claims.py, docs/pocket-world.md). Runs of several seeds are judged
+    together; a claim whose methods are missing is "not measured"."""
+    import shutil
+
+    from .claims import check_claims, claims_table
+
+    width = min(100, shutil.get_terminal_size((100, 24)).columns)
+    click.echo(claims_table(check_claims(_collect(results)), width))
