@@ -63,7 +63,7 @@ def parse_ultraeditbench(obj, where: Where) -> EditRecord:
 
 
 def stream(path: Path, lenient: bool = False, report: LoadReport | None = None,
-           source: str | None = None) -> Iterator[EditRecord]:
+           source: str | None = None, chunk_size: int = 1 << 20) -> Iterator[EditRecord]:
     """Every record of an UltraEditBench file, one at a time, in file order; memory stays that of
     one chunk and one record however long the file is. The unused-field warning (and, lenient, the
     skipped records) is logged when the stream ends or is closed."""
@@ -71,7 +71,7 @@ def stream(path: Path, lenient: bool = False, report: LoadReport | None = None,
     unused: Counter = Counter()
     name = source or str(path)
     try:
-        for where, obj in iter_json_records(path, name):
+        for where, obj in iter_json_records(path, name, chunk_size):
             try:
                 yield parse_one(obj, where, parse_ultraeditbench, unused)
             except RecordError as error:

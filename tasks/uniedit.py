@@ -71,8 +71,8 @@ def _question(obj: Any, key: str, where: Where) -> tuple[str, str, dict] | None:
         raise where.error(key, 'must be an object of entries ({"0": {...}})')
     if not group:
         return None
-    name = f"{key}.{next(iter(group))}"
-    entry = next(iter(group.values()))
+    first = next(iter(group))  # the release makes one entry per sample (README.md:140)
+    name, entry = f"{key}.{first}", group[first]
     fields = Fields(entry, where, prefix=f"{name}.")
     path_type = fields.str("path_type")
     if path_type not in ("single", "double"):
