@@ -238,3 +238,25 @@ def test_mquake_reads_the_hugging_face_copy_with_flat_targets(tmp_path):
     flat["split"] = {"1000": ["edited"]}
     (record,) = _task(MquakeTask, tmp_path, [flat]).records()
     assert (record.target_new, record.target_true) == ("Croatia", "United States of America")
+
+
+def test_a_wikibigedit_run_stores_the_kinds_apart_in_stream_order(tmp_path, micro_llama):
+    from editbench.core.store import load_results
+    from editbench.harness.plan.resolve import resolve
+    from editbench.harness.plan.settings import RunSpec
+    from editbench.harness.running.runner import Runner
+
+    folder = tmp_path / "wbe"
+    folder.mkdir()
+    for month, (old, new) in enumerate((("20240401", "20240501"), ("20240501", "20240601"))):
+        records = [{**WIKIBIGEDIT, "update": f"Which club does player {month}-{i} play for?",
+                    "subject": f"player {month}-{i}"} for i in range(2)]
+        (folder / f"wiki_big_edit_{old}_{new}.json").write_text(json.dumps(records))
+    spec = RunSpec(methods=("ft-m",), task="wikibigedit", data=str(folder),
+                   model=str(micro_llama), edits=3, batch_size=1, checkpoints="3",
+                   out=tmp_path / "out", params={"ft-m": {"steps": "1"}}, gen_eval=False)
+    plan = resolve(spec)
+    assert [r.subject for r in plan.records] == ["player 0-0", "player 0-1", "player 1-0"]
+    Runner(plan).run()
+    metrics = set(load_results(spec.out).scores()["metric"])
+    assert {"persona_acc", "mhop_acc", "portability_acc", "generalization_acc"} <= metrics
