@@ -9,6 +9,7 @@ logged; without it the first bad record stops the load.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ import string
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,15 +277,24 @@ def _surrogate_at(value: Any, path: str = "") -> str | None:
     return None
 
 
+#: the decoder :func:`strict_json` and :func:`iter_json_records` share
+STRICT_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+
+
+def check_text(value: Any) -> None:
+    """Refuse a decoded value holding a lone surrogate (see :class:`StrictJSONError`)."""
+    field_name = _surrogate_at(value)
+    if field_name is not None:
+        raise StrictJSONError(f"field {field_name!r} holds a lone surrogate escape (\\udXXX "
+                              "without its pair), which is not text")
+
+
 def strict_json(text: str) -> Any:
     """``json.loads`` that refuses what :class:`StrictJSONError` describes, naming the key or
     field; a syntax error stays a ``json.JSONDecodeError``."""
     value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     if "\\u" in text:  # only an escape can make a lone surrogate out of UTF-8 text
-        field_name = _surrogate_at(value)
-        if field_name is not None:
-            raise StrictJSONError(f"field {field_name!r} holds a lone surrogate escape (\\udXXX "
-                                  "without its pair), which is not text")
+        check_text(value)
     return value
 
 
@@ -325,6 +335,139 @@ def read_records(path: Path, source: str | None = None) -> RawRecords:
         problem = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"data file {path} {problem}")
     return parse_records(path.read_bytes(), source)
+
+
+def iter_json_records(path: Path, source: str | None = None, chunk_size: int = 1 << 20,
+                      max_record_bytes: int = 64 << 20) -> Iterator[tuple[Where, Any]]:
+    """The raw records of a local JSON list or JSON Lines file, one at a time, each with where it
+    came from: a file far larger than memory (UltraEditBench's 801 MB list) is read in chunks of
+    ``chunk_size`` characters and never held whole.
+
+    The list is read by a hand-written loop over :data:`STRICT_DECODER` (the same rules as
+    :func:`strict_json`: a key given twice, NaN and lone surrogates are refused); a record that
+    does not parse within ``max_record_bytes`` characters is refused rather than read to the end
+    of the file. Errors name the file and the record (JSON Lines: the line)."""
+    source = source or str(path)
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"data file {path} {problem}")
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        handle.seek(0)
+        if head.startswith(b"["):
+            yield from _stream_list(handle, source, chunk_size, max_record_bytes)
+        else:
+            yield from _stream_lines(handle, source)
+
+
+def _stream_lines(handle, source: str) -> Iterator[tuple[Where, Any]]:
+    found = False
+    for line_no, raw_line in enumerate(handle, start=1):
+        try:
+            text = raw_line.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"{source}:{line_no}: not UTF-8 text (byte {exc.start} of the "
+                              "line); save the file as UTF-8") from None
+        if not text.strip():
+            continue
+        try:
+            value = strict_json(text)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{source}:{line_no}: not valid JSON: {exc.msg} "
+                              f"(column {exc.colno})") from None
+        except StrictJSONError as exc:
+            raise RecordError(f"{source}:{line_no}: {exc}") from None
+        found = True
+        yield Where(source, line_no, by_line=True), value
+    if not found:
+        raise RecordError(f"{source}: no usable records")
+
+
+class _Chunks:
+    """Text of a binary file, decoded as UTF-8 a chunk at a time into a buffer that drops what
+    has been consumed."""
+
+    def __init__(self, handle, source: str, chunk_size: int) -> None:
+        self.handle, self.source, self.size = handle, source, chunk_size
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self.text, self.pos, self.eof, self.read_bytes = "", 0, False, 0
+
+    def more(self) -> bool:
+        """Append the next chunk; False at the end of the file."""
+        if self.eof:
+            return False
+        data = self.handle.read(self.size)
+        try:
+            added = self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"{self.source}: not UTF-8 text (byte {self.read_bytes + exc.start}"
+                              " of the file); save the file as UTF-8") from None
+        self.read_bytes += len(data)
+        self.eof = not data
+        if self.pos > self.size:  # drop the consumed text, so the buffer stays about a chunk
+            self.text, self.pos = self.text[self.pos:], 0
+        self.text += added
+        return bool(data) or bool(added)
+
+    def skip_space(self) -> str:
+        """The next character that is not white space ('' at the end of the file)."""
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self.more():
+                return ""
+
+
+def _stream_list(handle, source: str, chunk_size: int,
+                 max_record_bytes: int) -> Iterator[tuple[Where, Any]]:
+    chunks = _Chunks(handle, source, chunk_size)
+    chunks.skip_space()
+    chunks.pos += 1  # the opening bracket
+    index = 0
+    while True:
+        found = chunks.skip_space()
+        if found == "]":
+            chunks.pos += 1
+            break
+        if not found:
+            raise RecordError(f"{source}: the JSON list ends without its closing ']' "
+                              f"(after {index} records)")
+        if index:
+            if found != ",":
+                raise RecordError(f"{source}: record {index}: expected ',' or ']' after the "
+                                  f"record before it, found {found!r}")
+            chunks.pos += 1
+            found = chunks.skip_space()
+        if not found:
+            raise RecordError(f"{source}: the JSON list ends without its closing ']' "
+                              f"(after {index} records)")
+        while True:
+            try:
+                value, end = STRICT_DECODER.raw_decode(chunks.text, chunks.pos)
+            except json.JSONDecodeError as exc:
+                if len(chunks.text) - chunks.pos < max_record_bytes and chunks.more():
+                    continue  # the record may go on in the next chunk
+                raise RecordError(f"{source}: record {index}: not valid JSON: {exc.msg}") \
+                    from None
+            except StrictJSONError as exc:
+                raise RecordError(f"{source}: record {index}: {exc}") from None
+            if end == len(chunks.text) and chunks.more():
+                continue  # a number cut by the chunk's end would parse short
+            break
+        if "\\u" in chunks.text[chunks.pos:end]:
+            try:
+                check_text(value)
+            except StrictJSONError as exc:
+                raise RecordError(f"{source}: record {index}: {exc}") from None
+        chunks.pos = end
+        yield Where(source, index), value
+        index += 1
+    if chunks.skip_space():
+        raise RecordError(f"{source}: text after the list's closing ']' (after {index} records)")
+    if not index:
+        raise RecordError(f"{source}: no usable records")
 
 
 def read_json_records(path: Path) -> list[Any]:
@@ -429,22 +572,35 @@ def parse_all(raw: RawRecords, parse: Callable[[Any, Where], Any],
     parsed = []
     unused: Counter = Counter()
     for index, obj in enumerate(raw.items):
-        tracked = _Read(obj) if isinstance(obj, dict) else obj
         try:
-            parsed.append(parse(tracked, raw.where(index)))
-            if isinstance(tracked, _Read):
-                unused.update(tracked.unused())
+            parsed.append(parse_one(obj, raw.where(index), parse, unused))
         except RecordError as error:
             if not lenient:
                 raise
             report.add(error)
-    if report.total:
-        log.warning("%s: skipped %d malformed records (lenient loading): %s", raw.source,
-                    report.total,
-                    "; ".join(f"{n} x {reason}" for reason, n in report.skipped.most_common()))
-    if unused:
-        log.warning("%s: fields this loader does not use, left out of the edits: %s", raw.source,
-                    ", ".join(f"{name} ({n} records)" for name, n in sorted(unused.items())))
+    warn_load(raw.source, report, unused)
     if not parsed:
         raise RecordError(f"{raw.source}: no usable records")
     return parsed, report
+
+
+def warn_load(source: str, report: LoadReport, unused: Counter) -> None:
+    """The load's two warnings: what lenient loading skipped, and the fields no loader read."""
+    if report.total:
+        log.warning("%s: skipped %d malformed records (lenient loading): %s", source,
+                    report.total,
+                    "; ".join(f"{n} x {reason}" for reason, n in report.skipped.most_common()))
+    if unused:
+        log.warning("%s: fields this loader does not use, left out of the edits: %s", source,
+                    ", ".join(f"{name} ({n} records)" for name, n in sorted(unused.items())))
+
+
+def parse_one(obj: Any, where: Where, parse: Callable[[Any, Where], Any],
+              unused: Counter) -> Any:
+    """One raw record through ``parse``, counting into ``unused`` the fields it did not read
+    (what :func:`parse_all` does for each record, for loaders that stream)."""
+    tracked = _Read(obj) if isinstance(obj, dict) else obj
+    parsed = parse(tracked, where)
+    if isinstance(tracked, _Read):
+        unused.update(tracked.unused())
+    return parsed

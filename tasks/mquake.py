@@ -1,4 +1,17 @@
-"""MQuAKE (Zhong et al., EMNLP 2023): multi-hop questions whose answers an edit must change.
+"""MQuAKE (Zhong et al., EMNLP 2023): multi-hop questions whose answers an edit must change; by
+default its corrected release, MQuAKE-Remastered (Zhong et al., ICLR 2025).
+
+MQuAKE-Remastered (henryzhongsc/MQuAKE-Remastered 59eb58c) fixes the 33-76% of MQuAKE's questions
+and labels it found corrupted, in MQuAKE's layout: ``datasets/MQuAKE-Remastered-<subset>.json``
+(read by ``data_utils.py:22-50``: ``requested_rewrite[].target_new.str``, ``orig.edit_triples``);
+its Hugging Face copy (``eval/mquake_remastered/mquake_dataset.py:12``) flattens a rewrite's
+targets to ``target_new_str``/``target_true_str`` (:93-94), which are read too. The subsets by
+name: ``--param mquake.subset=CF-3k`` (default), ``CF-9k``, ``CF-6334``, ``T``
+(``mquake_dataset.py:7``). Their per-edit-count ``split``/``6334_split`` labels (which cases a
+G-Walk or MeLLo run edits) are not used: a lifelong run edits the stream it is given. The
+original MQuAKE stays reachable: ``--param mquake.release=original`` (subsets CF-3k, that is
+``MQuAKE-CF-3k-v2``, CF-9k and T).
+
 
 A published case (``princeton-nlp/MQuAKE`` ``datasets/MQuAKE-CF-3k-v2.json``, layout in its
 README) holds one to four ``requested_rewrite`` entries (CounterFact's layout plus a ``question``),
@@ -44,11 +57,45 @@ MULTIHOP_METRIC = Metric("multihop_acc",
                          "token of the new answer as the top prediction (teacher-forced)")
 
 
+_REMASTERED = ("https://raw.githubusercontent.com/henryzhongsc/MQuAKE-Remastered/"
+               "59eb58c35deb267bb796fc9883d37f8070f6faf2/datasets/MQuAKE-Remastered-{}.json")
+_ORIGINAL = "https://raw.githubusercontent.com/princeton-nlp/MQuAKE/main/datasets/{}"
+#: release -> subset -> the published file
+RELEASES = {
+    "remastered": {name: _REMASTERED.format(name) for name in ("CF-3k", "CF-9k", "CF-6334", "T")},
+    "original": {"CF-3k": _ORIGINAL.format("MQuAKE-CF-3k-v2.json"),
+                 "CF-9k": _ORIGINAL.format("MQuAKE-CF.json"),
+                 "T": _ORIGINAL.format("MQuAKE-T.json")},
+}
+
+
+def _target(rewrite: Fields, name: str) -> str:
+    """A rewrite's target: MQuAKE's ``{name: {"str": ...}}``, or the Hugging Face copy's
+    ``<name>_str``."""
+    if rewrite.has(f"{name}_str") and not rewrite.has(name):
+        return rewrite.str(f"{name}_str")
+    return rewrite.nested(name).str("str")
+
+
 @dataclass(frozen=True)
 class MquakeConfig(FileTaskConfig):
     #: demonstrations put before every question (a path or URL), e.g. MQuAKE's
     #: prompts/multihop-prompts.txt
     fewshot: str | None = None
+    #: remastered: MQuAKE-Remastered (ICLR 2025); original: MQuAKE as first released
+    release: str = "remastered"
+    #: the subset whose published file is read when no --data is given
+    subset: str = "CF-3k"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        files = RELEASES.get(self.release)
+        if files is None:
+            raise ValueError(f"release must be one of {', '.join(RELEASES)}, got "
+                             f"{self.release!r}")
+        if self.subset not in files:
+            raise ValueError(f"subset {self.subset!r} is not in the {self.release} release; it "
+                             f"has {', '.join(files)}")
 
 
 def _hop(fields: Fields, name: str, index: int) -> tuple[str, str]:
@@ -61,11 +108,16 @@ def _hop(fields: Fields, name: str, index: int) -> tuple[str, str]:
 @TASKS.register("mquake")
 class MquakeTask(FileTask):
     name = "mquake"
-    description = ("MQuAKE cases (requested_rewrite list, multi-hop questions, single hops); "
-                   "needs --data or the network")
+    description = ("MQuAKE-Remastered cases (requested_rewrite list, multi-hop questions, single "
+                   "hops); subsets CF-3k, CF-9k, CF-6334, T by mquake.subset, the original "
+                   "MQuAKE by mquake.release=original; needs --data or the network")
     Config = MquakeConfig
     metrics = (MULTIHOP_METRIC,)
-    default_data = "https://raw.githubusercontent.com/princeton-nlp/MQuAKE/main/datasets/MQuAKE-CF-3k-v2.json"
+    default_data = RELEASES["remastered"]["CF-3k"]
+
+    def _eval_source(self) -> str:
+        config: MquakeConfig = self.config  # type: ignore[assignment]
+        return self.options.data or RELEASES[config.release][config.subset]
 
     def __init__(self, options, config=None) -> None:
         super().__init__(options, config)
@@ -100,11 +152,11 @@ class MquakeTask(FileTask):
             template, subject = rewrite.subject_template("prompt"), rewrite.str("subject")
             edits.append(EditRecord(
                 uid=f"{group}-{i}", prompt=template.format(subject), subject=subject,
-                target_new=rewrite.nested("target_new").str("str"),
-                target_true=rewrite.nested("target_true").str("str"),
+                target_new=_target(rewrite, "target_new"),
+                target_true=_target(rewrite, "target_true"),
                 paraphrases=(self.question(rewrite.str("question")),),
                 extra={"relation_id": rewrites[i].get("relation_id"),
-                       "target_new_id": rewrites[i]["target_new"].get("id")},
+                       "target_new_id": (rewrites[i].get("target_new") or {}).get("id")},
                 group=group,
             ))
         edited = {e.prompt for e in edits}

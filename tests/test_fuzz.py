@@ -25,6 +25,7 @@ from hypothesis import strategies as st  # noqa: E402
 from test_faults_outputs import store_bytes  # noqa: E402
 from test_knowedit import RECORD as KNOWEDIT  # noqa: E402
 from test_mquake import TWO_EDITS  # noqa: E402
+from test_new_loaders import QAEDIT, ULTRAEDITBENCH, UNIEDIT, WIKIBIGEDIT  # noqa: E402
 from test_report import build_store  # noqa: E402
 
 from editbench.core.records import EditRecord, dataset_hash  # noqa: E402
@@ -272,7 +273,13 @@ LAYOUTS = {
     "mquake": TWO_EDITS,
     "fever": {"input": "Claim: water is dry.", "alternatives": ["SUPPORTS"],
               "filtered_rephrases": ["Water: dry."], "prediction": "REFUTES"},
+    "wikibigedit": WIKIBIGEDIT,
+    "qaedit": QAEDIT,
+    "ultraeditbench": ULTRAEDITBENCH,
+    "uniedit": UNIEDIT,
 }
+#: layouts whose file is an object of records keyed by sample id, not a list
+KEYED = {"uniedit"}
 
 JSON_LEAF = st.one_of(
     st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
@@ -312,7 +319,15 @@ def damaged(draw, layout: dict) -> dict:
     return record
 
 
-def _write(path: Path, records: list[dict], as_lines: bool, duplicate: bool) -> None:
+def _write(path: Path, records: list[dict], as_lines: bool, duplicate: bool,
+           keyed: bool = False) -> None:
+    if keyed:  # one JSON object of samples by id (a JSON Lines file is then not the layout)
+        texts = [json.dumps(str(i)) + ": " + json.dumps(r, allow_nan=True)
+                 for i, r in enumerate(records)]
+        if duplicate and texts:
+            texts.append(texts[0])  # a sample id given twice
+        path.write_text("{" + ",\n".join(texts) + "}", encoding="utf-8")
+        return
     texts = [json.dumps(r, allow_nan=True) for r in records]  # surrogates written as \\udXXX
     if duplicate and texts and texts[0].startswith("{"):  # a key given twice
         texts[0] = '{"k": 1, "k": 2' + (", " + texts[0][1:] if texts[0] != "{}" else "}")
@@ -338,7 +353,7 @@ def test_every_loader_reads_a_record_or_names_what_is_wrong(task, tmp_path_facto
            st.booleans())
     def check(records, as_lines, duplicate):
         path = tmp / ("data.jsonl" if as_lines else "data.json")
-        _write(path, records, as_lines, duplicate)
+        _write(path, records, as_lines, duplicate, keyed=task in KEYED)
         loader = cls(TaskOptions(data=str(path)), cls.Config())
         try:
             loaded = loader.records()
