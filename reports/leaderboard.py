@@ -35,6 +35,7 @@ from .metrics import (
     metric_catalogue,
     metric_columns,
 )
+from .retention import retention_frame
 from .stats import Interval, bootstrap_ratio, bootstrap_seeds, cell_rng, rank_marks, wilson
 
 
@@ -93,6 +94,9 @@ class Board:
     #: the protocol every run of the board ran under (a board never mixes two)
     protocol: Protocol = field(default_factory=lambda: from_record(None))
     published: list[Published] = field(default_factory=list)
+    #: the retention frame (``retention.retention_frame``), computed once by :func:`build_boards`
+    #: for the lifelong summary and the retention plot alike
+    retention: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
     @property
     def title(self) -> str:
@@ -397,7 +401,12 @@ def build_boards(results: Results, seed: int = 0) -> list[Board]:
     results = derive(results)
     boards = [build_board(results, task, seed, protocol) for task in results.tasks
               for protocol in protocols_of(results.runs[results.runs["task"] == task]).values()]
-    return [replace(board, lifelong=lifelong_summaries(results, board, seed)) for board in boards]
+    found = []
+    for board in boards:
+        retention = retention_frame(results, board, seed=seed)
+        found.append(replace(board, retention=retention,
+                             lifelong=lifelong_summaries(results, board, seed, retention)))
+    return found
 
 
 def _interval_dict(cell: Cell) -> dict[str, Any] | None:

@@ -266,15 +266,18 @@ def leaderboard_json(results: Results, boards: list[Board],
     }
 
 
-def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0) -> list[Path]:
+def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0,
+                boards: list[Board] | None = None) -> list[Path]:
     """Write every page, plot and the JSON table into ``out``; return the pages written.
 
     ``site=False`` is the report (plots on the index); ``site=True`` the published site (a page per
-    task for the plots, ``.nojekyll``)."""
+    task for the plots, ``.nojekyll``). ``boards``: those of ``results`` at ``seed``, where the
+    caller built them already (they are the slow part)."""
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     results = derive(results)
-    boards = build_boards(results, seed=seed)
+    if boards is None:
+        boards = build_boards(results, seed=seed)
     runs = run_views(results)
     run_pages = {run_id: view.page for run_id, view in runs.items()}
     sections = []
