@@ -121,6 +121,18 @@ class Board:
         """The metrics the lifelong summary has a retention AUC for, generated first."""
         return [m for m in EFFICACY if any(m in s.auc for s in self.lifelong)]
 
+    def headline_keys(self) -> list[str]:
+        """The columns a reader sees first (the page's default view): the protocol's headline
+        metrics, the same three scored the other way (generated beside teacher-forced, the mirage
+        in plain sight), then time and memory; only those the board has."""
+        keys = list(self.protocol.headline_metrics())
+        if self.protocol.generation != "off":
+            other = "teacher-forced" if self.protocol.headline == "generated" else "generated"
+            keys += replace(self.protocol, headline=other).headline_metrics()
+        present = {c.key for c in self.columns}
+        wanted = dict.fromkeys([*keys, *(c.key for c in self.columns if c.is_cost)])
+        return [k for k in wanted if k in present]
+
     def final_rows(self) -> list[Row]:
         """Each label's row at its last checkpoint (a diverged method stops early)."""
         last: dict[str, Row] = {}

@@ -96,6 +96,15 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
     return folder
 
 
+def wide_methods() -> dict[str, dict[str, float]]:
+    """The default methods with a metric beyond the protocol's headline (portability)."""
+    return {label: {**rates, "portability_acc": 0.4} for label, rates in {
+        "strong": {"efficacy_acc": 0.95, "generalization_acc": 0.5, "specificity_agree": 0.9},
+        "weak": {"efficacy_acc": 0.3, "generalization_acc": 0.5, "specificity_agree": 0.9},
+        EVIL: {"efficacy_acc": 0.6, "generalization_acc": 0.5, "specificity_agree": 0.9},
+    }.items()}
+
+
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory) -> Path:
     return build_store(tmp_path_factory.mktemp("results"))
