@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib as mpl
+import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .collect import Results
 from .derived import MIRAGE_GAPS
@@ -98,8 +100,9 @@ def palette(labels: Sequence[str]) -> dict[str, Style]:
     """A style per label, in :func:`method_order`: a colour of its own (past twenty, hues from
     a wheel), the marker and dash of its family."""
     ordered = method_order(labels)
-    extra = sns.color_palette("husl", max(0, len(ordered) - len(COLOURS)))
-    colours = [*COLOURS, *(mpl.colors.to_hex(c) for c in extra)]
+    more = max(0, len(ordered) - len(COLOURS))
+    wheel = mpl.colormaps["hsv"]
+    colours = [*COLOURS, *(mpl.colors.to_hex(wheel(i / more)) for i in range(more))]
     styles = {}
     for label, colour in zip(ordered, colours):
         kind = family(label)
@@ -166,22 +169,30 @@ def _panels(n: int, n_labels: int) -> tuple[Figure, list[Axes]]:
 def _lines(ax: Axes, data: pd.DataFrame, x: str, styles: dict[str, Style],
            scale: float = 1.0) -> None:
     """Mean per label as a line with its interval as a band, in the legend's order (so the
-    same method is drawn above the same others in every panel)."""
-    by_label = dict(tuple(data.groupby("label", sort=False)))
+    same method is drawn above the same others in every panel). The bands of a panel are one
+    collection: a ``fill_between`` per method was a third of the drawing time."""
+    xs = data[x].to_numpy(dtype=float)
+    order = np.argsort(xs, kind="stable")
+    xs = xs[order]
+    labels = data["label"].to_numpy()[order]
+    mean, low, high = (data[c].to_numpy(dtype=float)[order] / scale
+                       for c in ("mean", "low", "high"))
+    bands, colours = [], []
     for label, style in styles.items():
-        group = by_label.get(label)
-        if group is None:
+        mine = labels == label
+        if not mine.any():
             continue
-        group = group.sort_values(x)
-        xs = group[x].to_numpy(dtype=float)
-        ax.plot(xs, group["mean"].to_numpy(dtype=float) / scale, color=style.color,
-                marker=style.marker, markersize=4.5, linestyle=style.dash, linewidth=1.4)
-        band = group.dropna(subset=["low", "high"])
-        if len(band):
-            ax.fill_between(band[x].to_numpy(dtype=float),
-                            band["low"].to_numpy(dtype=float) / scale,
-                            band["high"].to_numpy(dtype=float) / scale, color=style.color,
-                            alpha=0.14, linewidth=0)
+        ax.add_line(Line2D(xs[mine], mean[mine], color=style.color, marker=style.marker,
+                           markersize=4.5, linestyle=style.dash, linewidth=1.4))
+        ok = mine & ~np.isnan(low) & ~np.isnan(high)
+        if ok.any():
+            bands.append(np.column_stack([np.r_[xs[ok], xs[ok][::-1]],
+                                          np.r_[low[ok], high[ok][::-1]]]))
+            colours.append(style.color)
+    if bands:
+        ax.add_collection(PolyCollection(bands, facecolors=colours, alpha=0.14, linewidths=0,
+                                         edgecolors="none"), autolim=True)
+    ax.autoscale_view()
 
 
 def _legend(fig: Figure, styles: dict[str, Style]) -> None:
@@ -197,7 +208,7 @@ def _log_edits(ax: Axes, edit_counts: Sequence[int]) -> None:
     ax.set_xscale("log")
     ax.set_xticks(list(edit_counts))
     ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+    ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())  # no minor ticks to build and draw
     ax.set_xlabel("edits made")
 
 
@@ -234,11 +245,12 @@ def y_ranges(frame: pd.DataFrame, keys: Sequence[str],
 
 def metrics_figure(board: Board, styles: dict[str, Style],
                    keys: set[str] | None = None) -> Figure | None:
-    """One panel per metric column against edit count (only ``keys``, where given)."""
+    """One panel per metric column against edit count (only ``keys``, where given; without
+    ``keys`` every metric but the mirage gaps, which have their own figure)."""
     frame = _frame(board)
     present = set(frame["column"])
     columns = [c for c in board.columns if not c.is_cost and c.key in present
-               and (keys is None or c.key in keys)]
+               and (c.key in keys if keys is not None else not is_gap(c.key))]
     if not columns:
         return None
     # the ranges are those of every metric column, so a figure of some shows them as the whole does
@@ -346,7 +358,7 @@ def pareto_figure(board: Board, styles: dict[str, Style]) -> Figure | None:
         else:
             ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(4))
         ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-        ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
         ax.set(title=column.label, xlabel="seconds per edit" + (" (log)" if wide else ""),
                ylabel="mean over edits")
         if column.key in ranges:
@@ -370,7 +382,25 @@ def _save(fig: Figure, folder: Path, name: str,
     return written
 
 
-_STYLE = {"axes.spines.top": False, "axes.spines.right": False, "path.simplify": True}
+#: The look (seaborn's "whitegrid" style in its "paper" context, fonts scaled by 1.15), set here so
+#: that drawing a report does not import seaborn
+STYLE = {
+    "axes.facecolor": "white", "axes.edgecolor": ".8", "axes.grid": True, "axes.axisbelow": True,
+    "axes.labelcolor": ".15", "axes.linewidth": 1.0, "axes.spines.top": False,
+    "axes.spines.right": False, "grid.color": ".8", "grid.linestyle": "-",
+    "text.color": ".15", "xtick.color": ".15", "ytick.color": ".15",
+    "xtick.bottom": False, "ytick.left": False, "xtick.direction": "out", "ytick.direction": "out",
+    "font.family": ["sans-serif"],
+    "font.sans-serif": ["Arial", "DejaVu Sans", "Liberation Sans", "Bitstream Vera Sans",
+                        "sans-serif"],
+    "lines.solid_capstyle": "round", "patch.edgecolor": "w", "patch.force_edgecolor": True,
+    "font.size": 11.04, "axes.labelsize": 11.04, "axes.titlesize": 11.04,
+    "xtick.labelsize": 10.12, "ytick.labelsize": 10.12, "legend.fontsize": 10.12,
+    "legend.title_fontsize": 11.04, "lines.linewidth": 1.2, "lines.markersize": 4.8,
+    "patch.linewidth": 0.8, "path.simplify": True,
+    # a fixed title position: placing titles clear of the ticks measured every tick label
+    "axes.titley": 1.0, "axes.titlepad": 5.0,
+}
 
 
 def board_plots(results: Results, board: Board, folder: Path, seed: int = 0,
@@ -406,7 +436,7 @@ def board_plots(results: Results, board: Board, folder: Path, seed: int = 0,
          lambda: pareto_figure(board, styles)),
     ]
     plots = []
-    with sns.axes_style("whitegrid", _STYLE), sns.plotting_context("paper", font_scale=1.15):
+    with mpl.rc_context(STYLE):
         for kind, title, caption, draw in specs:
             fig = draw()
             if fig is None:
@@ -431,7 +461,7 @@ def bench_plots(bench: dict, folder: Path) -> list[Plot]:
     ]).rename(columns={"method": "label", "edits": "n_edits"})
     styles = palette(list(dict.fromkeys(frame["label"])))
     edit_counts = sorted(set(frame["n_edits"]))
-    with sns.axes_style("whitegrid", _STYLE), sns.plotting_context("paper", font_scale=1.15):
+    with mpl.rc_context(STYLE):
         fig, (rate_ax, memory_ax) = _panels(2, len(styles))
         _lines(rate_ax, frame[frame["column"] == "rate"], "n_edits", styles)
         rate_ax.set(title="edit throughput", ylabel="edits per second")

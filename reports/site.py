@@ -287,7 +287,9 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0,
         while task_slug in taken:  # two task names that differ only in characters a file name drops
             task_slug += "-"
         taken.add(task_slug)
-        plots = board_plots(results, board, out / "plots", seed=seed, name=task_slug)
+        # SVG only: the pages show it, and a second format would draw every figure twice
+        plots = board_plots(results, board, out / "plots", seed=seed, name=task_slug,
+                            formats=("svg",))
         sections.append(Section(board, task_slug, setup_views([runs[r] for r in board.run_ids]),
                                 plots, f"tasks/{task_slug}.html" if site else None))
     info = _site_info(results, seed, JSON_NAME)

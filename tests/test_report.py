@@ -254,7 +254,8 @@ def test_the_site_has_index_task_and_run_pages_plots_and_json(site):
     assert (site / ".nojekyll").exists()
     for kind in ("metrics", "cost", "retention", "pareto"):
         svg, png = site / "plots" / f"pocket-{kind}.svg", site / "plots" / f"pocket-{kind}.png"
-        assert svg.read_text().lstrip().startswith("<?xml") and png.read_bytes()[:4] == b"\x89PNG"
+        # SVG only: the pages show it, and drawing a second format doubled the report's time
+        assert svg.read_text().lstrip().startswith("<?xml") and not png.exists()
         assert f"plots/pocket-{kind}.svg" in (site / "tasks" / "pocket.html").read_text()
     index = (site / "index.html").read_text()
     assert 'href="tasks/pocket.html"' in index and 'href="runs/run-a.html"' in index
