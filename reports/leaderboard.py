@@ -29,6 +29,7 @@ from .derived import derive
 from .lifelong import EFFICACY, Lifelong, lifelong_summaries
 from .metrics import (
     CAPABILITY_PREFIX,
+    COST_COLUMNS,
     Column,
     capability_columns,
     cost_columns,
@@ -37,6 +38,8 @@ from .metrics import (
 )
 from .retention import retention_frame
 from .stats import Interval, bootstrap_ratio, bootstrap_seeds, cell_rng, rank_marks, wilson
+
+COST_KEYS = frozenset(COST_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,13 @@ class Board:
         present = {c.key for c in self.columns}
         wanted = dict.fromkeys([*keys, *(c.key for c in self.columns if c.is_cost)])
         return [k for k in wanted if k in present]
+
+    def retention_keys(self) -> list[str]:
+        """The metrics of the retention frame and plot: the headline's quality columns (what a
+        reader compares first) and the efficacies the lifelong summary's AUC reads."""
+        quality = [k for k in self.headline_keys() if k not in COST_KEYS]
+        present = {c.key for c in self.columns}
+        return list(dict.fromkeys([*quality, *(m for m in EFFICACY if m in present)]))
 
     def final_rows(self) -> list[Row]:
         """Each label's row at its last checkpoint (a diverged method stops early)."""
@@ -415,7 +425,7 @@ def build_boards(results: Results, seed: int = 0) -> list[Board]:
               for protocol in protocols_of(results.runs[results.runs["task"] == task]).values()]
     found = []
     for board in boards:
-        retention = retention_frame(results, board, seed=seed)
+        retention = retention_frame(results, board, seed=seed, metrics=board.retention_keys())
         found.append(replace(board, retention=retention,
                              lifelong=lifelong_summaries(results, board, seed, retention)))
     return found

@@ -11,6 +11,7 @@ numbers are those of a slice-by-slice loop.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,10 +26,14 @@ if TYPE_CHECKING:
 COLUMNS = ["label", "metric", "n_edits", "bin", "position", "mean", "low", "high", "n"]
 
 
-def retention_frame(results: Results, board: Board, bins: int = 10, seed: int = 0) -> pd.DataFrame:
+def retention_frame(results: Results, board: Board, bins: int = 10, seed: int = 0,
+                    metrics: Collection[str] | None = None) -> pd.DataFrame:
     """One row per (method, metric, slice) at each method's last checkpoint; ``position`` is the
-    slice's middle edit (0 = the first edit made). Seeds of a sweep are pooled slice by slice."""
+    slice's middle edit (0 = the first edit made). Seeds of a sweep are pooled slice by slice.
+    ``metrics``: only these (default: every stored one)."""
     scores = results.scores
+    if metrics is not None:
+        scores = scores[scores["metric"].isin(list(metrics))]
     final = board.final_rows()
     wanted = {(r.method, r.n_edits) for r in final}
     # one pass over the store's scores: the rows of every final checkpoint, grouped once
