@@ -127,14 +127,17 @@ class Board:
     def headline_keys(self) -> list[str]:
         """The columns a reader sees first (the page's default view): the protocol's headline
         metrics, the same three scored the other way (generated beside teacher-forced, the mirage
-        in plain sight), then time and memory; only those the board has."""
+        in plain sight), then time and memory; only those the board has (a board with none of
+        the headline metrics leads with its first three)."""
         keys = list(self.protocol.headline_metrics())
         if self.protocol.generation != "off":
             other = "teacher-forced" if self.protocol.headline == "generated" else "generated"
             keys += replace(self.protocol, headline=other).headline_metrics()
         present = {c.key for c in self.columns}
-        wanted = dict.fromkeys([*keys, *(c.key for c in self.columns if c.is_cost)])
-        return [k for k in wanted if k in present]
+        keys = [k for k in keys if k in present]
+        if not keys:  # a task whose metrics have other names: its first three lead
+            keys = [c.key for c in self.columns if not c.is_cost][:3]
+        return list(dict.fromkeys([*keys, *(c.key for c in self.columns if c.is_cost)]))
 
     def retention_keys(self) -> list[str]:
         """The metrics of the retention frame and plot: the headline's quality columns (what a

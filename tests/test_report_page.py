@@ -8,6 +8,7 @@ columns. ``test_report_browser.py`` checks the same page in Chromium where one i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -143,3 +144,17 @@ def test_mirage_gap_panels_share_one_y_range(tmp_path):
     shares = {ax.get_title(): ax.get_ylim() for ax in whole.axes if ax.get_title()}
     assert shares["efficacy (acc)"] == pytest.approx((-0.02, 1.02))
     assert "efficacy mirage gap" not in shares  # drawn once, in its own figure
+
+
+def test_a_task_without_the_headline_metrics_leads_with_its_first_three(tmp_path):
+    rates = {"efficacy_acc": 0.5, "alpha_score": 0.9, "beta_score": 0.5, "gamma_score": 0.4,
+             "delta_score": 0.3}
+    store = build_store(tmp_path, methods={"memit": rates, "mend": rates})
+    (board,) = build_boards(collect([store]))
+    keys = board.headline_keys()
+    assert keys[0] == "efficacy_acc" and "delta_score" not in keys
+    # the same board without any of the protocol's headline metrics
+    other = replace(board, columns=[c for c in board.columns if c.key != "efficacy_acc"])
+    quality = [k for k in other.headline_keys() if k not in ("seconds_per_edit",
+                                                                "peak_memory_bytes")]
+    assert len(quality) == 3 and set(quality) < set(rates) - {"efficacy_acc"}
