@@ -65,7 +65,7 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
     found = _collect(results)
     boards = build_boards(found, seed=seed)
     if html is not None:
-        write_pages(found, html, site=False, seed=seed)
+        write_pages(found, html, site=False, seed=seed, boards=boards)
         click.echo(f"report: {html / 'index.html'}")
     for path, text in ((md, markdown), (tex, latex), (csv, csv_text)):
         if path is None:

@@ -29,13 +29,17 @@ from .derived import derive
 from .lifelong import EFFICACY, Lifelong, lifelong_summaries
 from .metrics import (
     CAPABILITY_PREFIX,
+    COST_COLUMNS,
     Column,
     capability_columns,
     cost_columns,
     metric_catalogue,
     metric_columns,
 )
+from .retention import retention_frame
 from .stats import Interval, bootstrap_ratio, bootstrap_seeds, cell_rng, rank_marks, wilson
+
+COST_KEYS = frozenset(COST_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class Board:
     #: the protocol every run of the board ran under (a board never mixes two)
     protocol: Protocol = field(default_factory=lambda: from_record(None))
     published: list[Published] = field(default_factory=list)
+    #: the retention frame (``retention.retention_frame``), computed once by :func:`build_boards`
+    #: for the lifelong summary and the retention plot alike
+    retention: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
     @property
     def title(self) -> str:
@@ -116,6 +123,28 @@ class Board:
     def retention_metrics(self) -> list[str]:
         """The metrics the lifelong summary has a retention AUC for, generated first."""
         return [m for m in EFFICACY if any(m in s.auc for s in self.lifelong)]
+
+    def headline_keys(self) -> list[str]:
+        """The columns a reader sees first (the page's default view): the protocol's headline
+        metrics, the same three scored the other way (generated beside teacher-forced, the mirage
+        in plain sight), then time and memory; only those the board has (a board with none of
+        the headline metrics leads with its first three)."""
+        keys = list(self.protocol.headline_metrics())
+        if self.protocol.generation != "off":
+            other = "teacher-forced" if self.protocol.headline == "generated" else "generated"
+            keys += replace(self.protocol, headline=other).headline_metrics()
+        present = {c.key for c in self.columns}
+        keys = [k for k in keys if k in present]
+        if not keys:  # a task whose metrics have other names: its first three lead
+            keys = [c.key for c in self.columns if not c.is_cost][:3]
+        return list(dict.fromkeys([*keys, *(c.key for c in self.columns if c.is_cost)]))
+
+    def retention_keys(self) -> list[str]:
+        """The metrics of the retention frame and plot: the headline's quality columns (what a
+        reader compares first) and the efficacies the lifelong summary's AUC reads."""
+        quality = [k for k in self.headline_keys() if k not in COST_KEYS]
+        present = {c.key for c in self.columns}
+        return list(dict.fromkeys([*quality, *(m for m in EFFICACY if m in present)]))
 
     def final_rows(self) -> list[Row]:
         """Each label's row at its last checkpoint (a diverged method stops early)."""
@@ -397,7 +426,12 @@ def build_boards(results: Results, seed: int = 0) -> list[Board]:
     results = derive(results)
     boards = [build_board(results, task, seed, protocol) for task in results.tasks
               for protocol in protocols_of(results.runs[results.runs["task"] == task]).values()]
-    return [replace(board, lifelong=lifelong_summaries(results, board, seed)) for board in boards]
+    found = []
+    for board in boards:
+        retention = retention_frame(results, board, seed=seed, metrics=board.retention_keys())
+        found.append(replace(board, retention=retention,
+                             lifelong=lifelong_summaries(results, board, seed, retention)))
+    return found
 
 
 def _interval_dict(cell: Cell) -> dict[str, Any] | None:

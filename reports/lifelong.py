@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from .retention import retention_frame
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .collect import Results
     from .leaderboard import Board
 
@@ -56,9 +58,12 @@ def _mean(row, key: str | None) -> float | None:
     return cell.interval.mean if cell is not None and cell.interval is not None else None
 
 
-def lifelong_summaries(results: Results, board: Board, seed: int = 0) -> list[Lifelong]:
+def lifelong_summaries(results: Results, board: Board, seed: int = 0,
+                       retention: pd.DataFrame | None = None) -> list[Lifelong]:
+    """``retention``: the board's retention frame where the caller has it already."""
     efficacy, specificity = _first(board, EFFICACY), _first(board, SPECIFICITY)
-    retention = retention_frame(results, board, seed=seed)
+    if retention is None:
+        retention = retention_frame(results, board, seed=seed)
     summaries = []
     for label in board.labels():
         rows = sorted((r for r in board.rows if r.label == label), key=lambda r: r.n_edits)

@@ -266,15 +266,18 @@ def leaderboard_json(results: Results, boards: list[Board],
     }
 
 
-def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0) -> list[Path]:
+def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0,
+                boards: list[Board] | None = None) -> list[Path]:
     """Write every page, plot and the JSON table into ``out``; return the pages written.
 
     ``site=False`` is the report (plots on the index); ``site=True`` the published site (a page per
-    task for the plots, ``.nojekyll``)."""
+    task for the plots, ``.nojekyll``). ``boards``: those of ``results`` at ``seed``, where the
+    caller built them already (they are the slow part)."""
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     results = derive(results)
-    boards = build_boards(results, seed=seed)
+    if boards is None:
+        boards = build_boards(results, seed=seed)
     runs = run_views(results)
     run_pages = {run_id: view.page for run_id, view in runs.items()}
     sections = []
@@ -284,7 +287,9 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0)
         while task_slug in taken:  # two task names that differ only in characters a file name drops
             task_slug += "-"
         taken.add(task_slug)
-        plots = board_plots(results, board, out / "plots", seed=seed, name=task_slug)
+        # SVG only: the pages show it, and a second format would draw every figure twice
+        plots = board_plots(results, board, out / "plots", seed=seed, name=task_slug,
+                            formats=("svg",))
         sections.append(Section(board, task_slug, setup_views([runs[r] for r in board.run_ids]),
                                 plots, f"tasks/{task_slug}.html" if site else None))
     info = _site_info(results, seed, JSON_NAME)

@@ -96,6 +96,15 @@ def build_store(folder: Path, run_id: str = "run-a", task: str = "pocket", seed:
     return folder
 
 
+def wide_methods() -> dict[str, dict[str, float]]:
+    """The default methods with a metric beyond the protocol's headline (portability)."""
+    return {label: {**rates, "portability_acc": 0.4} for label, rates in {
+        "strong": {"efficacy_acc": 0.95, "generalization_acc": 0.5, "specificity_agree": 0.9},
+        "weak": {"efficacy_acc": 0.3, "generalization_acc": 0.5, "specificity_agree": 0.9},
+        EVIL: {"efficacy_acc": 0.6, "generalization_acc": 0.5, "specificity_agree": 0.9},
+    }.items()}
+
+
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory) -> Path:
     return build_store(tmp_path_factory.mktemp("results"))
@@ -245,7 +254,8 @@ def test_the_site_has_index_task_and_run_pages_plots_and_json(site):
     assert (site / ".nojekyll").exists()
     for kind in ("metrics", "cost", "retention", "pareto"):
         svg, png = site / "plots" / f"pocket-{kind}.svg", site / "plots" / f"pocket-{kind}.png"
-        assert svg.read_text().lstrip().startswith("<?xml") and png.read_bytes()[:4] == b"\x89PNG"
+        # SVG only: the pages show it, and drawing a second format doubled the report's time
+        assert svg.read_text().lstrip().startswith("<?xml") and not png.exists()
         assert f"plots/pocket-{kind}.svg" in (site / "tasks" / "pocket.html").read_text()
     index = (site / "index.html").read_text()
     assert 'href="tasks/pocket.html"' in index and 'href="runs/run-a.html"' in index

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report import EVIL, EVIL_ANSWER, build_store
+from test_report import EVIL, EVIL_ANSWER, build_store, wide_methods
 
 from editbench.core.store import load_results
 from editbench.reports.collect import collect
@@ -46,7 +46,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    return build_store(tmp_path_factory.mktemp("results"))
+    # a metric beyond the protocol's headline, so the board has columns behind its toggle
+    return build_store(tmp_path_factory.mktemp("results"), methods=wide_methods())
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +89,51 @@ def _column(page, table: str, index: int) -> list[str]:
         f"rows => rows.map(r => r.cells[{index}].getAttribute('data-sort'))")
 
 
-def test_the_report_loads_clean_sorts_filters_and_shows_its_plots(browser, report):
+def _shown(page, selector: str) -> list[str]:
+    return page.eval_on_selector_all(
+        selector, "els => els.filter(e => e.offsetParent !== null).map(e => e.textContent.trim())")
+
+
+def test_the_board_opens_on_the_final_edit_count_with_the_headline_columns(browser, report):
+    visit = Visit(browser, (report / "index.html").as_uri())
+    page = visit.page
+    visit.check_clean()
+    table = "board-pocket"
+    # default view: the final edit count only, the headline columns, the final count's chips
+    assert set(_column(page, table, 1)) == {"40"}
+    headers = _shown(page, f"#{table} thead th")
+    assert any(h.startswith("efficacy") for h in headers)
+    assert not any(h.startswith("portability") for h in headers)
+    assert _shown(page, ".winners .winners-title") == ["At 40 edits"]
+    chips = " ".join(_shown(page, ".winners .winner"))
+    assert "efficacy" in chips and "s / edit" not in chips and "peak" not in chips
+    assert page.is_visible(".controls .ladder")
+
+    # the ladder moves along the edit counts, chips follow; "all" shows every count
+    page.click(f".controls[data-table={table}] button[data-edits='10']")
+    assert set(_column(page, table, 1)) == {"10"}
+    assert _shown(page, ".winners .winners-title") == ["At 10 edits"]
+    assert page.get_attribute(f".controls[data-table={table}] button[data-edits='10']",
+                              "aria-pressed") == "true"
+    page.click(f".controls[data-table={table}] button[data-edits='']")
+    assert set(_column(page, table, 1)) == {"10", "40"}
+
+    # the toggle shows the other metrics, and hides them again
+    page.check(".controls .show-extra")
+    assert any(h.startswith("portability") for h in _shown(page, f"#{table} thead th"))
+    page.uncheck(".controls .show-extra")
+    assert not any(h.startswith("portability") for h in _shown(page, f"#{table} thead th"))
+    visit.check_clean()
+    page.close()
+
+
+def test_the_report_loads_clean_sorts_and_shows_its_plots(browser, report):
     visit = Visit(browser, (report / "index.html").as_uri())
     page = visit.page
     visit.check_clean()
 
     table = "board-pocket"
+    page.click(f".controls[data-table={table}] button[data-edits='']")  # every edit count
     headers = page.eval_on_selector_all(
         f"#{table} thead th", "hs => hs.map(h => h.textContent.trim())"
     )
@@ -108,8 +148,11 @@ def test_the_report_loads_clean_sorts_filters_and_shows_its_plots(browser, repor
     page.click(f"#{table} thead th:nth-child({efficacy + 1}) button")
     assert [float(v) for v in _column(page, table, efficacy) if v] == sorted(after)
 
-    page.click(f".filter[data-table={table}] button[data-edits='40']")
-    assert set(_column(page, table, 1)) == {"40"}
+    # every table sorts, those written without buttons too (the lifelong summary)
+    page.click("table.lifelong thead th:nth-child(1) button")
+    names = page.eval_on_selector_all("table.lifelong tbody th", "c => c.map(x => x.textContent)")
+    assert names == sorted(names, key=str.lower) and len(names) >= 3
+    assert page.get_attribute("table.lifelong thead th:nth-child(1)", "aria-sort") == "ascending"
 
     plots = page.locator("figure.plot img")
     assert plots.count() == 4
@@ -123,6 +166,19 @@ def test_the_report_loads_clean_sorts_filters_and_shows_its_plots(browser, repor
         assert image.bounding_box()["width"] > 300
     visit.check_clean()
     page.close()
+
+
+def test_without_scripts_the_page_is_plain_tables_with_every_count(browser, report):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto((report / "index.html").as_uri())
+    rows = page.eval_on_selector_all(
+        "#board-pocket tbody tr", "rs => rs.filter(r => r.offsetParent !== null).length")
+    assert rows == len(page.query_selector_all("#board-pocket tbody tr")) > 3
+    assert any(h.startswith("portability") for h in _shown(page, "#board-pocket thead th"))
+    assert not page.is_visible(".controls")
+    assert "Scripts are off" in page.inner_text("main")
+    context.close()
 
 
 def test_the_run_page_loads_clean_with_its_notes(browser, report):

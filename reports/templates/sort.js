@@ -1,10 +1,14 @@
-// Sortable tables and the edit-count filter: no libraries, no network, works from file://.
+// Sortable tables, the edit-count ladder and the metrics toggle: no libraries, no network, works
+// from file://. Without scripts the page shows every row and column; this script narrows it to the
+// final edit count and the headline columns, and gives the controls to widen it again.
 (function () {
   "use strict";
+  var each = function (list, fn) { Array.prototype.forEach.call(list, fn); };
   function sortKey(cell) {
+    if (!cell) { return null; }
     var raw = cell.getAttribute("data-sort");
     if (raw === null) { raw = cell.textContent.trim(); }
-    if (raw === "") { return null; }
+    if (raw === "" || raw === "–") { return null; }
     var number = Number(raw);
     return isNaN(number) ? raw.toLowerCase() : number;
   }
@@ -17,43 +21,80 @@
     var first = header.getAttribute("data-first") || "asc";
     var current = header.getAttribute("aria-sort");
     var ascending = current === "none" || current === null ? first === "asc" : current !== "ascending";
-    var rows = Array.prototype.slice.call(body.rows).map(function (row, index) {
-      return { row: row, key: sortKey(row.cells[column]), index: index };
+    // a row marked "error-row" (a method's error message) travels with the row above it
+    var groups = [];
+    each(body.rows, function (row) {
+      if (row.classList.contains("error-row") && groups.length) {
+        groups[groups.length - 1].rows.push(row);
+      } else {
+        groups.push({ rows: [row], key: sortKey(row.cells[column]), index: groups.length });
+      }
     });
-    rows.sort(function (x, y) {
+    groups.sort(function (x, y) {
       if (x.key === null || y.key === null) {
         return x.key === y.key ? x.index - y.index : (x.key === null ? 1 : -1);
       }
       var order = compare(x.key, y.key);
       return (ascending ? order : -order) || x.index - y.index;
     });
-    rows.forEach(function (item) { body.appendChild(item.row); });
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (cell) {
+    groups.forEach(function (group) {
+      group.rows.forEach(function (row) { body.appendChild(row); });
+    });
+    each(header.parentNode.cells, function (cell) {
       cell.setAttribute("aria-sort", cell === header ? (ascending ? "ascending" : "descending") : "none");
     });
     table.classList.add("sorted");
   }
-  Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (header, column) {
+  // every table with a header row sorts by any of its columns
+  each(document.querySelectorAll("table"), function (table) {
+    if (!table.tHead || !table.tBodies.length || table.hasAttribute("data-nosort")) { return; }
+    var headers = table.tHead.rows[table.tHead.rows.length - 1];
+    each(headers.cells, function (header, column) {
       var button = header.querySelector("button");
-      if (button) {
-        button.addEventListener("click", function () { sortTable(table, column, header); });
+      if (!button) {
+        button = document.createElement("button");
+        button.type = "button";
+        while (header.firstChild) { button.appendChild(header.firstChild); }
+        header.appendChild(button);
+        header.setAttribute("aria-sort", "none");
       }
+      button.addEventListener("click", function () { sortTable(table, column, header); });
     });
+    table.classList.add("sortable");
   });
-  Array.prototype.forEach.call(document.querySelectorAll(".filter"), function (bar) {
-    var table = document.getElementById(bar.getAttribute("data-table"));
-    if (!table) { return; }
-    bar.addEventListener("click", function (event) {
-      var button = event.target.closest("button");
-      if (!button) { return; }
-      var wanted = button.getAttribute("data-edits");
-      Array.prototype.forEach.call(bar.querySelectorAll("button"), function (b) {
-        b.classList.toggle("on", b === button);
+  // a board: the ladder picks the edit count shown, the toggle the columns beyond the headline
+  each(document.querySelectorAll(".board-block"), function (block) {
+    var table = document.getElementById(block.getAttribute("data-table"));
+    var controls = block.querySelector(".controls");
+    if (!table || !controls) { return; }
+    var ladder = controls.querySelector(".ladder");
+    var toggle = controls.querySelector(".show-extra");
+    function show(wanted) {
+      each(ladder.querySelectorAll("button"), function (b) {
+        b.setAttribute("aria-pressed", String(b.getAttribute("data-edits") === wanted));
       });
-      Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      each(table.tBodies[0].rows, function (row) {
         row.hidden = wanted !== "" && row.getAttribute("data-edits") !== wanted;
       });
+      var chips = block.querySelectorAll(".winners");
+      var last = chips.length ? chips[chips.length - 1].getAttribute("data-edits") : "";
+      each(chips, function (line) {
+        line.hidden = line.getAttribute("data-edits") !== (wanted === "" ? last : wanted);
+      });
+      block.setAttribute("data-shown", wanted);
+    }
+    ladder.addEventListener("click", function (event) {
+      var button = event.target.closest("button");
+      if (button) { show(button.getAttribute("data-edits")); }
     });
+    if (toggle) {
+      toggle.addEventListener("change", function () {
+        block.classList.toggle("compact", !toggle.checked);
+      });
+    }
+    var pressed = ladder.querySelector("button[aria-pressed=true]");
+    show(pressed ? pressed.getAttribute("data-edits") : "");
+    block.classList.add("compact");
+    controls.hidden = false;
   });
 }());
