@@ -138,3 +138,35 @@ def test_report_without_results_says_where_it_looked(tmp_path):
         line = result.output.strip().splitlines()[-1]
         assert "editbench-results" in line and "name the folder" in line
         assert not (tmp_path / "editbench-site").exists()
+
+
+# -- the run of the project's description, as written ----------------------------------------------
+def test_the_readme_run_plans_20000_edits_in_a_world_sized_for_them(tmp_path, monkeypatch):
+    """``editbench run --methods rledit,alphaedit --edits 20000`` (here with --dry-run, which
+    loads and trains nothing) on the default task: the pocket world is sized for the count, and a
+    line says so and what a real run will train."""
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
+    result = invoke("run", "--methods", "rledit,alphaedit", "--edits", "20000", "--dry-run",
+                    cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "task pocket (eval split), 20000 edits in 2000 turns" in result.output
+    note = next(line for line in result.output.splitlines() if "larger world" in line)
+    assert "--param pocket.n_entities=" in note and "trained for it on first use" in note
+    assert not (tmp_path / "editbench-results").exists()
+
+
+def test_a_world_the_user_set_is_not_resized_and_the_error_says_how(tmp_path, monkeypatch):
+    from editbench.tasks.pocket import PocketTask
+
+    monkeypatch.setenv("EDITBENCH_CACHE", str(tmp_path / "cache"))
+    result = invoke("run", "--methods", "ft-m", "--edits", "1000", "--param",
+                    "pocket.n_entities=120", "--dry-run", cwd=tmp_path)
+    assert result.exit_code != 0
+    line = result.output.strip().splitlines()[-1]
+    wanted = PocketTask.sized_for(1000)["n_entities"]
+    assert "--edits 1000" in line and f"--param pocket.n_entities={wanted} makes enough" in line
+    # and that setting does make enough
+    from editbench.core.task import TaskOptions
+    from editbench.tasks.pocket import PocketConfig
+
+    assert len(PocketTask(TaskOptions(), PocketConfig(n_entities=int(wanted))).records()) >= 1000
