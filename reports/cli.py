@@ -1,6 +1,6 @@
-"""``editbench report``, ``publish``, ``samples``, ``submit`` and ``validate``: read result stores
-(and submissions), write tables, plots and a site, print what the edited models answered, or turn
-a run into a leaderboard submission and check one.
+"""``editbench report``, ``publish``, ``compare``, ``samples``, ``submit`` and ``validate``: read
+result stores (and submissions), write tables, plots and a site, compare two methods, print what
+the edited models answered, or turn a run into a leaderboard submission and check one.
 
 Both only read the stores (HELM's split between computing and presenting): point them at a
 folder that a run is still writing and they show the checkpoints committed so far. pandas, seaborn
@@ -140,6 +140,42 @@ def publish(results: tuple[Path, ...], site: Path, seed: int) -> None:
     check_pages_folder(site, "--site")
     pages = write_pages(_collect(_or_default(results)), site, site=True, seed=seed)
     click.echo(f"site: {site / 'index.html'} ({len(pages)} pages)")
+
+
+@click.command()
+@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--methods", default=None, metavar="M1,M2",
+              help="One store: the two methods to compare (B − A is M2 − M1). Two stores: the "
+                   "method to compare between them (default: the one both hold).")
+@click.option("--metrics", default=None, metavar="A,B",
+              help="Stored metric keys to compare (default: the protocol's headline metrics, "
+                   "teacher-forced and generated).")
+@click.option("--html", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the comparison as a small HTML page to this file.")
+@_SEED
+def compare(stores: tuple[Path, ...], methods: str | None, metrics: str | None,
+            html: Path | None, seed: int) -> None:
+    """Compare two methods checkpoint by checkpoint: B − A of each headline metric with its 95%
+    bootstrap interval (paired over the edits both scored). `compare A B` compares the method two
+    result stores hold; `compare RESULTS --methods M1,M2` two methods of one store."""
+    from ..core.outputs import check_output_file
+    from .compare import choose, comparison_page, format_comparison
+    from .compare import compare as difference
+
+    if html is not None:
+        check_output_file(html, "--html", "compare")
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    keys = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    try:
+        a, b = choose(list(stores), names)
+        comparison = difference(a, b, keys, seed)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_comparison(comparison), nl=False)
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(comparison_page(comparison), encoding="utf-8")
+        click.echo(f"wrote {html}", err=True)
 
 
 @click.command()

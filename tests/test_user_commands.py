@@ -3,15 +3,12 @@ terminal table that fits 100 columns."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-from user_stores import DEFAULT_LADDER, DEFAULT_METHODS, default_run, fading, write_run
+from user_stores import DEFAULT_LADDER, DEFAULT_METHODS, default_run, fading, invoke, write_run
 
 from editbench.core.outputs import PAGE_MARK
-from editbench.harness.cli.group import main
 from editbench.reports.summary import WIDTH, headline_keys, run_board, terminal_table
 
 
@@ -31,17 +28,6 @@ def small_store(tmp_path_factory) -> Path:
     return write_run(tmp_path_factory.mktemp("small") / "editbench-results",
                      {"a": fading, "b": fading}, ladder=(10, 20),
                      metrics=("efficacy_acc", "portability_acc", "efficacy_gen_em"))
-
-
-def invoke(*args, cwd: Path | None = None):
-    """The command line in ``cwd`` (the folder a user runs it from)."""
-    here = Path.cwd()
-    try:
-        if cwd is not None:
-            os.chdir(cwd)
-        return CliRunner().invoke(main, [str(a) for a in args])
-    finally:
-        os.chdir(here)
 
 
 # -- the terminal table ----------------------------------------------------------------------------

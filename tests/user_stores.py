@@ -3,12 +3,15 @@ sees (the terminal table, ``editbench compare``): no model is run."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+from click.testing import CliRunner
 
 from editbench.core.records import Metric, PhaseTime, ScoreRow
 from editbench.core.store import ResultsStore
+from editbench.harness.cli.group import main
 
 #: the default run's methods and ladder (``editbench run`` with no option, 200 edits)
 DEFAULT_METHODS = ("alphaedit", "ft-l", "ft-m", "grace", "locft-bf", "malmen", "memit", "mend",
@@ -63,3 +66,14 @@ def fading(label: str, n: int, metric: str) -> float:
 def default_run(folder: Path) -> Path:
     """The default run's shape: twelve methods, five checkpoints, the pocket metrics."""
     return write_run(folder, {m: fading for m in DEFAULT_METHODS})
+
+
+def invoke(*args, cwd: Path | None = None):
+    """The command line in ``cwd`` (the folder a user runs it from)."""
+    here = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        return CliRunner().invoke(main, [str(a) for a in args])
+    finally:
+        os.chdir(here)
