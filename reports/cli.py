@@ -113,6 +113,8 @@ def _print_tables(boards, columns: str | None, everything: bool) -> None:
     from .summary import MARKS_NOTE, TableChoice, terminal_width
 
     table = TableChoice(columns, everything, terminal_width())
+    if not boards:
+        click.echo("(no runs stored)")
     for index, board in enumerate(boards):
         click.echo(("\n" if index else "") + f"{board.task}, protocol {board.protocol.label}")
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.outputs import FIRST_LINES
-from .stats import Interval, bootstrap_difference, bootstrap_mean, cell_rng
+from .stats import Interval, bootstrap_difference, cell_rng
 
 #: how a comparison page begins (``core/outputs.py`` knows it, so only such a page is replaced)
 PAGE_START = FIRST_LINES["compare"]
@@ -47,8 +47,8 @@ class Side:
 class Difference:
     n_edits: int
     metric: str
-    a: Interval
-    b: Interval
+    a: float  # A's mean over its edits
+    b: float
     diff: Interval
     paired: bool
 
@@ -153,8 +153,8 @@ def compare(a: Side, b: Side, metrics: list[str] | None = None, seed: int = 0) -
                 right = right.reindex(left.index)
             rng = cell_rng(seed, "compare", n, metric)
             diff = bootstrap_difference(left.to_numpy(), right.to_numpy(), rng, paired)
-            rows.append(Difference(n, metric, bootstrap_mean(left.to_numpy(), rng),
-                                   bootstrap_mean(right.to_numpy(), rng), diff, paired))
+            rows.append(Difference(n, metric, float(left.mean()), float(right.mean()), diff,
+                                   paired))
     if any(not r.paired for r in rows):
         notes.append("where the sides scored different edits the two are resampled apart "
                      "(unpaired)")
@@ -179,8 +179,8 @@ def table_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     for r in comparison.rows:
         low, high = r.diff.low, r.diff.high
         interval = "–" if low is None or high is None else f"{_signed(low)} … {_signed(high)}"
-        rows.append([str(r.n_edits), COLUMNS.get(r.metric, r.metric), f"{r.a.mean:.3f}",
-                     f"{r.b.mean:.3f}", _signed(r.diff.mean) + ("*" if r.clear else " "),
+        rows.append([str(r.n_edits), COLUMNS.get(r.metric, r.metric), f"{r.a:.3f}",
+                     f"{r.b:.3f}", _signed(r.diff.mean) + ("*" if r.clear else " "),
                      interval, "yes" if r.paired else "no"])
     return headers, rows
 

@@ -141,14 +141,15 @@ def _print_run(store, runner, outcome, table) -> None:
     sessions = store.sessions()
     numerics = sessions.loc[sessions["run_id"] == outcome.run_id, "numerics"]
     summaries = "; ".join(dict.fromkeys(describe_numerics(n) for n in numerics))
-    click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  "
-               f"edits={runner.edits}  "
-               f"seed={runner.seed}  device={runs.loc[outcome.run_id, 'device']}"
-               + (f"  numerics={summaries}" if summaries else ""))
-    click.echo(_unedited_line(baseline,
-                              len({p for scored in runner.positions.values() for p in scored})))
+    # the lines above the table wrap at its width too
+    click.echo(table.note(f"run {outcome.run_id}  task={runner.task.name}  "
+                          f"model={runner.model_source}  edits={runner.edits}  "
+                          f"seed={runner.seed}  device={runs.loc[outcome.run_id, 'device']}"
+                          + (f"  numerics={summaries}" if summaries else "")))
+    click.echo(table.note(_unedited_line(
+        baseline, len({p for scored in runner.positions.values() for p in scored}))))
     board = run_board(runner.spec.out, outcome.run_id)
-    click.echo(f"protocol {board.protocol.describe()}")
+    click.echo(table.note(f"protocol {board.protocol.describe()}"))
     try:
         click.echo(table.render(board))
     except ValueError as exc:  # a --columns name the run has no column for; the run is stored

@@ -455,8 +455,10 @@ def _how_to_size(spec: RunSpec, task: Task, edits: int) -> str:
     if spec.limit is not None and spec.limit < edits:
         return f" under --limit {spec.limit}; raise --limit or lower --edits"
     sized = task.sized_for(edits)
+    settings = " ".join(f"--param {task.name}.{k}={v}" for k, v in sized.items())
+    if sized and spec.params.get(task.name) == sized:  # sized already: another split is smaller
+        return f" even with {settings}; lower --edits"
     if sized:
-        settings = " ".join(f"--param {task.name}.{k}={v}" for k, v in sized.items())
         return f" with the settings given; {settings} makes enough"
     return "; lower --edits, or give the task more data"
 
