@@ -9,7 +9,7 @@ it). The rule, stated in README ("Results and resume"):
   folder's snapshots, run files or saved models;
 - an existing file only when editbench wrote it: it begins as editbench's files of that format
   begin (each format's :data:`FIRST_LINES` entry: the Markdown, LaTeX and CSV boards' first
-  lines, the selfcheck figures' first key);
+  lines, the selfcheck figures' first key, the comparison page's doctype);
 - an existing folder for pages only when it is empty or holds editbench's own ``index.html``
   (marked by ``<meta name="generator" content="editbench">``).
 
@@ -32,6 +32,7 @@ FIRST_LINES = {
     "latex": "% editbench leaderboard; needs \\usepackage{booktabs}.\n",
     "csv": "task,protocol,run_id,method,n_edits,status,column,mean,low,high,n,mark\n",
     "selfcheck": '{\n  "editbench": "selfcheck",\n',
+    "compare": "<!DOCTYPE html><!-- editbench compare -->\n",  # reports/compare.py's page
 }
 #: how a page editbench wrote says so (``reports/templates/base.html``)
 PAGE_MARK = '<meta name="generator" content="editbench">'

@@ -1,6 +1,6 @@
-"""``editbench report``, ``publish``, ``samples``, ``submit`` and ``validate``: read result stores
-(and submissions), write tables, plots and a site, print what the edited models answered, or turn
-a run into a leaderboard submission and check one.
+"""``editbench report``, ``publish``, ``compare``, ``samples``, ``submit`` and ``validate``: read
+result stores (and submissions), write tables, plots and a site, compare two methods, print what
+the edited models answered, or turn a run into a leaderboard submission and check one.
 
 Both only read the stores (HELM's split between computing and presenting): point them at a
 folder that a run is still writing and they show the checkpoints committed so far. pandas, seaborn
@@ -13,9 +13,28 @@ from pathlib import Path
 
 import click
 
-_RESULTS = click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+_RESULTS = click.argument("results", nargs=-1, type=click.Path(path_type=Path))
+#: where ``editbench run`` writes by default (its ``--out``), read when no RESULTS are given
+DEFAULT_RESULTS = Path("editbench-results")
+#: where ``report --html`` without a folder writes
+DEFAULT_REPORT = Path("editbench-report")
+#: where ``publish`` without ``--site`` writes (apart from the report: the site's index is
+#: another page, and one folder holding both would show whichever was written last)
+DEFAULT_SITE = Path("editbench-site")
 _SEED = click.option("--seed", type=int, default=0, show_default=True,
                      help="Seeds the bootstrap resampling of the confidence intervals.")
+
+
+def _or_default(results: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The folders given, else the run's default ``--out`` (one line when it is not there)."""
+    if results:
+        return results
+    if not (DEFAULT_RESULTS / "results.sqlite").is_file():
+        raise click.ClickException(
+            f"no RESULTS given and {DEFAULT_RESULTS}/ (where `editbench run` writes by default) "
+            f"holds no results store here ({Path.cwd()}); name the folder: editbench "
+            "report RESULTS")
+    return (DEFAULT_RESULTS,)
 
 
 def _collect(results: tuple[Path, ...]):
@@ -29,9 +48,10 @@ def _collect(results: tuple[Path, ...]):
 
 @click.command()
 @_RESULTS
-@click.option("--html", type=click.Path(path_type=Path), default=None,
+@click.option("--html", type=click.Path(path_type=Path), is_flag=False,
+              flag_value=str(DEFAULT_REPORT), default=None,
               help="Write the HTML report (index.html, a page per run, plots, leaderboard.json) "
-                   "into this folder.")
+                   f"into this folder ({DEFAULT_REPORT}/ when no folder is given).")
 @click.option("--md", type=click.Path(path_type=Path, allow_dash=True), is_flag=False,
               flag_value="-", default=None,
               help="Write the leaderboard as Markdown to FILE, or to standard output when no FILE "
@@ -44,13 +64,22 @@ def _collect(results: tuple[Path, ...]):
               flag_value="-", default=None,
               help="Write every leaderboard cell (mean, interval, mark) as CSV to FILE, or to "
                    "standard output.")
+@click.option("--columns", "table_columns", default=None, metavar="A,B",
+              help="Columns of the printed table (metric keys such as efficacy_acc, or headers "
+                   "such as eff.(gen)); default: the protocol's headline metrics.")
+@click.option("--all", "table_all", is_flag=True,
+              help="Print every column at every edit count (wider than a terminal).")
 @_SEED
 def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: Path | None,
-           csv: Path | None, seed: int) -> None:
-    """Render one or more result stores (RESULTS folders) or submissions (files, or folders of
-    them such as leaderboard/submissions) as a leaderboard with plots.
+           csv: Path | None, table_columns: str | None, table_all: bool, seed: int) -> None:
+    """Render one or more result stores (RESULTS folders; default editbench-results, where a run
+    writes) or submissions (files, or folders of them such as leaderboard/submissions) as a
+    leaderboard with plots.
 
-    With no output option, prints the Markdown leaderboard."""
+    With no output option, prints each board as the table `editbench run` ends with: each method
+    at its last edit count with the headline columns, the earlier ones folded into retention and
+    collapse point, within the terminal's width (at least 100 columns); `--md` alone prints the
+    Markdown leaderboard."""
     from ..core.outputs import check_output_file, check_pages_folder
     from .leaderboard import build_boards
     from .site import write_pages
@@ -62,7 +91,7 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
     for path, option, fmt in ((md, "--md", "md"), (tex, "--latex", "latex"), (csv, "--csv", "csv")):
         if path is not None and str(path) != "-":
             check_output_file(path, option, fmt)
-    found = _collect(results)
+    found = _collect(_or_default(results))
     boards = build_boards(found, seed=seed)
     if html is not None:
         write_pages(found, html, site=False, seed=seed, boards=boards)
@@ -77,25 +106,78 @@ def report(results: tuple[Path, ...], html: Path | None, md: Path | None, tex: P
         path.write_text(text(boards), encoding="utf-8")
         click.echo(f"wrote {path}", err=True)
     if html is None and md is None and tex is None and csv is None:
-        click.echo(markdown(boards), nl=False)
+        _print_tables(boards, table_columns, table_all)
+
+
+def _print_tables(boards, columns: str | None, everything: bool) -> None:
+    from .summary import MARKS_NOTE, TableChoice, terminal_width
+
+    table = TableChoice(columns, everything, terminal_width())
+    if not boards:
+        click.echo("(no runs stored)")
+    for index, board in enumerate(boards):
+        click.echo(("\n" if index else "") + f"{board.task}, protocol {board.protocol.label}")
+        try:
+            click.echo(table.render(board))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    if boards:
+        click.echo(table.note(MARKS_NOTE))
 
 
 @click.command()
 @_RESULTS
-@click.option("--site", type=click.Path(path_type=Path), required=True,
-              help="Folder for the static site.")
+@click.option("--site", type=click.Path(path_type=Path), default=DEFAULT_SITE,
+              show_default=True, help="Folder for the static site.")
 @_SEED
 def publish(results: tuple[Path, ...], site: Path, seed: int) -> None:
-    """Build the static leaderboard site from result stores or submissions (files, or folders of
-    them such as leaderboard/submissions; each is validated first): index = leaderboard, a page
+    """Build the static leaderboard site from result stores (default editbench-results) or
+    submissions (files, or folders of them such as leaderboard/submissions; each is validated
+    first): index = leaderboard, a page
     per task and per run with its provenance, plots, and leaderboard.json; ready for GitHub
     Pages."""
     from ..core.outputs import check_pages_folder
     from .site import write_pages
 
     check_pages_folder(site, "--site")
-    pages = write_pages(_collect(results), site, site=True, seed=seed)
+    pages = write_pages(_collect(_or_default(results)), site, site=True, seed=seed)
     click.echo(f"site: {site / 'index.html'} ({len(pages)} pages)")
+
+
+@click.command()
+@click.argument("stores", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--methods", default=None, metavar="M1,M2",
+              help="One store: the two methods to compare (B − A is M2 − M1). Two stores: the "
+                   "method to compare between them (default: the one both hold).")
+@click.option("--metrics", default=None, metavar="A,B",
+              help="Stored metric keys to compare (default: the protocol's headline metrics, "
+                   "teacher-forced and generated).")
+@click.option("--html", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the comparison as a small HTML page to this file.")
+@_SEED
+def compare(stores: tuple[Path, ...], methods: str | None, metrics: str | None,
+            html: Path | None, seed: int) -> None:
+    """Compare two methods checkpoint by checkpoint: B − A of each headline metric with its 95%
+    bootstrap interval (paired over the edits both scored). `compare A B` compares the method two
+    result stores hold; `compare RESULTS --methods M1,M2` two methods of one store."""
+    from ..core.outputs import check_output_file
+    from .compare import choose, comparison_page, format_comparison
+    from .compare import compare as difference
+
+    if html is not None:
+        check_output_file(html, "--html", "compare")
+    names = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    keys = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    try:
+        a, b = choose(list(stores), names)
+        comparison = difference(a, b, keys, seed)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_comparison(comparison), nl=False)
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(comparison_page(comparison), encoding="utf-8")
+        click.echo(f"wrote {html}", err=True)
 
 
 @click.command()

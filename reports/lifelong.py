@@ -58,6 +58,21 @@ def _mean(row, key: str | None) -> float | None:
     return cell.interval.mean if cell is not None and cell.interval is not None else None
 
 
+def collapse_point(rows, efficacy: str | None,
+                   specificity: str | None) -> tuple[int | None, str]:
+    """The collapse point (module docstring) of one method's rows in edit-count order, and what
+    fell ("efficacy" or "specificity"); ``(None, "")`` when nothing does. The report's page and the
+    terminal table (``summary.py``) share it."""
+    start = _mean(rows[0], efficacy) if rows else None
+    for row in rows:
+        eff, spec = _mean(row, efficacy), _mean(row, specificity)
+        if start is not None and eff is not None and eff < HALF * start:
+            return row.n_edits, "efficacy"
+        if spec is not None and spec < HALF:
+            return row.n_edits, "specificity"
+    return None, ""
+
+
 def lifelong_summaries(results: Results, board: Board, seed: int = 0,
                        retention: pd.DataFrame | None = None) -> list[Lifelong]:
     """``retention``: the board's retention frame where the caller has it already."""
@@ -67,16 +82,7 @@ def lifelong_summaries(results: Results, board: Board, seed: int = 0,
     summaries = []
     for label in board.labels():
         rows = sorted((r for r in board.rows if r.label == label), key=lambda r: r.n_edits)
-        start = _mean(rows[0], efficacy)
-        collapse_at, reason = None, ""
-        for row in rows:
-            eff, spec = _mean(row, efficacy), _mean(row, specificity)
-            if start is not None and eff is not None and eff < HALF * start:
-                collapse_at, reason = row.n_edits, "efficacy"
-                break
-            if spec is not None and spec < HALF:
-                collapse_at, reason = row.n_edits, "specificity"
-                break
+        collapse_at, reason = collapse_point(rows, efficacy, specificity)
         mine = retention[retention["label"] == label]
         auc = {metric: float(group["mean"].mean()) for metric, group in mine.groupby("metric")
                if metric in EFFICACY}

@@ -300,8 +300,11 @@ def test_report_writes_html_markdown_latex_and_csv(store_dir, tmp_path):
     )
 
 
-def test_report_prints_markdown_and_names_a_missing_store(store_dir, tmp_path):
+def test_report_prints_the_table_or_markdown_and_names_a_missing_store(store_dir, tmp_path):
     result = CliRunner().invoke(main, ["report", str(store_dir)])
+    assert result.exit_code == 0 and result.output.startswith("pocket, protocol editbench\n")
+    assert "retention" in result.output.splitlines()[1]
+    result = CliRunner().invoke(main, ["report", str(store_dir), "--md"])
     assert result.exit_code == 0 and "## pocket" in result.output
     missing = CliRunner().invoke(
         main, ["report", str(tmp_path / "nowhere"), "--html", str(tmp_path / "x")]

@@ -17,8 +17,9 @@ from editbench.harness.cli.group import main
 from editbench.harness.cli.run import run as run_command
 from editbench.harness.plan.settings import RunSpec, flag_of, settings_fields
 
-#: options of ``run`` that are about the command itself, not the run
-COMMAND_ONLY = {"config", "dump_config", "dry_run"}
+#: options of ``run`` that are about the command itself, not the run (how it prints its table:
+#: --columns, --all, change nothing the run computes or stores)
+COMMAND_ONLY = {"config", "dump_config", "dry_run", "table_columns", "table_all"}
 
 
 def test_the_cli_options_run_file_keys_and_api_keywords_are_one_set():

@@ -290,7 +290,7 @@ def _list_protocols() -> None:
 
 def _add_subcommands() -> None:
     """The other commands, one module each (each imports its heavy parts inside the command)."""
-    from ...reports.cli import claims, publish, report, samples, submit, validate
+    from ...reports.cli import claims, compare, publish, report, samples, submit, validate
     from ...reports.export import export
     from .artifacts import artifacts_command
     from .bench import bench
@@ -299,8 +299,8 @@ def _add_subcommands() -> None:
     from .selfcheck import selfcheck
     from .train import train
 
-    for command in (run, train, report, publish, samples, submit, validate, claims, bench, export,
-                    plan, selfcheck, artifacts_command):
+    for command in (run, train, report, publish, compare, samples, submit, validate, claims, bench,
+                    export, plan, selfcheck, artifacts_command):
         main.add_command(command)
 
 

@@ -22,12 +22,20 @@ from .options import given, run_options
 @click.option("--dry-run", is_flag=True,
               help="Resolve the run and print its plan (records, batches, checkpoints, each "
                    "method's settings and memory, what would stop it) without loading weights.")
+@click.option("--columns", "table_columns", default=None, metavar="A,B",
+              help="Columns of the end-of-run table (metric keys such as efficacy_acc, or headers "
+                   "such as eff.(gen)); default: the protocol's headline metrics, teacher-forced "
+                   "and generated.")
+@click.option("--all", "table_all", is_flag=True,
+              help="End-of-run table with every column at every checkpoint (wider than a "
+                   "terminal).")
 @click.pass_context
 def run(ctx: click.Context, config: Path | None, dump_config: bool, dry_run: bool,
-        **values) -> None:
+        table_columns: str | None, table_all: bool, **values) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at
     checkpoints."""
     from ...core.store import load_results
+    from ...reports.summary import TableChoice, terminal_width
     from ..api import execute
     from ..plan import runfile
     from ..plan.settings import RunSpec, layered
@@ -48,8 +56,9 @@ def run(ctx: click.Context, config: Path | None, dump_config: bool, dry_run: boo
     results = execute(spec)
     store = load_results(spec.out)
     try:
+        table = TableChoice(table_columns, table_all, terminal_width())
         for runner, outcome in results:
-            _print_run(store, runner, outcome)
+            _print_run(store, runner, outcome, table)
         errors = store.cells().set_index(["run_id", "method"])["error"]
     finally:
         store.close()
@@ -121,16 +130,10 @@ def _unedited_line(baseline: dict, scored: int) -> str:
     return f"unedited model on the {scored} scored edits: " + "; ".join(parts) if parts else ""
 
 
-def _print_run(store, runner, outcome) -> None:
+def _print_run(store, runner, outcome, table) -> None:
     from ...core.numerics import describe_numerics
     from ...reports.metrics import CAPABILITY_PREFIX
-    from ...reports.summary import (
-        MARKS_NOTE,
-        board_frame,
-        format_table,
-        run_board,
-        unedited_capability,
-    )
+    from ...reports.summary import MARKS_NOTE, run_board, terminal_table, unedited_capability
 
     runs = store.runs().set_index("run_id")
     baseline = runs.loc[outcome.run_id, "baseline"] or {}
@@ -138,29 +141,37 @@ def _print_run(store, runner, outcome) -> None:
     sessions = store.sessions()
     numerics = sessions.loc[sessions["run_id"] == outcome.run_id, "numerics"]
     summaries = "; ".join(dict.fromkeys(describe_numerics(n) for n in numerics))
-    click.echo(f"run {outcome.run_id}  task={runner.task.name}  model={runner.model_source}  "
-               f"edits={runner.edits}  "
-               f"seed={runner.seed}  device={runs.loc[outcome.run_id, 'device']}"
-               + (f"  numerics={summaries}" if summaries else ""))
-    click.echo(_unedited_line(baseline,
-                              len({p for scored in runner.positions.values() for p in scored})))
+    # the lines above the table wrap at its width too
+    click.echo(table.note(f"run {outcome.run_id}  task={runner.task.name}  "
+                          f"model={runner.model_source}  edits={runner.edits}  "
+                          f"seed={runner.seed}  device={runs.loc[outcome.run_id, 'device']}"
+                          + (f"  numerics={summaries}" if summaries else "")))
+    click.echo(table.note(_unedited_line(
+        baseline, len({p for scored in runner.positions.values() for p in scored}))))
     board = run_board(runner.spec.out, outcome.run_id)
-    click.echo(f"protocol {board.protocol.describe()}")
-    click.echo(format_table(board_frame(board)))
-    extra = board_frame(board, [m.name for m in runner.task.metrics])
-    if not extra.empty:
+    click.echo(table.note(f"protocol {board.protocol.describe()}"))
+    try:
+        click.echo(table.render(board))
+    except ValueError as exc:  # a --columns name the run has no column for; the run is stored
+        click.echo(f"{exc}; showing the default columns", err=True)
+        click.echo(terminal_table(board, width=table.width))
+    if table.everything or table.names:
+        if board.rows:
+            click.echo(table.note(MARKS_NOTE))
+        return
+    extra = [m.name for m in runner.task.metrics if m.name in {c.key for c in board.columns}]
+    if extra:
         click.echo(f"\n{runner.task.name} metrics:")
-        click.echo(format_table(extra))
-    capability = board_frame(board, [c.key for c in board.columns
-                                     if c.key.startswith(CAPABILITY_PREFIX)])
-    if not capability.empty:
+        click.echo(terminal_table(board, extra, width=table.width, folded=False))
+    capability = [c.key for c in board.columns if c.key.startswith(CAPABILITY_PREFIX)]
+    if capability:
         unedited = unedited_capability(store, outcome.run_id)
         click.echo(
             "\ngeneral capability (accuracy; the unedited model: "
             f"{', '.join(f'{name} {value:.3f}' for name, value in sorted(unedited.items())) or '-'}"
             "):")
-        click.echo(format_table(capability))
+        click.echo(terminal_table(board, capability, width=table.width, folded=False))
     if board.rows:
-        click.echo(MARKS_NOTE)
+        click.echo(table.note(MARKS_NOTE))
 
 

@@ -421,6 +421,48 @@ def _estimate(spec: RunSpec, task: Task, records: Sequence[EditRecord],
     return shape, run, tuple(estimates), backend, int(whole * share)
 
 
+# -- sizing the task for --edits ---------------------------------------------------------------
+def _sized(spec: RunSpec, task: Task, first_seed: bool,
+           notes: list[str]) -> tuple[RunSpec, Task]:
+    """``spec`` and its task with enough records for ``--edits``: a task that makes its records
+    (the pocket world) and was given no settings is sized for the count (``Task.sized_for``), so
+    that ``editbench run --edits 20000`` runs as written; settings the user gave are kept as they
+    are (then :func:`_how_to_size` says what would do). The larger world is another world: its
+    model and the trained editors are trained for it on first use and cached."""
+    edits = spec.edits
+    if (edits is None or spec.params.get(task.name) or spec.data is not None
+            or (spec.limit is not None and spec.limit < edits)):
+        return spec, task
+    sized = task.sized_for(edits)
+    if not sized or edits <= len(task.records()):
+        return spec, task
+    spec = replace(spec, params={**spec.params, task.name: dict(sized)})
+    bigger = resolve_task(spec)
+    settings = " ".join(f"--param {task.name}.{k}={v}" for k, v in sized.items())
+    note = (f"--edits {edits}: the {task.name} task's {spec.split} split has "
+            f"{len(task.records())} records, so the run uses a larger world ({settings}, "
+            f"{len(bigger.records())} records); "
+            + ("its model and any trained editor are trained for it on first use and cached"
+               if spec.model is None else "the model named is used as it is"))
+    if first_seed:
+        log.warning("%s", note)
+    notes.append(note)
+    return spec, bigger
+
+
+def _how_to_size(spec: RunSpec, task: Task, edits: int) -> str:
+    """What would give ``--edits`` enough records, for the error that says there are too few."""
+    if spec.limit is not None and spec.limit < edits:
+        return f" under --limit {spec.limit}; raise --limit or lower --edits"
+    sized = task.sized_for(edits)
+    settings = " ".join(f"--param {task.name}.{k}={v}" for k, v in sized.items())
+    if sized and spec.params.get(task.name) == sized:  # sized already: another split is smaller
+        return f" even with {settings}; lower --edits"
+    if sized:
+        return f" with the settings given; {settings} makes enough"
+    return "; lower --edits, or give the task more data"
+
+
 # -- the step ----------------------------------------------------------------------------------
 def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
     """The plan of ``spec``'s run under ``seed`` (default: its only seed). Reads configs, data and
@@ -440,6 +482,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     task = resolve_task(spec)
+    spec, task = _sized(spec, task, first_seed, notes)
     setups = method_setups(spec)  # checked before any data or model is read
     check_param_owners(spec, task, setups)
     check_restart(spec, setups)
@@ -455,7 +498,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
             notes.append(note)
     if edits > len(available):
         raise ValueError(f"--edits {edits}: the {task.name} task's {spec.split} split has only "
-                         f"{len(available)} records")
+                         f"{len(available)} records{_how_to_size(spec, task, edits)}")
     order = stream_order(available, seed)  # one seeded order, shared by every method
     records = tuple(available[i] for i in order[:edits])
     chosen = spec.checkpoints or ((edits,) if protocol.scoring_at == "end" else ())
