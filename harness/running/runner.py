@@ -125,6 +125,21 @@ def run_texts(task: Task, records: Sequence[EditRecord],
             yield f"{shown(question_set.shots_text + query)} {max(choices, key=len)}"
 
 
+def edit_text(task: Task, record: EditRecord) -> dict:
+    """What the store keeps of an edit (``edit_texts``): the record's text fields (its task's
+    ``extra`` fields are the task's own business and stay out), and, where the task wraps a prompt
+    for generation (``Task.generation_prompt``), each wrapped prompt under ``generation_prompts``,
+    so an export can decode from what the run decoded from."""
+    text = record.to_json()
+    text.pop("extra", None)
+    prompts = (record.prompt, *record.paraphrases, *(n.prompt for n in record.neighbours),
+               *(q.prompt for q in record.portability))
+    wrapped = {p: task.generation_prompt(p) for p in prompts}
+    if any(p != w for p, w in wrapped.items()):
+        text["generation_prompts"] = wrapped
+    return text
+
+
 def _finite(model: torch.nn.Module, names: list[str]) -> bool:
     return all(bool(torch.isfinite(model.get_parameter(n)).all()) for n in names)
 
@@ -184,6 +199,10 @@ class Runner:
             store.save_run_outline(self.run_id, (*CORE_METRICS,
                                                  *record_metrics(self.task, self.records),
                                                  *generated, *self.task.metrics), self.batches)
+            if store.edit_text_count(self.run_id) < self.edits:  # the planned stream, once
+                planned = enumerate(self.records[: self.edits])
+                store.save_edit_texts(self.run_id, ((p, r.uid, edit_text(self.task, r))
+                                                    for p, r in planned))
             log.info("%s run %s in %s", "starting" if fresh else "resuming", self.run_id,
                      store.path)
             for setup in self.methods:
