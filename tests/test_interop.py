@@ -218,3 +218,93 @@ def test_lm_eval_scores_the_saved_model_as_editbench_did(interop_run, tmp_path):
                 for line in (task_folder / "locality.jsonl").read_text().splitlines()]
     assert [d["target"] for d in locality] == [answers[d["generation_prompt"]].strip()
                                                for d in locality]
+
+
+def _front_matter(text):
+    head, body = text.removeprefix("---\n").split("\n---\n", 1)
+    return yaml.safe_load(head), body
+
+
+def test_the_saved_model_carries_its_card(interop_run, micro_llama):
+    out, run_id = interop_run
+    folder = out / "models" / run_id / "ft-m" / f"edits-{N_EDITS}"
+    card, body = _front_matter((folder / "README.md").read_text())
+    facts = card["editbench"]
+    assert card["library_name"] == "transformers" and "base_model" not in card  # a local folder
+    assert (facts["base_model"], facts["method"], facts["preset"], facts["edits"]) == (
+        str(micro_llama), "ft-m", None, N_EDITS)
+    assert facts["run_id"] == run_id and facts["task"] == "jsonl" and facts["protocol"]
+    assert facts["version"] == editbench.__version__ and len(facts["code"]) == 16
+    with load_results(out) as store:
+        summary = store.summary()
+    stored = summary[summary["n_edits"] == N_EDITS].iloc[0]
+    assert abs(facts["scores"]["efficacy_acc"] - stored["efficacy_acc"]) < 1e-6
+    assert f"--edits {N_EDITS}" in body
+
+
+def test_the_card_escapes_what_it_quotes():
+    from editbench.harness.running.saved import ModelCard
+
+    card = ModelCard(base_model="org/model", method="ft-m@<b>x</b>", preset="<b>x</b>",
+                     n_edits=3, run_id="r" * 16, task=AWKWARD, protocol="p: q",
+                     code={"editbench": "0.1.0", "code": "c" * 16}, scores={"a|b": 0.5})
+    front, body = _front_matter(card.text())
+    assert front["base_model"] == "org/model" and front["editbench"]["task"] == AWKWARD
+    assert front["editbench"]["protocol"] == "p: q" and front["editbench"]["preset"] == "<b>x</b>"
+    assert "<b>" not in body and "{{" not in body and "a\\|b" in body
+    title = body.lstrip("\n").splitlines()[0]
+    assert title.startswith("# ft-m@\\<b\\>x\\</b\\> edit of org/model")
+
+
+def test_the_saved_tokenizer_names_a_class_transformers_4_has(interop_run, micro_llama):
+    from transformers import AutoTokenizer
+
+    out, run_id = interop_run
+    folder = out / "models" / run_id / "ft-m" / f"edits-{N_EDITS}"
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    # transformers 4's tokenizer classes (its TOKENIZER_MAPPING's names, or the generic one)
+    assert config["tokenizer_class"] != "TokenizersBackend"
+    assert not {"is_local", "local_files_only"} & set(config)
+    text = "Fact: Kalo Mirve0 lives in Fengal Vale"
+    assert (AutoTokenizer.from_pretrained(folder)(text)["input_ids"]
+            == AutoTokenizer.from_pretrained(micro_llama)(text)["input_ids"])
+
+
+def test_a_named_tokenizer_class_is_left_as_it_is(tmp_path):
+    from editbench.harness.running.saved import portable_tokenizer_config
+
+    for named, expected in (("TokenizersBackend", "PreTrainedTokenizerFast"),
+                            ("LlamaTokenizer", "LlamaTokenizer")):
+        (tmp_path / "tokenizer.json").write_text("{}")
+        (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+            {"tokenizer_class": named, "bos_token": "<s>"}))
+        portable_tokenizer_config(tmp_path)
+        config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+        assert config == {"tokenizer_class": expected, "bos_token": "<s>"}
+
+
+def test_transformers_4_loads_the_saved_folder(interop_run):
+    """Where a Python with transformers 4 is named (``EDITBENCH_TRANSFORMERS4_PYTHON``, e.g. a
+    venv with transformers==4.56.2), it loads the saved tokenizer and config and encodes as this
+    transformers does."""
+    import os
+    import subprocess
+
+    from transformers import AutoTokenizer
+
+    python = os.environ.get("EDITBENCH_TRANSFORMERS4_PYTHON")
+    if not python:
+        pytest.skip("set EDITBENCH_TRANSFORMERS4_PYTHON to a Python with transformers 4.x")
+    out, run_id = interop_run
+    folder = out / "models" / run_id / "ft-m" / f"edits-{N_EDITS}"
+    text = "Fact: Kalo Mirve0 lives in Fengal Vale"
+    script = ("import json, sys, transformers as t; f = sys.argv[1]; "
+              "tok = t.AutoTokenizer.from_pretrained(f); t.AutoConfig.from_pretrained(f); "
+              "ids = tok(sys.argv[2])['input_ids']; "
+              "print(json.dumps([t.__version__, type(tok).__name__, ids]))")
+    done = subprocess.run([python, "-c", script, str(folder), text], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    version, name, ids = json.loads(done.stdout.strip().splitlines()[-1])
+    assert version.startswith("4.") and name == "PreTrainedTokenizerFast"
+    assert ids == AutoTokenizer.from_pretrained(folder)(text)["input_ids"]

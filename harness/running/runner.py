@@ -56,7 +56,7 @@ from ..evaluation.teacher_forced import (
 )
 from ..plan.preflight import log_peaks, refuse
 from ..plan.resolve import MethodSetup, RunPlan
-from .saved import save_edited_model, saved_model_folder, warn_if_passed
+from .saved import ModelCard, save_edited_model, saved_model_folder, warn_if_passed
 from .threads import fit_threads_to_model
 
 log = logging.getLogger(__name__)
@@ -448,6 +448,20 @@ class Runner:
         prune_snapshots(snapshots, keep=self.edits)
         return "done"
 
+    def _card(self, setup: MethodSetup, n_edits: int, rows) -> ModelCard:
+        """The saved model's card: what was edited, how, by which run and code, and the mean of
+        each metric the checkpoint stored."""
+        values: dict[str, list[float]] = {}
+        for row in rows:
+            values.setdefault(row.metric, []).append(row.value)
+        protocol = self.run_config.get("protocol")
+        return ModelCard(
+            base_model=str(self.model_source), method=setup.label, preset=setup.ref.preset,
+            n_edits=n_edits, run_id=self.run_id, task=self.task.name,
+            protocol=str(protocol.get("name") if isinstance(protocol, dict) else protocol),
+            code=code_identity(), seed=self.seed, dataset_hash=self.plan.dataset_hash,
+            scores={k: sum(v) / len(v) for k, v in values.items()})
+
     def _checkpoint(self, store, setup, baseline, probe, method, n_edits, snapshots, timer,
                     memory) -> None:
         capability = None
@@ -482,7 +496,7 @@ class Runner:
         if n_edits == self.spec.save_model:
             save_edited_model(method.ctx.model, method.ctx.tokenizer,
                               saved_model_folder(self.models_folder, self.run_id, setup.label,
-                                                 n_edits))
+                                                 n_edits), self._card(setup, n_edits, rows))
         prune_snapshots(snapshots, keep=n_edits)
         started, first = self._stream_start
         elapsed = time.monotonic() - started
