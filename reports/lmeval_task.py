@@ -142,8 +142,9 @@ def lm_eval_documents(results: Path, run_id: str | None = None, n_edits: int | N
         texts = store.edit_texts(rid)
         if texts.empty:
             raise ExportError(f"run {rid[:8]} of {results} holds no edit texts (it was made by an "
-                              "editbench before they were stored); rerun it with this editbench "
-                              "(it resumes and stores them)")
+                              "editbench before they were stored); rerun its command with this "
+                              "editbench and --allow-code-change: it stores them and redoes "
+                              "nothing finished (the board marks the code change)")
         n_edits = int(run["n_edits"]) if n_edits is None else n_edits
         if not 1 <= n_edits <= int(run["n_edits"]):
             raise ExportError(f"--edits {n_edits}: run {rid[:8]} made {int(run['n_edits'])} edits;"
@@ -163,8 +164,9 @@ def lm_eval_documents(results: Path, run_id: str | None = None, n_edits: int | N
                "prompt": prompt, "generation_prompt": shown, "target": target,
                # lm-eval scores a loglikelihood target as given: the run's space goes in front
                "continuation": f" {target}"}
-        if (position, kind, index) in verdicts:
-            doc["editbench"] = verdicts[(position, kind, index)]
+        if method is not None:  # every document has the field (null where the run scored a
+            # sample of its edits and not this one): lm-eval reads a file's fields off its first row
+            doc["editbench"] = verdicts.get((position, kind, index))
         docs.setdefault(task, []).append(doc)
 
     for position, record in zip(chosen["position"], chosen["record"]):

@@ -17,20 +17,23 @@ from editbench.harness.cli.group import main
 N_EDITS = 6
 
 
+def _run(folder, model):
+    """FT-M on the micro Llama, generated scoring on, the model saved after every edit."""
+    edits = write_edits(folder / "mine.jsonl", N_EDITS)
+    return editbench.run({"task": str(edits), "methods": ["ft-m"], "batch_size": 3,
+                          "device": "cpu", "checkpoints": [3, N_EDITS],
+                          # a step that makes some edits pass and leaves others failing
+                          "params": {"ft-m": {"lr": 1e-2}}},
+                         model=str(model), out=folder / "results", save_model=N_EDITS,
+                         gen_eval=True)
+
+
 @pytest.fixture(scope="module")
 def interop_run(tmp_path_factory, micro_llama):
-    """FT-M on the micro Llama, generated scoring on, the model saved after every edit."""
     folder = tmp_path_factory.mktemp("interop")
-    edits = write_edits(folder / "mine.jsonl", N_EDITS)
-    out = folder / "results"
-    store = editbench.run({"task": str(edits), "methods": ["ft-m"], "batch_size": 3,
-                           "device": "cpu", "checkpoints": [3, N_EDITS],
-                           # a step that makes some edits pass and leaves others failing
-                           "params": {"ft-m": {"lr": 1e-2}}},
-                          model=str(micro_llama), out=out, save_model=N_EDITS, gen_eval=True)
-    with store:
+    with _run(folder, micro_llama) as store:
         run_id = store.runs()["run_id"].iloc[0]
-    return out, run_id
+    return folder / "results", run_id
 
 
 def _loader(folder):
@@ -54,6 +57,18 @@ def test_the_store_keeps_each_edits_text(interop_run):
             edit["prompt"], edit["subject"], edit["target_new"])
         assert record["paraphrases"] == edit["paraphrases"]
         assert record["neighbours"] == edit["neighbours"] and "extra" not in record
+
+
+def test_a_run_stored_without_texts_gains_them_when_its_command_runs_again(interop_run,
+                                                                            micro_llama):
+    out, run_id = interop_run
+    with ResultsStore(out) as store:
+        before = store.edit_texts(run_id)
+        store.conn.execute("DELETE FROM edit_texts")
+    with _run(out.parent, micro_llama) as store:  # every method done: nothing is redone
+        after = store.edit_texts(run_id)
+        assert len(store.checkpoints()) == 2
+    assert after.equals(before)
 
 
 def _fill(store, records):
