@@ -206,6 +206,10 @@ def export(results: tuple[Path, ...], wandb_project: str | None, wandb_entity: s
     """Push stored runs (RESULTS folders) to an experiment tracker: each run's config, its metrics
     at every checkpoint and its plots; or, with --lm-eval, write a run's edits as an
     lm-evaluation-harness task folder that scores any saved model."""
+    stray = [name for name, value in (("--run", run_id), ("--edits", n_edits),
+                                      ("--method", method)) if value is not None]
+    if stray and not lm_eval:
+        raise click.UsageError(f"{stray[0]} goes with --lm-eval")
     if lm_eval:
         _export_lm_eval(results, out, run_id, n_edits, method)
         if wandb_project is None and mlflow_uri is None:

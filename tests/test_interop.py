@@ -188,6 +188,8 @@ def test_the_export_names_a_bad_run_or_edit_count(tmp_path):
         result = CliRunner().invoke(main, [*args, *extra])
         assert result.exit_code == 1 and words in result.output, result.output
         assert result.output.count("\n") == 1
+    alone = CliRunner().invoke(main, ["export", str(tmp_path / "store"), "--edits", "1"])
+    assert alone.exit_code == 2 and "--edits goes with --lm-eval" in alone.output
 
 
 def test_lm_eval_scores_the_saved_model_as_editbench_did(interop_run, tmp_path):
