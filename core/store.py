@@ -28,7 +28,7 @@ from .cache import hold_folder
 from .faults import fault_point
 from .records import SAMPLE_KINDS, Metric, PhaseTime, SamplePrompt, SampleRow, ScoreRow
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "results.sqlite"
 
 SCHEMA = """
@@ -95,6 +95,11 @@ CREATE TABLE IF NOT EXISTS samples (
     verdict INTEGER NOT NULL, text TEXT,
     PRIMARY KEY (run_id, method, n_edits, position, kind, idx)
 ) WITHOUT ROWID;
+-- a rowid table: its rows (about a kilobyte each) would cost WITHOUT ROWID three times the space
+CREATE TABLE IF NOT EXISTS edit_texts (
+    run_id TEXT NOT NULL, position INTEGER NOT NULL, uid TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (run_id, position)
+);
 """
 #: ``samples.verdict`` bits: the generated answer passes; the prompt passes teacher-forced
 GENERATED_PASS, TEACHER_FORCED_PASS = 1, 2
@@ -103,7 +108,7 @@ METHOD_TABLES = ("cells", "checkpoints", "scores", "timings", "capability", "sna
                  "sessions", "samples")
 #: every table that holds rows of a run
 RUN_TABLES = ("runs", "metrics", "edit_batches", "base_predictions", "base_generations",
-              "sample_prompts", *METHOD_TABLES)
+              "sample_prompts", "edit_texts", *METHOD_TABLES)
 
 
 class StoreError(RuntimeError):
@@ -137,7 +142,7 @@ _FIRST_TABLES = ("meta", "runs", "cells", "checkpoints", "scores", "timings")
 #: damaged file (SQLite does not notice every truncation)
 _NOT_NULL = {name for columns in schema_columns().values() for name in columns} - _NULLABLE
 #: tables with a row per scored prompt: their number columns are checked as they are read
-_LARGE_TABLES = ("scores", "samples", "sample_prompts", "base_predictions")
+_LARGE_TABLES = ("scores", "samples", "sample_prompts", "base_predictions", "edit_texts")
 #: columns that hold numbers in every table that has them (a damaged store may hold text there)
 _NUMERIC = {name for table in ("checkpoints", "scores", "timings", "capability", "edit_batches",
                                "metrics", "samples", "sample_prompts")
@@ -335,7 +340,8 @@ class ResultsStore:
         and the edit batches, which older runs simply lack (reports then show plainer headers and no
         time intervals); version 3 adds the edited models' answers (``samples``, with the scored
         prompts in ``sample_prompts``), which older checkpoints lack (``editbench samples`` says
-        so). The new tables themselves come from ``SCHEMA``."""
+        so); version 4 adds each edit's text (``edit_texts``), which older runs lack (``editbench
+        export --lm-eval`` says so). The new tables themselves come from ``SCHEMA``."""
         version = self._version()
         if version is None or version >= SCHEMA_VERSION:
             return
@@ -614,6 +620,46 @@ class ResultsStore:
                                  (run_id,))
         return {p for (p,) in rows}
 
+    def save_edit_texts(self, run_id: str, texts: Iterable[tuple[int, str, dict]]) -> None:
+        """Each edit's text, once per run: (position in the stream, uid, the record as a JSON
+        object: prompt, subject, targets, paraphrases, neighbours, portability...), so that the
+        edits can be read, and scored elsewhere (``editbench export --lm-eval``), without the task
+        that made them. Rows already stored are kept (a resume plans the same stream)."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO edit_texts VALUES (?, ?, ?, ?)",
+                             [(run_id, position, uid,
+                               json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+                              for position, uid, record in texts])
+
+    def edit_text_count(self, run_id: str) -> int:
+        """How many edits of ``run_id`` have their text stored (0 in a store from before texts)."""
+        if not self._has_table("edit_texts"):
+            return 0
+        return self.conn.execute("SELECT COUNT(*) FROM edit_texts WHERE run_id=?",
+                                 (run_id,)).fetchone()[0]
+
+    def edit_texts(self, run_id: str | None = None) -> pd.DataFrame:
+        """The edits' texts: run_id, position, uid, record (a dict); empty for a store, or a run,
+        from before they were kept."""
+        columns = ["run_id", "position", "uid", "record"]
+        if not self._has_table("edit_texts"):
+            return pd.DataFrame(columns=columns)
+        where, params = ("WHERE run_id=? ", (run_id,)) if run_id is not None else ("", ())
+        frame = self._frame(f"SELECT {', '.join(columns)} FROM edit_texts {where}"
+                            "ORDER BY run_id, position", params)
+        records = []
+        for run, position, text in zip(frame["run_id"], frame["position"], frame["record"]):
+            try:
+                record = json.loads(text)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                raise StoreError(f"{self.path} is damaged: run {run}'s edit {position} text is not "
+                                 "a JSON object; restore the store from a copy")
+            records.append(record)
+        frame["record"] = records
+        return frame
+
     def set_baseline(self, run_id: str, baseline: dict[str, float]) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE runs SET baseline=? WHERE run_id=?",
@@ -631,7 +677,10 @@ class ResultsStore:
             with self.transaction() as conn:
                 for table in ("runs", "checkpoints", "scores", "timings", "capability",
                               "base_predictions", "base_generations", "metrics", "edit_batches",
-                              "sample_prompts", "samples"):
+                              "sample_prompts", "samples", "edit_texts"):
+                    if not conn.execute("SELECT 1 FROM worker.sqlite_master WHERE type='table' "
+                                        "AND name=?", (table,)).fetchone():
+                        continue  # a worker store from before the table
                     conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM worker.{table}")
                 conn.execute("INSERT OR REPLACE INTO cells SELECT * FROM worker.cells")
                 conn.execute("INSERT INTO sessions SELECT * FROM worker.sessions AS w "

@@ -187,12 +187,36 @@ def to_mlflow(run: TrackedRun, uri: str, experiment: str) -> str:
 @click.option("--experiment", default="editbench", show_default=True, help="The MLflow experiment.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the plots' bootstrap intervals.")
+@click.option("--lm-eval", "lm_eval", is_flag=True,
+              help="Write a run's edits as lm-evaluation-harness tasks (YAML and JSONL: efficacy, "
+                   "generalization, locality by loglikelihood and by generation) into --out.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("editbench-lm-eval"),
+              show_default=True, help="The folder for --lm-eval (new, empty, or an earlier "
+                                      "export's).")
+@click.option("--run", "run_id", default=None,
+              help="--lm-eval: the run (its id or a prefix; needed when the store holds several).")
+@click.option("--edits", "n_edits", type=int, default=None,
+              help="--lm-eval: only the first N edits (a saved model's checkpoint; default: all "
+                   "the run's edits).")
+@click.option("--method", default=None,
+              help="--lm-eval: put this method's stored verdicts at --edits beside each document.")
 def export(results: tuple[Path, ...], wandb_project: str | None, wandb_entity: str | None,
-           mlflow_uri: str | None, experiment: str, seed: int) -> None:
+           mlflow_uri: str | None, experiment: str, seed: int, lm_eval: bool, out: Path,
+           run_id: str | None, n_edits: int | None, method: str | None) -> None:
     """Push stored runs (RESULTS folders) to an experiment tracker: each run's config, its metrics
-    at every checkpoint and its plots."""
+    at every checkpoint and its plots; or, with --lm-eval, write a run's edits as an
+    lm-evaluation-harness task folder that scores any saved model."""
+    stray = [name for name, value in (("--run", run_id), ("--edits", n_edits),
+                                      ("--method", method)) if value is not None]
+    if stray and not lm_eval:
+        raise click.UsageError(f"{stray[0]} goes with --lm-eval")
+    if lm_eval:
+        _export_lm_eval(results, out, run_id, n_edits, method)
+        if wandb_project is None and mlflow_uri is None:
+            return
     if wandb_project is None and mlflow_uri is None:
-        raise click.UsageError("name a tracker: --wandb PROJECT and/or --mlflow URI")
+        raise click.UsageError("name a tracker: --wandb PROJECT and/or --mlflow URI, or "
+                               "--lm-eval")
     if mlflow_uri is not None:
         mlflow_uri = mlflow_tracking_uri(mlflow_uri)
     with tempfile.TemporaryDirectory(prefix="editbench-export-") as plots:
@@ -203,3 +227,19 @@ def export(results: tuple[Path, ...], wandb_project: str | None, wandb_entity: s
             if mlflow_uri is not None:
                 click.echo(f"{run.name}: MLflow run {to_mlflow(run, mlflow_uri, experiment)} "
                            f"at {mlflow_uri}")
+
+
+def _export_lm_eval(results: tuple[Path, ...], out: Path, run_id: str | None,
+                    n_edits: int | None, method: str | None) -> None:
+    from .lmeval_task import write_lm_eval_task
+
+    if len(results) != 1:
+        raise click.UsageError("--lm-eval exports one results folder at a time")
+    try:
+        done = write_lm_eval_task(results[0], out, run_id, n_edits, method)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"lm-eval tasks of run {done.run_id[:8]} ({sum(done.tasks.values())} documents, "
+               f"{len(done.tasks)} tasks tagged {done.tag}): {out}")
+    click.echo(f"  lm_eval --model hf --model_args pretrained=MODEL --include_path {out} "
+               f"--tasks {done.tag}")

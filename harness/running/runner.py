@@ -56,7 +56,7 @@ from ..evaluation.teacher_forced import (
 )
 from ..plan.preflight import log_peaks, refuse
 from ..plan.resolve import MethodSetup, RunPlan
-from .saved import save_edited_model, saved_model_folder, warn_if_passed
+from .saved import ModelCard, save_edited_model, saved_model_folder, warn_if_passed
 from .threads import fit_threads_to_model
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,21 @@ def run_texts(task: Task, records: Sequence[EditRecord],
             yield f"{shown(question_set.shots_text + query)} {max(choices, key=len)}"
 
 
+def edit_text(task: Task, record: EditRecord) -> dict:
+    """What the store keeps of an edit (``edit_texts``): the record's text fields (its task's
+    ``extra`` fields are the task's own business and stay out), and, where the task wraps a prompt
+    for generation (``Task.generation_prompt``), each wrapped prompt under ``generation_prompts``,
+    so an export can decode from what the run decoded from."""
+    text = record.to_json()
+    text.pop("extra", None)
+    prompts = (record.prompt, *record.paraphrases, *(n.prompt for n in record.neighbours),
+               *(q.prompt for q in record.portability))
+    wrapped = {p: task.generation_prompt(p) for p in prompts}
+    if any(p != w for p, w in wrapped.items()):
+        text["generation_prompts"] = wrapped
+    return text
+
+
 def _finite(model: torch.nn.Module, names: list[str]) -> bool:
     return all(bool(torch.isfinite(model.get_parameter(n)).all()) for n in names)
 
@@ -184,6 +199,10 @@ class Runner:
             store.save_run_outline(self.run_id, (*CORE_METRICS,
                                                  *record_metrics(self.task, self.records),
                                                  *generated, *self.task.metrics), self.batches)
+            if store.edit_text_count(self.run_id) < self.edits:  # the planned stream, once
+                planned = enumerate(self.records[: self.edits])
+                store.save_edit_texts(self.run_id, ((p, r.uid, edit_text(self.task, r))
+                                                    for p, r in planned))
             log.info("%s run %s in %s", "starting" if fresh else "resuming", self.run_id,
                      store.path)
             for setup in self.methods:
@@ -429,6 +448,20 @@ class Runner:
         prune_snapshots(snapshots, keep=self.edits)
         return "done"
 
+    def _card(self, setup: MethodSetup, n_edits: int, rows) -> ModelCard:
+        """The saved model's card: what was edited, how, by which run and code, and the mean of
+        each metric the checkpoint stored."""
+        values: dict[str, list[float]] = {}
+        for row in rows:
+            values.setdefault(row.metric, []).append(row.value)
+        protocol = self.run_config.get("protocol")
+        return ModelCard(
+            base_model=str(self.model_source), method=setup.label, preset=setup.ref.preset,
+            n_edits=n_edits, run_id=self.run_id, task=self.task.name,
+            protocol=str(protocol.get("name") if isinstance(protocol, dict) else protocol),
+            code=code_identity(), seed=self.seed, dataset_hash=self.plan.dataset_hash,
+            scores={k: sum(v) / len(v) for k, v in values.items()})
+
     def _checkpoint(self, store, setup, baseline, probe, method, n_edits, snapshots, timer,
                     memory) -> None:
         capability = None
@@ -463,7 +496,7 @@ class Runner:
         if n_edits == self.spec.save_model:
             save_edited_model(method.ctx.model, method.ctx.tokenizer,
                               saved_model_folder(self.models_folder, self.run_id, setup.label,
-                                                 n_edits))
+                                                 n_edits), self._card(setup, n_edits, rows))
         prune_snapshots(snapshots, keep=n_edits)
         started, first = self._stream_start
         elapsed = time.monotonic() - started
