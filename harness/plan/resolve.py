@@ -166,12 +166,21 @@ def resolve_task(spec: RunSpec) -> Task:
 
 
 def default_methods() -> tuple[str, ...]:
-    """Every registered method. Whether one needs the network is the run's to say, not the method's
-    (MEMIT's statistics come from the task's text where it has some, from the hub otherwise), and
-    the preflight names what a method lacks (``requirements``)."""
+    """Every registered method whose optional library is installed (``EditMethod.extra``: a
+    method left out is logged with the extra that brings it). Whether one needs the network is
+    the run's to say, not the method's (MEMIT's statistics come from the task's text where it has
+    some, from the hub otherwise), and the preflight names what a method lacks
+    (``requirements``)."""
     from ...methods import METHODS
 
-    return tuple(METHODS.names())
+    chosen = []
+    for name, cls in METHODS.items():
+        missing = cls.missing_extra()
+        if missing:
+            log.info("left out of the default methods: %s", missing)
+        else:
+            chosen.append(name)
+    return tuple(chosen)
 
 
 def method_setups(spec: RunSpec, architecture: str | None = None,
