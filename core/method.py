@@ -195,6 +195,11 @@ class EditMethod(ABC):
         after a resume."""
         return prompt
 
+    def scoring_prompts(self, prompts: Sequence[str]) -> list[str]:
+        """:meth:`scoring_prompt` over a probe call's prompts at once; a method whose rewrite runs
+        a model (dense retrieval's encoder) overrides it to batch that work."""
+        return [self.scoring_prompt(p) for p in prompts]
+
 
 def text_state(value: Any) -> torch.Tensor:
     """JSON-serialisable lifelong state (stored prompts, labels) as a byte tensor, since snapshots
