@@ -131,10 +131,6 @@ class EditMethod(ABC):
     #: True for a method that edits what the model is shown (retrieval): every probe call then
     #: passes its prompts through :meth:`scoring_prompt` first.
     rewrites_prompts: ClassVar[bool] = False
-    #: (module, extra) for a method built on an optional library (``("peft", "lora")``): without
-    #: the module, ``requirements`` names the extra to install and the default run leaves the
-    #: method out (``harness/plan/resolve.py``, ``default_methods``) rather than refuse to start.
-    extra: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, config: MethodConfig, context: EditContext) -> None:
         self.config = config
@@ -156,26 +152,10 @@ class EditMethod(ABC):
         """Lifelong state that must survive a resume (accumulated statistics, say)."""
         return {}
 
-    @classmethod
-    def missing_extra(cls) -> str | None:
-        """The one line that names the extra to install, where the method's optional library is
-        not importable; None where it is (or the method needs none)."""
-        if cls.extra is None:
-            return None
-        import importlib.util
-
-        module, extra = cls.extra
-        if importlib.util.find_spec(module) is not None:
-            return None
-        return (f"{cls.name} needs {module}, which is not installed: "
-                f'pip install "editbench[{extra}]"')
-
     def requirements(self) -> list[str]:
         """What this method needs that is missing, each a one-line fix, checked before any model is
-        loaded (the runner builds the method on a ``meta``-device model to ask); by default only
-        the extra its optional library comes with (``extra``)."""
-        missing = self.missing_extra()
-        return [missing] if missing else []
+        loaded (the runner builds the method on a ``meta``-device model to ask); none by default."""
+        return []
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost | None:
         """Resident memory and each phase's transient memory and work, from the formulas of
@@ -194,11 +174,6 @@ class EditMethod(ABC):
         ``prepare`` and keeps them across ``load_state_dict``, which only refills their state
         after a resume."""
         return prompt
-
-    def scoring_prompts(self, prompts: Sequence[str]) -> list[str]:
-        """:meth:`scoring_prompt` over a probe call's prompts at once; a method whose rewrite runs
-        a model (dense retrieval's encoder) overrides it to batch that work."""
-        return [self.scoring_prompt(p) for p in prompts]
 
 
 def text_state(value: Any) -> torch.Tensor:

@@ -262,20 +262,16 @@ class RewrittenPrompts:
     def __init__(self, inner: ProbeBackend, rewrite) -> None:
         self.inner = inner
         self.rewrite = rewrite
-        # a bound ``scoring_prompt`` brings its method's batched ``scoring_prompts`` with it
-        many = getattr(getattr(rewrite, "__self__", None), "scoring_prompts", None)
-        self.rewrite_many = many or (lambda prompts: [rewrite(p) for p in prompts])
 
     @property
     def forward_seconds(self) -> float:
         return self.inner.forward_seconds
 
     def score(self, pairs: Sequence[ScoringPair]) -> list[PairScore]:
-        shown = self.rewrite_many([p.prompt for p in pairs])
-        return self.inner.score([ScoringPair(s, p.target) for s, p in zip(shown, pairs)])
+        return self.inner.score([ScoringPair(self.rewrite(p.prompt), p.target) for p in pairs])
 
     def generate(self, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:
-        shown = self.rewrite_many(list(prompts))
+        shown = [self.rewrite(p) for p in prompts]
         texts = self.inner.generate(shown, settings)
         return [prompt + text[len(seen):] if text.startswith(seen) else text
                 for prompt, seen, text in zip(prompts, shown, texts)]
@@ -285,6 +281,5 @@ class RewrittenPrompts:
 
     def generate_answers(self, pairs: Sequence[ScoringPair], max_new_tokens: int,
                          rule: AnswerRule = ANSWER_RULES["editbench"]) -> list[str]:
-        shown = self.rewrite_many([p.prompt for p in pairs])
         return self.inner.generate_answers(
-            [ScoringPair(s, p.target) for s, p in zip(shown, pairs)], max_new_tokens, rule)
+            [ScoringPair(self.rewrite(p.prompt), p.target) for p in pairs], max_new_tokens, rule)

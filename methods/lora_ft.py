@@ -14,6 +14,7 @@ docs/memory-and-retrieval.md. The adapters come from peft (``pip install "editbe
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections.abc import Sequence
@@ -98,11 +99,27 @@ class LoRAFT(EditMethod):
     description = ("continual LoRA fine-tuning, each turn's adapter merged into the weights "
                    "(WikiBigEdit's baseline, Thede et al. 2025)")
     Config = LoRAFTConfig
-    extra = ("peft", "lora")  # the default run leaves it out where peft is not installed
+    #: (module, extra): the optional library it is built on, and the extra that installs it
+    extra = ("peft", "lora")
     #: WikiBigEdit's ``hydra/experiments/lora_merge_*.yaml`` over ``hparams/LoRA/*.yaml``
     presets = {"wikibigedit": {"rank": 4, "alpha": 8.0, "dropout": 0.1,
                                "target_modules": ("q_proj", "v_proj"), "lr": 5e-3 * 32 / 256,
                                "epochs": 10, "chunk": 32, "merge_alpha": 0.25}}
+
+    @classmethod
+    def missing_extra(cls) -> str | None:
+        """The one line naming the extra to install where peft is missing (None where it is
+        installed): the preflight's finding, and the default run's reason to leave it out
+        (``harness/plan/resolve.py``, ``default_methods``)."""
+        module, extra = cls.extra
+        if importlib.util.find_spec(module) is not None:
+            return None
+        return (f"{cls.name} needs {module}, which is not installed: "
+                f'pip install "editbench[{extra}]"')
+
+    def requirements(self) -> list[str]:
+        missing = self.missing_extra()
+        return [missing] if missing else []
 
     def target_modules(self) -> list[str]:
         """The full names of the linear modules that carry an adapter."""

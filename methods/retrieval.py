@@ -215,6 +215,9 @@ class Retrieval(EditMethod):
             self.queries.update(zip(new, self.encoder.encode(new)))
 
     def scoring_prompts(self, prompts: Sequence[str]) -> list[str]:
+        """Many prompts rewritten with one encoder pass over those not seen before. The probe
+        wrapper (``core.probe.RewrittenPrompts``) calls :meth:`scoring_prompt` one prompt at a
+        time, so there each prompt is encoded alone, once per run (``queries`` keeps them)."""
         self._encode_queries(prompts)
         return [self.scoring_prompt(p) for p in prompts]
 

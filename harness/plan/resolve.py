@@ -166,16 +166,17 @@ def resolve_task(spec: RunSpec) -> Task:
 
 
 def default_methods() -> tuple[str, ...]:
-    """Every registered method whose optional library is installed (``EditMethod.extra``: a
-    method left out is logged with the extra that brings it). Whether one needs the network is
-    the run's to say, not the method's (MEMIT's statistics come from the task's text where it has
-    some, from the hub otherwise), and the preflight names what a method lacks
-    (``requirements``)."""
+    """Every registered method but those built on an optional library that is not installed: such
+    a method says so with a ``missing_extra()`` classmethod (``methods/lora_ft.py``), and is left
+    out with a log line naming the extra, so a plain install's default run still starts. Whether
+    one needs the network is the run's to say, not the method's (MEMIT's statistics come from the
+    task's text where it has some, from the hub otherwise), and the preflight names what a method
+    lacks (``requirements``)."""
     from ...methods import METHODS
 
     chosen = []
     for name, cls in METHODS.items():
-        missing = cls.missing_extra()
+        missing = getattr(cls, "missing_extra", lambda: None)()
         if missing:
             log.info("left out of the default methods: %s", missing)
         else:
