@@ -23,8 +23,9 @@ EDITS = [EditRecord(uid=f"{i}", prompt=f"{name} {relation}", subject=name, targe
          for i, (name, relation) in enumerate((n, r) for n in NAMES for r in RELATIONS)]
 
 
-def _method(encoder_path, **settings) -> Retrieval:
-    model, tokenizer = load_model(encoder_path, torch.device("cpu"), torch.float32)
+def _method(scored_model, encoder_path, **settings) -> Retrieval:
+    """Retrieval with a dense encoder, in the context of the model it would rewrite prompts for."""
+    model, tokenizer = load_model(scored_model, torch.device("cpu"), torch.float32)
     ctx = EditContext(model=model, tokenizer=tokenizer, layout=ModelLayout.of(model),
                       device=torch.device("cpu"), cache_dir=encoder_path, task=None, seed=0,
                       generator=torch.Generator().manual_seed(0))
@@ -36,9 +37,24 @@ def _method(encoder_path, **settings) -> Retrieval:
 
 
 @pytest.fixture(scope="module")
-def encoder(micro_llama):
-    """The micro llama's body as a sentence encoder (mean pooling), loaded as a user's would be."""
-    return micro_llama
+def encoder(tmp_path_factory, world_tokenizer):
+    """A two-layer MPNet (all-mpnet-base-v2's architecture) built from a config and saved with
+    the micro world's tokenizer, loaded by name as a user's encoder would be."""
+    import transformers as tf
+
+    folder = tmp_path_factory.mktemp("micro-mpnet")
+    torch.manual_seed(0)
+    config = tf.MPNetConfig(vocab_size=len(world_tokenizer), hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64,
+                            max_position_embeddings=520, pad_token_id=world_tokenizer.pad_token_id)
+    tf.MPNetModel(config).save_pretrained(folder, safe_serialization=True)
+    world_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def make(encoder, micro_llama):
+    return lambda **settings: _method(micro_llama, encoder, **settings)
 
 
 def _unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
@@ -47,9 +63,9 @@ def _unit_rows(n: int, dim: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("index", ["exact", "hnsw"])
-def test_an_edits_own_prompt_retrieves_that_edit_first(encoder, index):
+def test_an_edits_own_prompt_retrieves_that_edit_first(make, index):
     pytest.importorskip("faiss") if index == "hnsw" else None
-    method = _method(encoder, index=index, top_k=3, always=True)
+    method = make(index=index, top_k=3, always=True)
     for start in range(0, len(EDITS), 7):  # lifelong: several adds
         method.apply(EDITS[start:start + 7])
     assert method.vectors.kind == index
@@ -59,8 +75,8 @@ def test_an_edits_own_prompt_retrieves_that_edit_first(encoder, index):
         assert len(facts) == 3
 
 
-def test_top_k_is_obeyed_and_a_small_memory_gives_all_it_has(encoder):
-    method = _method(encoder, index="exact", top_k=2, always=True)
+def test_top_k_is_obeyed_and_a_small_memory_gives_all_it_has(make, encoder):
+    method = make(index="exact", top_k=2, always=True)
     assert method.scoring_prompt("Kalo Mirve lives in") == "Kalo Mirve lives in"
     method.apply(EDITS[:1])
     assert len(method.retrieve("anything at all")) == 1
@@ -70,9 +86,9 @@ def test_top_k_is_obeyed_and_a_small_memory_gives_all_it_has(encoder):
         assert len(method.retrieve("Dag Holm speaks")) == k
 
 
-def test_the_release_context_always_retrieves(encoder):
+def test_the_release_context_always_retrieves(make):
     release = MethodRef.parse("retrieval@wikibigedit").config({}).__dict__
-    method = _method(encoder, **{**release, "index": "exact"})
+    method = make(**{**release, "index": "exact"})
     method.apply(EDITS[:3])
     shown = method.scoring_prompt(EDITS[1].prompt)
     first, second = method.retrieve(EDITS[1].prompt)
@@ -89,20 +105,20 @@ def test_the_wikibigedit_preset_holds_the_releases_settings():
     assert MethodRef.parse("retrieval").config({}).encoder == ""  # BM25 stays the default
 
 
-def test_batched_rewrites_equal_one_at_a_time(encoder):
-    method = _method(encoder, index="exact", top_k=2)
+def test_batched_rewrites_equal_one_at_a_time(make):
+    method = make(index="exact", top_k=2)
     method.apply(EDITS[:20])
     prompts = [r.prompt for r in EDITS[10:30]] + ["Kalo Mirve lives in"]
     assert method.scoring_prompts(prompts) == [method.scoring_prompt(p) for p in prompts]
 
 
-def test_a_state_round_trip_rebuilds_the_same_index(encoder):
+def test_a_state_round_trip_rebuilds_the_same_index(make):
     pytest.importorskip("faiss")
-    method = _method(encoder, index="hnsw", top_k=3)
+    method = make(index="hnsw", top_k=3)
     for start in range(0, len(EDITS), 5):
         method.apply(EDITS[start:start + 5])
     state = method.state_dict()
-    fresh = _method(encoder, index="hnsw", top_k=3)
+    fresh = make(index="hnsw", top_k=3)
     fresh.load_state_dict(state)
     assert fresh.segments == method.segments and fresh.facts == method.facts
     for record in EDITS:
@@ -129,16 +145,16 @@ def test_ties_go_to_the_later_edit():
     assert [i for _, i in index.search(row[0], 2)] == [4, 0]
 
 
-def test_without_faiss_auto_is_exact_and_hnsw_names_the_extra(encoder, monkeypatch):
+def test_without_faiss_auto_is_exact_and_hnsw_names_the_extra(make, monkeypatch):
     from editbench.methods import _dense
 
     monkeypatch.setattr(_dense, "faiss_installed", lambda: False)
     monkeypatch.setattr("editbench.methods.retrieval.faiss_installed", lambda: False)
     assert make_index("auto", 8, 32, 200, 128).kind == "exact"
-    method = _method(encoder, index="hnsw")
+    method = make(index="hnsw")
     (line,) = method.requirements()
     assert 'pip install "editbench[retrieval]"' in line and "\n" not in line
-    assert _method(encoder, index="auto").requirements() == []
+    assert make(index="auto").requirements() == []
 
 
 def test_bad_settings_name_the_field():
@@ -146,3 +162,16 @@ def test_bad_settings_name_the_field():
         RetrievalConfig(index="annoy")
     with pytest.raises(ValueError, match="context"):
         RetrievalConfig(context="chat")
+
+
+def test_sentence_transformers_and_plain_mean_pooling_give_the_same_vectors(encoder):
+    """A folder without sentence-transformers' own modules gets its mean pooling there: the two
+    backends must agree, so the fallback computes what the release's loader computes."""
+    pytest.importorskip("sentence_transformers")
+    from editbench.methods._dense import TextEncoder
+
+    texts = [r.prompt for r in EDITS[:9]]
+    plain = TextEncoder(str(encoder), torch.device("cpu"), 384, 4, "transformers").encode(texts)
+    through = TextEncoder(str(encoder), torch.device("cpu"), 384, 4,
+                          "sentence-transformers").encode(texts)
+    np.testing.assert_allclose(through, plain, atol=1e-5)
