@@ -125,10 +125,16 @@ def test_without_peft_it_refuses_in_one_line_naming_the_extra(micro_llama, monke
     assert "lora-ft" not in default_methods()
 
 
-def test_the_default_run_includes_it_where_peft_is_installed():
+def test_the_default_run_leaves_it_out_and_says_why(caplog):
+    """It costs the default run about 17 s (docs/benchmarks.md), over its budget's room."""
+    import logging
+
     from editbench.harness.plan.resolve import default_methods
 
-    assert "lora-ft" in default_methods()
+    with caplog.at_level(logging.INFO):
+        methods = default_methods()
+    assert "lora-ft" not in methods and "retrieval" in methods
+    assert "--methods lora-ft" in caplog.text
 
 
 def test_a_target_module_the_model_lacks_is_named(micro_llama):
