@@ -94,10 +94,21 @@ class VectorIndex:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self.vectors = np.zeros((0, dim), dtype=np.float32)
+        self._rows = np.zeros((0, dim), dtype=np.float32)  # capacity doubles: adds are amortised
+        self.size = 0
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._rows[:self.size]
 
     def add(self, vectors: np.ndarray) -> None:
-        self.vectors = np.concatenate([self.vectors, vectors.astype(np.float32)])
+        needed = self.size + len(vectors)
+        if needed > len(self._rows):
+            grown = np.zeros((max(needed, 2 * len(self._rows), 1024), self.dim), np.float32)
+            grown[:self.size] = self.vectors
+            self._rows = grown
+        self._rows[self.size:needed] = vectors
+        self.size = needed
 
     def candidates(self, query: np.ndarray, n: int) -> np.ndarray:
         """The ids of (about) the ``n`` best rows; the exact index takes them from every score."""
