@@ -10,6 +10,12 @@ uses BM25 over the same questions because it runs offline and is exact to test. 
 a prompt that shares no word (outside a short stop list) with any stored edit prompt, or scores at
 most ``min_score`` against all of them, is scored unchanged: "no relevant edit" is then a property,
 not a hope. The model's weights are untouched, so every scoring backend (HF and vLLM) runs it.
+
+Dense retrieval, as the release runs it: ``--param retrieval.encoder=NAME`` embeds the edit
+prompts with that encoder and searches them by cosine in a nearest-neighbour index (``_dense.py``:
+faiss's HNSW with the ``retrieval`` extra, else exact); ``retrieval@wikibigedit`` takes the
+release's encoder (all-mpnet-base-v2), top 2, its ``Q: {prompt} A: {target}`` context and its
+rule of always retrieving (no relevance threshold). Release lines: docs/memory-and-retrieval.md.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..core.costs import MethodCost, ModelShape, PhaseCost, RunShape, weights_bytes
 from ..core.method import METHODS, EditMethod, MethodConfig, state_text, text_state
 from ..core.records import EditRecord
+from ._dense import TextEncoder, VectorIndex, faiss_installed, make_index
 
 #: words too common to make an edit relevant (a prompt sharing only these retrieves nothing)
 STOP_WORDS = frozenset(
@@ -74,9 +82,19 @@ class BM25:
 class RetrievalConfig(MethodConfig):
     # WikiBigEdit's RAG experiments retrieve two facts (hydra/experiments/rag_llama3.yaml)
     top_k: int = 2
-    min_score: float = 0.0  # a hit must score above this; 0: any shared word counts
+    min_score: float = 0.0  # a hit must score above this; 0: any shared word (BM25)
     k1: float = 1.2
     b: float = 0.75
+    encoder: str = ""  # a sentence encoder's folder or hub name; "": BM25
+    encoder_backend: str = "auto"  # auto (sentence-transformers where installed), transformers
+    max_length: int = 384  # encoder tokens (all-mpnet-base-v2's max_seq_length)
+    encoder_batch: int = 64
+    index: str = "auto"  # hnsw (faiss), exact, auto: hnsw where faiss is installed
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    context: str = "new-fact"  # new-fact: "New fact: {p} {t}." lines; qa: "Q: {p} A: {t}" (WBE)
+    always: bool = False  # True: every prompt gets its top_k, min_score ignored (WikiBigEdit)
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -87,16 +105,35 @@ class RetrievalConfig(MethodConfig):
             raise ValueError(
                 f"k1 must be 0 or more and b within [0, 1], got k1={self.k1}, b={self.b}"
             )
+        for field, value, allowed in (
+                ("encoder_backend", self.encoder_backend,
+                 ("auto", "sentence-transformers", "transformers")),
+                ("index", self.index, ("auto", "hnsw", "exact")),
+                ("context", self.context, ("new-fact", "qa"))):
+            if value not in allowed:
+                raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
+        if min(self.max_length, self.encoder_batch, self.hnsw_m, self.ef_construction,
+               self.ef_search) < 1:
+            raise ValueError("max_length, encoder_batch, hnsw_m, ef_construction and ef_search "
+                             "must be at least 1")
+
+
+#: WikiBigEdit's RAG: ``rag_main.py:37`` (encoder), ``hydra/experiments/rag_llama3.yaml:19-25``
+#: (top 2, an approximate index), ``rag_main.py:62,166,245-247`` (context), no threshold
+WIKIBIGEDIT = {"encoder": "sentence-transformers/all-mpnet-base-v2", "top_k": 2, "index": "hnsw",
+               "context": "qa", "always": True}
 
 
 @METHODS.register("retrieval")
 class Retrieval(EditMethod):
     name = "retrieval"
     description = (
-        "no weight change: BM25 retrieves stored edits and prepends them as 'New fact: ...' lines"
+        "no weight change: BM25 (or a dense encoder, retrieval.encoder) retrieves stored edits "
+        "and prepends them to the prompt"
     )
     Config = RetrievalConfig
     rewrites_prompts = True
+    presets = {"wikibigedit": WIKIBIGEDIT}
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
         """No edit touches the model; every scored prompt carries up to ``top_k`` retrieved facts,
@@ -112,38 +149,103 @@ class Retrieval(EditMethod):
         super().__init__(config, context)
         self.facts: list[tuple[str, str]] = []
         self.index = BM25(config.k1, config.b)
+        self.encoder: TextEncoder | None = None
+        self.vectors: VectorIndex | None = None
+        self.segments: list[int] = []  # how many vectors each add held (replayed on a resume)
+        self.queries: dict[str, np.ndarray] = {}  # scored prompts' vectors, encoded once
+
+    def requirements(self) -> list[str]:
+        if self.config.encoder and self.config.index == "hnsw" and not faiss_installed():
+            return ['retrieval.index=hnsw searches with faiss, which is not installed: pip install '
+                    '"editbench[retrieval]" (or --param retrieval.index=exact)']
+        return []
+
+    def prepare(self) -> None:
+        config: RetrievalConfig = self.config  # type: ignore[assignment]
+        if config.encoder and self.encoder is None:
+            self.encoder = TextEncoder(config.encoder, self.ctx.device, config.max_length,
+                                       config.encoder_batch, config.encoder_backend)
 
     def edited_parameters(self) -> list[str]:
         return []
 
     def apply(self, batch: Sequence[EditRecord]) -> None:
-        for record in batch:
-            self._remember(record.prompt, record.target_new)
+        facts = [(record.prompt, record.target_new) for record in batch]
+        vectors = self.encoder.encode([p for p, _ in facts]) if self.encoder else None
+        self._remember(facts, vectors)
 
-    def _remember(self, prompt: str, target: str) -> None:
-        self.facts.append((prompt, target))
-        self.index.add(prompt)
+    def _remember(self, facts: list[tuple[str, str]], vectors: np.ndarray | None) -> None:
+        self.facts.extend(facts)
+        if vectors is None:
+            for prompt, _ in facts:
+                self.index.add(prompt)
+            return
+        if self.vectors is None:
+            config: RetrievalConfig = self.config  # type: ignore[assignment]
+            self.vectors = make_index(config.index, vectors.shape[1], config.hnsw_m,
+                                      config.ef_construction, config.ef_search)
+        self.vectors.add(vectors)
+        self.segments.append(len(vectors))
+
+    def _hits(self, prompt: str) -> list[tuple[float, int]]:
+        config: RetrievalConfig = self.config  # type: ignore[assignment]
+        if self.encoder is None:
+            hits = list((score, i) for i, score in self.index.scores(prompt).items())
+            hits.sort(key=lambda hit: (-hit[0], -hit[1]))
+            hits = hits[: config.top_k] if config.always else hits
+        else:
+            hits = self.vectors.search(self.queries[prompt], config.top_k) if self.vectors else []
+        if not config.always:
+            hits = [hit for hit in hits if hit[0] > config.min_score]
+        return hits[: config.top_k]
 
     def retrieve(self, prompt: str) -> list[tuple[str, str]]:
         """The stored edits most relevant to ``prompt``, best first (ties: the later edit first, so
         a re-edited fact shows its newest target first)."""
-        config: RetrievalConfig = self.config  # type: ignore[assignment]
-        hits = [
-            (score, i) for i, score in self.index.scores(prompt).items() if score > config.min_score
-        ]
-        hits.sort(key=lambda hit: (-hit[0], -hit[1]))
-        return [self.facts[i] for _, i in hits[: config.top_k]]
+        self._encode_queries([prompt])
+        return [self.facts[i] for _, i in self._hits(prompt)]
+
+    def _encode_queries(self, prompts: Sequence[str]) -> None:
+        if self.encoder is None:
+            return
+        new = list(dict.fromkeys(p for p in prompts if p not in self.queries))
+        if len(self.queries) + len(new) > 100_000:
+            self.queries.clear()
+        if new:
+            self.queries.update(zip(new, self.encoder.encode(new)))
+
+    def scoring_prompts(self, prompts: Sequence[str]) -> list[str]:
+        """Many prompts rewritten with one encoder pass over those not seen before. The probe
+        wrapper (``core.probe.RewrittenPrompts``) calls :meth:`scoring_prompt` one prompt at a
+        time, so there each prompt is encoded alone, once per run (``queries`` keeps them)."""
+        self._encode_queries(prompts)
+        return [self.scoring_prompt(p) for p in prompts]
 
     def scoring_prompt(self, prompt: str) -> str:
         facts = self.retrieve(prompt)
         if not facts:
             return prompt
+        if self.config.context == "qa":
+            return " ".join(f"Q: {p} A: {t}" for p, t in facts) + " " + prompt
         return "".join(f"New fact: {p} {t}.\n" for p, t in facts) + prompt
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"facts": text_state(self.facts)}
+        state = {"facts": text_state(self.facts)}
+        if self.vectors is not None:
+            state["vectors"] = torch.from_numpy(self.vectors.vectors.copy())
+            state["segments"] = torch.tensor(self.segments, dtype=torch.int64)
+        return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.facts, self.index = [], BM25(self.config.k1, self.config.b)
-        for prompt, target in state_text(state["facts"]):
-            self._remember(prompt, target)
+        """The stored texts, and the stored vectors added in the batches they were added in, so
+        the approximate index is rebuilt as the same graph."""
+        self.facts, self.index, self.vectors, self.segments = [], BM25(self.config.k1,
+                                                                       self.config.b), None, []
+        facts = [tuple(fact) for fact in state_text(state["facts"])]
+        if "vectors" not in state:
+            self._remember(facts, None)
+            return
+        vectors, start = state["vectors"].numpy(), 0
+        for size in state["segments"].tolist():
+            self._remember(facts[start:start + size], vectors[start:start + size])
+            start += size

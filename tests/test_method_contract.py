@@ -71,6 +71,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     # the releases' normaliser, updated by every edit: lifelong state (MEND keeps the default)
     "malmen": {"update_normaliser_at_edit": "true"},
     "rledit": {"update_normaliser_at_edit": "true"},
+    "lora-ft": {"epochs": "3"},
 }
 #: the smallest training of a learned editor that still takes an optimiser step: a rank-8
 #: network, batches of two, one step, eight train records (each field where its Config has it)

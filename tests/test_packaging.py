@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 #: import name -> distribution name, where they differ
-DISTRIBUTIONS = {"yaml": "pyyaml", "mlflow": "mlflow-skinny"}
+DISTRIBUTIONS = {"yaml": "pyyaml", "mlflow": "mlflow-skinny", "faiss": "faiss-cpu",
+                 "sentence_transformers": "sentence-transformers"}
 
 
 def _declared() -> dict[str, str]:

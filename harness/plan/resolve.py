@@ -166,12 +166,23 @@ def resolve_task(spec: RunSpec) -> Task:
 
 
 def default_methods() -> tuple[str, ...]:
-    """Every registered method. Whether one needs the network is the run's to say, not the method's
-    (MEMIT's statistics come from the task's text where it has some, from the hub otherwise), and
-    the preflight names what a method lacks (``requirements``)."""
+    """Every registered method but those that say why the default run should leave them out, with
+    a ``left_out_of_default_run()`` classmethod (``methods/lora_ft.py``: an optional library that
+    is not installed, or a cost the default run's budget has no room for); the reason is logged,
+    so a plain install's default run still starts and stays short. Whether
+    one needs the network is the run's to say, not the method's (MEMIT's statistics come from the
+    task's text where it has some, from the hub otherwise), and the preflight names what a method
+    lacks (``requirements``)."""
     from ...methods import METHODS
 
-    return tuple(METHODS.names())
+    chosen = []
+    for name, cls in METHODS.items():
+        reason = getattr(cls, "left_out_of_default_run", lambda: None)()
+        if reason:
+            log.info("left out of the default methods: %s", reason)
+        else:
+            chosen.append(name)
+    return tuple(chosen)
 
 
 def method_setups(spec: RunSpec, architecture: str | None = None,
