@@ -11,6 +11,11 @@ import torch
 
 os.environ.setdefault("EDITBENCH_NO_PROGRESS", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one worker per core, each on one
+    # thread, so two workers never fight over the cores (the README's test command; the numbers
+    # tests check do not depend on the thread count: tests/test_numerics.py, test_threads.py)
+    torch.set_num_threads(1)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 try:  # the fuzzing suite's profiles (tests/test_fuzz.py): a few examples per test by default,
