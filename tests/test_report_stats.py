@@ -90,3 +90,22 @@ def test_seed_variance_widens_a_pooled_interval():
     assert narrow.high - narrow.low < 0.12
     single = bootstrap_seeds([groups[0]], cell_rng(0, "z"))
     assert single == bootstrap_pooled([groups[0]], cell_rng(0, "z"))
+
+
+def test_verdicts_resample_as_a_binomial_with_the_index_bootstraps_distribution():
+    """0/1 scores take the binomial shortcut (stats.resampled_sums); its resample sums must have
+    the distribution of drawing indices: the same mean and spread within Monte Carlo error, and a
+    mixed array still draws indices."""
+    from editbench.reports.stats import resampled_sums
+
+    verdicts = (np.random.default_rng(3).random(150) < 0.3).astype(float)
+    fast = resampled_sums(verdicts, np.random.default_rng(4), 20000)
+    slow = verdicts[np.random.default_rng(5).integers(0, 150, size=(20000, 150))].sum(axis=1)
+    assert fast.mean() == pytest.approx(slow.mean(), abs=0.2)  # both near 150 * p
+    assert fast.std() == pytest.approx(slow.std(), rel=0.05)
+    assert np.percentile(fast, 2.5) == pytest.approx(np.percentile(slow, 2.5), abs=1.0)
+    assert np.percentile(fast, 97.5) == pytest.approx(np.percentile(slow, 97.5), abs=1.0)
+    mixed = np.array([0.0, 0.5, 1.0, 0.25])
+    sums = resampled_sums(mixed, np.random.default_rng(6), 500)
+    assert set(np.round(sums * 4)) - set(range(17)) == set()  # sums of four quarters
+    assert np.any(sums * 4 % 2 == 1)  # an odd number of quarters: 0.25 or 0.5 was drawn
