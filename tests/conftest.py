@@ -26,7 +26,9 @@ try:  # the fuzzing suite's profiles (tests/test_fuzz.py): a few examples per te
               HealthCheck.filter_too_much, HealthCheck.data_too_large]
     settings.register_profile("default", max_examples=8, deadline=None, derandomize=True,
                               suppress_health_check=_QUIET, print_blob=True)
-    settings.register_profile("long", max_examples=400, deadline=None,
+    # derandomize=False said outright: a profile inherits the profile named "default" (the one
+    # above, derandomized), so without it every long run tried the same examples
+    settings.register_profile("long", max_examples=400, deadline=None, derandomize=False,
                               suppress_health_check=_QUIET, print_blob=True)
     settings.load_profile("default")
 except ImportError:  # hypothesis is in the test extra; without it test_fuzz.py is skipped
