@@ -248,3 +248,15 @@ def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after 4 stored edits" in resumed.stderr
     pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))
+
+
+def test_the_default_run_leaves_it_out_and_says_why(caplog):
+    """It costs the default run about 17-21 s (docs/benchmarks.md), over its budget's room."""
+    import logging
+
+    from editbench.harness.plan.resolve import default_methods
+
+    with caplog.at_level(logging.INFO):
+        methods = default_methods()
+    assert "lyaplock" not in methods and "memit" in methods
+    assert "--methods lyaplock" in caplog.text
