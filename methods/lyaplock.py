@@ -50,7 +50,7 @@ class LyapLockConfig(LocateConfig):
     #: MEMIT's lambda. The release takes 1000 where MEMIT's files have 15,000-20,000, since the
     #: queue only ever raises it; the pocket default is MEMIT's 100 lowered alike (measured in
     #: docs/locate-then-edit.md).
-    mom2_update_weight: float = 10.0
+    mom2_update_weight: float = 3.0
     #: the budget: the time-averaged preservation loss is to stay under alpha * D_base (``--alpha``)
     alpha: float = 60.0
     #: Lyapunov's V, the weight of the editing loss against the queue (the release's ``V``: 1)
