@@ -113,6 +113,14 @@ class PRUNE(MEMIT):
     config: PRUNEConfig
     presets = _release_presets()
 
+    @classmethod
+    def left_out_of_default_run(cls) -> str:
+        """Why the default run (``default_methods``) leaves it out: on the pocket model its 200
+        edits and their checkpoints add about 20 s (as MEMIT's own row does) to a run that must stay
+        under five minutes cold on two cores, which leaves a new row about 10 s
+        (docs/benchmarks.md); ``--methods prune`` runs it."""
+        return ("prune (about 20 s on the pocket model, as MEMIT; run it with --methods prune)")
+
     def prepare_layers(self) -> None:
         """The largest singular value of each edited weight as it was before any edit, and the
         unrestrained (``raw``) and restrained sums of the updates, both zero."""
