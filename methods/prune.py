@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,7 @@ import torch
 from ..core.costs import ModelShape
 from ..core.method import METHODS
 from ..core.models import weight_as_out_in
+from ..core.records import EditRecord
 from .locate.config import published_presets
 from .memit import MEMIT, MEMITConfig
 
@@ -144,7 +146,7 @@ class PRUNE(MEMIT):
             if source[layer] is not target[layer]:
                 self.ctx.add_to_weight(module, target[layer] - source[layer])
 
-    def apply(self, batch) -> None:
+    def apply(self, batch: Sequence[EditRecord]) -> None:
         self._shift(self.restrained, self.raw)  # the release edits the unrestrained model
         super().apply(batch)
         self._restrain()
