@@ -233,6 +233,17 @@ def test_presets_are_the_releases_and_bad_settings_name_the_field(micro_llama):
         PRUNEConfig(reduce_type="log3")
 
 
+
+def test_the_default_run_leaves_both_out_and_says_why(caplog):
+    """Each adds about 20 s on the pocket model (docs/benchmarks.md), twice what the default run's
+    budget leaves a new row."""
+    from editbench.harness.plan.resolve import default_methods
+
+    with caplog.at_level("INFO"):
+        chosen = default_methods()
+    assert "memit" in chosen and "rect" not in chosen and "prune" not in chosen
+    assert "--methods rect" in caplog.text and "--methods prune" in caplog.text
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["rect", "prune"])
 def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(
