@@ -4,7 +4,7 @@ The paper finds that locate-then-edit updates overfit the edited facts by changi
 weights too much, which costs the model's general abilities (reasoning, NLI, QA). RECT keeps only
 the *principal* part of each update: the top ``keep_share`` of its elements ranked by relative
 change ``|Delta_ij| / |W_ij|`` keep their values, every other element is set to zero (the paper's
-section 6, Figure 6; its k is ``100 * keep_share``).
+top-k%, Figure 6; k is ``100 * keep_share``, 20 in the release).
 
 The release (JasonForJoy/Model-Editing-Hurt at 8f8d4dc, ``easyeditor/models/rome/rome_main.py``
 lines 25-33 and 76-79) applies it to ROME's rank-one update before the update is added, against the
