@@ -68,6 +68,10 @@ SETTINGS: dict[str, dict[str, str]] = {
     "memit": {"v_steps": "5", "mom2_n_samples": "200", "context_prefixes": "1",
               "context_prefix_tokens": "3"},
     "alphaedit": {"v_steps": "5", "mom2_n_samples": "200"},
+    "rect": {"v_steps": "5", "mom2_n_samples": "200"},
+    # a small mom2 weight: updates past the micro weights' largest singular value, so the
+    # restraint and the unrestrained sum it keeps are exercised
+    "prune": {"v_steps": "5", "mom2_n_samples": "200", "mom2_update_weight": "1"},
     # the releases' normaliser, updated by every edit: lifelong state (MEND keeps the default)
     "malmen": {"update_normaliser_at_edit": "true"},
     "rledit": {"update_normaliser_at_edit": "true"},

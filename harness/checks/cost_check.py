@@ -34,7 +34,11 @@ HIDDEN = 128
 _FEW_STEPS = {"ft-l": {"steps": "2"}, "ft-m": {"steps": "2"}, "locft-bf": {"steps": "2"},
               "grace": {"n_iter": "2"}, "wise": {"n_iter": "2"}}
 PARAMS = {"memit": {"mom2_n_samples": "40", "v_steps": "2"},
-          "alphaedit": {"mom2_n_samples": "40", "v_steps": "2"}, **_FEW_STEPS}
+          "alphaedit": {"mom2_n_samples": "40", "v_steps": "2"},
+          "rect": {"mom2_n_samples": "40", "v_steps": "2"},
+          "prune": {"mom2_n_samples": "40", "v_steps": "2"}, **_FEW_STEPS}
+#: the locate-then-edit methods, whose key statistics come from the check's own text
+LOCATE_THEN_EDIT = ("memit", "alphaedit", "rect", "prune")
 TRAINED = {"max_steps": "0"}
 
 
@@ -230,7 +234,7 @@ def check_at_scale(config_path: str, device: torch.device | str,
     yield _evaluation_check(shape.label, shape, model, work, device)
     params = check_params(max_train_records="20")  # warm on 20 records, edit one batch
     params.update({name: {**PARAMS[name], "stats_corpus": "task"}
-                   for name in ("memit", "alphaedit")})
+                   for name in LOCATE_THEN_EDIT})
     with tempfile.TemporaryDirectory() as scratch:
         for label in methods:
             try:
