@@ -9,6 +9,7 @@ CPU; ``editbench selfcheck`` prints the same comparison on a GPU.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from ...core.models import ModelLayout
 from ...core.probe import HFProbe
 from ...core.records import ScoringPair
 from .memtrack import PeakMemory
+
+log = logging.getLogger(__name__)
 
 FAMILIES = ("llama", "gpt2", "gptj", "mistral", "qwen2", "gemma2")
 HIDDEN = 128
@@ -49,7 +52,16 @@ def checked_methods() -> tuple[str, ...]:
     from ...methods import METHODS
 
     return tuple(name for name, cls in METHODS.items()
-                 if cls.cost is not EditMethod.cost)
+                 if cls.cost is not EditMethod.cost and not _missing_extra(cls))
+
+
+def _missing_extra(cls) -> str | None:
+    """Why a method built on an optional library cannot be checked here (``lora-ft`` without
+    peft: ``missing_extra``), logged; None where it can."""
+    missing = getattr(cls, "missing_extra", lambda: None)()
+    if missing:
+        log.info("cost check: %s; left out", missing)
+    return missing
 
 
 def check_params(**trained: str) -> dict[str, dict[str, str]]:
