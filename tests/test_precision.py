@@ -89,7 +89,9 @@ def test_selfcheck_on_a_cpu_says_what_it_skipped_and_runs_the_rest(tmp_path):
     from editbench.harness.cli.group import main
 
     result = CliRunner().invoke(main, [
-        "selfcheck", "--device", "cpu", "--families", "gpt2", "--bench-sizes", "20",
+        # the plan check of every method is tests/test_costs.py's; here three, one per family
+        "selfcheck", "--device", "cpu", "--families", "gpt2", "--plan-methods", "ft-l,memit,mend",
+        "--bench-sizes", "20",
         "--bench-methods", "ultraedit,retrieval", "--out", str(tmp_path / "selfcheck.json"),
     ])
     assert result.exit_code == 0, result.output

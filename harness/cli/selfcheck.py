@@ -47,6 +47,8 @@ def bench_methods() -> tuple[str, ...]:
 @click.option("--families", type=NAMES, default=None, metavar="A,B",
               help="Architectures for the plan check (default: llama, gpt2, gptj, mistral, qwen2, "
                    "gemma2).")
+@click.option("--plan-methods", type=NAMES, default=None, metavar="A,B",
+              help="Methods for the plan check (default: every method with a cost model).")
 @click.option("--bench-sizes", type=Counts(allow_empty=True), default="100,500", show_default=True,
               help="Edit counts of the small bench (as `editbench bench --sizes`); empty to skip "
                    "it.")
@@ -55,7 +57,8 @@ def bench_methods() -> tuple[str, ...]:
                    "(the ones that train are left to `editbench bench`).")
 def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None,
               families: tuple[str, ...] | None, bench_sizes: tuple[int, ...],
-              bench_methods: tuple[str, ...] | None) -> None:
+              bench_methods: tuple[str, ...] | None, plan_methods: tuple[str, ...] | None
+              ) -> None:
     """Run the GPU checks (precision, plan against measured memory, vLLM parity, a small bench) and
     print their figures."""
     import torch
@@ -73,7 +76,15 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
     if unknown:
         raise click.BadParameter(f"unknown family {unknown[0]!r}; choose among "
                                  f"{', '.join(FAMILIES)}", param_hint="--families")
-    for name in bench_methods or ():
+    if plan_methods:
+        from ..checks.cost_check import checked_methods
+
+        unplanned = [m for m in plan_methods if m in METHODS and m not in checked_methods()]
+        if unplanned:
+            raise click.BadParameter(f"{unplanned[0]} has no cost model (or its optional library "
+                                     "is missing); choose among "
+                                     f"{', '.join(checked_methods())}", param_hint="--plan-methods")
+    for name in (*(bench_methods or ()), *(plan_methods or ())):
         METHODS[name]  # a KeyError that lists the registered methods
     where = resolve_device(device)
     name = (torch.cuda.get_device_name(where) if where.type == "cuda"
@@ -121,7 +132,7 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
 
     rows = []
     for family in families or FAMILIES:
-        for check in check_family(family, where):
+        for check in check_family(family, where, plan_methods):
             rows.append({"family": family, "what": check.what, "measured_mb": check.measured / 1e6,
                          "planned_mb": check.planned / 1e6, "ratio": check.ratio})
     figures["plan_vs_measured"] = rows
