@@ -221,35 +221,6 @@ def test_published_presets_and_bad_settings():
         LyapLockConfig(queue_floor=-1)
 
 
-@pytest.mark.slow
-def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(
-    tmp_path, micro_llama, monkeypatch
-):
-    """Real ``editbench`` processes (test_memory_methods_resume.py): the queue, the drift and the
-    earlier keys' sums go through the snapshot, so the resumed run's later batches weigh
-    preservation as the uninterrupted one's did. A tight budget makes the queue grow."""
-    import pandas as pd
-    from test_faults import checkpoints, scores
-    from test_memory_methods_resume import METHODS as RESUMABLE
-    from test_memory_methods_resume import _run
-
-    from editbench.core.faults import FAULT_EXIT
-
-    monkeypatch.setitem(RESUMABLE, "lyaplock", [
-        "--param", "lyaplock.v_steps=5", "--param", "lyaplock.mom2_n_samples=200",
-        "--param", "lyaplock.alpha=0.5"])
-    cache = tmp_path / "cache"
-    clean = _run(micro_llama, tmp_path / "clean", cache, "lyaplock")
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    out = tmp_path / "out"
-    assert _run(micro_llama, out, cache, "lyaplock", "after-checkpoint:2").returncode == FAULT_EXIT
-    assert checkpoints(out) == [2, 4]
-    resumed = _run(micro_llama, out, cache, "lyaplock")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming after 4 stored edits" in resumed.stderr
-    pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))
-
-
 def test_the_default_run_leaves_it_out_and_says_why(caplog):
     """It costs the default run about 17-21 s (docs/benchmarks.md), over its budget's room."""
     import logging

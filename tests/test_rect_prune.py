@@ -243,31 +243,3 @@ def test_the_default_run_leaves_both_out_and_says_why(caplog):
         chosen = default_methods()
     assert "memit" in chosen and "rect" not in chosen and "prune" not in chosen
     assert "--methods rect" in caplog.text and "--methods prune" in caplog.text
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["rect", "prune"])
-def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(
-    tmp_path, micro_llama, method, monkeypatch
-):
-    """Real ``editbench`` processes, as in test_memory_methods_resume.py; PRUNE's unrestrained sum
-    is lifelong state that the snapshot must carry."""
-    from test_faults import checkpoints, scores
-    from test_memory_methods_resume import METHODS as RUN_SETTINGS
-    from test_memory_methods_resume import _run
-
-    from editbench.core.faults import FAULT_EXIT
-
-    monkeypatch.setitem(RUN_SETTINGS, method, [
-        "--param", f"{method}.v_steps=5", "--param", f"{method}.mom2_n_samples=200",
-        "--param", f"{method}.mom2_update_weight=1"])
-    cache = tmp_path / "cache"
-    clean = _run(micro_llama, tmp_path / "clean", cache, method)
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    out = tmp_path / "out"
-    assert _run(micro_llama, out, cache, method, "after-checkpoint:2").returncode == FAULT_EXIT
-    assert checkpoints(out) == [2, 4]
-    resumed = _run(micro_llama, out, cache, method)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming after 4 stored edits" in resumed.stderr
-    pd = pytest.importorskip("pandas")
-    pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))

@@ -2,8 +2,6 @@
 
 import pytest
 import torch
-from test_faults import FAULT_EXIT, checkpoints, scores
-from test_faults import _env as fault_env
 from test_hypernet import make_context
 
 from editbench.core.architectures import ARCHITECTURES
@@ -222,32 +220,3 @@ def test_presets_follow_the_release_run_scripts():
     release = MethodRef.parse("ultraedit@release").config({}, "mistral-7b")
     assert release.normaliser == "release" and release.module_names == mistral.module_names
     assert MethodRef.parse("ultraedit").config({}).normaliser == "exact"
-
-
-@pytest.mark.slow
-def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(tmp_path, micro_llama):
-    """Process level, as tests/test_faults.py: the normalisers' statistics come back from the
-    snapshot, so the edits after the resume are the ones an uninterrupted run makes."""
-    import subprocess
-    import sys
-
-    def run(out, fault=None):
-        args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket",
-                "--param", "pocket.n_entities=20", "--model", str(micro_llama),
-                "--methods", "ultraedit", "--edits", "12", "--batch-size", "3",
-                "--checkpoints", "3,6,9,12", "--device", "cpu", "--out", str(out)]
-        return subprocess.run(
-            args, env=fault_env(tmp_path / "cache", fault), capture_output=True, text=True,
-            timeout=300
-        )
-
-    clean = run(tmp_path / "clean")
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    out = tmp_path / "killed"
-    assert run(out, "after-checkpoint:2").returncode == FAULT_EXIT
-    assert checkpoints(out) == [3, 6]
-    final = run(out)
-    assert final.returncode == 0, final.stderr[-3000:]
-    assert "resuming after 6 stored edits" in final.stderr
-    assert checkpoints(out) == [3, 6, 9, 12]
-    assert scores(out).equals(scores(tmp_path / "clean"))

@@ -63,6 +63,14 @@ def gpus_for_cell(plan: RunPlan, label: str, default: float) -> float:
     return float(max(1, math.ceil(peak / per_gpu)))
 
 
+def _remote_cell(ray, address: str | None, gpus_per_cell: float, max_retries: int):
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"EDITBENCH_NO_PROGRESS": "1"}})
+    return ray.remote(run_cell).options(num_cpus=1, num_gpus=gpus_per_cell,
+                                        max_retries=max_retries)
+
+
 def run_ray(plans: Sequence[RunPlan], address: str | None = None,
             gpus_per_cell: float | None = None, max_retries: int = 3,
             ) -> list[tuple[Runner, RunOutcome]]:
@@ -81,11 +89,7 @@ def _run_ray(ray, plans: Sequence[RunPlan], address: str | None, gpus_per_cell: 
         refuse(plan)
     if gpus_per_cell is None:
         gpus_per_cell = 1.0 if plans[0].device.type == "cuda" else 0.0
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"EDITBENCH_NO_PROGRESS": "1"}})
-    remote_cell = ray.remote(run_cell).options(num_cpus=1, num_gpus=gpus_per_cell,
-                                               max_retries=max_retries)
+    remote_cell = None  # Ray starts with the first cell left to run: a finished sweep needs none
     pending = {}
     with ResultsStore(out) as main:
         for plan in plans:
@@ -100,6 +104,8 @@ def _run_ray(ray, plans: Sequence[RunPlan], address: str | None, gpus_per_cell: 
                     log.info("%s seed %d: already %s, not submitted", setup.label, plan.seed,
                              state.status)
                     continue
+                if remote_cell is None:
+                    remote_cell = _remote_cell(ray, address, gpus_per_cell, max_retries)
                 cell = for_cell(plan, setup, worker)
                 gpus = gpus_for_cell(plan, setup.label, gpus_per_cell)
                 submit = (remote_cell if gpus == gpus_per_cell
