@@ -44,15 +44,18 @@ def plan(config: str | Path | Mapping[str, Any] | None = None, **options: Any):
 
 
 def execute(spec: RunSpec):
-    """Run ``spec`` (each seed; here or on Ray), keeping its run file in the results folder first;
-    returns [(runner, outcome)] per seed."""
+    """Run ``spec`` (each seed; here, one cell at a time or ``--jobs`` at once, or on Ray), keeping
+    its run file in the results folder first; returns [(runner, outcome)] per seed."""
     from .plan.resolve import resolve_sweep
-    from .running.executors import run_local, run_ray
+    from .running.executors import default_jobs, run_local, run_parallel, run_ray
 
     plans = resolve_sweep(spec)
     runfile.store(spec.out, spec.to_mapping())
     if spec.executor == "ray":
         return run_ray(plans, spec.ray_address)
+    jobs = spec.jobs if spec.jobs is not None else default_jobs(plans)
+    if jobs > 1 and sum(len(plan.methods) for plan in plans) > 1:
+        return run_parallel(plans, jobs)
     return run_local(plans)
 
 

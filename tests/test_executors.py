@@ -108,3 +108,71 @@ def test_a_sweep_cell_saves_its_model_in_the_sweeps_folder_not_its_workers(tmp_p
     saved = out / "models" / plan.run_id / "ft-m" / "edits-2"
     assert (saved / "config.json").is_file() and (saved / "model.safetensors").is_file()
     assert not (worker / "models").exists()
+
+
+def test_cells_side_by_side_survive_a_killed_run_and_score_as_one_after_another(
+    tmp_path, micro_llama
+):
+    """``--jobs 2``: killed with -9 mid-sweep, its workers end too (none is left holding a worker
+    folder); run again, it resumes each unfinished cell from its worker store; the scores equal a
+    run of the same cells one after another in one process, value for value."""
+    from test_faults import _env, scores
+
+    args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket",
+            "--param", "pocket.n_entities=20", "--model", str(micro_llama),
+            "--methods", "ft-m,grace", "--seed", "0,1", "--edits", "16", "--batch-size", "2",
+            "--checkpoints", ",".join(str(n) for n in range(2, 17, 2)), "--device", "cpu",
+            "--gen-eval", "off", "--param", "ft-m.stop_loss=0", "--param", "grace.n_iter=3"]
+    env = _env(tmp_path / "cache")
+    clean = subprocess.run([*args, "--jobs", "1", "--out", str(tmp_path / "clean")], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    out = tmp_path / "side-by-side"
+    driver = subprocess.Popen([*args, "--jobs", "2", "--out", str(out)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    workers: set[int] = set()
+    deadline = time.time() + 300
+    while time.time() < deadline and driver.poll() is None:
+        stored = {pid.parent: _checkpoints(pid.parent / "results.sqlite")
+                  for pid in out.glob("workers/*/worker.pid")}
+        if len(stored) >= 2 and min(stored.values()) >= 2 and max(stored.values()) < 8:
+            workers = {int((folder / "worker.pid").read_text()) for folder in stored}
+            break
+        time.sleep(0.05)
+    assert workers, "no two cells were caught mid-run to kill; make the run longer"
+    driver.kill()
+    driver.communicate(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a worker outlived its run"
+    resumed = subprocess.run([*args, "--jobs", "2", "--out", str(out)], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "2 at a time" in resumed.stderr and "resuming after" in resumed.stderr
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))
+    again = subprocess.run([*args, "--jobs", "2", "--out", str(out)], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stderr.count("not submitted") == 4, again.stderr[-3000:]
+
+
+@pytest.mark.parametrize("cells, parameters, device, chosen, peak, capacity, expected", [
+    (12, 1_000_000, "cpu", False, None, None, 4),  # the pocket world: one cell per core
+    (3, 1_000_000, "cpu", False, None, None, 3),  # no more workers than cells
+    (12, 1_000_000, "cpu", False, 3 << 30, 8 << 30, 2),  # no more than the memory holds
+    (1, 1_000_000, "cpu", False, None, None, 1),
+    (12, 1_000_000, "cuda", False, None, None, 1),  # a GPU: one cell at a time
+    (12, 8_000_000_000, "cpu", False, None, None, 1),  # its threads already use the cores
+    (12, 1_000_000, "cpu", True, None, None, 1),  # the user shares the cores out (--threads)
+    (12, None, "cpu", False, None, None, 1),  # unknown size
+])
+def test_cells_run_side_by_side_only_for_a_one_thread_model_on_the_cpu(
+    monkeypatch, cells, parameters, device, chosen, peak, capacity, expected
+):
+    from editbench.harness.running import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "_explicit", chosen)
+    assert threads.parallel_cells(cells, parameters, device, peak, capacity) == expected

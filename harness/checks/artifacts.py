@@ -2,9 +2,11 @@
 
 The package ships the default run's pocket model and the editors its hypernetwork methods train
 (``core/artifacts.py`` says why). ``--rebuild`` trains them as the default run would, on this
-machine, into a fresh cache, and writes them with a new manifest. A rebuild on another CPU, or
-with another thread count, trains another world: the default table then moves by more than the
-tolerance the README states, so a rebuild is a change to commit and to say, never a routine step.
+machine, into a fresh cache, and writes them with a new manifest. It trains on the thread count
+the shipped manifest records (``--threads`` overrides), so the machine's core count is not a
+difference; a rebuild on another CPU (another kernel set) trains another world: the default table
+then moves by more than the tolerance the README states, so a rebuild is a change to commit and to
+say, never a routine step.
 Each entry's manifest line records the code hash of what built it (``core/identity.py``): after a
 change to that code the shipped entry is passed over until a rebuild records the new hash (and, if
 the new code builds other bytes, the new world).
@@ -37,11 +39,19 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
     from ...methods import METHODS
     from ..plan.resolve import default_methods, resolve
     from ..plan.settings import RunSpec
+    from ..running import threads
     from ..running.runner import Runner
 
     trainable = tuple(name for name in default_methods() if is_trainable(METHODS[name]))
     previous = os.environ.get(artifacts.SKIP_VARIABLE)
     os.environ[artifacts.SKIP_VARIABLE] = "1"  # build, never reuse what is shipped now
+    threads_before, chosen_before = torch.get_num_threads(), threads.chosen_by_user()
+    shipped_threads = artifacts.read_manifest().get("built_with", {}).get("threads")
+    if not chosen_before and isinstance(shipped_threads, int) and shipped_threads > 0:
+        # the thread count the shipped world was trained on, whatever the machine's cores or the
+        # one-thread rule for small models say, so that a rebuild can reproduce it byte for byte
+        torch.set_num_threads(shipped_threads)
+        threads.mark_explicit(True)
     try:
         with tempfile.TemporaryDirectory(prefix="editbench-artifacts-") as work:
             cache = Path(work) / "cache"
@@ -73,11 +83,14 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
                     "description": _describe(name),
                     "files": artifacts.folder_digests(target),
                 }
+        built_threads = torch.get_num_threads()
     finally:
         if previous is None:
             os.environ.pop(artifacts.SKIP_VARIABLE, None)
         else:
             os.environ[artifacts.SKIP_VARIABLE] = previous
+        torch.set_num_threads(threads_before)
+        threads.mark_explicit(chosen_before)
     for stale in [*into.glob("models/*"), *into.glob("hypernets/*")]:
         if stale.relative_to(into).as_posix() not in entries:
             shutil.rmtree(stale)
@@ -91,7 +104,7 @@ def build_artifacts(into: Path, seeds: tuple[int, ...] = (0,)) -> dict:
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads(),
+            "threads": built_threads,
             "seeds": list(seeds),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         },

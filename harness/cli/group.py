@@ -21,15 +21,12 @@ from pathlib import Path
 
 import click
 
+from ..running.logs import configure as configure_logging
 from ..running.threads import mark_explicit as mark_threads_explicit
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
 
 
 def _class(module: str, name: str) -> type | None:

@@ -1,26 +1,32 @@
-"""Where the cells of a sweep run: here, one after another, or as Ray tasks on a cluster.
+"""Where the cells of a sweep run: here, one after another or side by side, or as Ray tasks.
 
 A sweep is every (method, seed) cell of one task; each cell is a run of one method under one seed.
-The local executor runs the cells in this process. The Ray executor makes each cell one Ray task
-with its own GPU request; a worker writes its own store (``OUT/workers/<run>-<method>/``) and
-records its process id there, the driver merges the worker stores into ``OUT/results.sqlite``.
-Ray retries a task whose worker dies, and the retried task resumes from its own store, so a
-killed worker costs only the work since its last checkpoint. A cell already complete in the main
-store is not submitted again.
+The local executor runs the cells in this process, or, with ``--jobs N`` (by default one per core
+for a model small enough for one thread: ``threads.parallel_cells``), in ``N`` worker processes
+at once. The Ray executor makes each cell one Ray task with its own GPU request. A cell run
+outside this process writes its own store (``OUT/workers/<run>-<method>/``) and records its
+process id there; this process merges the worker stores into ``OUT/results.sqlite`` as cells
+finish. A worker killed mid-cell costs only the work since its last checkpoint: the cell resumes
+from its own store, retried by Ray or by the next run. A cell already complete in the main store is
+not run again.
 """
-
 from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import shutil
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from ...core.store import ResultsStore, hold_store
 from ..plan.preflight import refuse
 from ..plan.resolve import RunPlan, for_cell
+from . import logs, threads
 from .runner import Runner, RunOutcome
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,109 @@ def run_local(plans: Sequence[RunPlan]) -> list[tuple[Runner, RunOutcome]]:
             runner = Runner(plan)
             results.append((runner, runner.run()))
     return results
+
+
+def default_jobs(plans: Sequence[RunPlan]) -> int:
+    """``--jobs`` when the user gave none (``threads.parallel_cells``)."""
+    plan = plans[0]
+    peaks = [plan.planned_peak(setup.label) for setup in plan.methods]
+    return threads.parallel_cells(
+        cells=sum(len(p.methods) for p in plans),
+        parameters=plan.model_shape.n_params if plan.model_shape is not None else None,
+        device_type=plan.device.type, peak=max((p for p in peaks if p), default=None),
+        capacity=plan.capacity)
+
+
+def _cells_left(main: ResultsStore, plans: Sequence[RunPlan]) -> Iterator[RunPlan]:
+    """Each (method, seed) cell not yet finished in the main store, as a plan of its own whose
+    store is its worker folder; ``--restart`` drops a cell's results here and in that folder."""
+    out = plans[0].spec.out
+    for plan in plans:
+        Runner(plan).check_code(main)  # the run in the main store, made by other code?
+        for setup in plan.methods:
+            worker = _worker_dir(out, plan.run_id, setup.label)
+            if plan.restarts(setup):  # the cell's results, here and in its worker's store
+                main.drop_cell(plan.run_id, setup.label)
+                shutil.rmtree(worker, ignore_errors=True)
+            state = main.cell(plan.run_id, setup.label)
+            if state is not None and state.status in FINISHED:
+                log.info("%s seed %d: already %s, not submitted", setup.label, plan.seed,
+                         state.status)
+                continue
+            yield for_cell(plan, setup, worker)
+
+
+def _outcomes(main: ResultsStore, plans: Sequence[RunPlan]) -> list[tuple[Runner, RunOutcome]]:
+    outcomes = []
+    for plan in plans:
+        statuses = {}
+        for setup in plan.methods:
+            state = main.cell(plan.run_id, setup.label)
+            statuses[setup.label] = state.status if state is not None else "failed"
+        outcomes.append((Runner(plan), RunOutcome(plan.run_id, main.path, statuses)))
+    return outcomes
+
+
+def run_parallel(plans: Sequence[RunPlan], jobs: int) -> list[tuple[Runner, RunOutcome]]:
+    """Every cell in up to ``jobs`` worker processes at once, each cell's store merged into the
+    main one as it finishes. A failed cell is logged and the others go on, as under Ray; its
+    worker folder keeps what it stored, so the next run resumes it."""
+    out = plans[0].spec.out
+    with hold_store(out):
+        for plan in plans:  # refused here, before any worker starts
+            refuse(plan)
+        with ResultsStore(out) as main:
+            cells = list(_cells_left(main, plans))
+            if cells:
+                _run_cells(main, cells, min(jobs, len(cells)))
+            return _outcomes(main, plans)
+
+
+def _run_cells(main: ResultsStore, cells: list[RunPlan], jobs: int) -> None:
+    log.info("running %d cells, %d at a time, each in its own process (--jobs)", len(cells), jobs)
+    # a fresh interpreter per worker: a forked one would inherit torch's thread pools
+    context = multiprocessing.get_context("spawn")
+    settings = (logging.getLogger().getEffectiveLevel(), threads.chosen_by_user(),
+                max(1, threads.usable_cores() // jobs), os.getpid())
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                               initargs=settings)
+    try:
+        pending = {pool.submit(run_cell, cell, main.folder): cell for cell in cells}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                cell = pending.pop(future)
+                label = cell.methods[0].label
+                try:
+                    future.result()
+                except Exception as exc:  # a cell's failure must not end the others
+                    log.error("cell %s seed %d failed: %s", label, cell.seed, exc)
+                worker_db = cell.spec.out / "results.sqlite"
+                if worker_db.exists():
+                    main.merge_from(worker_db)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(level: int, threads_chosen: bool, share: int, parent: int) -> None:
+    """A worker process's set-up: the command's logging; torch threads as the parent would choose
+    them (the user's count, else one for a small model once loaded, else the worker's share of
+    the cores); and an end of its own if the parent dies (a killed run must leave no process
+    holding a worker folder)."""
+    logs.configure(level)
+    threads.mark_explicit(threads_chosen)
+    if not threads_chosen:
+        import torch
+
+        torch.set_num_threads(share)
+    watcher = threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True)
+    watcher.start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _worker_dir(out: Path, run_id: str, label: str) -> Path:
@@ -92,25 +201,13 @@ def _run_ray(ray, plans: Sequence[RunPlan], address: str | None, gpus_per_cell: 
     remote_cell = None  # Ray starts with the first cell left to run: a finished sweep needs none
     pending = {}
     with ResultsStore(out) as main:
-        for plan in plans:
-            Runner(plan).check_code(main)  # the run in the main store, made by other code?
-            for setup in plan.methods:
-                worker = _worker_dir(out, plan.run_id, setup.label)
-                if plan.restarts(setup):  # the cell's results, here and in its worker's store
-                    main.drop_cell(plan.run_id, setup.label)
-                    shutil.rmtree(worker, ignore_errors=True)
-                state = main.cell(plan.run_id, setup.label)
-                if state is not None and state.status in FINISHED:
-                    log.info("%s seed %d: already %s, not submitted", setup.label, plan.seed,
-                             state.status)
-                    continue
-                if remote_cell is None:
-                    remote_cell = _remote_cell(ray, address, gpus_per_cell, max_retries)
-                cell = for_cell(plan, setup, worker)
-                gpus = gpus_for_cell(plan, setup.label, gpus_per_cell)
-                submit = (remote_cell if gpus == gpus_per_cell
-                          else remote_cell.options(num_gpus=gpus))
-                pending[submit.remote(cell, out)] = cell
+        for cell in _cells_left(main, plans):
+            if remote_cell is None:
+                remote_cell = _remote_cell(ray, address, gpus_per_cell, max_retries)
+            gpus = gpus_for_cell(cell, cell.methods[0].label, gpus_per_cell)
+            submit = (remote_cell if gpus == gpus_per_cell
+                      else remote_cell.options(num_gpus=gpus))
+            pending[submit.remote(cell, out)] = cell
         for ref in pending:  # wait for all, then merge: a failed cell must not hide the others
             try:
                 ray.get(ref)
@@ -121,11 +218,4 @@ def _run_ray(ray, plans: Sequence[RunPlan], address: str | None, gpus_per_cell: 
             worker_db = cell.spec.out / "results.sqlite"
             if worker_db.exists():
                 main.merge_from(worker_db)
-        outcomes = []
-        for plan in plans:
-            statuses = {}
-            for setup in plan.methods:
-                state = main.cell(plan.run_id, setup.label)
-                statuses[setup.label] = state.status if state is not None else "failed"
-            outcomes.append((Runner(plan), RunOutcome(plan.run_id, main.path, statuses)))
-    return outcomes
+        return _outcomes(main, plans)

@@ -7,9 +7,10 @@ logged. ``--threads N`` or ``OMP_NUM_THREADS`` set by the user override it.
 
 The count depends only on the model and the user's choice, never on what else runs: scores move
 slightly with it (summation order), so a number must not depend on the machine's load. Each run
-stores the count it used (``core/numerics.py``). Several processes on one machine are the user's
-to share out with ``--threads`` (torch's default then oversubscribes the cores: slower, same
-scores).
+stores the count it used (``core/numerics.py``). A run of several cells of such a model runs
+them side by side, one process per core (``--jobs``, :func:`parallel_cells`); other processes on
+one machine are the user's to share out with ``--threads`` (torch's default then oversubscribes
+the cores: slower, same scores).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import os
 
 log = logging.getLogger(__name__)
 
-#: below this many parameters a model runs on one CPU thread. Measured on the 2-core machines
-#: (2026-11-26, the warm default run, alone on the machine): the 1.0M-parameter pocket model took
-#: 129 and 140 s with 2 threads against 184, 226, 181 and 196 s with one (scoring in batches of
-#: thousands of tokens gains most), so the threshold (20M before, a judgment) now lies below it; the
-#: micro models of the tests and benches are smaller still.
-SMALL_MODEL_PARAMETERS = 500_000
+#: below this many parameters a model runs on one CPU thread, on every machine, in a run of one
+#: cell or of many (``--jobs``). The pocket model (1.0M parameters) is under it: one thread made
+#: its single-method runs about 1.4x slower than two on the 2-core machines (2026-11-26: the warm
+#: default run took 129-140 s on two threads, 181-226 s on one, one cell at a time), but a run of
+#: several cells now puts one cell on each core (``--jobs``, ``executors.py``), and the pocket
+#: world's scores no longer move with the machine's core count. (500K before 2026-12-05.) The
+#: shipped world was trained on 2 threads, and ``editbench artifacts --rebuild`` trains on the
+#: count its manifest records, whatever this rule says.
+SMALL_MODEL_PARAMETERS = 2_000_000
 
 _explicit: bool | None = None
 
@@ -55,3 +59,26 @@ def fit_threads_to_model(model, device) -> int | None:
     log.info("torch threads: 1, since the model has %.1fM parameters, too few to gain from more "
              "(--threads N overrides)", parameters / 1e6)
     return 1
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def parallel_cells(cells: int, parameters: int | None, device_type: str, peak: int | None,
+                   capacity: int | None) -> int:
+    """How many cells ``--jobs`` defaults to: one per core for a model that runs on one thread
+    anyway (so the count changes no score), at most as many as the memory holds (the plan's peak
+    per cell), and one for anything else: a GPU, a larger model (whose threads already use the
+    cores), a thread count the user chose, or a model whose size is unknown."""
+    if (cells < 2 or device_type != "cpu" or chosen_by_user() or parameters is None
+            or parameters >= SMALL_MODEL_PARAMETERS):
+        return 1
+    jobs = min(cells, usable_cores())
+    if peak and capacity:
+        jobs = min(jobs, max(1, capacity // peak))
+    return max(1, jobs)
