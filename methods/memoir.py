@@ -125,6 +125,14 @@ class Memoir(LayerMemoryMethod):
         self._width = 0  # the generation's prefill width
         self._edit_mask: torch.Tensor | None = None  # the mask of the edit being trained
 
+    @classmethod
+    def left_out_of_default_run(cls) -> str:
+        """Why the default run leaves it out: on the pocket model its 200 edits (30 steps on 11
+        rows each, the release's) and their checkpoints take about two minutes on a loaded
+        machine (docs/benchmarks.md), far over the ~10 s the default run's budget leaves a row."""
+        return ("memoir (about 2 min on the pocket model, over the default run's budget; run it "
+                "with --methods memoir)")
+
     # -- what ``editbench plan`` counts ----------------------------------------------------------
     def rows_per_edit(self) -> int:
         return 1 + self.config.n_templates

@@ -218,3 +218,12 @@ def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(
     assert "resuming after 4 stored edits" in resumed.stderr
     pd = pytest.importorskip("pandas")
     pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))
+
+
+def test_the_default_run_leaves_it_out_and_says_why(caplog):
+    from editbench.harness.plan.resolve import default_methods
+
+    with caplog.at_level("INFO"):
+        chosen = default_methods()
+    assert "memit" in chosen and "memoir" not in chosen
+    assert "--methods memoir" in caplog.text
