@@ -8,6 +8,7 @@ Llama-2-7B files give both (``hparams/GRACE/llama-7b.yaml``, ``hparams/WISE/llam
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..core.costs import (
@@ -19,7 +20,42 @@ from ..core.costs import (
     forward_flops,
     weights_bytes,
 )
-from ..core.method import EditMethod
+from ..core.method import EditContext, EditMethod
+
+#: the starts of EasyEdit's greedy prefixes (WISE ``utils.py:426-450``; MEMOIR trains on the same)
+TEMPLATE_STARTS = ("I", "You", "Because", "Yes", "Q: ")
+
+
+def context_templates(ctx: EditContext, n_templates: int) -> list[str]:
+    """Greedy prefixes of 5 and 10 tokens from EasyEdit's five starts, made by the unedited model,
+    each followed by a space and the prompt (``utils.py:447``: ``prefix + ' {}'``; editbench joined
+    them with ". " before 2026-12-05). WISE and MEMOIR train an edit on these prefixed copies."""
+    wanted = [(start, length) for length in (5, 10) for start in TEMPLATE_STARTS][:n_templates]
+    if not wanted:
+        return []
+    encoder, model = ctx.encoder, ctx.model
+    templates = []
+    with torch.no_grad():
+        for start, length in wanted:
+            ids = torch.tensor([encoder.encode_text(start)], device=ctx.device)
+            for _ in range(length):
+                ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
+            text = (
+                ctx.tokenizer.decode(ids[0], skip_special_tokens=True)
+                .replace("{", "")
+                .replace("}", "")
+            )
+            templates.append(text.strip() + " {}")
+    return templates
+
+
+def converged(losses, on_previous: bool = False) -> bool:
+    """EasyEdit's early stop (WISE ``utils.py:400-401``, MEMOIR's ``EarlyStopMeter``): the loss
+    below 0.02 and moved less than 1e-4 since the step before. ``losses`` ends with the current
+    step's; ``on_previous`` tests the two before it instead, as the releases do (their meter is
+    read before this step's loss enters)."""
+    pair = losses[-3:-1] if on_previous else losses[-2:]
+    return len(pair) == 2 and abs(pair[1] - pair[0]) <= 1e-4 and pair[1] <= 0.02
 
 
 class LayerMemoryMethod(EditMethod):

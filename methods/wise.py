@@ -49,7 +49,12 @@ from torch import nn
 
 from ..core.method import METHODS, MethodConfig
 from ..core.records import EditRecord, ScoringPair
-from ._layer_memory import LayerMemoryMethod
+from ._layer_memory import (  # noqa: F401 (TEMPLATE_STARTS, converged: wise's public names)
+    TEMPLATE_STARTS,
+    LayerMemoryMethod,
+    context_templates,
+    converged,
+)
 from .objectives import target_token_nll
 
 log = logging.getLogger(__name__)
@@ -152,9 +157,6 @@ PRESETS |= {
     },
 }
 
-TEMPLATE_STARTS = ("I", "You", "Because", "Yes", "Q: ")
-
-
 def ties_merge(base: torch.Tensor, weights: Sequence[torch.Tensor], shares: Sequence[float],
                density: float) -> torch.Tensor:
     """TIES merging (Yadav et al. 2023, EasyEdit ``merge/gta.py`` with
@@ -254,28 +256,7 @@ class Wise(LayerMemoryMethod):
         ]
 
     def _context_templates(self) -> list[str]:
-        """Greedy prefixes of 5 and 10 tokens from EasyEdit's five starts, made by the unedited
-        model, each followed by a space and the prompt (``utils.py:447``: ``prefix + ' {}'``;
-        editbench joined them with ". " before 2026-12-05)."""
-        wanted = [
-            (start, length) for length in (5, 10) for start in TEMPLATE_STARTS
-        ][: self.config.n_templates]
-        if not wanted:
-            return []
-        encoder, model = self.ctx.encoder, self.ctx.model
-        templates = []
-        with torch.no_grad():
-            for start, length in wanted:
-                ids = torch.tensor([encoder.encode_text(start)], device=self.ctx.device)
-                for _ in range(length):
-                    ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
-                text = (
-                    self.ctx.tokenizer.decode(ids[0], skip_special_tokens=True)
-                    .replace("{", "")
-                    .replace("}", "")
-                )
-                templates.append(text.strip() + " {}")
-        return templates
+        return context_templates(self.ctx, self.config.n_templates)
 
     def _new_mask(self) -> torch.Tensor:
         return (
@@ -513,14 +494,6 @@ class Wise(LayerMemoryMethod):
         self.memories = [m.to(device, dtype) for m in state["memories"]]
         self.memory_min = [float(v) for v in state["memory_min"]]
         self.count = int(state["count"])
-
-
-def converged(losses: Sequence[float], on_previous: bool = False) -> bool:
-    """EasyEdit's early stop (``utils.py:400-401``): the loss below 0.02 and moved less than 1e-4
-    since the step before. ``losses`` ends with the current step's; ``on_previous`` tests the two
-    before it instead, as the release does (its meter is read before this step's loss enters)."""
-    pair = losses[-3:-1] if on_previous else losses[-2:]
-    return len(pair) == 2 and abs(pair[1] - pair[0]) <= 1e-4 and pair[1] <= 0.02
 
 
 def _positive_mean(values: torch.Tensor) -> torch.Tensor:
