@@ -198,11 +198,11 @@ class HiEdit(RLEdit):
 
     @classmethod
     def left_out_of_default_run(cls) -> str:
-        """Why the default run leaves it out: it trains its networks on the pocket world first
-        (no trained editor ships), which takes longer than the default run's budget leaves a new
-        row (docs/benchmarks.md, "HiEdit")."""
-        return ("hiedit (trains its networks first, over the default run's budget; "
-                "run it with --methods hiedit)")
+        """Why the default run leaves it out: no trained editor ships, so it would train on the
+        pocket world first (30 steps, about 11 min on a loaded 2-core machine; docs/benchmarks.md,
+        "HiEdit"), far over the ~10 s the default run's budget leaves a new row."""
+        return ("hiedit (trains its networks first, minutes on the pocket model, over the default "
+                "run's budget; run it with --methods hiedit)")
 
     def __init__(self, config: HiEditConfig, context: EditContext) -> None:
         super().__init__(config, context)
