@@ -280,35 +280,6 @@ def test_an_interrupted_training_resumes_to_the_uninterrupted_result(micro_llama
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
 
 
-@pytest.mark.slow
-def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(
-    tmp_path, micro_llama, monkeypatch
-):
-    """Real ``editbench`` processes (test_memory_methods_resume.py): the editor is trained once
-    into the shared cache, then a run killed after its first checkpoint resumes from the snapshot
-    (weights and normaliser statistics) and stores the scores of an uninterrupted run."""
-    import pandas as pd
-    from test_faults import checkpoints, scores
-    from test_memory_methods_resume import METHODS as RESUMABLE
-    from test_memory_methods_resume import _run
-
-    from editbench.core.faults import FAULT_EXIT
-
-    monkeypatch.setitem(RESUMABLE, "hiedit", [
-        "--param", "hiedit.max_steps=1", "--param", "hiedit.rank=8", "--param",
-        "hiedit.gate_hidden=8", "--param", "hiedit.update_normaliser_at_edit=true"])
-    cache = tmp_path / "cache"
-    clean = _run(micro_llama, tmp_path / "clean", cache, "hiedit")
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    out = tmp_path / "out"
-    assert _run(micro_llama, out, cache, "hiedit", "after-checkpoint:2").returncode == FAULT_EXIT
-    assert checkpoints(out) == [2, 4]
-    resumed = _run(micro_llama, out, cache, "hiedit")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming after 4 stored edits" in resumed.stderr
-    pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))
-
-
 def test_the_default_run_leaves_it_out_and_says_why(caplog):
     import logging
 

@@ -192,34 +192,6 @@ def test_edits_with_equal_masks_store_one(micro_llama):
     assert len(method.masks) == 1
 
 
-@pytest.mark.slow
-def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(
-    tmp_path, micro_llama, monkeypatch
-):
-    """Real ``editbench`` processes, as in test_memory_methods_resume.py: the memory, the stored
-    masks, the permutation and the background travel in the snapshot."""
-    from test_faults import checkpoints, scores
-    from test_memory_methods_resume import METHODS as RUN_SETTINGS
-    from test_memory_methods_resume import _run
-
-    from editbench.core.faults import FAULT_EXIT
-
-    monkeypatch.setitem(RUN_SETTINGS, "memoir", [
-        "--param", "memoir.n_iter=3", "--param", "memoir.n_templates=1",
-        "--param", "memoir.threshold=0.5"])
-    cache = tmp_path / "cache"
-    clean = _run(micro_llama, tmp_path / "clean", cache, "memoir")
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    out = tmp_path / "out"
-    assert _run(micro_llama, out, cache, "memoir", "after-checkpoint:2").returncode == FAULT_EXIT
-    assert checkpoints(out) == [2, 4]
-    resumed = _run(micro_llama, out, cache, "memoir")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming after 4 stored edits" in resumed.stderr
-    pd = pytest.importorskip("pandas")
-    pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))
-
-
 def test_the_default_run_leaves_it_out_and_says_why(caplog):
     from editbench.harness.plan.resolve import default_methods
 

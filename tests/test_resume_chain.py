@@ -1,6 +1,7 @@
 """Kill and resume for every method whose lifelong state lives beside the weights (a codebook, side
-memories, stored text, normaliser statistics, a queue, sums of earlier keys, an adapter, a seeded
-shuffle): a run killed right after a checkpoint and resumed scores exactly as an uninterrupted one.
+memories, stored masks, stored text, normaliser statistics, a queue, sums of earlier keys, an
+adapter, a seeded shuffle): a run killed right after a checkpoint and resumed scores exactly as an
+uninterrupted one.
 
 Real ``editbench`` processes on a micro model, as in test_faults.py, chained so that one group of
 methods needs ``N + 2`` interpreters rather than ``3 N`` (issue 30: the suite's time was mostly
@@ -33,6 +34,8 @@ MEMORY_AND_NORMALISERS = {
     "locft-bf": ["--param", "locft-bf.steps=3", "--param", "locft-bf.chunk=1",
                  "--param", "locft-bf.stop_loss=0"],
     "ultraedit": [],
+    "memoir": ["--param", "memoir.n_iter=3", "--param", "memoir.n_templates=1",
+               "--param", "memoir.threshold=0.5"],
 }
 
 
@@ -50,6 +53,10 @@ def _locate_and_adapters(model: Path) -> dict[str, list[str]]:
         "rect": _locate("rect", ["mom2_update_weight=1"]),
         "prune": _locate("prune", ["mom2_update_weight=1"]),
     }
+    # HiEdit: its editor is trained once, by the uninterrupted run, into the shared cache; the
+    # weights and normaliser statistics go through the snapshot
+    group["hiedit"] = ["--param", "hiedit.max_steps=1", "--param", "hiedit.rank=8", "--param",
+                       "hiedit.gate_hidden=8", "--param", "hiedit.update_normaliser_at_edit=true"]
     if importlib.util.find_spec("peft"):
         group["lora-ft"] = ["--param", "lora-ft.epochs=3", "--param", "lora-ft.chunk=1"]
     if importlib.util.find_spec("faiss"):
