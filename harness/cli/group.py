@@ -149,7 +149,7 @@ MAX_THREADS = 1024
               help="Log debug messages and show the full traceback of any error.")
 @click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=None,
               help="CPU threads for torch, stored with each run (default: OMP_NUM_THREADS if set, "
-                   "else one for a model under 0.5M parameters on the CPU, else torch's own "
+                   "else one for a model under 2M parameters on the CPU, else torch's own "
                    "choice: one per core). Scores move slightly with it (README, 'Same numbers on "
                    "every machine'); it never depends on what else runs.")
 @click.version_option(package_name="editbench")
