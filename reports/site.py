@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ..core.numerics import describe_numerics
+from .background import Background
 from .collect import Results
 from .derived import derive
 from .leaderboard import Board, board_to_dict, build_boards, setup_key, short_model
@@ -266,6 +267,22 @@ def leaderboard_json(results: Results, boards: list[Board],
     }
 
 
+def _write_run_pages(out: Path, runs: dict, common: dict[str, Any]) -> list[Path]:
+    """A page per run, with its answer browser and, for a submission, its file beside it."""
+    written = []
+    for view in runs.values():
+        page = out / "runs" / view.page
+        if view.submission is not None:  # its provenance, as submitted, beside its page
+            (out / "submissions").mkdir(exist_ok=True)
+            shutil.copyfile(view.submission["file"],
+                            out / "submissions" / Path(view.submission_href).name)
+        answers = None if view.submission is not None else browser_data(view.source, view.run_id)
+        page.write_text(render("run.html", root="../", run=view, samples=answers, **common),
+                        "utf-8")
+        written.append(page)
+    return written
+
+
 def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0,
                 boards: list[Board] | None = None) -> list[Path]:
     """Write every page, plot and the JSON table into ``out``; return the pages written.
@@ -278,27 +295,30 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0,
     results = derive(results)
     if boards is None:
         boards = build_boards(results, seed=seed)
-    runs = run_views(results)
-    run_pages = {run_id: view.page for run_id, view in runs.items()}
-    sections = []
-    taken: set[str] = set()
+    slugs: list[str] = []
     for board in boards:
         task_slug = slug(board.name)
-        while task_slug in taken:  # two task names that differ only in characters a file name drops
+        while task_slug in slugs:  # two task names that differ only in characters a file name drops
             task_slug += "-"
-        taken.add(task_slug)
-        # SVG only: the pages show it, and a second format would draw every figure twice
-        plots = board_plots(results, board, out / "plots", seed=seed, name=task_slug,
-                            formats=("svg",))
-        sections.append(Section(board, task_slug, setup_views([runs[r] for r in board.run_ids]),
-                                plots, f"tasks/{task_slug}.html" if site else None))
-    info = _site_info(results, seed, JSON_NAME)
+        slugs.append(task_slug)
+    # SVG only: the pages show it, and a second format would draw every figure twice. Drawn in a
+    # second process while the run pages are written (background.py)
+    drawing = Background(lambda: [board_plots(results, board, out / "plots", seed=seed,
+                                              name=task_slug, formats=("svg",))
+                                  for board, task_slug in zip(boards, slugs)])
+    runs = run_views(results)
+    run_pages = {run_id: view.page for run_id, view in runs.items()}
     nav = [{"href": "index.html#metrics", "text": "metrics"},
            {"href": "index.html#runs", "text": "runs"}]
     if site:
-        nav = [{"href": s.page, "text": s.board.title} for s in sections] + nav
-    common = {"site": info, "nav": nav, "run_pages": run_pages}
-    written = [out / "index.html"]
+        nav = [{"href": f"tasks/{task_slug}.html", "text": board.title}
+               for board, task_slug in zip(boards, slugs)] + nav
+    common = {"site": _site_info(results, seed, JSON_NAME), "nav": nav, "run_pages": run_pages}
+    written = _write_run_pages(out, runs, common)
+    sections = [Section(board, task_slug, setup_views([runs[r] for r in board.run_ids]), plots,
+                        f"tasks/{task_slug}.html" if site else None)
+                for board, task_slug, plots in zip(boards, slugs, drawing.result())]
+    written.insert(0, out / "index.html")
     (out / "index.html").write_text(render("index.html", root="", sections=sections,
                                            runs=list(runs.values()), columns=_columns(boards),
                                            with_plots=not site, **common), "utf-8")
@@ -310,16 +330,6 @@ def write_pages(results: Results, out: Path | str, *, site: bool, seed: int = 0,
                                    **common), "utf-8")
             written.append(page)
         (out / ".nojekyll").write_text("", "utf-8")
-    for view in runs.values():
-        page = out / "runs" / view.page
-        if view.submission is not None:  # its provenance, as submitted, beside its page
-            (out / "submissions").mkdir(exist_ok=True)
-            shutil.copyfile(view.submission["file"],
-                            out / "submissions" / Path(view.submission_href).name)
-        answers = None if view.submission is not None else browser_data(view.source, view.run_id)
-        page.write_text(render("run.html", root="../", run=view, samples=answers, **common),
-                        "utf-8")
-        written.append(page)
     (out / JSON_NAME).write_text(json.dumps(_plain(leaderboard_json(results, boards, runs)),
                                             indent=1, allow_nan=False, default=str)
                                  + "\n", "utf-8")
