@@ -16,7 +16,8 @@ MINE-USTC/StableEdit 6ea8eae, ``editor/stableedit.py``, ``nets.py:10-113``):
   than ``d + 1`` rows the release falls back to the per-coordinate map.
 - **An explicit warm-up**: before the first edit the task's train split is edited turn by turn
   through the same rule, so the statistics (and the model) have met many rows before the stream
-  under test starts (the paper's Algorithm 1, ``editor/base.py:302-307`` in the release).
+  under test starts (the paper's Algorithm 1, ``editor/base.py:302-307`` in the release). It
+  runs inside the first ``apply``; the snapshot records that it has run.
 
 Each turn is then UltraEdit's closed form with the whitened rows (``editor/stableedit.py:91-115``):
 
@@ -177,6 +178,9 @@ RELEASE_SETTINGS: dict[str, object] = {
 }
 
 
+WARMED_UP = "warm_up.done"  # the state_dict key that says the warm-up has run
+
+
 @METHODS.register("stableedit")
 class StableEdit(UltraEdit):
     name = "stableedit"
@@ -212,6 +216,7 @@ class StableEdit(UltraEdit):
             for key, (key_size, value_size) in self.shapes.items()
         }).to(context.device)
         self._set_whitening(config.whiten)
+        self.warmed_up = False
 
     def _set_whitening(self, on: bool) -> None:
         for normaliser in self.lifelong.values():
@@ -241,11 +246,14 @@ class StableEdit(UltraEdit):
         stop = len(records) - len(records) % size if len(records) >= size else len(records)
         return [records[s:s + size] for s in range(0, stop, size)]
 
-    def prepare(self) -> None:
+    def warm_up(self) -> None:
         """The warm-up stage: each turn reads its rows on the live model, adds them to the
-        statistics and (``warm_up_edits``) writes its update, as an edit would. A resumed run
-        repeats it and then loads the snapshot's weights and statistics over it."""
+        statistics and (``warm_up_edits``) writes its update, as an edit does. It is the stream's
+        first turns (the paper's Algorithm 1 counts both phases with one step index), so it runs
+        in the first ``apply``, not in ``prepare`` (which leaves the model as loaded), and the
+        snapshot says it is done: a resumed run does not repeat it."""
         config = self.config
+        self.warmed_up = True
         turns = self.warm_up_turns()
         if not turns:
             return
@@ -253,11 +261,24 @@ class StableEdit(UltraEdit):
         try:
             for turn in turns:
                 if config.warm_up_edits:
-                    self.apply(turn)
+                    super().apply(turn)
                 else:
                     self.update_normalisers(self.read_keys_and_grads(turn, whole_turn=True))
         finally:
             self._set_whitening(config.whiten)
+
+    def apply(self, batch) -> None:
+        if not self.warmed_up:
+            self.warm_up()
+        super().apply(batch)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The statistics (the scatter included) and whether the warm-up has run."""
+        return {**super().state_dict(), WARMED_UP: torch.tensor(self.warmed_up)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_state_dict(state)
+        self.warmed_up = bool(state[WARMED_UP])
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
         """UltraEdit's, with the scatter matrices (float64, resident) and one eigendecomposition's

@@ -51,7 +51,7 @@ def test_the_scatter_is_that_of_every_gradient_row_seen(micro_llama):
     ctx = make_context(micro_llama)
     method = StableEdit(StableEditConfig(), ctx)
     seen = fed_rows(method)
-    method.prepare()
+    method.warm_up()
     method.apply(ctx.train_records()[:6])
     for key, normaliser in method.normalisers().items():
         rows = torch.cat(seen[key])
@@ -71,7 +71,7 @@ def test_whitened_gradients_of_the_rows_seen_are_decorrelated_and_standardised_o
     ctx = make_context(micro_llama)
     method = StableEdit(StableEditConfig(whiten=whiten), ctx)
     seen = fed_rows(method)
-    method.prepare()
+    method.warm_up()
     for key, normaliser in method.normalisers().items():
         rows = torch.cat(seen[key])
         n, d = rows.shape[0], normaliser.value_size
@@ -121,7 +121,7 @@ def test_every_update_is_bounded_by_its_ridge(micro_llama):
     ctx = make_context(micro_llama)
     ridge = 0.5
     method = StableEdit(StableEditConfig(ridge=ridge, lr=1e-2), ctx)
-    method.prepare()
+    method.warm_up()
     records = ctx.task.load("eval")
     for turn in range(6):
         batch = records[turn * 5:(turn + 1) * 5]
@@ -225,7 +225,7 @@ def test_the_warm_up_edits_the_train_split_turn_by_turn_into_the_statistics(micr
     assert turns[0] == ctx.train_records()[:10]
     before = weights(method)
     seen = fed_rows(method)
-    method.prepare()
+    method.warm_up()
     after = weights(method)
     assert all(len(blocks) == 2 for blocks in seen.values())
     assert all(not torch.equal(before[n], after[n]) for n in before)
@@ -233,10 +233,23 @@ def test_the_warm_up_edits_the_train_split_turn_by_turn_into_the_statistics(micr
     quiet = StableEdit(StableEditConfig(warm_up_records=25, warm_up_edits=False),
                        make_context(micro_llama))
     untouched = weights(quiet)
-    quiet.prepare()
+    quiet.warm_up()
     assert all(torch.equal(untouched[n], w) for n, w in weights(quiet).items())
     for key, normaliser in quiet.normalisers().items():
         assert normaliser.count.item() == method.normalisers()[key].count.item()
+
+
+def test_the_first_apply_warms_up_once_and_prepare_leaves_the_model_alone(micro_llama):
+    ctx = make_context(micro_llama)
+    method = StableEdit(StableEditConfig(warm_up_records=20), ctx)
+    before = weights(method)
+    method.prepare()
+    assert all(torch.equal(before[n], w) for n, w in weights(method).items())
+    seen = fed_rows(method)
+    records = ctx.task.load("eval")
+    method.apply(records[:3])
+    method.apply(records[3:6])
+    assert all(len(blocks) == 2 + 2 for blocks in seen.values())  # two warm-up turns, two edits
 
 
 def test_after_the_warm_up_the_first_small_turn_is_whitened_and_without_it_is_not(micro_llama):
@@ -245,8 +258,7 @@ def test_after_the_warm_up_the_first_small_turn_is_whitened_and_without_it_is_no
     records = make_context(micro_llama).task.load("eval")[:1]
     for warm_up, whitened in ((0, False), (2000, True)):
         method = StableEdit(StableEditConfig(warm_up_records=warm_up), make_context(micro_llama))
-        method.prepare()
-        method.apply(records)
+        method.apply(records)  # the warm-up, then the turn
         for normaliser in method.normalisers().values():
             assert (normaliser.whitener() is not None) == whitened
             assert whitened or normaliser.count.item() <= normaliser.value_size + 1
@@ -259,12 +271,12 @@ def test_the_release_warm_up_turn_is_ultraedit_s_turn(micro_llama):
     stable = StableEdit(StableEditConfig(warm_up_records=10, warm_up_whitening=False, ridge=10.0),
                         make_context(micro_llama))
     ultra = UltraEdit(UltraEditConfig(ridge=10.0), make_context(micro_llama))
-    stable.prepare()
+    stable.warm_up()
     ultra.apply(batch)
     ours, theirs = weights(stable), weights(ultra)
     assert all(torch.allclose(ours[n], theirs[n], rtol=1e-5, atol=1e-7) for n in ours)
     paper = StableEdit(StableEditConfig(warm_up_records=10, ridge=10.0), make_context(micro_llama))
-    paper.prepare()
+    paper.warm_up()
     assert any(not torch.allclose(weights(paper)[n], theirs[n], atol=1e-6) for n in theirs)
 
 
@@ -304,9 +316,9 @@ def test_presets_follow_the_release_configs_and_run_script():
 
 # -- lifelong state and resume -------------------------------------------------------------------
 def test_resuming_from_weights_and_state_equals_an_uninterrupted_run(micro_llama):
-    """A snapshot (edited weights and ``state_dict``, the scatter included) is all StableEdit
-    needs; a resumed process repeats the warm-up in ``prepare`` and loads the snapshot over it.
-    Without the scatter the edits differ."""
+    """A snapshot (edited weights and ``state_dict``: the scatter and that the warm-up has run)
+    is all StableEdit needs: a new process that loads it edits on where one that never stopped
+    does, and does not warm up again. Without the scatter the edits differ."""
     records = make_context(micro_llama).task.load("eval")
     turns = [records[t * 4:(t + 1) * 4] for t in range(3)]
     config = StableEditConfig(warm_up_records=20)
@@ -317,14 +329,12 @@ def test_resuming_from_weights_and_state_equals_an_uninterrupted_run(micro_llama
         return {p: method.ctx.parameter(p).detach().clone() for p in method.edited_parameters()}
 
     def started():
-        method = StableEdit(config, make_context(micro_llama))
-        method.prepare()
-        return method
+        return StableEdit(config, make_context(micro_llama))
 
     through = run(started(), turns)
     first = started()
     saved, state = run(first, turns[:2]), first.state_dict()
-    assert any(k.endswith(".scatter") for k in state)
+    assert any(k.endswith(".scatter") for k in state) and state["warm_up.done"]
 
     def resumed(drop_scatter: bool):
         method = started()
@@ -336,6 +346,7 @@ def test_resuming_from_weights_and_state_equals_an_uninterrupted_run(micro_llama
             loaded = {k: torch.zeros_like(v) if k.endswith(".scatter") else v
                       for k, v in loaded.items()}
         method.load_state_dict(loaded)
+        method.warm_up = None  # a resumed run that tried to warm up again would fail here
         return run(method, turns[2:])
 
     assert all(torch.equal(resumed(False)[p], through[p]) for p in through)
@@ -345,8 +356,8 @@ def test_resuming_from_weights_and_state_equals_an_uninterrupted_run(micro_llama
 
 @pytest.mark.slow
 def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(tmp_path, micro_llama):
-    """Process level, as tests/test_faults.py: the warm-up runs again in ``prepare`` and the
-    snapshot's weights and statistics replace what it wrote."""
+    """Process level, as tests/test_faults.py: the snapshot brings back the weights (the warm-up's
+    updates in them), the statistics and the fact that the warm-up has run."""
     import subprocess
     import sys
 
