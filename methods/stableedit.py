@@ -208,14 +208,6 @@ class StableEdit(UltraEdit):
         "qwen2.5-7b": "Qwen2.5-7B-Instruct (config/model/qwen2.5-7b.yaml)",
     }
 
-    @classmethod
-    def left_out_of_default_run(cls) -> str:
-        """Why the default run leaves it out: on the pocket model its warm-up, 200 edits and their
-        checkpoints take about 14 s (UltraEdit's 11 s in the same run; docs/benchmarks.md), over
-        the ~10 s the default run's five-minute cold budget leaves a new row."""
-        return ("stableedit (about 14 s on the pocket model, over the default run's budget; run it "
-                "with --methods stableedit)")
-
     def __init__(self, config: StableEditConfig, context: EditContext) -> None:
         super().__init__(config, context)
         self.lifelong = nn.ModuleDict({

@@ -381,3 +381,11 @@ def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(tmp_
     assert "resuming after 6 stored edits" in final.stderr
     assert checkpoints(out) == [3, 6, 9, 12]
     assert scores(out).equals(scores(tmp_path / "clean"))
+
+
+def test_the_default_run_takes_it():
+    """On the pocket model with the default run's settings its warm-up, 200 edits and their
+    checkpoints take 3.5-5.3 s, UltraEdit's 4.2 s (docs/benchmarks.md): a default-run row."""
+    from editbench.harness.plan.resolve import default_methods
+
+    assert {"stableedit", "ultraedit"} <= set(default_methods())
