@@ -253,19 +253,16 @@ class StableEdit(UltraEdit):
         in the first ``apply``, not in ``prepare`` (which leaves the model as loaded), and the
         snapshot says it is done: a resumed run does not repeat it."""
         config = self.config
-        self.warmed_up = True
-        turns = self.warm_up_turns()
-        if not turns:
-            return
         self._set_whitening(config.whiten and config.warm_up_whitening)
         try:
-            for turn in turns:
+            for turn in self.warm_up_turns():
                 if config.warm_up_edits:
                     super().apply(turn)
                 else:
                     self.update_normalisers(self.read_keys_and_grads(turn, whole_turn=True))
         finally:
             self._set_whitening(config.whiten)
+        self.warmed_up = True
 
     def apply(self, batch) -> None:
         if not self.warmed_up:
@@ -284,11 +281,17 @@ class StableEdit(UltraEdit):
         """UltraEdit's, plus per weight shape the scatter and the whitener kept between turns
         (float64, resident) and, while the whitener is computed, the covariance and its
         eigenvectors: after the turn's read is freed, so a phase's peak is the larger of the two
-        (within 12% of the measured peak on the Llama micro model of the cost check)."""
+        (within 12% of the measured peak on the Llama micro model of the cost check). The
+        warm-up's records are edited too, so they add to the editing work."""
         base = super().cost(shape, run)
         sizes = [v for _, v in self.shapes.values()]
         resident = sum(2 * 8 * v * v for v in sizes)
         workspace = 2 * 8 * max(v * v for v in sizes)
-        phases = tuple(replace(p, transient_bytes=max(p.transient_bytes, workspace))
+        warm_up = self.config.warm_up_records
+        if run.train_records:
+            warm_up = min(warm_up, run.train_records)
+        scale = (run.edits + warm_up) / max(run.edits, 1)
+        phases = tuple(replace(p, transient_bytes=max(p.transient_bytes, workspace),
+                               flops=p.flops * scale if p.phase == "editing" else p.flops)
                        for p in base.phases)
         return replace(base, resident_bytes=base.resident_bytes + resident, phases=phases)
