@@ -57,7 +57,8 @@ FAMILIES = ("locate-then-edit", "hypernetwork", "fine-tuning", "memory", "retrie
 METHOD_FAMILY = {
     **dict.fromkeys(("rome", "r-rome", "memit", "pmet", "emmet", "alphaedit", "prune", "rect",
                      "anyedit", "nse"), "locate-then-edit"),
-    **dict.fromkeys(("mend", "malmen", "rledit", "ultraedit", "instructedit"), "hypernetwork"),
+    **dict.fromkeys(("mend", "malmen", "rledit", "ultraedit", "stableedit", "instructedit"),
+                    "hypernetwork"),
     **dict.fromkeys(("ft", "ft-l", "ft-m", "locft-bf", "lora", "qlora", "adalora"),
                     "fine-tuning"),
     **dict.fromkeys(("grace", "wise", "melo", "serac", "t-patcher", "alphaedit-memory"),
