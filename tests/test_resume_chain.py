@@ -34,6 +34,7 @@ MEMORY_AND_NORMALISERS = {
     "locft-bf": ["--param", "locft-bf.steps=3", "--param", "locft-bf.chunk=1",
                  "--param", "locft-bf.stop_loss=0"],
     "ultraedit": [],
+    "stableedit": [],  # and whether its warm-up has run
     "memoir": ["--param", "memoir.n_iter=3", "--param", "memoir.n_templates=1",
                "--param", "memoir.threshold=0.5"],
 }

@@ -5,8 +5,6 @@ import math
 
 import pytest
 import torch
-from test_faults import FAULT_EXIT, checkpoints, scores
-from test_faults import _env as fault_env
 from test_hypernet import make_context
 
 from editbench.core.architectures import ARCHITECTURES
@@ -352,35 +350,6 @@ def test_resuming_from_weights_and_state_equals_an_uninterrupted_run(micro_llama
     assert all(torch.equal(resumed(False)[p], through[p]) for p in through)
     forgetful = resumed(True)
     assert any(not torch.allclose(forgetful[p], through[p]) for p in through)
-
-
-@pytest.mark.slow
-def test_killed_after_a_checkpoint_then_resumed_equals_an_uninterrupted_run(tmp_path, micro_llama):
-    """Process level, as tests/test_faults.py: the snapshot brings back the weights (the warm-up's
-    updates in them), the statistics and the fact that the warm-up has run."""
-    import subprocess
-    import sys
-
-    def run(out, fault=None):
-        args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket",
-                "--param", "pocket.n_entities=20", "--model", str(micro_llama),
-                "--methods", "stableedit", "--edits", "12", "--batch-size", "3",
-                "--checkpoints", "3,6,9,12", "--device", "cpu", "--out", str(out)]
-        return subprocess.run(
-            args, env=fault_env(tmp_path / "cache", fault), capture_output=True, text=True,
-            timeout=300
-        )
-
-    clean = run(tmp_path / "clean")
-    assert clean.returncode == 0, clean.stderr[-3000:]
-    out = tmp_path / "killed"
-    assert run(out, "after-checkpoint:2").returncode == FAULT_EXIT
-    assert checkpoints(out) == [3, 6]
-    final = run(out)
-    assert final.returncode == 0, final.stderr[-3000:]
-    assert "resuming after 6 stored edits" in final.stderr
-    assert checkpoints(out) == [3, 6, 9, 12]
-    assert scores(out).equals(scores(tmp_path / "clean"))
 
 
 def test_the_default_run_takes_it():
