@@ -690,6 +690,21 @@ class ResultsStore:
         finally:
             self.conn.execute("DETACH DATABASE worker")
 
+    def seed_from(self, other: Path, run_id: str) -> None:
+        """Copy into this store, in one transaction, what another store holds of run ``run_id``
+        before any method: its record, outline, edit texts and baseline (the unedited model's
+        predictions, answers and timings). A cell run in a worker process starts from it instead
+        of scoring the unedited model again."""
+        self.conn.execute("ATTACH DATABASE ? AS source", (str(other),))  # not in a transaction
+        try:
+            with self.transaction() as conn:
+                for table in RUN_TABLES:
+                    unedited = " AND method=''" if table in METHOD_TABLES else ""
+                    conn.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM source.{table} "
+                                 f"WHERE run_id=?{unedited}", (run_id,))
+        finally:
+            self.conn.execute("DETACH DATABASE source")
+
     # -- reading ------------------------------------------------------------------------------
     def _frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         """A query's rows; a number column that holds text (a store changed outside editbench) is

@@ -95,7 +95,15 @@ def run_parallel(plans: Sequence[RunPlan], jobs: int) -> list[tuple[Runner, RunO
         for plan in plans:  # refused here, before any worker starts
             refuse(plan)
         with ResultsStore(out) as main:
+            for plan in plans:  # each run's record and unedited baseline, once, here
+                runner = Runner(plan)
+                runner.prepare()
+                runner.begin(main)
             cells = list(_cells_left(main, plans))
+            for cell in cells:  # a new cell's store starts with them (a started one has them)
+                if not (cell.spec.out / "results.sqlite").exists():
+                    with ResultsStore(cell.spec.out) as worker:
+                        worker.seed_from(main.path, cell.run_id)
             if cells:
                 _run_cells(main, cells, min(jobs, len(cells)))
             return _outcomes(main, plans)

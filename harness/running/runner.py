@@ -176,6 +176,16 @@ class Runner:
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
         """Run (or resume) every method; the results folder is this process's alone meanwhile."""
+        self.prepare()
+        with hold_store(self.spec.out), ResultsStore(self.spec.out) as store:
+            baseline = self.begin(store)
+            statuses = {setup.label: self._run_method(store, setup, baseline)
+                        for setup in self.methods}
+        return RunOutcome(self.run_id, store.path, statuses)
+
+    def prepare(self) -> None:
+        """What comes before any store is written: the checks, the task's model, the capability
+        sets."""
         refuse(self.plan)  # what each method lacks, whether the plan fits
         log_peaks(self.plan)
         spec = self.spec
@@ -186,37 +196,40 @@ class Runner:
                                    f"built at {built}")
         if self.plan.capability is not None:
             self.capability_sets = load_capability_sets(self.plan.capability)
-        with hold_store(spec.out), ResultsStore(spec.out) as store:
-            self.check_code(store)
-            fresh = store.ensure_run(
-                self.run_id, task=self.task.name, model=str(self.model_source),
-                config={**self.run_config, "methods": [m.label for m in self.methods]},
-                versions=_versions(self.device), device=device_name(self.device), seed=self.seed,
-                git_sha=git_commit(), dataset_hash=self.plan.dataset_hash, n_edits=self.edits,
-            )
-            generated = ((*generated_metrics(spec.gen_rule),
-                          *record_generated_metrics(self.records)) if spec.gen_eval else ())
-            store.save_run_outline(self.run_id, (*CORE_METRICS,
-                                                 *record_metrics(self.task, self.records),
-                                                 *generated, *self.task.metrics), self.batches)
-            if store.edit_text_count(self.run_id) < self.edits:  # the planned stream, once
-                planned = enumerate(self.records[: self.edits])
-                store.save_edit_texts(self.run_id, ((p, r.uid, edit_text(self.task, r))
-                                                    for p, r in planned))
-            log.info("%s run %s in %s", "starting" if fresh else "resuming", self.run_id,
-                     store.path)
-            for setup in self.methods:
-                if self.plan.restarts(setup):
-                    self.drop_method(store, setup)
-                state = store.cell(self.run_id, setup.label)
-                if state is not None and state.config_hash != setup.config_hash:
-                    raise ValueError(f"{store.path} already holds {setup.label} results made with "
-                                     "other settings; use another --out, the settings it was run "
-                                     f"with, or --restart {setup.label} to drop them")
-            baseline = self._baseline(store)
-            statuses = {setup.label: self._run_method(store, setup, baseline)
-                        for setup in self.methods}
-        return RunOutcome(self.run_id, store.path, statuses)
+
+    def begin(self, store: ResultsStore) -> Baseline:
+        """Everything in ``store`` before the first method: the run's record, outline and edit
+        texts, and the unedited model's baseline (computed once, then read back). A sweep run side
+        by side calls it on the main store before its cells start."""
+        spec = self.spec
+        self.check_code(store)
+        fresh = store.ensure_run(
+            self.run_id, task=self.task.name, model=str(self.model_source),
+            config={**self.run_config, "methods": [m.label for m in self.methods]},
+            versions=_versions(self.device), device=device_name(self.device), seed=self.seed,
+            git_sha=git_commit(), dataset_hash=self.plan.dataset_hash, n_edits=self.edits,
+        )
+        generated = ((*generated_metrics(spec.gen_rule),
+                      *record_generated_metrics(self.records)) if spec.gen_eval else ())
+        store.save_run_outline(self.run_id, (*CORE_METRICS,
+                                             *record_metrics(self.task, self.records),
+                                             *generated, *self.task.metrics), self.batches)
+        if store.edit_text_count(self.run_id) < self.edits:  # the planned stream, once
+            planned = enumerate(self.records[: self.edits])
+            store.save_edit_texts(self.run_id, ((p, r.uid, edit_text(self.task, r))
+                                                for p, r in planned))
+        resuming = not fresh and bool(store.stored_methods(self.run_id))  # not a seeded cell
+        log.info("%s run %s in %s", "resuming" if resuming else "starting", self.run_id,
+                 store.path)
+        for setup in self.methods:
+            if self.plan.restarts(setup):
+                self.drop_method(store, setup)
+            state = store.cell(self.run_id, setup.label)
+            if state is not None and state.config_hash != setup.config_hash:
+                raise ValueError(f"{store.path} already holds {setup.label} results made with "
+                                 "other settings; use another --out, the settings it was run "
+                                 f"with, or --restart {setup.label} to drop them")
+        return self._baseline(store)
 
     def check_code(self, store: ResultsStore) -> None:
         """A stored run resumes only under the code that made it (``core/identity.py``): else one
