@@ -15,6 +15,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n 2`: one worker per core,
     # thread, so two workers never fight over the cores (the README's test command; the numbers
     # tests check do not depend on the thread count: tests/test_numerics.py, test_threads.py)
     torch.set_num_threads(1)
+    # and the runs the tests start, in this process or another, run their cells one after another
+    # (a thread count the user set means --jobs 1 by default: harness/running/threads.py);
+    # tests/test_executors.py runs cells side by side with --jobs 2
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
