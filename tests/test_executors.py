@@ -120,9 +120,9 @@ def test_cells_side_by_side_survive_a_killed_run_and_score_as_one_after_another(
 
     args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket",
             "--param", "pocket.n_entities=20", "--model", str(micro_llama),
-            "--methods", "ft-m,grace", "--seed", "0,1", "--edits", "16", "--batch-size", "2",
-            "--checkpoints", ",".join(str(n) for n in range(2, 17, 2)), "--device", "cpu",
-            "--gen-eval", "off", "--param", "ft-m.stop_loss=0", "--param", "grace.n_iter=3"]
+            "--methods", "ft-m", "--seed", "0,1", "--edits", "12", "--batch-size", "2",
+            "--checkpoints", ",".join(str(n) for n in range(2, 13, 2)), "--device", "cpu",
+            "--gen-eval", "off", "--param", "ft-m.stop_loss=0"]
     env = _env(tmp_path / "cache")
     clean = subprocess.run([*args, "--jobs", "1", "--out", str(tmp_path / "clean")], env=env,
                            capture_output=True, text=True, timeout=600)
@@ -135,7 +135,7 @@ def test_cells_side_by_side_survive_a_killed_run_and_score_as_one_after_another(
     while time.time() < deadline and driver.poll() is None:
         stored = {pid.parent: _checkpoints(pid.parent / "results.sqlite")
                   for pid in out.glob("workers/*/worker.pid")}
-        if len(stored) >= 2 and min(stored.values()) >= 2 and max(stored.values()) < 8:
+        if len(stored) >= 2 and min(stored.values()) >= 2 and max(stored.values()) < 6:
             workers = {int((folder / "worker.pid").read_text()) for folder in stored}
             break
         time.sleep(0.05)
@@ -155,7 +155,7 @@ def test_cells_side_by_side_survive_a_killed_run_and_score_as_one_after_another(
     pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))
     again = subprocess.run([*args, "--jobs", "2", "--out", str(out)], env=env,
                            capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stderr.count("not submitted") == 4, again.stderr[-3000:]
+    assert again.returncode == 0 and again.stderr.count("not submitted") == 2, again.stderr[-3000:]
 
 
 @pytest.mark.parametrize("cells, parameters, device, chosen, peak, capacity, expected", [

@@ -39,9 +39,10 @@ _FEW_STEPS = {"ft-l": {"steps": "2"}, "ft-m": {"steps": "2"}, "locft-bf": {"step
 PARAMS = {"memit": {"mom2_n_samples": "40", "v_steps": "2"},
           "alphaedit": {"mom2_n_samples": "40", "v_steps": "2"},
           "rect": {"mom2_n_samples": "40", "v_steps": "2"},
-          "prune": {"mom2_n_samples": "40", "v_steps": "2"}, **_FEW_STEPS}
+          "prune": {"mom2_n_samples": "40", "v_steps": "2"},
+          "lyaplock": {"mom2_n_samples": "40", "v_steps": "2"}, **_FEW_STEPS}
 #: the locate-then-edit methods, whose key statistics come from the check's own text
-LOCATE_THEN_EDIT = ("memit", "alphaedit", "rect", "prune")
+LOCATE_THEN_EDIT = ("memit", "alphaedit", "rect", "prune", "lyaplock")
 TRAINED = {"max_steps": "0"}
 
 
