@@ -56,13 +56,13 @@ COLOURS = (
 FAMILIES = ("locate-then-edit", "hypernetwork", "fine-tuning", "memory", "retrieval", "other")
 METHOD_FAMILY = {
     **dict.fromkeys(("rome", "r-rome", "memit", "pmet", "emmet", "alphaedit", "prune", "rect",
-                     "anyedit", "nse"), "locate-then-edit"),
-    **dict.fromkeys(("mend", "malmen", "rledit", "ultraedit", "stableedit", "instructedit"),
-                    "hypernetwork"),
-    **dict.fromkeys(("ft", "ft-l", "ft-m", "locft-bf", "lora", "qlora", "adalora"),
+                     "anyedit", "nse", "lyaplock"), "locate-then-edit"),
+    **dict.fromkeys(("mend", "malmen", "rledit", "hiedit", "ultraedit", "stableedit",
+                     "instructedit"), "hypernetwork"),
+    **dict.fromkeys(("ft", "ft-l", "ft-m", "locft-bf", "lora", "lora-ft", "qlora", "adalora"),
                     "fine-tuning"),
-    **dict.fromkeys(("grace", "wise", "melo", "serac", "t-patcher", "alphaedit-memory"),
-                    "memory"),
+    **dict.fromkeys(("grace", "wise", "memoir", "melo", "serac", "t-patcher",
+                     "alphaedit-memory"), "memory"),
     **dict.fromkeys(("retrieval", "ike", "icl", "rag", "mello"), "retrieval"),
 }
 #: (marker, dash) per family

@@ -129,6 +129,14 @@ def test_twenty_methods_never_share_colour_and_marker():
     assert styles["memit"].marker == styles["rome"].marker != styles["mend"].marker
 
 
+def test_every_registered_method_is_drawn_in_its_family():
+    """A new method gets its family's marker and dash, not the "other" one (LyapLock, HiEdit,
+    MEMOIR and lora-ft were drawn as "other" until this test)."""
+    from editbench.methods import METHODS
+
+    assert [name for name, _ in METHODS.items() if family(name) == "other"] == []
+
+
 def test_mirage_gap_panels_share_one_y_range(tmp_path):
     rates = {"efficacy_acc": 0.9, "efficacy_gen_em": 0.2, "generalization_acc": 0.6,
              "generalization_gen_em": 0.55, "specificity_agree": 0.9}
