@@ -17,6 +17,8 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -146,13 +148,28 @@ def _start_worker(level: int, threads_chosen: bool, share: int, parent: int) -> 
         import torch
 
         torch.set_num_threads(share)
-    watcher = threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True)
-    watcher.start()
+    if not _killed_with_parent():
+        watcher = threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True)
+        watcher.start()
+
+
+def _killed_with_parent() -> bool:
+    """On Linux, ask the kernel to kill this process the moment its parent dies (a killed run's
+    workers must not write on for another checkpoint); False where that cannot be asked."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
 
 
 def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
-        time.sleep(1.0)
+        time.sleep(0.1)
     os._exit(1)
 
 
