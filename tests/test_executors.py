@@ -53,10 +53,10 @@ def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'editbench[ray]'")
     out = tmp_path / "sweep"
     args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--executor", "ray",
-            "--methods", "ft-m,ft-l", "--seed", "0,1", "--model", str(micro_llama),
+            "--methods", "ft-m", "--seed", "0,1", "--model", str(micro_llama),
             "--param", "pocket.n_entities=20", "--edits", "24", "--batch-size", "2",
             "--checkpoints", ",".join(str(n) for n in range(4, 25, 4)), "--device", "cpu",
-            "--param", "ft-m.stop_loss=0", "--param", "ft-l.stop_loss=0", "--out", str(out)]
+            "--param", "ft-m.stop_loss=0", "--out", str(out)]
     env = {**os.environ, "EDITBENCH_NO_PROGRESS": "1", "EDITBENCH_CACHE": str(tmp_path / "cache"),
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
     driver = subprocess.Popen(
@@ -77,13 +77,13 @@ def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
     assert driver.returncode == 0, output[-3000:]
     store = load_results(out)
     cells = store.cells()
-    assert len(cells) == 4 and set(cells["status"]) == {"done"}
+    assert len(cells) == 2 and set(cells["status"]) == {"done"}
     checkpoints = store.checkpoints()
-    assert len(checkpoints) == 4 * 6  # every cell once, every checkpoint once
+    assert len(checkpoints) == 2 * 6  # every cell once, every checkpoint once
     assert not checkpoints.duplicated(["run_id", "method", "n_edits"]).any()
     rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0 and "not submitted" in rerun.stdout + rerun.stderr
-    assert len(load_results(out).checkpoints()) == 24
+    assert len(load_results(out).checkpoints()) == 12
 
 
 def test_a_sweep_cell_saves_its_model_in_the_sweeps_folder_not_its_workers(tmp_path, micro_llama):
