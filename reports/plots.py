@@ -412,11 +412,16 @@ STYLE = {
 }
 
 
+#: the figures of a board, in the order pages show them
+PLOT_KINDS = ("metrics", "mirage", "cost", "retention", "pareto")
+
+
 def board_plots(results: Results, board: Board, folder: Path, seed: int = 0,
-                name: str | None = None, formats: Sequence[str] = FORMATS) -> list[Plot]:
-    """Draw and write every figure of ``board`` into ``folder`` as ``NAME-KIND.svg/.png`` (NAME:
-    the task's slug by default; ``formats``: which of the two); the captions say how to read
-    them."""
+                name: str | None = None, formats: Sequence[str] = FORMATS,
+                kinds: Sequence[str] = PLOT_KINDS) -> list[Plot]:
+    """Draw and write the figures of ``board`` (``kinds``: which; all by default) into ``folder``
+    as ``NAME-KIND.svg/.png`` (NAME: the task's slug by default; ``formats``: which of the two);
+    the captions say how to read them."""
     styles = palette(board.labels())
     final = board.final_edits
     specs: list[tuple[str, str, str, Callable[[], Figure | None]]] = [
@@ -447,6 +452,8 @@ def board_plots(results: Results, board: Board, folder: Path, seed: int = 0,
     plots = []
     with mpl.rc_context(STYLE):
         for kind, title, caption, draw in specs:
+            if kind not in kinds:
+                continue
             fig = draw()
             if fig is None:
                 continue
