@@ -426,7 +426,8 @@ def test_key_statistics_are_computed_once_while_another_process_builds_them(
     model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
     corpus = stats.Corpus("unit", ["Kalo Mirve lives in Fengal Vale"] * 4)
     module = "model.layers.0.mlp.down_proj"
-    folder = stats._stats_folder(tmp_path, model_fingerprint(model), corpus.name, 4)
+    numerics = stats.numerics_tag(torch.device("cpu"))
+    folder = stats._stats_folder(tmp_path, model_fingerprint(model), corpus.name, 4, numerics)
     reference = stats.key_second_moments(
         model, PairEncoder(tokenizer), [module], corpus, 4, tmp_path / "other", torch.device("cpu")
     )[module].mom2
@@ -434,9 +435,11 @@ def test_key_statistics_are_computed_once_while_another_process_builds_them(
 
     def build_elsewhere():  # the other builder writes the entry, then releases the lock
         fingerprint = model_fingerprint(model)
-        source = stats._stats_path(tmp_path / "other", fingerprint, corpus.name, 4, module)
+        source = stats._stats_path(tmp_path / "other", fingerprint, corpus.name, 4, module,
+                                   numerics)
         stats.atomic_write_bytes(
-            stats._stats_path(tmp_path, fingerprint, corpus.name, 4, module), source.read_bytes()
+            stats._stats_path(tmp_path, fingerprint, corpus.name, 4, module, numerics),
+            source.read_bytes()
         )
         release.set()
 

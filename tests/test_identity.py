@@ -220,3 +220,19 @@ def test_resuming_a_run_made_by_other_code_stops_in_one_line_naming_both(
     assert versions["code"] == identity.package_code() and "code_changes" not in versions
     assert {s["code"] for s in store.sessions()["numerics"]} == {identity.package_code()}
     assert set(store.checkpoints()["n_edits"]) == {4, 8}
+
+
+def test_key_statistics_computed_under_other_numerics_are_not_reused(monkeypatch):
+    """Key statistics move with the thread count (summation order): the cache keeps each thread
+    count's apart, so a run never mixes statistics of two threads with edits made on one."""
+    import torch
+
+    from editbench.methods.locate import stats
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    one = stats._stats_folder(Path("/c"), "model", "corpus", 10, stats.numerics_tag(cpu))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    two = stats._stats_folder(Path("/c"), "model", "corpus", 10, stats.numerics_tag(cpu))
+    assert one != two and one.parent == two.parent
+    assert stats.numerics_tag(torch.device("meta")) == "meta"

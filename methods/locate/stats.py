@@ -144,16 +144,28 @@ class KeyStats:
     n_tokens: int
 
 
-def _stats_folder(root: Path, model_id: str, corpus: str, n: int) -> Path:
+def _stats_folder(root: Path, model_id: str, corpus: str, n: int, numerics: str = "") -> Path:
     """Built from names a user may write (``stats_hub``, a file's stem): each part is made a
     harmless path component, so the statistics stay inside the cache folder; statistics computed by
-    other code lie in another folder."""
+    other code, or under other numerics (:func:`numerics_tag`), lie in another folder."""
+    code = f"code-{component_code(__name__)}"
     return (root / "key-stats" / safe_name(model_id) / safe_name(f"{corpus}-n{n}")
-            / f"code-{component_code(__name__)}")
+            / (f"{code}-{safe_name(numerics)}" if numerics else code))
 
 
-def _stats_path(root: Path, model_id: str, corpus: str, n: int, module: str) -> Path:
-    return _stats_folder(root, model_id, corpus, n) / f"{safe_name(module)}.safetensors"
+def _stats_path(root: Path, model_id: str, corpus: str, n: int, module: str,
+                numerics: str = "") -> Path:
+    return _stats_folder(root, model_id, corpus, n, numerics) / f"{safe_name(module)}.safetensors"
+
+
+def numerics_tag(device: torch.device) -> str:
+    """What decides the statistics' rounding on ``device`` besides the code: on the CPU the kernel
+    set and the thread count (``cpu-avx512-t1``). A run under other numerics computes its own, so a
+    cache filled before the pocket model moved to one thread (2026-12-05) gives a default run the
+    scores a fresh clone gets, not those of two threads' statistics."""
+    if device.type != "cpu":
+        return device.type
+    return f"cpu-{torch.backends.cpu.get_cpu_capability().lower()}-t{torch.get_num_threads()}"
 
 
 def _load(path: Path) -> KeyStats:
@@ -171,16 +183,16 @@ def key_second_moments(model: nn.Module, encoder: PairEncoder, modules: Sequence
     otherwise computed in one pass over the corpus for all missing modules together."""
     n = corpus.count(n_samples)
     model_id = model_fingerprint(model)
-    paths = {m: _stats_path(cache_dir, model_id, corpus.name, n, m) for m in modules}
+    numerics = numerics_tag(device)
+    paths = {m: _stats_path(cache_dir, model_id, corpus.name, n, m, numerics) for m in modules}
     found = {m: _load(p) for m, p in paths.items() if p.is_file()}
     for module, stats in found.items():
         log.info("loaded cached key statistics from %s (%s, %d samples, %d tokens)", paths[module],
                  stats.corpus, stats.n_samples, stats.n_tokens)
     missing = [m for m in modules if m not in found]
     if missing:
-        with building(
-            _stats_folder(cache_dir, model_id, corpus.name, n), f"key statistics of {corpus.name}"
-        ):
+        with building(_stats_folder(cache_dir, model_id, corpus.name, n, numerics),
+                      f"key statistics of {corpus.name}"):
             # another process may have computed them while this one waited
             found.update({m: _load(paths[m]) for m in missing if paths[m].is_file()})
             _compute_missing(model, encoder, [m for m in modules if m not in found], corpus, n,
