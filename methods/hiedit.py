@@ -41,8 +41,9 @@ import torch
 from torch import nn
 
 from ..core.method import METHODS, EditContext
+from .chosen_modules import ChosenModules
 from .hypernet import RELEASE_PRESET
-from .hypernet.modules import EditedModule, KeysAndGrads, LowRankUpdate, named_modules
+from .hypernet.modules import KeysAndGrads, LowRankUpdate
 from .malmen import malmen_update
 from .mend import mend_update
 from .rledit import RLEdit, RLEditConfig
@@ -175,7 +176,7 @@ class GatedUpdate(LowRankUpdate):
 
 
 @METHODS.register("hiedit")
-class HiEdit(RLEdit):
+class HiEdit(ChosenModules, RLEdit):
     name = "hiedit"
     description = (
         "RLEdit with a learned per-edit choice of which modules to change (Wang et al. 2026)"
@@ -223,14 +224,6 @@ class HiEdit(RLEdit):
     @property
     def gate(self) -> LayerGate:
         return self.nets[self.slots[self.modules[0].name][0]].gate
-
-    def select_modules(self) -> list[EditedModule]:
-        if not self.config.module_names:
-            return super().select_modules()
-        try:
-            return named_modules(self.ctx.model, self.ctx.layout, self.config.module_names)
-        except ValueError as error:
-            raise ValueError(f"{self.name}: module_names: {error}") from None
 
     def update(self, *args):  # the rule is a setting here, not a class attribute
         return RULES[self.config.rule](*args)

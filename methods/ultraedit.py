@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from ..core.method import METHODS, EditContext
+from .chosen_modules import ChosenModules
 from .hypernet import EditorCore, EditorCoreConfig
-from .hypernet.modules import EditedModule, KeysAndGrads, named_modules
+from .hypernet.modules import KeysAndGrads
 from .hypernet.net import RunningNormaliser
 from .hypernet.ridge import ridge_solve
 
@@ -107,7 +108,7 @@ RELEASE_SETTINGS: dict[str, object] = {
 
 
 @METHODS.register("ultraedit")
-class UltraEdit(EditorCore):
+class UltraEdit(ChosenModules, EditorCore):
     name = "ultraedit"
     description = "training-free closed-form edits under lifelong normalisation (Gu et al. 2025)"
     Config = UltraEditConfig
@@ -129,14 +130,6 @@ class UltraEdit(EditorCore):
             key: RunningNormaliser(key_size + value_size, config.normaliser)
             for key, (key_size, value_size) in self.shapes.items()
         }).to(context.device)
-
-    def select_modules(self) -> list[EditedModule]:
-        if not self.config.module_names:
-            return super().select_modules()
-        try:
-            return named_modules(self.ctx.model, self.ctx.layout, self.config.module_names)
-        except ValueError as error:
-            raise ValueError(f"{self.name}: module_names: {error}") from None
 
     def normalisers(self) -> dict[str, RunningNormaliser]:
         return dict(self.lifelong.items())
