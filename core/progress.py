@@ -4,7 +4,9 @@ Batch jobs and CI logs have no terminal, and a bar there is either invisible or 
 returns; so off a terminal progress is a log line every ``EDITBENCH_PROGRESS_EVERY`` seconds (30 by
 default) and one at the end, each with the count, the elapsed time, the rate and an estimate of
 what is left.
-``EDITBENCH_NO_PROGRESS=1`` silences both; ``EDITBENCH_PROGRESS=1`` forces the bar.
+``EDITBENCH_NO_PROGRESS=1`` silences both; ``EDITBENCH_PROGRESS=1`` forces the bar and
+``EDITBENCH_PROGRESS=log`` the log lines (a run's cells side by side share one terminal: two bars
+would overwrite each other).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def progress(iterable=None, **kwargs):
     quiet = kwargs.pop("disable", False)
     if quiet or os.environ.get("EDITBENCH_NO_PROGRESS") == "1":
         return tqdm(iterable, disable=True, **kwargs)
-    if os.environ.get("EDITBENCH_PROGRESS") == "1" or sys.stderr.isatty():
+    chosen = os.environ.get("EDITBENCH_PROGRESS")
+    if chosen == "1" or (chosen != "log" and sys.stderr.isatty()):
         return tqdm(iterable, disable=False, dynamic_ncols=True, leave=False, **kwargs)
     return LoggedProgress(iterable, **kwargs)

@@ -203,6 +203,19 @@ def test_progress_off_a_terminal_is_log_lines_with_an_estimate(caplog, monkeypat
     assert len(lines) == 4 + 3  # one per update at interval 0, and close repeats none
 
 
+def test_progress_can_be_made_log_lines_on_a_terminal(monkeypatch):
+    """``EDITBENCH_PROGRESS=log``, which a run's side-by-side workers set: bars from two processes
+    would overwrite each other on one terminal."""
+    from editbench.core import progress as module
+
+    monkeypatch.delenv("EDITBENCH_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(module.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setenv("EDITBENCH_PROGRESS", "log")
+    assert isinstance(module.progress(total=2, desc="x"), module.LoggedProgress)
+    monkeypatch.delenv("EDITBENCH_PROGRESS")
+    assert not isinstance(module.progress(total=2, desc="x"), module.LoggedProgress)
+
+
 def test_every_checkpoint_logs_a_line_with_elapsed_time_and_what_is_left(
     tmp_path, micro_llama, caplog
 ):

@@ -143,6 +143,7 @@ def _start_worker(level: int, threads_chosen: bool, share: int, parent: int) -> 
     the cores); and an end of its own if the parent dies (a killed run must leave no process
     holding a worker folder)."""
     logs.configure(level)
+    os.environ.setdefault("EDITBENCH_PROGRESS", "log")  # one terminal, several cells: no bars
     threads.mark_explicit(threads_chosen)
     if not threads_chosen:
         import torch
