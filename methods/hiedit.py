@@ -35,14 +35,16 @@ as the "intrinsic reward for sparsity". Where editbench differs from the release
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
+from ..core.costs import MethodCost, ModelShape, RunShape
 from ..core.method import METHODS, EditContext
 from .chosen_modules import ChosenModules
 from .hypernet import RELEASE_PRESET
+from .hypernet.memory import FLOAT32, TRAINED_PARAMETER_BYTES
 from .hypernet.modules import KeysAndGrads, LowRankUpdate
 from .malmen import malmen_update
 from .mend import mend_update
@@ -224,6 +226,20 @@ class HiEdit(ChosenModules, RLEdit):
     @property
     def gate(self) -> LayerGate:
         return self.nets[self.slots[self.modules[0].name][0]].gate
+
+    def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
+        """RLEdit's, plus the gate, which the networks' formulas (``hypernet/memory.py``) do not
+        count: its float32 parameters while editing, with their gradient and Adam's moments while
+        training (4.7M parameters per weight shape on Llama-3-8B)."""
+        base = super().cost(shape, run)
+        gate = sum(p.numel() for p in self.gate.parameters())
+        # training holds each parameter's gradient and moments; its warm-up alone (max_steps=0)
+        # only the value and the copy saved with the editor, as warm_up_peak counts the networks
+        training = TRAINED_PARAMETER_BYTES if self.config.max_steps != 0 else 2 * FLOAT32
+        return replace(base, phases=tuple(
+            replace(phase, transient_bytes=phase.transient_bytes + gate * (
+                training if phase.phase == "training" else FLOAT32))
+            for phase in base.phases))
 
     def update(self, *args):  # the rule is a setting here, not a class attribute
         return RULES[self.config.rule](*args)
