@@ -176,3 +176,25 @@ def test_cells_run_side_by_side_only_for_a_one_thread_model_on_the_cpu(
     monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     monkeypatch.setattr(threads, "_explicit", chosen)
     assert threads.parallel_cells(cells, parameters, device, peak, capacity) == expected
+
+
+def test_cells_timed_before_run_longest_first_and_new_ones_before_them(tmp_path):
+    """The order a side-by-side run submits its cells: never-timed cells first (they may be the
+    longest), then by the seconds the cache recorded, longest first, so that the last cell to
+    start is a short one."""
+    from types import SimpleNamespace
+
+    from editbench.harness.running import executors
+
+    def cell(label):
+        return SimpleNamespace(run_id="r", methods=(SimpleNamespace(label=label),))
+
+    cells = [cell(name) for name in ("quick", "new", "slow", "middle")]
+    executors._record_cell_seconds(tmp_path, {"r/quick": 2.0, "r/slow": 19.0})
+    executors._record_cell_seconds(tmp_path, {"r/middle": 8.0, "r/quick": 3.0})
+    seconds = executors._cell_seconds(tmp_path)
+    assert seconds == {"r/slow": 19.0, "r/middle": 8.0, "r/quick": 3.0}
+    assert [c.methods[0].label for c in executors.longest_first(cells, seconds)] == \
+        ["new", "slow", "middle", "quick"]
+    (tmp_path / executors.CELL_SECONDS).write_text("not json")
+    assert executors._cell_seconds(tmp_path) == {}  # a damaged record costs only the order

@@ -12,6 +12,7 @@ not run again.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import multiprocessing
@@ -25,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
+from ...core.cache import atomic_write_bytes
 from ...core.store import ResultsStore, hold_store
 from ..plan.preflight import refuse
 from ..plan.resolve import RunPlan, for_cell
@@ -113,6 +115,9 @@ def run_parallel(plans: Sequence[RunPlan], jobs: int) -> list[tuple[Runner, RunO
 
 def _run_cells(main: ResultsStore, cells: list[RunPlan], jobs: int) -> None:
     log.info("running %d cells, %d at a time, each in its own process (--jobs)", len(cells), jobs)
+    cache = cells[0].cache_dir
+    cells = longest_first(cells, _cell_seconds(cache))
+    measured: dict[str, float] = {}
     # a fresh interpreter per worker: a forked one would inherit torch's thread pools
     context = multiprocessing.get_context("spawn")
     settings = (logging.getLogger().getEffectiveLevel(), threads.chosen_by_user(),
@@ -120,14 +125,14 @@ def _run_cells(main: ResultsStore, cells: list[RunPlan], jobs: int) -> None:
     pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                                initargs=settings)
     try:
-        pending = {pool.submit(run_cell, cell, main.folder): cell for cell in cells}
+        pending = {pool.submit(_timed_cell, cell, main.folder): cell for cell in cells}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 cell = pending.pop(future)
                 label = cell.methods[0].label
                 try:
-                    future.result()
+                    measured[_cell_key(cell)] = future.result()
                 except Exception as exc:  # a cell's failure must not end the others
                     log.error("cell %s seed %d failed: %s", label, cell.seed, exc)
                 worker_db = cell.spec.out / "results.sqlite"
@@ -135,6 +140,7 @@ def _run_cells(main: ResultsStore, cells: list[RunPlan], jobs: int) -> None:
                     main.merge_from(worker_db)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        _record_cell_seconds(cache, measured)
 
 
 def _start_worker(level: int, threads_chosen: bool, share: int, parent: int) -> None:
@@ -184,6 +190,54 @@ def run_cell(plan: RunPlan, models_folder: Path) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "worker.pid").write_text(str(os.getpid()))
     return Runner(plan, models_folder=models_folder).run().statuses
+
+
+def _timed_cell(plan: RunPlan, models_folder: Path) -> float:
+    """:func:`run_cell` in a side-by-side worker; returns its wall seconds (the next run's
+    order)."""
+    start = time.perf_counter()
+    run_cell(plan, models_folder)
+    return time.perf_counter() - start
+
+
+#: wall seconds of recent side-by-side cells, by run and method, in the cache: a later run of the
+#: same cells starts the longest first, so that no long cell runs alone at the end
+CELL_SECONDS = "cell-seconds.json"
+_KEEP_CELL_SECONDS = 2000
+
+
+def _cell_key(cell: RunPlan) -> str:
+    return f"{cell.run_id}/{cell.methods[0].label}"
+
+
+def _cell_seconds(cache: Path) -> dict[str, float]:
+    try:
+        found = json.loads((cache / CELL_SECONDS).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {k: float(v) for k, v in found.items() if isinstance(v, (int, float))}
+
+
+def _record_cell_seconds(cache: Path, measured: dict[str, float]) -> None:
+    """Add ``measured`` to the cache's record (the newest kept); a cache that cannot be written
+    costs only the order."""
+    if not measured:
+        return
+    known = {k: v for k, v in _cell_seconds(cache).items() if k not in measured}
+    known.update(measured)
+    kept = dict(list(known.items())[-_KEEP_CELL_SECONDS:])
+    try:
+        atomic_write_bytes(cache / CELL_SECONDS, json.dumps(kept, indent=0).encode())
+    except OSError as exc:
+        log.debug("cell times not recorded: %s", exc)
+
+
+def longest_first(cells: list[RunPlan], seconds: dict[str, float]) -> list[RunPlan]:
+    """Cells never timed first (in the plan's order), then the rest by their last time, longest
+    first: the schedule that leaves the least time with one worker busy and the others idle."""
+    return sorted(cells, key=lambda cell: -seconds.get(_cell_key(cell), math.inf))
 
 
 def gpus_for_cell(plan: RunPlan, label: str, default: float) -> float:
