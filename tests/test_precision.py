@@ -92,7 +92,8 @@ def test_selfcheck_on_a_cpu_says_what_it_skipped_and_runs_the_rest(tmp_path):
         # the plan check of every method is tests/test_costs.py's; here three, one per family
         "selfcheck", "--device", "cpu", "--families", "gpt2", "--plan-methods", "ft-l,memit,mend",
         "--bench-sizes", "20",
-        "--bench-methods", "ultraedit,retrieval", "--out", str(tmp_path / "selfcheck.json"),
+        "--bench-methods", "ultraedit,retrieval", "--bench-pairs", "200",
+        "--out", str(tmp_path / "selfcheck.json"),
     ])
     assert result.exit_code == 0, result.output
     assert "skipped on CPU" in result.output

@@ -55,10 +55,12 @@ def bench_methods() -> tuple[str, ...]:
 @click.option("--bench-methods", type=NAMES, default=None, metavar="A,B",
               help="Methods of the small bench; default: every method that edits without training "
                    "(the ones that train are left to `editbench bench`).")
+@click.option("--bench-pairs", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Prompt-target pairs the small bench scores, batched and one at a time.")
 def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_config: str | None,
               families: tuple[str, ...] | None, bench_sizes: tuple[int, ...],
-              bench_methods: tuple[str, ...] | None, plan_methods: tuple[str, ...] | None
-              ) -> None:
+              bench_methods: tuple[str, ...] | None, plan_methods: tuple[str, ...] | None,
+              bench_pairs: int) -> None:
     """Run the GPU checks (precision, plan against measured memory, vLLM parity, a small bench) and
     print their figures."""
     import torch
@@ -166,7 +168,7 @@ def selfcheck(device: str, out: Path | None, vllm_model: str | None, scale_confi
     _write(out, figures)
 
     if bench_sizes:
-        figures["bench"] = _small_bench(where, bench_sizes, bench_methods)
+        figures["bench"] = _small_bench(where, bench_sizes, bench_methods, bench_pairs)
         _write(out, figures)
     if failed:
         click.echo(f"selfcheck: {len(failed)} check(s) failed: {'; '.join(failed)}", err=True)
@@ -178,7 +180,8 @@ def _write(out: Path | None, figures: dict) -> None:
         atomic_write_bytes(out, (json.dumps(figures, indent=2) + "\n").encode())
 
 
-def _small_bench(where, size_list: tuple[int, ...], methods: tuple[str, ...] | None) -> dict:
+def _small_bench(where, size_list: tuple[int, ...], methods: tuple[str, ...] | None,
+                 pairs: int = 2000) -> dict:
     """``editbench bench``'s scoring and edit-throughput measurements, small: the batched probe
     against one pair per forward pass, and a short lifelong run per method on the same micro model.
     Its stores live in a fresh temporary folder: a kept one would be resumed next time, and its old
@@ -193,7 +196,7 @@ def _small_bench(where, size_list: tuple[int, ...], methods: tuple[str, ...] | N
         folder = Path(scratch)
         model_path = build_micro_model(folder / "micro-model", default_task(0).corpus() or [],
                                        MicroModel())
-        scoring = scoring_throughput(model_path, where, 2000, repeats=3)
+        scoring = scoring_throughput(model_path, where, pairs, repeats=3)
         click.echo(f"bench, scoring {scoring['pairs']} pairs: one at a time "
                    f"{scoring['one_at_a_time_s']:.2f} s, "
                    f"batched {scoring['batched_s']:.2f} s ({scoring['speedup']:.1f}x; "
