@@ -43,9 +43,14 @@ def plan(config: str | Path | Mapping[str, Any] | None = None, **options: Any):
     return resolve_sweep(settings(config, **options))
 
 
-def execute(spec: RunSpec):
-    """Run ``spec`` (each seed; here, one cell at a time or ``--jobs`` at once, or on Ray), keeping
-    its run file in the results folder first; returns [(runner, outcome)] per seed."""
+def execute(spec: RunSpec, side_by_side: bool = False):
+    """Run ``spec`` (each seed; here, one cell at a time or ``jobs`` at once, or on Ray), keeping
+    its run file in the results folder first; returns [(runner, outcome)] per seed.
+
+    ``side_by_side``: whether ``jobs`` left unset may default to several (the command line's
+    choice). From Python it stays one unless given: worker processes start fresh interpreters,
+    which import the calling script again, and a script without an ``if __name__ ==
+    "__main__":`` guard (or a task class defined in it) would then fail in every worker."""
     from .plan.resolve import resolve_sweep
     from .running.executors import default_jobs, run_local, run_parallel, run_ray
 
@@ -53,7 +58,7 @@ def execute(spec: RunSpec):
     runfile.store(spec.out, spec.to_mapping())
     if spec.executor == "ray":
         return run_ray(plans, spec.ray_address)
-    jobs = spec.jobs if spec.jobs is not None else default_jobs(plans)
+    jobs = spec.jobs if spec.jobs is not None else default_jobs(plans) if side_by_side else 1
     if jobs > 1 and sum(len(plan.methods) for plan in plans) > 1:
         return run_parallel(plans, jobs)
     return run_local(plans)
@@ -65,7 +70,8 @@ def run(config: str | Path | Mapping[str, Any] | None = None, **options: Any):
     pandas frames; close it, or use it in a ``with`` block).
 
     ``config`` is a run file or a mapping of its keys; keyword arguments override it, e.g.
-    ``run(methods=["ft-m"], edits=20, out="results")``.
+    ``run(methods=["ft-m"], edits=20, out="results")``. Cells run one after another unless
+    ``jobs=N`` is given (then call it under ``if __name__ == "__main__":``; see :func:`execute`).
     """
     from ..core.store import load_results
 

@@ -53,7 +53,7 @@ def run(ctx: click.Context, config: Path | None, dump_config: bool, dry_run: boo
         for plan in resolve_sweep(spec):
             click.echo(format_plan(plan, preflight(plan)))
         return
-    results = execute(spec)
+    results = execute(spec, side_by_side=True)
     store = load_results(spec.out)
     try:
         table = TableChoice(table_columns, table_all, terminal_width())

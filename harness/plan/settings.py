@@ -305,9 +305,10 @@ class RunSpec:
     ray_address: str | None = setting(None, "Ray cluster to join (default: start a local one).")
     jobs: int | None = setting(
         None, "With the local executor, run this many (method, seed) cells at once, each in its "
-        "own process on one CPU thread's share of the cores. Default: one per CPU core when the "
-        "run has several cells and its model is small enough for one thread (the pocket world), "
-        "else one at a time. Scores do not depend on it.", "int", at_least=1)
+        "own process on one CPU thread's share of the cores. Default on the command line: one "
+        "per CPU core when the run has several cells and its model is small enough for one "
+        "thread (the pocket world), else one at a time; from Python, one at a time. A model "
+        "that small scores the same either way.", "int", at_least=1)
     trust_remote_code: bool = setting(False, "Allow the model's own Python code from the hub to "
                                       "run.", "flag")
     restart: tuple[str, ...] = setting(
