@@ -198,3 +198,23 @@ def test_cells_timed_before_run_longest_first_and_new_ones_before_them(tmp_path)
         ["new", "slow", "middle", "quick"]
     (tmp_path / executors.CELL_SECONDS).write_text("not json")
     assert executors._cell_seconds(tmp_path) == {}  # a damaged record costs only the order
+
+
+def test_the_python_api_runs_cells_one_after_another_unless_given_jobs(
+    tmp_path, micro_llama, monkeypatch
+):
+    """The command line's default of one cell per core is not the API's: a script that calls
+    editbench.run without a __main__ guard would be imported again by every worker."""
+    from editbench.harness import api
+    from editbench.harness.running import executors, threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "_explicit", None)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    spec = RunSpec(methods=("ft-m", "ft-l"), model=str(micro_llama), edits=2, batch_size=2,
+                   out=tmp_path / "api", device="cpu", cache_dir=tmp_path, params=POCKET,
+                   gen_eval=False)
+    assert executors.default_jobs(resolve_sweep(spec)) == 2  # what the command line would take
+    results = api.execute(spec)
+    assert all(outcome.ok for _, outcome in results)
+    assert not (spec.out / "workers").exists()
