@@ -52,7 +52,8 @@ def execute(spec: RunSpec, side_by_side: bool = False):
     which import the calling script again, and a script without an ``if __name__ ==
     "__main__":`` guard (or a task class defined in it) would then fail in every worker."""
     from .plan.resolve import resolve_sweep
-    from .running.executors import default_jobs, run_local, run_parallel, run_ray
+    from .running.executors import run_local, run_ray
+    from .running.side_by_side import default_jobs, run_parallel
 
     plans = resolve_sweep(spec)
     runfile.store(spec.out, spec.to_mapping())

@@ -184,7 +184,7 @@ def test_cells_timed_before_run_longest_first_and_new_ones_before_them(tmp_path)
     start is a short one."""
     from types import SimpleNamespace
 
-    from editbench.harness.running import executors
+    from editbench.harness.running import side_by_side as executors
 
     def cell(label):
         return SimpleNamespace(run_id="r", methods=(SimpleNamespace(label=label),))
@@ -206,7 +206,8 @@ def test_the_python_api_runs_cells_one_after_another_unless_given_jobs(
     """The command line's default of one cell per core is not the API's: a script that calls
     editbench.run without a __main__ guard would be imported again by every worker."""
     from editbench.harness import api
-    from editbench.harness.running import executors, threads
+    from editbench.harness.running import side_by_side as executors
+    from editbench.harness.running import threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "_explicit", None)
