@@ -164,6 +164,10 @@ class Memoir(LayerMemoryMethod):
         backbone = getattr(self.ctx.model, "base_model", None) or self.ctx.model
         self._handles = [
             backbone.register_forward_pre_hook(self._read_call, with_kwargs=True),
+            # the KV cache a prompts' pass creates comes back in its output
+            backbone.register_forward_hook(
+                lambda module, args, output: self._follow_row_selection(
+                    getattr(output, "past_key_values", None))),
             self.hooked_module().register_forward_hook(self._hook),
         ]
 
@@ -217,6 +221,24 @@ class Memoir(LayerMemoryMethod):
         ids = kwargs.get("input_ids", args[0] if args else None)
         self._call = {"ids": ids, "mask": kwargs.get("attention_mask"),
                       "positions": kwargs.get("position_ids")}
+        self._follow_row_selection(kwargs.get("past_key_values", kwargs.get("cache")))
+
+    def _follow_row_selection(self, cache) -> None:
+        """When a decoder drops finished rows from its KV cache (``batch_select_indices``, as
+        ``core/generate.py`` does), drop their held decisions too, so every row keeps its own
+        prompt's: two prompts of one length could not be told apart afterwards."""
+        select = getattr(cache, "batch_select_indices", None)
+        if select is None or getattr(cache, "_memoir_follows_rows", False):
+            return
+
+        def selecting(indices: torch.Tensor) -> None:
+            select(indices)
+            kept = indices.tolist()
+            if kept and max(kept) < len(self._held):
+                self._held = [self._held[i] for i in kept]
+
+        cache.batch_select_indices = selecting
+        cache._memoir_follows_rows = True
 
     def _prompt_span(self, row: int, x: torch.Tensor) -> tuple[int, int]:
         """The first and last prompt positions of ``row``: the longest learnt prompt its real

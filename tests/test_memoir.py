@@ -199,3 +199,34 @@ def test_the_default_run_leaves_it_out_and_says_why(caplog):
         chosen = default_methods()
     assert "memit" in chosen and "memoir" not in chosen
     assert "--methods memoir" in caplog.text
+
+
+def test_a_row_keeps_its_own_decision_when_the_decoder_drops_another_of_its_length(micro_llama):
+    """Greedy decoding drops finished rows from the batch: a row's held memory decision must follow
+    it, even when the row dropped before it had a prompt of the same length (the length alone
+    cannot tell them apart). Each prompt decoded in a batch equals it decoded alone."""
+    from editbench.core.generate import StopRule, greedy_decode
+
+    method = _memoir(micro_llama, threshold=1.0)
+    edit = RECORDS[0]
+    method.apply([edit])
+    encoder = method.ctx.encoder
+    same_length = [p for p in ("Fact: Dara Voss lives in", "Fact: Tesk Aunor lives in",
+                               "Fact: Orun Bay lives in", "Fact: Lira Kest works as")
+                   if len(encoder.encode_prompt(p)) == len(encoder.encode_prompt(edit.prompt))]
+    assert same_length, "no unrelated prompt of the edit prompt's length in the micro vocabulary"
+    other = same_length[0]
+    assert method.routes([edit.prompt, other]) == [0, -1]
+    stop = StopRule(frozenset())  # budgets alone end the answers
+    device = method.ctx.device
+    seen = []
+    choices = method._choices
+    method._choices = lambda x: seen.append(choices(x).tolist()) or torch.tensor(seen[-1])
+    alone = [greedy_decode(method.ctx.model, encoder, [p], [b], stop, device)[0]
+             for p, b in ((edit.prompt, 1), (other, 4))]
+    seen.clear()
+    together = greedy_decode(method.ctx.model, encoder, [edit.prompt, other], [1, 4], stop,
+                             device)
+    # the prompts' pass decides [0, -1]; once the edit's row is done, the other row reads no memory
+    assert seen[0] == [0, -1] and seen[1:] == [[-1]] * 3
+    assert together == alone
