@@ -20,7 +20,10 @@ Run with editbench's interpreter; edits in process with ``editbench.edit`` (batc
 the task's train split for the unrelated rows), so the run's generator is seeded as
 ``editbench.edit`` seeds it, not as ``editbench run`` does.
 
-    python editbench_wise_grouped.py OUT_JSON [SEEDS] [METHOD]
+    python editbench_wise_grouped.py OUT_JSON [SEEDS] [METHOD] [--edits N]
+
+``--edits N`` (default 100): the first N records of the stream (beyond 648, the larger world
+editbench sizes for the count, and its model); the scores are those after the N-th edit.
 """
 
 import json
@@ -79,13 +82,19 @@ def neighbour_tops(model, tok, record):
 
 
 def main():
-    out = Path(sys.argv[1])
-    seeds = [int(s) for s in (sys.argv[2] if len(sys.argv) > 2 else "0,1,2").split(",")]
-    method = sys.argv[3] if len(sys.argv) > 3 else "wise@easyedit"
+    args = sys.argv[1:]
+    edits = 100
+    if "--edits" in args:
+        at = args.index("--edits")
+        edits = int(args[at + 1])
+        del args[at:at + 2]
+    out = Path(args[0])
+    seeds = [int(s) for s in (args[1] if len(args) > 1 else "0,1,2").split(",")]
+    method = args[2] if len(args) > 2 else "wise@easyedit"
     torch.set_num_threads(1)
-    results = {"method": method, "params": PARAMS}
+    results = {"method": method, "params": PARAMS, "edits": edits}
     for seed in seeds:
-        plan = resolve(RunSpec(methods=(method,), edits=100, seed=(seed,)))
+        plan = resolve(RunSpec(methods=(method,), edits=edits, seed=(seed,)))
         records, train = list(plan.records), plan.train_records()
         # as a run loads it: float32, eval mode, weights frozen (a backward then stops at the
         # hooked layer); editbench's tokenizer (pad 0, right)

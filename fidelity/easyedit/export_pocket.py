@@ -6,7 +6,14 @@ stream order (``resolve(RunSpec(..., edits=100, seed=(s,))).records``) and, for 
 ``loc + ' ' + loc_ans`` (EasyEdit examples/WISE.md:85-86; the pocket world's locality prompt of a
 record is its first neighbour).
 
-    python export_pocket.py OUT_DIR [SEEDS]
+    python export_pocket.py OUT_DIR [SEEDS] [--edits N]
+
+``--edits N`` (default 100) exports the first N records of the stream instead. Beyond the pocket
+task's 648 eval records editbench sizes a larger world for the count (1,000 edits: 206 people,
+1,116 records, its own model trained on first use), whose train split (369 records) is shorter
+than the stream: the i-th edit's ``loc_prompts`` entry is then train record i mod len(train), as
+the release's example would cycle a short train file (EasyEdit's WISE.md:85-86 takes one per
+edit); ``loc_prompts_cycled`` says so.
 """
 
 import json
@@ -17,11 +24,14 @@ from editbench.harness.plan.resolve import resolve
 from editbench.harness.plan.settings import RunSpec
 
 
-def export(seed: int) -> dict:
-    plan = resolve(RunSpec(methods=("wise",), edits=100, seed=(seed,)))
+def export(seed: int, edits: int = 100) -> dict:
+    plan = resolve(RunSpec(methods=("wise",), edits=edits, seed=(seed,)))
     records, train = list(plan.records), plan.train_records()
-    if len(train) < len(records):
+    cycled = len(train) < len(records)
+    if cycled and edits == 100:
         raise SystemExit("the train split is smaller than the edits")
+    # the unrelated rows: train record i, cycled when the train split is shorter than the stream
+    unrelated = [train[i % len(train)] for i in range(len(records))]
     return {
         "seed": seed,
         "model": str(plan.model_source),
@@ -39,19 +49,26 @@ def export(seed: int) -> dict:
             "ground_truth": [[n.answer for n in r.neighbours] for r in records],
         }},
         "loc_prompts": [t.neighbours[0].prompt + " " + t.neighbours[0].answer
-                        for t in train[:len(records)]],
+                        for t in unrelated],
+        "loc_prompts_cycled": cycled,
         # for a diagnostic run only: the unrelated row as editbench makes it (a train record's
         # own prompt and true answer; editbench draws the record at random, this takes the i-th)
-        "loc_prompts_own": [t.prompt + " " + t.target_true for t in train[:len(records)]],
+        "loc_prompts_own": [t.prompt + " " + t.target_true for t in unrelated],
     }
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1])
+    args = sys.argv[1:]
+    edits = 100
+    if "--edits" in args:
+        at = args.index("--edits")
+        edits = int(args[at + 1])
+        del args[at:at + 2]
+    out = Path(args[0])
     out.mkdir(parents=True, exist_ok=True)
-    seeds = [int(s) for s in (sys.argv[2] if len(sys.argv) > 2 else "0,1,2").split(",")]
+    seeds = [int(s) for s in (args[1] if len(args) > 1 else "0,1,2").split(",")]
     for seed in seeds:
-        data = export(seed)
+        data = export(seed, edits)
         (out / f"pocket-seed{seed}.json").write_text(json.dumps(data, indent=1))
         n_par = sorted({len(p) for p in data["all_rephrase_prompts"]})
         n_nb = sorted({len(p) for p in data["locality_inputs"]["neighborhood"]["prompt"]})

@@ -21,6 +21,11 @@ as editbench does). What the script adds around the release (see README.md):
   answer tokens whose top-1 equals the unedited model's (finalize_locality_metrics).
 The release's own per-edit numbers (each edit scored right after it was applied, editor.py:403-406)
 are kept too, as ``release_immediate``.
+
+Streams of 500 edits or more (the yaml's save_freq) reach WISE's memory store and merge; see
+``memory_batch_mean`` for the one shim they need. ``--model=PATH`` loads another model folder
+than the yaml's (a link whose name holds "llama": the larger world a 1,000-edit stream needs).
+Time inside ``edit()`` is split into editing and the release's own scoring (``timed_scoring``).
 """
 
 import json
@@ -103,12 +108,59 @@ def mask_pads():
     wise_module.WISE._cal_ft_loss = ft_loss
 
 
+def memory_batch_mean():
+    """Shim 6 (README), only where a stored memory exists (save_freq edits reached): one routing
+    score per forward call for the memories too. At 14cea82 WISE-Retrieve's forward reduces the
+    current shard's per-row scores to their mean (``WISE.py:537-538``, ``min_dist.mean()``) but
+    compares each memory's per-row scores with ``dist > min_dist and ...`` (``:547-548``): with
+    more rows than one (an edit's four neighbours, scored in one call by ``evaluate.py:191``)
+    that raises "Boolean value of Tensor with more than one value is ambiguous", so a lifelong
+    run stops at its first locality score after the 500th edit. Here ``euc(..., infer=True)``
+    returns the rows' mean, which leaves the shard's score as it was (the mean of the mean) and a
+    single row's as it was, and gives the memories the shard's batch-mean rule, as editbench's
+    ``route_by_batch_mean`` does (``methods/wise.py``, ``routing_score``)."""
+    from easyeditor.models.wise import WISE as wise_module
+
+    original_euc = wise_module.euc
+
+    def euc(query, key, config, act_mask=None, infer=False):
+        out = original_euc(query, key, config, act_mask=act_mask, infer=infer)
+        return out.mean() if infer and out.dim() > 0 else out
+
+    wise_module.euc = euc
+
+
+def timed_scoring():
+    """Time spent in the release's own scoring inside ``edit()`` (its pre-edit pass over every
+    request and the score after each edit, ``editor.py:342, 388-397``), so that editing and
+    evaluation are timed apart. Wraps the names editor.py calls; scores are untouched."""
+    from easyeditor.editors import editor as editor_module
+
+    spent = {"s": 0.0}
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent["s"] += time.perf_counter() - start
+        return wrapper
+
+    editor_module.compute_edit_quality = timed(editor_module.compute_edit_quality)
+    editor_module.finalize_locality_metrics = timed(editor_module.finalize_locality_metrics)
+    return spent
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    model = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--model=")]
     method, hparams_path, data_path, seed, out_path = args
     seed = int(seed)
     data = json.loads(Path(data_path).read_text())
     hparams = HPARAMS[method].from_hparams(hparams_path)
+    if model:
+        hparams.model_name = model[0]
     # the release writes logs/run.log into the working folder (editor.py:34-38, called at :110):
     # run in fidelity/easyedit/work, with the model's path made absolute (not resolved:
     # BaseEditor reads "llama" in the link's name)
@@ -141,6 +193,10 @@ def main():
                 t[:-len(" {}")].strip() + ". {}" for t in templates[1:]]
     if method == "wise" and "--mask-pads" in sys.argv:
         mask_pads()
+    memory_shim = method == "wise" and n >= hparams.save_freq and "--no-memory-shim" not in sys.argv
+    if memory_shim:
+        memory_batch_mean()
+    scoring = timed_scoring()
     seed_everything(seed)
     # the unedited model's neighbour predictions, for the end-of-stream locality
     generation = method == "grace"
@@ -162,6 +218,7 @@ def main():
         rephrase_prompts=data["rephrase_prompts"], locality_inputs=data["locality_inputs"],
         sequential_edit=True, verbose=False, **kwargs)
     edit_s = time.perf_counter() - start
+    immediate_eval_s = scoring["s"]
     # the release's own numbers: each edit scored right after it was applied
     immediate = {
         "ES": mean([mean(m["post"]["rewrite_acc"]) for m in metrics]),
@@ -195,18 +252,24 @@ def main():
     result = {
         "method": method, "seed": seed, "hparams": hparams_path,
         "wise_sequential_shim": method == "wise" and "--no-wise-shim" not in sys.argv,
-        "diagnostic_flags": [a for a in sys.argv[1:] if a.startswith("--")],
+        "wise_memory_batch_mean_shim": memory_shim,
+        "model": hparams.model_name,
+        "diagnostic_flags": [a for a in sys.argv[1:]
+                             if a.startswith("--") and not a.startswith("--model=")],
         "n": n, "end_of_stream": {"ES": mean(es), "GS": mean(gs), "LS": mean(ls)},
         "per_edit": {"ES": es, "GS": gs, "LS": ls},
         "release_immediate": immediate,
         "grace_spaced": spaced,
         "edit_and_immediate_eval_s": edit_s, "end_eval_s": eval_s,
+        # edit() apart: editing alone, and the release's own scoring inside it
+        "edit_only_s": edit_s - immediate_eval_s, "immediate_eval_s": immediate_eval_s,
         "stubbed": sorted(ee_stubs.USED),
     }
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     Path(out_path).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: result[k] for k in ("method", "seed", "end_of_stream",
                                               "release_immediate", "edit_and_immediate_eval_s",
+                                              "edit_only_s", "immediate_eval_s",
                                               "end_eval_s")}))
 
 
