@@ -230,3 +230,28 @@ def test_a_row_keeps_its_own_decision_when_the_decoder_drops_another_of_its_leng
     # the prompts' pass decides [0, -1]; once the edit's row is done, the other row reads no memory
     assert seen[0] == [0, -1] and seen[1:] == [[-1]] * 3
     assert together == alone
+
+
+def test_a_decoding_batchs_kv_cache_is_freed_without_the_garbage_collector(micro_llama):
+    """Following the decoder's row selection must not tie the KV cache into a reference cycle:
+    every generation's cache would then wait for the collector (the cost check saw MEMOIR's peak at
+    four times its plan)."""
+    import gc
+    import weakref
+
+    from editbench.core.generate import StopRule, greedy_decode
+
+    method = _memoir(micro_llama, threshold=1.0)
+    method.apply(RECORDS[:1])
+    caches = []
+    backbone = getattr(method.ctx.model, "base_model", None) or method.ctx.model
+    handle = backbone.register_forward_hook(
+        lambda module, args, output: caches.append(weakref.ref(output.past_key_values)))
+    gc.disable()
+    try:
+        greedy_decode(method.ctx.model, method.ctx.encoder, [RECORDS[0].prompt, "Fact: Dara"],
+                      [1, 3], StopRule(frozenset()), method.ctx.device)
+        assert caches and all(ref() is None for ref in caches)
+    finally:
+        gc.enable()
+        handle.remove()
