@@ -59,14 +59,22 @@ def cells_left(main: ResultsStore, plans: Sequence[RunPlan]) -> Iterator[RunPlan
 
 
 def outcomes(main: ResultsStore, plans: Sequence[RunPlan]) -> list[tuple[Runner, RunOutcome]]:
-    outcomes = []
+    """Each plan's cells as the main store holds them after the workers' stores are merged."""
+    found = []
     for plan in plans:
         statuses = {}
         for setup in plan.methods:
             state = main.cell(plan.run_id, setup.label)
             statuses[setup.label] = state.status if state is not None else "failed"
-        outcomes.append((Runner(plan), RunOutcome(plan.run_id, main.path, statuses)))
-    return outcomes
+        found.append((Runner(plan), RunOutcome(plan.run_id, main.path, statuses)))
+    return found
+
+
+def merge_worker(main: ResultsStore, cell: RunPlan) -> None:
+    """Fold a cell's worker store into the main one, if the worker wrote one."""
+    worker_db = cell.spec.out / "results.sqlite"
+    if worker_db.exists():
+        main.merge_from(worker_db)
 
 
 def _worker_dir(out: Path, run_id: str, label: str) -> Path:
@@ -136,7 +144,5 @@ def _run_ray(ray, plans: Sequence[RunPlan], address: str | None, gpus_per_cell: 
                 log.error("cell %s seed %d failed after retries: %s", pending[ref].methods[0].label,
                           pending[ref].seed, exc)
         for cell in pending.values():
-            worker_db = cell.spec.out / "results.sqlite"
-            if worker_db.exists():
-                main.merge_from(worker_db)
+            merge_worker(main, cell)
         return outcomes(main, plans)

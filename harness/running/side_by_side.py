@@ -28,10 +28,9 @@ from pathlib import Path
 
 from ...core.cache import atomic_write_bytes
 from ...core.store import ResultsStore, hold_store
-from ..plan.preflight import refuse
 from ..plan.resolve import RunPlan
 from . import logs, threads
-from .executors import cells_left, outcomes, run_cell
+from .executors import cells_left, merge_worker, outcomes, run_cell
 from .runner import Runner, RunOutcome
 
 log = logging.getLogger(__name__)
@@ -54,12 +53,11 @@ def run_parallel(plans: Sequence[RunPlan], jobs: int) -> list[tuple[Runner, RunO
     worker folder keeps what it stored, so the next run resumes it."""
     out = plans[0].spec.out
     with hold_store(out):
-        for plan in plans:  # refused here, before any worker starts
-            refuse(plan)
+        runners = [Runner(plan) for plan in plans]
+        for runner in runners:  # checked (and refused) before anything is written
+            runner.prepare()
         with ResultsStore(out) as main:
-            for plan in plans:  # each run's record and unedited baseline, once, here
-                runner = Runner(plan)
-                runner.prepare()
+            for runner in runners:  # each run's record and unedited baseline, once, here
                 runner.begin(main)
             cells = list(cells_left(main, plans))
             for cell in cells:  # a new cell's store starts with them (a started one has them)
@@ -93,9 +91,7 @@ def _run_cells(main: ResultsStore, cells: list[RunPlan], jobs: int) -> None:
                     measured[_cell_key(cell)] = future.result()
                 except Exception as exc:  # a cell's failure must not end the others
                     log.error("cell %s seed %d failed: %s", label, cell.seed, exc)
-                worker_db = cell.spec.out / "results.sqlite"
-                if worker_db.exists():
-                    main.merge_from(worker_db)
+                merge_worker(main, cell)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         _record_cell_seconds(cache, measured)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 #: cell or of many (``--jobs``). The pocket model (1.0M parameters) is under it: one thread made
 #: its single-method runs about 1.4x slower than two on the 2-core machines (2026-11-26: the warm
 #: default run took 129-140 s on two threads, 181-226 s on one, one cell at a time), but a run of
-#: several cells now puts one cell on each core (``--jobs``, ``executors.py``), and the pocket
+#: several cells now puts one cell on each core (``--jobs``, ``side_by_side.py``), and the pocket
 #: world's scores no longer move with the machine's core count. (500K before 2026-12-05.) The
 #: shipped world was trained on 2 threads, and ``editbench artifacts --rebuild`` trains on the
 #: count its manifest records, whatever this rule says.
