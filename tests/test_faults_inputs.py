@@ -333,7 +333,8 @@ def test_key_statistics_stay_in_the_cache_whatever_stats_hub_says(tmp_path):
     from editbench.methods.locate.stats import _stats_path, resolve_corpus
 
     corpus = resolve_corpus("hub", "wikitext:../../../../../tmp/evil", None)
-    path = _stats_path(tmp_path, "abc", corpus.name, 100, "model.layers.0.mlp.down_proj")
+    path = _stats_path(tmp_path, "abc", corpus.name, 100, "model.layers.0.mlp.down_proj",
+                      "cpu-avx512-t1")
     assert path.resolve().is_relative_to((tmp_path / "key-stats").resolve())
     assert path.name == "model.layers.0.mlp.down_proj.safetensors"
     assert safe_name("..") != safe_name("_") and safe_name("a/b") != safe_name("a_b")

@@ -148,9 +148,9 @@ def test_a_cached_editor_trained_by_other_code_is_retrained(micro_llama, tmp_pat
 def test_key_statistics_from_other_code_lie_apart(tmp_path, edited):
     from editbench.methods.locate import stats
 
-    before = stats._stats_folder(tmp_path, "model", "corpus", 10)
+    before = stats._stats_folder(tmp_path, "model", "corpus", 10, "cpu")
     edited("methods/locate/stats.py")
-    assert stats._stats_folder(tmp_path, "model", "corpus", 10) != before
+    assert stats._stats_folder(tmp_path, "model", "corpus", 10, "cpu") != before
 
 
 def _git(*args, cwd):

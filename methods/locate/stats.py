@@ -144,17 +144,16 @@ class KeyStats:
     n_tokens: int
 
 
-def _stats_folder(root: Path, model_id: str, corpus: str, n: int, numerics: str = "") -> Path:
+def _stats_folder(root: Path, model_id: str, corpus: str, n: int, numerics: str) -> Path:
     """Built from names a user may write (``stats_hub``, a file's stem): each part is made a
     harmless path component, so the statistics stay inside the cache folder; statistics computed by
     other code, or under other numerics (:func:`numerics_tag`), lie in another folder."""
-    code = f"code-{component_code(__name__)}"
     return (root / "key-stats" / safe_name(model_id) / safe_name(f"{corpus}-n{n}")
-            / (f"{code}-{safe_name(numerics)}" if numerics else code))
+            / f"code-{component_code(__name__)}-{safe_name(numerics)}")
 
 
 def _stats_path(root: Path, model_id: str, corpus: str, n: int, module: str,
-                numerics: str = "") -> Path:
+                numerics: str) -> Path:
     return _stats_folder(root, model_id, corpus, n, numerics) / f"{safe_name(module)}.safetensors"
 
 
