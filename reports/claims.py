@@ -331,7 +331,7 @@ def claims_table(rows: Sequence[ClaimRow], width: int = 100) -> str:
     if measured < len(rows):
         out[1:1] = textwrap.wrap(f"The lifelong scenario the rules were written for: "
                                  f"{SCENARIO_COMMAND}", width, break_on_hyphens=False,
-                                 break_long_words=False) + [""]
+                                 break_long_words=False)
     for row in rows:
         where = (f" (at {row.last:,} edits, {row.seeds} seed{'s' * (row.seeds != 1)})"
                  if row.verdict.holds is not None else "")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from editbench.core.records import Metric, PhaseTime, ScoreRow
 from editbench.core.store import ResultsStore
 from editbench.harness.cli.group import main
-from editbench.reports.claims import CLAIMS, check_claims
+from editbench.reports.claims import CLAIMS, SCENARIO_COMMAND, SCENARIO_METHODS, check_claims
 from editbench.reports.collect import collect
 
 METRICS = ("efficacy_acc", "generalization_acc", "specificity_agree", "efficacy_gen_em")
@@ -116,3 +116,25 @@ def test_claims_command_prints_every_claim_within_100_columns(tmp_path):
     assert lines[0].startswith("12 of 12 claims hold")
     assert all(len(line) <= 100 for line in lines)
     assert sum("[holds]" in line for line in lines) == 12
+
+
+def test_an_unmeasured_claim_points_to_the_scenario_that_measures_it(tmp_path):
+    figures = {m: v for m, v in _literature().items() if m in ("memit", "alphaedit")}
+    folder = build(tmp_path / "r", figures, seeds=(0,))
+    result = CliRunner().invoke(main, ["claims", str(folder)], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    assert all(len(line) <= 100 for line in result.output.splitlines())
+    assert "--task pocket-lifelong" in result.output
+    assert ",".join(SCENARIO_METHODS) in result.output.replace("\n", " ").split()
+
+
+def test_the_scenario_runs_every_method_a_claim_reads():
+    from editbench.methods import METHODS
+
+    named = {m for claim in CLAIMS for m in claim.methods}
+    assert named <= set(SCENARIO_METHODS)
+    for label in SCENARIO_METHODS:
+        name, _, preset = label.partition("@")
+        assert name in METHODS
+        assert not preset or preset in METHODS[name].presets
+    assert "--task pocket-lifelong" in SCENARIO_COMMAND and "--seed 0,1,2" in SCENARIO_COMMAND
