@@ -1,13 +1,14 @@
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import forked
 import pytest
+from test_faults import _env
 
 from editbench.core.store import ResultsStore, load_results
 from editbench.harness.plan.resolve import resolve_sweep
@@ -57,11 +58,9 @@ def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
             "--param", "pocket.n_entities=20", "--edits", "24", "--batch-size", "2",
             "--checkpoints", ",".join(str(n) for n in range(4, 25, 4)), "--device", "cpu",
             "--param", "ft-m.stop_loss=0", "--out", str(out)]
-    env = {**os.environ, "EDITBENCH_NO_PROGRESS": "1", "EDITBENCH_CACHE": str(tmp_path / "cache"),
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
-    driver = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    env = {**_env(tmp_path / "cache"), "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    # the driver forked from a process that imported torch once (tests/forked.py)
+    driver = forked.start(args, env, merge_stderr=True)
     killed = None
     deadline = time.time() + 300
     while killed is None and time.time() < deadline and driver.poll() is None:
@@ -81,7 +80,7 @@ def test_a_ray_sweep_survives_a_killed_worker(tmp_path, micro_llama):
     checkpoints = store.checkpoints()
     assert len(checkpoints) == 2 * 6  # every cell once, every checkpoint once
     assert not checkpoints.duplicated(["run_id", "method", "n_edits"]).any()
-    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    rerun = forked.run(args, env)
     assert rerun.returncode == 0 and "not submitted" in rerun.stdout + rerun.stderr
     assert len(load_results(out).checkpoints()) == 12
 
@@ -116,7 +115,7 @@ def test_cells_side_by_side_survive_a_killed_run_and_score_as_one_after_another(
     """``--jobs 2``: killed with -9 mid-sweep, its workers end too (none is left holding a worker
     folder); run again, it resumes each unfinished cell from its worker store; the scores equal a
     run of the same cells one after another in one process, value for value."""
-    from test_faults import _env, scores
+    from test_faults import scores
 
     args = [sys.executable, "-m", "editbench.harness.cli.group", "run", "--task", "pocket",
             "--param", "pocket.n_entities=20", "--model", str(micro_llama),
@@ -124,12 +123,10 @@ def test_cells_side_by_side_survive_a_killed_run_and_score_as_one_after_another(
             "--checkpoints", ",".join(str(n) for n in range(2, 13, 2)), "--device", "cpu",
             "--gen-eval", "off", "--param", "ft-m.stop_loss=0"]
     env = _env(tmp_path / "cache")
-    clean = subprocess.run([*args, "--jobs", "1", "--out", str(tmp_path / "clean")], env=env,
-                           capture_output=True, text=True, timeout=600)
+    clean = forked.run([*args, "--jobs", "1", "--out", str(tmp_path / "clean")], env)
     assert clean.returncode == 0, clean.stderr[-3000:]
     out = tmp_path / "side-by-side"
-    driver = subprocess.Popen([*args, "--jobs", "2", "--out", str(out)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    driver = forked.start([*args, "--jobs", "2", "--out", str(out)], env)
     workers: set[int] = set()
     deadline = time.time() + 300
     while time.time() < deadline and driver.poll() is None:
@@ -146,15 +143,13 @@ def test_cells_side_by_side_survive_a_killed_run_and_score_as_one_after_another(
     while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
         time.sleep(0.2)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a worker outlived its run"
-    resumed = subprocess.run([*args, "--jobs", "2", "--out", str(out)], env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = forked.run([*args, "--jobs", "2", "--out", str(out)], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "2 at a time" in resumed.stderr and "resuming after" in resumed.stderr
     import pandas as pd
 
     pd.testing.assert_frame_equal(scores(out), scores(tmp_path / "clean"))
-    again = subprocess.run([*args, "--jobs", "2", "--out", str(out)], env=env,
-                           capture_output=True, text=True, timeout=600)
+    again = forked.run([*args, "--jobs", "2", "--out", str(out)], env)
     assert again.returncode == 0 and again.stderr.count("not submitted") == 2, again.stderr[-3000:]
 
 

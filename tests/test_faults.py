@@ -4,6 +4,8 @@ and a damaged store. Every case ends in a correct result or a one-line error nam
 
 The runs are real ``editbench`` processes on a micro model: os._exit at a fault point is a kill
 (no cleanup runs), so the store and the snapshots are left exactly as a crash would leave them.
+Most are forked from a process that imported torch once (tests/forked.py); those that must drop
+root's capabilities before they start are fresh interpreters (the drop takes effect at exec).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
+import forked
 import pandas as pd
 import pytest
 
@@ -47,10 +51,8 @@ def _env(cache: Path, fault: str | None = None) -> dict[str, str]:
 def _run(
     model: Path, out: Path, cache: Path, fault: str | None = None, preexec=None, extra=()
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        _args(model, out, *extra), env=_env(cache, fault), capture_output=True, text=True,
-        timeout=300, preexec_fn=preexec
-    )
+    # forked from a process that imported torch once (tests/forked.py)
+    return forked.run(_args(model, out, *extra), _env(cache, fault), timeout=300, preexec=preexec)
 
 
 def scores(folder: Path) -> pd.DataFrame:
@@ -130,7 +132,7 @@ def test_kills_at_every_point_of_a_checkpoint_then_resume_equals_an_uninterrupte
     assert snapshot_entries(out) == ["edits-000000012"]  # no staging folder, no stale snapshot
 
 
-def _wait_stopped(proc: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_stopped(proc: forked.Started | subprocess.Popen, timeout: float = 120) -> None:
     """Until ``proc`` has stopped itself at its fault point (state T in /proc)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -148,8 +150,7 @@ def test_a_second_run_on_the_same_store_stops_at_once_and_the_first_finishes(
     tmp_path, micro_llama, clean
 ):
     out, cache = tmp_path / "out", tmp_path / "cache"
-    first = subprocess.Popen(_args(micro_llama, out), env=_env(cache, "after-checkpoint:1:stop"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = forked.start(_args(micro_llama, out), _env(cache, "after-checkpoint:1:stop"))
     try:
         _wait_stopped(first)  # it holds the store, mid-run
         second = _run(micro_llama, out, cache)
@@ -179,11 +180,8 @@ flush=True)
 """
 
 
-def _pocket(cache: Path, fault: str | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", POCKET_SCRIPT, str(cache)], env=_env(cache, fault),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
-    )
+def _pocket(cache: Path, fault: str | None = None) -> forked.Started:
+    return forked.start([sys.executable, "-c", POCKET_SCRIPT, str(cache)], _env(cache, fault))
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
@@ -205,9 +203,12 @@ def test_the_pocket_model_is_trained_once_and_killed_training_leaves_nothing(tmp
         # the killed one's is gone
         assert len(staging) == 1 and staging[0].name.startswith(".pocket-")
         second = _pocket(cache)
-        waited = second.stderr.readline()  # it blocks on the lock and says for whom
-        while waited and "waiting for" not in waited:
-            waited = second.stderr.readline()
+        deadline = time.time() + 120
+        waited = ""  # it blocks on the lock and says for whom
+        while "waiting for" not in waited and second.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+            waited = second.stderr_so_far()
+        waited = next((line for line in waited.splitlines() if "waiting for" in line), waited)
         assert f"waiting for process {first.pid}" in waited and "pocket model" in waited
     finally:
         os.kill(first.pid, signal.SIGCONT)
@@ -223,9 +224,8 @@ def test_the_pocket_model_is_trained_once_and_killed_training_leaves_nothing(tmp
 
 
 def _file_size_limit(limit: int):
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
+    """Set in the run's process before it starts (picklable, for tests/forked.py)."""
+    return partial(resource.setrlimit, resource.RLIMIT_FSIZE, (limit, limit))
 
 
 def test_a_full_disk_ends_in_one_line_and_the_rerun_loses_nothing(tmp_path, micro_llama, clean):
@@ -295,9 +295,8 @@ def test_a_read_only_store_is_reported_and_refuses_a_writer_in_one_line(
 ):
     out, cache = clean_run, tmp_path / "cache"
     killed = tmp_path / "killed"
-    assert subprocess.run(
-        [sys.executable, "-c", WAL_LEFT_BEHIND, str(killed)], env=_env(cache)
-    ).returncode == 9
+    assert forked.run([sys.executable, "-c", WAL_LEFT_BEHIND, str(killed)], _env(cache)
+                      ).returncode == 9
     assert (killed / "results.sqlite-wal").stat().st_size > 0
     # as archived or copied: the finished store without SQLite's side files, the killed one with its
     # WAL but without the WAL index; a reader in a read-only folder cannot recreate either

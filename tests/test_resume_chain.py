@@ -4,12 +4,13 @@ adapter, a seeded shuffle): a run killed right after a checkpoint and resumed sc
 uninterrupted one.
 
 Real ``editbench`` processes on a micro model, as in test_faults.py, chained so that one group of
-methods needs ``N + 2`` interpreters rather than ``3 N`` (issue 30: the suite's time was mostly
-interpreters importing torch). One uninterrupted run of the whole group is the reference. Then
-each process is killed right after the second checkpoint of the next method in the group, having
-first resumed the method the previous process left after its second checkpoint; the last process
-finishes the last method. So every method is killed after checkpoints [2, 4], exactly as the
-one-method tests this replaces did, and resumed from 4 by a fresh process."""
+methods needs ``N + 2`` processes rather than ``3 N``, each forked from one that imported torch once
+(tests/forked.py; issue 30: the suite's time was mostly interpreters importing torch). One
+uninterrupted run of the whole group is the reference. Then each process is killed right after the
+second checkpoint of the next method in the group, having first resumed the method the previous
+process left after its second checkpoint; the last process finishes the last method. So every method
+is killed after checkpoints [2, 4], exactly as the one-method tests this replaces did, and resumed
+from 4 by a fresh process."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forked
 import pandas as pd
 import pytest
 from test_faults import _env, scores
@@ -75,8 +77,7 @@ def _run(model: Path, out: Path, cache: Path, group: dict[str, list[str]],
             "--methods", ",".join(group), "--edits", "6", "--batch-size", "2",
             "--checkpoints", "2,4,6", "--device", "cpu", "--gen-eval", "off", "--out", str(out),
             *(arg for settings in group.values() for arg in settings)]
-    return subprocess.run(args, env=_env(cache, fault), capture_output=True, text=True,
-                          timeout=600)
+    return forked.run(args, _env(cache, fault), timeout=600)
 
 
 def _stored(out: Path) -> dict[str, list[int]]:

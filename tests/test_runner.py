@@ -1,14 +1,15 @@
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
+import forked
 import pandas as pd
 import pytest
 import torch
+from test_faults import _env
 
 from editbench.core.store import load_results
 from editbench.harness.plan.resolve import resolve
@@ -141,10 +142,10 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, micro_
             "--methods", "ft-m,ft-l", "--jobs", "1", "--edits", "24", "--batch-size", "2",
             "--checkpoints", ",".join(str(n) for n in range(4, 25, 4)), "--device", "cpu",
             "--param", "ft-m.stop_loss=0", "--param", "ft-l.stop_loss=0"]
-    env = {**os.environ, "EDITBENCH_NO_PROGRESS": "1", "EDITBENCH_CACHE": str(tmp_path / "cache")}
+    env = _env(tmp_path / "cache")
     killed_out, clean_out = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen(_cli(*args, "--out", str(killed_out)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # forked from a process that imported torch once (tests/forked.py)
+    proc = forked.start(_cli(*args, "--out", str(killed_out)), env)
     db = killed_out / "results.sqlite"
     deadline = time.time() + 120
     stored = 0
@@ -162,14 +163,10 @@ def test_kill_minus_nine_then_rerun_equals_an_uninterrupted_run(tmp_path, micro_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 3 <= stored < 12
-    resumed = subprocess.run(
-        _cli(*args, "--out", str(killed_out)), env=env, capture_output=True, text=True
-    )
+    resumed = forked.run(_cli(*args, "--out", str(killed_out)), env)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
-    clean = subprocess.run(
-        _cli(*args, "--out", str(clean_out)), env=env, capture_output=True, text=True
-    )
+    clean = forked.run(_cli(*args, "--out", str(clean_out)), env)
     assert clean.returncode == 0, clean.stderr
 
     def scores(folder):
