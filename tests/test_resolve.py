@@ -57,6 +57,18 @@ def test_the_default_run_dry_run_prints_its_plan_and_reads_no_weights(no_weights
     assert list(no_weights.iterdir()) == []  # no results folder, no cache
 
 
+def test_the_default_plan_says_once_why_each_left_out_method_is_left_out(no_weights, caplog):
+    """The plan reads the default methods more than once; each reason is one line, not two."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        resolve(RunSpec())
+    said = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("left out of the default methods")]
+    assert said and len(said) == len(set(said))
+    assert any("hiedit" in line for line in said)
+
+
 def test_a_published_config_is_planned_at_its_scale(no_weights):
     config = ROOT / "tests" / "configs" / "llama-3-8b.json"
     result = CliRunner().invoke(main, [

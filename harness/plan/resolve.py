@@ -165,7 +165,7 @@ def resolve_task(spec: RunSpec) -> Task:
     return cls(options, config)
 
 
-def default_methods() -> tuple[str, ...]:
+def default_methods(say_why: bool = True) -> tuple[str, ...]:
     """Every registered method but those that say why the default run should leave them out, with
     a ``left_out_of_default_run()`` classmethod (``methods/lora_ft.py``: an optional library that
     is not installed, or a cost the default run's budget has no room for); the reason is logged,
@@ -179,21 +179,24 @@ def default_methods() -> tuple[str, ...]:
     for name, cls in METHODS.items():
         reason = getattr(cls, "left_out_of_default_run", lambda: None)()
         if reason:
-            log.info("left out of the default methods: %s", reason)
+            if say_why:
+                log.info("left out of the default methods: %s", reason)
         else:
             chosen.append(name)
     return tuple(chosen)
 
 
 def method_setups(spec: RunSpec, architecture: str | None = None,
-                  notes: list[str] | None = None) -> tuple[MethodSetup, ...]:
-    """Each method of the run with its settings; on a published model (``architecture``) its
-    release's settings for it come first (``MethodRef.config``), which is noted."""
+                  notes: list[str] | None = None,
+                  labels: Sequence[str] = ()) -> tuple[MethodSetup, ...]:
+    """Each method of the run (``labels``, else the spec's, else the default ones) with its
+    settings; on a published model (``architecture``) its release's settings for it come first
+    (``MethodRef.config``), which is noted."""
     from ... import methods as _registered  # noqa: F401  (registers the built-in methods)
     from ...core.method import MethodRef, is_trainable, picked_preset_note
 
     setups = []
-    for label in spec.methods or default_methods():
+    for label in labels or spec.methods or default_methods():
         ref = MethodRef.parse(label)
         config = ref.config(spec.params, architecture)
         if architecture in ref.cls.presets:
@@ -488,13 +491,15 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
                              "runs; resolve_sweep gives one plan per seed")
         seed = spec.seed[0]
     first_seed = seed == spec.seed[0]
-    spec, protocol = apply_protocol(spec.with_seed(seed), spec.methods or default_methods())
+    # the default methods, and why some are left out, said once (not once per read of them)
+    labels = spec.methods or default_methods(say_why=first_seed)
+    spec, protocol = apply_protocol(spec.with_seed(seed), labels)
     notes: list[str] = []
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     task = resolve_task(spec)
     spec, task = _sized(spec, task, first_seed, notes)
-    setups = method_setups(spec)  # checked before any data or model is read
+    setups = method_setups(spec, labels=labels)  # checked before any data or model is read
     check_param_owners(spec, task, setups)
     check_restart(spec, setups)
     available = task.records()
@@ -523,7 +528,7 @@ def resolve(spec: RunSpec, seed: int | None = None) -> RunPlan:
     source = str(source)
     architecture = architecture_of(source, spec.trust_remote_code)
     if architecture is not None:  # its releases' settings for a published model come first
-        setups = method_setups(spec, architecture, notes)
+        setups = method_setups(spec, architecture, notes, labels)
     capability, capability_at = _capability(spec, seed, edits, checkpoints)
     backend = choose_backend(spec.probe_backend, device)
     tokenizer = _model_tokenizer(source, spec.trust_remote_code, spec.model is None)
