@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from ..running.allocator import tune_allocator
 from ..running.logs import configure as configure_logging
 from ..running.threads import mark_explicit as mark_threads_explicit
 
@@ -158,6 +159,8 @@ def main(verbose: bool, debug: bool, threads: int | None) -> None:
     _setup_logging(verbose or debug)
     # harness/running/threads.py
     mark_threads_explicit(threads is not None or "OMP_NUM_THREADS" in os.environ)
+    if click.get_current_context().invoked_subcommand in COMPUTING:
+        tune_allocator()  # harness/running/allocator.py: a tenth of a run's CPU was the kernel's
     if threads is not None:
         import torch
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from ...core.store import ResultsStore, hold_store
 from ..plan.preflight import refuse
 from ..plan.resolve import RunPlan, for_cell
+from .allocator import tune_allocator
 from .runner import Runner, RunOutcome
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def _worker_dir(out: Path, run_id: str, label: str) -> Path:
 
 
 def run_cell(plan: RunPlan, models_folder: Path) -> dict[str, str]:
-    """One sweep cell, in whatever process runs it (a Ray worker)."""
+    """One sweep cell, in whatever process runs it (a Ray worker, a ``--jobs`` worker)."""
+    tune_allocator()
     out = plan.spec.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "worker.pid").write_text(str(os.getpid()))
