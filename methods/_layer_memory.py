@@ -21,6 +21,7 @@ from ..core.costs import (
     weights_bytes,
 )
 from ..core.method import EditContext, EditMethod
+from .lower_blocks import LowerBlocks
 
 #: the starts of EasyEdit's greedy prefixes (WISE ``utils.py:426-450``; MEMOIR trains on the same)
 TEMPLATE_STARTS = ("I", "You", "Because", "Yes", "Q: ")
@@ -62,12 +63,21 @@ class LayerMemoryMethod(EditMethod):
     scoring_backends = ("hf",)
     default_depth = (27, 32)
 
-    def module_name(self) -> str:
+    def layer_index(self) -> int:
+        """The hooked layer: ``config.layer``, else :attr:`default_depth` of the model's depth."""
         layout = self.ctx.layout
         layer = self.config.layer
         if layer is None:
             layer = self.default_depth[0] * layout.n_layers // self.default_depth[1]
-        return layout.mlp_out_name(layout.resolve_layer(layer))
+        return layout.resolve_layer(layer)
+
+    def module_name(self) -> str:
+        return self.ctx.layout.mlp_out_name(self.layer_index())
+
+    def lower_blocks(self) -> LowerBlocks:
+        """One edit's replay of the blocks below the hooked layer: an edit trains on one batch for
+        ``n_iter`` steps, and nothing below the layer changes meanwhile (``lower_blocks.py``)."""
+        return LowerBlocks(self.ctx.model, self.ctx.layout, self.layer_index())
 
     def hooked_module(self) -> nn.Module:
         return self.ctx.model.get_submodule(self.module_name())
@@ -96,15 +106,18 @@ class LayerMemoryMethod(EditMethod):
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
         """``n_iter`` forward and backward passes per edit (one edit at a time) over its rows, the
-        gradient reaching down to the hooked layer; the memory grows with the edits and stays
-        resident."""
+        gradient reaching down to the hooked layer (at most: the blocks below it run once per
+        edit, ``lower_blocks``); the memory grows with the edits and stays resident, and the
+        recorded input of the hooked layer while an edit trains."""
         module = self.module_name()
         out_in = shape.out_in(module)
         above = shape.n_layers - shape.layout.layer_of(module)
         rows = self.rows_per_edit()  # edits are trained one at a time, whatever the batch
         tokens = self.row_tokens(run)
+        recorded = (rows * tokens * shape.hidden * shape.dtype_bytes
+                    if shape.layout.layer_of(module) > 0 else 0)
         transient = (backward_bytes(shape, rows * tokens, above, length=tokens)
-                     + self.trained_bytes(shape, out_in))
+                     + self.trained_bytes(shape, out_in) + recorded)
         per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
         flops = self.config.n_iter * run.edits * rows * tokens * per_token
         resident = weights_bytes(shape) + self.memory_bytes(shape, run, out_in)

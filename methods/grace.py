@@ -243,11 +243,12 @@ class Grace(LayerMemoryMethod):
         value = nn.Parameter(self.values[row:row + 1].clone().to(self.ctx.device))
         optimizer = torch.optim.Adam([value], lr=self.config.lr)
         self._training = (row, value)
+        lower = self.lower_blocks()  # the rows below the layer, computed once per edit
         try:
             for _ in range(self.config.n_iter):
-                logits = self.ctx.model(
+                logits = lower.same_batch(lambda: self.ctx.model(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask
-                ).logits
+                ).logits)
                 loss = masked_target_nll(logits, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,5 +1,9 @@
 """The blocks below a fine-tuned layer, run once per record and batch and replayed (issue 28).
 
+GRACE, WISE and MEMOIR train a memory at one layer for tens of steps per edit on a batch that
+never changes, and the blocks below that layer do not change either: ``same_batch`` records the
+block output once per edit and replays it (issue 34: they were the default run's slowest edits).
+
 Fine-tuning one layer (FT-L, FT-M, LocFT-BF) repeats forward passes over the same records for
 every epoch of a batch, while every weight below the tuned layer stays fixed: the hidden state
 entering that layer is the same each time. The releases (EasyEdit, ROME, LocFT) recompute it every
@@ -38,6 +42,7 @@ class LowerBlocks:
         self.blocks = [model.get_submodule(layout.block_name(i)) for i in range(layer)]
         self.rows: dict[Hashable, torch.Tensor] = {}  # a record's (length, hidden) input to `layer`
         self.replayable = True  # False once a block's output is not a plain tensor (left alone)
+        self.whole: torch.Tensor | None = None  # the output for a repeated batch (`same_batch`)
 
     def __call__(self, keys: Sequence[Hashable], lengths: Sequence[int],
                  forward: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -51,6 +56,29 @@ class LowerBlocks:
             with _replaying(self.blocks, hidden):
                 return forward()
         return self._record(keys, lengths, forward)
+
+    def same_batch(self, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``forward`` of one batch that every call repeats unchanged (an edit's steps in GRACE,
+        WISE and MEMOIR): the first call records the whole output of the block below ``layer``,
+        padding and all, and later calls replay it as it is, so the batch may be padded on either
+        side. Exactly the numbers the blocks would compute again."""
+        if not self.blocks or not self.replayable:
+            return forward()
+        if self.whole is not None:
+            with _replaying(self.blocks, self.whole):
+                return forward()
+
+        def capture(_module, _args, output):
+            if not isinstance(output, torch.Tensor):
+                self.replayable = False
+                return
+            self.whole = output.detach().clone()
+
+        handle = self.blocks[-1].register_forward_hook(capture)
+        try:
+            return forward()
+        finally:
+            handle.remove()
 
     def _record(self, keys, lengths, forward):
         def capture(_module, _args, output):

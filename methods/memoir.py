@@ -328,10 +328,11 @@ class Memoir(LayerMemoryMethod):
         memory = nn.Parameter(self.memory)
         optimizer = torch.optim.SGD([memory], lr=config.lr, weight_decay=config.weight_decay)
         self.memory, self._edit_mask, losses = memory, mask, []
+        lower = self.lower_blocks()  # the rows below the layer, computed once per edit
         try:
             for _ in range(config.n_iter):
-                logits = self.ctx.model(input_ids=batch.input_ids,
-                                        attention_mask=batch.attention_mask).logits
+                logits = lower.same_batch(lambda: self.ctx.model(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits)
                 loss = masked_target_nll(logits, batch)
                 losses.append(loss.item())
                 if converged(losses, on_previous=True):

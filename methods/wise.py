@@ -417,11 +417,12 @@ class Wise(LayerMemoryMethod):
         mask = self.shard_mask.to(self.ctx.device)
         optimizer = torch.optim.SGD([side], lr=config.lr, weight_decay=config.weight_decay)
         self.side, self._editing, losses = side, True, []
+        lower = self.lower_blocks()  # the rows below the layer, computed once per edit
         try:
             for _ in range(config.n_iter):
-                logits = self.ctx.model(
+                logits = lower.same_batch(lambda: self.ctx.model(
                     input_ids=batch.input_ids, attention_mask=batch.attention_mask
-                ).logits
+                ).logits)
                 token_nll, target = target_token_nll(logits[:n_edit], batch.rows(0, n_edit))
                 loss = ((token_nll * target).sum(1) / (target.sum(1) + 1)).mean()
                 inside = self._scores[:n_edit]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from editbench.core.models import ModelLayout, load_model
@@ -601,3 +602,42 @@ def test_grace_on_a_published_7b_model_without_an_easyedit_file_trains_easyedit_
             continue
         steps = MethodRef.parse("grace").config({}, arch.name).n_iter
         assert steps >= 50 > pocket, arch.name
+
+
+# -- the blocks below the memory's layer, replayed -----------------------------------------------
+@pytest.mark.parametrize("name", ["grace", "wise", "memoir"])
+def test_the_blocks_below_the_memory_run_once_per_edit_and_the_memory_is_the_same(
+    name, micro_model_path, monkeypatch
+):
+    """An edit trains on one batch for ``n_iter`` steps while nothing below the hooked layer
+    changes, so those blocks run at its first step only (``lower_blocks.same_batch``); what the
+    edit stores is bitwise what recomputing them every step stores."""
+    from editbench.core.method import METHODS
+    from editbench.methods import lower_blocks
+
+    def edit(replay: bool) -> tuple[dict, int]:
+        ctx = _context(micro_model_path)
+        cls = METHODS[name]
+        settings = {"n_iter": 4, **({"n_templates": 2} if name != "grace" else {})}
+        method = cls(cls.Config(**settings), ctx)
+        method.prepare()
+        assert method.layer_index() > 0  # there are blocks below it
+        calls = []
+        first = ctx.model.get_submodule(ctx.layout.mlp_out_name(0))
+        first.register_forward_hook(lambda *_: calls.append(1))
+        if not replay:
+            monkeypatch.setattr(lower_blocks.LowerBlocks, "same_batch",
+                                lambda self, forward: forward())
+        method.apply(RECORDS)
+        monkeypatch.undo()
+        return method.state_dict(), len(calls)
+
+    recomputed, recomputed_calls = edit(False)
+    replayed, replayed_calls = edit(True)
+    assert recomputed_calls - replayed_calls == len(RECORDS) * (4 - 1)
+    assert recomputed.keys() == replayed.keys()
+    for key, value in recomputed.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, replayed[key]), key
+        else:
+            assert value == replayed[key], key
