@@ -44,6 +44,19 @@ CASES: dict[str, list[str]] = {
     "locft-bf one call in chunks of 10": [
         "--methods", "locft-bf", "--param", "locft-bf.chunk=10", "--edits", "100",
         "--batch-size", "100", "--checkpoints", "100", "--gen-eval", "off"],
+    # the memories trained step by step on one batch per edit (lower_blocks.same_batch), at the
+    # default run's settings and at the EasyEdit side-by-side's (fidelity/easyedit/run_all.sh)
+    "grace": ["--methods", "grace", "--edits", "100"],
+    "wise": ["--methods", "wise", "--edits", "100"],
+    "memoir": ["--methods", "memoir", "--edits", "50"],
+    "grace easyedit one by one": [
+        "--methods", "grace", "--param", "grace.layer=3", "--param", "grace.n_iter=50",
+        "--param", "grace.eps=1.0", "--param", "grace.lr=1.0", "--edits", "100",
+        "--batch-size", "1", "--checkpoints", "100", "--gen-eval", "off"],
+    "wise@easyedit one by one": [
+        "--methods", "wise@easyedit", "--param", "wise.layer=3", "--param", "wise.n_iter=70",
+        "--param", "wise.n_templates=10", "--param", "wise.lr=1.0", "--edits", "100",
+        "--batch-size", "1", "--checkpoints", "100", "--gen-eval", "off"],
 }
 
 
