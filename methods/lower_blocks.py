@@ -3,6 +3,8 @@
 GRACE, WISE and MEMOIR train a memory at one layer for tens of steps per edit on a batch that
 never changes, and the blocks below that layer do not change either: ``same_batch`` records the
 block output once per edit and replays it (issue 34: they were the default run's slowest edits).
+So do MEMIT's value steps (``locate/values.py``), up to and including the block whose output
+they shift.
 
 Fine-tuning one layer (FT-L, FT-M, LocFT-BF) repeats forward passes over the same records for
 every epoch of a batch, while every weight below the tuned layer stays fixed: the hidden state
@@ -59,9 +61,10 @@ class LowerBlocks:
 
     def same_batch(self, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``forward`` of one batch that every call repeats unchanged (an edit's steps in GRACE,
-        WISE and MEMOIR): the first call records the whole output of the block below ``layer``,
-        padding and all, and later calls replay it as it is, so the batch may be padded on either
-        side. Exactly the numbers the blocks would compute again."""
+        WISE and MEMOIR, the value steps of MEMIT and its kin): the first call records the whole
+        output of the block below ``layer``, padding and all, and later calls replay it as it is,
+        so the batch may be padded on either side. Exactly the numbers the blocks would compute
+        again."""
         if not self.blocks or not self.replayable:
             return forward()
         if self.whole is not None:
@@ -88,7 +91,9 @@ class LowerBlocks:
             for row, (key, length) in enumerate(zip(keys, lengths)):
                 self.rows.setdefault(key, output[row, :length].detach().clone())
 
-        handle = self.blocks[-1].register_forward_hook(capture)
+        # first among the block's hooks: what is recorded is the block's own output, and a hook
+        # that changes it (MEMIT's value delta, ``locate/values.py``) runs again on the replay
+        handle = self.blocks[-1].register_forward_hook(capture, prepend=True)
         try:
             return forward()
         finally:

@@ -171,6 +171,31 @@ def test_values_optimised_together_equal_values_optimised_one_by_one(micro_llama
     assert bool((norms <= config.clamp_norm_factor + 1e-5).all())
 
 
+def test_values_with_the_blocks_up_to_theirs_replayed_are_the_values_recomputed(
+    micro_llama, tmp_path
+):
+    """With the layout, the blocks up to the value's block run at each chunk's first step only
+    (``LowerBlocks.same_batch``); the delta is added to the replayed output as to the computed
+    one, so the values are bitwise those of recomputing every step."""
+    ctx = context(micro_llama, tmp_path)
+    config = LocateConfig(layers=(1,), v_steps=6, v_stop_loss=1e-12, context_prefixes=0)
+    block = ctx.layout.block_name(1)
+    calls = []
+    first = ctx.model.get_submodule(ctx.layout.mlp_out_name(0))
+    handle = first.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        recomputed = optimise_values(
+            ctx.model, ctx.encoder, block, RECORDS, ["Hello there. "], config, ctx.device)
+        recomputed_calls = len(calls)
+        replayed = optimise_values(
+            ctx.model, ctx.encoder, block, RECORDS, ["Hello there. "], config, ctx.device,
+            ctx.layout)
+    finally:
+        handle.remove()
+    assert recomputed_calls == 6 and len(calls) - recomputed_calls == 1
+    assert torch.equal(replayed, recomputed)
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="layers"):
         LocateConfig(layers=())

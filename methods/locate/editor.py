@@ -143,7 +143,8 @@ class LocateThenEdit(EditMethod):
         ctx, n = self.ctx, len(batch)
         z_block = ctx.layout.block_name(self.layers[-1])
         targets = optimise_values(
-            ctx.model, ctx.encoder, z_block, batch, self.prefixes, self.config, ctx.device
+            ctx.model, ctx.encoder, z_block, batch, self.prefixes, self.config, ctx.device,
+            ctx.layout,
         )
         located = locate(ctx.encoder, batch, self.prefixes, with_target=False).to(ctx.device)
         for i, module in enumerate(self.modules):

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core.models import ModelLayout
 from ...core.records import EditRecord
 from ...core.tokenize import PairEncoder
+from ..lower_blocks import LowerBlocks
 from .config import LocateConfig
 from .hooks import edit_block_output
 from .prompts import LocatedBatch, locate
@@ -35,9 +37,17 @@ def optimise_values(
     prefixes: Sequence[str],
     config: LocateConfig,
     device: torch.device,
+    layout: ModelLayout | None = None,
 ) -> torch.Tensor:
-    """Float32 target outputs of ``block``, one per record: ``(n_records, d_model)``."""
+    """Float32 target outputs of ``block``, one per record: ``(n_records, d_model)``. With the
+    model's ``layout``, the blocks up to ``block`` run at a chunk's first step only and are
+    replayed at the others (its rows never change and neither do those blocks' weights; the
+    delta is added to the replayed output as to the computed one: the same numbers)."""
     chunks = [records[i : i + config.v_chunk] for i in range(0, len(records), config.v_chunk)]
+    through = None
+    if layout is not None:
+        names = [layout.block_name(i) for i in range(layout.n_layers)]
+        through = names.index(block) + 1 if block in names else None
     with torch.enable_grad():
         return torch.cat([
             _optimise(
@@ -46,6 +56,7 @@ def optimise_values(
                 locate(encoder, chunk, prefixes, with_target=True, kl_prompt=True).to(device),
                 len(chunk),
                 config,
+                LowerBlocks(model, layout, through) if through else None,
             )
             for chunk in chunks
         ])
@@ -57,7 +68,8 @@ def _per_record(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tens
 
 
 def _optimise(
-    model: nn.Module, block: str, located: LocatedBatch, n: int, config: LocateConfig
+    model: nn.Module, block: str, located: LocatedBatch, n: int, config: LocateConfig,
+    lower: LowerBlocks | None = None,
 ) -> torch.Tensor:
     rows = torch.arange(located.lookup.numel(), device=located.lookup.device)
     # one of each per record, in record order
@@ -82,8 +94,11 @@ def _optimise(
         return hidden
 
     for step in range(config.v_steps):
+        def forward() -> torch.Tensor:
+            return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
         with edit_block_output(model, block, add_delta):
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            logits = lower.same_batch(forward) if lower is not None else forward()
         target_logp = F.log_softmax(logits[batch.target_mask].float(), dim=-1)
         token_nll = -target_logp.gather(1, batch.labels[batch.target_mask].unsqueeze(1)).squeeze(1)
         row_nll = torch.zeros(rows.numel(), device=rows.device).index_add(0, token_rows, token_nll)
