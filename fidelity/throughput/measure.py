@@ -49,6 +49,9 @@ CASES: dict[str, list[str]] = {
     "grace": ["--methods", "grace", "--edits", "100"],
     "wise": ["--methods", "wise", "--edits", "100"],
     "memoir": ["--methods", "memoir", "--edits", "50"],
+    # the value steps of the locate-then-edit methods (lower_blocks.same_batch, through the block)
+    "memit": ["--methods", "memit", "--edits", "100"],
+    "alphaedit": ["--methods", "alphaedit", "--edits", "100"],
     "grace easyedit one by one": [
         "--methods", "grace", "--param", "grace.layer=3", "--param", "grace.n_iter=50",
         "--param", "grace.eps=1.0", "--param", "grace.lr=1.0", "--edits", "100",
