@@ -69,7 +69,10 @@ class BM25:
         n = len(self.docs)
         mean_length = sum(self.lengths) / n if n else 0.0
         result: dict[int, float] = {}
-        for word in set(terms(query)):
+        # each query term once, in the query's order: a set's order follows the per-process
+        # string hash (PYTHONHASHSEED), and the float sum below depends on the order, so tied
+        # documents swapped places between two runs of one command (seen at 5,000 edits)
+        for word in dict.fromkeys(terms(query)):
             idf = math.log(1 + (n - self.df[word] + 0.5) / (self.df[word] + 0.5))
             for index in self.postings.get(word, ()):
                 tf = self.docs[index][word]

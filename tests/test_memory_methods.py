@@ -75,6 +75,33 @@ def test_retrieval_state_survives_a_resume_and_the_probe_scores_the_rewritten_pr
     )
 
 
+BM25_SCORES = """
+import json
+from editbench.methods.retrieval import BM25
+index = BM25(1.2, 0.75)
+for text in ("amber river north lantern cobalt", "river lantern quartz meadow amber cobalt",
+             "north cobalt meadow quartz", "lantern amber north river meadow quartz cobalt"):
+    index.add(text)
+scores = index.scores("amber river north lantern cobalt quartz meadow")
+print(json.dumps({i: repr(v) for i, v in sorted(scores.items())}))
+"""
+
+
+def test_bm25_scores_are_the_same_whatever_the_string_hash_seed():
+    """A query's terms are summed in the query's order, not a set's, whose order follows the
+    process's string hash: tied facts swapped places between two runs of one command."""
+    import os
+    import subprocess
+    import sys
+
+    seen = {
+        subprocess.run([sys.executable, "-c", BM25_SCORES], capture_output=True, text=True,
+                       check=True, env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+        for seed in range(3)
+    }
+    assert len(seen) == 1, seen
+
+
 def test_bm25_ranks_the_document_sharing_the_rarest_terms_first():
     index = BM25(1.2, 0.75)
     for text in ("Kalo Mirve lives in", "Tesk Aunor lives in", "Dara Voss lives in"):
