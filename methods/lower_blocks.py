@@ -67,8 +67,8 @@ class LowerBlocks:
         again."""
         if not self.blocks or not self.replayable:
             return forward()
-        if self.whole is not None:
-            with _replaying(self.blocks, self.whole):
+        if self.whole is not None:  # a copy: a block above may change its input in place
+            with _replaying(self.blocks, self.whole.clone()):
                 return forward()
 
         def capture(_module, _args, output):
