@@ -77,7 +77,9 @@ class LowerBlocks:
                 return
             self.whole = output.detach().clone()
 
-        handle = self.blocks[-1].register_forward_hook(capture)
+        # first among the block's hooks: what is recorded is the block's own output, and a hook
+        # that changes it (MEMIT's value delta, ``locate/values.py``) runs again on the replay
+        handle = self.blocks[-1].register_forward_hook(capture, prepend=True)
         try:
             return forward()
         finally:
@@ -91,9 +93,7 @@ class LowerBlocks:
             for row, (key, length) in enumerate(zip(keys, lengths)):
                 self.rows.setdefault(key, output[row, :length].detach().clone())
 
-        # first among the block's hooks: what is recorded is the block's own output, and a hook
-        # that changes it (MEMIT's value delta, ``locate/values.py``) runs again on the replay
-        handle = self.blocks[-1].register_forward_hook(capture, prepend=True)
+        handle = self.blocks[-1].register_forward_hook(capture)
         try:
             return forward()
         finally:

@@ -196,6 +196,26 @@ def test_values_with_the_blocks_up_to_theirs_replayed_are_the_values_recomputed(
     assert torch.equal(replayed, recomputed)
 
 
+def test_a_replayed_block_gives_its_own_output_to_the_hook_that_changes_it(micro_llama, tmp_path):
+    """``same_batch`` records the block's own output, before any hook on the block changes it, so
+    the hook (MEMIT's delta) acts once on the replay too, not on its own earlier result."""
+    from editbench.methods.lower_blocks import LowerBlocks
+
+    ctx = context(micro_llama, tmp_path)
+    ids = torch.tensor([ctx.encoder.encode_prompt(RECORDS[0].prompt)])
+    block = ctx.model.get_submodule(ctx.layout.block_name(1))
+    handle = block.register_forward_hook(lambda _m, _a, output: output + 1.0)
+    try:
+        lower = LowerBlocks(ctx.model, ctx.layout, 2)
+        with torch.no_grad():
+            computed = lower.same_batch(lambda: ctx.model(input_ids=ids).logits)
+            replayed = lower.same_batch(lambda: ctx.model(input_ids=ids).logits)
+    finally:
+        handle.remove()
+    assert lower.whole is not None
+    assert torch.equal(replayed, computed)
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="layers"):
         LocateConfig(layers=())

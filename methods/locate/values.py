@@ -44,10 +44,7 @@ def optimise_values(
     replayed at the others (its rows never change and neither do those blocks' weights; the
     delta is added to the replayed output as to the computed one: the same numbers)."""
     chunks = [records[i : i + config.v_chunk] for i in range(0, len(records), config.v_chunk)]
-    through = None
-    if layout is not None:
-        names = [layout.block_name(i) for i in range(layout.n_layers)]
-        through = names.index(block) + 1 if block in names else None
+    through = layout.layer_of(block) + 1 if layout is not None else None
     with torch.enable_grad():
         return torch.cat([
             _optimise(
