@@ -52,9 +52,12 @@ def execute(spec: RunSpec, side_by_side: bool = False):
     which import the calling script again, and a script without an ``if __name__ ==
     "__main__":`` guard (or a task class defined in it) would then fail in every worker."""
     from .plan.resolve import resolve_sweep
+    from .running import worker_start
     from .running.executors import run_local, run_ray
     from .running.side_by_side import default_jobs, run_parallel
 
+    if _may_run_side_by_side(spec, side_by_side):  # its workers' imports overlap the resolving
+        worker_start.start_early()
     plans = resolve_sweep(spec)
     runfile.store(spec.out, spec.to_mapping())
     if spec.executor == "ray":
@@ -63,6 +66,23 @@ def execute(spec: RunSpec, side_by_side: bool = False):
     if jobs > 1 and sum(len(plan.methods) for plan in plans) > 1:
         return run_parallel(plans, jobs)
     return run_local(plans)
+
+
+def _may_run_side_by_side(spec: RunSpec, side_by_side: bool) -> bool:
+    """Whether ``spec`` may run cells in ``--jobs`` workers, judged before resolving it (without
+    the model's size, which :func:`~.running.side_by_side.default_jobs` also reads): several
+    cells, the local executor, and several jobs asked for or left to a choice that could give
+    them."""
+    from .running import threads
+
+    cells = (len(spec.methods) if spec.methods else 2) * max(1, len(spec.seed))
+    if spec.executor != "local" or cells < 2:
+        return False
+    if spec.jobs is not None:
+        return spec.jobs > 1
+    # "auto" may turn out to be a GPU (then one job): the server costs another core a few seconds
+    return (side_by_side and spec.device in ("auto", "cpu") and not threads.chosen_by_user()
+            and threads.usable_cores() > 1)
 
 
 def run(config: str | Path | Mapping[str, Any] | None = None, **options: Any):

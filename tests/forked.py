@@ -25,21 +25,19 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from editbench.harness.running import worker_start
+
 CLI = [sys.executable, "-m", "editbench.harness.cli.group"]
 #: variables read when editbench needs them (core/cache.py, core/faults.py, core/progress.py),
 #: when Ray starts (it is not preloaded) or by pytest alone (PYTEST_CURRENT_TEST names the test),
 #: so a child may set them differently from the server
 CALL_TIME_PREFIXES = ("EDITBENCH_", "RAY_", "PYTEST_")
-#: what a micro-model run imports, so the child has it already
+#: what a micro-model run imports, so the child has it already: what a ``--jobs`` worker's server
+#: preloads, and the command line and reports
 PRELOAD = [
-    "torch", "transformers", "transformers.models.llama.modeling_llama",
-    "transformers.models.gpt2.modeling_gpt2", "numpy", "pandas", "scipy", "safetensors.torch",
-    "editbench.harness.cli.group", "editbench.harness.cli.run", "editbench.harness.running.runner",
-    "editbench.harness.running.executors", "editbench.harness.running.side_by_side",
-    "editbench.harness.evaluation.teacher_forced", "editbench.harness.evaluation.generated",
-    "editbench.harness.plan.preflight", "editbench.methods", "editbench.tasks",
-    "editbench.tasks.pocket", "editbench.methods.locate.editor", "editbench.methods.hypernet.core",
-    "editbench.reports.tables", "editbench.reports.cli",
+    *worker_start.PRELOAD, "transformers.models.gpt2.modeling_gpt2", "scipy",
+    "editbench.harness.cli.group", "editbench.harness.cli.run", "editbench.reports.tables",
+    "editbench.reports.cli",
 ]
 #: the server's environment: the tests' processes run offline on one thread (test_faults._env)
 SERVER_SETTINGS = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -5,10 +5,12 @@ into the main store as each finishes.
 By default (on the command line) one per core, for a model small enough to run on one thread
 anyway, so the count changes no score (``threads.parallel_cells``). The main process records each
 run and scores its unedited model once, then seeds each new cell's store with it. Cells start
-longest first, by the wall time the cache recorded for them last time. Workers are fresh
-interpreters (spawned: a forked one would inherit torch's thread pools), log their progress as
-lines, and end with their run: a killed run leaves no worker writing on, and the next run resumes
-each unfinished cell from its worker store.
+longest first, by the wall time the cache recorded for them last time. Workers are forked from a
+server that imported torch and editbench before the plan was resolved (``worker_start.py``), or
+fresh interpreters where it cannot serve; never forked from the main process, which would hand
+them torch's thread pools. They log their progress as lines and end with their run: a killed run
+leaves no worker writing on, and the next run resumes each unfinished cell from its worker
+store.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -29,7 +29,7 @@ from pathlib import Path
 from ...core.cache import atomic_write_bytes
 from ...core.store import ResultsStore, hold_store
 from ..plan.resolve import RunPlan
-from . import logs, threads
+from . import logs, threads, worker_start
 from .executors import cells_left, merge_worker, outcomes, run_cell
 from .runner import Runner, RunOutcome
 
@@ -74,10 +74,9 @@ def _run_cells(main: ResultsStore, cells: list[RunPlan], jobs: int) -> None:
     cache = cells[0].cache_dir
     cells = longest_first(cells, _cell_seconds(cache))
     measured: dict[str, float] = {}
-    # a fresh interpreter per worker: a forked one would inherit torch's thread pools
-    context = multiprocessing.get_context("spawn")
     settings = (logging.getLogger().getEffectiveLevel(), threads.chosen_by_user(),
-                max(1, threads.usable_cores() // jobs), os.getpid())
+                max(1, threads.usable_cores() // jobs), os.getpid(), dict(os.environ))
+    context = worker_start.pool_context()
     pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                                initargs=settings)
     try:
@@ -97,11 +96,13 @@ def _run_cells(main: ResultsStore, cells: list[RunPlan], jobs: int) -> None:
         _record_cell_seconds(cache, measured)
 
 
-def _start_worker(level: int, threads_chosen: bool, share: int, parent: int) -> None:
-    """A worker process's set-up: the command's logging; torch threads as the parent would choose
-    them (the user's count, else one for a small model once loaded, else the worker's share of
-    the cores); and an end of its own if the parent dies (a killed run must leave no process
-    holding a worker folder)."""
+def _start_worker(level: int, threads_chosen: bool, share: int, main: int,
+                  environ: dict[str, str]) -> None:
+    """A worker process's set-up: the main process's environment; the command's logging; torch
+    threads as the parent would choose them (the user's count, else one for a small model once
+    loaded, else the worker's share of the cores); and an end of its own when the main process
+    ends (a killed run must leave no process holding a worker folder)."""
+    worker_start.worker_environment(environ)
     logs.configure(level)
     os.environ.setdefault("EDITBENCH_PROGRESS", "log")  # one terminal, several cells: no bars
     threads.mark_explicit(threads_chosen)
@@ -109,14 +110,13 @@ def _start_worker(level: int, threads_chosen: bool, share: int, parent: int) -> 
         import torch
 
         torch.set_num_threads(share)
-    if not _killed_with_parent():
-        watcher = threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True)
-        watcher.start()
+    _killed_with_parent()
+    worker_start.watch_main(main)  # a forked worker's parent is the server, not the main process
 
 
 def _killed_with_parent() -> bool:
-    """On Linux, ask the kernel to kill this process the moment its parent dies (a killed run's
-    workers must not write on for another checkpoint); False where that cannot be asked."""
+    """On Linux, ask the kernel to kill this process the moment its parent dies (a spawned
+    worker's parent is the main process); False where that cannot be asked."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -126,12 +126,6 @@ def _killed_with_parent() -> bool:
         return libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return False
-
-
-def _exit_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.1)
-    os._exit(1)
 
 
 def _timed_cell(plan: RunPlan, models_folder: Path) -> float:
