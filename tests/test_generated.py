@@ -104,3 +104,42 @@ def test_the_hf_backend_decodes_answers_within_their_budget(micro_llama):
     assert answers == tokenizer.batch_decode(ids, skip_special_tokens=True)
     assert probe.forward_seconds > 0
     assert answer_budget(1, 50) == 4 and answer_budget(60, 50) == 50
+
+
+def test_a_checkpoint_reads_each_distinct_pair_once_and_every_edit_gets_its_result():
+    """Edits that share a neighbour (the pocket world's do: 1,906 pairs, 1,320 distinct at 200
+    edits) ask the probe for it once, teacher-forced and generated; each edit's rows are those of
+    asking for every pair."""
+    from editbench.core.records import PairScore
+    from editbench.harness.evaluation.teacher_forced import Baseline, teacher_forced
+
+    shared = Neighbour("Dan lives in", "Mir Vale")
+    records = [EditRecord("u1", "Kalo lives in", "Kalo", "Ostwen Ford", "Mir Vale",
+                          paraphrases=("Fact: Kalo lives in",),
+                          neighbours=(shared, Neighbour("Ru lives in", "Sel Hill"))),
+               EditRecord("u2", "Sam lives in", "Sam", "Ostwen Ford", "Kel Moor",
+                          paraphrases=("Fact: Kalo lives in",), neighbours=(shared,))]
+
+    class CountingProbe(ScriptedProbe):
+        def score(self, pairs):
+            self.scored = list(pairs)
+            return [PairScore(len(p.prompt) % 2, -1.0, 1, (len(p.target),)) for p in pairs]
+
+    probe = CountingProbe({"Kalo lives in": "Ostwen Ford", "Fact: Kalo lives in": "Ostwen",
+                           "Sam lives in": "Kel Moor", "Dan lives in": "Mir Vale",
+                           "Ru lives in": "Sel Hill"})
+    baseline = Baseline({(n.prompt, n.answer): PairScore(1.0, 0.0, 1, (len(n.answer),))
+                         for r in records for n in r.neighbours})
+    rows = teacher_forced(probe, baseline, records, [0, 1]).rows
+    assert len(probe.scored) == len(set(probe.scored)) == 5  # of 7 asked
+    by_edit = {(r.position, r.metric): r.value for r in rows}
+    # token accuracy is the prompt's length modulo 2: "Fact: Kalo lives in" 1, "Dan lives in" 0
+    assert by_edit[(1, "generalization_acc")] == by_edit[(0, "generalization_acc")] == 1.0
+    assert by_edit[(1, "specificity_acc")] == 0.0 and by_edit[(0, "specificity_acc")] == 0.5
+    generated = {(r.position, r.metric): r.value for r in score_generated(
+        probe, PlainTask(), {"Dan lives in": "Mir Vale", "Ru lives in": "Sel Hill"}, records,
+        [0, 1], 20)}
+    (asked,) = probe.asked
+    assert len(asked) == len(set(asked)) == 5
+    assert generated[(0, "generalization_gen_em")] == generated[(1, "generalization_gen_em")] == 0
+    assert generated[(1, "specificity_gen_agree")] == 1.0

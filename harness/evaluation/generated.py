@@ -49,6 +49,7 @@ from ...core.records import (
     ScoringPair,
 )
 from ...core.task import Task
+from .distinct import once_each
 
 _DECODING = ("greedy decoding from the prompt until an end-of-sequence token, a newline or the "
              "target's length plus three tokens")
@@ -183,8 +184,9 @@ def generate_answers(probe: ProbeBackend, task: Task, unedited: Mapping[str, str
     call, each with its verdict."""
     asked = [(position, kind, index, pair) for position in positions
              for kind, index, pair in scored_pairs(task, records[position])]
-    texts = probe.generate_answers([pair for *_, pair in asked], max_new_tokens,
-                                   ANSWER_RULES[rule])
+    texts = once_each(lambda pairs: probe.generate_answers(pairs, max_new_tokens,
+                                                           ANSWER_RULES[rule]),
+                      [pair for *_, pair in asked])
     answers = []
     for (position, kind, index, pair), text in zip(asked, texts, strict=True):
         if kind == "neighbour":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ...core.probe import ProbeBackend
 from ...core.records import EditRecord, Metric, Neighbour, PairScore, ScoreRow, ScoringPair
 from ...core.task import Task
+from .distinct import once_each
 
 CORE_METRICS: tuple[Metric, ...] = (
     Metric("efficacy_acc", "teacher-forced top-1 token accuracy of target_new at the edit prompt"),
@@ -156,7 +157,7 @@ def teacher_forced(probe: ProbeBackend, baseline: Baseline, records: Sequence[Ed
                      for n in (*record.neighbours, *_locality_items(record)))
         pairs.extend(ScoringPair(q.prompt, q.answer) for q in record.portability)
         spans.append(start)
-    scores = probe.score(pairs)
+    scores = once_each(probe.score, pairs)
     rows: list[ScoreRow] = []
     passed: dict[tuple[int, str, int], bool] = {}
     for position, record, start in zip(positions, chosen, spans):
