@@ -177,13 +177,19 @@ def scored_pairs(task: Task, record: EditRecord) -> list[tuple[str, int, Scoring
               for i, q in enumerate(record.portability))]
 
 
+def asked_answers(task: Task, records: Sequence[EditRecord], positions: Sequence[int]
+                  ) -> list[tuple[int, str, int, ScoringPair]]:
+    """Every (position, kind, index, pair) decoded for the edits at ``positions``."""
+    return [(position, kind, index, pair) for position in positions
+            for kind, index, pair in scored_pairs(task, records[position])]
+
+
 def generate_answers(probe: ProbeBackend, task: Task, unedited: Mapping[str, str],
                      records: Sequence[EditRecord], positions: Sequence[int],
                      max_new_tokens: int, rule: str = "editbench") -> list[Answer]:
     """The answers to every scored prompt of the edits at ``positions``, in one batched decoding
     call, each with its verdict."""
-    asked = [(position, kind, index, pair) for position in positions
-             for kind, index, pair in scored_pairs(task, records[position])]
+    asked = asked_answers(task, records, positions)
     texts = once_each(lambda pairs: probe.generate_answers(pairs, max_new_tokens,
                                                            ANSWER_RULES[rule]),
                       [pair for *_, pair in asked])
@@ -253,8 +259,7 @@ def unedited_prompts(probe: ProbeBackend, task: Task, unedited: Mapping[str, str
     neighbourhood prompt the one in ``unedited`` (:func:`unedited_generations`, the generated
     specificity's reference), elsewhere decoded here, each distinct pair once, in one batched call
     and with the budgets the checkpoints use."""
-    asked = [(position, kind, index, pair) for position in positions
-             for kind, index, pair in scored_pairs(task, records[position])]
+    asked = asked_answers(task, records, positions)
     todo = list(dict.fromkeys(pair for _, kind, _, pair in asked if kind != "neighbour"))
     texts = (dict(zip(todo, probe.generate_answers(todo, max_new_tokens, ANSWER_RULES[rule]),
                       strict=True))

@@ -26,7 +26,7 @@ from ...core.method import EditContext, EditMethod, MethodSetupError
 from ...core.models import ModelLayout, ModelLoadError, load_model
 from ...core.numerics import current_numerics, numerics_difference
 from ...core.precision import split_state
-from ...core.probe import HFProbe, ProbeBackend, RewrittenPrompts
+from ...core.probe import ProbeBackend, RewrittenPrompts
 from ...core.progress import progress
 from ...core.records import EditRecord, PairScore
 from ...core.snapshot import SnapshotError, load_snapshot, prune_snapshots, save_snapshot
@@ -36,7 +36,9 @@ from ...core.task import Task
 from ...core.timing import MemoryMonitor, PhaseTimer, device_name
 from ...core.tokenize import PairEncoder
 from ..evaluation.capability import CapabilitySet, capability_accuracy, load_capability_sets
+from ..evaluation.drafts import DraftingProbe, drafting
 from ..evaluation.generated import (
+    asked_answers,
     generate_answers,
     generated_metrics,
     generated_rows,
@@ -273,7 +275,7 @@ class Runner:
         """The run's probe backend looking at ``model``: HF scores the live model; the vLLM engine
         is built once per run and receives the edited tensors (see ``core/probe_vllm.py``)."""
         if self.backend == "hf":
-            return HFProbe(model, tokenizer, self.device, prompt_format=self.prompt_format)
+            return DraftingProbe(model, tokenizer, self.device, prompt_format=self.prompt_format)
         if self._engine is None:
             from ...core.probe_vllm import GENERATION_HEADROOM, VLLMProbe, engine_length
 
@@ -299,7 +301,7 @@ class Runner:
         else:
             log.info("%s: scored with the HF backend instead of %s, which cannot run the forward "
                      "computation it changes", method.name, self.backend)
-            probe = HFProbe(model, tokenizer, self.device, prompt_format=self.prompt_format)
+            probe = DraftingProbe(model, tokenizer, self.device, prompt_format=self.prompt_format)
         return RewrittenPrompts(probe, method.scoring_prompt) if method.rewrites_prompts else probe
 
     def _load(self):
@@ -482,14 +484,21 @@ class Runner:
         with timer.phase("eval", n_edits):
             # a vLLM engine receives the edited tensors
             probe.sync(method.ctx.model, method.edited_parameters())
-            scored = teacher_forced(probe, baseline, self.records, self.positions[n_edits])
-            rows, samples = scored.rows, []
-            if self.spec.gen_eval:  # the answers are kept, beside both verdicts
-                answers = generate_answers(probe, self.task, baseline.generations, self.records,
-                                           self.positions[n_edits], self.spec.gen_max_tokens,
-                                           self.spec.gen_rule)
-                rows += generated_rows(self.records, answers, self.spec.gen_rule)
-                samples = sample_rows(answers, scored.passed)
+            positions = self.positions[n_edits]
+            asked = ([pair for *_, pair in asked_answers(self.task, self.records, positions)]
+                     if self.spec.gen_eval else [])
+            # the answers are decoded on from the teacher-forced passes (drafts.py) where the
+            # method leaves the forward computation the architecture's
+            with drafting(probe, asked, self.spec.gen_max_tokens, self.spec.gen_rule,
+                          enabled="vllm" in method.scoring_backends):
+                scored = teacher_forced(probe, baseline, self.records, positions)
+                rows, samples = scored.rows, []
+                if self.spec.gen_eval:  # the answers are kept, beside both verdicts
+                    answers = generate_answers(probe, self.task, baseline.generations,
+                                               self.records, positions, self.spec.gen_max_tokens,
+                                               self.spec.gen_rule)
+                    rows += generated_rows(self.records, answers, self.spec.gen_rule)
+                    samples = sample_rows(answers, scored.passed)
             rows += self.task.extra_metrics(probe, self.records, self.positions[n_edits])
             if self.capability_sets and n_edits in self.plan.capability_at:
                 capability = capability_accuracy(probe, self.capability_sets)

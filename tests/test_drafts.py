@@ -1,0 +1,97 @@
+"""Greedy answers decoded on from the teacher-forced pass (harness/evaluation/drafts.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from editbench.core.models import load_model
+from editbench.core.probe import HFProbe
+from editbench.core.records import ScoringPair
+from editbench.harness.evaluation.drafts import Draft, DraftingProbe, decided, drafting
+
+PROMPTS = ["Kalo lives in", "Fact: Kalo lives in", "Dan works as", "x", "Ru was born in",
+           "Mir Vale is in", "Sel Hill", "Ostwen Ford lies in"]
+
+
+def test_a_draft_decides_the_predictions_that_equal_the_target_and_the_next():
+    stops = frozenset({0})
+    draft = Draft(target=(5, 6, 7), predicted=(5, 6, 7), after=0)
+    assert decided(draft, 10, stops) == ([5, 6, 7], True)  # the whole target, then a stop
+    assert decided(Draft((5, 6, 7), (5, 6, 7), 9), 10, stops) == ([5, 6, 7, 9], False)
+    assert decided(Draft((5, 6, 7), (5, 8, 3), 9), 10, stops) == ([5, 8], False)  # part here
+    assert decided(Draft((5, 6, 7), (5, 0, 3), 9), 10, stops) == ([5], True)  # a stop first
+    assert decided(Draft((5, 6, 7), (5, 6, 7), 9), 2, stops) == ([5, 6], True)  # the budget
+
+
+def _pairs(probe: HFProbe) -> list[ScoringPair]:
+    """Targets that the model's own greedy answers equal (whole), start (in part) or miss, and a
+    prompt asked with two targets of different budgets."""
+    own = probe.generate_answers([ScoringPair(p, "a b c d e") for p in PROMPTS], 8)
+    pairs = []
+    for prompt, answer in zip(PROMPTS, own):
+        words = answer.split()
+        if words:
+            pairs.append(ScoringPair(prompt, answer.strip()))
+            pairs.append(ScoringPair(prompt, f"{words[0]} Mir Vale Sel"))
+        pairs.append(ScoringPair(prompt, "Kalo"))
+    return pairs
+
+
+POCKET = sorted((Path(__file__).parents[1] / "artifacts" / "models").glob("pocket-*"))
+
+
+@pytest.fixture(params=["llama", "gpt2", "pocket"])
+def model_path(request, micro_llama, micro_gpt2) -> Path:
+    """Two random micro models (most drafts part at the first token) and the shipped pocket model
+    (whose answers to its own facts end right after the target)."""
+    if request.param == "pocket":
+        if not POCKET:
+            pytest.skip("the shipped pocket model is absent")
+        return POCKET[0]
+    return {"llama": micro_llama, "gpt2": micro_gpt2}[request.param]
+
+
+@pytest.mark.parametrize("rule", ["editbench", "wild"])
+def test_answers_from_the_pass_equal_greedy_decoding_and_read_no_prompt_again(
+    model_path, rule, monkeypatch
+):
+    from editbench.core.generate import ANSWER_RULES
+    from editbench.harness.evaluation import drafts
+
+    ends: list[bool] = []
+    monkeypatch.setattr(drafts, "decided", lambda *args: (found := decided(*args),
+                                                          ends.append(found[1]))[0])
+    model, tokenizer = load_model(model_path, torch.device("cpu"), torch.float32)
+    plain = HFProbe(model, tokenizer, torch.device("cpu"))
+    pairs = _pairs(plain)
+    expected = plain.generate_answers(pairs, 6, ANSWER_RULES[rule])
+    probe = DraftingProbe(model, tokenizer, torch.device("cpu"))
+    widths: list[int] = []
+    handle = model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        with drafting(probe, pairs, 6, rule):
+            scores = probe.score(pairs)
+            widths.clear()
+            got = probe.generate_answers(pairs, 6, ANSWER_RULES[rule])
+            assert all(width == 1 for width in widths)  # one token at a time, no prompt
+        assert got == expected
+        assert len(ends) == len({p.prompt for p in pairs})  # every prompt drafted
+        if model_path in POCKET:  # answers that end in the pass, and answers decoded on
+            assert any(ends) and not all(ends)
+        assert scores == plain.score(pairs)  # teacher-forced scores as they were
+        assert probe.generate_answers(pairs, 6, ANSWER_RULES[rule]) == expected  # after: plain
+    finally:
+        handle.remove()
+
+
+def test_a_method_that_changes_the_forward_computation_is_decoded_as_before(micro_llama):
+    model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
+    probe = DraftingProbe(model, tokenizer, torch.device("cpu"))
+    pairs = [ScoringPair(p, "Kalo") for p in PROMPTS]
+    with drafting(probe, pairs, 6, "editbench", enabled=False):
+        probe.score(pairs)
+        assert not probe._answers
