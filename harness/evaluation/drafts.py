@@ -14,11 +14,13 @@ pass's own cache, its rows past the decided tokens masked out, one token at a ti
 
 Each token is the argmax of the logits decoding would compute, computed in another batch shape:
 the answers are greedy decoding's up to the float rounding of the batched kernels (a near tie may
-break the other way), as any change of batch is. A method that changes the forward computation
-(GRACE, WISE and MEMOIR choose a memory from the whole input, which teacher-forced includes the
-target) is never drafted: the runner passes ``enabled`` from the method's scoring backends. The
-answers are kept for one model state, one checkpoint's scoring (:func:`drafting`), and only for
-the prompts generation will ask for; any other is decoded as before.
+break the other way), as any change of batch is. A model whose layers attend within a window
+(Mistral's and Gemma's sliding windows) is drafted only where no sequence reaches it. A method
+that changes the forward computation (GRACE, WISE and MEMOIR choose a memory from the whole
+input, which teacher-forced includes the target) is never drafted: the runner passes ``enabled``
+from the method's scoring backends. The answers are kept for one model state, one checkpoint's
+scoring (:func:`drafting`), and only for the prompts generation will ask for; any other is decoded
+as before.
 
 The decoding loop is ``core/generate.py``'s, started from a cache instead of a prompt; it is kept
 apart because that module is part of the code that built the shipped pocket world
@@ -118,9 +120,12 @@ class DraftingProbe(HFProbe):
             handle.remove()
         output = captured[-1] if captured else None
         cache = _cache_of(output) if output is not None else None
-        # the head alone gives this model's logits (checked on the first batch), and the last
-        # pass was this batch's
-        if self.head_only and cache is not None and output[0].shape[:2] == batch.input_ids.shape:
+        # the head alone gives this model's logits (checked on the first batch), the last pass was
+        # this batch's, and no attention window is reached (a windowed layer's cache keeps only
+        # its last positions, which the masks here do not follow)
+        longest = batch.input_ids.shape[1] + max(self._budgets.values())
+        if (self.head_only and cache is not None and output[0].shape[:2] == batch.input_ids.shape
+                and longest < _attention_window(self.model)):
             self._decode(batch, picked, output[0], cache, head)
         return picked
 
@@ -215,6 +220,17 @@ class DraftingProbe(HFProbe):
         for i, text in zip(decoded, made):
             texts[i] = rule.cut(text)
         return texts  # type: ignore[return-value]
+
+
+#: config fields that bound how far back a layer attends (Mistral, Gemma 2 and 3, Qwen 2's
+#: sliding window; GPT-Neo's local attention; Llama 4's chunks)
+WINDOW_FIELDS = ("sliding_window", "window_size", "attention_chunk_size")
+
+
+def _attention_window(model) -> float:
+    config = getattr(model, "config", None)
+    found = [getattr(config, name, None) for name in WINDOW_FIELDS]
+    return min((w for w in found if isinstance(w, int) and w > 0), default=float("inf"))
 
 
 def _cache_of(output):
