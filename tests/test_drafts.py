@@ -115,3 +115,24 @@ def test_a_method_that_changes_the_forward_computation_is_decoded_as_before(micr
     with drafting(probe, pairs, 6, "editbench", enabled=False):
         probe.score(pairs)
         assert not probe._answers
+
+
+def test_a_pass_that_cannot_be_decoded_on_leaves_its_prompts_to_plain_decoding(
+    micro_llama, monkeypatch, caplog
+):
+    from editbench.harness.evaluation import drafts
+
+    model, tokenizer = load_model(micro_llama, torch.device("cpu"), torch.float32)
+    plain = HFProbe(model, tokenizer, torch.device("cpu"))
+    pairs = _pairs(plain)
+    expected = plain.generate_answers(pairs, 6)
+    probe = DraftingProbe(model, tokenizer, torch.device("cpu"))
+
+    def broken(*args):
+        raise RuntimeError("no such cache")
+
+    monkeypatch.setattr(drafts.DraftingProbe, "_continue", broken)
+    with drafting(probe, pairs, 6, "editbench"):
+        probe.score(pairs)
+        assert probe.generate_answers(pairs, 6) == expected
+    assert "decoding on from the teacher-forced pass failed" in caplog.text

@@ -29,6 +29,7 @@ apart because that module is part of the code that built the shipped pocket worl
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ import torch
 from ...core.generate import ANSWER_RULES, AnswerRule, StopRule
 from ...core.probe import HFProbe
 from ...core.records import ScoringPair
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class DraftingProbe(HFProbe):
         self._budgets: dict[tuple[int, ...], int] | None = None  # prompt ids -> tokens to decode
         self._answers: dict[tuple[int, ...], list[int]] = {}
         self._stop: StopRule | None = None
+        self._warned = False
 
     def _stop_rule(self, rule: AnswerRule) -> StopRule:
         stop = self._stops.get(rule.name)
@@ -126,7 +130,16 @@ class DraftingProbe(HFProbe):
         longest = batch.input_ids.shape[1] + max(self._budgets.values())
         if (self.head_only and cache is not None and output[0].shape[:2] == batch.input_ids.shape
                 and longest < _attention_window(self.model)):
-            self._decode(batch, picked, output[0], cache, head)
+            before = set(self._answers)
+            try:
+                self._decode(batch, picked, output[0], cache, head)
+            except Exception as exc:  # a model or cache this was not made for: decode as before
+                for prompt in set(self._answers) - before:
+                    del self._answers[prompt]
+                if not self._warned:
+                    self._warned = True
+                    log.warning("greedy answers are decoded from their prompts: decoding on from "
+                                "the teacher-forced pass failed (%s: %s)", type(exc).__name__, exc)
         return picked
 
     def _decode(self, batch, picked: torch.Tensor, hidden: torch.Tensor, cache, head) -> None:
