@@ -23,7 +23,7 @@ from ...core.configs import config_dict
 from ...core.faults import fault_point
 from ...core.identity import code_identity, describe_code, git_commit, package_code
 from ...core.method import EditContext, EditMethod, MethodSetupError
-from ...core.models import ModelLayout, ModelLoadError, load_model
+from ...core.models import ModelLayout, ModelLoadError, load_model, model_fingerprint
 from ...core.numerics import current_numerics, numerics_difference
 from ...core.precision import split_state
 from ...core.probe import ProbeBackend, RewrittenPrompts
@@ -58,6 +58,7 @@ from ..evaluation.teacher_forced import (
 )
 from ..plan.preflight import log_peaks, refuse
 from ..plan.resolve import MethodSetup, RunPlan
+from . import baseline_cache
 from .saved import ModelCard, save_edited_model, saved_model_folder, warn_if_passed
 from .threads import fit_threads_to_model
 
@@ -327,41 +328,77 @@ class Runner:
             return Baseline({k: PairScore(v[1], 0.0, len(v[0]), v[0]) for k, v in stored.items()},
                             generations)
         timer = PhaseTimer(self.device)
+        unedited = None
         with timer.phase("baseline"):
             model, tokenizer = self._load()
-            probe = self._probe(model, tokenizer, [])
-            forward_before = probe.forward_seconds
-            baseline = Baseline.compute(probe, records)
-            # over the edits that are scored, as the metrics are
-            summary = pre_edit_summary(probe, records)
-            if self.spec.gen_eval:
-                baseline.generations = unedited_generations(probe, self.task, records,
-                                                            self.spec.gen_max_tokens,
-                                                            self.spec.gen_rule)
-                prompts = unedited_prompts(probe, self.task, baseline.generations, self.records,
-                                           needed, self.spec.gen_max_tokens, self.spec.gen_rule)
-                summary.update(pre_edit_generated(probe, self.task, records,
-                                                  self.spec.gen_max_tokens, self.spec.gen_rule))
-            unedited = (capability_accuracy(probe, self.capability_sets) if self.capability_sets
-                        else None)
+            key = self._baseline_key(model)
+            cached = baseline_cache.load(self.plan.cache_dir, key) if key else None
+            if cached is None:
+                probe = self._probe(model, tokenizer, [])
+                forward_before = probe.forward_seconds
+                computed, unedited = self._compute_baseline(probe, records, needed)
+                forward = probe.forward_seconds - forward_before
+            else:
+                computed, forward = cached, 0.0
+                log.info("unedited model: its scores for this run, model, code and numerics "
+                         "from the cache (%s)", self.plan.cache_dir / baseline_cache.FOLDER)
         self._note_session(store, "", resuming=False)
-        timer.record("baseline_forward", 0, probe.forward_seconds - forward_before)
+        timer.record("baseline_forward", 0, forward)
         del model
+        if cached is None and key:
+            baseline_cache.save(self.plan.cache_dir, key, computed)
         if unedited is not None:
             store.save_unedited_capability(self.run_id, unedited)
-        store.save_base_predictions(self.run_id, [(p, t, s.predictions, s.token_accuracy)
-                                                  for (p, t), s in baseline.predictions.items()])
-        store.save_base_generations(self.run_id, baseline.generations)
+        store.save_base_predictions(self.run_id, computed.predictions)
+        store.save_base_generations(self.run_id, computed.generations)
         if self.spec.gen_eval:
-            store.save_sample_prompts(self.run_id, prompts)
-        store.set_baseline(self.run_id, summary)
+            store.save_sample_prompts(self.run_id, computed.prompts)
+        store.set_baseline(self.run_id, computed.summary)
         store.record_timings(self.run_id, "", timer.drain())
+        summary = computed.summary
+        baseline = Baseline({(p, t): PairScore(acc, 0.0, len(ids), ids)
+                             for p, t, ids, acc in computed.predictions}, computed.generations)
         log.info("unedited model: %s", ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))
         if summary.get("pre_edit_accuracy", 1.0) < 0.5:
             log.warning("the unedited model gets only %.0f%% of the true answers right; "
                         "specificity against dataset answers will be low whatever the method",
                         100 * summary["pre_edit_accuracy"])
         return baseline
+
+    def _baseline_key(self, model) -> str | None:
+        """Where the unedited scores are cached (``baseline_cache.py``); None for a run with
+        capability sets, or a model whose weights cannot be read here (offloaded)."""
+        if self.capability_sets:
+            return None
+        try:
+            fingerprint = model_fingerprint(model)
+        except (RuntimeError, NotImplementedError):
+            return None
+        return baseline_cache.baseline_key(self.run_id, fingerprint, self.backend, package_code(),
+                                           current_numerics(self.device))
+
+    def _compute_baseline(self, probe: ProbeBackend, records: list[EditRecord],
+                          needed: list[int]) -> tuple[baseline_cache.StoredBaseline, object]:
+        """The unedited model's scores as the store keeps them, and its general-capability
+        scores (None without capability sets)."""
+        baseline = Baseline.compute(probe, records)
+        # over the edits that are scored, as the metrics are
+        summary = pre_edit_summary(probe, records)
+        prompts = []
+        if self.spec.gen_eval:
+            baseline.generations = unedited_generations(probe, self.task, records,
+                                                        self.spec.gen_max_tokens,
+                                                        self.spec.gen_rule)
+            prompts = unedited_prompts(probe, self.task, baseline.generations, self.records,
+                                       needed, self.spec.gen_max_tokens, self.spec.gen_rule)
+            summary.update(pre_edit_generated(probe, self.task, records,
+                                              self.spec.gen_max_tokens, self.spec.gen_rule))
+        unedited = (capability_accuracy(probe, self.capability_sets) if self.capability_sets
+                    else None)
+        predictions = [(p, t, s.predictions, s.token_accuracy)
+                       for (p, t), s in baseline.predictions.items()]
+        return (baseline_cache.StoredBaseline(predictions, baseline.generations, prompts, summary),
+                unedited)
 
     def _note_session(self, store: ResultsStore, label: str, resuming: bool) -> None:
         """Store the kernels, threads and flags this stretch of work runs under
