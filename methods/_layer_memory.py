@@ -77,7 +77,8 @@ class LayerMemoryMethod(EditMethod):
     def lower_blocks(self) -> LowerBlocks:
         """One edit's replay of the blocks below the hooked layer: an edit trains on one batch for
         ``n_iter`` steps, and nothing below the layer changes meanwhile (``lower_blocks.py``)."""
-        return LowerBlocks(self.ctx.model, self.ctx.layout, self.layer_index())
+        return LowerBlocks(self.ctx.model, self.ctx.layout, self.layer_index(),
+                           tuned=self.module_name())
 
     def hooked_module(self) -> nn.Module:
         return self.ctx.model.get_submodule(self.module_name())

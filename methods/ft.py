@@ -192,7 +192,7 @@ class FineTune(EditMethod):
         size = config.chunk or len(batch)
         pairs = list(dict.fromkeys((r.prompt, self.target(r)) for r in batch))
         encoded = dict(zip(pairs, self.ctx.encoder.encode_many(pairs)))
-        lower = LowerBlocks(self.ctx.model, self.ctx.layout, self.layer())
+        lower = LowerBlocks(self.ctx.model, self.ctx.layout, self.layer(), tuned=self._module())
         for tensor in (*params, *trained):
             tensor.requires_grad_(True)
         optimizer = torch.optim.Adam(trained, lr=config.lr, weight_decay=config.weight_decay)

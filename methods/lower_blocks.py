@@ -21,10 +21,20 @@ A chunk repeated with its records in the same order and the same width (EasyEdit
 ROME's fixed order) replays exactly the numbers the release recomputes; a reshuffled chunk
 (LocFT-BF's epochs) gets each row as computed in another batch, which equals recomputing it up to
 the batched kernels' float rounding.
+
+Inside the tuned layer's block the same holds for every module call that completes before the tuned
+module is entered (issue 34): its inputs come from below, so they cannot depend on the tuned
+weights. Given the tuned module's name, the first pass over a repeated batch (``same_batch``'s
+first call; a chunk of ``__call__`` the second time it comes, so that a chunk that never repeats
+keeps nothing) records those calls' outputs (the attention, the norms, an MLP's gate and up
+projections), and later passes replay them: the block computes only the tuned module and what
+follows it. A module called more than once in the pass (one whose output a later call could need
+anew) is never replayed, nor anything inside the tuned module.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import contextmanager
 
@@ -40,24 +50,33 @@ class LowerBlocks:
     were all seen. Valid while the weights below ``layer`` do not change: one per edit batch
     (``FineTune.apply``)."""
 
-    def __init__(self, model: nn.Module, layout: ModelLayout, layer: int) -> None:
+    def __init__(self, model: nn.Module, layout: ModelLayout, layer: int,
+                 tuned: str | None = None) -> None:
         self.blocks = [model.get_submodule(layout.block_name(i)) for i in range(layer)]
         self.rows: dict[Hashable, torch.Tensor] = {}  # a record's (length, hidden) input to `layer`
         self.replayable = True  # False once a block's output is not a plain tensor (left alone)
         self.whole: torch.Tensor | None = None  # the output for a repeated batch (`same_batch`)
+        # the calls inside the tuned layer's block before the tuned module (``tuned``, a name)
+        self.inside = (_BeforeTuned(model.get_submodule(layout.block_name(layer)),
+                                    model.get_submodule(tuned)) if tuned else None)
 
     def __call__(self, keys: Sequence[Hashable], lengths: Sequence[int],
                  forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if self.inside is not None:
+            chunk = tuple(keys)
+            inner = self.inside.around(chunk, forward, record=self.inside.seen(chunk))
+        else:
+            inner = forward
         if not self.blocks or not self.replayable:
-            return forward()
+            return inner()
         if all(key in self.rows for key in keys):
             first = self.rows[keys[0]]
             hidden = first.new_zeros((len(keys), max(lengths), first.shape[-1]))
             for row, key in enumerate(keys):
                 hidden[row, :len(self.rows[key])] = self.rows[key]
             with _replaying(self.blocks, hidden):
-                return forward()
-        return self._record(keys, lengths, forward)
+                return inner()
+        return self._record(keys, lengths, inner)
 
     def same_batch(self, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``forward`` of one batch that every call repeats unchanged (an edit's steps in GRACE,
@@ -65,6 +84,8 @@ class LowerBlocks:
         output of the block below ``layer``, padding and all, and later calls replay it as it is,
         so the batch may be padded on either side. Exactly the numbers the blocks would compute
         again."""
+        if self.inside is not None:
+            forward = self.inside.around("whole", forward, record=True)
         if not self.blocks or not self.replayable:
             return forward()
         if self.whole is not None:  # a copy: a block above may change its input in place
@@ -115,3 +136,102 @@ def _replaying(blocks: Sequence[nn.Module], hidden: torch.Tensor):
                 del block.forward
             else:
                 block.forward = forward
+
+
+class _BeforeTuned:
+    """The module calls inside ``block`` that complete before ``tuned`` is entered, recorded per
+    batch (a chunk's keys, or the one repeated batch) and replayed (see the module docstring)."""
+
+    def __init__(self, block: nn.Module, tuned: nn.Module) -> None:
+        self.tuned = tuned
+        inside_tuned = {id(m) for m in tuned.modules()}
+        holding_tuned = {id(m) for m in block.modules()
+                         if any(sub is tuned for sub in m.modules())}
+        self.candidates = {name: m for name, m in block.named_modules()
+                           if name and id(m) not in inside_tuned | holding_tuned}
+        self.outputs: dict[Hashable, dict[str, object]] = {}
+        self.times_seen: Counter[Hashable] = Counter()
+
+    def seen(self, batch: Hashable) -> bool:
+        """Count one more pass over ``batch``; whether it came before (then it is recorded)."""
+        self.times_seen[batch] += 1
+        return self.times_seen[batch] > 1
+
+    def around(self, batch: Hashable, forward: Callable[[], torch.Tensor],
+               record: bool) -> Callable[[], torch.Tensor]:
+        """``forward`` replaying what was recorded for ``batch``; else recording it (when
+        ``record``); else as it is."""
+        if batch in self.outputs:
+            kept = self.outputs[batch]
+            return lambda: self._replay(kept, forward)
+        if record:
+            return lambda: self._record(batch, forward)
+        return forward
+
+    def _record(self, batch: Hashable, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        calls: Counter[str] = Counter()
+        before: dict[str, object] = {}
+        entered: list[bool] = []
+
+        def done(name):
+            def hook(_module, _args, output):
+                calls[name] += 1
+                if not entered and _plain(output):
+                    before.setdefault(name, _detached(output))
+            return hook
+
+        # first among each module's hooks: what is kept is the module's own output, and a hook
+        # that changes it runs again on the replay
+        handles = [m.register_forward_hook(done(name), prepend=True)
+                   for name, m in self.candidates.items()]
+        handles.append(self.tuned.register_forward_pre_hook(lambda *_: entered.append(True)))
+        try:
+            result = forward()
+        finally:
+            for handle in handles:
+                handle.remove()
+        once = {name for name in before if calls[name] == 1}
+        if entered:  # the outermost calls only: a replayed module's children do not run
+            self.outputs[batch] = {name: before[name] for name in once
+                                   if not any(name.startswith(outer + ".") for outer in once)}
+        return result
+
+    def _replay(self, kept: dict[str, object], forward: Callable[[], torch.Tensor]
+                ) -> torch.Tensor:
+        modules = [self.candidates[name] for name in kept]
+        previous = [module.__dict__.get("forward") for module in modules]
+        for module, output in zip(modules, kept.values()):
+            module.forward = lambda *args, _output=output, **kwargs: _copied(_output)
+        try:
+            return forward()
+        finally:
+            for module, method in zip(modules, previous):
+                if method is None:
+                    del module.forward
+                else:
+                    module.forward = method
+
+
+def _plain(output) -> bool:
+    """A tensor, or a tuple of tensors and None: what a replay can hand back as it was."""
+    if isinstance(output, tuple):
+        return all(item is None or isinstance(item, torch.Tensor) for item in output)
+    return isinstance(output, torch.Tensor)
+
+
+def _detached(output):
+    """``output`` (a tensor, or a tuple of them and None) detached from the graph, copied."""
+    if isinstance(output, torch.Tensor):
+        return output.detach().clone()
+    if isinstance(output, tuple):
+        return tuple(_detached(item) for item in output)
+    return output
+
+
+def _copied(output):
+    """A copy of a recorded output: a later operation may change it in place."""
+    if isinstance(output, torch.Tensor):
+        return output.clone()
+    if isinstance(output, tuple):
+        return tuple(_copied(item) for item in output)
+    return output

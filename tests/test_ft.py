@@ -156,21 +156,29 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         instance = cls(cls.Config(**{**settings, "steps": 4, "stop_loss": 0.0, "lr": 1e-2}), ctx)
         # the lowest block's MLP runs only when the block computes (a replayed block's hooks run)
         first = ctx.model.get_submodule(ctx.layout.mlp_out_name(0))
-        calls = []
+        calls, inside = [], []
         first.register_forward_hook(lambda *_: calls.append(1))
+        # the tuned layer's attention runs before its MLP's output projection: replayed too
+        tuned_block = ctx.model.get_submodule(ctx.layout.block_name(1))
+        attention = next(m for name, m in tuned_block.named_children() if "attn" in name)
+        # a module inside it (a replayed module's own hooks still run on its replayed output)
+        next(attention.children()).register_forward_hook(lambda *_: inside.append(1))
         if not replay:
             monkeypatch.setattr(lower_blocks.LowerBlocks, "__call__",
                                 lambda self, keys, lengths, forward: forward())
         instance.apply(records)
         monkeypatch.undo()
         names = instance.edited_parameters()
-        return {n: ctx.model.get_parameter(n).detach().clone() for n in names}, len(calls)
+        return ({n: ctx.model.get_parameter(n).detach().clone() for n in names}, len(calls),
+                len(inside))
 
-    recomputed, recomputed_calls = edit(False)
-    replayed, replayed_calls = edit(True)
+    recomputed, recomputed_calls, recomputed_inside = edit(False)
+    replayed, replayed_calls, replayed_inside = edit(True)
     chunks = -(-len(records) // settings["chunk"])
-    assert recomputed_calls == 4 * chunks
+    assert recomputed_calls == recomputed_inside == 4 * chunks
     assert replayed_calls == chunks  # the first epoch's passes only
+    if exact:  # a chunk that comes again is recorded then (its second epoch), replayed after
+        assert replayed_inside == 2 * chunks
     original = _context(micro_model_path).model
     for name, tensor in replayed.items():
         assert not torch.equal(tensor, original.get_parameter(name))

@@ -649,19 +649,25 @@ def test_the_blocks_below_the_memory_run_once_per_edit_and_the_memory_is_the_sam
         method = cls(cls.Config(**settings), ctx)
         method.prepare()
         assert method.layer_index() > 0  # there are blocks below it
-        calls = []
+        calls, inside = [], []
         first = ctx.model.get_submodule(ctx.layout.mlp_out_name(0))
         first.register_forward_hook(lambda *_: calls.append(1))
+        # the memory layer's attention runs before the hooked projection: replayed too
+        block = ctx.model.get_submodule(ctx.layout.block_name(method.layer_index()))
+        attention = next(m for name, m in block.named_children() if "attn" in name)
+        # a module inside it (a replayed module's own hooks still run on its replayed output)
+        next(attention.children()).register_forward_hook(lambda *_: inside.append(1))
         if not replay:
             monkeypatch.setattr(lower_blocks.LowerBlocks, "same_batch",
                                 lambda self, forward: forward())
         method.apply(RECORDS)
         monkeypatch.undo()
-        return method.state_dict(), len(calls)
+        return method.state_dict(), len(calls), len(inside)
 
-    recomputed, recomputed_calls = edit(False)
-    replayed, replayed_calls = edit(True)
+    recomputed, recomputed_calls, recomputed_inside = edit(False)
+    replayed, replayed_calls, replayed_inside = edit(True)
     assert recomputed_calls - replayed_calls == len(RECORDS) * (4 - 1)
+    assert recomputed_inside - replayed_inside == len(RECORDS) * (4 - 1)
     assert recomputed.keys() == replayed.keys()
     for key, value in recomputed.items():
         if isinstance(value, torch.Tensor):
