@@ -37,7 +37,7 @@ from .metrics import (
     metric_columns,
 )
 from .retention import retention_frame
-from .stats import Interval, bootstrap_ratio, bootstrap_seeds, cell_rng, rank_marks, wilson
+from .stats import Interval, bootstrap_many, bootstrap_ratio, cell_rng, rank_marks, wilson
 
 COST_KEYS = frozenset(COST_COLUMNS)
 
@@ -332,6 +332,7 @@ def build_board(results: Results, task: str, seed: int = 0,
                     key=lambda p: (p[1], labels[p[0]]))
     rows: list[Row] = []
     intervals: list[dict[str, Interval | None]] = []
+    resamples: list[tuple[dict[str, Interval | None], str, list, np.random.Generator]] = []
     for entry, n_edits in points:
         present = [r for r in entry.run_ids if (r, entry.method, n_edits) in stored]
         cps = [stored[(r, entry.method, n_edits)] for r in present]
@@ -355,13 +356,18 @@ def build_board(results: Results, task: str, seed: int = 0,
             else:
                 groups = [values[k] for r in present
                           if (k := (r, entry.method, n_edits, column.key)) in values]
-                ok = any(np.isfinite(g).any() for g in groups)
-                found[column.key] = bootstrap_seeds(groups, rng) if ok else None
+                found[column.key] = None  # filled below, the bootstraps run together
+                if any(np.isfinite(g).any() for g in groups):
+                    resamples.append((found, column.key, groups, rng))
         intervals.append(found)
         rows.append(Row(present[0], entry.method, labels[entry], n_edits,
                         _worst([status.get((r, entry.method), "done") for r in entry.run_ids]), {},
                         tuple(present),
                         tuple(s for s, r in zip(entry.seeds, entry.run_ids) if r in present)))
+
+    for (found, key, _, _), interval in zip(resamples, bootstrap_many(
+            [(groups, rng) for _, _, groups, rng in resamples])):
+        found[key] = interval
 
     marks: dict[tuple[int, str], str] = {}
     for n_edits in sorted({r.n_edits for r in rows}):

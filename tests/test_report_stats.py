@@ -109,3 +109,17 @@ def test_verdicts_resample_as_a_binomial_with_the_index_bootstraps_distribution(
     sums = resampled_sums(mixed, np.random.default_rng(6), 500)
     assert set(np.round(sums * 4)) - set(range(17)) == set()  # sums of four quarters
     assert np.any(sums * 4 % 2 == 1)  # an odd number of quarters: 0.25 or 0.5 was drawn
+
+
+def test_many_cells_bootstrapped_on_threads_get_the_intervals_of_one_after_another():
+    """A board's cells run their bootstraps on several threads; each has its own generator, so
+    every interval equals the one a call after another gives."""
+    from editbench.reports.stats import bootstrap_many, bootstrap_seeds, cell_rng
+
+    data = np.random.default_rng(0)
+    cells = [[data.integers(0, 4, size=int(data.integers(5, 300))) / 3
+              for _ in range(int(data.integers(1, 4)))] for _ in range(200)]
+    together = bootstrap_many([(groups, cell_rng(0, str(i))) for i, groups in enumerate(cells)])
+    apart = [bootstrap_seeds(groups, cell_rng(0, str(i))) for i, groups in enumerate(cells)]
+    assert together == apart
+    assert len({interval.low for interval in apart}) > 100  # cells that differ
