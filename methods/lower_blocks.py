@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import nn
@@ -125,17 +126,25 @@ class LowerBlocks:
 def _replaying(blocks: Sequence[nn.Module], hidden: torch.Tensor):
     """Every block below the tuned layer returns the replayed hidden state without computing: the
     first tuned block receives it, and the blocks before it pass it along unread."""
-    previous = [block.__dict__.get("forward") for block in blocks]  # e.g. an offloading hook's
-    for block in blocks:
-        block.forward = lambda *args, **kwargs: hidden
+    with _returning(blocks, [lambda: hidden] * len(blocks)):
+        yield
+
+
+@contextmanager
+def _returning(modules: Sequence[nn.Module], outputs: Sequence[Callable[[], object]]):
+    """Each of ``modules`` returns what its entry of ``outputs`` makes instead of computing (its
+    hooks still run around it)."""
+    previous = [module.__dict__.get("forward") for module in modules]  # an offloading hook's
+    for module, output in zip(modules, outputs):
+        module.forward = lambda *args, _output=output, **kwargs: _output()
     try:
         yield
     finally:
-        for block, forward in zip(blocks, previous):
+        for module, forward in zip(modules, previous):
             if forward is None:
-                del block.forward
+                del module.forward
             else:
-                block.forward = forward
+                module.forward = forward
 
 
 class _BeforeTuned:
@@ -198,18 +207,9 @@ class _BeforeTuned:
 
     def _replay(self, kept: dict[str, object], forward: Callable[[], torch.Tensor]
                 ) -> torch.Tensor:
-        modules = [self.candidates[name] for name in kept]
-        previous = [module.__dict__.get("forward") for module in modules]
-        for module, output in zip(modules, kept.values()):
-            module.forward = lambda *args, _output=output, **kwargs: _copied(_output)
-        try:
+        with _returning([self.candidates[name] for name in kept],
+                        [partial(_copied, output) for output in kept.values()]):
             return forward()
-        finally:
-            for module, method in zip(modules, previous):
-                if method is None:
-                    del module.forward
-                else:
-                    module.forward = method
 
 
 def _plain(output) -> bool:
