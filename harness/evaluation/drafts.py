@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...core.generate import ANSWER_RULES, AnswerRule, StopRule
+from ...core.generate import ANSWER_RULES, AnswerRule, StopRule, _cache_argument
 from ...core.probe import HFProbe
 from ...core.records import ScoringPair
 
@@ -247,15 +247,10 @@ def _attention_window(model) -> float:
 
 
 def _cache_of(output):
+    """The KV cache a forward pass returned, under either name; None when it returned none (unlike
+    ``core/generate.py``'s, which always asks for one)."""
     found = getattr(output, "cache", None)
     return found if found is not None else getattr(output, "past_key_values", None)
-
-
-def _cache_argument(model) -> str:
-    """transformers 5 calls the KV cache ``cache``; earlier releases ``past_key_values``."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def asked_pairs(probe, pairs: Sequence[ScoringPair]) -> list[ScoringPair]:
