@@ -51,13 +51,15 @@ def execute(spec: RunSpec, side_by_side: bool = False):
     choice). From Python it stays one unless given: worker processes start fresh interpreters,
     which import the calling script again, and a script without an ``if __name__ ==
     "__main__":`` guard (or a task class defined in it) would then fail in every worker."""
-    from .plan.resolve import resolve_sweep
     from .running import worker_start
+
+    # first, before this process imports torch: the server's imports overlap them and the resolving
+    if _may_run_side_by_side(spec, side_by_side):
+        worker_start.start_early()
+    from .plan.resolve import resolve_sweep
     from .running.executors import run_local, run_ray
     from .running.side_by_side import default_jobs, run_parallel
 
-    if _may_run_side_by_side(spec, side_by_side):  # its workers' imports overlap the resolving
-        worker_start.start_early()
     plans = resolve_sweep(spec)
     runfile.store(spec.out, spec.to_mapping())
     if spec.executor == "ray":

@@ -17,7 +17,7 @@ from editbench.harness.running import threads
 #: forked from the server started early, whose workers take the main process's EDITBENCH_* values
 #: and are not the main process's children, and a pool that spawns once the environment changed
 SCRIPT = """
-import os, sys
+import gc, os, sys
 from concurrent.futures import ProcessPoolExecutor
 from editbench.harness.running import side_by_side, worker_start
 
@@ -29,7 +29,8 @@ if __name__ == "__main__":
     with ProcessPoolExecutor(1, mp_context=context, initializer=side_by_side._start_worker,
                              initargs=settings) as pool:
         print(context.get_start_method(), pool.submit(os.getenv, "EDITBENCH_SET_LATER").result(),
-              pool.submit(os.getppid).result() != os.getpid())
+              pool.submit(os.getppid).result() != os.getpid(),
+              pool.submit(gc.get_freeze_count).result() > 10000)  # heap.py: imports frozen
     os.environ["SOME_LIBRARY_SETTING"] = "1"  # torch in the server may have read it at import
     print(worker_start.pool_context().get_start_method())
 """
@@ -39,7 +40,7 @@ if __name__ == "__main__":
 def test_workers_fork_from_the_early_server_while_the_environment_is_the_same(tmp_path):
     result = forked.run([sys.executable, "-c", SCRIPT], _env(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["forkserver", "seen", "True", "spawn"]
+    assert result.stdout.split() == ["forkserver", "seen", "True", "True", "spawn"]
 
 
 def test_a_second_server_is_not_started_where_the_process_has_one(monkeypatch):

@@ -34,8 +34,6 @@ def run(ctx: click.Context, config: Path | None, dump_config: bool, dry_run: boo
         table_columns: str | None, table_all: bool, **values) -> None:
     """Edit a fresh copy of the model with each method, batch after batch, and score it at
     checkpoints."""
-    from ...core.store import load_results
-    from ...reports.summary import TableChoice, terminal_width
     from ..api import execute
     from ..plan import runfile
     from ..plan.settings import RunSpec, layered
@@ -54,6 +52,10 @@ def run(ctx: click.Context, config: Path | None, dump_config: bool, dry_run: boo
             click.echo(format_plan(plan, preflight(plan)))
         return
     results = execute(spec, side_by_side=True)
+    # after the run: execute starts the worker server first thing (worker_start.start_early)
+    from ...core.store import load_results
+    from ...reports.summary import TableChoice, terminal_width
+
     store = load_results(spec.out)
     try:
         table = TableChoice(table_columns, table_all, terminal_width())

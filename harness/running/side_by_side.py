@@ -29,7 +29,7 @@ from pathlib import Path
 from ...core.cache import atomic_write_bytes
 from ...core.store import ResultsStore, hold_store
 from ..plan.resolve import RunPlan
-from . import logs, threads, worker_start
+from . import heap, logs, threads, worker_start
 from .executors import cells_left, merge_worker, outcomes, run_cell
 from .runner import Runner, RunOutcome
 
@@ -101,7 +101,9 @@ def _start_worker(level: int, threads_chosen: bool, share: int, main: int,
     """A worker process's set-up: the main process's environment; the command's logging; torch
     threads as the parent would choose them (the user's count, else one for a small model once
     loaded, else the worker's share of the cores); and an end of its own when the main process
-    ends (a killed run must leave no process holding a worker folder)."""
+    ends (a killed run must leave no process holding a worker folder). What the worker inherited
+    or imported is exempt from its collections (``heap.py``)."""
+    heap.freeze_what_exists()
     worker_start.worker_environment(environ)
     logs.configure(level)
     os.environ.setdefault("EDITBENCH_PROGRESS", "log")  # one terminal, several cells: no bars

@@ -43,6 +43,7 @@ PRELOAD = (
     "editbench.harness.evaluation.teacher_forced", "editbench.harness.evaluation.generated",
     "editbench.harness.plan.preflight", "editbench.methods", "editbench.methods.locate.editor",
     "editbench.methods.hypernet.core", "editbench.tasks", "editbench.tasks.pocket",
+    "editbench.harness.running.preloaded",  # last: freezes what the others made (heap.py)
 )
 #: variables a worker may take from the main process although the server started with other
 #: values: editbench's own (read when needed), and those torch sets for itself while importing
