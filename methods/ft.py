@@ -152,12 +152,17 @@ class FineTune(EditMethod):
         return record.target_new
 
     def _loss(self, records: Sequence[EditRecord], encoded: dict[tuple[str, str], EncodedPair],
-              lower: LowerBlocks) -> torch.Tensor:
-        """The objective on one chunk: its pairs encoded once per batch (``encoded``), the blocks
-        below the tuned layer replayed once its records have been through them
-        (``lower_blocks.py``)."""
+              lower: LowerBlocks, collated: dict[tuple, object]) -> torch.Tensor:
+        """The objective on one chunk: its pairs encoded once per batch (``encoded``) and padded
+        into tensors once per chunk (``collated``: EasyEdit's one record per step repeats each
+        chunk every epoch), the blocks below the tuned layer replayed once its records have been
+        through them (``lower_blocks.py``)."""
         pairs = [(r.prompt, self.target(r)) for r in records]
-        batch = self.ctx.encoder.collate([encoded[pair] for pair in pairs]).to(self.ctx.device)
+        key = tuple(pairs)
+        if key not in collated:
+            collated[key] = self.ctx.encoder.collate([encoded[pair] for pair in pairs]).to(
+                self.ctx.device)
+        batch = collated[key]
 
         def forward() -> torch.Tensor:
             return self.ctx.model(
@@ -193,6 +198,7 @@ class FineTune(EditMethod):
         pairs = list(dict.fromkeys((r.prompt, self.target(r)) for r in batch))
         encoded = dict(zip(pairs, self.ctx.encoder.encode_many(pairs)))
         lower = LowerBlocks(self.ctx.model, self.ctx.layout, self.layer(), tuned=self._module())
+        collated: dict[tuple, object] = {}
         for tensor in (*params, *trained):
             tensor.requires_grad_(True)
         optimizer = torch.optim.Adam(trained, lr=config.lr, weight_decay=config.weight_decay)
@@ -201,7 +207,7 @@ class FineTune(EditMethod):
                 losses = []
                 chunks = self.epoch_chunks(batch, size)
                 for chunk in chunks:
-                    loss = self._loss(chunk, encoded, lower)
+                    loss = self._loss(chunk, encoded, lower, collated)
                     losses.append(loss.item())
                     if losses[-1] >= config.stop_loss:
                         optimizer.zero_grad(set_to_none=True)
