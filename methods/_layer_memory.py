@@ -62,6 +62,10 @@ def converged(losses, on_previous: bool = False) -> bool:
 class LayerMemoryMethod(EditMethod):
     scoring_backends = ("hf",)
     default_depth = (27, 32)
+    #: whether the hook changes each position's output from that position's own input alone: the
+    #: model then stays causal, and a teacher-forced pass holds what greedy decoding computes
+    #: (``harness/evaluation/drafts.py``). WISE and MEMOIR route a whole input at once: no.
+    position_wise = False
 
     def layer_index(self) -> int:
         """The hooked layer: ``config.layer``, else :attr:`default_depth` of the model's depth."""

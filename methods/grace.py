@@ -18,7 +18,9 @@ Where the release replaces the output (``replacement``: the last token, or every
 needs to know where the prompt ends at inference. A hook inside the model sees no prompt boundary in
 a teacher-forced scoring batch, so editbench tests every position's own input against the codebook:
 at the last prompt token this is exactly the release's test (a causal model's activation there does
-not depend on what follows), and during generation it is ``replace_last`` at each new token.
+not depend on what follows), and during generation it is ``replace_last`` at each new token. The
+edited model stays causal, so its greedy answers are decoded on from the teacher-forced pass
+(``position_wise``; ``harness/evaluation/drafts.py``), as a weight edit's are.
 
 A hook is a change of the forward computation that a vLLM engine (which receives weights) cannot
 run, so GRACE is scored with HF. See docs/memory-and-retrieval.md.
@@ -118,6 +120,7 @@ class Grace(LayerMemoryMethod):
     )
     Config = GraceConfig
     presets = PRESETS
+    position_wise = True  # every position's own input is tested against the codebook (_hook)
 
     def __init__(self, config, context) -> None:
         super().__init__(config, context)

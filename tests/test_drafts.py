@@ -136,3 +136,32 @@ def test_a_pass_that_cannot_be_decoded_on_leaves_its_prompts_to_plain_decoding(
         probe.score(pairs)
         assert probe.generate_answers(pairs, 6) == expected
     assert "decoding on from the teacher-forced pass failed" in caplog.text
+
+
+def test_grace_is_drafted_and_its_answers_equal_greedy_decoding(micro_llama):
+    """GRACE tests each position's own input against its codebook, so the edited model stays
+    causal: its answers are decoded on from the teacher-forced pass, codebook hits included; WISE
+    routes a whole input and is not."""
+    from test_memory_methods import RECORDS, _context
+
+    from editbench.harness.evaluation.drafts import draftable
+    from editbench.methods.grace import Grace, GraceConfig
+    from editbench.methods.wise import Wise, WiseConfig
+
+    ctx = _context(micro_llama)
+    assert not draftable(Wise(WiseConfig(), ctx))
+    method = Grace(GraceConfig(layer=1, eps=0.01, n_iter=100), ctx)
+    method.prepare()
+    method.apply(RECORDS)
+    assert draftable(method)
+    plain = HFProbe(ctx.model, ctx.tokenizer, ctx.device)
+    pairs = _pairs(plain) + [ScoringPair(r.prompt, r.target_new) for r in RECORDS]
+    expected = plain.generate_answers(pairs, 6)
+    edit = ctx.encoder.encode(RECORDS[0].prompt, RECORDS[0].target_new)
+    first = ctx.tokenizer.decode([edit.ids[edit.n_prompt]])  # the target's first token
+    assert expected[-2].strip().startswith(first.strip())  # the codebook answers the edit
+    probe = DraftingProbe(ctx.model, ctx.tokenizer, ctx.device)
+    with drafting(probe, pairs, 6, "editbench", enabled=draftable(method)):
+        probe.score(pairs)
+        assert probe._answers  # drafted
+        assert probe.generate_answers(pairs, 6) == expected

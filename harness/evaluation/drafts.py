@@ -16,11 +16,12 @@ Each token is the argmax of the logits decoding would compute, computed in anoth
 the answers are greedy decoding's up to the float rounding of the batched kernels (a near tie may
 break the other way), as any change of batch is. A model whose layers attend within a window
 (Mistral's and Gemma's sliding windows) is drafted only where no sequence reaches it. A method
-that changes the forward computation (GRACE, WISE and MEMOIR choose a memory from the whole
-input, which teacher-forced includes the target) is never drafted: the runner passes ``enabled``
-from the method's scoring backends. The answers are kept for one model state, one checkpoint's
-scoring (:func:`drafting`), and only for the prompts generation will ask for; any other is decoded
-as before.
+whose hook changes the forward computation is drafted only where each position's output still
+depends on that position's own input alone (GRACE's codebook test, ``position_wise``); WISE and
+MEMOIR choose a memory from the whole input, which teacher-forced includes the target, and are
+never drafted (:func:`draftable`, which the runner asks). The answers are kept for one model
+state, one checkpoint's scoring (:func:`drafting`), and only for the prompts generation will ask
+for; any other is decoded as before.
 
 The decoding loop is ``core/generate.py``'s, started from a cache instead of a prompt; it is kept
 apart because that module is part of the code that built the shipped pocket world
@@ -257,6 +258,13 @@ def asked_pairs(probe, pairs: Sequence[ScoringPair]) -> list[ScoringPair]:
     """``pairs`` as the drafting probe will be asked for them (through a prompt rewrite)."""
     rewrite = getattr(probe, "rewrite", None)
     return [ScoringPair(rewrite(p.prompt), p.target) for p in pairs] if rewrite else list(pairs)
+
+
+def draftable(method) -> bool:
+    """Whether ``method``'s edited model computes, position by position, what the architecture's
+    causal forward pass would: a vLLM engine can score it (weights or prompts edited), or its hook
+    is ``position_wise``."""
+    return "vllm" in method.scoring_backends or getattr(method, "position_wise", False)
 
 
 @contextmanager

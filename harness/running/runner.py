@@ -36,7 +36,7 @@ from ...core.task import Task
 from ...core.timing import MemoryMonitor, PhaseTimer, device_name
 from ...core.tokenize import PairEncoder
 from ..evaluation.capability import CapabilitySet, capability_accuracy, load_capability_sets
-from ..evaluation.drafts import DraftingProbe, drafting
+from ..evaluation.drafts import DraftingProbe, draftable, drafting
 from ..evaluation.generated import (
     asked_answers,
     generate_answers,
@@ -527,7 +527,7 @@ class Runner:
             # the answers are decoded on from the teacher-forced passes (drafts.py) where the
             # method leaves the forward computation the architecture's
             with drafting(probe, asked, self.spec.gen_max_tokens, self.spec.gen_rule,
-                          enabled="vllm" in method.scoring_backends):
+                          enabled=draftable(method)):
                 scored = teacher_forced(probe, baseline, self.records, positions)
                 rows, samples = scored.rows, []
                 if self.spec.gen_eval:  # the answers are kept, beside both verdicts
