@@ -25,8 +25,8 @@ def freeze_what_exists() -> None:
 
 
 def skip_final_collection() -> None:
-    """At interpreter exit, after the other exit handlers registered before this call, freeze
-    the heap so the interpreter's last collection has nothing to walk. Registered once."""
+    """When the interpreter exits, freeze the heap (an exit handler, registered once), so that
+    its last collection has nothing to walk; the exit handlers still run and flush as before."""
     global _final_collection_skipped
     if not _final_collection_skipped:
         atexit.register(gc.freeze)

@@ -525,7 +525,7 @@ class Runner:
             asked = ([pair for *_, pair in asked_answers(self.task, self.records, positions)]
                      if self.spec.gen_eval else [])
             # the answers are decoded on from the teacher-forced passes (drafts.py) where the
-            # method leaves the forward computation the architecture's
+            # method leaves the model causal, position by position (drafts.draftable)
             with drafting(probe, asked, self.spec.gen_max_tokens, self.spec.gen_rule,
                           enabled=draftable(method)):
                 scored = teacher_forced(probe, baseline, self.records, positions)
