@@ -56,11 +56,10 @@ def execute(spec: RunSpec, side_by_side: bool = False):
     # first, before this process imports torch: the server's imports overlap them and the resolving
     if _may_run_side_by_side(spec, side_by_side):
         worker_start.start_early()
-    from .plan.resolve import resolve_sweep
     from .running.executors import run_local, run_ray
     from .running.side_by_side import default_jobs, run_parallel
 
-    plans = resolve_sweep(spec)
+    plans = resolved(spec)
     runfile.store(spec.out, spec.to_mapping())
     if spec.executor == "ray":
         return run_ray(plans, spec.ray_address)
@@ -68,6 +67,23 @@ def execute(spec: RunSpec, side_by_side: bool = False):
     if jobs > 1 and sum(len(plan.methods) for plan in plans) > 1:
         return run_parallel(plans, jobs)
     return run_local(plans)
+
+
+def resolved(spec: RunSpec, resolve=None):
+    """The plan of each seed; where the task builds its own model on first use and has not yet,
+    the model is built first and the run resolved again, so that the plan reads the model's size
+    from its config as a run with the model cached does: its memory, and how many cells run side
+    by side (a cold ``--task pocket-lifelong`` ran its 36 cells one at a time on one of two
+    cores). The run builds that model at its start anyway (``Runner.prepare``); not for Ray,
+    whose workers may be other machines with caches of their own."""
+    if resolve is None:
+        from .plan.resolve import resolve_sweep as resolve
+    plans = resolve(spec)
+    if spec.model is None and spec.executor != "ray" and plans and plans[0].model_shape is None:
+        built = plans[0].task.default_model()
+        if built is not None and Path(built).exists():
+            plans = resolve(spec)
+    return plans
 
 
 def _may_run_side_by_side(spec: RunSpec, side_by_side: bool) -> bool:
