@@ -69,20 +69,20 @@ def execute(spec: RunSpec, side_by_side: bool = False):
     return run_local(plans)
 
 
-def resolved(spec: RunSpec, resolve=None):
+def resolved(spec: RunSpec):
     """The plan of each seed; where the task builds its own model on first use and has not yet,
     the model is built first and the run resolved again, so that the plan reads the model's size
     from its config as a run with the model cached does: its memory, and how many cells run side
     by side (a cold ``--task pocket-lifelong`` ran its 36 cells one at a time on one of two
     cores). The run builds that model at its start anyway (``Runner.prepare``); not for Ray,
     whose workers may be other machines with caches of their own."""
-    if resolve is None:
-        from .plan.resolve import resolve_sweep as resolve
-    plans = resolve(spec)
+    from .plan import resolve
+
+    plans = resolve.resolve_sweep(spec)
     if spec.model is None and spec.executor != "ray" and plans and plans[0].model_shape is None:
         built = plans[0].task.default_model()
         if built is not None and Path(built).exists():
-            plans = resolve(spec)
+            plans = resolve.resolve_sweep(spec)
     return plans
 
 

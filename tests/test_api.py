@@ -164,12 +164,15 @@ def test_edit_works_in_a_fresh_interpreter_that_imported_nothing_else(micro_gpt2
     assert "weight" in result.stdout
 
 
-def test_a_run_that_builds_its_model_resolves_again_to_read_its_size(tmp_path):
+def test_a_run_that_builds_its_model_resolves_again_to_read_its_size(tmp_path, monkeypatch):
     """A cold run's plan could not read the model it was about to build (no config yet), so it
     ran its cells one at a time; the model is now built first and the plan made again."""
+    from dataclasses import replace
     from types import SimpleNamespace
 
     from editbench.harness.api import resolved
+    from editbench.harness.plan import resolve
+    from editbench.harness.plan.settings import RunSpec
 
     calls = []
 
@@ -179,22 +182,19 @@ def test_a_run_that_builds_its_model_resolves_again_to_read_its_size(tmp_path):
             (tmp_path / "model").mkdir(exist_ok=True)
             return str(tmp_path / "model")
 
-    def resolve(spec):
+    def resolve_sweep(spec):
         calls.append("resolved")
         shape = "shape" if (tmp_path / "model").exists() else None
         return [SimpleNamespace(model_shape=shape, task=Task())]
 
-    from dataclasses import replace
-
-    from editbench.harness.plan.settings import RunSpec
-
+    monkeypatch.setattr(resolve, "resolve_sweep", resolve_sweep)
     spec = RunSpec()
-    assert [p.model_shape for p in resolved(spec, resolve)] == ["shape"]
+    assert [p.model_shape for p in resolved(spec)] == ["shape"]
     assert calls == ["resolved", "built", "resolved"]
     calls.clear()  # built: resolved once
-    assert [p.model_shape for p in resolved(spec, resolve)] == ["shape"] and calls == ["resolved"]
+    assert [p.model_shape for p in resolved(spec)] == ["shape"] and calls == ["resolved"]
     calls.clear()  # a model the user named, or Ray's workers: as it was
-    assert resolved(replace(spec, executor="ray"), resolve)[0].model_shape == "shape"
+    assert resolved(replace(spec, executor="ray"))[0].model_shape == "shape"
     (tmp_path / "model").rmdir()
-    assert resolved(replace(spec, model="gpt2"), resolve)[0].model_shape is None
+    assert resolved(replace(spec, model="gpt2"))[0].model_shape is None
     assert "built" not in calls
