@@ -130,6 +130,8 @@ class Grace(LayerMemoryMethod):
         self.labels: list[str] = []
         # the row whose value is being trained
         self._training: tuple[int, nn.Parameter] | None = None
+        # while it trains: the last input the hook saw and its lookup (``_lookup_once``)
+        self._looked_up: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._handle = None
 
     def memory_bytes(self, shape, run, out_in) -> int:
@@ -165,7 +167,7 @@ class Grace(LayerMemoryMethod):
         if len(self.radii) == 0:
             return None
         flat = inputs.reshape(-1, inputs.shape[-1])
-        nearest, inside = self.lookup(flat)
+        nearest, inside = self._lookup_once(flat) if self._training else self.lookup(flat)
         if not bool(inside.any()):
             return None  # untouched: the very tensor the layer computed
         values = self.values.to(output.device)
@@ -175,6 +177,19 @@ class Grace(LayerMemoryMethod):
         out = output.reshape(-1, output.shape[-1])
         replaced = torch.where(inside.unsqueeze(1), values[nearest].to(out.dtype), out)
         return replaced.reshape(output.shape)
+
+    def _lookup_once(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`lookup` while an edit trains: its ``n_iter`` steps feed the layer the same input
+        (the same batch, nothing below the layer changes) and only the trained value moves, not the
+        keys or radii, so the answer of the first step holds for all of them. Reused only for an
+        input equal to the one it was computed for; ``_edit`` forgets it when the edit ends. In the
+        lifelong runs the codebook holds thousands of keys, and every step measured every position
+        against all of them again."""
+        if self._looked_up is not None and torch.equal(self._looked_up[0], flat):
+            return self._looked_up[1], self._looked_up[2]
+        nearest, inside = self.lookup(flat)
+        self._looked_up = (flat.detach().clone(), nearest, inside)
+        return nearest, inside
 
     # -- editing ---------------------------------------------------------------------------------
     def _read_query(self, batch) -> torch.Tensor:
@@ -187,7 +202,8 @@ class Grace(LayerMemoryMethod):
         )
         try:
             with torch.no_grad():
-                self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+                self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              use_cache=False)
         finally:
             handle.remove()
         return captured[0].cpu()
@@ -250,14 +266,15 @@ class Grace(LayerMemoryMethod):
         try:
             for _ in range(self.config.n_iter):
                 logits = lower.same_batch(lambda: self.ctx.model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    use_cache=False,
                 ).logits)
                 loss = masked_target_nll(logits, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
         finally:
-            self._training = None
+            self._training = self._looked_up = None
         self.values[row] = value.detach()[0].cpu()
 
     # -- lifelong state --------------------------------------------------------------------------

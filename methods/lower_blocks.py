@@ -11,9 +11,8 @@ every epoch of a batch, while every weight below the tuned layer stays fixed: th
 entering that layer is the same each time. The releases (EasyEdit, ROME, LocFT) recompute it every
 time. Here the first pass over a record records, at its real positions, the output of the block
 just below the tuned layer; a later chunk made only of recorded records skips the blocks below and
-starts from those rows, padded on the right with zeros as the chunk's batch is. The embeddings,
-the masks and the rotary tables around them are still computed (they are cheap), and the model's
-own forward runs unchanged from the tuned layer up.
+starts from those rows, padded on the right with zeros as the chunk's batch is. The masks are
+still computed, and the model's own forward runs unchanged from the tuned layer up.
 
 Why the padding does not matter: batches are right-padded and attention is causal with padded keys
 masked, so a real position never reads a padded one, and the loss is masked to answer tokens.
@@ -28,8 +27,10 @@ weights. Given the tuned module's name, the first pass over a repeated batch (``
 first call; a chunk of ``__call__`` the second time it comes, so that a chunk that never repeats
 keeps nothing) records those calls' outputs (the attention, the norms, an MLP's gate and up
 projections), and later passes replay them: the block computes only the tuned module and what
-follows it. A module called more than once in the pass (one whose output a later call could need
-anew) is never replayed, nor anything inside the tuned module.
+follows it. So do the calls outside every block that precede the first one (the embeddings, the
+rotary tables), which read only the batch's tokens and positions. A module called more than once in
+the pass (one whose output a later call could need anew) is never replayed, nor anything inside the
+tuned module.
 """
 
 from __future__ import annotations
@@ -58,8 +59,7 @@ class LowerBlocks:
         self.replayable = True  # False once a block's output is not a plain tensor (left alone)
         self.whole: torch.Tensor | None = None  # the output for a repeated batch (`same_batch`)
         # the calls inside the tuned layer's block before the tuned module (``tuned``, a name)
-        self.inside = (_BeforeTuned(model.get_submodule(layout.block_name(layer)),
-                                    model.get_submodule(tuned)) if tuned else None)
+        self.inside = _BeforeTuned(model, layout, layer, tuned) if tuned else None
 
     def __call__(self, keys: Sequence[Hashable], lengths: Sequence[int],
                  forward: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -148,16 +148,24 @@ def _returning(modules: Sequence[nn.Module], outputs: Sequence[Callable[[], obje
 
 
 class _BeforeTuned:
-    """The module calls inside ``block`` that complete before ``tuned`` is entered, recorded per
-    batch (a chunk's keys, or the one repeated batch) and replayed (see the module docstring)."""
+    """The module calls that complete before the module named ``tuned`` is entered, recorded per
+    batch (a chunk's keys, or the one repeated batch) and replayed (see the module docstring):
+    inside the tuned layer's block, and outside every block (the embeddings and the rotary
+    tables, which the model computes before its first block from the input alone)."""
 
-    def __init__(self, block: nn.Module, tuned: nn.Module) -> None:
-        self.tuned = tuned
-        inside_tuned = {id(m) for m in tuned.modules()}
-        holding_tuned = {id(m) for m in block.modules()
-                         if any(sub is tuned for sub in m.modules())}
-        self.candidates = {name: m for name, m in block.named_modules()
-                           if name and id(m) not in inside_tuned | holding_tuned}
+    def __init__(self, model: nn.Module, layout: ModelLayout, layer: int, tuned: str) -> None:
+        self.tuned = model.get_submodule(tuned)
+        block_name = layout.block_name(layer)
+        blocks = [layout.block_name(i) for i in range(layout.n_layers)]
+        around_blocks = {name.rsplit(".", i)[0] for name in blocks
+                         for i in range(1, name.count(".") + 1)} | {""}
+        outside = {name: m for name, m in model.named_modules()
+                   if name not in around_blocks
+                   and not any(name == b or name.startswith(b + ".") for b in blocks)}
+        inside = {f"{block_name}.{name}": m
+                  for name, m in model.get_submodule(block_name).named_modules() if name}
+        self.candidates = {name: m for name, m in {**outside, **inside}.items()
+                           if not _holds(name, tuned)}
         self.outputs: dict[Hashable, dict[str, object]] = {}
         self.times_seen: Counter[Hashable] = Counter()
 
@@ -210,6 +218,11 @@ class _BeforeTuned:
         with _returning([self.candidates[name] for name in kept],
                         [partial(_copied, output) for output in kept.values()]):
             return forward()
+
+
+def _holds(name: str, tuned: str) -> bool:
+    """Whether the module ``name`` is the module ``tuned``, inside it, or holds it."""
+    return (name == tuned or name.startswith(tuned + ".") or tuned.startswith(name + "."))
 
 
 def _plain(output) -> bool:

@@ -198,7 +198,7 @@ class Memoir(LayerMemoryMethod):
         try:
             with torch.no_grad():
                 self.ctx.model(input_ids=torch.tensor([self.ctx.encoder.encode_prompt(prompt)],
-                                                      device=self.ctx.device))
+                                                      device=self.ctx.device), use_cache=False)
         finally:
             handle.remove()
         return captured[0]
@@ -332,7 +332,8 @@ class Memoir(LayerMemoryMethod):
         try:
             for _ in range(config.n_iter):
                 logits = lower.same_batch(lambda: self.ctx.model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits)
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    use_cache=False).logits)
                 loss = masked_target_nll(logits, batch)
                 losses.append(loss.item())
                 if converged(losses, on_previous=True):

@@ -354,7 +354,7 @@ class Wise(LayerMemoryMethod):
             for text in texts:
                 ids = torch.tensor([self.ctx.encoder.encode_prompt(text)], device=self.ctx.device)
                 with torch.no_grad():
-                    self.ctx.model(input_ids=ids)
+                    self.ctx.model(input_ids=ids, use_cache=False)
                     x = captured["x"]
                     chosen.append(
                         int(self._choose(x, self._project(x, self.original.to(x.dtype)))[0])
@@ -421,7 +421,8 @@ class Wise(LayerMemoryMethod):
         try:
             for _ in range(config.n_iter):
                 logits = lower.same_batch(lambda: self.ctx.model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    use_cache=False,
                 ).logits)
                 token_nll, target = target_token_nll(logits[:n_edit], batch.rows(0, n_edit))
                 loss = ((token_nll * target).sum(1) / (target.sum(1) + 1)).mean()

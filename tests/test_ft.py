@@ -163,6 +163,11 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         attention = next(m for name, m in tuned_block.named_children() if "attn" in name)
         # a module inside it (a replayed module's own hooks still run on its replayed output)
         next(attention.children()).register_forward_hook(lambda *_: inside.append(1))
+        # the embeddings, computed before the first block from the tokens alone: replayed as well
+        # (a replay stands in for the module's forward, which this wrapper is)
+        embeddings, embedded = ctx.model.get_input_embeddings(), []
+        looked_up = embeddings.forward
+        embeddings.forward = lambda *args: (embedded.append(1), looked_up(*args))[1]
         if not replay:
             monkeypatch.setattr(lower_blocks.LowerBlocks, "__call__",
                                 lambda self, keys, lengths, forward: forward())
@@ -170,15 +175,15 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         monkeypatch.undo()
         names = instance.edited_parameters()
         return ({n: ctx.model.get_parameter(n).detach().clone() for n in names}, len(calls),
-                len(inside))
+                len(inside), len(embedded))
 
-    recomputed, recomputed_calls, recomputed_inside = edit(False)
-    replayed, replayed_calls, replayed_inside = edit(True)
+    recomputed, recomputed_calls, recomputed_inside, recomputed_embedded = edit(False)
+    replayed, replayed_calls, replayed_inside, replayed_embedded = edit(True)
     chunks = -(-len(records) // settings["chunk"])
-    assert recomputed_calls == recomputed_inside == 4 * chunks
+    assert recomputed_calls == recomputed_inside == recomputed_embedded == 4 * chunks
     assert replayed_calls == chunks  # the first epoch's passes only
     if exact:  # a chunk that comes again is recorded then (its second epoch), replayed after
-        assert replayed_inside == 2 * chunks
+        assert replayed_inside == replayed_embedded == 2 * chunks
     original = _context(micro_model_path).model
     for name, tensor in replayed.items():
         assert not torch.equal(tensor, original.get_parameter(name))

@@ -155,6 +155,38 @@ def test_grace_teaches_the_edit_at_the_key_token(micro_llama):
     assert after.logprob > before.logprob
 
 
+def test_grace_measures_a_trained_edit_against_the_codebook_once_and_trains_the_same_value(
+        micro_llama, monkeypatch):
+    """An edit's steps feed the layer the same input and move only the trained value, so the
+    codebook lookup of its first step serves them all: one lookup per edit while it trains, and
+    the very codebook that a lookup at every step gives."""
+    records = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} lives in", subject=f"Kalo {i}",
+                          target_new="Fengal Vale" if i % 2 else "Orr") for i in range(4)]
+
+    def edit(every_step: bool) -> tuple[dict[str, torch.Tensor], int]:
+        method = Grace(GraceConfig(layer=1, eps=1.0, n_iter=6), _context(micro_llama))
+        method.prepare()
+        looked_up, lookup = [], Grace.lookup
+
+        def counting(self, inputs):
+            looked_up.append(self._training is not None)
+            return lookup(self, inputs)
+
+        monkeypatch.setattr(Grace, "lookup", counting)
+        if every_step:
+            monkeypatch.setattr(Grace, "_lookup_once", lambda self, flat: self.lookup(flat))
+        method.apply(records)
+        monkeypatch.undo()
+        return method.state_dict(), sum(looked_up)
+
+    every, every_count = edit(every_step=True)
+    once, once_count = edit(every_step=False)
+    assert every_count == 6 * len(records)
+    assert once_count == len(records)
+    for name in ("keys", "values", "radii"):
+        assert torch.equal(every[name], once[name]), name
+
+
 def test_grace_splits_radii_for_a_conflicting_edit_and_expands_for_the_same_target(micro_llama):
     method = Grace(GraceConfig(eps=1.0), _context(micro_llama))
     key = torch.zeros(64)

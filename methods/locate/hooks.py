@@ -69,7 +69,8 @@ def read_at(
                 )
             )
         try:
-            model(input_ids=rows.input_ids[part], attention_mask=rows.attention_mask[part])
+            model(input_ids=rows.input_ids[part], attention_mask=rows.attention_mask[part],
+                  use_cache=False)
         finally:
             for handle in handles:
                 handle.remove()

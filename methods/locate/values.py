@@ -92,7 +92,8 @@ def _optimise(
 
     for step in range(config.v_steps):
         def forward() -> torch.Tensor:
-            return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                         use_cache=False).logits
 
         with edit_block_output(model, block, add_delta):
             logits = lower.same_batch(forward) if lower is not None else forward()
