@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..core.models import ModelLayout
+from .upper_blocks import UpperBlocks, outside_blocks
 
 
 class LowerBlocks:
@@ -66,6 +67,8 @@ class LowerBlocks:
         if self.inside is not None:
             chunk = tuple(keys)
             inner = self.inside.around(chunk, forward, record=self.inside.seen(chunk))
+            if self.inside.direct(chunk):  # from the tuned block up (``upper_blocks.py``)
+                return inner()
         else:
             inner = forward
         if not self.blocks or not self.replayable:
@@ -87,6 +90,8 @@ class LowerBlocks:
         again."""
         if self.inside is not None:
             forward = self.inside.around("whole", forward, record=True)
+            if self.inside.direct("whole"):  # from the tuned block up (``upper_blocks.py``)
+                return forward()
         if not self.blocks or not self.replayable:
             return forward()
         if self.whole is not None:  # a copy: a block above may change its input in place
@@ -102,10 +107,8 @@ class LowerBlocks:
         # first among the block's hooks: what is recorded is the block's own output, and a hook
         # that changes it (MEMIT's value delta, ``locate/values.py``) runs again on the replay
         handle = self.blocks[-1].register_forward_hook(capture, prepend=True)
-        try:
+        with self._own(handle):
             return forward()
-        finally:
-            handle.remove()
 
     def _record(self, keys, lengths, forward):
         def capture(_module, _args, output):
@@ -116,9 +119,19 @@ class LowerBlocks:
                 self.rows.setdefault(key, output[row, :length].detach().clone())
 
         handle = self.blocks[-1].register_forward_hook(capture)
-        try:
+        with self._own(handle):
             return forward()
+
+    @contextmanager
+    def _own(self, handle):
+        """While a recording hook of ours sits on a lower block: one the direct path from the
+        tuned block up (``upper_blocks.py``) may skip; removed after."""
+        own = self.inside.upper.own_hooks if self.inside is not None else set()
+        own.add(handle.id)
+        try:
+            yield
         finally:
+            own.discard(handle.id)
             handle.remove()
 
 
@@ -156,18 +169,14 @@ class _BeforeTuned:
     def __init__(self, model: nn.Module, layout: ModelLayout, layer: int, tuned: str) -> None:
         self.tuned = model.get_submodule(tuned)
         block_name = layout.block_name(layer)
-        blocks = [layout.block_name(i) for i in range(layout.n_layers)]
-        around_blocks = {name.rsplit(".", i)[0] for name in blocks
-                         for i in range(1, name.count(".") + 1)} | {""}
-        outside = {name: m for name, m in model.named_modules()
-                   if name not in around_blocks
-                   and not any(name == b or name.startswith(b + ".") for b in blocks)}
+        outside = outside_blocks(model, layout)
         inside = {f"{block_name}.{name}": m
                   for name, m in model.get_submodule(block_name).named_modules() if name}
         self.candidates = {name: m for name, m in {**outside, **inside}.items()
                            if not _holds(name, tuned)}
         self.outputs: dict[Hashable, dict[str, object]] = {}
         self.times_seen: Counter[Hashable] = Counter()
+        self.upper = UpperBlocks(model, layout, layer)
 
     def seen(self, batch: Hashable) -> bool:
         """Count one more pass over ``batch``; whether it came before (then it is recorded)."""
@@ -180,7 +189,8 @@ class _BeforeTuned:
         ``record``); else as it is."""
         if batch in self.outputs:
             kept = self.outputs[batch]
-            return lambda: self._replay(kept, forward)
+            direct = self.upper.path(batch)
+            return lambda: self._replay(kept, direct or forward)
         if record:
             return lambda: self._record(batch, forward)
         return forward
@@ -203,7 +213,8 @@ class _BeforeTuned:
                    for name, m in self.candidates.items()]
         handles.append(self.tuned.register_forward_pre_hook(lambda *_: entered.append(True)))
         try:
-            result = forward()
+            with self.upper.recording():
+                result = forward()
         finally:
             for handle in handles:
                 handle.remove()
@@ -211,7 +222,12 @@ class _BeforeTuned:
         if entered:  # the outermost calls only: a replayed module's children do not run
             self.outputs[batch] = {name: before[name] for name in once
                                    if not any(name.startswith(outer + ".") for outer in once)}
+            self.upper.keep(batch, result)
         return result
+
+    def direct(self, batch: Hashable) -> bool:
+        """Whether ``batch``'s passes call the blocks from the tuned one up directly."""
+        return batch in self.outputs and self.upper.path(batch) is not None
 
     def _replay(self, kept: dict[str, object], forward: Callable[[], torch.Tensor]
                 ) -> torch.Tensor:

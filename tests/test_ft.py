@@ -154,10 +154,12 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         ctx = _context(micro_model_path)
         cls = METHODS[method]
         instance = cls(cls.Config(**{**settings, "steps": 4, "stop_loss": 0.0, "lr": 1e-2}), ctx)
-        # the lowest block's MLP runs only when the block computes (a replayed block's hooks run)
+        # the lowest block's MLP runs only when the block computes (counted in its forward, not
+        # by a hook: a hook on a module the direct path skips would keep the model's forward)
         first = ctx.model.get_submodule(ctx.layout.mlp_out_name(0))
         calls, inside = [], []
-        first.register_forward_hook(lambda *_: calls.append(1))
+        projection = first.forward
+        first.forward = lambda *args: (calls.append(1), projection(*args))[1]
         # the tuned layer's attention runs before its MLP's output projection: replayed too
         tuned_block = ctx.model.get_submodule(ctx.layout.block_name(1))
         attention = next(m for name, m in tuned_block.named_children() if "attn" in name)
@@ -168,6 +170,10 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         embeddings, embedded = ctx.model.get_input_embeddings(), []
         looked_up = embeddings.forward
         embeddings.forward = lambda *args: (embedded.append(1), looked_up(*args))[1]
+        # and once a chunk is recorded, the blocks from the tuned one up are called directly
+        # (``upper_blocks.py``): the model's own forward no longer runs
+        passes, model_forward = [], ctx.model.forward
+        ctx.model.forward = lambda *a, **k: (passes.append(1), model_forward(*a, **k))[1]
         if not replay:
             monkeypatch.setattr(lower_blocks.LowerBlocks, "__call__",
                                 lambda self, keys, lengths, forward: forward())
@@ -175,15 +181,21 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         monkeypatch.undo()
         names = instance.edited_parameters()
         return ({n: ctx.model.get_parameter(n).detach().clone() for n in names}, len(calls),
-                len(inside), len(embedded))
+                len(inside), len(embedded), len(passes))
 
-    recomputed, recomputed_calls, recomputed_inside, recomputed_embedded = edit(False)
-    replayed, replayed_calls, replayed_inside, replayed_embedded = edit(True)
+    recomputed, recomputed_calls, recomputed_inside, recomputed_embedded, recomputed_passes = (
+        edit(False))
+    replayed, replayed_calls, replayed_inside, replayed_embedded, replayed_passes = edit(True)
     chunks = -(-len(records) // settings["chunk"])
     assert recomputed_calls == recomputed_inside == recomputed_embedded == 4 * chunks
+    assert recomputed_passes == 4 * chunks
     assert replayed_calls == chunks  # the first epoch's passes only
     if exact:  # a chunk that comes again is recorded then (its second epoch), replayed after
-        assert replayed_inside == replayed_embedded == 2 * chunks
+        assert replayed_embedded == replayed_passes == 2 * chunks
+        # and the direct path's one trial on this model computes the tuned block once more
+        assert replayed_inside == 2 * chunks + 1
+    else:  # reshuffled chunks never repeat: the model's forward every time
+        assert replayed_passes == 4 * chunks
     original = _context(micro_model_path).model
     for name, tensor in replayed.items():
         assert not torch.equal(tensor, original.get_parameter(name))
