@@ -95,6 +95,8 @@ class LocFTBF(FineTune):
         eos = getattr(self.ctx.tokenizer, "eos_token", None)
         return record.target_new + eos if self.config.eos and eos else record.target_new
 
+    chunks_repeat = False  # a fresh order, and fresh chunks, every epoch
+
     def epoch_chunks(self, batch: Sequence[EditRecord], size: int) -> list[Sequence[EditRecord]]:
         """A fresh order every epoch, drawn from the run's generator, cut into mini-batches."""
         order = torch.randperm(len(batch), generator=self.ctx.generator).tolist()

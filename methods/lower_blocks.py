@@ -54,19 +54,24 @@ class LowerBlocks:
     (``FineTune.apply``)."""
 
     def __init__(self, model: nn.Module, layout: ModelLayout, layer: int,
-                 tuned: str | None = None) -> None:
+                 tuned: str | None = None, chunks_repeat: bool = False) -> None:
         self.blocks = [model.get_submodule(layout.block_name(i)) for i in range(layer)]
         self.rows: dict[Hashable, torch.Tensor] = {}  # a record's (length, hidden) input to `layer`
         self.replayable = True  # False once a block's output is not a plain tensor (left alone)
         self.whole: torch.Tensor | None = None  # the output for a repeated batch (`same_batch`)
         # the calls inside the tuned layer's block before the tuned module (``tuned``, a name)
         self.inside = _BeforeTuned(model, layout, layer, tuned) if tuned else None
+        # every chunk comes again, in a fixed epoch order (FT-M's, FT-L's): what its later
+        # passes replay is recorded on its first (else on its second, so that a chunk that never
+        # repeats keeps nothing)
+        self.chunks_repeat = chunks_repeat
 
     def __call__(self, keys: Sequence[Hashable], lengths: Sequence[int],
                  forward: Callable[[], torch.Tensor]) -> torch.Tensor:
         if self.inside is not None:
             chunk = tuple(keys)
-            inner = self.inside.around(chunk, forward, record=self.inside.seen(chunk))
+            seen = self.inside.seen(chunk)
+            inner = self.inside.around(chunk, forward, record=seen or self.chunks_repeat)
             if self.inside.direct(chunk):  # from the tuned block up (``upper_blocks.py``)
                 return inner()
         else:
@@ -147,17 +152,20 @@ def _replaying(blocks: Sequence[nn.Module], hidden: torch.Tensor):
 def _returning(modules: Sequence[nn.Module], outputs: Sequence[Callable[[], object]]):
     """Each of ``modules`` returns what its entry of ``outputs`` makes instead of computing (its
     hooks still run around it)."""
+    # an instance attribute, set in the instance's dict: what ``nn.Module.__setattr__`` does
+    # for a plain value after its checks for parameters, buffers and submodules, which every
+    # replayed step paid for each module
     previous = [module.__dict__.get("forward") for module in modules]  # an offloading hook's
     for module, output in zip(modules, outputs):
-        module.forward = lambda *args, _output=output, **kwargs: _output()
+        module.__dict__["forward"] = lambda *args, _output=output, **kwargs: _output()
     try:
         yield
     finally:
         for module, forward in zip(modules, previous):
             if forward is None:
-                del module.forward
+                del module.__dict__["forward"]
             else:
-                module.forward = forward
+                module.__dict__["forward"] = forward
 
 
 class _BeforeTuned:
@@ -174,6 +182,7 @@ class _BeforeTuned:
                   for name, m in model.get_submodule(block_name).named_modules() if name}
         self.candidates = {name: m for name, m in {**outside, **inside}.items()
                            if not _holds(name, tuned)}
+        self.in_block = set(inside)
         self.outputs: dict[Hashable, dict[str, object]] = {}
         self.times_seen: Counter[Hashable] = Counter()
         self.upper = UpperBlocks(model, layout, layer)
@@ -190,7 +199,10 @@ class _BeforeTuned:
         if batch in self.outputs:
             kept = self.outputs[batch]
             direct = self.upper.path(batch)
-            return lambda: self._replay(kept, direct or forward)
+            if direct is not None:  # nothing outside the tuned block is called
+                kept = {name: out for name, out in kept.items() if name in self.in_block}
+                return lambda: self._replay(kept, direct)
+            return lambda: self._replay(kept, forward)
         if record:
             return lambda: self._record(batch, forward)
         return forward
