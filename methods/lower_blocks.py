@@ -24,13 +24,16 @@ the batched kernels' float rounding.
 Inside the tuned layer's block the same holds for every module call that completes before the tuned
 module is entered (issue 34): its inputs come from below, so they cannot depend on the tuned
 weights. Given the tuned module's name, the first pass over a repeated batch (``same_batch``'s
-first call; a chunk of ``__call__`` the second time it comes, so that a chunk that never repeats
+first call; a chunk of ``__call__`` on its first pass where the caller's epochs repeat their chunks
+in order, FT-M's and FT-L's, else the second time it comes, so that a chunk that never repeats
 keeps nothing) records those calls' outputs (the attention, the norms, an MLP's gate and up
 projections), and later passes replay them: the block computes only the tuned module and what
 follows it. So do the calls outside every block that precede the first one (the embeddings, the
 rotary tables), which read only the batch's tokens and positions. A module called more than once in
 the pass (one whose output a later call could need anew) is never replayed, nor anything inside the
-tuned module.
+tuned module. The same pass records how the model called the blocks from the tuned one up; where
+calling them directly reproduces the model's logits, later passes do only that
+(``upper_blocks.py``).
 """
 
 from __future__ import annotations

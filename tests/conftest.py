@@ -89,6 +89,22 @@ def save_micro_model(family: str, tokenizer, folder: Path, seed: int = 0) -> Pat
     return folder
 
 
+def save_micro_gemma2(tokenizer, folder: Path, **settings) -> Path:
+    """A micro Gemma 2 with the micro Gemma's sizes and Gemma 2's own defaults (its logits
+    soft-capped after the head, a sliding window on every other layer), ``settings`` changed."""
+    import transformers
+
+    torch.manual_seed(0)
+    like = micro_config("gemma", len(tokenizer)).to_dict()
+    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "head_dim", "pad_token_id",
+            "bos_token_id", "eos_token_id")
+    config = transformers.Gemma2Config(**{k: like[k] for k in keep}, **settings)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def micro_llama(tmp_path_factory, world_tokenizer) -> Path:
     return save_micro_model("llama", world_tokenizer, tmp_path_factory.mktemp("micro-llama"))

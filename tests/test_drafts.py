@@ -48,24 +48,14 @@ def model_path(request, micro_llama, micro_gpt2, world_tokenizer, tmp_path) -> P
     """Random micro models (most drafts part at the first token; Gemma 2 with a 4-token sliding
     window, which the prompts reach, so it is decoded as before) and the shipped pocket model
     (whose answers to its own facts end right after the target)."""
-    from conftest import micro_config, save_micro_model
+    from conftest import save_micro_gemma2, save_micro_model
 
     if request.param == "pocket":
         if not POCKET:
             pytest.skip("the shipped pocket model is absent")
         return POCKET[0]
     if request.param == "gemma2-window":
-        import transformers
-
-        torch.manual_seed(0)
-        like = micro_config("gemma", len(world_tokenizer)).to_dict()
-        keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "num_key_value_heads", "head_dim", "pad_token_id",
-                "bos_token_id", "eos_token_id")
-        config = transformers.Gemma2Config(sliding_window=4, **{k: like[k] for k in keep})
-        transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-        world_tokenizer.save_pretrained(tmp_path)
-        return tmp_path
+        return save_micro_gemma2(world_tokenizer, tmp_path, sliding_window=4)
     if request.param in ("mistral", "gemma"):
         return save_micro_model(request.param, world_tokenizer, tmp_path)
     return {"llama": micro_llama, "gpt2": micro_gpt2}[request.param]

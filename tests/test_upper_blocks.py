@@ -4,6 +4,8 @@ model's forward kept wherever the path could differ."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -20,21 +22,12 @@ STEPS = 6
 def family_model(request, micro_llama, micro_gpt2, world_tokenizer, tmp_path):
     """A micro model of each family; Gemma 2 soft-caps its logits after the head (its default
     ``final_logit_softcapping``), which the direct path does not do."""
-    from conftest import micro_config, save_micro_model
+    from conftest import save_micro_gemma2, save_micro_model
 
     if request.param == "gemma2":
-        import transformers
-
-        torch.manual_seed(0)
-        like = micro_config("gemma", len(world_tokenizer)).to_dict()
-        keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                "num_attention_heads", "num_key_value_heads", "head_dim", "pad_token_id",
-                "bos_token_id", "eos_token_id")
-        config = transformers.Gemma2Config(**{k: like[k] for k in keep})
-        assert config.final_logit_softcapping
-        transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
-        world_tokenizer.save_pretrained(tmp_path)
-        return request.param, tmp_path
+        path = save_micro_gemma2(world_tokenizer, tmp_path)
+        assert json.loads((path / "config.json").read_text())["final_logit_softcapping"]
+        return request.param, path
     if request.param in ("mistral", "gemma"):
         return request.param, save_micro_model(request.param, world_tokenizer, tmp_path)
     return request.param, {"llama": micro_llama, "gpt2": micro_gpt2}[request.param]
