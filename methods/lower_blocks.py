@@ -186,6 +186,7 @@ class _BeforeTuned:
         self.candidates = {name: m for name, m in {**outside, **inside}.items()
                            if not _holds(name, tuned)}
         self.in_block = set(inside)
+        self.in_block_outputs: dict[Hashable, dict[str, object]] = {}  # those the direct path needs
         self.outputs: dict[Hashable, dict[str, object]] = {}
         self.times_seen: Counter[Hashable] = Counter()
         self.upper = UpperBlocks(model, layout, layer)
@@ -203,8 +204,10 @@ class _BeforeTuned:
             kept = self.outputs[batch]
             direct = self.upper.path(batch)
             if direct is not None:  # nothing outside the tuned block is called
-                kept = {name: out for name, out in kept.items() if name in self.in_block}
-                return lambda: self._replay(kept, direct)
+                if batch not in self.in_block_outputs:
+                    self.in_block_outputs[batch] = {name: out for name, out in kept.items()
+                                                    if name in self.in_block}
+                return lambda: self._replay(self.in_block_outputs[batch], direct)
             return lambda: self._replay(kept, forward)
         if record:
             return lambda: self._record(batch, forward)

@@ -142,11 +142,12 @@ class UpperBlocks:
             skipped = self._skipped[tail_names] = [
                 m for name, m in self.model.named_modules()
                 if not _within(name, [*self.block_names, *tail_names])]
-        # a hook on the model or around its blocks reads the model's own call (WISE, MEMOIR):
-        # refused before the trial below, whose calls such a method would take for a step's
-        if _hooked(skipped, self.own_hooks):
-            return
         if key not in tried:
+            # a hook on the model or around its blocks reads the model's own call (WISE,
+            # MEMOIR): refused before the trial below, whose calls such a method would take for a
+            # step's (once tried, ``path`` looks at the hooks when a batch's path is first asked)
+            if _hooked(skipped, self.own_hooks):
+                return
             try:
                 same = torch.equal(direct().detach(), logits.detach())
             except _NotATensor:
