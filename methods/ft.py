@@ -172,9 +172,11 @@ class FineTune(EditMethod):
         logits = lower(pairs, [len(encoded[pair].ids) for pair in pairs], forward)
         return type(self).objective(logits, batch)
 
-    #: whether every epoch cuts the batch into the same chunks in the same order
-    #: (``epoch_chunks``): the replay then records a chunk on its first pass (``lower_blocks.py``)
-    chunks_repeat = True
+    def chunks_repeat(self, n_records: int, size: int) -> bool:
+        """Whether every epoch cuts a batch of ``n_records`` into the same chunks of ``size`` in
+        the same order (``epoch_chunks``): the replay then records a chunk on its first pass
+        (``lower_blocks.py``). ROME and EasyEdit keep the batch's order, so always."""
+        return True
 
     def epoch_chunks(self, batch: Sequence[EditRecord], size: int) -> list[Sequence[EditRecord]]:
         """One epoch's mini-batches, in order: ROME and EasyEdit keep the batch's order every
@@ -202,7 +204,7 @@ class FineTune(EditMethod):
         pairs = list(dict.fromkeys((r.prompt, self.target(r)) for r in batch))
         encoded = dict(zip(pairs, self.ctx.encoder.encode_many(pairs)))
         lower = LowerBlocks(self.ctx.model, self.ctx.layout, self.layer(), tuned=self._module(),
-                            chunks_repeat=self.chunks_repeat)
+                            chunks_repeat=self.chunks_repeat(len(batch), size))
         collated: dict[tuple, object] = {}
         for tensor in (*params, *trained):
             tensor.requires_grad_(True)

@@ -12,10 +12,12 @@ and tune layers chosen for ROME; LocFT-BF keeps the EOS in the target (the relea
 The loop is FT's (``methods/ft.py``): a chunk whose loss is below 1e-2 takes no step (``:175-177``)
 and an epoch whose loss, weighted by chunk size, is below 1e-2 ends it (``:173``, ``:182-184``).
 The per-epoch shuffle draws from the run's seeded generator (the release's ``random.shuffle`` is
-unseeded), so a resumed run repeats it. The release edits its whole data file in one call
-(``main_exp.sh:49-52``), which is ``--batch-size`` equal to ``--edits``; in a lifelong run each
-batch is one call, so a batch of at most ``chunk`` edits is one mini-batch per epoch and every
-step sees every edit of the batch (fidelity/locft-release/README.md measures both).
+unseeded), so a resumed run repeats it; a batch that fits in one mini-batch is not shuffled, since
+the order of one step's rows changes nothing but float rounding (``epoch_chunks``). The release
+edits its whole data file in one call (``main_exp.sh:49-52``), which is ``--batch-size`` equal to
+``--edits``; in a lifelong run each batch is one call, so a batch of at most ``chunk`` edits is one
+mini-batch per epoch and every step sees every edit of the batch
+(fidelity/locft-release/README.md measures both).
 """
 
 from __future__ import annotations
@@ -95,10 +97,19 @@ class LocFTBF(FineTune):
         eos = getattr(self.ctx.tokenizer, "eos_token", None)
         return record.target_new + eos if self.config.eos and eos else record.target_new
 
-    chunks_repeat = False  # a fresh order, and fresh chunks, every epoch
+    def chunks_repeat(self, n_records: int, size: int) -> bool:
+        """Fresh chunks every epoch, unless one mini-batch holds the whole batch (below)."""
+        return size >= n_records
 
     def epoch_chunks(self, batch: Sequence[EditRecord], size: int) -> list[Sequence[EditRecord]]:
-        """A fresh order every epoch, drawn from the run's generator, cut into mini-batches."""
+        """A fresh order every epoch, drawn from the run's generator, cut into mini-batches. A
+        batch that fits in one mini-batch is that mini-batch every epoch, in its own order: a
+        shuffle would only reorder the rows of the same step (the loss is a mean over its
+        records), so none is drawn, and the step repeats exactly, which lets its passes be
+        replayed (``lower_blocks.py``). That is every batch of the default lifelong run (turns
+        of 10 against mini-batches of 100) and the release's own call on up to 100 edits."""
+        if size >= len(batch):
+            return [batch]
         order = torch.randperm(len(batch), generator=self.ctx.generator).tolist()
         return super().epoch_chunks([batch[i] for i in order], size)
 

@@ -17,9 +17,9 @@ still computed, and the model's own forward runs unchanged from the tuned layer 
 Why the padding does not matter: batches are right-padded and attention is causal with padded keys
 masked, so a real position never reads a padded one, and the loss is masked to answer tokens.
 A chunk repeated with its records in the same order and the same width (EasyEdit's ``chunk: 1``,
-ROME's fixed order) replays exactly the numbers the release recomputes; a reshuffled chunk
-(LocFT-BF's epochs) gets each row as computed in another batch, which equals recomputing it up to
-the batched kernels' float rounding.
+ROME's fixed order, LocFT-BF's batch within one mini-batch) replays exactly the numbers the
+release recomputes; a reshuffled chunk (LocFT-BF's epochs of several mini-batches) gets each row as
+computed in another batch, which equals recomputing it up to the batched kernels' float rounding.
 
 Inside the tuned layer's block the same holds for every module call that completes before the tuned
 module is entered (issue 34): its inputs come from below, so they cannot depend on the tuned

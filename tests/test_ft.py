@@ -135,8 +135,9 @@ def test_defaults_follow_easyedit_and_rome_and_models_get_their_published_settin
 @pytest.mark.parametrize(("method", "settings", "exact"), [
     ("ft-m", {"layer": 1, "chunk": 1}, True),  # EasyEdit's loop: each chunk again in each epoch
     ("ft-l", {"layer": 1, "chunk": 3}, True),  # ROME's: chunks of a fixed order
-    ("locft-bf", {"layer": 1, "chunk": 100}, False),  # breadth-first: a fresh order every epoch
-    ("locft-bf", {"layer": 1, "chunk": 2}, False),  # and fresh chunks of it
+    # breadth-first, but a batch within one mini-batch is the same step every epoch
+    ("locft-bf", {"layer": 1, "chunk": 100}, True),
+    ("locft-bf", {"layer": 1, "chunk": 2}, False),  # else a fresh order, and fresh chunks of it
 ])
 def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         method, settings, exact, micro_model_path, monkeypatch):

@@ -570,9 +570,14 @@ def test_locft_steps_breadth_first_with_eos_in_the_target(micro_llama):
     whole = []
     method = LocFTBF(LocFTConfig(steps=2, stop_loss=0), _context(micro_llama))
     original = method._loss
-    method._loss = lambda chunk, *rest: (whole.append(len(chunk)), original(chunk, *rest))[1]
+    method._loss = lambda chunk, *rest: (whole.append([r.uid for r in chunk]),
+                                         original(chunk, *rest))[1]
+    state = method.ctx.generator.get_state()
     method.apply(records)
-    assert whole == [5, 5]  # a batch within one mini-batch: every step sees every edit
+    # a batch within one mini-batch: every step sees every edit, in the batch's order (a shuffle
+    # would only reorder the rows of one step), and no order is drawn
+    assert whole == [[r.uid for r in records]] * 2
+    assert torch.equal(method.ctx.generator.get_state(), state)
 
 
 # -- the runner's side of the protocol -----------------------------------------------------------

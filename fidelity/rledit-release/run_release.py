@@ -9,7 +9,9 @@ overridden on the command line. What this file adds before ``main.py`` runs, and
   ``datasets.load_metric``, which the pinned datasets 3.1.0 no longer has; with ``+glue_step=0``
   GLUE is never run, so the stub is never called (it raises if it were);
 * ``torch.manual_seed(seed)``: the release seeds nothing (network init, loader shuffles);
-* timers around the editor's ``train`` and ``sequential_valid`` (no change to what they do).
+* timers around the editor's ``train`` and ``sequential_valid``, and around the edit steps
+  (``cache``, ``predict_param_shifts``, ``edit_model``) inside ``sequential_valid``, which give
+  the edit's seconds apart from the scoring (no change to what they do).
 
     /work/release-venv/bin/python run_release.py --release DIR --method rledit --seed 0 \
         --data WORK --out WORK/release/rledit-s0
@@ -67,9 +69,42 @@ def time_editor(timings: dict) -> None:
                 timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
         setattr(cls, name, wrapper)
 
+    import editor.malmen
+    import editor.mend
+
+    validating = []
+
+    def timed_edit(cls, name):
+        """Time an edit step only inside ``sequential_valid`` (training calls it too)."""
+        original = cls.__dict__[name]
+
+        def wrapper(self, *a, **kw):
+            start = time.perf_counter()
+            try:
+                return original(self, *a, **kw)
+            finally:
+                if validating:
+                    timings["edit_s"] = timings.get("edit_s", 0.0) + time.perf_counter() - start
+        setattr(cls, name, wrapper)
+
+    for cls, name in ((editor.base.BaseEditor, "cache"), (editor.base.BaseEditor, "edit_model"),
+                      (editor.malmen.MALMEN, "predict_param_shifts"),
+                      (editor.mend.MEND, "predict_param_shifts"),
+                      (editor.rledit.RLEDIT, "predict_param_shifts")):
+        timed_edit(cls, name)
+
     timed(editor.base.BaseEditor, "train", "train_s")  # MALMEN, MEND
     timed(editor.rledit.RLEDIT, "train", "train_s")
     timed(editor.base.BaseEditor, "sequential_valid", "edit_eval_s")
+    valid = editor.base.BaseEditor.sequential_valid
+
+    def marked(self, *a, **kw):
+        validating.append(True)
+        try:
+            return valid(self, *a, **kw)
+        finally:
+            validating.pop()
+    editor.base.BaseEditor.sequential_valid = marked
 
 
 def main() -> None:
