@@ -82,7 +82,13 @@ class LayerMemoryMethod(EditMethod):
         """One edit's replay of the blocks below the hooked layer: an edit trains on one batch for
         ``n_iter`` steps, and nothing below the layer changes meanwhile (``lower_blocks.py``)."""
         return LowerBlocks(self.ctx.model, self.ctx.layout, self.layer_index(),
-                           tuned=self.module_name())
+                           tuned=self.module_name(), idle_hooks=self.idle_while_editing())
+
+    def idle_while_editing(self) -> list[int]:
+        """The ids of this method's hooks that an edit's training passes need not run, so that
+        they do not keep those passes on the model's own forward (``upper_blocks.py``): none
+        unless a method says so."""
+        return []
 
     def hooked_module(self) -> nn.Module:
         return self.ctx.model.get_submodule(self.module_name())

@@ -39,7 +39,7 @@ calling them directly reproduces the model's logits, later passes do only that
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from contextlib import contextmanager
 from functools import partial
 
@@ -57,13 +57,16 @@ class LowerBlocks:
     (``FineTune.apply``)."""
 
     def __init__(self, model: nn.Module, layout: ModelLayout, layer: int,
-                 tuned: str | None = None, chunks_repeat: bool = False) -> None:
+                 tuned: str | None = None, chunks_repeat: bool = False,
+                 idle_hooks: Iterable[int] = ()) -> None:
         self.blocks = [model.get_submodule(layout.block_name(i)) for i in range(layer)]
         self.rows: dict[Hashable, torch.Tensor] = {}  # a record's (length, hidden) input to `layer`
         self.replayable = True  # False once a block's output is not a plain tensor (left alone)
         self.whole: torch.Tensor | None = None  # the output for a repeated batch (`same_batch`)
         # the calls inside the tuned layer's block before the tuned module (``tuned``, a name)
         self.inside = _BeforeTuned(model, layout, layer, tuned) if tuned else None
+        if self.inside is not None:  # hooks the caller has declared idle on the direct path
+            self.inside.upper.idle_hooks = set(idle_hooks)
         # every chunk comes again, in a fixed epoch order (FT-M's, FT-L's): what its later
         # passes replay is recorded on its first (else on its second, so that a chunk that never
         # repeats keeps nothing)

@@ -11,9 +11,10 @@ modules ran after the last one, and later passes call just those.
 Kept only where it is the same computation: the path is run once on the recording pass's own
 input and used only if it gives bitwise the logits that pass returned (a model whose logits are
 more than its head's output, Gemma 2's soft cap, fails this and keeps the model's forward), and
-never while a hook sits on a module the path does not call (WISE and MEMOIR read the model's own
-call, ``wise.py``/``memoir.py``), checked before that trial and again when the path is first
-used for a batch.
+never while a hook sits on a module the path does not call (MEMOIR reads the model's own call,
+``memoir.py``), checked before that trial and again when the path is first used for a batch,
+unless its owner has declared it idle there (WISE's hooks on the model only copy the attention
+mask, which WISE holds itself while an edit trains: ``LowerBlocks(idle_hooks=...)``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ class UpperBlocks:
         self._skipped: dict[tuple[str, ...], list[nn.Module]] = {}  # the same, per tail
         #: the ids of the hooks ``lower_blocks`` has on the lower blocks while it records them
         self.own_hooks: set[int] = set()
+        #: the ids of hooks their owner has declared idle on the direct path: they only read what
+        #: the owner also holds for the batch (WISE's copy of the attention mask), so skipping them
+        #: changes nothing (``LowerBlocks(idle_hooks=...)``)
+        self.idle_hooks: set[int] = set()
         self.checked: dict[Hashable, bool] = {}  # whether no hook sits where the path skips
 
     @contextmanager
@@ -146,7 +151,7 @@ class UpperBlocks:
             # a hook on the model or around its blocks reads the model's own call (WISE,
             # MEMOIR): refused before the trial below, whose calls such a method would take for a
             # step's (once tried, ``path`` looks at the hooks when a batch's path is first asked)
-            if _hooked(skipped, self.own_hooks):
+            if _hooked(skipped, self.own_hooks | self.idle_hooks):
                 return
             try:
                 same = torch.equal(direct().detach(), logits.detach())
@@ -164,7 +169,8 @@ class UpperBlocks:
         if direct is None:
             return None
         if batch not in self.checked:
-            self.checked[batch] = not _hooked(self.skipped[batch], self.own_hooks)
+            self.checked[batch] = not _hooked(self.skipped[batch],
+                                              self.own_hooks | self.idle_hooks)
         return direct if self.checked[batch] else None
 
 
@@ -178,8 +184,9 @@ def _within(name: str, owners) -> bool:
 
 
 def _hooked(modules: list[nn.Module], own: set[int]) -> bool:
-    """Whether a forward hook other than the ``own`` ones (ids) would run on any of ``modules``
-    (their own, or a global one)."""
+    """Whether a forward hook or pre-hook other than the ``own`` ones (ids) would run on any of
+    ``modules`` (their own, or a global one)."""
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         return True
-    return any(set(m._forward_hooks).difference(own) or m._forward_pre_hooks for m in modules)
+    return any(set(m._forward_hooks).difference(own) or set(m._forward_pre_hooks).difference(own)
+               for m in modules)

@@ -195,6 +195,7 @@ class Wise(LayerMemoryMethod):
         self.templates: list[str] = ["{}"]
         self._handles: list = []
         self._mask_row: torch.Tensor | None = None  # the current forward's attention mask
+        self._training_mask: torch.Tensor | None = None  # the edit batch's, while it trains
         self._editing = False
         self._scores: torch.Tensor | None = None  # per-row scores of the last editing forward
         self.count = 0
@@ -271,12 +272,18 @@ class Wise(LayerMemoryMethod):
     def _forget_mask(self, module, args, output) -> None:
         self._mask_row = None
 
+    def idle_while_editing(self) -> list[int]:
+        """The two hooks on the model: they copy each call's attention mask for the scores, and
+        while an edit trains the scores read the edit batch's own mask instead (the very tensor
+        its passes give the model), so its passes may call the blocks directly."""
+        return [handle.id for handle in self._handles[:2]]
+
     def _distances(self, x: torch.Tensor, main: torch.Tensor,
                    weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """|act(x W') - act(x W)| at each position (EasyEdit's ``euc``), and the positions that
         count: a row's real ones, or every one with ``pad_in_scores``."""
         distance = (self.act(self._project(x, weight.to(x.dtype))) - self.act(main)).norm(dim=-1)
-        mask = self._mask_row
+        mask = self._training_mask if self._editing else self._mask_row
         if self.config.pad_in_scores or mask is None or mask.shape[0] != x.shape[0]:
             return distance, torch.ones_like(distance)
         return distance, mask[:, -distance.shape[1]:].to(distance.dtype)
@@ -417,6 +424,7 @@ class Wise(LayerMemoryMethod):
         mask = self.shard_mask.to(self.ctx.device)
         optimizer = torch.optim.SGD([side], lr=config.lr, weight_decay=config.weight_decay)
         self.side, self._editing, losses = side, True, []
+        self._training_mask = batch.attention_mask  # what the passes below give the model
         lower = self.lower_blocks()  # the rows below the layer, computed once per edit
         try:
             for _ in range(config.n_iter):
@@ -452,7 +460,7 @@ class Wise(LayerMemoryMethod):
                     )
             self.shard_min = min(self.shard_min, float(self._scores[:n_edit].detach().mean()))
         finally:
-            self._editing = False
+            self._editing, self._training_mask = False, None
             self.side = side.detach()
 
     def _store_shard(self) -> None:

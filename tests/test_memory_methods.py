@@ -713,3 +713,32 @@ def test_the_blocks_below_the_memory_run_once_per_edit_and_the_memory_is_the_sam
             assert torch.equal(value, replayed[key]), key
         else:
             assert value == replayed[key], key
+
+
+def test_wise_edits_call_the_blocks_directly_and_train_as_the_models_forward_does(
+        micro_llama, monkeypatch):
+    """WISE's hooks on the model copy each call's attention mask for the scores; while an edit
+    trains, the scores read the edit batch's own mask, so the hooks are declared idle and the
+    training passes call the blocks from the hooked layer up directly (``upper_blocks.py``): one
+    model forward per edit instead of one per step, and bitwise the same memory, thresholds and
+    routing as the model's forward gives (the rows are padded: the mask matters)."""
+    from editbench.methods import upper_blocks
+
+    def edit(direct: bool):
+        ctx, method = _wise(micro_llama, n_iter=6)
+        if not direct:
+            monkeypatch.setattr(upper_blocks.UpperBlocks, "path", lambda self, batch: None)
+        passes, forward = [], ctx.model.forward
+        ctx.model.forward = lambda *a, **k: (passes.append(1), forward(*a, **k))[1]
+        method.apply(RECORDS[:2])
+        monkeypatch.undo()
+        lengths = {len(ctx.encoder.encode(t.format(RECORDS[0].prompt), RECORDS[0].target_new).ids)
+                   for t in method.templates}
+        return method.side.clone(), method.shard_min, len(passes), lengths
+
+    recomputed, recomputed_min, recomputed_passes, lengths = edit(False)
+    direct, direct_min, direct_passes, _ = edit(True)
+    assert len(lengths) > 1  # rows of several lengths: padded, so the scores' mask matters
+    assert recomputed_passes == 2 * 6
+    assert direct_passes == 2  # each edit's recording pass only
+    assert torch.equal(direct, recomputed) and direct_min == recomputed_min
