@@ -196,6 +196,11 @@ class Wise(LayerMemoryMethod):
         self._handles: list = []
         self._mask_row: torch.Tensor | None = None  # the current forward's attention mask
         self._training_mask: torch.Tensor | None = None  # the edit batch's, while it trains
+        # the layer's own output from the original weight, while an edit trains: its input is
+        # the same at every step (nothing below the layer changes meanwhile), so it is computed
+        # at the first step only
+        self._training_main: torch.Tensor | None = None
+        self._linear: bool | None = None  # whether the hooked module is an nn.Linear (read once)
         self._editing = False
         self._scores: torch.Tensor | None = None  # per-row scores of the last editing forward
         self.count = 0
@@ -205,7 +210,9 @@ class Wise(LayerMemoryMethod):
     # -- where -------------------------------------------------------------------------------------
     def _project(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``x`` through ``weight`` without bias, in the module's own weight layout."""
-        return x @ (weight.T if isinstance(self.hooked_module(), nn.Linear) else weight)
+        if self._linear is None:
+            self._linear = isinstance(self.hooked_module(), nn.Linear)
+        return x @ (weight.T if self._linear else weight)
 
     def _activation(self):
         from transformers.activations import ACT2FN
@@ -334,12 +341,14 @@ class Wise(LayerMemoryMethod):
 
     def _route(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         x = args[0]
-        main = self._project(x, self.original.to(x.device, x.dtype))
         if self._editing:
-            self._scores = self.score(x, main, self.side)
+            if self._training_main is None:
+                self._training_main = self._project(x, self.original.to(x.device, x.dtype))
+            self._scores = self.score(x, self._training_main, self.side)
             return output + self._project(x, (self.side - self.original).to(x.dtype))
         if not self._candidates():
             return None
+        main = self._project(x, self.original.to(x.device, x.dtype))
         chosen = self._choose(x, main)
         if not bool((chosen >= 0).any()):
             return None  # every sequence to main memory: the layer's own output, untouched
@@ -460,7 +469,7 @@ class Wise(LayerMemoryMethod):
                     )
             self.shard_min = min(self.shard_min, float(self._scores[:n_edit].detach().mean()))
         finally:
-            self._editing, self._training_mask = False, None
+            self._editing, self._training_mask, self._training_main = False, None, None
             self.side = side.detach()
 
     def _store_shard(self) -> None:
