@@ -224,6 +224,12 @@ class Memoir(LayerMemoryMethod):
                       "positions": kwargs.get("position_ids")}
         self._follow_row_selection(kwargs.get("past_key_values", kwargs.get("cache")))
 
+    def idle_while_editing(self) -> list[int]:
+        """The two hooks on the model: they keep each call's tokens and mask for routing, and
+        follow a decoder's KV cache; an edit's training reads neither (every row takes the edit's
+        own mask, and its passes keep no cache), so its passes may call the blocks directly."""
+        return [handle.id for handle in self._handles[:2]]
+
     def _follow_row_selection(self, cache) -> None:
         """When a decoder drops finished rows from its KV cache (``batch_select_indices``, as
         ``core/generate.py`` does), drop their held decisions too, so every row keeps its own

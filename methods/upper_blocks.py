@@ -11,10 +11,10 @@ modules ran after the last one, and later passes call just those.
 Kept only where it is the same computation: the path is run once on the recording pass's own
 input and used only if it gives bitwise the logits that pass returned (a model whose logits are
 more than its head's output, Gemma 2's soft cap, fails this and keeps the model's forward), and
-never while a hook sits on a module the path does not call (MEMOIR reads the model's own call,
-``memoir.py``), checked before that trial and again when the path is first used for a batch,
-unless its owner has declared it idle there (WISE's hooks on the model only copy the attention
-mask, which WISE holds itself while an edit trains: ``LowerBlocks(idle_hooks=...)``).
+never while a hook sits on a module the path does not call, checked before that trial and again
+when the path is first used for a batch, unless its owner has declared it idle there (WISE's and
+MEMOIR's hooks on the model record the call for routing, which their training does not read:
+``LowerBlocks(idle_hooks=...)``, ``idle_while_editing``).
 """
 
 from __future__ import annotations
@@ -148,9 +148,10 @@ class UpperBlocks:
                 m for name, m in self.model.named_modules()
                 if not _within(name, [*self.block_names, *tail_names])]
         if key not in tried:
-            # a hook on the model or around its blocks reads the model's own call (WISE,
-            # MEMOIR): refused before the trial below, whose calls such a method would take for a
-            # step's (once tried, ``path`` looks at the hooks when a batch's path is first asked)
+            # a hook on the model or around its blocks reads the model's own call, unless
+            # declared idle: refused before the trial below, whose calls such a method
+            # would take for a step's (once tried, ``path`` looks at the hooks when a batch's path
+            # is first asked)
             if _hooked(skipped, self.own_hooks | self.idle_hooks):
                 return
             try:

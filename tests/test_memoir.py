@@ -255,3 +255,32 @@ def test_a_decoding_batchs_kv_cache_is_freed_without_the_garbage_collector(micro
     finally:
         gc.enable()
         handle.remove()
+
+
+def test_memoir_edits_call_the_blocks_directly_and_train_as_the_models_forward_does(
+        micro_llama, monkeypatch):
+    """MEMOIR's hooks on the model keep each call's tokens and mask for routing and follow a KV
+    cache; an edit's training reads neither (every row takes the edit's own mask), so they are
+    declared idle and the training passes call the blocks from the hooked layer up directly: one
+    model forward per edit instead of one per step, and bitwise the same memory and masks."""
+    from editbench.methods import upper_blocks
+
+    def edit(direct: bool):
+        method = _memoir(micro_llama, n_iter=6, n_templates=2)
+        model = method.ctx.model
+        if not direct:
+            monkeypatch.setattr(upper_blocks.UpperBlocks, "path", lambda self, batch: None)
+        passes, forward = [], model.forward
+        model.forward = lambda *a, **k: (passes.append(1), forward(*a, **k))[1]
+        method.apply(RECORDS[:2])
+        model.forward = forward
+        monkeypatch.undo()
+        return method.memory.clone(), method.masks.clone(), len(passes), method
+
+    recomputed, recomputed_masks, recomputed_passes, _ = edit(False)
+    direct, direct_masks, direct_passes, method = edit(True)
+    assert direct_passes < recomputed_passes
+    assert direct_passes == recomputed_passes - 2 * 5  # each edit's later steps skip the model
+    assert torch.equal(direct, recomputed) and torch.equal(direct_masks, recomputed_masks)
+    # the routing after the edits reads the call's tokens again through the hooks
+    assert method.routes([RECORDS[0].prompt]) == [0]
