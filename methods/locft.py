@@ -108,7 +108,7 @@ class LocFTBF(FineTune):
         records), so none is drawn, and the step repeats exactly, which lets its passes be
         replayed (``lower_blocks.py``). That is every batch of the default lifelong run (turns
         of 10 against mini-batches of 100) and the release's own call on up to 100 edits."""
-        if size >= len(batch):
+        if self.chunks_repeat(len(batch), size):
             return [batch]
         order = torch.randperm(len(batch), generator=self.ctx.generator).tolist()
         return super().epoch_chunks([batch[i] for i in order], size)

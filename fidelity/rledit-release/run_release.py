@@ -25,6 +25,7 @@ import runpy
 import sys
 import time
 import types
+from collections import Counter
 from pathlib import Path
 
 # the modules the release edits on the pocket model: gate and up projections of layers 1-2,
@@ -54,57 +55,37 @@ def install_stubs(out: Path) -> None:
 
 
 def time_editor(timings: dict) -> None:
-    """Wrap the editors' train and sequential_valid with wall-clock timers."""
+    """Wrap the editors' train and sequential_valid with wall-clock timers, and their edit steps
+    with one that counts only inside sequential_valid (training makes the same calls)."""
     import editor.base
+    import editor.malmen
+    import editor.mend
     import editor.rledit
 
-    def timed(cls, name, key):
+    running: Counter[str] = Counter()  # the timed calls under way, by key
+
+    def timed(cls, name, key, inside=None):
         original = getattr(cls, name)
 
         def wrapper(self, *a, **kw):
+            running[key] += 1
             start = time.perf_counter()
             try:
                 return original(self, *a, **kw)
             finally:
-                timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+                running[key] -= 1
+                if inside is None or running[inside]:
+                    timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
         setattr(cls, name, wrapper)
-
-    import editor.malmen
-    import editor.mend
-
-    validating = []
-
-    def timed_edit(cls, name):
-        """Time an edit step only inside ``sequential_valid`` (training calls it too)."""
-        original = cls.__dict__[name]
-
-        def wrapper(self, *a, **kw):
-            start = time.perf_counter()
-            try:
-                return original(self, *a, **kw)
-            finally:
-                if validating:
-                    timings["edit_s"] = timings.get("edit_s", 0.0) + time.perf_counter() - start
-        setattr(cls, name, wrapper)
-
-    for cls, name in ((editor.base.BaseEditor, "cache"), (editor.base.BaseEditor, "edit_model"),
-                      (editor.malmen.MALMEN, "predict_param_shifts"),
-                      (editor.mend.MEND, "predict_param_shifts"),
-                      (editor.rledit.RLEDIT, "predict_param_shifts")):
-        timed_edit(cls, name)
 
     timed(editor.base.BaseEditor, "train", "train_s")  # MALMEN, MEND
     timed(editor.rledit.RLEDIT, "train", "train_s")
     timed(editor.base.BaseEditor, "sequential_valid", "edit_eval_s")
-    valid = editor.base.BaseEditor.sequential_valid
-
-    def marked(self, *a, **kw):
-        validating.append(True)
-        try:
-            return valid(self, *a, **kw)
-        finally:
-            validating.pop()
-    editor.base.BaseEditor.sequential_valid = marked
+    for cls, name in ((editor.base.BaseEditor, "cache"), (editor.base.BaseEditor, "edit_model"),
+                      (editor.malmen.MALMEN, "predict_param_shifts"),
+                      (editor.mend.MEND, "predict_param_shifts"),
+                      (editor.rledit.RLEDIT, "predict_param_shifts")):
+        timed(cls, name, "edit_s", inside="edit_eval_s")
 
 
 def main() -> None:
