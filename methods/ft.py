@@ -42,6 +42,7 @@ from ..core.costs import (
 from ..core.method import METHODS, EditMethod, MethodConfig
 from ..core.records import EditRecord
 from ..core.tokenize import EncodedPair
+from .answer_positions import head_at, narrowed
 from .lower_blocks import LowerBlocks
 from .objectives import last_prompt_position_nll, masked_target_nll
 
@@ -94,6 +95,9 @@ CONSTRAINED = {"lr": 5e-3, "chunk": 0, "norm_constraint": 2e-2, "bias": False}
 class FineTune(EditMethod):
     Config = FTConfig
     objective: Callable[[torch.Tensor, object], torch.Tensor]
+    #: whether ``objective`` reads the logits at target-predicting positions alone (then the head
+    #: runs only there, ``answer_positions.py``); FT-L's reads the prompt's last position
+    answers_only: bool = False
 
     #: where ``layer: None`` falls, as a fraction of the depth (EasyEdit's layer 21 of 32 is two
     #: thirds)
@@ -160,17 +164,19 @@ class FineTune(EditMethod):
         pairs = [(r.prompt, self.target(r)) for r in records]
         key = tuple(pairs)
         if key not in collated:
-            collated[key] = self.ctx.encoder.collate([encoded[pair] for pair in pairs]).to(
+            padded = self.ctx.encoder.collate([encoded[pair] for pair in pairs]).to(
                 self.ctx.device)
-        batch = collated[key]
+            collated[key] = (padded, narrowed(padded) if self.answers_only else None)
+        batch, answers = collated[key]
 
         def forward() -> torch.Tensor:
             return self.ctx.model(
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
             ).logits
 
-        logits = lower(pairs, [len(encoded[pair].ids) for pair in pairs], forward)
-        return type(self).objective(logits, batch)
+        with head_at(self.ctx.model, answers):  # the head at the positions the loss reads
+            logits = lower(pairs, [len(encoded[pair].ids) for pair in pairs], forward)
+        return type(self).objective(logits, answers.batch if answers is not None else batch)
 
     def chunks_repeat(self, n_records: int, size: int) -> bool:
         """Whether every epoch cuts a batch of ``n_records`` into the same chunks of ``size`` in
@@ -268,4 +274,5 @@ class FTM(FineTune):
     name = "ft-m"
     description = "fine-tune one MLP layer, loss on target tokens only, as EasyEdit runs FT-M"
     objective = staticmethod(masked_target_nll)
+    answers_only = True
     presets = {"constrained": CONSTRAINED, **EASYEDIT}

@@ -13,10 +13,12 @@ The loop is FT's (``methods/ft.py``): a chunk whose loss is below 1e-2 takes no 
 and an epoch whose loss, weighted by chunk size, is below 1e-2 ends it (``:173``, ``:182-184``).
 The per-epoch shuffle draws from the run's seeded generator (the release's ``random.shuffle`` is
 unseeded), so a resumed run repeats it; a batch that fits in one mini-batch is not shuffled, since
-the order of one step's rows changes nothing but float rounding (``epoch_chunks``). The release
-edits its whole data file in one call (``main_exp.sh:49-52``), which is ``--batch-size`` equal to
-``--edits``; in a lifelong run each batch is one call, so a batch of at most ``chunk`` edits is one
-mini-batch per epoch and every step sees every edit of the batch
+the order of one step's rows changes nothing but float rounding (``epoch_chunks``). Reshuffled
+mini-batches replay, per record, what the tuned layer computes before its MLP output projection
+(``lower_blocks.py``), and the head runs only at the answer positions (``answer_positions.py``).
+The release edits its whole data file in one call (``main_exp.sh:49-52``), which is
+``--batch-size`` equal to ``--edits``; in a lifelong run each batch is one call, so a batch of at
+most ``chunk`` edits is one mini-batch per epoch and every step sees every edit of the batch
 (fidelity/locft-release/README.md measures both).
 """
 
@@ -85,6 +87,7 @@ class LocFTBF(FineTune):
     presets = PRESETS
     preset_checkpoints = CHECKPOINTS
     objective = staticmethod(masked_target_nll)
+    answers_only = True
     default_depth = (22, 32)
 
     def edited_parameters(self) -> list[str]:

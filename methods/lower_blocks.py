@@ -34,6 +34,13 @@ the pass (one whose output a later call could need anew) is never replayed, nor 
 tuned module. The same pass records how the model called the blocks from the tuned one up; where
 calling them directly reproduces the model's logits, later passes do only that
 (``upper_blocks.py``).
+
+Where the epochs cut the batch into fresh chunks (LocFT-BF's reshuffled mini-batches), no chunk
+repeats, so the calls inside the tuned block before the tuned module are kept per record instead,
+at the record's real positions as the lower blocks' rows are, and a chunk whose records were all
+seen gets them back padded on the right (``_BeforeTuned.by_rows``; up to ``ROW_BYTES``, since these
+rows are several times a record's hidden state). The calls outside the blocks are left to run: a
+rotary table is the chunk's, not a record's.
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ class LowerBlocks:
         if self.inside is not None:
             chunk = tuple(keys)
             seen = self.inside.seen(chunk)
+            if not self.chunks_repeat:  # chunks of fresh orders: their records' rows (below)
+                forward = self.inside.by_rows(keys, lengths, forward)
             inner = self.inside.around(chunk, forward, record=seen or self.chunks_repeat)
             if self.inside.direct(chunk):  # from the tuned block up (``upper_blocks.py``)
                 return inner()
@@ -85,10 +94,7 @@ class LowerBlocks:
         if not self.blocks or not self.replayable:
             return inner()
         if all(key in self.rows for key in keys):
-            first = self.rows[keys[0]]
-            hidden = first.new_zeros((len(keys), max(lengths), first.shape[-1]))
-            for row, key in enumerate(keys):
-                hidden[row, :len(self.rows[key])] = self.rows[key]
+            hidden = _padded([self.rows[key] for key in keys])
             with _replaying(self.blocks, hidden):
                 return inner()
         return self._record(keys, lengths, inner)
@@ -191,6 +197,10 @@ class _BeforeTuned:
         self.in_block = set(inside)
         self.in_block_outputs: dict[Hashable, dict[str, object]] = {}  # those the direct path needs
         self.outputs: dict[Hashable, dict[str, object]] = {}
+        # per record (a key of a chunk that may not repeat): the in-block calls' outputs at its
+        # real positions, and their bytes, kept up to ROW_BYTES
+        self.row_outputs: dict[Hashable, dict[str, object]] = {}
+        self.row_bytes = 0
         self.times_seen: Counter[Hashable] = Counter()
         self.upper = UpperBlocks(model, layout, layer)
 
@@ -246,15 +256,106 @@ class _BeforeTuned:
             self.upper.keep(batch, result)
         return result
 
+    def by_rows(self, keys: Sequence[Hashable], lengths: Sequence[int],
+                forward: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        """``forward`` for a chunk that may never come again (LocFT-BF's reshuffled
+        mini-batches): where every record of it was seen in an earlier chunk, the calls inside the
+        tuned block before the tuned module return those records' rows, padded on the right with
+        zeros (the module docstring says why the padding is never read); otherwise the pass keeps
+        the rows of its records not kept yet. A row taken from another chunk equals the one this
+        chunk would compute up to the batched kernels' float rounding, as the lower blocks' rows
+        do."""
+        kept = [self.row_outputs.get(key) for key in keys]
+        if all(k is not None for k in kept) and len({tuple(k) for k in kept}) == 1:
+            outputs = {name: _padded([k[name] for k in kept]) for name in kept[0]}
+            return lambda: self._replay(outputs, forward, fresh=True)
+        if self.row_bytes >= ROW_BYTES:
+            return forward
+        return lambda: self._record_rows(keys, lengths, forward)
+
+    def _record_rows(self, keys, lengths, forward) -> torch.Tensor:
+        rows, width = len(keys), max(lengths)
+        calls: Counter[str] = Counter()
+        before: dict[str, object] = {}
+        entered: list[bool] = []
+
+        def done(name):
+            def hook(_module, _args, output):
+                calls[name] += 1
+                if not entered and _per_row(output, rows, width):
+                    before.setdefault(name, output)
+            return hook
+
+        handles = [m.register_forward_hook(done(name), prepend=True)
+                   for name, m in self.candidates.items() if name in self.in_block]
+        handles.append(self.tuned.register_forward_pre_hook(lambda *_: entered.append(True)))
+        try:
+            result = forward()
+        finally:
+            for handle in handles:
+                handle.remove()
+        once = {name for name in before if calls[name] == 1}
+        outer = [name for name in once
+                 if not any(name.startswith(other + ".") for other in once)]
+        if entered and outer:
+            for row, (key, length) in enumerate(zip(keys, lengths)):
+                if key not in self.row_outputs:
+                    kept = {name: _row(before[name], row, length) for name in outer}
+                    self.row_outputs[key] = kept
+                    self.row_bytes += sum(_nbytes(out) for out in kept.values())
+        return result
+
     def direct(self, batch: Hashable) -> bool:
         """Whether ``batch``'s passes call the blocks from the tuned one up directly."""
         return batch in self.outputs and self.upper.path(batch) is not None
 
-    def _replay(self, kept: dict[str, object], forward: Callable[[], torch.Tensor]
-                ) -> torch.Tensor:
-        with _returning([self.candidates[name] for name in kept],
-                        [partial(_copied, output) for output in kept.values()]):
+    def _replay(self, kept: dict[str, object], forward: Callable[[], torch.Tensor],
+                fresh: bool = False) -> torch.Tensor:
+        """``forward`` with each module of ``kept`` returning its output: a copy, since a later
+        operation may change it in place, unless the outputs were made for this one pass
+        (``fresh``)."""
+        outputs = [(lambda _out=out: _out) if fresh else partial(_copied, out)
+                   for out in kept.values()]
+        with _returning([self.candidates[name] for name in kept], outputs):
             return forward()
+
+
+#: the most bytes of per-record rows a ``_BeforeTuned`` keeps (``by_rows``): a record's rows are
+#: several times its hidden state (an MLP's gate and up projections are its inner width), so a call
+#: of thousands of edits on a 7B model keeps the rows of the first records alone
+ROW_BYTES = 1 << 30
+
+
+def _per_row(output, rows: int, width: int) -> bool:
+    """A tensor laid out (rows, positions, ...) as the chunk's batch, or a tuple of such tensors and
+    None: an output whose row ``b`` is record ``b``'s."""
+    if isinstance(output, tuple):
+        return (any(isinstance(item, torch.Tensor) for item in output)
+                and all(item is None or _per_row(item, rows, width) for item in output))
+    return (isinstance(output, torch.Tensor) and output.dim() >= 2
+            and tuple(output.shape[:2]) == (rows, width))
+
+
+def _row(output, row: int, length: int):
+    """Record ``row``'s real positions of a per-row output, detached and copied."""
+    if isinstance(output, tuple):
+        return tuple(None if item is None else _row(item, row, length) for item in output)
+    return output[row, :length].detach().clone()
+
+
+def _padded(rows: list):
+    """Per-record rows (a record's real positions each) stacked into a right-padded batch as wide
+    as the longest, zeros after each record's; tuples entry by entry."""
+    if isinstance(rows[0], tuple):
+        return tuple(None if rows[0][i] is None else _padded([r[i] for r in rows])
+                     for i in range(len(rows[0])))
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+
+def _nbytes(output) -> int:
+    if isinstance(output, tuple):
+        return sum(_nbytes(item) for item in output if item is not None)
+    return output.numel() * output.element_size()
 
 
 def _holds(name: str, tuned: str) -> bool:

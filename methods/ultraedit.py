@@ -19,12 +19,15 @@ place of a network, so it has no ``fit`` and nothing to train or cache. docs/hyp
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..core.method import METHODS, EditContext
+from ..core.tokenize import EncodedPair
+from .answer_positions import head_at, narrowed
 from .chosen_modules import ChosenModules
 from .hypernet import EditorCore, EditorCoreConfig
 from .hypernet.modules import KeysAndGrads
@@ -133,6 +136,18 @@ class UltraEdit(ChosenModules, EditorCore):
 
     def normalisers(self) -> dict[str, RunningNormaliser]:
         return dict(self.lifelong.items())
+
+    def _read(self, encoded: Sequence[EncodedPair], loss, sub_batch: int = 0) -> KeysAndGrads:
+        """The core's pass with the head run only at the answer positions, which are all the loss
+        reads (``answer_positions.py``): on a real vocabulary the logits at every position of a
+        turn of 100 records are gigabytes in float32. The keys and gradients are read inside the
+        blocks, where they were."""
+        answers = narrowed(self.ctx.encoder.collate(encoded).to(self.ctx.device))
+        if answers is None:
+            return super()._read(encoded, loss, sub_batch)
+        with head_at(self.ctx.model, answers):
+            return super()._read(encoded, lambda logits, _batch: loss(logits, answers.batch),
+                                 sub_batch)
 
     def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
         config: UltraEditConfig = self.config  # type: ignore[assignment]

@@ -195,8 +195,12 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
         assert replayed_embedded == replayed_passes == chunks
         # and the direct path's one trial on this model computes the tuned block once more
         assert replayed_inside == chunks + 1
-    else:  # reshuffled chunks never repeat: the model's forward every time
-        assert replayed_passes == 4 * chunks
+    else:  # reshuffled chunks never repeat: the model's forward every time, but the tuned
+        # block's calls before the tuned module return each record's rows from the first epoch
+        # (a chunk that comes again by chance is recorded whole, and the direct path's one trial
+        # on this model may compute the tuned block once more)
+        assert replayed_passes <= 4 * chunks
+        assert chunks <= replayed_inside <= chunks + 1
     original = _context(micro_model_path).model
     for name, tensor in replayed.items():
         assert not torch.equal(tensor, original.get_parameter(name))
@@ -204,3 +208,28 @@ def test_replayed_lower_blocks_give_the_edit_that_recomputing_them_gives(
             assert torch.equal(tensor, recomputed[name]), name
         else:
             assert torch.allclose(tensor, recomputed[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_per_record_rows_stop_being_kept_at_their_byte_budget(micro_model_path, monkeypatch):
+    """LocFT-BF's reshuffled mini-batches replay the tuned block's first calls from each record's
+    rows, kept up to ``ROW_BYTES``: with no budget nothing is kept and every pass computes them."""
+    from editbench.core.method import METHODS
+    from editbench.methods import lower_blocks
+
+    records = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} lives in", subject=f"Kalo {i}",
+                          target_new="Orr") for i in range(6)]
+    counts = {}
+    for budget in ("default", "none"):
+        if budget == "none":
+            monkeypatch.setattr(lower_blocks, "ROW_BYTES", 0)
+        ctx = _context(micro_model_path)
+        cls = METHODS["locft-bf"]
+        tuned_block = ctx.model.get_submodule(ctx.layout.block_name(1))
+        attention = next(m for name, m in tuned_block.named_children() if "attn" in name)
+        inside = []
+        next(attention.children()).register_forward_hook(
+            lambda *_, calls=inside: calls.append(1))
+        cls(cls.Config(layer=1, chunk=2, steps=4, stop_loss=0.0), ctx).apply(records)
+        counts[budget] = len(inside)
+    # 3 mini-batches an epoch: the first epoch's, and the direct path's one trial at most
+    assert counts["default"] <= 3 + 1 < counts["none"]

@@ -1,0 +1,82 @@
+"""The language-model head run only where a target-token loss reads it (issue 28).
+
+A fine-tuning step's loss (FT-M's, LocFT-BF's: ``objectives.masked_target_nll``) reads the logits at
+the positions that predict a target token and nowhere else, yet the model computes the head, and
+the step then takes the log-softmax and its backward, at every position of the padded batch. On
+the pocket model (a 1,000-token vocabulary over a width of 128) that was 37% of a LocFT-BF step:
+the head's two products and the log-softmax at 12 positions where 2 or 3 are read. Below, a
+forward pre-hook on the head hands it only those positions, each row's in order, and the loss is
+computed on the batch narrowed to them (:func:`narrowed`).
+
+Why the numbers do not move: the rows kept are the rows the loss read, each computed from the same
+hidden state by the same product; the rows dropped had a zero gradient, so nothing they held
+reached a weight. What can change is float rounding where a kernel's order of summation depends on
+the number of rows; on the CPUs measured the default run's stored values were bitwise the same
+(``tests/test_answer_positions.py`` checks the losses and gradients within rounding).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..core.tokenize import PairBatch
+
+
+@dataclass(frozen=True)
+class AnswerPositions:
+    """``index[b, j]``: the position of row ``b``'s ``j``-th target-predicting position (rows with
+    fewer are filled with positions that are not targets); ``batch``: what a target-token loss
+    reads of the batch at those positions: ``labels`` and ``target_mask`` narrowed to them, the
+    other fields the whole batch's (a loss that groups rows by length reads it from
+    ``attention_mask``, ``objectives.sub_batch_target_nll``)."""
+
+    index: torch.Tensor
+    batch: PairBatch
+
+
+def narrowed(batch: PairBatch) -> AnswerPositions | None:
+    """The target-predicting positions of ``batch``, or None where they fill the whole width (no
+    position to save)."""
+    width = int(batch.target_mask.sum(1).max())
+    if width >= batch.target_mask.shape[1]:
+        return None
+    # each row's target positions first, in their order (a stable sort of "not a target")
+    index = torch.argsort((~batch.target_mask.bool()).to(torch.int8), dim=1, stable=True)
+    index = index[:, :max(width, 1)]
+    return AnswerPositions(index=index, batch=PairBatch(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        labels=batch.labels.gather(1, index),
+        target_mask=batch.target_mask.gather(1, index),
+        prompt_last=batch.prompt_last,
+    ))
+
+
+@contextmanager
+def head_at(model: nn.Module, positions: AnswerPositions | None):
+    """While inside, the model's output head sees only ``positions``' rows of its input, so the
+    logits are ``(rows, narrowed width, vocabulary)``. A head input of another shape (a model that
+    calls its head otherwise) raises rather than narrow the wrong rows."""
+    head = model.get_output_embeddings() if positions is not None else None
+    if head is None:
+        yield
+        return
+    index = positions.index
+
+    def narrow(_module, args):
+        hidden = args[0]
+        if hidden.dim() != 3 or hidden.shape[0] != index.shape[0]:
+            raise ValueError(f"the output head got an input of shape {tuple(hidden.shape)}, not "
+                             f"the batch's ({index.shape[0]} rows, positions, width)")
+        picked = hidden.gather(1, index.unsqueeze(2).expand(-1, -1, hidden.shape[2]))
+        return (picked, *args[1:])
+
+    handle = head.register_forward_pre_hook(narrow)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -1,0 +1,99 @@
+"""The output head at the answer positions alone (``methods/answer_positions.py``): the loss and its
+gradient are the full computation's, and the methods that use it run the head on fewer rows."""
+
+import pytest
+import torch
+
+from editbench.core.models import ModelLayout, load_model
+from editbench.core.records import EditRecord
+from editbench.core.tokenize import PairEncoder
+from editbench.methods import EditContext
+from editbench.methods.answer_positions import head_at, narrowed
+from editbench.methods.objectives import masked_target_nll, sub_batch_target_nll
+
+RECORDS = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} of the old hills lives in",
+                      subject=f"Kalo {i}",
+                      target_new=["Fengal Vale", "Orr", "the Tarn of Uld"][i % 3])
+           for i in range(5)]
+
+
+def _context(path):
+    model, tokenizer = load_model(path, torch.device("cpu"), torch.float32)
+    return EditContext(
+        model=model, tokenizer=tokenizer, layout=ModelLayout.of(model), device=torch.device("cpu"),
+        cache_dir=path, task=None, seed=0, generator=torch.Generator().manual_seed(0)
+    )
+
+
+def _batch(tokenizer):
+    encoder = PairEncoder(tokenizer)
+    return encoder.collate([encoder.encode(r.prompt, r.target_new) for r in RECORDS])
+
+
+def test_the_narrowed_batch_holds_each_rows_target_positions_in_order(world_tokenizer):
+    batch = _batch(world_tokenizer)
+    answers = narrowed(batch)
+    assert answers is not None
+    counts = batch.target_mask.sum(1)
+    assert answers.index.shape == (len(RECORDS), int(counts.max()))
+    for row in range(len(RECORDS)):
+        n = int(counts[row])
+        positions = batch.target_mask[row].nonzero().squeeze(1)
+        assert torch.equal(answers.index[row, :n], positions)
+        assert torch.equal(answers.batch.labels[row, :n], batch.labels[row, positions])
+        assert answers.batch.target_mask[row, :n].all()
+        assert not answers.batch.target_mask[row, n:].any()  # the filling is never a target
+    # what a loss grouping rows by length reads stays the whole batch's
+    assert torch.equal(answers.batch.attention_mask, batch.attention_mask)
+
+
+@pytest.mark.parametrize("loss", [masked_target_nll,
+                                  lambda logits, b: sub_batch_target_nll(logits, b, 2)])
+def test_the_loss_and_its_gradient_are_the_full_heads(loss, micro_model_path):
+    ctx = _context(micro_model_path)
+    batch = _batch(ctx.tokenizer)
+    answers = narrowed(batch)
+    weight = ctx.model.get_parameter(ctx.layout.mlp_out_name(1) + ".weight")
+    weight.requires_grad_(True)
+    results = []
+    for positions in (None, answers):
+        with head_at(ctx.model, positions):
+            logits = ctx.model(input_ids=batch.input_ids,
+                               attention_mask=batch.attention_mask).logits
+        value = loss(logits, positions.batch if positions else batch)
+        (grad,) = torch.autograd.grad(value, [weight])
+        results.append((logits.shape[1], value.detach(), grad))
+    (full_width, full, full_grad), (width, value, grad) = results
+    assert width == answers.index.shape[1] < full_width
+    assert torch.allclose(value, full, rtol=1e-6, atol=0)
+    assert torch.allclose(grad, full_grad, rtol=1e-5, atol=1e-9)
+    assert grad.abs().sum() > 0
+
+
+def test_a_batch_of_answers_only_is_left_whole(world_tokenizer):
+    batch = _batch(world_tokenizer)
+    batch.target_mask[:] = True  # every position predicts a target: nothing to drop
+    assert narrowed(batch) is None
+
+
+@pytest.mark.parametrize("method, settings", [
+    ("ft-m", {"chunk": 1}), ("locft-bf", {"chunk": 2}), ("locft-bf", {"chunk": 100}),
+    ("ultraedit", {})])
+def test_the_methods_whose_loss_reads_answers_only_run_the_head_there(
+        method, settings, micro_model_path):
+    from editbench.core.method import METHODS
+
+    ctx = _context(micro_model_path)
+    cls = METHODS[method]
+    extra = {"layer": 1, "steps": 3, "stop_loss": 0.0} if method != "ultraedit" else {}
+    instance = cls(cls.Config(**{**settings, **extra}), ctx)
+    widths = []
+    ctx.model.get_output_embeddings().register_forward_hook(
+        lambda _m, _args, logits: widths.append(logits.shape[1]))
+    batch = _batch(ctx.tokenizer)
+    instance.apply(RECORDS)
+    assert widths
+    # every pass's head input is as wide as the most answer tokens of its rows, never the batch's
+    # width (FT-M's one record per step: that record's answer tokens)
+    assert max(widths) <= int(batch.target_mask.sum(1).max() + (method == "locft-bf"))
+    assert max(widths) < batch.input_ids.shape[1]
