@@ -28,24 +28,33 @@ from ..core.tokenize import PairBatch
 
 @dataclass(frozen=True)
 class AnswerPositions:
-    """``index[b, j]``: the position of row ``b``'s ``j``-th target-predicting position (rows with
-    fewer are filled with positions that are not targets); ``batch``: what a target-token loss
-    reads of the batch at those positions: ``labels`` and ``target_mask`` narrowed to them, the
-    other fields the whole batch's (a loss that groups rows by length reads it from
-    ``attention_mask``, ``objectives.sub_batch_target_nll``)."""
+    """``index[b, j]``: the position of row ``b``'s ``j``-th read position (rows with fewer are
+    filled with positions not read; None: every position, nothing to narrow); ``batch``: what a
+    target-token loss reads of the batch at those positions: ``labels`` and ``target_mask``
+    narrowed to them, the other fields the whole batch's (a loss that groups rows by length reads
+    it from ``attention_mask``, ``objectives.sub_batch_target_nll``)."""
 
-    index: torch.Tensor
+    index: torch.Tensor | None
     batch: PairBatch
 
+    def column(self, positions: torch.Tensor) -> torch.Tensor:
+        """Where each row's position in ``positions`` (one per row, among those kept) sits in the
+        narrowed logits."""
+        if self.index is None:
+            return positions
+        return (self.index == positions.unsqueeze(1)).to(torch.int8).argmax(1)
 
-def narrowed(batch: PairBatch) -> AnswerPositions | None:
-    """The target-predicting positions of ``batch``, or None where they fill the whole width (no
-    position to save)."""
-    width = int(batch.target_mask.sum(1).max())
-    if width >= batch.target_mask.shape[1]:
-        return None
-    # each row's target positions first, in their order (a stable sort of "not a target")
-    index = torch.argsort((~batch.target_mask.bool()).to(torch.int8), dim=1, stable=True)
+
+def narrowed(batch: PairBatch, reading: torch.Tensor | None = None) -> AnswerPositions:
+    """The positions of ``batch`` a loss reads: its target-predicting ones, or those of the
+    ``reading`` mask (rows, positions), which holds them and more (MEMIT's KL prompts read their
+    subject's last token); all of them where they fill the whole width (no position to save)."""
+    reading = batch.target_mask.bool() if reading is None else reading
+    width = int(reading.sum(1).max())
+    if width >= reading.shape[1]:
+        return AnswerPositions(index=None, batch=batch)
+    # each row's read positions first, in their order (a stable sort of "not read")
+    index = torch.argsort((~reading).to(torch.int8), dim=1, stable=True)
     index = index[:, :max(width, 1)]
     return AnswerPositions(index=index, batch=PairBatch(
         input_ids=batch.input_ids,
@@ -57,11 +66,11 @@ def narrowed(batch: PairBatch) -> AnswerPositions | None:
 
 
 @contextmanager
-def head_at(model: nn.Module, positions: AnswerPositions | None):
+def head_at(model: nn.Module, positions: AnswerPositions):
     """While inside, the model's output head sees only ``positions``' rows of its input, so the
     logits are ``(rows, narrowed width, vocabulary)``. A head input of another shape (a model that
     calls its head otherwise) raises rather than narrow the wrong rows."""
-    head = model.get_output_embeddings() if positions is not None else None
+    head = model.get_output_embeddings() if positions.index is not None else None
     if head is None:
         yield
         return

@@ -42,7 +42,7 @@ from ..core.costs import (
 from ..core.method import METHODS, EditMethod, MethodConfig
 from ..core.records import EditRecord
 from ..core.tokenize import EncodedPair
-from .answer_positions import head_at, narrowed
+from .answer_positions import AnswerPositions, head_at, narrowed
 from .lower_blocks import LowerBlocks
 from .objectives import last_prompt_position_nll, masked_target_nll
 
@@ -166,7 +166,8 @@ class FineTune(EditMethod):
         if key not in collated:
             padded = self.ctx.encoder.collate([encoded[pair] for pair in pairs]).to(
                 self.ctx.device)
-            collated[key] = (padded, narrowed(padded) if self.answers_only else None)
+            collated[key] = (padded, narrowed(padded) if self.answers_only
+                             else AnswerPositions(index=None, batch=padded))
         batch, answers = collated[key]
 
         def forward() -> torch.Tensor:
@@ -176,7 +177,7 @@ class FineTune(EditMethod):
 
         with head_at(self.ctx.model, answers):  # the head at the positions the loss reads
             logits = lower(pairs, [len(encoded[pair].ids) for pair in pairs], forward)
-        return type(self).objective(logits, answers.batch if answers is not None else batch)
+        return type(self).objective(logits, answers.batch)
 
     def chunks_repeat(self, n_records: int, size: int) -> bool:
         """Whether every epoch cuts a batch of ``n_records`` into the same chunks of ``size`` in

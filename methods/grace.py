@@ -37,6 +37,7 @@ from torch import nn
 from ..core.method import METHODS, MethodConfig, state_text, text_state
 from ..core.records import EditRecord
 from ._layer_memory import LayerMemoryMethod
+from .answer_positions import head_at, narrowed
 from .objectives import masked_target_nll
 
 
@@ -263,13 +264,15 @@ class Grace(LayerMemoryMethod):
         optimizer = torch.optim.Adam([value], lr=self.config.lr)
         self._training = (row, value)
         lower = self.lower_blocks()  # the rows below the layer, computed once per edit
+        answers = narrowed(batch)  # the head where the loss reads it (``answer_positions.py``)
         try:
             for _ in range(self.config.n_iter):
-                logits = lower.same_batch(lambda: self.ctx.model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                    use_cache=False,
-                ).logits)
-                loss = masked_target_nll(logits, batch)
+                with head_at(self.ctx.model, answers):
+                    logits = lower.same_batch(lambda: self.ctx.model(
+                        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                        use_cache=False,
+                    ).logits)
+                loss = masked_target_nll(logits, answers.batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -143,7 +143,7 @@ class UltraEdit(ChosenModules, EditorCore):
         turn of 100 records are gigabytes in float32. The keys and gradients are read inside the
         blocks, where they were."""
         answers = narrowed(self.ctx.encoder.collate(encoded).to(self.ctx.device))
-        if answers is None:
+        if answers.index is None:
             return super()._read(encoded, loss, sub_batch)
         with head_at(self.ctx.model, answers):
             return super()._read(encoded, lambda logits, _batch: loss(logits, answers.batch),

@@ -8,7 +8,7 @@ from editbench.core.models import ModelLayout, load_model
 from editbench.core.records import EditRecord
 from editbench.core.tokenize import PairEncoder
 from editbench.methods import EditContext
-from editbench.methods.answer_positions import head_at, narrowed
+from editbench.methods.answer_positions import AnswerPositions, head_at, narrowed
 from editbench.methods.objectives import masked_target_nll, sub_batch_target_nll
 
 RECORDS = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} of the old hills lives in",
@@ -33,7 +33,7 @@ def _batch(tokenizer):
 def test_the_narrowed_batch_holds_each_rows_target_positions_in_order(world_tokenizer):
     batch = _batch(world_tokenizer)
     answers = narrowed(batch)
-    assert answers is not None
+    assert answers.index is not None
     counts = batch.target_mask.sum(1)
     assert answers.index.shape == (len(RECORDS), int(counts.max()))
     for row in range(len(RECORDS)):
@@ -56,11 +56,11 @@ def test_the_loss_and_its_gradient_are_the_full_heads(loss, micro_model_path):
     weight = ctx.model.get_parameter(ctx.layout.mlp_out_name(1) + ".weight")
     weight.requires_grad_(True)
     results = []
-    for positions in (None, answers):
+    for positions in (AnswerPositions(index=None, batch=batch), answers):
         with head_at(ctx.model, positions):
             logits = ctx.model(input_ids=batch.input_ids,
                                attention_mask=batch.attention_mask).logits
-        value = loss(logits, positions.batch if positions else batch)
+        value = loss(logits, positions.batch)
         (grad,) = torch.autograd.grad(value, [weight])
         results.append((logits.shape[1], value.detach(), grad))
     (full_width, full, full_grad), (width, value, grad) = results
@@ -73,27 +73,32 @@ def test_the_loss_and_its_gradient_are_the_full_heads(loss, micro_model_path):
 def test_a_batch_of_answers_only_is_left_whole(world_tokenizer):
     batch = _batch(world_tokenizer)
     batch.target_mask[:] = True  # every position predicts a target: nothing to drop
-    assert narrowed(batch) is None
+    assert narrowed(batch).index is None
 
 
 @pytest.mark.parametrize("method, settings", [
     ("ft-m", {"chunk": 1}), ("locft-bf", {"chunk": 2}), ("locft-bf", {"chunk": 100}),
-    ("ultraedit", {})])
+    ("ultraedit", {}), ("grace", {}), ("wise", {}), ("memoir", {})])
 def test_the_methods_whose_loss_reads_answers_only_run_the_head_there(
         method, settings, micro_model_path):
     from editbench.core.method import METHODS
 
     ctx = _context(micro_model_path)
     cls = METHODS[method]
-    extra = {"layer": 1, "steps": 3, "stop_loss": 0.0} if method != "ultraedit" else {}
+    extra = {"layer": 1, "steps": 3, "stop_loss": 0.0} if method in ("ft-m", "locft-bf") else {}
     instance = cls(cls.Config(**{**settings, **extra}), ctx)
+    instance.prepare()
     widths = []
     ctx.model.get_output_embeddings().register_forward_hook(
         lambda _m, _args, logits: widths.append(logits.shape[1]))
     batch = _batch(ctx.tokenizer)
     instance.apply(RECORDS)
     assert widths
-    # every pass's head input is as wide as the most answer tokens of its rows, never the batch's
-    # width (FT-M's one record per step: that record's answer tokens)
-    assert max(widths) <= int(batch.target_mask.sum(1).max() + (method == "locft-bf"))
-    assert max(widths) < batch.input_ids.shape[1]
+    # every pass of the edit's steps runs the head as wide as the most answer tokens of its rows
+    # (FT-M's one record per step: that record's); the memory methods' one pass per edit that
+    # reads their layer's key (GRACE's query, WISE's and MEMOIR's routing) is not a step's
+    answers = int(batch.target_mask.sum(1).max() + (method == "locft-bf"))
+    steps = [width for width in widths if width <= answers]
+    full = len(widths) - len(steps)
+    assert len(steps) > full and full <= (len(RECORDS) if method in ("grace", "wise", "memoir")
+                                          else 0), widths

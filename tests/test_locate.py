@@ -232,3 +232,32 @@ def test_hub_corpus_without_datasets_says_what_to_do(monkeypatch):
     corpus = resolve_corpus("hub", "Salesforce/wikitext:wikitext-103-raw-v1", None)
     with pytest.raises(MethodSetupError, match="stats_corpus=PATH"):
         corpus.take(10)
+
+
+def test_value_steps_run_the_head_where_their_loss_reads_and_give_the_same_values(
+    micro_llama, tmp_path, monkeypatch
+):
+    """The value steps' loss reads the logits at the rewrite prompts' target positions and at the
+    KL prompts' subject position: the head runs there alone (``answer_positions.py``), and the
+    values are those of a head over every position."""
+    from editbench.methods.answer_positions import AnswerPositions
+    from editbench.methods.locate import values
+
+    ctx = context(micro_llama, tmp_path)
+    config = LocateConfig(layers=(1,), v_steps=6, v_stop_loss=1e-12, context_prefixes=0)
+    block = ctx.layout.block_name(1)
+    widths = []
+    ctx.model.get_output_embeddings().register_forward_hook(
+        lambda _m, _args, logits: widths.append(logits.shape[1]))
+    narrow = optimise_values(ctx.model, ctx.encoder, block, RECORDS, ["Hello there. "], config,
+                             ctx.device, ctx.layout)
+    narrow_widths = list(widths)
+    monkeypatch.setattr(values, "narrowed",
+                        lambda batch, reading=None: AnswerPositions(index=None, batch=batch))
+    widths.clear()
+    whole = optimise_values(ctx.model, ctx.encoder, block, RECORDS, ["Hello there. "], config,
+                            ctx.device, ctx.layout)
+    assert len(narrow_widths) == len(widths) == 6
+    # the most target tokens of a rewrite prompt ("Fengal Vale"), against the longest prompt
+    assert max(narrow_widths) < min(widths)
+    assert torch.allclose(narrow, whole, rtol=1e-5, atol=1e-6)

@@ -23,6 +23,7 @@ from torch import nn
 from ...core.models import ModelLayout
 from ...core.records import EditRecord
 from ...core.tokenize import PairEncoder
+from ..answer_positions import head_at, narrowed
 from ..lower_blocks import LowerBlocks
 from .config import LocateConfig
 from .hooks import edit_block_output
@@ -72,6 +73,13 @@ def _optimise(
     # one of each per record, in record order
     bare, kl_rows = located.group == 0, located.group == 2
     batch = located.rows
+    # the head runs where the loss reads (``answer_positions.py``): the rewrite rows' target
+    # positions and the KL rows' subject position
+    reading = batch.target_mask.bool().clone()
+    reading[rows[kl_rows], located.lookup[kl_rows]] = True
+    answers = narrowed(batch, reading)
+    kl_columns = answers.column(located.lookup)[kl_rows]
+    batch = answers.batch
     token_rows = batch.target_mask.nonzero(as_tuple=True)[0]
     width = model.get_input_embeddings().embedding_dim
     delta = torch.zeros(n, width, device=rows.device, requires_grad=True)
@@ -95,7 +103,7 @@ def _optimise(
             return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                          use_cache=False).logits
 
-        with edit_block_output(model, block, add_delta):
+        with edit_block_output(model, block, add_delta), head_at(model, answers):
             logits = lower.same_batch(forward) if lower is not None else forward()
         target_logp = F.log_softmax(logits[batch.target_mask].float(), dim=-1)
         token_nll = -target_logp.gather(1, batch.labels[batch.target_mask].unsqueeze(1)).squeeze(1)
@@ -103,7 +111,7 @@ def _optimise(
         row_nll = row_nll / batch.target_mask.sum(1).clamp_min(1)
         rewrite = ~kl_rows
         nll = _per_record(row_nll[rewrite], located.owner[rewrite], n)
-        kl_logp = F.log_softmax(logits[rows[kl_rows], located.lookup[kl_rows]].float(), dim=-1)
+        kl_logp = F.log_softmax(logits[rows[kl_rows], kl_columns].float(), dim=-1)
         if kl_init is None:
             kl_init = kl_logp.detach()
         kl = config.kl_factor * (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
