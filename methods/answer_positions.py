@@ -18,7 +18,7 @@ the number of rows; on the CPUs measured the default run's stored values were bi
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -63,6 +63,14 @@ def narrowed(batch: PairBatch, reading: torch.Tensor | None = None) -> AnswerPos
         target_mask=batch.target_mask.gather(1, index),
         prompt_last=batch.prompt_last,
     ))
+
+
+def at_prompt_last(batch: PairBatch) -> AnswerPositions:
+    """The prompt's last position of each row alone, which ROME's FT-L loss reads for every target
+    token (``objectives.last_prompt_position_nll``): the narrowed batch's ``prompt_last`` is that
+    position's column, 0; its labels and target mask stay whole, as that loss reads them."""
+    return AnswerPositions(index=batch.prompt_last.unsqueeze(1),
+                           batch=replace(batch, prompt_last=torch.zeros_like(batch.prompt_last)))
 
 
 @contextmanager

@@ -41,8 +41,8 @@ from ..core.costs import (
 )
 from ..core.method import METHODS, EditMethod, MethodConfig
 from ..core.records import EditRecord
-from ..core.tokenize import EncodedPair
-from .answer_positions import AnswerPositions, head_at, narrowed
+from ..core.tokenize import EncodedPair, PairBatch
+from .answer_positions import AnswerPositions, at_prompt_last, head_at, narrowed
 from .lower_blocks import LowerBlocks
 from .objectives import last_prompt_position_nll, masked_target_nll
 
@@ -95,9 +95,10 @@ CONSTRAINED = {"lr": 5e-3, "chunk": 0, "norm_constraint": 2e-2, "bias": False}
 class FineTune(EditMethod):
     Config = FTConfig
     objective: Callable[[torch.Tensor, object], torch.Tensor]
-    #: whether ``objective`` reads the logits at target-predicting positions alone (then the head
-    #: runs only there, ``answer_positions.py``); FT-L's reads the prompt's last position
-    answers_only: bool = False
+    #: the positions of a chunk's logits ``objective`` reads, where the head runs alone
+    #: (``answer_positions.py``): the target-predicting ones (FT-M, LocFT-BF) or the prompt's last
+    #: (FT-L)
+    read_positions: Callable[[PairBatch], AnswerPositions] = staticmethod(narrowed)
 
     #: where ``layer: None`` falls, as a fraction of the depth (EasyEdit's layer 21 of 32 is two
     #: thirds)
@@ -166,8 +167,7 @@ class FineTune(EditMethod):
         if key not in collated:
             padded = self.ctx.encoder.collate([encoded[pair] for pair in pairs]).to(
                 self.ctx.device)
-            collated[key] = (padded, narrowed(padded) if self.answers_only
-                             else AnswerPositions(index=None, batch=padded))
+            collated[key] = (padded, type(self).read_positions(padded))
         batch, answers = collated[key]
 
         def forward() -> torch.Tensor:
@@ -264,6 +264,7 @@ class FTL(FineTune):
         "fine-tune one MLP layer, L-inf constrained, ROME's last-position loss (Zhu et al. 2020)"
     )
     objective = staticmethod(last_prompt_position_nll)
+    read_positions = staticmethod(at_prompt_last)
     Config = FTLConfig
     #: ROME's settings where it published them, EasyEdit's FT-L files for the other models
     presets = {"constrained": CONSTRAINED, **ROME_FT_L,
@@ -275,5 +276,4 @@ class FTM(FineTune):
     name = "ft-m"
     description = "fine-tune one MLP layer, loss on target tokens only, as EasyEdit runs FT-M"
     objective = staticmethod(masked_target_nll)
-    answers_only = True
     presets = {"constrained": CONSTRAINED, **EASYEDIT}

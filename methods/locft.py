@@ -87,7 +87,6 @@ class LocFTBF(FineTune):
     presets = PRESETS
     preset_checkpoints = CHECKPOINTS
     objective = staticmethod(masked_target_nll)
-    answers_only = True
     default_depth = (22, 32)
 
     def edited_parameters(self) -> list[str]:

@@ -8,8 +8,17 @@ from editbench.core.models import ModelLayout, load_model
 from editbench.core.records import EditRecord
 from editbench.core.tokenize import PairEncoder
 from editbench.methods import EditContext
-from editbench.methods.answer_positions import AnswerPositions, head_at, narrowed
-from editbench.methods.objectives import masked_target_nll, sub_batch_target_nll
+from editbench.methods.answer_positions import (
+    AnswerPositions,
+    at_prompt_last,
+    head_at,
+    narrowed,
+)
+from editbench.methods.objectives import (
+    last_prompt_position_nll,
+    masked_target_nll,
+    sub_batch_target_nll,
+)
 
 RECORDS = [EditRecord(uid=str(i), prompt=f"Fact: Kalo {i} of the old hills lives in",
                       subject=f"Kalo {i}",
@@ -47,12 +56,14 @@ def test_the_narrowed_batch_holds_each_rows_target_positions_in_order(world_toke
     assert torch.equal(answers.batch.attention_mask, batch.attention_mask)
 
 
-@pytest.mark.parametrize("loss", [masked_target_nll,
-                                  lambda logits, b: sub_batch_target_nll(logits, b, 2)])
-def test_the_loss_and_its_gradient_are_the_full_heads(loss, micro_model_path):
+@pytest.mark.parametrize("loss, positions_of", [
+    (masked_target_nll, narrowed),
+    (lambda logits, b: sub_batch_target_nll(logits, b, 2), narrowed),
+    (last_prompt_position_nll, at_prompt_last)])
+def test_the_loss_and_its_gradient_are_the_full_heads(loss, positions_of, micro_model_path):
     ctx = _context(micro_model_path)
     batch = _batch(ctx.tokenizer)
-    answers = narrowed(batch)
+    answers = positions_of(batch)
     weight = ctx.model.get_parameter(ctx.layout.mlp_out_name(1) + ".weight")
     weight.requires_grad_(True)
     results = []
@@ -66,7 +77,7 @@ def test_the_loss_and_its_gradient_are_the_full_heads(loss, micro_model_path):
     (full_width, full, full_grad), (width, value, grad) = results
     assert width == answers.index.shape[1] < full_width
     assert torch.allclose(value, full, rtol=1e-6, atol=0)
-    assert torch.allclose(grad, full_grad, rtol=1e-5, atol=1e-9)
+    assert torch.allclose(grad, full_grad, rtol=1e-5, atol=1e-6 * float(full_grad.abs().max()))
     assert grad.abs().sum() > 0
 
 
@@ -77,15 +88,16 @@ def test_a_batch_of_answers_only_is_left_whole(world_tokenizer):
 
 
 @pytest.mark.parametrize("method, settings", [
-    ("ft-m", {"chunk": 1}), ("locft-bf", {"chunk": 2}), ("locft-bf", {"chunk": 100}),
-    ("ultraedit", {}), ("grace", {}), ("wise", {}), ("memoir", {})])
+    ("ft-m", {"chunk": 1}), ("ft-l", {"chunk": 2}), ("locft-bf", {"chunk": 2}),
+    ("locft-bf", {"chunk": 100}), ("ultraedit", {}), ("grace", {}), ("wise", {}), ("memoir", {})])
 def test_the_methods_whose_loss_reads_answers_only_run_the_head_there(
         method, settings, micro_model_path):
     from editbench.core.method import METHODS
 
     ctx = _context(micro_model_path)
     cls = METHODS[method]
-    extra = {"layer": 1, "steps": 3, "stop_loss": 0.0} if method in ("ft-m", "locft-bf") else {}
+    extra = ({"layer": 1, "steps": 3, "stop_loss": 0.0} if method.startswith(("ft-", "locft"))
+             else {})
     instance = cls(cls.Config(**{**settings, **extra}), ctx)
     instance.prepare()
     widths = []
