@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 
 import torch
@@ -227,6 +227,22 @@ class _BeforeTuned:
         return forward
 
     def _record(self, batch: Hashable, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        result, outputs = self._pass(
+            self.candidates, lambda out: _detached(out) if _plain(out) else None, forward,
+            self.upper.recording())
+        if outputs is not None:
+            self.outputs[batch] = outputs
+            self.upper.keep(batch, result)
+        return result
+
+    def _pass(self, modules: dict[str, nn.Module], keep: Callable[[object], object],
+              forward: Callable[[], torch.Tensor], around=None
+              ) -> tuple[torch.Tensor, dict[str, object] | None]:
+        """One pass of ``forward`` (inside the context ``around``, if any), noting what ``keep``
+        makes of the output of each of ``modules`` that completes before the tuned module is
+        entered (None: nothing). Returns the pass's result and, by name, what was kept of the
+        outermost of those modules called once (None if the tuned module was never entered: a
+        replayed module's children do not run, and a module called again might be needed anew)."""
         calls: Counter[str] = Counter()
         before: dict[str, object] = {}
         entered: list[bool] = []
@@ -234,27 +250,28 @@ class _BeforeTuned:
         def done(name):
             def hook(_module, _args, output):
                 calls[name] += 1
-                if not entered and _plain(output):
-                    before.setdefault(name, _detached(output))
+                if not entered and name not in before:
+                    kept = keep(output)
+                    if kept is not None:
+                        before[name] = kept
             return hook
 
         # first among each module's hooks: what is kept is the module's own output, and a hook
         # that changes it runs again on the replay
         handles = [m.register_forward_hook(done(name), prepend=True)
-                   for name, m in self.candidates.items()]
+                   for name, m in modules.items()]
         handles.append(self.tuned.register_forward_pre_hook(lambda *_: entered.append(True)))
         try:
-            with self.upper.recording():
+            with around if around is not None else nullcontext():
                 result = forward()
         finally:
             for handle in handles:
                 handle.remove()
+        if not entered:
+            return result, None
         once = {name for name in before if calls[name] == 1}
-        if entered:  # the outermost calls only: a replayed module's children do not run
-            self.outputs[batch] = {name: before[name] for name in once
-                                   if not any(name.startswith(outer + ".") for outer in once)}
-            self.upper.keep(batch, result)
-        return result
+        return result, {name: before[name] for name in once
+                        if not any(name.startswith(outer + ".") for outer in once)}
 
     def by_rows(self, keys: Sequence[Hashable], lengths: Sequence[int],
                 forward: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
@@ -275,32 +292,13 @@ class _BeforeTuned:
 
     def _record_rows(self, keys, lengths, forward) -> torch.Tensor:
         rows, width = len(keys), max(lengths)
-        calls: Counter[str] = Counter()
-        before: dict[str, object] = {}
-        entered: list[bool] = []
-
-        def done(name):
-            def hook(_module, _args, output):
-                calls[name] += 1
-                if not entered and _per_row(output, rows, width):
-                    before.setdefault(name, output)
-            return hook
-
-        handles = [m.register_forward_hook(done(name), prepend=True)
-                   for name, m in self.candidates.items() if name in self.in_block]
-        handles.append(self.tuned.register_forward_pre_hook(lambda *_: entered.append(True)))
-        try:
-            result = forward()
-        finally:
-            for handle in handles:
-                handle.remove()
-        once = {name for name in before if calls[name] == 1}
-        outer = [name for name in once
-                 if not any(name.startswith(other + ".") for other in once)]
-        if entered and outer:
+        in_block = {name: m for name, m in self.candidates.items() if name in self.in_block}
+        result, outputs = self._pass(
+            in_block, lambda out: out if _per_row(out, rows, width) else None, forward)
+        if outputs:
             for row, (key, length) in enumerate(zip(keys, lengths)):
                 if key not in self.row_outputs:
-                    kept = {name: _row(before[name], row, length) for name in outer}
+                    kept = {name: _row(out, row, length) for name, out in outputs.items()}
                     self.row_outputs[key] = kept
                     self.row_bytes += sum(_nbytes(out) for out in kept.values())
         return result
