@@ -43,7 +43,7 @@ from ..core.method import METHODS, EditMethod, MethodConfig
 from ..core.records import EditRecord
 from ..core.tokenize import EncodedPair, PairBatch
 from .answer_positions import AnswerPositions, at_prompt_last, head_at, narrowed
-from .lower_blocks import LowerBlocks
+from .lower_blocks import ROW_BYTES, LowerBlocks
 from .objectives import last_prompt_position_nll, masked_target_nll
 
 
@@ -125,9 +125,12 @@ class FineTune(EditMethod):
 
     def cost(self, shape: ModelShape, run: RunShape) -> MethodCost:
         """Each chunk's forward and backward pass reaches back to the edited layer; Adam's two
-        moments and the gradient of the edited tensors exist while a batch is edited, and so does
-        the recorded input of the edited layer for every record of the batch
-        (``lower_blocks.py``)."""
+        moments and the gradient of the edited tensors exist while a batch is edited, and so do
+        what the replays keep for every record of the batch (``lower_blocks.py``): the recorded
+        input of the edited layer, and the outputs of the calls in its block before the tuned
+        module (about four hidden-wide and three MLP-wide per token: the embeddings, attention,
+        norms, gate and up projections; per record, reshuffled chunks keep at most
+        ``ROW_BYTES``)."""
         config: FTConfig = self.config  # type: ignore[assignment]
         edited = self.edited_parameters()
         numel = sum(shape.param_numel(name) for name in edited)
@@ -136,11 +139,15 @@ class FineTune(EditMethod):
         # per edited element: the originals, the gradient, Adam's two moments, and the norm
         # constraint's three temporaries (the bounds and the clamped copy)
         per_element = 4 + (3 if config.norm_constraint is not None else 0)
+        batch_tokens = run.batch_size * run.tokens_per_record
+        replayed = batch_tokens * (4 * shape.hidden + 3 * shape.intermediate) * shape.dtype_bytes
+        if not self.chunks_repeat(run.batch_size, config.chunk or run.batch_size):
+            replayed = min(replayed, ROW_BYTES)
         transient = (
             backward_bytes(shape, chunk_tokens, above, length=run.tokens_per_record)
             + per_element * numel * shape.dtype_bytes
-            + (run.batch_size * run.tokens_per_record * shape.hidden * shape.dtype_bytes
-               if self.layer() > 0 else 0)
+            + (batch_tokens * shape.hidden * shape.dtype_bytes if self.layer() > 0 else 0)
+            + replayed
         )
         per_token = forward_flops(shape, 1) * (1 + 2 * above / shape.n_layers)
         # at most: training may stop early

@@ -284,8 +284,8 @@ class _BeforeTuned:
         do."""
         kept = [self.row_outputs.get(key) for key in keys]
         if all(k is not None for k in kept) and len({tuple(k) for k in kept}) == 1:
-            outputs = {name: _padded([k[name] for k in kept]) for name in kept[0]}
-            return lambda: self._replay(outputs, forward, fresh=True)
+            return lambda: self._replay(
+                {name: _padded([k[name] for k in kept]) for name in kept[0]}, forward, fresh=True)
         if self.row_bytes >= ROW_BYTES:
             return forward
         return lambda: self._record_rows(keys, lengths, forward)
