@@ -114,3 +114,33 @@ def test_the_methods_whose_loss_reads_answers_only_run_the_head_there(
     full = len(widths) - len(steps)
     assert len(steps) > full and full <= (len(RECORDS) if method in ("grace", "wise", "memoir")
                                           else 0), widths
+
+
+def test_left_padded_rows_keep_their_own_answer_positions(micro_model_path):
+    """WISE trains on a left-padded batch as its release does: each row's answers sit at another
+    offset, and the narrowed loss is still the full head's."""
+    ctx = _context(micro_model_path)
+    encoder = PairEncoder(ctx.tokenizer)
+    batch = encoder.collate([encoder.encode(r.prompt, r.target_new) for r in RECORDS], left=True)
+    answers = narrowed(batch)
+    for row in range(len(RECORDS)):
+        positions = batch.target_mask[row].nonzero().squeeze(1)
+        assert torch.equal(answers.index[row, :len(positions)], positions)
+    losses = []
+    for positions in (AnswerPositions(index=None, batch=batch), answers):
+        with head_at(ctx.model, positions), torch.no_grad():
+            logits = ctx.model(input_ids=batch.input_ids,
+                               attention_mask=batch.attention_mask).logits
+        losses.append(masked_target_nll(logits, positions.batch))
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6, atol=0)
+
+
+def test_a_head_called_on_another_shape_is_refused(micro_model_path):
+    """A model that calls its head on something other than the batch's (rows, positions, width)
+    hidden states gets a clear error, not logits of the wrong rows."""
+    ctx = _context(micro_model_path)
+    answers = narrowed(_batch(ctx.tokenizer))
+    head = ctx.model.get_output_embeddings()
+    with head_at(ctx.model, answers), pytest.raises(ValueError, match="output head"):
+        head(torch.zeros(2, 3, head.in_features))
+    head(torch.zeros(2, 3, head.in_features))  # the hook is gone once outside
