@@ -37,6 +37,17 @@ class AnswerPositions:
     index: torch.Tensor | None
     batch: PairBatch
 
+    def read(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` checked to be the narrowed ones ``batch`` describes. A model that made its
+        logits without calling its output head module (so ``head_at``'s hook never ran) returns
+        every position, which a loss would misread against the narrowed labels: refused."""
+        if self.index is not None and logits.shape[1] != self.index.shape[1]:
+            raise ValueError(
+                f"the model returned logits at {logits.shape[1]} positions, not the "
+                f"{self.index.shape[1]} its output head was to be given: it does not compute them "
+                "through its output head module (get_output_embeddings)")
+        return logits
+
     def column(self, positions: torch.Tensor) -> torch.Tensor:
         """Where each row's position in ``positions`` (one per row, among those kept) sits in the
         narrowed logits."""

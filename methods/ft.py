@@ -184,7 +184,7 @@ class FineTune(EditMethod):
 
         with head_at(self.ctx.model, answers):  # the head at the positions the loss reads
             logits = lower(pairs, [len(encoded[pair].ids) for pair in pairs], forward)
-        return type(self).objective(logits, answers.batch)
+        return type(self).objective(answers.read(logits), answers.batch)
 
     def chunks_repeat(self, n_records: int, size: int) -> bool:
         """Whether every epoch cuts a batch of ``n_records`` into the same chunks of ``size`` in

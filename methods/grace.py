@@ -272,7 +272,7 @@ class Grace(LayerMemoryMethod):
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                         use_cache=False,
                     ).logits)
-                loss = masked_target_nll(logits, answers.batch)
+                loss = masked_target_nll(answers.read(logits), answers.batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

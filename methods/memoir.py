@@ -343,7 +343,7 @@ class Memoir(LayerMemoryMethod):
                     logits = lower.same_batch(lambda: self.ctx.model(
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                         use_cache=False).logits)
-                loss = masked_target_nll(logits, answers.batch)
+                loss = masked_target_nll(answers.read(logits), answers.batch)
                 losses.append(loss.item())
                 if converged(losses, on_previous=True):
                     break

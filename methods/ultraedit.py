@@ -146,8 +146,9 @@ class UltraEdit(ChosenModules, EditorCore):
         if answers.index is None:
             return super()._read(encoded, loss, sub_batch)
         with head_at(self.ctx.model, answers):
-            return super()._read(encoded, lambda logits, _batch: loss(logits, answers.batch),
-                                 sub_batch)
+            return super()._read(
+                encoded, lambda logits, _batch: loss(answers.read(logits), answers.batch),
+                sub_batch)
 
     def shifts(self, observed: KeysAndGrads) -> dict[str, torch.Tensor]:
         config: UltraEditConfig = self.config  # type: ignore[assignment]

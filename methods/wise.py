@@ -444,7 +444,7 @@ class Wise(LayerMemoryMethod):
                         input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                         use_cache=False,
                     ).logits)
-                token_nll, target = target_token_nll(logits[:n_edit],
+                token_nll, target = target_token_nll(answers.read(logits)[:n_edit],
                                                      answers.batch.rows(0, n_edit))
                 loss = ((token_nll * target).sum(1) / (target.sum(1) + 1)).mean()
                 inside = self._scores[:n_edit]

@@ -144,3 +144,16 @@ def test_a_head_called_on_another_shape_is_refused(micro_model_path):
     with head_at(ctx.model, answers), pytest.raises(ValueError, match="output head"):
         head(torch.zeros(2, 3, head.in_features))
     head(torch.zeros(2, 3, head.in_features))  # the hook is gone once outside
+
+
+def test_logits_made_without_the_head_module_are_refused(world_tokenizer):
+    """A model that computes its logits without calling its output head module never meets the
+    narrowing hook and returns every position: a loss would read them against the narrowed labels,
+    so ``read`` refuses them."""
+    batch = _batch(world_tokenizer)
+    answers = narrowed(batch)
+    full = torch.zeros(*batch.input_ids.shape, 7)
+    with pytest.raises(ValueError, match="output head"):
+        answers.read(full)
+    narrow = torch.zeros(len(RECORDS), answers.index.shape[1], 7)
+    assert answers.read(narrow) is narrow

@@ -104,7 +104,7 @@ def _optimise(
                          use_cache=False).logits
 
         with edit_block_output(model, block, add_delta), head_at(model, answers):
-            logits = lower.same_batch(forward) if lower is not None else forward()
+            logits = answers.read(lower.same_batch(forward) if lower is not None else forward())
         target_logp = F.log_softmax(logits[batch.target_mask].float(), dim=-1)
         token_nll = -target_logp.gather(1, batch.labels[batch.target_mask].unsqueeze(1)).squeeze(1)
         row_nll = torch.zeros(rows.numel(), device=rows.device).index_add(0, token_rows, token_nll)
