@@ -17,6 +17,7 @@ the number of rows; on the CPUs measured the default run's stored values were bi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -47,6 +48,12 @@ class AnswerPositions:
                 f"{self.index.shape[1]} its output head was to be given: it does not compute them "
                 "through its output head module (get_output_embeddings)")
         return logits
+
+    def logits(self, model: nn.Module, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The logits ``forward`` (a pass of ``model``) makes with the head at these positions
+        (``head_at``), checked (``read``): what a loss reads with ``batch``."""
+        with head_at(model, self):
+            return self.read(forward())
 
     def column(self, positions: torch.Tensor) -> torch.Tensor:
         """Where each row's position in ``positions`` (one per row, among those kept) sits in the

@@ -42,7 +42,7 @@ from ..core.costs import (
 from ..core.method import METHODS, EditMethod, MethodConfig
 from ..core.records import EditRecord
 from ..core.tokenize import EncodedPair, PairBatch
-from .answer_positions import AnswerPositions, at_prompt_last, head_at, narrowed
+from .answer_positions import AnswerPositions, at_prompt_last, narrowed
 from .lower_blocks import ROW_BYTES, LowerBlocks
 from .objectives import last_prompt_position_nll, masked_target_nll
 
@@ -182,9 +182,10 @@ class FineTune(EditMethod):
                 input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
             ).logits
 
-        with head_at(self.ctx.model, answers):  # the head at the positions the loss reads
-            logits = lower(pairs, [len(encoded[pair].ids) for pair in pairs], forward)
-        return type(self).objective(answers.read(logits), answers.batch)
+        # the head at the positions the loss reads
+        logits = answers.logits(self.ctx.model, lambda: lower(
+            pairs, [len(encoded[pair].ids) for pair in pairs], forward))
+        return type(self).objective(logits, answers.batch)
 
     def chunks_repeat(self, n_records: int, size: int) -> bool:
         """Whether every epoch cuts a batch of ``n_records`` into the same chunks of ``size`` in

@@ -195,6 +195,9 @@ class _BeforeTuned:
         self.candidates = {name: m for name, m in {**outside, **inside}.items()
                            if not _holds(name, tuned)}
         self.in_block = set(inside)
+        # the candidates inside the tuned block: those a record's rows can hold (``by_rows``)
+        self.in_block_candidates = {name: m for name, m in self.candidates.items()
+                                    if name in self.in_block}
         self.in_block_outputs: dict[Hashable, dict[str, object]] = {}  # those the direct path needs
         self.outputs: dict[Hashable, dict[str, object]] = {}
         # per record (a key of a chunk that may not repeat): the in-block calls' outputs at its
@@ -292,9 +295,9 @@ class _BeforeTuned:
 
     def _record_rows(self, keys, lengths, forward) -> torch.Tensor:
         rows, width = len(keys), max(lengths)
-        in_block = {name: m for name, m in self.candidates.items() if name in self.in_block}
-        result, outputs = self._pass(
-            in_block, lambda out: out if _per_row(out, rows, width) else None, forward)
+        result, outputs = self._pass(self.in_block_candidates,
+                                     lambda out: out if _per_row(out, rows, width) else None,
+                                     forward)
         if outputs:
             for row, (key, length) in enumerate(zip(keys, lengths)):
                 if key not in self.row_outputs:

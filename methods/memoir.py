@@ -36,7 +36,7 @@ from torch import nn
 from ..core.method import METHODS, MethodConfig
 from ..core.records import EditRecord
 from ._layer_memory import LayerMemoryMethod, context_templates, converged
-from .answer_positions import head_at, narrowed
+from .answer_positions import narrowed
 from .objectives import masked_target_nll
 
 log = logging.getLogger(__name__)
@@ -339,11 +339,11 @@ class Memoir(LayerMemoryMethod):
         answers = narrowed(batch)  # the head where the loss reads it (``answer_positions.py``)
         try:
             for _ in range(config.n_iter):
-                with head_at(self.ctx.model, answers):
-                    logits = lower.same_batch(lambda: self.ctx.model(
-                        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        use_cache=False).logits)
-                loss = masked_target_nll(answers.read(logits), answers.batch)
+                logits = answers.logits(self.ctx.model, lambda: lower.same_batch(
+                    lambda: self.ctx.model(input_ids=batch.input_ids,
+                                           attention_mask=batch.attention_mask,
+                                           use_cache=False).logits))
+                loss = masked_target_nll(logits, answers.batch)
                 losses.append(loss.item())
                 if converged(losses, on_previous=True):
                     break

@@ -55,7 +55,7 @@ from ._layer_memory import (  # noqa: F401 (TEMPLATE_STARTS, converged: wise's p
     context_templates,
     converged,
 )
-from .answer_positions import head_at, narrowed
+from .answer_positions import narrowed
 from .objectives import target_token_nll
 
 log = logging.getLogger(__name__)
@@ -439,12 +439,11 @@ class Wise(LayerMemoryMethod):
         answers = narrowed(batch)  # the head where the loss reads it (``answer_positions.py``)
         try:
             for _ in range(config.n_iter):
-                with head_at(self.ctx.model, answers):
-                    logits = lower.same_batch(lambda: self.ctx.model(
-                        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                        use_cache=False,
-                    ).logits)
-                token_nll, target = target_token_nll(answers.read(logits)[:n_edit],
+                logits = answers.logits(self.ctx.model, lambda: lower.same_batch(
+                    lambda: self.ctx.model(input_ids=batch.input_ids,
+                                           attention_mask=batch.attention_mask,
+                                           use_cache=False).logits))
+                token_nll, target = target_token_nll(logits[:n_edit],
                                                      answers.batch.rows(0, n_edit))
                 loss = ((token_nll * target).sum(1) / (target.sum(1) + 1)).mean()
                 inside = self._scores[:n_edit]

@@ -23,7 +23,7 @@ from torch import nn
 from ...core.models import ModelLayout
 from ...core.records import EditRecord
 from ...core.tokenize import PairEncoder
-from ..answer_positions import head_at, narrowed
+from ..answer_positions import narrowed
 from ..lower_blocks import LowerBlocks
 from .config import LocateConfig
 from .hooks import edit_block_output
@@ -103,8 +103,9 @@ def _optimise(
             return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                          use_cache=False).logits
 
-        with edit_block_output(model, block, add_delta), head_at(model, answers):
-            logits = answers.read(lower.same_batch(forward) if lower is not None else forward())
+        with edit_block_output(model, block, add_delta):
+            logits = answers.logits(
+                model, lambda: lower.same_batch(forward) if lower is not None else forward())
         target_logp = F.log_softmax(logits[batch.target_mask].float(), dim=-1)
         token_nll = -target_logp.gather(1, batch.labels[batch.target_mask].unsqueeze(1)).squeeze(1)
         row_nll = torch.zeros(rows.numel(), device=rows.device).index_add(0, token_rows, token_nll)
