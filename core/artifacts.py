@@ -1,5 +1,5 @@
-"""The offline world that ships with the package: one pocket model and its trained editors, the
-same bytes on every machine.
+"""The offline world that ships with the package: the default world's pocket model and trained
+editors, and the lifelong scenario's model, the same bytes on every machine.
 
 Training turns a CPU's rounding (its kernel set, its thread count) into a different model: the
 pocket model and the hypernetwork editors that the default run trains on a user's machine gave

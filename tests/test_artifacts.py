@@ -107,6 +107,27 @@ def test_the_package_ships_a_sound_world():
     assert {"torch", "cpu_capability", "threads", "date"} <= set(built)
 
 
+def test_the_lifelong_scenario_ships_its_model_and_loads_it_without_training(monkeypatch,
+                                                                               tmp_path):
+    """Its 20,000 training steps diverge between CPUs as the default model's do, so the scenario's
+    figures would depend on the machine that trained it (docs/pocket-world.md)."""
+    from editbench.harness.checks.artifacts import model_entries
+    from editbench.tasks.pocket_lifelong import LifelongPocketTask
+
+    monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
+    artifacts.forget_verified()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the lifelong model was trained, not taken from the package")
+
+    monkeypatch.setattr(pocket_model, "train_pocket_model", no_training)
+    entry = {task: name for name, (task, _) in model_entries().items()}["pocket-lifelong"]
+    assert entry in artifacts.entries() and entry != DEFAULT_POCKET
+    task = LifelongPocketTask(TaskOptions(cache_dir=tmp_path), LifelongPocketTask.Config())
+    assert task.default_model() == str(artifacts.SHIPPED_ROOT / entry)
+    assert "lifelong" in artifacts.entries()[entry].description
+
+
 def test_the_default_run_loads_the_shipped_pocket_model_without_training(monkeypatch, tmp_path):
     monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
     artifacts.forget_verified()
@@ -196,7 +217,14 @@ def test_a_rebuild_lays_out_what_a_short_default_run_built_with_a_fresh_manifest
             (editor / "editor.safetensors").write_bytes(b"net")
             (editor / "state-000010" / "net.safetensors").write_bytes(b"partial")
 
+    def fake_task_model(task, cache):  # the lifelong scenario's model: a task of its own
+        seen.setdefault("tasks", []).append(task)
+        if task == "pocket-lifelong":
+            (cache / "models" / "pocket-life-l1fe").mkdir(parents=True)
+            (cache / "models" / "pocket-life-l1fe" / "config.json").write_text("{}")
+
     monkeypatch.setattr(runner, "Runner", FakeRunner)
+    monkeypatch.setattr(command, "_build_task_model", fake_task_model)
     monkeypatch.delenv(artifacts.SKIP_VARIABLE, raising=False)
     into = tmp_path / "shipped"
     (into / "models" / "pocket-old").mkdir(parents=True)
@@ -206,7 +234,8 @@ def test_a_rebuild_lays_out_what_a_short_default_run_built_with_a_fresh_manifest
     assert seen["plan"].seed == 0
     # named as the package ships them, each with the code hash of what built it
     assert {n: e["code"] for n, e in manifest["entries"].items()} == {
-        "models/pocket-new": "c0de", "hypernets/mend-new": "f1xed"}
+        "models/pocket-new": "c0de", "hypernets/mend-new": "f1xed", "models/pocket-life": "l1fe"}
+    assert seen["tasks"] == ["pocket", "pocket-lifelong"]
     assert (
         not (into / "models" / "pocket-old").exists()
         and not (into / "hypernets/mend-new/state-000010").exists()

@@ -14,8 +14,8 @@ from ..checks.artifacts import build_artifacts, expected_code
 @click.option(
     "--rebuild",
     is_flag=True,
-    help="Train the pocket model and the default run's editors on this machine and write them, "
-    "with a new manifest, to --into.",
+    help="Train the default run's pocket model and editors and the lifelong scenario's model on "
+    "this machine (about half an hour on 2 cores) and write them, with a new manifest, to --into.",
 )
 @click.option(
     "--into",
@@ -31,7 +31,7 @@ from ..checks.artifacts import build_artifacts, expected_code
     help="Seeds whose trained editors --rebuild includes (the default run uses seed 0).",
 )
 def artifacts_command(rebuild: bool, into: Path | None, seeds: str) -> None:
-    """Check the shipped pocket model and trained editors (SHA-256, and that this code builds
+    """Check the shipped pocket models and trained editors (SHA-256, and that this code builds
     them), or rebuild them."""
     from ...core import artifacts
 
