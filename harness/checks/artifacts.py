@@ -3,12 +3,12 @@
 The package ships the default run's pocket model and the editors its hypernetwork methods train,
 and the lifelong scenario's model (``--task pocket-lifelong``; ``core/artifacts.py`` says why).
 ``--rebuild`` trains them as the default run and the scenario would, on this machine, into a fresh
-cache, and writes them with a new manifest (the scenario's model alone is about 27 minutes of it on
-two cores). It trains on the thread count
-the shipped manifest records (``--threads`` overrides), so the machine's core count is not a
-difference; a rebuild on another CPU (another kernel set) trains another world: the default table
-then moves by more than the tolerance the README states, so a rebuild is a change to commit and to
-say, never a routine step.
+cache, and writes them with a new manifest (the scenario's model alone is about half an hour of it
+on two cores). It trains on the thread count the shipped manifest records (``--threads``
+overrides), so the machine's core count is not a difference (two threads rebuilt the scenario's
+model byte for byte, 2026-12-06); a rebuild on another CPU (another kernel set) trains another
+world: the default table then moves by more than the tolerance the README states, so a rebuild is
+a change to commit and to say, never a routine step.
 Each entry's manifest line records the code hash of what built it (``core/identity.py``): after a
 change to that code the shipped entry is passed over until a rebuild records the new hash (and, if
 the new code builds other bytes, the new world).
