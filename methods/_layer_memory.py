@@ -21,6 +21,8 @@ from ..core.costs import (
     weights_bytes,
 )
 from ..core.method import EditContext, EditMethod
+from ..core.tokenize import PairBatch
+from .answer_positions import AnswerPositions
 from .lower_blocks import LowerBlocks
 
 #: the starts of EasyEdit's greedy prefixes (WISE ``utils.py:426-450``; MEMOIR trains on the same)
@@ -83,6 +85,16 @@ class LayerMemoryMethod(EditMethod):
         ``n_iter`` steps, and nothing below the layer changes meanwhile (``lower_blocks.py``)."""
         return LowerBlocks(self.ctx.model, self.ctx.layout, self.layer_index(),
                            tuned=self.module_name(), idle_hooks=self.idle_while_editing())
+
+    def step_logits(self, lower: LowerBlocks, batch: PairBatch,
+                    answers: AnswerPositions) -> torch.Tensor:
+        """One training step's logits on ``batch``: the blocks below the layer replayed
+        (``lower``), the head run only where the loss reads (``answers``,
+        ``answer_positions.py``)."""
+        model = self.ctx.model
+        return answers.logits(model, lambda: lower.same_batch(lambda: model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            use_cache=False).logits))
 
     def idle_while_editing(self) -> list[int]:
         """The ids of this method's hooks that an edit's training passes need not run, so that

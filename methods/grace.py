@@ -267,10 +267,7 @@ class Grace(LayerMemoryMethod):
         answers = narrowed(batch)  # the head where the loss reads it (``answer_positions.py``)
         try:
             for _ in range(self.config.n_iter):
-                logits = answers.logits(self.ctx.model, lambda: lower.same_batch(
-                    lambda: self.ctx.model(input_ids=batch.input_ids,
-                                           attention_mask=batch.attention_mask,
-                                           use_cache=False).logits))
+                logits = self.step_logits(lower, batch, answers)
                 loss = masked_target_nll(logits, answers.batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -339,10 +339,7 @@ class Memoir(LayerMemoryMethod):
         answers = narrowed(batch)  # the head where the loss reads it (``answer_positions.py``)
         try:
             for _ in range(config.n_iter):
-                logits = answers.logits(self.ctx.model, lambda: lower.same_batch(
-                    lambda: self.ctx.model(input_ids=batch.input_ids,
-                                           attention_mask=batch.attention_mask,
-                                           use_cache=False).logits))
+                logits = self.step_logits(lower, batch, answers)
                 loss = masked_target_nll(logits, answers.batch)
                 losses.append(loss.item())
                 if converged(losses, on_previous=True):

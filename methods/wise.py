@@ -439,10 +439,7 @@ class Wise(LayerMemoryMethod):
         answers = narrowed(batch)  # the head where the loss reads it (``answer_positions.py``)
         try:
             for _ in range(config.n_iter):
-                logits = answers.logits(self.ctx.model, lambda: lower.same_batch(
-                    lambda: self.ctx.model(input_ids=batch.input_ids,
-                                           attention_mask=batch.attention_mask,
-                                           use_cache=False).logits))
+                logits = self.step_logits(lower, batch, answers)
                 token_nll, target = target_token_nll(logits[:n_edit],
                                                      answers.batch.rows(0, n_edit))
                 loss = ((token_nll * target).sum(1) / (target.sum(1) + 1)).mean()
