@@ -181,6 +181,10 @@ def test_cells_timed_before_run_longest_first_and_new_ones_before_them(tmp_path)
 
     from editbench.harness.running import side_by_side as executors
 
+    def replace_model(cell, model_source):
+        cell.model_source = model_source
+        return cell
+
     def cell(label, run_id="r", edits=100):
         return SimpleNamespace(run_id=run_id, methods=(SimpleNamespace(label=label),),
                                task=SimpleNamespace(name="pocket"), model_source="m", edits=edits)
@@ -192,8 +196,8 @@ def test_cells_timed_before_run_longest_first_and_new_ones_before_them(tmp_path)
     assert seconds == {"r/slow": 19.0, "r/middle": 8.0, "r/quick": 3.0}
     assert [c.methods[0].label for c in executors.longest_first(cells, seconds)] == \
         ["new", "slow", "middle", "quick"]
-    # another seed (or code version: another run id) of a timed kind is ordered by the kind's time;
-    # its own time, once known, comes first; another edit count is another kind
+    # another seed (another run id) of a timed kind is ordered by the kind's time; its own time,
+    # once known, comes first; another edit count is another kind
     timed = {"r/slow": 19.0, "kind:pocket/m/100/slow": 19.0, "kind:pocket/m/100/quick": 3.0,
              "s/quick": 30.0}
     others = [cell("quick", "t"), cell("slow", "s", edits=500), cell("slow", "s"),
@@ -202,6 +206,11 @@ def test_cells_timed_before_run_longest_first_and_new_ones_before_them(tmp_path)
     assert [(c.run_id, c.methods[0].label, c.edits) for c in order] == [
         ("s", "slow", 500), ("s", "quick", 100), ("s", "slow", 100), ("t", "quick", 100)]
     assert executors._cell_kind(cell("slow")) == "kind:pocket/m/100/slow"
+    # a model is its folder's name: the same shipped model in another clone is the same kind
+    moved = [replace_model(cell("slow"), f"/{root}/artifacts/models/pocket-1")
+             for root in ("work/main", "tmp/clone")]
+    assert executors._cell_kind(moved[0]) == executors._cell_kind(moved[1]) == \
+        "kind:pocket/pocket-1/100/slow"
     (tmp_path / executors.CELL_SECONDS).write_text("not json")
     assert executors._cell_seconds(tmp_path) == {}  # a damaged record costs only the order
 

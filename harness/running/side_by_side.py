@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from ...core.cache import atomic_write_bytes
 from ...core.store import ResultsStore, hold_store
@@ -150,11 +150,12 @@ def _cell_key(cell: RunPlan) -> str:
 
 
 def _cell_kind(cell: RunPlan) -> str:
-    """The same method on the same task, model and edit count, whatever the seed or the code
-    version (both change the run id): a new seed, or the first run after a code change, is ordered
-    by its kind's last time instead of the plan's order (a three-seed scenario run lost about two
-    minutes to that order)."""
-    return f"kind:{cell.task.name}/{cell.model_source}/{cell.edits}/{cell.methods[0].label}"
+    """The same method on the same task, model and edit count, whatever else the run id holds (the
+    seed, the model's folder: a fresh clone's shipped model has another path and the same name): a
+    new seed, or a clone's first run on a warm cache, is ordered by its kind's last time instead of
+    the plan's order (a three-seed scenario run lost about two minutes to that order)."""
+    model = PurePath(cell.model_source).name or cell.model_source
+    return f"kind:{cell.task.name}/{model}/{cell.edits}/{cell.methods[0].label}"
 
 
 def _cell_seconds(cache: Path) -> dict[str, float]:
