@@ -181,13 +181,9 @@ def test_cells_timed_before_run_longest_first_and_new_ones_before_them(tmp_path)
 
     from editbench.harness.running import side_by_side as executors
 
-    def replace_model(cell, model_source):
-        cell.model_source = model_source
-        return cell
-
-    def cell(label, run_id="r", edits=100):
+    def cell(label, run_id="r", edits=100, model="m"):
         return SimpleNamespace(run_id=run_id, methods=(SimpleNamespace(label=label),),
-                               task=SimpleNamespace(name="pocket"), model_source="m", edits=edits)
+                               task=SimpleNamespace(name="pocket"), model_source=model, edits=edits)
 
     cells = [cell(name) for name in ("quick", "new", "slow", "middle")]
     executors._record_cell_seconds(tmp_path, {"r/quick": 2.0, "r/slow": 19.0})
@@ -207,7 +203,7 @@ def test_cells_timed_before_run_longest_first_and_new_ones_before_them(tmp_path)
         ("s", "slow", 500), ("s", "quick", 100), ("s", "slow", 100), ("t", "quick", 100)]
     assert executors._cell_kind(cell("slow")) == "kind:pocket/m/100/slow"
     # a model is its folder's name: the same shipped model in another clone is the same kind
-    moved = [replace_model(cell("slow"), f"/{root}/artifacts/models/pocket-1")
+    moved = [cell("slow", model=f"/{root}/artifacts/models/pocket-1")
              for root in ("work/main", "tmp/clone")]
     assert executors._cell_kind(moved[0]) == executors._cell_kind(moved[1]) == \
         "kind:pocket/pocket-1/100/slow"
